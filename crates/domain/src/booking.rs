@@ -1,0 +1,216 @@
+//! The booking payload a signed forwarder sends with the details inline (the seed's shape),
+//! parsed without floats and validated into typed fields.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::money::{MoneyError, parse_decimal};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BookingStatus {
+    Confirmed,
+    Cancelled,
+    Completed,
+    NoShow,
+}
+
+impl BookingStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BookingStatus::Confirmed => "confirmed",
+            BookingStatus::Cancelled => "cancelled",
+            BookingStatus::Completed => "completed",
+            BookingStatus::NoShow => "no_show",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            BookingStatus::Confirmed,
+            BookingStatus::Cancelled,
+            BookingStatus::Completed,
+            BookingStatus::NoShow,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// Whether a booking in this status is billed in its month.
+    pub fn is_billable(&self) -> bool {
+        matches!(self, BookingStatus::Confirmed | BookingStatus::Completed)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("body is not a valid booking payload: {0}")]
+    Malformed(String),
+    #[error("price: {0}")]
+    Price(#[from] MoneyError),
+    #[error("datetime {0:?} is neither RFC 3339 nor YYYY-MM-DD HH:MM:SS")]
+    SessionTime(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceInfo {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub duration: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClientInfo {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderInfo {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    booking_id: String,
+    #[serde(default)]
+    booking_hash: Option<String>,
+    #[serde(default)]
+    status: Option<BookingStatus>,
+    price: Box<RawValue>,
+    #[serde(default)]
+    currency: Option<String>,
+    datetime: String,
+    service: ServiceInfo,
+    #[serde(default)]
+    client: Option<ClientInfo>,
+    #[serde(default)]
+    provider: Option<ProviderInfo>,
+}
+
+/// A booking with its details inline, as a signed forwarder sends it.
+#[derive(Debug, Clone)]
+pub struct BookingPayload {
+    pub booking_id: String,
+    pub booking_hash: Option<String>,
+    pub status: BookingStatus,
+    /// The total as sent; the ledger checks it against the tenant's currency.
+    pub price: Decimal,
+    pub currency: Option<String>,
+    pub datetime: String,
+    pub service: ServiceInfo,
+    pub client: Option<ClientInfo>,
+    pub provider: Option<ProviderInfo>,
+}
+
+impl BookingPayload {
+    pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
+        let wire: Wire =
+            serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+        if wire.booking_id.trim().is_empty() || wire.booking_id.len() > 100 {
+            return Err(PayloadError::Malformed(
+                "booking_id must be 1-100 characters".into(),
+            ));
+        }
+        Ok(BookingPayload {
+            price: parse_price(wire.price.get())?,
+            booking_id: wire.booking_id,
+            booking_hash: wire.booking_hash,
+            status: wire.status.unwrap_or(BookingStatus::Confirmed),
+            currency: wire.currency,
+            datetime: wire.datetime,
+            service: wire.service,
+            client: wire.client,
+            provider: wire.provider,
+        })
+    }
+
+    /// The session start. A time without an offset (SimplyBook's `YYYY-MM-DD HH:MM:SS`) is the
+    /// tenant's local time.
+    pub fn session_at(&self, tz: Tz) -> Result<DateTime<Utc>, PayloadError> {
+        if let Ok(t) = DateTime::parse_from_rfc3339(&self.datetime) {
+            return Ok(t.with_timezone(&Utc));
+        }
+        let naive = NaiveDateTime::parse_from_str(&self.datetime, "%Y-%m-%d %H:%M:%S")
+            .map_err(|_| PayloadError::SessionTime(self.datetime.clone()))?;
+        tz.from_local_datetime(&naive)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| PayloadError::SessionTime(self.datetime.clone()))
+    }
+}
+
+/// A price is a JSON string or number; either way its exact text is parsed, never a float.
+fn parse_price(raw: &str) -> Result<Decimal, PayloadError> {
+    let text = if raw.starts_with('"') {
+        serde_json::from_str::<String>(raw).map_err(|e| PayloadError::Malformed(e.to_string()))?
+    } else {
+        raw.to_string()
+    };
+    Ok(parse_decimal(&text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(price: &str, datetime: &str) -> Vec<u8> {
+        format!(
+            r#"{{"booking_id":"2262","booking_hash":"abc","price":{price},"datetime":"{datetime}",
+               "service":{{"id":"7","name":"Massage 60 min","duration":60}},
+               "client":{{"name":"Test Client","email":"client@example.test"}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn prices_parse_exactly_from_strings_and_numbers() {
+        let p = BookingPayload::parse(&body("\"10.01\"", "2026-10-14T10:00:00+11:00"))
+            .expect("payload");
+        assert_eq!(p.price, Decimal::new(1001, 2));
+        assert_eq!(p.status, BookingStatus::Confirmed);
+        // 0.1 + 0.2 style values stay exact when sent as JSON numbers.
+        let p =
+            BookingPayload::parse(&body("150.10", "2026-10-14T10:00:00+11:00")).expect("payload");
+        assert_eq!(p.price.to_string(), "150.10");
+    }
+
+    #[test]
+    fn bad_prices_and_shapes_are_rejected_with_a_reason() {
+        assert!(matches!(
+            BookingPayload::parse(&body("\"ten\"", "2026-10-14T10:00:00Z")),
+            Err(PayloadError::Price(MoneyError::NotANumber(_)))
+        ));
+        assert!(matches!(
+            BookingPayload::parse(&body("null", "2026-10-14T10:00:00Z")),
+            Err(PayloadError::Price(_))
+        ));
+        assert!(matches!(
+            BookingPayload::parse(b"{\"booking_id\":\"1\"}"),
+            Err(PayloadError::Malformed(_))
+        ));
+        assert!(matches!(
+            BookingPayload::parse(b"not json"),
+            Err(PayloadError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn local_session_times_use_the_tenant_zone() {
+        let p = BookingPayload::parse(&body("100", "2026-10-31 23:30:00")).expect("payload");
+        let at = p.session_at(chrono_tz::Australia::Sydney).expect("time");
+        assert_eq!(at.to_rfc3339(), "2026-10-31T12:30:00+00:00");
+        let p = BookingPayload::parse(&body("100", "31/10/2026")).expect("payload");
+        assert!(p.session_at(chrono_tz::Australia::Sydney).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! The billing domain: exact money, billing periods, tenants, booking payloads, record hashing
+//! and webhook signatures. Pure code with no I/O, shared by every service.
+#![forbid(unsafe_code)]
+
+pub mod booking;
+pub mod hash;
+pub mod money;
+pub mod period;
+pub mod secret;
+pub mod standard_webhooks;
+pub mod tenant;
+
+pub use booking::{BookingPayload, BookingStatus};
+pub use money::{BookingAmounts, Currency, MoneyError, Rate};
+pub use period::BillingPeriod;
+pub use secret::Secret;
+pub use tenant::{TenantConfig, TenantId, Tenants};

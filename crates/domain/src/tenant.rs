@@ -1,0 +1,229 @@
+//! Tenants: the practitioners who take bookings, with the settings every service reads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use chrono_tz::Tz;
+
+use crate::money::{Currency, Rate};
+use crate::secret::Secret;
+use crate::standard_webhooks::SigningKey;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid tenant id {0:?}: use 1-50 lowercase letters, digits, '-' or '_'")]
+pub struct TenantIdError(String);
+
+/// A tenant's identifier as it appears in URLs and subjects: `[a-z0-9_-]{1,50}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for TenantId {
+    type Err = TenantIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.len() <= 50
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        ok.then(|| TenantId(s.to_string()))
+            .ok_or_else(|| TenantIdError(s.to_string()))
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn default_time_zone() -> Tz {
+    chrono_tz::Australia::Sydney
+}
+
+fn default_rate() -> Rate {
+    Rate::twenty_percent()
+}
+
+fn default_terms() -> u32 {
+    7
+}
+
+fn deserialize_tz<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
+    use serde::Deserialize;
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|_| serde::de::Error::custom(format!("unknown IANA time zone {s:?}")))
+}
+
+/// One tenant's settings.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: TenantId,
+    /// Legal or trading name, printed on invoices.
+    pub name: String,
+    /// Where invoices are emailed.
+    pub billing_email: String,
+    /// IANA zone that defines the tenant's billing months.
+    #[serde(default = "default_time_zone", deserialize_with = "deserialize_tz")]
+    pub time_zone: Tz,
+    pub currency: Currency,
+    #[serde(default = "default_rate")]
+    pub deposit_rate: Rate,
+    #[serde(default = "default_rate")]
+    pub platform_fee_rate: Rate,
+    /// Days from issue to due date.
+    #[serde(default = "default_terms")]
+    pub payment_terms_days: u32,
+    /// Invoice numbers look like `{prefix}-{year}-{seq:04}`; defaults to the upper-cased id.
+    #[serde(default)]
+    pub invoice_prefix: Option<String>,
+    /// Standard Webhooks secrets (`whsec_…`) accepted for this tenant; several during a rotation.
+    #[serde(default)]
+    pub webhook_secrets: Vec<Secret<String>>,
+}
+
+impl TenantConfig {
+    pub fn invoice_prefix(&self) -> String {
+        self.invoice_prefix
+            .clone()
+            .unwrap_or_else(|| self.id.as_str().to_ascii_uppercase())
+    }
+
+    pub fn signing_keys(&self) -> Vec<SigningKey> {
+        // Validated at load time, so parsing cannot fail here.
+        self.webhook_secrets
+            .iter()
+            .filter_map(|s| SigningKey::parse(s.expose()).ok())
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantsError {
+    #[error("cannot read tenants file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid tenants file {path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("tenant {0} is listed twice")]
+    Duplicate(TenantId),
+    #[error("tenant {0} has a webhook secret that is not whsec_<base64>")]
+    BadSecret(TenantId),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantsFile {
+    tenants: Vec<TenantConfig>,
+}
+
+/// Every configured tenant, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Tenants(BTreeMap<TenantId, TenantConfig>);
+
+impl Tenants {
+    pub fn load(path: &Path) -> Result<Self, TenantsError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TenantsError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Self::from_json(&text).map_err(|e| match e {
+            TenantsError::Parse { source, .. } => TenantsError::Parse {
+                path: display,
+                source,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, TenantsError> {
+        let file: TenantsFile =
+            serde_json::from_str(text).map_err(|source| TenantsError::Parse {
+                path: "<inline>".into(),
+                source,
+            })?;
+        let mut map = BTreeMap::new();
+        for tenant in file.tenants {
+            if tenant.signing_keys().len() != tenant.webhook_secrets.len() {
+                return Err(TenantsError::BadSecret(tenant.id));
+            }
+            let id = tenant.id.clone();
+            if map.insert(id.clone(), tenant).is_some() {
+                return Err(TenantsError::Duplicate(id));
+            }
+        }
+        Ok(Tenants(map))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&TenantConfig> {
+        let id: TenantId = id.parse().ok()?;
+        self.0.get(&id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &TenantConfig> {
+        self.0.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_file_applies_defaults_and_validates() {
+        let tenants = Tenants::from_json(
+            r#"{"tenants":[{"id":"claire","name":"Claire","billing_email":"c@example.test",
+                "currency":"AUD","webhook_secrets":["whsec_ZmFrZQ=="]}]}"#,
+        )
+        .expect("valid file");
+        let claire = tenants.get("claire").expect("claire");
+        assert_eq!(claire.time_zone, chrono_tz::Australia::Sydney);
+        assert_eq!(claire.payment_terms_days, 7);
+        assert_eq!(claire.invoice_prefix(), "CLAIRE");
+        assert_eq!(claire.signing_keys().len(), 1);
+        assert!(tenants.get("Claire").is_none());
+    }
+
+    #[test]
+    fn bad_tenant_files_are_rejected_with_the_reason() {
+        let bad_secret = r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test",
+            "currency":"AUD","webhook_secrets":["whsec_%%%"]}]}"#;
+        assert!(matches!(
+            Tenants::from_json(bad_secret),
+            Err(TenantsError::BadSecret(_))
+        ));
+        let bad_zone = r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test",
+            "currency":"AUD","time_zone":"Mars/Olympus"}]}"#;
+        let err = Tenants::from_json(bad_zone)
+            .expect_err("bad zone")
+            .to_string();
+        assert!(err.contains("Mars/Olympus"), "{err}");
+        let bad_rate = r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test",
+            "currency":"AUD","platform_fee_rate":"1.5"}]}"#;
+        assert!(Tenants::from_json(bad_rate).is_err());
+        assert!("Bad Id".parse::<TenantId>().is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! What every service starts with: configuration helpers, logging, metrics, health endpoints,
+//! database and JetStream setup, graceful shutdown, and a combined gRPC + HTTP server.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod db;
+pub mod nats;
+pub mod ops;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use nats::Subjects;
+pub use ops::Probes;
+pub use shutdown::Shutdown;

@@ -1,0 +1,131 @@
+//! JetStream: connection, the streams every service relies on, subject names and the headers
+//! that carry verified metadata next to a raw body.
+//!
+//! Tests run many systems side by side on one NATS server, so every subject and stream name can
+//! carry a namespace (`t42.webhooks.simplybook.claire` in stream `T42_WEBHOOKS`); production runs
+//! with an empty namespace.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+/// Header: where the event came from (`simplybook`, `stripe`).
+pub const HDR_SOURCE: &str = "Billing-Source";
+/// Header: the tenant the event belongs to.
+pub const HDR_TENANT: &str = "Billing-Tenant";
+/// Header: the event's identity at its source, also used as `Nats-Msg-Id`.
+pub const HDR_EVENT_ID: &str = "Billing-Event-Id";
+/// Header: how ingest authenticated the request (`standard-webhooks`).
+pub const HDR_AUTH: &str = "Billing-Auth";
+/// Header: when ingest received the request (RFC 3339, UTC).
+pub const HDR_RECEIVED_AT: &str = "Billing-Received-At";
+/// Header on dead letters: why the event could not be processed.
+pub const HDR_DLQ_REASON: &str = "Billing-Dlq-Reason";
+/// Header on dead letters: the subject the event was first published on.
+pub const HDR_DLQ_SUBJECT: &str = "Billing-Dlq-Subject";
+
+/// Subject and stream names, optionally inside a namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Subjects {
+    prefix: String,
+    stream_prefix: String,
+}
+
+impl Subjects {
+    /// `namespace` is empty in production; tests use a unique one. Letters, digits and `_` only.
+    pub fn new(namespace: &str) -> Self {
+        if namespace.is_empty() {
+            Subjects::default()
+        } else {
+            Subjects {
+                prefix: format!("{namespace}."),
+                stream_prefix: format!("{}_", namespace.to_ascii_uppercase()),
+            }
+        }
+    }
+
+    pub fn simplybook(&self, tenant: &str) -> String {
+        format!("{}webhooks.simplybook.{tenant}", self.prefix)
+    }
+
+    pub fn simplybook_all(&self) -> String {
+        format!("{}webhooks.simplybook.>", self.prefix)
+    }
+
+    pub fn invoice(&self, status: &str) -> String {
+        format!("{}invoicing.invoice.{status}", self.prefix)
+    }
+
+    pub fn dead_letter(&self, stream: &str, consumer: &str) -> String {
+        format!("{}dlq.{stream}.{consumer}", self.prefix)
+    }
+
+    pub fn stream_name(&self, base: &str) -> String {
+        format!("{}{base}", self.stream_prefix)
+    }
+
+    /// Stream configurations: raw webhooks, invoice events and dead letters.
+    fn streams(&self) -> [stream::Config; 3] {
+        const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+        let config = |base: &str, subjects: &str, max_age: Duration| stream::Config {
+            name: self.stream_name(base),
+            subjects: vec![format!("{}{subjects}", self.prefix)],
+            storage: stream::StorageType::File,
+            // Dedup by Nats-Msg-Id inside this window; the databases keep unique keys for longer.
+            duplicate_window: Duration::from_secs(10 * 60),
+            max_age,
+            ..Default::default()
+        };
+        [
+            config("WEBHOOKS", "webhooks.>", 30 * DAY),
+            config("INVOICING", "invoicing.>", 90 * DAY),
+            config("DLQ", "dlq.>", 365 * DAY),
+        ]
+    }
+
+    /// Creates the streams if they do not exist (existing ones are left as they are).
+    pub async fn ensure_streams(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<(), jetstream::context::CreateStreamError> {
+        for config in self.streams() {
+            js.get_or_create_stream(config).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes this namespace's streams (tests clean up after themselves).
+    pub async fn delete_streams(&self, js: &jetstream::Context) {
+        for config in self.streams() {
+            let _ = js.delete_stream(&config.name).await;
+        }
+    }
+}
+
+/// Connects to NATS; fails fast when the server does not answer, reconnects forever after.
+pub async fn connect(
+    url: &str,
+    name: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        .connect(url)
+        .await
+}
+
+/// A JetStream context whose API calls and publish acks give up after `timeout`.
+pub fn jetstream(client: async_nats::Client, timeout: Duration) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(timeout)
+        .build(client)
+}
+
+/// A header value from a JetStream message, if present.
+pub fn header<'a>(msg: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str())
+}

@@ -1,0 +1,79 @@
+//! Operational endpoints every service serves: `/healthz` (the process is up), `/readyz` (its
+//! dependencies answer) and `/metrics` (Prometheus text format).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets (seconds) for every `*_seconds` histogram.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    PROMETHEUS.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (cannot happen in our binaries): render an empty one.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// The dependencies `/readyz` checks.
+#[derive(Clone, Default)]
+pub struct Probes {
+    pub db: Option<sqlx::PgPool>,
+    pub nats: Option<async_nats::Client>,
+}
+
+impl Probes {
+    /// `Err` names the first dependency that does not answer.
+    pub async fn check(&self) -> Result<(), &'static str> {
+        if let Some(db) = &self.db {
+            let ping = sqlx::query_scalar::<_, i32>("select 1").fetch_one(db);
+            match tokio::time::timeout(Duration::from_secs(2), ping).await {
+                Ok(Ok(_)) => {}
+                _ => return Err("postgresql"),
+            }
+        }
+        if let Some(nats) = &self.nats {
+            if nats.connection_state() != async_nats::connection::State::Connected {
+                return Err("nats");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics`.
+pub fn router(probes: Probes) -> Router {
+    // Make sure the recorder exists before the first request renders it.
+    let _ = prometheus();
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|| async { prometheus().render() }))
+        .with_state(probes)
+}
+
+async fn ready(State(probes): State<Probes>) -> (StatusCode, String) {
+    match probes.check().await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(dep) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {dep} unavailable\n"),
+        ),
+    }
+}

@@ -1,0 +1,76 @@
+//! ingest: the front door. Authenticates webhooks, publishes the raw body with its verified
+//! metadata to JetStream, and answers 2xx only once JetStream has acknowledged the message.
+//! No database on this path; stateless, so it scales horizontally.
+#![forbid(unsafe_code)]
+
+mod webhooks;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use billing_domain::Tenants;
+use billing_runtime::{Probes, Shutdown, Subjects, nats, ops, server};
+use tokio::net::TcpListener;
+
+/// ingest's configuration, from flags or `INGEST_*` environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "ingest",
+    version,
+    about = "Receives and authenticates webhooks"
+)]
+pub struct Config {
+    /// Address for the webhook API and the ops endpoints.
+    #[arg(long, env = "INGEST_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+    /// NATS server with JetStream.
+    #[arg(long, env = "INGEST_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Prefix for subjects and streams; empty in production.
+    #[arg(long, env = "INGEST_NATS_NAMESPACE", default_value = "")]
+    pub nats_namespace: String,
+    /// JSON file with the tenants and their webhook secrets.
+    #[arg(long, env = "INGEST_TENANTS_FILE")]
+    pub tenants_file: PathBuf,
+    /// How long to wait for JetStream's publish ack before answering 503.
+    #[arg(long, env = "INGEST_PUBLISH_TIMEOUT_MS", default_value_t = 2000)]
+    pub publish_timeout_ms: u64,
+    /// Largest accepted request body; larger ones get 413.
+    #[arg(long, env = "INGEST_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Tenants(#[from] billing_domain::tenant::TenantsError),
+    #[error("connecting to nats: {0}")]
+    Nats(#[from] async_nats::ConnectError),
+    #[error("creating jetstream streams: {0}")]
+    Streams(#[from] async_nats::jetstream::context::CreateStreamError),
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+}
+
+/// Runs ingest on `listener` until `shutdown` is cancelled.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    let tenants = Tenants::load(&config.tenants_file)?;
+    let client = nats::connect(&config.nats_url, "ingest").await?;
+    let js = nats::jetstream(
+        client.clone(),
+        Duration::from_millis(config.publish_timeout_ms),
+    );
+    let subjects = Subjects::new(&config.nats_namespace);
+    subjects.ensure_streams(&js).await?;
+
+    let state = Arc::new(webhooks::AppState::new(&tenants, js, subjects));
+    let app = webhooks::router(state, config.max_body_bytes).merge(ops::router(Probes {
+        db: None,
+        nats: Some(client),
+    }));
+    tracing::info!(addr = %listener.local_addr().map_err(server::ServeError::from)?, "ingest listening");
+    server::serve(listener, app, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Decoding a raw webhook message into a booking the ledger can record, or a reason it cannot.
+
+use billing_domain::booking::{ClientInfo, PayloadError};
+use billing_domain::{BookingAmounts, BookingPayload, BookingStatus, Currency, Rate, Tenants};
+use chrono::{DateTime, Utc};
+
+/// Why an event cannot become a booking. `code` is a small fixed set (metrics label);
+/// `message` explains this event in particular.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Reject {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Reject {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A booking ready to be recorded, amounts already split by the tenant's rates.
+#[derive(Debug, Clone)]
+pub struct NewBooking {
+    pub event_id: String,
+    pub tenant_id: String,
+    pub booking_ref: String,
+    pub booking_hash: Option<String>,
+    pub status: BookingStatus,
+    pub session_at: DateTime<Utc>,
+    pub currency: Currency,
+    pub amounts: BookingAmounts,
+    pub deposit_rate: Rate,
+    pub fee_rate: Rate,
+    pub service_id: Option<String>,
+    pub service_name: String,
+    pub service_duration_minutes: Option<i32>,
+    pub provider_name: Option<String>,
+    pub client: Option<ClientInfo>,
+}
+
+pub fn decode(
+    tenants: &Tenants,
+    tenant_id: &str,
+    event_id: &str,
+    body: &[u8],
+) -> Result<NewBooking, Reject> {
+    let tenant = tenants.get(tenant_id).ok_or_else(|| {
+        Reject::new(
+            "unknown_tenant",
+            format!("tenant {tenant_id:?} is not configured"),
+        )
+    })?;
+    let payload = BookingPayload::parse(body).map_err(|e| match e {
+        PayloadError::Price(_) => Reject::new("invalid_amount", e.to_string()),
+        _ => Reject::new("malformed_payload", e.to_string()),
+    })?;
+    if let Some(code) = &payload.currency {
+        if !code.eq_ignore_ascii_case(tenant.currency.code()) {
+            return Err(Reject::new(
+                "currency_mismatch",
+                format!("booking in {code}, tenant bills in {}", tenant.currency),
+            ));
+        }
+    }
+    let amounts = BookingAmounts::split(
+        payload.price,
+        tenant.currency,
+        tenant.deposit_rate,
+        tenant.platform_fee_rate,
+    )
+    .map_err(|e| Reject::new("invalid_amount", e.to_string()))?;
+    let session_at = payload
+        .session_at(tenant.time_zone)
+        .map_err(|e| Reject::new("invalid_session_time", e.to_string()))?;
+    Ok(NewBooking {
+        event_id: event_id.to_string(),
+        tenant_id: tenant.id.to_string(),
+        booking_ref: payload.booking_id,
+        booking_hash: payload.booking_hash,
+        status: payload.status,
+        session_at,
+        currency: tenant.currency,
+        amounts,
+        deposit_rate: tenant.deposit_rate,
+        fee_rate: tenant.platform_fee_rate,
+        service_id: payload.service.id,
+        service_name: payload.service.name,
+        service_duration_minutes: payload.service.duration.and_then(|d| i32::try_from(d).ok()),
+        provider_name: payload.provider.and_then(|p| p.name),
+        client: payload.client,
+    })
+}

@@ -1,0 +1,118 @@
+//! ledger: turns booking events into immutable, hash-chained financial records with a full audit
+//! trail, and serves them over gRPC (`billing.ledger.v1.LedgerService`).
+#![forbid(unsafe_code)]
+
+mod consumer;
+mod events;
+mod grpc;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use billing_domain::Tenants;
+use billing_proto::ledger::ledger_service_server::{LedgerServiceServer, SERVICE_NAME};
+use billing_runtime::{Probes, Shutdown, Subjects, db, nats, ops, server};
+use tokio::net::TcpListener;
+
+/// The PostgreSQL schema this service owns.
+pub const SCHEMA: &str = "ledger";
+
+/// ledger's configuration, from flags or `LEDGER_*` environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "ledger",
+    version,
+    about = "Records bookings and serves them over gRPC"
+)]
+pub struct Config {
+    /// Address for gRPC and the ops endpoints.
+    #[arg(long, env = "LEDGER_LISTEN_ADDR", default_value = "0.0.0.0:8081")]
+    pub listen_addr: SocketAddr,
+    /// PostgreSQL URL; the service works in its own `ledger` schema.
+    #[arg(long, env = "LEDGER_DATABASE_URL")]
+    pub database_url: String,
+    /// Connections in the pool.
+    #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+    /// NATS server with JetStream.
+    #[arg(long, env = "LEDGER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Prefix for subjects and streams; empty in production.
+    #[arg(long, env = "LEDGER_NATS_NAMESPACE", default_value = "")]
+    pub nats_namespace: String,
+    /// JSON file with the tenants (currency, rates, time zone).
+    #[arg(long, env = "LEDGER_TENANTS_FILE")]
+    pub tenants_file: PathBuf,
+    /// Messages pulled from JetStream per batch.
+    #[arg(long, env = "LEDGER_BATCH_SIZE", default_value_t = 100)]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Tenants(#[from] billing_domain::tenant::TenantsError),
+    #[error("connecting to postgresql: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrating the ledger schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("connecting to nats: {0}")]
+    Nats(#[from] async_nats::ConnectError),
+    #[error("creating jetstream streams: {0}")]
+    Streams(#[from] async_nats::jetstream::context::CreateStreamError),
+    #[error("creating the jetstream consumer: {0}")]
+    Consumer(String),
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+}
+
+/// Applies the ledger's migrations to `database_url` (also done by [`run`] before it serves).
+pub async fn migrate(database_url: &str) -> Result<(), Error> {
+    let pool = db::connect(database_url, SCHEMA, 1).await?;
+    db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
+    Ok(())
+}
+
+/// Runs the consumer and the gRPC server until `shutdown` is cancelled.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    let tenants = Arc::new(Tenants::load(&config.tenants_file)?);
+    let pool = db::connect(&config.database_url, SCHEMA, config.db_max_connections).await?;
+    db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
+    let client = nats::connect(&config.nats_url, "ledger").await?;
+    let js = nats::jetstream(client.clone(), Duration::from_secs(5));
+    let subjects = Subjects::new(&config.nats_namespace);
+    subjects.ensure_streams(&js).await?;
+
+    let store = store::Store::new(pool.clone());
+    let consumer = consumer::Consumer::create(
+        js,
+        subjects,
+        tenants.clone(),
+        store.clone(),
+        config.batch_size,
+    )
+    .await
+    .map_err(|e| Error::Consumer(e.to_string()))?;
+    let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+
+    let grpc = grpc::LedgerGrpc::new(store, tenants);
+    let routes = tonic::service::Routes::new(LedgerServiceServer::new(grpc));
+    let app = server::grpc_router(routes, &[SERVICE_NAME])
+        .await?
+        .merge(ops::router(Probes {
+            db: Some(pool),
+            nats: Some(client),
+        }));
+    tracing::info!(addr = ?listener.local_addr().ok(), "ledger listening");
+    let served = server::serve(listener, app, shutdown.clone()).await;
+    // Whatever stopped the server, stop pulling and let the in-flight batch finish.
+    shutdown.cancel();
+    if let Err(err) = consumer_task.await {
+        tracing::error!(error = %err, "ledger consumer task failed");
+    }
+    served?;
+    Ok(())
+}

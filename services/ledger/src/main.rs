@@ -1,0 +1,22 @@
+use std::process::ExitCode;
+
+use billing_runtime::{config, shutdown, telemetry};
+use ledger::Config;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config: Config = config::parse_or_exit();
+    telemetry::init("ledger");
+    let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
+        Ok(l) => l,
+        Err(err) => return config::config_error("ledger", &err),
+    };
+    match ledger::run(config, listener, shutdown::on_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ledger::Error::Tenants(err)) => config::config_error("ledger", &err),
+        Err(err) => {
+            tracing::error!(error = %err, "ledger stopped");
+            ExitCode::FAILURE
+        }
+    }
+}

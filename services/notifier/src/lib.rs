@@ -1,0 +1,143 @@
+//! notifier: turns invoice events into emails. Renders the invoice PDF, sends it over SMTP to
+//! the tenant's billing address, and records the delivery so each logical email goes out once.
+#![forbid(unsafe_code)]
+
+mod consumer;
+pub mod mail;
+pub mod pdf;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use billing_domain::Secret;
+use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
+use billing_runtime::{Probes, Shutdown, Subjects, db, nats, ops, server};
+use lettre::message::Mailbox;
+use tokio::net::TcpListener;
+use tonic::transport::Endpoint;
+
+/// The PostgreSQL schema this service owns.
+pub const SCHEMA: &str = "notifier";
+
+/// notifier's configuration, from flags or `NOTIFIER_*` environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "notifier", version, about = "Emails invoice PDFs")]
+pub struct Config {
+    /// Address for the ops endpoints.
+    #[arg(long, env = "NOTIFIER_LISTEN_ADDR", default_value = "0.0.0.0:8083")]
+    pub listen_addr: SocketAddr,
+    /// PostgreSQL URL; the service works in its own `notifier` schema.
+    #[arg(long, env = "NOTIFIER_DATABASE_URL")]
+    pub database_url: String,
+    /// NATS server with JetStream.
+    #[arg(
+        long,
+        env = "NOTIFIER_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Prefix for subjects and streams; empty in production.
+    #[arg(long, env = "NOTIFIER_NATS_NAMESPACE", default_value = "")]
+    pub nats_namespace: String,
+    /// The invoicing service's gRPC address.
+    #[arg(
+        long,
+        env = "NOTIFIER_INVOICING_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    pub invoicing_url: String,
+    /// SMTP server host.
+    #[arg(long, env = "NOTIFIER_SMTP_HOST", default_value = "127.0.0.1")]
+    pub smtp_host: String,
+    /// SMTP server port.
+    #[arg(long, env = "NOTIFIER_SMTP_PORT", default_value_t = 25)]
+    pub smtp_port: u16,
+    /// Transport security towards the SMTP server.
+    #[arg(long, env = "NOTIFIER_SMTP_TLS", value_enum, default_value = "none")]
+    pub smtp_tls: mail::SmtpTls,
+    /// SMTP user name (optional).
+    #[arg(long, env = "NOTIFIER_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// SMTP password (optional; never logged).
+    #[arg(long, env = "NOTIFIER_SMTP_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    pub smtp_password: Option<Secret<String>>,
+    /// Sender of every email, e.g. `Billing <billing@example.com>`; also printed on invoices.
+    #[arg(
+        long,
+        env = "NOTIFIER_FROM",
+        default_value = "Platform Billing <billing@example.com>"
+    )]
+    pub from: Mailbox,
+}
+
+fn parse_secret(s: &str) -> Result<Secret<String>, String> {
+    Ok(Secret::new(s.to_string()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting to postgresql: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrating the notifier schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("connecting to nats: {0}")]
+    Nats(#[from] async_nats::ConnectError),
+    #[error("creating jetstream streams: {0}")]
+    Streams(#[from] async_nats::jetstream::context::CreateStreamError),
+    #[error("creating the jetstream consumer: {0}")]
+    Consumer(String),
+    #[error("invalid invoicing url: {0}")]
+    InvoicingUrl(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Smtp(#[from] mail::MailError),
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+}
+
+/// Runs the consumer and the ops endpoints until `shutdown` is cancelled.
+pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    let pool = db::connect(&config.database_url, SCHEMA, 5).await?;
+    db::migrate(&pool, sqlx::migrate!("../../migrations/notifier"), SCHEMA).await?;
+    let client = nats::connect(&config.nats_url, "notifier").await?;
+    let js = nats::jetstream(client.clone(), Duration::from_secs(5));
+    let subjects = Subjects::new(&config.nats_namespace);
+    subjects.ensure_streams(&js).await?;
+
+    let invoicing = InvoicingServiceClient::new(
+        Endpoint::from_shared(config.invoicing_url.clone())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy(),
+    );
+    let smtp = mail::transport(&mail::SmtpSettings {
+        host: config.smtp_host.clone(),
+        port: config.smtp_port,
+        tls: config.smtp_tls,
+        username: config.smtp_username.clone(),
+        password: config.smtp_password.clone(),
+    })?;
+    let consumer = consumer::Consumer::create(
+        js,
+        subjects,
+        pool.clone(),
+        invoicing,
+        smtp,
+        config.from.clone(),
+    )
+    .await
+    .map_err(|e| Error::Consumer(e.to_string()))?;
+    let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+
+    let app = ops::router(Probes {
+        db: Some(pool),
+        nats: Some(client),
+    });
+    tracing::info!(addr = ?listener.local_addr().ok(), "notifier listening");
+    let served = server::serve(listener, app, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Err(err) = consumer_task.await {
+        tracing::error!(error = %err, "notifier consumer task failed");
+    }
+    served?;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+use std::process::ExitCode;
+
+use billing_runtime::{config, shutdown, telemetry};
+use notifier::Config;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config: Config = config::parse_or_exit();
+    telemetry::init("notifier");
+    let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
+        Ok(l) => l,
+        Err(err) => return config::config_error("notifier", &err),
+    };
+    match notifier::run(config, listener, shutdown::on_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "notifier stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
