@@ -1,0 +1,305 @@
+//! billingctl: the operator's tool. Talks gRPC to the ledger and invoicing services.
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use billing_proto::convert::datetime;
+use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
+use billing_proto::invoicing::{
+    GenerateMonthlyInvoicesRequest, GetInvoiceRequest, Invoice, ListInvoicesRequest, Outcome,
+};
+use billing_proto::ledger::ListBookingsRequest;
+use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
+use clap::{Parser, Subcommand};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser)]
+#[command(
+    name = "billingctl",
+    version,
+    about = "Operate the billing tracker over gRPC"
+)]
+struct Cli {
+    /// The ledger's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "BILLINGCTL_LEDGER_URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    ledger_url: String,
+    /// The invoicing service's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "BILLINGCTL_INVOICING_URL",
+        default_value = "http://127.0.0.1:8082"
+    )]
+    invoicing_url: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Booking records in the ledger.
+    #[command(subcommand)]
+    Bookings(BookingsCmd),
+    /// Monthly invoices.
+    #[command(subcommand)]
+    Invoices(InvoicesCmd),
+}
+
+#[derive(Subcommand)]
+enum BookingsCmd {
+    /// List a tenant's bookings, oldest session first.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum InvoicesCmd {
+    /// Run the monthly close (safe to repeat: an issued invoice is returned, not duplicated).
+    Generate {
+        /// YYYY-MM; default: the previous month in each tenant's time zone.
+        #[arg(long)]
+        period: Option<String>,
+        /// Default: every tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List invoices.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Show one invoice with its lines.
+    Show { invoice_id: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("billingctl: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn channel(url: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(120))
+        .connect_lazy())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Bookings(BookingsCmd::List { tenant, limit }) => {
+            let mut ledger = LedgerServiceClient::new(channel(&cli.ledger_url)?);
+            let bookings = ledger
+                .list_bookings(ListBookingsRequest {
+                    tenant_id: tenant,
+                    limit,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .bookings;
+            if cli.json {
+                let rows: Vec<_> = bookings
+                    .iter()
+                    .map(|b| {
+                        serde_json::json!({
+                            "id": b.id, "booking_ref": b.booking_ref, "status": b.status,
+                            "session_at": datetime(b.session_at.as_ref()).map(|t| t.to_rfc3339()),
+                            "service": b.service_name, "total": amount(b.total.as_ref()),
+                            "deposit": amount(b.deposit.as_ref()), "cash": amount(b.cash.as_ref()),
+                            "platform_fee": amount(b.platform_fee.as_ref()), "record_hash": b.record_hash,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<12} {:<10} {:<22} {:>14} {:>14} {:>14} {:>14}",
+                    "BOOKING", "STATUS", "SESSION (UTC)", "TOTAL", "DEPOSIT", "CASH", "FEE"
+                );
+                for b in &bookings {
+                    println!(
+                        "{:<12} {:<10} {:<22} {:>14} {:>14} {:>14} {:>14}",
+                        b.booking_ref,
+                        b.status,
+                        datetime(b.session_at.as_ref())
+                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                            .unwrap_or_default(),
+                        amount(b.total.as_ref()),
+                        amount(b.deposit.as_ref()),
+                        amount(b.cash.as_ref()),
+                        amount(b.platform_fee.as_ref()),
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invoices(cmd) => {
+            let mut invoicing = InvoicingServiceClient::new(channel(&cli.invoicing_url)?);
+            match cmd {
+                InvoicesCmd::Generate { period, tenant } => {
+                    let outcomes = invoicing
+                        .generate_monthly_invoices(GenerateMonthlyInvoicesRequest {
+                            period: period.unwrap_or_default(),
+                            tenant_id: tenant.unwrap_or_default(),
+                        })
+                        .await?
+                        .into_inner()
+                        .outcomes;
+                    let failed = outcomes.iter().any(|o| o.outcome() == Outcome::Failed);
+                    for o in &outcomes {
+                        let what = match o.outcome() {
+                            Outcome::Issued => "issued",
+                            Outcome::AlreadyIssued => "already issued",
+                            Outcome::NoBillableBookings => "nothing billable",
+                            Outcome::Failed => "FAILED",
+                            Outcome::Unspecified => "unknown",
+                        };
+                        if cli.json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"tenant": o.tenant_id, "period": o.period, "outcome": what,
+                                    "invoice": o.invoice.as_ref().map(invoice_json), "error": o.error})
+                            );
+                        } else {
+                            print!("{:<12} {}  {what}", o.tenant_id, o.period);
+                            if let Some(inv) = &o.invoice {
+                                print!(
+                                    "  {}  total {}  ({} bookings)  id {}",
+                                    inv.number,
+                                    amount(inv.total.as_ref()),
+                                    inv.booking_count,
+                                    inv.id
+                                );
+                            }
+                            if !o.error.is_empty() {
+                                print!("  {}", o.error);
+                            }
+                            println!();
+                        }
+                    }
+                    Ok(if failed {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    })
+                }
+                InvoicesCmd::List { tenant } => {
+                    let invoices = invoicing
+                        .list_invoices(ListInvoicesRequest {
+                            tenant_id: tenant.unwrap_or_default(),
+                        })
+                        .await?
+                        .into_inner()
+                        .invoices;
+                    if cli.json {
+                        let rows: Vec<_> = invoices.iter().map(invoice_json).collect();
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        println!(
+                            "{:<18} {:<12} {:<8} {:<8} {:>16} {:<10} ID",
+                            "NUMBER", "TENANT", "PERIOD", "STATUS", "TOTAL", "DUE"
+                        );
+                        for i in &invoices {
+                            println!(
+                                "{:<18} {:<12} {:<8} {:<8} {:>16} {:<10} {}",
+                                i.number,
+                                i.tenant_id,
+                                i.period,
+                                i.status,
+                                amount(i.total.as_ref()),
+                                i.due_date,
+                                i.id
+                            );
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                InvoicesCmd::Show { invoice_id } => {
+                    let inv = invoicing
+                        .get_invoice(GetInvoiceRequest { invoice_id })
+                        .await?
+                        .into_inner();
+                    if cli.json {
+                        println!("{}", serde_json::to_string_pretty(&invoice_json(&inv))?);
+                    } else {
+                        print_invoice(&inv);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+    }
+}
+
+fn amount(m: Option<&billing_proto::Money>) -> String {
+    m.map(|m| format!("{} {}", m.currency_code, m.amount))
+        .unwrap_or_default()
+}
+
+fn invoice_json(i: &Invoice) -> serde_json::Value {
+    serde_json::json!({
+        "id": i.id, "number": i.number, "tenant": i.tenant_id, "period": i.period,
+        "status": i.status, "issue_date": i.issue_date, "due_date": i.due_date,
+        "booking_count": i.booking_count, "total_booking_value": amount(i.total_booking_value.as_ref()),
+        "total": amount(i.total.as_ref()),
+        "lines": i.lines.iter().map(|l| serde_json::json!({
+            "position": l.position, "booking_ref": l.booking_ref,
+            "session_at": datetime(l.session_at.as_ref()).map(|t| t.to_rfc3339()),
+            "service": l.service_name, "booking_amount": amount(l.booking_amount.as_ref()),
+            "platform_fee": amount(l.platform_fee.as_ref()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_invoice(i: &Invoice) {
+    println!("Invoice {}  ({})", i.number, i.status);
+    println!("Tenant  {} <{}>", i.tenant_name, i.billing_email);
+    println!("Period  {} ({})", i.period, i.time_zone);
+    println!("Issued  {}   due {}", i.issue_date, i.due_date);
+    println!();
+    println!(
+        "{:>3} {:<12} {:<17} {:<28} {:>14} {:>14}",
+        "#", "BOOKING", "SESSION (UTC)", "SERVICE", "AMOUNT", "FEE"
+    );
+    for l in &i.lines {
+        println!(
+            "{:>3} {:<12} {:<17} {:<28} {:>14} {:>14}",
+            l.position,
+            l.booking_ref,
+            datetime(l.session_at.as_ref())
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default(),
+            l.service_name,
+            amount(l.booking_amount.as_ref()),
+            amount(l.platform_fee.as_ref()),
+        );
+    }
+    println!();
+    println!(
+        "Bookings {}   booking value {}   TOTAL DUE {}",
+        i.booking_count,
+        amount(i.total_booking_value.as_ref()),
+        amount(i.total.as_ref())
+    );
+}

@@ -1,0 +1,255 @@
+//! Starts the whole system for one test and tears it down afterwards.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use billing_domain::standard_webhooks::SigningKey;
+use billing_runtime::Subjects;
+use billing_testkit::{MailSink, TestDatabase};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Obviously fake secret for the test tenant.
+pub const CLAIRE_SECRET: &str = "whsec_ZmFrZS10ZXN0LXNlY3JldC1ub3QtcmVhbA==";
+pub const CLAIRE_EMAIL: &str = "claire.billing@example.test";
+
+pub struct System {
+    pub db: Option<TestDatabase>,
+    pub namespace: String,
+    pub mail: MailSink,
+    pub ingest: SocketAddr,
+    pub ledger: SocketAddr,
+    pub invoicing: SocketAddr,
+    pub notifier: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    dir: PathBuf,
+}
+
+async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    Ok((l, addr))
+}
+
+impl System {
+    pub async fn start() -> anyhow::Result<Self> {
+        billing_testkit::init_test_logging();
+        let db = TestDatabase::create()
+            .await
+            .context("creating the test database")?;
+        let namespace = billing_testkit::unique_namespace();
+        let mail = MailSink::start().await?;
+        let dir = std::env::temp_dir().join(format!("billing-e2e-{namespace}"));
+        std::fs::create_dir_all(&dir)?;
+        let tenants_file = dir.join("tenants.json");
+        std::fs::write(
+            &tenants_file,
+            serde_json::json!({"tenants": [{
+                "id": "claire",
+                "name": "Claire Hamilton Therapies",
+                "billing_email": CLAIRE_EMAIL,
+                "time_zone": "Australia/Sydney",
+                "currency": "AUD",
+                "deposit_rate": "0.20",
+                "platform_fee_rate": "0.20",
+                "payment_terms_days": 7,
+                "webhook_secrets": [CLAIRE_SECRET]
+            }]})
+            .to_string(),
+        )?;
+        let nats_url = billing_testkit::nats_url();
+        let shutdown = CancellationToken::new();
+        let (ingest_l, ingest) = listener().await?;
+        let (ledger_l, ledger) = listener().await?;
+        let (invoicing_l, invoicing) = listener().await?;
+        let (notifier_l, notifier) = listener().await?;
+        let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+
+        let config = ingest::Config {
+            listen_addr: ingest,
+            nats_url: nats_url.clone(),
+            nats_namespace: namespace.clone(),
+            tenants_file: tenants_file.clone(),
+            publish_timeout_ms: 2000,
+            max_body_bytes: 256 * 1024,
+        };
+        let token = shutdown.clone();
+        tasks.push((
+            "ingest",
+            tokio::spawn(async move { Ok(ingest::run(config, ingest_l, token).await?) }),
+        ));
+
+        let config = ledger::Config {
+            listen_addr: ledger,
+            database_url: db.url.clone(),
+            db_max_connections: 5,
+            nats_url: nats_url.clone(),
+            nats_namespace: namespace.clone(),
+            tenants_file: tenants_file.clone(),
+            batch_size: 100,
+        };
+        let token = shutdown.clone();
+        tasks.push((
+            "ledger",
+            tokio::spawn(async move { Ok(ledger::run(config, ledger_l, token).await?) }),
+        ));
+
+        let config = invoicing::Config {
+            listen_addr: invoicing,
+            database_url: db.url.clone(),
+            db_max_connections: 5,
+            nats_url: nats_url.clone(),
+            nats_namespace: namespace.clone(),
+            tenants_file: tenants_file.clone(),
+            ledger_url: format!("http://{ledger}"),
+        };
+        let token = shutdown.clone();
+        tasks.push((
+            "invoicing",
+            tokio::spawn(async move { Ok(invoicing::run(config, invoicing_l, token).await?) }),
+        ));
+
+        let config = notifier::Config {
+            listen_addr: notifier,
+            database_url: db.url.clone(),
+            nats_url,
+            nats_namespace: namespace.clone(),
+            invoicing_url: format!("http://{invoicing}"),
+            smtp_host: "127.0.0.1".into(),
+            smtp_port: mail.addr().port(),
+            smtp_tls: notifier::mail::SmtpTls::None,
+            smtp_username: None,
+            smtp_password: None,
+            from: "Platform Billing <billing@platform.example.test>".parse()?,
+        };
+        let token = shutdown.clone();
+        tasks.push((
+            "notifier",
+            tokio::spawn(async move { Ok(notifier::run(config, notifier_l, token).await?) }),
+        ));
+
+        let system = System {
+            db: Some(db),
+            namespace,
+            mail,
+            ingest,
+            ledger,
+            invoicing,
+            notifier,
+            shutdown,
+            tasks,
+            dir,
+        };
+        for addr in [
+            system.ingest,
+            system.ledger,
+            system.invoicing,
+            system.notifier,
+        ] {
+            system.wait_ready(addr).await?;
+        }
+        Ok(system)
+    }
+
+    /// Waits for `/readyz` to answer 200 (the service migrated and connected).
+    async fn wait_ready(&self, addr: SocketAddr) -> anyhow::Result<()> {
+        let url = format!("http://{addr}/readyz");
+        for _ in 0..200 {
+            if let Some((name, task)) = self.tasks.iter().find(|(_, t)| t.is_finished()) {
+                anyhow::bail!("{name} stopped during start-up: {task:?}");
+            }
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("{url} never became ready")
+    }
+
+    pub fn subjects(&self) -> Subjects {
+        Subjects::new(&self.namespace)
+    }
+
+    pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        let client = async_nats::connect(billing_testkit::nats_url()).await?;
+        Ok(async_nats::jetstream::new(client))
+    }
+
+    /// A connection to the test database with `schema` on the search path.
+    pub async fn db(&self, schema: &str) -> anyhow::Result<sqlx::PgPool> {
+        let url = &self.db.as_ref().context("database already dropped")?.url;
+        Ok(billing_runtime::db::connect(url, schema, 2).await?)
+    }
+
+    /// Posts a signed SimplyBook booking payload to ingest.
+    pub async fn post_signed(
+        &self,
+        tenant: &str,
+        webhook_id: &str,
+        body: &str,
+        secret: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let ts = chrono::Utc::now().timestamp();
+        let signature = SigningKey::parse(secret)?.sign(webhook_id, ts, body.as_bytes());
+        Ok(reqwest::Client::new()
+            .post(format!(
+                "http://{}/api/v1/webhooks/simplybook/{tenant}",
+                self.ingest
+            ))
+            .header("content-type", "application/json")
+            .header("webhook-id", webhook_id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", signature)
+            .body(body.to_string())
+            .send()
+            .await?)
+    }
+
+    /// Stops every service, checks none of them failed, and removes the test's data.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let mut failures = Vec::new();
+        for (name, task) in self.tasks.drain(..) {
+            match tokio::time::timeout(Duration::from_secs(15), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(err))) => failures.push(format!("{name}: {err:#}")),
+                Ok(Err(err)) => failures.push(format!("{name} panicked: {err}")),
+                Err(_) => failures.push(format!("{name} did not stop within 15 s")),
+            }
+        }
+        if let Ok(js) = self.jetstream().await {
+            self.subjects().delete_streams(&js).await;
+        }
+        if let Some(db) = self.db.take() {
+            db.drop_database().await?;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        anyhow::ensure!(failures.is_empty(), "services failed: {failures:?}");
+        Ok(())
+    }
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: the four services in-process on loopback ports, against the real
+//! PostgreSQL, NATS JetStream and an SMTP server, each test in its own database and namespace.
+
+mod harness;
+mod walking_skeleton;
