@@ -162,10 +162,10 @@ impl System {
             if let Some((name, task)) = self.tasks.iter().find(|(_, t)| t.is_finished()) {
                 anyhow::bail!("{name} stopped during start-up: {task:?}");
             }
-            if let Ok(r) = reqwest::get(&url).await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -48,10 +48,10 @@ impl Probes {
                 _ => return Err("postgresql"),
             }
         }
-        if let Some(nats) = &self.nats {
-            if nats.connection_state() != async_nats::connection::State::Connected {
-                return Err("nats");
-            }
+        if let Some(nats) = &self.nats
+            && nats.connection_state() != async_nats::connection::State::Connected
+        {
+            return Err("nats");
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ const STALE_AFTER_SECS: u64 = 3 * 60 * 60;
 /// The server tests use (`TEST_DATABASE_URL`, default the local `postgres` user's `test` db).
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
 }
 
 pub struct TestDatabase {

@@ -57,13 +57,13 @@ pub fn decode(
         PayloadError::Price(_) => Reject::new("invalid_amount", e.to_string()),
         _ => Reject::new("malformed_payload", e.to_string()),
     })?;
-    if let Some(code) = &payload.currency {
-        if !code.eq_ignore_ascii_case(tenant.currency.code()) {
-            return Err(Reject::new(
-                "currency_mismatch",
-                format!("booking in {code}, tenant bills in {}", tenant.currency),
-            ));
-        }
+    if let Some(code) = &payload.currency
+        && !code.eq_ignore_ascii_case(tenant.currency.code())
+    {
+        return Err(Reject::new(
+            "currency_mismatch",
+            format!("booking in {code}, tenant bills in {}", tenant.currency),
+        ));
     }
     let amounts = BookingAmounts::split(
         payload.price,

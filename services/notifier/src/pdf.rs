@@ -151,8 +151,9 @@ pub fn render(invoice: &Invoice, issuer: &Issuer) -> Result<Vec<u8>, PdfError> {
 fn paginate(lines: usize) -> Vec<std::ops::Range<usize>> {
     let per_first = ((TABLE_BOTTOM - TABLE_TOP_FIRST) / ROW_H) as usize - 1;
     let per_next = ((TABLE_BOTTOM - TABLE_TOP_NEXT) / ROW_H) as usize - 1;
-    let mut pages = vec![0..lines.min(per_first)];
-    let mut start = pages[0].end;
+    let first = 0..lines.min(per_first);
+    let mut start = first.end;
+    let mut pages = Vec::from([first]);
     while start < lines {
         let end = (start + per_next).min(lines);
         pages.push(start..end);
