@@ -2,4 +2,5 @@
 //! PostgreSQL, NATS JetStream and an SMTP server, each test in its own database and namespace.
 
 mod harness;
+mod ledger_consumer;
 mod walking_skeleton;

@@ -1,0 +1,115 @@
+//! The ledger's own guarantees, with events published straight to JetStream: a redelivered event
+//! (past JetStream's dedup window) stores nothing twice, and a poison event goes to the
+//! dead-letter stream with its reason while the events behind it are still recorded.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use billing_runtime::nats::{HDR_DLQ_REASON, HDR_EVENT_ID, HDR_TENANT};
+use futures::StreamExt;
+
+use crate::harness::{System, eventually};
+
+fn body(id: &str, price: &str) -> String {
+    serde_json::json!({
+        "booking_id": id,
+        "price": price,
+        "datetime": "2026-10-14T10:00:00+11:00",
+        "service": {"name": "Massage"}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redelivered_and_poison_events_neither_double_count_nor_block_the_stream()
+-> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = scenario(&system).await;
+    let stopped = system.stop().await;
+    result?;
+    stopped
+}
+
+async fn scenario(system: &System) -> anyhow::Result<()> {
+    let js = system.jetstream().await?;
+    let subject = system.subjects().simplybook("claire");
+    let publish = |event_id: &'static str, msg_id: &'static str, body: String| {
+        let js = js.clone();
+        let subject = subject.clone();
+        async move {
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+            headers.insert(HDR_EVENT_ID, event_id);
+            headers.insert(HDR_TENANT, "claire");
+            js.publish_with_headers(subject, headers, body.into())
+                .await?
+                .await?;
+            anyhow::Ok(())
+        }
+    };
+    // The same event twice under different Nats-Msg-Ids: JetStream keeps both, as it would
+    // after its dedup window, so only the ledger's own key can catch the second.
+    publish("simplybook:claire:evt-1", "n-1", body("7001", "100.00")).await?;
+    publish("simplybook:claire:evt-1", "n-2", body("7001", "100.00")).await?;
+    // Poison: a negative price.
+    publish("simplybook:claire:evt-2", "n-3", body("7002", "-5.00")).await?;
+    // A good event behind the poison one.
+    publish("simplybook:claire:evt-3", "n-4", body("7003", "42.50")).await?;
+
+    let db = system.db("ledger").await?;
+    let audit: Vec<(String, String, Option<String>)> =
+        eventually(Duration::from_secs(20), || async {
+            let rows: Vec<(String, String, Option<String>)> =
+                sqlx::query_as("select event_id, outcome, reason from audit_log order by id")
+                    .fetch_all(&db)
+                    .await?;
+            Ok((rows.len() >= 4).then_some(rows))
+        })
+        .await?;
+    let outcomes: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|(e, o, _)| (e.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("simplybook:claire:evt-1", "stored"),
+            ("simplybook:claire:evt-1", "duplicate"),
+            ("simplybook:claire:evt-2", "dead_lettered"),
+            ("simplybook:claire:evt-3", "stored"),
+        ]
+    );
+    let reason = audit[2].2.clone().unwrap_or_default();
+    assert!(reason.starts_with("invalid_amount"), "{reason}");
+
+    let refs: Vec<String> =
+        sqlx::query_scalar("select booking_ref from bookings order by booking_ref")
+            .fetch_all(&db)
+            .await?;
+    assert_eq!(refs, vec!["7001", "7003"]);
+
+    // The poison event waits in the dead-letter stream with its reason and its original body.
+    let dlq = js.get_stream(system.subjects().stream_name("DLQ")).await?;
+    let consumer = dlq
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await?;
+    let mut messages = consumer.fetch().max_messages(10).messages().await?;
+    let mut dead = Vec::new();
+    while let Some(message) = messages.next().await {
+        dead.push(message.map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    assert_eq!(dead.len(), 1);
+    let headers = dead[0].headers.clone().unwrap_or_default();
+    assert_eq!(
+        headers.get(HDR_EVENT_ID).map(|v| v.as_str()),
+        Some("simplybook:claire:evt-2")
+    );
+    assert!(
+        headers
+            .get(HDR_DLQ_REASON)
+            .is_some_and(|v| v.as_str().contains("must be greater than zero")),
+        "{headers:?}"
+    );
+    assert_eq!(dead[0].payload.as_ref(), body("7002", "-5.00").as_bytes());
+    Ok(())
+}
