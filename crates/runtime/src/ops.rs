@@ -57,10 +57,26 @@ impl Probes {
     }
 }
 
-/// `/healthz`, `/readyz` and `/metrics`.
+/// Drains histogram samples into their buckets now and then, as the exporter's own HTTP
+/// listener would (we serve `/metrics` ourselves). One task per process.
+fn spawn_upkeep() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        tokio::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                prometheus().run_upkeep();
+            }
+        });
+    });
+}
+
+/// `/healthz`, `/readyz` and `/metrics`. Call from within the Tokio runtime.
 pub fn router(probes: Probes) -> Router {
     // Make sure the recorder exists before the first request renders it.
     let _ = prometheus();
+    spawn_upkeep();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
