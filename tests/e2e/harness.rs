@@ -5,20 +5,28 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use billing_domain::Secret;
 use billing_domain::standard_webhooks::SigningKey;
 use billing_runtime::Subjects;
 use billing_testkit::{MailSink, TestDatabase};
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Obviously fake secret for the test tenant.
 pub const CLAIRE_SECRET: &str = "whsec_ZmFrZS10ZXN0LXNlY3JldC1ub3QtcmVhbA==";
+/// An older secret of Claire's, still accepted during a rotation.
+pub const CLAIRE_OLD_SECRET: &str = "whsec_b2xkLWZha2UtdGVzdC1zZWNyZXQ=";
 pub const CLAIRE_EMAIL: &str = "claire.billing@example.test";
+/// Obviously fake Stripe signing secrets (current and previous).
+pub const STRIPE_SECRET: &str = "whsec_test_fake_stripe_secret";
+pub const STRIPE_OLD_SECRET: &str = "whsec_test_fake_stripe_old_secret";
 
 pub struct System {
     pub db: Option<TestDatabase>,
     pub namespace: String,
+    pub nats_url: String,
     pub mail: MailSink,
     pub ingest: SocketAddr,
     pub ledger: SocketAddr,
@@ -36,7 +44,13 @@ async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
 }
 
 impl System {
+    /// The whole system on the shared NATS server.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_nats(billing_testkit::nats_url()).await
+    }
+
+    /// The whole system on the NATS server at `nats_url`.
+    pub async fn start_with_nats(nats_url: String) -> anyhow::Result<Self> {
         billing_testkit::init_test_logging();
         let db = TestDatabase::create()
             .await
@@ -57,11 +71,10 @@ impl System {
                 "deposit_rate": "0.20",
                 "platform_fee_rate": "0.20",
                 "payment_terms_days": 7,
-                "webhook_secrets": [CLAIRE_SECRET]
+                "webhook_secrets": [CLAIRE_SECRET, CLAIRE_OLD_SECRET]
             }]})
             .to_string(),
         )?;
-        let nats_url = billing_testkit::nats_url();
         let shutdown = CancellationToken::new();
         let (ingest_l, ingest) = listener().await?;
         let (ledger_l, ledger) = listener().await?;
@@ -75,6 +88,10 @@ impl System {
             nats_namespace: namespace.clone(),
             tenants_file: tenants_file.clone(),
             publish_timeout_ms: 2000,
+            stripe_webhook_secrets: vec![
+                Secret::new(STRIPE_SECRET.to_string()),
+                Secret::new(STRIPE_OLD_SECRET.to_string()),
+            ],
             max_body_bytes: 256 * 1024,
         };
         let token = shutdown.clone();
@@ -116,7 +133,7 @@ impl System {
         let config = notifier::Config {
             listen_addr: notifier,
             database_url: db.url.clone(),
-            nats_url,
+            nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
             invoicing_url: format!("http://{invoicing}"),
             smtp_host: "127.0.0.1".into(),
@@ -135,6 +152,7 @@ impl System {
         let system = System {
             db: Some(db),
             namespace,
+            nats_url,
             mail,
             ingest,
             ledger,
@@ -177,7 +195,7 @@ impl System {
     }
 
     pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
-        let client = async_nats::connect(billing_testkit::nats_url()).await?;
+        let client = async_nats::connect(&self.nats_url).await?;
         Ok(async_nats::jetstream::new(client))
     }
 
@@ -185,6 +203,54 @@ impl System {
     pub async fn db(&self, schema: &str) -> anyhow::Result<sqlx::PgPool> {
         let url = &self.db.as_ref().context("database already dropped")?.url;
         Ok(billing_runtime::db::connect(url, schema, 2).await?)
+    }
+
+    /// Posts a Stripe event signed with `secret` at `timestamp`.
+    pub async fn post_stripe(
+        &self,
+        body: &str,
+        signature: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        Ok(reqwest::Client::new()
+            .post(format!("http://{}/api/v1/webhooks/stripe", self.ingest))
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(body.to_string())
+            .send()
+            .await?)
+    }
+
+    /// Posts a raw request to the signed SimplyBook endpoint with explicit headers.
+    pub async fn post_simplybook_raw(
+        &self,
+        tenant: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut request = reqwest::Client::new()
+            .post(format!(
+                "http://{}/api/v1/webhooks/simplybook/{tenant}",
+                self.ingest
+            ))
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        Ok(request.body(body).send().await?)
+    }
+
+    /// Messages stored in this system's stream `base` (e.g. `WEBHOOKS`) on `subject`.
+    pub async fn stream_count(&self, subject: &str) -> anyhow::Result<u64> {
+        let js = self.jetstream().await?;
+        let stream = js
+            .get_stream(self.subjects().stream_name("WEBHOOKS"))
+            .await?;
+        let mut counts = stream.info_with_subjects(subject).await?;
+        let mut total = 0;
+        while let Some(entry) = counts.next().await {
+            total += u64::try_from(entry?.1).unwrap_or(0);
+        }
+        Ok(total)
     }
 
     /// Posts a signed SimplyBook booking payload to ingest.

@@ -3,5 +3,6 @@
 
 mod grpc_discovery;
 mod harness;
+mod ingest;
 mod ledger_consumer;
 mod walking_skeleton;

@@ -8,6 +8,7 @@ pub mod money;
 pub mod period;
 pub mod secret;
 pub mod standard_webhooks;
+pub mod stripe_signature;
 pub mod tenant;
 
 pub use booking::{BookingPayload, BookingStatus};

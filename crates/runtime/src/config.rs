@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use billing_domain::Secret;
+
 /// `EX_USAGE` from sysexits.h: the service was configured wrongly.
 pub const EXIT_CONFIG: u8 = 64;
 
@@ -27,4 +29,12 @@ pub fn parse_or_exit<C: clap::Parser>() -> C {
 pub fn config_error(service: &str, err: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("{service}: invalid configuration: {err}");
     ExitCode::from(EXIT_CONFIG)
+}
+
+/// clap value parser for secrets: the value is wrapped at once so it never prints.
+pub fn parse_secret(s: &str) -> Result<Secret<String>, String> {
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(Secret::new(s.to_string()))
 }

@@ -19,6 +19,8 @@ pub const HDR_EVENT_ID: &str = "Billing-Event-Id";
 pub const HDR_AUTH: &str = "Billing-Auth";
 /// Header: when ingest received the request (RFC 3339, UTC).
 pub const HDR_RECEIVED_AT: &str = "Billing-Received-At";
+/// Header: the event's type at its source (e.g. Stripe's `invoice.paid`).
+pub const HDR_EVENT_TYPE: &str = "Billing-Event-Type";
 /// Header on dead letters: why the event could not be processed.
 pub const HDR_DLQ_REASON: &str = "Billing-Dlq-Reason";
 /// Header on dead letters: the subject the event was first published on.
@@ -50,6 +52,10 @@ impl Subjects {
 
     pub fn simplybook_all(&self) -> String {
         format!("{}webhooks.simplybook.>", self.prefix)
+    }
+
+    pub fn stripe(&self) -> String {
+        format!("{}webhooks.stripe", self.prefix)
     }
 
     pub fn invoice(&self, status: &str) -> String {

@@ -3,9 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod db;
+pub mod nats;
 pub mod smtp;
 
 pub use db::TestDatabase;
+pub use nats::PrivateNats;
 pub use smtp::{MailSink, ReceivedMail};
 
 /// A unique, lowercase namespace for one test's NATS subjects and streams.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use billing_domain::Tenants;
+use billing_domain::{Secret, Tenants};
 use billing_runtime::{Probes, Shutdown, Subjects, nats, ops, server};
 use tokio::net::TcpListener;
 
@@ -37,6 +37,16 @@ pub struct Config {
     /// How long to wait for JetStream's publish ack before answering 503.
     #[arg(long, env = "INGEST_PUBLISH_TIMEOUT_MS", default_value_t = 2000)]
     pub publish_timeout_ms: u64,
+    /// Stripe webhook signing secrets (`whsec_…`), comma-separated; several during a rotation.
+    /// Without any, the Stripe endpoint refuses every request.
+    #[arg(
+        long,
+        env = "INGEST_STRIPE_WEBHOOK_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = billing_runtime::config::parse_secret
+    )]
+    pub stripe_webhook_secrets: Vec<Secret<String>>,
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, env = "INGEST_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
@@ -65,7 +75,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let subjects = Subjects::new(&config.nats_namespace);
     subjects.ensure_streams(&js).await?;
 
-    let state = Arc::new(webhooks::AppState::new(&tenants, js, subjects));
+    let state = Arc::new(webhooks::AppState::new(
+        &tenants,
+        config.stripe_webhook_secrets.clone(),
+        js,
+        subjects,
+    ));
     let app = webhooks::router(state, config.max_body_bytes).merge(ops::router(Probes {
         db: None,
         nats: Some(client),

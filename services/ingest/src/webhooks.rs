@@ -1,4 +1,9 @@
-//! Webhook endpoints: authenticate, publish the raw body to JetStream, answer after the ack.
+//! Webhook endpoints: authenticate, check the shape, publish the raw body to JetStream, answer
+//! after the ack.
+//!
+//! Status codes: 202 accepted (stored in JetStream), 200 duplicate (already stored), 401 bad
+//! signature or unknown tenant (no detail), 400 authenticated but malformed, 413 too large,
+//! 503 JetStream did not acknowledge in time (with `Retry-After`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,26 +16,41 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap as HttpHeaders, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use billing_domain::Tenants;
+use billing_domain::booking::PayloadError;
 use billing_domain::standard_webhooks::{self, SignedHeaders, SigningKey};
+use billing_domain::{BookingPayload, Secret, Tenants, stripe_signature};
 use billing_runtime::Subjects;
-use billing_runtime::nats::{HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_SOURCE, HDR_TENANT};
+use billing_runtime::nats::{
+    HDR_AUTH, HDR_EVENT_ID, HDR_EVENT_TYPE, HDR_RECEIVED_AT, HDR_SOURCE, HDR_TENANT,
+};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 pub struct AppState {
     /// Signing keys by tenant id, decoded once at start-up.
     keys: HashMap<String, Vec<SigningKey>>,
+    stripe_secrets: Vec<Secret<String>>,
     js: jetstream::Context,
     subjects: Subjects,
 }
 
 impl AppState {
-    pub fn new(tenants: &Tenants, js: jetstream::Context, subjects: Subjects) -> Self {
+    pub fn new(
+        tenants: &Tenants,
+        stripe_secrets: Vec<Secret<String>>,
+        js: jetstream::Context,
+        subjects: Subjects,
+    ) -> Self {
         let keys = tenants
             .iter()
             .map(|t| (t.id.to_string(), t.signing_keys()))
             .collect();
-        AppState { keys, js, subjects }
+        AppState {
+            keys,
+            stripe_secrets,
+            js,
+            subjects,
+        }
     }
 }
 
@@ -40,8 +60,49 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
             "/api/v1/webhooks/simplybook/{tenant}",
             post(simplybook_signed),
         )
+        .route("/api/v1/webhooks/stripe", post(stripe))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Verified metadata that travels in NATS headers next to the untouched body.
+struct Verified<'a> {
+    source: &'static str,
+    auth: &'static str,
+    event_id: String,
+    tenant: Option<&'a str>,
+    event_type: Option<&'a str>,
+    received_at: DateTime<Utc>,
+}
+
+impl Verified<'_> {
+    fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(async_nats::header::NATS_MESSAGE_ID, self.event_id.as_str());
+        h.insert(HDR_EVENT_ID, self.event_id.as_str());
+        h.insert(HDR_SOURCE, self.source);
+        h.insert(HDR_AUTH, self.auth);
+        if let Some(tenant) = self.tenant {
+            h.insert(HDR_TENANT, tenant);
+        }
+        if let Some(kind) = self.event_type {
+            h.insert(HDR_EVENT_TYPE, kind);
+        }
+        h.insert(
+            HDR_RECEIVED_AT,
+            self.received_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .as_str(),
+        );
+        h
+    }
+}
+
+fn header<'a>(headers: &'a HttpHeaders, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// A signed SimplyBook booking payload (Standard Webhooks).
@@ -52,59 +113,99 @@ async fn simplybook_signed(
     body: Bytes,
 ) -> Response {
     const SOURCE: &str = "simplybook";
-    let received_at = chrono::Utc::now();
+    let received_at = Utc::now();
     let Some(keys) = state.keys.get(&tenant) else {
         return reject(SOURCE, &tenant, "unknown_tenant", &body);
     };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
     let signed = SignedHeaders {
-        id: header("webhook-id"),
-        timestamp: header("webhook-timestamp"),
-        signature: header("webhook-signature"),
+        id: header(&headers, "webhook-id"),
+        timestamp: header(&headers, "webhook-timestamp"),
+        signature: header(&headers, "webhook-signature"),
     };
     if let Err(err) = standard_webhooks::verify(signed, &body, keys, received_at.timestamp()) {
         return reject(SOURCE, &tenant, err.reason(), &body);
     }
+    // Shape only: amount problems (≤ 0, not a number) are the ledger's to dead-letter and audit.
+    if let Err(PayloadError::Malformed(message)) = BookingPayload::parse(&body) {
+        return malformed(SOURCE, &tenant, &message, &body);
+    }
+    let verified = Verified {
+        source: SOURCE,
+        auth: "standard-webhooks",
+        event_id: format!("{SOURCE}:{tenant}:{}", signed.id),
+        tenant: Some(&tenant),
+        event_type: None,
+        received_at,
+    };
+    publish(&state, state.subjects.simplybook(&tenant), &verified, body).await
+}
 
-    let event_id = format!("{SOURCE}:{tenant}:{}", signed.id);
-    let mut nats_headers = HeaderMap::new();
-    nats_headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
-    nats_headers.insert(HDR_EVENT_ID, event_id.as_str());
-    nats_headers.insert(HDR_SOURCE, SOURCE);
-    nats_headers.insert(HDR_TENANT, tenant.as_str());
-    nats_headers.insert(HDR_AUTH, "standard-webhooks");
-    nats_headers.insert(
-        HDR_RECEIVED_AT,
-        received_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-            .as_str(),
-    );
-    publish(
-        &state,
-        state.subjects.simplybook(&tenant),
-        nats_headers,
-        body,
-        SOURCE,
-        &event_id,
-    )
-    .await
+/// The fields of a Stripe event ingest needs; the rest travels untouched.
+#[derive(serde::Deserialize)]
+struct StripeEvent<'a> {
+    #[serde(borrow)]
+    id: &'a str,
+    #[serde(borrow, rename = "type")]
+    kind: &'a str,
+}
+
+/// A Stripe event, verified against every configured signing secret.
+async fn stripe(State(state): State<Arc<AppState>>, headers: HttpHeaders, body: Bytes) -> Response {
+    const SOURCE: &str = "stripe";
+    let received_at = Utc::now();
+    if state.stripe_secrets.is_empty() {
+        return reject(SOURCE, "", "not_configured", &body);
+    }
+    let secrets: Vec<&str> = state
+        .stripe_secrets
+        .iter()
+        .map(|s| s.expose().as_str())
+        .collect();
+    if let Err(err) = stripe_signature::verify(
+        header(&headers, "stripe-signature"),
+        &body,
+        &secrets,
+        received_at.timestamp(),
+    ) {
+        return reject(SOURCE, "", err.reason(), &body);
+    }
+    let event = match serde_json::from_slice::<StripeEvent<'_>>(&body) {
+        Ok(e) if e.id.starts_with("evt_") && !e.kind.is_empty() => e,
+        Ok(_) => {
+            return malformed(
+                SOURCE,
+                "",
+                "id must be an evt_ identifier and type non-empty",
+                &body,
+            );
+        }
+        Err(err) => return malformed(SOURCE, "", &err.to_string(), &body),
+    };
+    let verified = Verified {
+        source: SOURCE,
+        auth: "stripe-signature",
+        event_id: format!("{SOURCE}:{}", event.id),
+        tenant: None,
+        event_type: Some(event.kind),
+        received_at,
+    };
+    publish(&state, state.subjects.stripe(), &verified, body.clone()).await
 }
 
 /// Publishes and waits for JetStream's ack; only then is the sender told the event is safe.
 async fn publish(
     state: &AppState,
     subject: String,
-    headers: HeaderMap,
+    verified: &Verified<'_>,
     body: Bytes,
-    source: &'static str,
-    event_id: &str,
 ) -> Response {
-    let acked = match state.js.publish_with_headers(subject, headers, body).await {
+    let source = verified.source;
+    let event_id = verified.event_id.as_str();
+    let acked = match state
+        .js
+        .publish_with_headers(subject, verified.headers(), body)
+        .await
+    {
         Ok(ack) => ack.await,
         Err(err) => Err(err),
     };
@@ -112,19 +213,19 @@ async fn publish(
         Ok(ack) if ack.duplicate => {
             metrics::counter!("ingest_webhooks_duplicate_total", "source" => source).increment(1);
             tracing::info!(source, event_id, "duplicate webhook acknowledged");
-            json(StatusCode::OK, r#"{"status":"duplicate"}"#)
+            json(StatusCode::OK, r#"{"status":"duplicate"}"#.into())
         }
         Ok(ack) => {
             metrics::counter!("ingest_webhooks_accepted_total", "source" => source).increment(1);
             tracing::debug!(source, event_id, seq = ack.sequence, "webhook published");
-            json(StatusCode::ACCEPTED, r#"{"status":"accepted"}"#)
+            json(StatusCode::ACCEPTED, r#"{"status":"accepted"}"#.into())
         }
         Err(err) => {
             metrics::counter!("ingest_webhooks_unavailable_total", "source" => source).increment(1);
             tracing::error!(source, event_id, error = %err, "jetstream publish failed");
             let mut response = json(
                 StatusCode::SERVICE_UNAVAILABLE,
-                r#"{"error":"temporarily unavailable, retry later"}"#,
+                r#"{"error":"temporarily unavailable, retry later"}"#.into(),
             );
             response
                 .headers_mut()
@@ -134,8 +235,27 @@ async fn publish(
     }
 }
 
-/// Counts and logs a rejected request (never its body or the secret), answering 401.
+/// Counts and logs a request that failed authentication (never its body or a secret) and
+/// answers 401 without saying why.
 fn reject(source: &'static str, tenant: &str, reason: &'static str, body: &[u8]) -> Response {
+    count_rejection(source, tenant, reason, body);
+    json(
+        StatusCode::UNAUTHORIZED,
+        r#"{"error":"unauthorized"}"#.into(),
+    )
+}
+
+/// An authenticated request whose body is not what the source sends: 400 with the reason, so the
+/// sender can fix it.
+fn malformed(source: &'static str, tenant: &str, message: &str, body: &[u8]) -> Response {
+    count_rejection(source, tenant, "malformed", body);
+    json(
+        StatusCode::BAD_REQUEST,
+        serde_json::json!({ "error": format!("malformed payload: {message}") }).to_string(),
+    )
+}
+
+fn count_rejection(source: &'static str, tenant: &str, reason: &'static str, body: &[u8]) {
     metrics::counter!("ingest_webhooks_rejected_total", "source" => source, "reason" => reason)
         .increment(1);
     tracing::warn!(
@@ -145,9 +265,8 @@ fn reject(source: &'static str, tenant: &str, reason: &'static str, body: &[u8])
         body_sha256 = %hex::encode(Sha256::digest(body)),
         "webhook rejected"
     );
-    json(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#)
 }
 
-fn json(status: StatusCode, body: &'static str) -> Response {
+fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -59,7 +59,7 @@ pub struct Config {
     #[arg(long, env = "NOTIFIER_SMTP_USERNAME")]
     pub smtp_username: Option<String>,
     /// SMTP password (optional; never logged).
-    #[arg(long, env = "NOTIFIER_SMTP_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    #[arg(long, env = "NOTIFIER_SMTP_PASSWORD", hide_env_values = true, value_parser = billing_runtime::config::parse_secret)]
     pub smtp_password: Option<Secret<String>>,
     /// Sender of every email, e.g. `Billing <billing@example.com>`; also printed on invoices.
     #[arg(
@@ -68,10 +68,6 @@ pub struct Config {
         default_value = "Platform Billing <billing@example.com>"
     )]
     pub from: Mailbox,
-}
-
-fn parse_secret(s: &str) -> Result<Secret<String>, String> {
-    Ok(Secret::new(s.to_string()))
 }
 
 #[derive(Debug, thiserror::Error)]
