@@ -11,7 +11,9 @@ use crate::harness::{CLAIRE_OLD_SECRET, CLAIRE_SECRET, STRIPE_OLD_SECRET, STRIPE
 
 const BOOKING: &str = r#"{"booking_id":"5001","price":"120.00","datetime":"2026-10-14 10:00:00","service":{"name":"Massage"}}"#;
 
-fn signed_headers(secret: &str, id: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+type Headers = Vec<(&'static str, String)>;
+
+fn signed_headers(secret: &str, id: &str, ts: i64, body: &[u8]) -> Headers {
     let signature = SigningKey::parse(secret)
         .map(|k| k.sign(id, ts, body))
         .unwrap_or_default();
@@ -35,7 +37,7 @@ async fn signed_booking_webhooks_get_the_right_status_and_only_genuine_ones_are_
 async fn signed_bookings(system: &System) -> anyhow::Result<()> {
     let now = chrono::Utc::now().timestamp();
     let body = BOOKING.as_bytes().to_vec();
-    let cases: Vec<(&str, Vec<(&'static str, String)>, Vec<u8>, u16)> = vec![
+    let cases: Vec<(&str, Headers, Vec<u8>, u16)> = vec![
         (
             "genuine",
             signed_headers(CLAIRE_SECRET, "m1", now, &body),
