@@ -226,6 +226,12 @@ async fn broker_down(system: &System, nats: &mut PrivateNats) -> anyhow::Result<
     assert_eq!(before.status(), 202);
 
     nats.kill().await?;
+    let ready = reqwest::get(format!("http://{}/readyz", system.ingest)).await?;
+    assert_eq!(
+        ready.status(),
+        503,
+        "readiness must fail while JetStream is down"
+    );
     let second = BOOKING.replace("5001", "5002");
     let during = system
         .post_signed("claire", "down-2", &second, CLAIRE_SECRET)
@@ -256,6 +262,8 @@ async fn broker_down(system: &System, nats: &mut PrivateNats) -> anyhow::Result<
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let ready = reqwest::get(format!("http://{}/readyz", system.ingest)).await?;
+    assert_eq!(ready.status(), 200, "ready again once JetStream is back");
     // Both events are stored (the first survived the broker's crash on disk), once each, and the
     // ledger records both.
     assert_eq!(

@@ -89,6 +89,11 @@ impl Subjects {
         ]
     }
 
+    /// Names of every stream the services use, for readiness checks.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.streams().into_iter().map(|c| c.name).collect()
+    }
+
     /// Creates the streams if they do not exist (existing ones are left as they are).
     pub async fn ensure_streams(
         &self,

@@ -36,6 +36,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
 pub struct Probes {
     pub db: Option<sqlx::PgPool>,
     pub nats: Option<async_nats::Client>,
+    /// JetStream streams the service needs; each must answer an info request.
+    pub streams: Option<(async_nats::jetstream::Context, Vec<String>)>,
 }
 
 impl Probes {
@@ -52,6 +54,15 @@ impl Probes {
             && nats.connection_state() != async_nats::connection::State::Connected
         {
             return Err("nats");
+        }
+        if let Some((js, names)) = &self.streams {
+            for name in names {
+                let info = js.get_stream(name);
+                match tokio::time::timeout(Duration::from_secs(2), info).await {
+                    Ok(Ok(_)) => {}
+                    _ => return Err("jetstream streams"),
+                }
+            }
         }
         Ok(())
     }

@@ -74,6 +74,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     );
     let subjects = Subjects::new(&config.nats_namespace);
     subjects.ensure_streams(&js).await?;
+    let ready_streams = (js.clone(), subjects.stream_names());
 
     let state = Arc::new(webhooks::AppState::new(
         &tenants,
@@ -84,6 +85,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let app = webhooks::router(state, config.max_body_bytes).merge(ops::router(Probes {
         db: None,
         nats: Some(client),
+        streams: Some(ready_streams),
     }));
     tracing::info!(addr = %listener.local_addr().map_err(server::ServeError::from)?, "ingest listening");
     server::serve(listener, app, shutdown).await?;

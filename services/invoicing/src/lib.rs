@@ -88,6 +88,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let js = nats::jetstream(client.clone(), Duration::from_secs(5));
     let subjects = Subjects::new(&config.nats_namespace);
     subjects.ensure_streams(&js).await?;
+    let ready_streams = (js.clone(), subjects.stream_names());
 
     let ledger = LedgerServiceClient::new(
         Endpoint::from_shared(config.ledger_url.clone())?
@@ -107,6 +108,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         .merge(ops::router(Probes {
             db: Some(pool),
             nats: Some(client),
+            streams: Some(ready_streams),
         }));
     tracing::info!(addr = ?listener.local_addr().ok(), "invoicing listening");
     let served = server::serve(listener, app, shutdown.clone()).await;

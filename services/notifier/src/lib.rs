@@ -98,6 +98,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let js = nats::jetstream(client.clone(), Duration::from_secs(5));
     let subjects = Subjects::new(&config.nats_namespace);
     subjects.ensure_streams(&js).await?;
+    let ready_streams = (js.clone(), subjects.stream_names());
 
     let invoicing = InvoicingServiceClient::new(
         Endpoint::from_shared(config.invoicing_url.clone())?
@@ -127,6 +128,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let app = ops::router(Probes {
         db: Some(pool),
         nats: Some(client),
+        streams: Some(ready_streams),
     });
     tracing::info!(addr = ?listener.local_addr().ok(), "notifier listening");
     let served = server::serve(listener, app, shutdown.clone()).await;
