@@ -27,6 +27,7 @@ pub struct System {
     pub db: Option<TestDatabase>,
     pub namespace: String,
     pub nats_url: String,
+    pub tenants_file: PathBuf,
     pub mail: MailSink,
     pub ingest: SocketAddr,
     pub ledger: SocketAddr,
@@ -93,6 +94,7 @@ impl System {
                 Secret::new(STRIPE_OLD_SECRET.to_string()),
             ],
             max_body_bytes: 256 * 1024,
+            tenants_reload_secs: 1,
         };
         let token = shutdown.clone();
         tasks.push((
@@ -153,6 +155,7 @@ impl System {
             db: Some(db),
             namespace,
             nats_url,
+            tenants_file,
             mail,
             ingest,
             ledger,

@@ -282,3 +282,51 @@ async fn broker_down(system: &System, nats: &mut PrivateNats) -> anyhow::Result<
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_secret_applies_without_a_restart() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = rotation(&system).await;
+    let stopped = system.stop().await;
+    result?;
+    stopped
+}
+
+async fn rotation(system: &System) -> anyhow::Result<()> {
+    const NEW: &str = "whsec_bmV3LWZha2Utcm90YXRlZC1zZWNyZXQ=";
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&system.tenants_file)?)?;
+    file["tenants"][0]["webhook_secrets"] = serde_json::json!([NEW]);
+    // A broken file first: ignored, the current secrets stay in force.
+    std::fs::write(&system.tenants_file, b"{ not json")?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still = system
+        .post_signed("claire", "rot-1", BOOKING, CLAIRE_SECRET)
+        .await?;
+    assert_eq!(still.status(), 202);
+
+    std::fs::write(&system.tenants_file, file.to_string())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let body = BOOKING.replace("5001", &format!("60{n:02}"));
+        let response = system
+            .post_signed("claire", &format!("rot-new-{n}"), &body, NEW)
+            .await?;
+        if response.status() == 202 {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "new secret never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The retired secret no longer works.
+    let retired = system
+        .post_signed("claire", "rot-old", BOOKING, CLAIRE_SECRET)
+        .await?;
+    assert_eq!(retired.status(), 401);
+    Ok(())
+}

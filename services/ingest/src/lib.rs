@@ -47,6 +47,9 @@ pub struct Config {
         value_parser = billing_runtime::config::parse_secret
     )]
     pub stripe_webhook_secrets: Vec<Secret<String>>,
+    /// How often the tenants file is re-read; changed secrets apply without a restart.
+    #[arg(long, env = "INGEST_TENANTS_RELOAD_SECS", default_value_t = 10)]
+    pub tenants_reload_secs: u64,
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, env = "INGEST_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
@@ -82,12 +85,52 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         js,
         subjects,
     ));
-    let app = webhooks::router(state, config.max_body_bytes).merge(ops::router(Probes {
+    let app = webhooks::router(state.clone(), config.max_body_bytes).merge(ops::router(Probes {
         db: None,
         nats: Some(client),
         streams: Some(ready_streams),
     }));
+    tokio::spawn(reload_tenants(
+        config.tenants_file.clone(),
+        Duration::from_secs(config.tenants_reload_secs.max(1)),
+        state.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(addr = %listener.local_addr().map_err(server::ServeError::from)?, "ingest listening");
     server::serve(listener, app, shutdown).await?;
     Ok(())
+}
+
+/// Re-reads the tenants file when its content changes (e.g. a Kubernetes Secret update). A file
+/// that does not parse is ignored with an error, and the previous secrets stay in force.
+async fn reload_tenants(
+    path: PathBuf,
+    every: Duration,
+    state: Arc<webhooks::AppState>,
+    shutdown: Shutdown,
+) {
+    let mut last = std::fs::read(&path).ok();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let current = std::fs::read(&path).ok();
+        if current.is_none() || current == last {
+            continue;
+        }
+        match Tenants::load(&path) {
+            Ok(tenants) => {
+                state.set_tenants(&tenants);
+                metrics::counter!("ingest_tenants_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(tenants = tenants.iter().count(), "tenants file reloaded");
+            }
+            Err(err) => {
+                metrics::counter!("ingest_tenants_reloads_total", "result" => "invalid")
+                    .increment(1);
+                tracing::error!(error = %err, "tenants file changed but is invalid; keeping the previous one");
+            }
+        }
+        last = current;
+    }
 }

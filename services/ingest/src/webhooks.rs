@@ -6,7 +6,7 @@
 //! 503 JetStream did not acknowledge in time (with `Retry-After`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
@@ -27,8 +27,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 pub struct AppState {
-    /// Signing keys by tenant id, decoded once at start-up.
-    keys: HashMap<String, Vec<SigningKey>>,
+    /// Signing keys by tenant id, decoded when the tenants file is (re)loaded.
+    keys: RwLock<Arc<HashMap<String, Vec<SigningKey>>>>,
     stripe_secrets: Vec<Secret<String>>,
     js: jetstream::Context,
     subjects: Subjects,
@@ -41,17 +41,37 @@ impl AppState {
         js: jetstream::Context,
         subjects: Subjects,
     ) -> Self {
-        let keys = tenants
-            .iter()
-            .map(|t| (t.id.to_string(), t.signing_keys()))
-            .collect();
         AppState {
-            keys,
+            keys: RwLock::new(Arc::new(signing_keys(tenants))),
             stripe_secrets,
             js,
             subjects,
         }
     }
+
+    /// Replaces every tenant's keys at once (a secret rotation needs no restart).
+    pub fn set_tenants(&self, tenants: &Tenants) {
+        let keys = Arc::new(signing_keys(tenants));
+        match self.keys.write() {
+            Ok(mut guard) => *guard = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+
+    fn keys_of(&self, tenant: &str) -> Option<Vec<SigningKey>> {
+        let keys = match self.keys.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        keys.get(tenant).cloned()
+    }
+}
+
+fn signing_keys(tenants: &Tenants) -> HashMap<String, Vec<SigningKey>> {
+    tenants
+        .iter()
+        .map(|t| (t.id.to_string(), t.signing_keys()))
+        .collect()
 }
 
 pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
@@ -114,7 +134,7 @@ async fn simplybook_signed(
 ) -> Response {
     const SOURCE: &str = "simplybook";
     let received_at = Utc::now();
-    let Some(keys) = state.keys.get(&tenant) else {
+    let Some(keys) = state.keys_of(&tenant) else {
         return reject(SOURCE, &tenant, "unknown_tenant", &body);
     };
     let signed = SignedHeaders {
@@ -122,7 +142,7 @@ async fn simplybook_signed(
         timestamp: header(&headers, "webhook-timestamp"),
         signature: header(&headers, "webhook-signature"),
     };
-    if let Err(err) = standard_webhooks::verify(signed, &body, keys, received_at.timestamp()) {
+    if let Err(err) = standard_webhooks::verify(signed, &body, &keys, received_at.timestamp()) {
         return reject(SOURCE, &tenant, err.reason(), &body);
     }
     // Shape only: amount problems (≤ 0, not a number) are the ledger's to dead-letter and audit.
