@@ -19,6 +19,9 @@ pub const CLAIRE_SECRET: &str = "whsec_ZmFrZS10ZXN0LXNlY3JldC1ub3QtcmVhbA==";
 /// An older secret of Claire's, still accepted during a rotation.
 pub const CLAIRE_OLD_SECRET: &str = "whsec_b2xkLWZha2UtdGVzdC1zZWNyZXQ=";
 pub const CLAIRE_EMAIL: &str = "claire.billing@example.test";
+/// Small enough for a test to reach, large enough for every other test's traffic.
+pub const RATE_LIMIT_PER_SEC: u32 = 20;
+pub const RATE_LIMIT_BURST: u32 = 40;
 /// Obviously fake Stripe signing secrets (current and previous).
 pub const STRIPE_SECRET: &str = "whsec_test_fake_stripe_secret";
 pub const STRIPE_OLD_SECRET: &str = "whsec_test_fake_stripe_old_secret";
@@ -95,6 +98,8 @@ impl System {
             ],
             max_body_bytes: 256 * 1024,
             tenants_reload_secs: 1,
+            rate_limit_per_sec: RATE_LIMIT_PER_SEC,
+            rate_limit_burst: RATE_LIMIT_BURST,
         };
         let token = shutdown.clone();
         tasks.push((

@@ -330,3 +330,50 @@ async fn rotation(system: &System) -> anyhow::Result<()> {
     assert_eq!(retired.status(), 401);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sender_over_its_rate_limit_gets_429_and_nothing_extra_is_stored() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = rate_limit(&system).await;
+    let stopped = system.stop().await;
+    result?;
+    stopped
+}
+
+async fn rate_limit(system: &System) -> anyhow::Result<()> {
+    let burst = crate::harness::RATE_LIMIT_BURST as usize;
+    let mut statuses = Vec::new();
+    for n in 0..burst + 20 {
+        let body = BOOKING.replace("5001", &format!("8{n:03}"));
+        let response = system
+            .post_signed("claire", &format!("burst-{n}"), &body, CLAIRE_SECRET)
+            .await?;
+        if response.status() == 429 {
+            assert_eq!(
+                response.headers().get("retry-after").map(|v| v.as_bytes()),
+                Some(&b"1"[..])
+            );
+        }
+        statuses.push(response.status().as_u16());
+    }
+    assert!(statuses[..burst].iter().all(|s| *s == 202), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Forged requests do not spend Claire's budget: they are refused as forged, not limited.
+    let forged = system
+        .post_signed(
+            "claire",
+            "burst-forged",
+            BOOKING,
+            "whsec_bm90LXRoZS1yZWFsLXNlY3JldA==",
+        )
+        .await?;
+    assert_eq!(forged.status(), 401);
+    let accepted = statuses.iter().filter(|s| **s == 202).count() as u64;
+    assert_eq!(
+        system
+            .stream_count(&system.subjects().simplybook("claire"))
+            .await?,
+        accepted
+    );
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! No database on this path; stateless, so it scales horizontally.
 #![forbid(unsafe_code)]
 
+mod limiter;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -50,6 +51,12 @@ pub struct Config {
     /// How often the tenants file is re-read; changed secrets apply without a restart.
     #[arg(long, env = "INGEST_TENANTS_RELOAD_SECS", default_value_t = 10)]
     pub tenants_reload_secs: u64,
+    /// Sustained requests per second accepted per source and tenant (0: no limit); more get 429.
+    #[arg(long, env = "INGEST_RATE_LIMIT_PER_SEC", default_value_t = 500)]
+    pub rate_limit_per_sec: u32,
+    /// Requests per source and tenant accepted at once above the sustained rate.
+    #[arg(long, env = "INGEST_RATE_LIMIT_BURST", default_value_t = 2000)]
+    pub rate_limit_burst: u32,
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, env = "INGEST_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
@@ -82,6 +89,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let state = Arc::new(webhooks::AppState::new(
         &tenants,
         config.stripe_webhook_secrets.clone(),
+        limiter::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
         js,
         subjects,
     ));

@@ -3,7 +3,7 @@
 //!
 //! Status codes: 202 accepted (stored in JetStream), 200 duplicate (already stored), 401 bad
 //! signature or unknown tenant (no detail), 400 authenticated but malformed, 413 too large,
-//! 503 JetStream did not acknowledge in time (with `Retry-After`).
+//! 429 over the sender's rate limit, 503 JetStream did not acknowledge in time (with `Retry-After`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -26,10 +26,13 @@ use billing_runtime::nats::{
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::limiter::RateLimiter;
+
 pub struct AppState {
     /// Signing keys by tenant id, decoded when the tenants file is (re)loaded.
     keys: RwLock<Arc<HashMap<String, Vec<SigningKey>>>>,
     stripe_secrets: Vec<Secret<String>>,
+    limiter: RateLimiter,
     js: jetstream::Context,
     subjects: Subjects,
 }
@@ -38,12 +41,14 @@ impl AppState {
     pub fn new(
         tenants: &Tenants,
         stripe_secrets: Vec<Secret<String>>,
+        limiter: RateLimiter,
         js: jetstream::Context,
         subjects: Subjects,
     ) -> Self {
         AppState {
             keys: RwLock::new(Arc::new(signing_keys(tenants))),
             stripe_secrets,
+            limiter,
             js,
             subjects,
         }
@@ -145,6 +150,9 @@ async fn simplybook_signed(
     if let Err(err) = standard_webhooks::verify(signed, &body, &keys, received_at.timestamp()) {
         return reject(SOURCE, &tenant, err.reason(), &body);
     }
+    if !state.limiter.allow(&format!("{SOURCE}:{tenant}")) {
+        return too_many(SOURCE, &tenant);
+    }
     // Shape only: amount problems (≤ 0, not a number) are the ledger's to dead-letter and audit.
     if let Err(PayloadError::Malformed(message)) = BookingPayload::parse(&body) {
         return malformed(SOURCE, &tenant, &message, &body);
@@ -188,6 +196,9 @@ async fn stripe(State(state): State<Arc<AppState>>, headers: HttpHeaders, body: 
         received_at.timestamp(),
     ) {
         return reject(SOURCE, "", err.reason(), &body);
+    }
+    if !state.limiter.allow(SOURCE) {
+        return too_many(SOURCE, "");
     }
     let event = match serde_json::from_slice::<StripeEvent<'_>>(&body) {
         Ok(e) if e.id.starts_with("evt_") && !e.kind.is_empty() => e,
@@ -273,6 +284,21 @@ fn malformed(source: &'static str, tenant: &str, message: &str, body: &[u8]) -> 
         StatusCode::BAD_REQUEST,
         serde_json::json!({ "error": format!("malformed payload: {message}") }).to_string(),
     )
+}
+
+/// Over the sender's rate limit: 429 with `Retry-After`, nothing published.
+fn too_many(source: &'static str, tenant: &str) -> Response {
+    metrics::counter!("ingest_webhooks_rejected_total", "source" => source, "reason" => "rate_limited")
+        .increment(1);
+    tracing::warn!(source, tenant, "webhook rate limited");
+    let mut response = json(
+        StatusCode::TOO_MANY_REQUESTS,
+        r#"{"error":"rate limit exceeded, retry later"}"#.into(),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    response
 }
 
 fn count_rejection(source: &'static str, tenant: &str, reason: &'static str, body: &[u8]) {
