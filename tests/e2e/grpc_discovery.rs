@@ -18,9 +18,7 @@ use crate::harness::System;
 async fn grpc_services_answer_health_checks_and_reflection() -> anyhow::Result<()> {
     let system = System::start().await?;
     let result = scenario(&system).await;
-    let stopped = system.stop().await;
-    result?;
-    stopped
+    system.finish(result).await
 }
 
 async fn scenario(system: &System) -> anyhow::Result<()> {

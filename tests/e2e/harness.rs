@@ -285,8 +285,16 @@ impl System {
             .await?)
     }
 
+    /// Stops the system and returns the test's `result`, or the shutdown's failure if the test
+    /// itself passed: a service that failed or hung fails the test too.
+    pub async fn finish(self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        let stopped = self.stop().await;
+        result?;
+        stopped
+    }
+
     /// Stops every service, checks none of them failed, and removes the test's data.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         let mut failures = Vec::new();
         for (name, task) in self.tasks.drain(..) {

@@ -29,9 +29,7 @@ async fn signed_booking_webhooks_get_the_right_status_and_only_genuine_ones_are_
 -> anyhow::Result<()> {
     let system = System::start().await?;
     let result = signed_bookings(&system).await;
-    let stopped = system.stop().await;
-    result?;
-    stopped
+    system.finish(result).await
 }
 
 async fn signed_bookings(system: &System) -> anyhow::Result<()> {
@@ -145,9 +143,7 @@ async fn signed_bookings(system: &System) -> anyhow::Result<()> {
 async fn stripe_events_are_verified_by_any_v1_signature_and_stored_once() -> anyhow::Result<()> {
     let system = System::start().await?;
     let result = stripe_events(&system).await;
-    let stopped = system.stop().await;
-    result?;
-    stopped
+    system.finish(result).await
 }
 
 async fn stripe_events(system: &System) -> anyhow::Result<()> {
@@ -214,9 +210,7 @@ async fn broker_down_answers_503_and_nothing_is_lost_once_it_returns() -> anyhow
     let mut nats = PrivateNats::start().await?;
     let system = System::start_with_nats(nats.url()).await?;
     let result = broker_down(&system, &mut nats).await;
-    let stopped = system.stop().await;
-    result?;
-    stopped
+    system.finish(result).await
 }
 
 async fn broker_down(system: &System, nats: &mut PrivateNats) -> anyhow::Result<()> {
@@ -287,9 +281,7 @@ async fn broker_down(system: &System, nats: &mut PrivateNats) -> anyhow::Result<
 async fn a_rotated_secret_applies_without_a_restart() -> anyhow::Result<()> {
     let system = System::start().await?;
     let result = rotation(&system).await;
-    let stopped = system.stop().await;
-    result?;
-    stopped
+    system.finish(result).await
 }
 
 async fn rotation(system: &System) -> anyhow::Result<()> {
@@ -335,9 +327,7 @@ async fn rotation(system: &System) -> anyhow::Result<()> {
 async fn a_sender_over_its_rate_limit_gets_429_and_nothing_extra_is_stored() -> anyhow::Result<()> {
     let system = System::start().await?;
     let result = rate_limit(&system).await;
-    let stopped = system.stop().await;
-    result?;
-    stopped
+    system.finish(result).await
 }
 
 async fn rate_limit(system: &System) -> anyhow::Result<()> {

@@ -25,9 +25,7 @@ async fn redelivered_and_poison_events_neither_double_count_nor_block_the_stream
 -> anyhow::Result<()> {
     let system = System::start().await?;
     let result = scenario(&system).await;
-    let stopped = system.stop().await;
-    result?;
-    stopped
+    system.finish(result).await
 }
 
 async fn scenario(system: &System) -> anyhow::Result<()> {

@@ -41,9 +41,7 @@ fn d(s: &str) -> Decimal {
 async fn signed_bookings_become_one_emailed_invoice() -> anyhow::Result<()> {
     let system = System::start().await?;
     let result = scenario(&system).await;
-    let stopped = system.stop().await;
-    result?;
-    stopped
+    system.finish(result).await
 }
 
 async fn scenario(system: &System) -> anyhow::Result<()> {
