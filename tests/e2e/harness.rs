@@ -213,7 +213,7 @@ impl System {
         Ok(billing_runtime::db::connect(url, schema, 2).await?)
     }
 
-    /// Posts a Stripe event signed with `secret` at `timestamp`.
+    /// Posts a Stripe event with the given `Stripe-Signature` header value.
     pub async fn post_stripe(
         &self,
         body: &str,
@@ -247,7 +247,7 @@ impl System {
         Ok(request.body(body).send().await?)
     }
 
-    /// Messages stored in this system's stream `base` (e.g. `WEBHOOKS`) on `subject`.
+    /// Messages stored in this system's WEBHOOKS stream on `subject`.
     pub async fn stream_count(&self, subject: &str) -> anyhow::Result<u64> {
         let js = self.jetstream().await?;
         let stream = js

@@ -5,9 +5,15 @@
 //! carry a namespace (`t42.webhooks.simplybook.claire` in stream `T42_WEBHOOKS`); production runs
 //! with an empty namespace.
 
+use std::future::Future;
 use std::time::Duration;
 
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, stream};
+use futures::StreamExt;
+
+use crate::Shutdown;
 
 /// Header: where the event came from (`simplybook`, `stripe`).
 pub const HDR_SOURCE: &str = "Billing-Source";
@@ -139,4 +145,87 @@ pub fn header<'a>(msg: &'a async_nats::Message, name: &str) -> Option<&'a str> {
         .as_ref()
         .and_then(|h| h.get(name))
         .map(|v| v.as_str())
+}
+
+/// Pulls batches of up to `batch_size` from `consumer` and hands each message to `handle`, one at
+/// a time, until `shutdown`. The batch in hand is always finished; pull failures (the broker
+/// restarting) are logged and retried after a second.
+pub async fn consume<F, Fut>(
+    consumer: &PullConsumer,
+    batch_size: usize,
+    shutdown: &Shutdown,
+    mut handle: F,
+) where
+    F: FnMut(jetstream::Message) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    while !shutdown.is_cancelled() {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            batch = consumer
+                .batch()
+                .max_messages(batch_size)
+                .expires(Duration::from_secs(1))
+                .messages() => batch,
+        };
+        let mut messages = match batch {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::warn!(error = %err, "pulling from jetstream failed, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(message) => handle(message).await,
+                Err(err) => {
+                    tracing::warn!(error = %err, "receiving a message failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// How long to wait before the next delivery of a message already delivered `delivered` times:
+/// one more second per attempt, capped at `max`, so an outage does not spin.
+pub fn retry_delay(delivered: i64, max: Duration) -> Duration {
+    let secs = u64::try_from(delivered.max(1)).unwrap_or(u64::MAX);
+    Duration::from_secs(secs).min(max)
+}
+
+/// Publishes `msg`'s body unchanged to the dead-letter `subject`, with the subject it came from,
+/// `reason` and any extra `headers`, and waits for JetStream's ack. `message_id` deduplicates a
+/// retried dead-lettering.
+pub async fn dead_letter(
+    js: &jetstream::Context,
+    subject: String,
+    msg: &async_nats::Message,
+    message_id: &str,
+    reason: &str,
+    mut headers: HeaderMap,
+) -> Result<(), async_nats::Error> {
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+    headers.insert(HDR_DLQ_SUBJECT, msg.subject.as_str());
+    // Header values cannot hold line breaks.
+    headers.insert(HDR_DLQ_REASON, reason.replace(['\r', '\n'], " "));
+    js.publish_with_headers(subject, headers, msg.payload.clone())
+        .await?
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_by_a_second_per_delivery_up_to_the_cap() {
+        let max = Duration::from_secs(30);
+        assert_eq!(retry_delay(0, max), Duration::from_secs(1));
+        assert_eq!(retry_delay(1, max), Duration::from_secs(1));
+        assert_eq!(retry_delay(7, max), Duration::from_secs(7));
+        assert_eq!(retry_delay(500, max), max);
+    }
 }

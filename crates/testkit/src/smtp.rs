@@ -35,13 +35,7 @@ pub struct MailSink {
 impl MailSink {
     /// Listens on an ephemeral loopback port.
     pub async fn start() -> std::io::Result<Self> {
-        Self::start_on(
-            "127.0.0.1:0"
-                .parse()
-                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
-            None,
-        )
-        .await
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), None).await
     }
 
     /// Listens on `addr`; with `save_to`, also writes each message to `<dir>/<n>.eml`.

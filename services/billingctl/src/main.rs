@@ -142,9 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "{:<12} {:<10} {:<22} {:>14} {:>14} {:>14} {:>14}",
                         b.booking_ref,
                         b.status,
-                        datetime(b.session_at.as_ref())
-                            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                            .unwrap_or_default(),
+                        utc_minute(b.session_at.as_ref()),
                         amount(b.total.as_ref()),
                         amount(b.deposit.as_ref()),
                         amount(b.cash.as_ref()),
@@ -252,6 +250,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `2026-10-14 23:30` (UTC), or empty when the timestamp is missing.
+fn utc_minute(t: Option<&prost_types::Timestamp>) -> String {
+    datetime(t)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
 fn amount(m: Option<&billing_proto::Money>) -> String {
     m.map(|m| format!("{} {}", m.currency_code, m.amount))
         .unwrap_or_default()
@@ -287,9 +292,7 @@ fn print_invoice(i: &Invoice) {
             "{:>3} {:<12} {:<17} {:<28} {:>14} {:>14}",
             l.position,
             l.booking_ref,
-            datetime(l.session_at.as_ref())
-                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_default(),
+            utc_minute(l.session_at.as_ref()),
             l.service_name,
             amount(l.booking_amount.as_ref()),
             amount(l.platform_fee.as_ref()),

@@ -137,9 +137,10 @@ impl InvoicingService for InvoicingGrpc {
 fn to_proto(row: &InvoiceRow, lines: &[LineRow]) -> Invoice {
     let code = row.currency.trim();
     // Stored amounts are already at the currency's exponent; format keeps them that way.
-    let fmt = |amount| match code.parse::<Currency>() {
-        Ok(c) => money(code, c.format(amount)),
-        Err(_) => money(code, amount.to_string()),
+    let currency = code.parse::<Currency>().ok();
+    let fmt = |amount: rust_decimal::Decimal| match currency {
+        Some(c) => money(code, c.format(amount)),
+        None => money(code, amount.to_string()),
     };
     Invoice {
         id: row.id.to_string(),

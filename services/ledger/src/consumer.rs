@@ -8,11 +8,8 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use billing_domain::Tenants;
-use billing_runtime::nats::{
-    HDR_DLQ_REASON, HDR_DLQ_SUBJECT, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_TENANT, header,
-};
+use billing_runtime::nats::{self, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_TENANT, header};
 use billing_runtime::{Shutdown, Subjects};
-use futures::StreamExt;
 
 use crate::events::{self, Reject};
 use crate::store::{Applied, ApplyError, Store};
@@ -72,34 +69,10 @@ impl Consumer {
 
     /// Pulls and handles batches until `shutdown`; the batch in hand is always finished.
     pub async fn run(self, shutdown: Shutdown) {
-        while !shutdown.is_cancelled() {
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                batch = self
-                    .consumer
-                    .batch()
-                    .max_messages(self.batch_size)
-                    .expires(Duration::from_secs(1))
-                    .messages() => batch,
-            };
-            let mut messages = match batch {
-                Ok(messages) => messages,
-                Err(err) => {
-                    tracing::warn!(error = %err, "pulling from jetstream failed, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(message) => self.handle(message).await,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "receiving a message failed");
-                        break;
-                    }
-                }
-            }
-        }
+        nats::consume(&self.consumer, self.batch_size, &shutdown, |msg| {
+            self.handle(msg)
+        })
+        .await;
         tracing::info!("ledger consumer stopped");
     }
 
@@ -146,9 +119,7 @@ impl Consumer {
             Disposition::Ack => msg.ack().await,
             Disposition::Retry(reason) => {
                 metrics::counter!("ledger_event_retries_total").increment(1);
-                // Back off linearly up to 30 s so a database outage does not spin.
-                let delay =
-                    Duration::from_secs(u64::try_from(delivered.clamp(1, 30)).unwrap_or(30));
+                let delay = nats::retry_delay(delivered, Duration::from_secs(30));
                 tracing::warn!(event_id, delivered, reason, ?delay, "event will be retried");
                 msg.ack_with(AckKind::Nak(Some(delay))).await
             }
@@ -168,31 +139,22 @@ impl Consumer {
         reject: &Reject,
         stream_seq: u64,
     ) -> Disposition {
+        let reason = format!("{}: {}", reject.code, reject.message);
         let mut headers = HeaderMap::new();
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("dlq:{event_id}"),
-        );
         headers.insert(HDR_EVENT_ID, event_id);
         headers.insert(HDR_TENANT, tenant);
-        headers.insert(HDR_DLQ_SUBJECT, msg.subject.as_str());
-        headers.insert(
-            HDR_DLQ_REASON,
-            sanitize_header(&format!("{}: {}", reject.code, reject.message)),
-        );
-        let subject = self.subjects.dead_letter("webhooks", CONSUMER);
-        let published = match self
-            .js
-            .publish_with_headers(subject, headers, msg.payload.clone())
-            .await
-        {
-            Ok(ack) => ack.await.map(|_| ()),
-            Err(err) => Err(err),
-        };
+        let published = nats::dead_letter(
+            &self.js,
+            self.subjects.dead_letter("webhooks", CONSUMER),
+            msg,
+            &format!("dlq:{event_id}"),
+            &reason,
+            headers,
+        )
+        .await;
         if let Err(err) = published {
             return Disposition::Retry(format!("dead-letter publish: {err}"));
         }
-        let reason = format!("{}: {}", reject.code, reject.message);
         let tenant = (!tenant.is_empty()).then_some(tenant);
         if let Err(err) = self
             .store
@@ -210,11 +172,6 @@ impl Consumer {
         );
         Disposition::Ack
     }
-}
-
-/// Header values cannot hold line breaks.
-fn sanitize_header(value: &str) -> String {
-    value.replace(['\r', '\n'], " ")
 }
 
 /// Received-at-ingest to committed-in-ledger latency.

@@ -69,13 +69,6 @@ pub enum Error {
     Serve(#[from] server::ServeError),
 }
 
-/// Applies the ledger's migrations to `database_url` (also done by [`run`] before it serves).
-pub async fn migrate(database_url: &str) -> Result<(), Error> {
-    let pool = db::connect(database_url, SCHEMA, 1).await?;
-    db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
-    Ok(())
-}
-
 /// Runs the consumer and the gRPC server until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     let tenants = Arc::new(Tenants::load(&config.tenants_file)?);

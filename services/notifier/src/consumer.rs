@@ -9,9 +9,7 @@ use async_nats::jetstream::{self, AckKind};
 use billing_proto::events::InvoiceIssuedV1;
 use billing_proto::invoicing::GetInvoiceRequest;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
-use billing_runtime::nats::{HDR_DLQ_REASON, HDR_DLQ_SUBJECT};
-use billing_runtime::{Shutdown, Subjects};
-use futures::StreamExt;
+use billing_runtime::{Shutdown, Subjects, nats};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use prost::Message as _;
@@ -78,29 +76,7 @@ impl Consumer {
     }
 
     pub async fn run(self, shutdown: Shutdown) {
-        while !shutdown.is_cancelled() {
-            let batch = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                batch = self.consumer.batch().max_messages(10).expires(Duration::from_secs(1)).messages() => batch,
-            };
-            let mut messages = match batch {
-                Ok(messages) => messages,
-                Err(err) => {
-                    tracing::warn!(error = %err, "pulling from jetstream failed, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(message) => self.handle(message).await,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "receiving a message failed");
-                        break;
-                    }
-                }
-            }
-        }
+        nats::consume(&self.consumer, 10, &shutdown, |msg| self.handle(msg)).await;
         tracing::info!("notifier consumer stopped");
     }
 
@@ -114,8 +90,7 @@ impl Consumer {
             Disposition::Ack => msg.ack().await,
             Disposition::Retry(reason) => {
                 metrics::counter!("notifier_retries_total").increment(1);
-                let delay =
-                    Duration::from_secs(u64::try_from(delivered.clamp(1, 60)).unwrap_or(60));
+                let delay = nats::retry_delay(delivered, Duration::from_secs(60));
                 tracing::warn!(delivered, reason, ?delay, "email will be retried");
                 msg.ack_with(AckKind::Nak(Some(delay))).await
             }
@@ -222,23 +197,19 @@ impl Consumer {
         msg: &jetstream::Message,
         reason: &str,
     ) -> Result<(), async_nats::Error> {
-        let mut headers = HeaderMap::new();
-        if let Ok(info) = msg.info() {
-            headers.insert(
-                async_nats::header::NATS_MESSAGE_ID,
-                format!("dlq:{}:{}", info.stream, info.stream_sequence),
-            );
-        }
-        headers.insert(HDR_DLQ_SUBJECT, msg.subject.as_str());
-        headers.insert(HDR_DLQ_REASON, reason.replace(['\r', '\n'], " "));
-        self.js
-            .publish_with_headers(
-                self.subjects.dead_letter("invoicing", CONSUMER),
-                headers,
-                msg.payload.clone(),
-            )
-            .await?
-            .await?;
+        let message_id = msg
+            .info()
+            .map(|i| format!("dlq:{}:{}", i.stream, i.stream_sequence))
+            .unwrap_or_else(|_| format!("dlq:{}", Uuid::now_v7()));
+        nats::dead_letter(
+            &self.js,
+            self.subjects.dead_letter("invoicing", CONSUMER),
+            msg,
+            &message_id,
+            reason,
+            HeaderMap::new(),
+        )
+        .await?;
         metrics::counter!("notifier_dead_letters_total").increment(1);
         tracing::warn!(reason, "invoice event dead-lettered");
         Ok(())
