@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 pub const CLAIRE_SECRET: &str = "whsec_ZmFrZS10ZXN0LXNlY3JldC1ub3QtcmVhbA==";
 /// An older secret of Claire's, still accepted during a rotation.
 pub const CLAIRE_OLD_SECRET: &str = "whsec_b2xkLWZha2UtdGVzdC1zZWNyZXQ=";
+/// Obviously fake token in Claire's SimplyBook callback URL, and her SimplyBook company login.
+pub const CLAIRE_CALLBACK_TOKEN: &str = "fake-callback-token-0123456789-abcdefghij";
+pub const CLAIRE_COMPANY: &str = "claireh";
 pub const CLAIRE_EMAIL: &str = "claire.billing@example.test";
 /// Small enough for a test to reach, large enough for every other test's traffic.
 pub const RATE_LIMIT_PER_SEC: u32 = 20;
@@ -25,6 +28,8 @@ pub const RATE_LIMIT_BURST: u32 = 40;
 /// Obviously fake Stripe signing secrets (current and previous).
 pub const STRIPE_SECRET: &str = "whsec_test_fake_stripe_secret";
 pub const STRIPE_OLD_SECRET: &str = "whsec_test_fake_stripe_old_secret";
+/// ingest answers 408 to a request not done within this time.
+pub const REQUEST_TIMEOUT_MS: u64 = 3000;
 
 pub struct System {
     pub db: Option<TestDatabase>,
@@ -36,6 +41,7 @@ pub struct System {
     pub ledger: SocketAddr,
     pub invoicing: SocketAddr,
     pub notifier: SocketAddr,
+    ingest_config: ingest::Config,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     dir: PathBuf,
@@ -75,7 +81,9 @@ impl System {
                 "deposit_rate": "0.20",
                 "platform_fee_rate": "0.20",
                 "payment_terms_days": 7,
-                "webhook_secrets": [CLAIRE_SECRET, CLAIRE_OLD_SECRET]
+                "webhook_secrets": [CLAIRE_SECRET, CLAIRE_OLD_SECRET],
+                "simplybook_company": CLAIRE_COMPANY,
+                "callback_tokens": [CLAIRE_CALLBACK_TOKEN]
             }]})
             .to_string(),
         )?;
@@ -100,7 +108,11 @@ impl System {
             tenants_reload_secs: 1,
             rate_limit_per_sec: RATE_LIMIT_PER_SEC,
             rate_limit_burst: RATE_LIMIT_BURST,
+            rejection_audit_per_sec: 50,
+            rejection_audit_burst: 100,
+            request_timeout_ms: REQUEST_TIMEOUT_MS,
         };
+        let ingest_config = config.clone();
         let token = shutdown.clone();
         tasks.push((
             "ingest",
@@ -166,6 +178,7 @@ impl System {
             ledger,
             invoicing,
             notifier,
+            ingest_config,
             shutdown,
             tasks,
             dir,
@@ -196,6 +209,44 @@ impl System {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!("{url} never became ready")
+    }
+
+    /// Starts one more ingest replica with its own shutdown token (for tests that stop it).
+    pub async fn spawn_ingest(
+        &self,
+    ) -> anyhow::Result<(
+        SocketAddr,
+        CancellationToken,
+        JoinHandle<anyhow::Result<()>>,
+    )> {
+        let (l, addr) = listener().await?;
+        let config = ingest::Config {
+            listen_addr: addr,
+            ..self.ingest_config.clone()
+        };
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        let task = tokio::spawn(async move { Ok(ingest::run(config, l, stop).await?) });
+        self.wait_ready(addr).await?;
+        Ok((addr, token, task))
+    }
+
+    /// Posts a SimplyBook native callback to Claire's callback URL with `token`.
+    pub async fn post_callback(
+        &self,
+        tenant: &str,
+        token: &str,
+        body: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        Ok(reqwest::Client::new()
+            .post(format!(
+                "http://{}/api/v1/webhooks/simplybook/{tenant}/callback/{token}",
+                self.ingest
+            ))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?)
     }
 
     pub fn subjects(&self) -> Subjects {

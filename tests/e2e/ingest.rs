@@ -7,7 +7,14 @@ use billing_domain::standard_webhooks::SigningKey;
 use billing_domain::stripe_signature;
 use billing_testkit::PrivateNats;
 
-use crate::harness::{CLAIRE_OLD_SECRET, CLAIRE_SECRET, STRIPE_OLD_SECRET, STRIPE_SECRET, System};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{
+    CLAIRE_CALLBACK_TOKEN, CLAIRE_COMPANY, CLAIRE_OLD_SECRET, CLAIRE_SECRET, REQUEST_TIMEOUT_MS,
+    STRIPE_OLD_SECRET, STRIPE_SECRET, System, eventually,
+};
 
 const BOOKING: &str = r#"{"booking_id":"5001","price":"120.00","datetime":"2026-10-14 10:00:00","service":{"name":"Massage"}}"#;
 
@@ -364,6 +371,250 @@ async fn rate_limit(system: &System) -> anyhow::Result<()> {
             .stream_count(&system.subjects().simplybook("claire"))
             .await?,
         accepted
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simplybook_callbacks_need_the_token_and_the_company_and_refusals_are_audited()
+-> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = callbacks(&system).await;
+    system.finish(result).await
+}
+
+async fn callbacks(system: &System) -> anyhow::Result<()> {
+    let create = format!(
+        r#"{{"booking_id":"2262","booking_hash":"514ccafaa45aa779ff50e4642c37ba5d","company":"{CLAIRE_COMPANY}","notification_type":"create"}}"#
+    );
+    let change = create.replace("create", "change");
+    let cases: Vec<(&str, &str, &str, String, u16)> = vec![
+        (
+            "genuine create",
+            "claire",
+            CLAIRE_CALLBACK_TOKEN,
+            create.clone(),
+            202,
+        ),
+        (
+            "create again",
+            "claire",
+            CLAIRE_CALLBACK_TOKEN,
+            create.clone(),
+            200,
+        ),
+        (
+            "a change",
+            "claire",
+            CLAIRE_CALLBACK_TOKEN,
+            change.clone(),
+            202,
+        ),
+        // Every change callback looks the same; each is fetched, none is dropped as a duplicate.
+        (
+            "another change",
+            "claire",
+            CLAIRE_CALLBACK_TOKEN,
+            change.clone(),
+            202,
+        ),
+        (
+            "wrong token",
+            "claire",
+            "fake-callback-token-0123456789-abcdefghiX",
+            create.clone(),
+            401,
+        ),
+        (
+            "unknown tenant",
+            "nobody",
+            CLAIRE_CALLBACK_TOKEN,
+            create.clone(),
+            401,
+        ),
+        (
+            "another company",
+            "claire",
+            CLAIRE_CALLBACK_TOKEN,
+            create.replace(CLAIRE_COMPANY, "someone-else"),
+            401,
+        ),
+        (
+            "missing field",
+            "claire",
+            CLAIRE_CALLBACK_TOKEN,
+            r#"{"booking_id":"2262"}"#.to_string(),
+            400,
+        ),
+        (
+            "unknown notification type",
+            "claire",
+            CLAIRE_CALLBACK_TOKEN,
+            create.replace("\"create\"", "\"delete\""),
+            400,
+        ),
+        (
+            "numeric id",
+            "claire",
+            CLAIRE_CALLBACK_TOKEN,
+            create.replace("\"2262\"", "2262"),
+            400,
+        ),
+    ];
+    let mut refused = Vec::new();
+    for (name, tenant, token, body, expected) in &cases {
+        let response = system.post_callback(tenant, token, body).await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        assert_eq!(status, *expected, "{name}: {text}");
+        match expected {
+            401 => assert_eq!(text, r#"{"error":"unauthorized"}"#, "{name}"),
+            400 => assert!(text.contains("not a SimplyBook callback"), "{name}: {text}"),
+            _ => {}
+        }
+        if *expected >= 400 {
+            refused.push((hex::encode(Sha256::digest(body.as_bytes())), *expected));
+        }
+    }
+    assert_eq!(
+        system
+            .stream_count(&system.subjects().simplybook("claire"))
+            .await?,
+        3
+    );
+
+    // Every refusal reaches the ledger's audit log with its reason and body hash.
+    let db = system.db("ledger").await?;
+    let rows: Vec<(Option<String>, String, String, i32)> =
+        eventually(Duration::from_secs(20), || async {
+            let rows: Vec<(Option<String>, String, String, i32)> = sqlx::query_as(
+                "select tenant_id, reason, body_sha256, http_status from audit_log
+                 where outcome = 'rejected' and source = 'simplybook' order by occurred_at, id",
+            )
+            .fetch_all(&db)
+            .await?;
+            Ok((rows.len() == refused.len()).then_some(rows))
+        })
+        .await?;
+    let mut reasons: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    reasons.sort_unstable();
+    assert_eq!(
+        reasons,
+        [
+            "bad_token",
+            "company_mismatch",
+            "malformed",
+            "malformed",
+            "malformed",
+            "unknown_tenant"
+        ]
+    );
+    let mut audited: Vec<(String, u16)> = rows
+        .iter()
+        .map(|r| (r.2.clone(), u16::try_from(r.3).unwrap_or_default()))
+        .collect();
+    audited.sort();
+    refused.sort();
+    assert_eq!(audited, refused, "body hashes and statuses as answered");
+    assert!(rows.iter().any(|r| r.0.as_deref() == Some("nobody")));
+    let leaked: i64 =
+        sqlx::query_scalar("select count(*) from audit_log a where strpos(a::text, $1) > 0")
+            .bind(CLAIRE_CALLBACK_TOKEN)
+            .fetch_one(&db)
+            .await?;
+    assert_eq!(leaked, 0, "the token never reaches the audit log");
+
+    // Until the ledger confirms callbacks with SimplyBook, it parks them as dead letters.
+    let parked: i64 = eventually(Duration::from_secs(20), || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from audit_log
+             where outcome = 'dead_lettered' and reason like 'unconfirmed_callback:%'",
+        )
+        .fetch_one(&db)
+        .await?;
+        Ok((n == 3).then_some(n))
+    })
+    .await?;
+    assert_eq!(parked, 3);
+    let bookings: i64 = sqlx::query_scalar("select count(*) from bookings")
+        .fetch_one(&db)
+        .await?;
+    assert_eq!(bookings, 0, "an unconfirmed callback is never a booking");
+    Ok(())
+}
+
+/// Sends a signed booking's request line, headers and the first half of its body.
+async fn start_slow_request(
+    addr: std::net::SocketAddr,
+    webhook_id: &str,
+) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+    let body = BOOKING.replace("5001", "7001").into_bytes();
+    let headers = signed_headers(
+        CLAIRE_SECRET,
+        webhook_id,
+        chrono::Utc::now().timestamp(),
+        &body,
+    );
+    let mut head = format!(
+        "POST /api/v1/webhooks/simplybook/claire HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.write_all(head.as_bytes()).await?;
+    let (first, rest) = body.split_at(body.len() / 2);
+    stream.write_all(first).await?;
+    Ok((stream, rest.to_vec()))
+}
+
+async fn read_status(stream: &mut TcpStream) -> anyhow::Result<String> {
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_ingest_finishes_requests_in_flight_and_slow_requests_time_out()
+-> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = drain(&system).await;
+    system.finish(result).await
+}
+
+async fn drain(system: &System) -> anyhow::Result<()> {
+    // A request that never finishes its body is answered 408 after the request timeout.
+    let started = tokio::time::Instant::now();
+    let (mut stalled, _) = start_slow_request(system.ingest, "slow-1").await?;
+    assert_eq!(
+        read_status(&mut stalled).await?,
+        "HTTP/1.1 408 Request Timeout"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(REQUEST_TIMEOUT_MS));
+
+    // A replica asked to stop while a request is half-uploaded answers it before exiting.
+    let (addr, stop, task) = system.spawn_ingest().await?;
+    let (mut in_flight, rest) = start_slow_request(addr, "drain-1").await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "a stopping replica accepts no new connections"
+    );
+    assert!(!task.is_finished(), "still draining the request in flight");
+    in_flight.write_all(&rest).await?;
+    assert_eq!(read_status(&mut in_flight).await?, "HTTP/1.1 202 Accepted");
+    tokio::time::timeout(Duration::from_secs(5), task).await???;
+    assert_eq!(
+        system
+            .stream_count(&system.subjects().simplybook("claire"))
+            .await?,
+        1,
+        "the drained request is stored; the timed-out one is not"
     );
     Ok(())
 }

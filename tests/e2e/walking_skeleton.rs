@@ -154,23 +154,33 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
         "the trigger must refuse to change a recorded fee"
     );
 
-    // The forged webhook left no trace but its rejection: not in the stream, not in the audit
-    // log, not in the ledger; counted by ingest.
-    let audit: Vec<(String, String)> =
-        sqlx::query_as("select event_id, outcome from audit_log order by id")
-            .fetch_all(&ledger_db)
-            .await?;
-    assert_eq!(audit.len(), 4, "{audit:?}");
-    assert!(
-        audit.iter().all(|(_, outcome)| outcome == "stored"),
+    // The forged webhook and the unknown tenant's left no trace but their rejections: not in
+    // the stream, not in the ledger; counted by ingest and audited as rejected (by body hash).
+    let audit: Vec<(String, String, Option<String>)> =
+        eventually(Duration::from_secs(20), || async {
+            let rows: Vec<(String, String, Option<String>)> =
+                sqlx::query_as("select event_id, outcome, reason from audit_log order by id")
+                    .fetch_all(&ledger_db)
+                    .await?;
+            Ok((rows.len() == 6).then_some(rows))
+        })
+        .await?;
+    let outcomes = |outcome: &str| audit.iter().filter(|r| r.1 == outcome).count();
+    assert_eq!(
+        (outcomes("stored"), outcomes("rejected")),
+        (4, 2),
         "{audit:?}"
     );
-    assert!(!audit.iter().any(|(id, _)| id.contains("forged")));
-    let js = system.jetstream().await?;
-    let mut stream = js
-        .get_stream(system.subjects().stream_name("WEBHOOKS"))
-        .await?;
-    assert_eq!(stream.info().await?.state.messages, 4);
+    let mut reasons: Vec<_> = audit.iter().filter_map(|r| r.2.as_deref()).collect();
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["bad_signature", "unknown_tenant"]);
+    assert!(!audit.iter().any(|(id, ..)| id.contains("forged")));
+    assert_eq!(
+        system
+            .stream_count(&system.subjects().simplybook_all())
+            .await?,
+        4
+    );
     let metrics = reqwest::get(format!("http://{}/metrics", system.ingest))
         .await?
         .text()

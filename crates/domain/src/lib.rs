@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod booking;
+pub mod callback;
 pub mod hash;
 pub mod money;
 pub mod period;

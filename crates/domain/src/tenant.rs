@@ -6,6 +6,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use chrono_tz::Tz;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::money::{Currency, Rate};
 use crate::secret::Secret;
@@ -97,6 +99,13 @@ pub struct TenantConfig {
     /// Standard Webhooks secrets (`whsec_…`) accepted for this tenant; several during a rotation.
     #[serde(default)]
     pub webhook_secrets: Vec<Secret<String>>,
+    /// The tenant's SimplyBook.me company login; callbacks naming another company are refused.
+    #[serde(default)]
+    pub simplybook_company: Option<String>,
+    /// Secret tokens accepted in the SimplyBook callback URL; several during a rotation.
+    /// Callbacks are refused for a tenant without a company login and at least one token.
+    #[serde(default)]
+    pub callback_tokens: Vec<Secret<String>>,
 }
 
 impl TenantConfig {
@@ -104,6 +113,17 @@ impl TenantConfig {
         self.invoice_prefix
             .clone()
             .unwrap_or_else(|| self.id.as_str().to_ascii_uppercase())
+    }
+
+    /// Whether `token` is one of the tenant's callback tokens. Compares SHA-256 digests in
+    /// constant time and checks every token, so timing reveals neither a token nor which matched.
+    pub fn accepts_callback_token(&self, token: &str) -> bool {
+        let presented = Sha256::digest(token.as_bytes());
+        self.callback_tokens
+            .iter()
+            .map(|t| Sha256::digest(t.expose().as_bytes()).ct_eq(&presented))
+            .fold(Choice::from(0), |any, this| any | this)
+            .into()
     }
 
     pub fn signing_keys(&self) -> Vec<SigningKey> {
@@ -131,6 +151,11 @@ pub enum TenantsError {
     Duplicate(TenantId),
     #[error("tenant {0} has a webhook secret that is not whsec_<base64>")]
     BadSecret(TenantId),
+    #[error(
+        "tenant {0} has a callback token that is not 32-128 letters, digits, '-' or '_', \
+         or callback tokens without a simplybook_company"
+    )]
+    BadCallbackToken(TenantId),
 }
 
 #[derive(serde::Deserialize)]
@@ -169,6 +194,17 @@ impl Tenants {
         for tenant in file.tenants {
             if tenant.signing_keys().len() != tenant.webhook_secrets.len() {
                 return Err(TenantsError::BadSecret(tenant.id));
+            }
+            let token_ok = |t: &Secret<String>| {
+                let t = t.expose();
+                (32..=128).contains(&t.len())
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            };
+            if !tenant.callback_tokens.iter().all(token_ok)
+                || (!tenant.callback_tokens.is_empty() && tenant.simplybook_company.is_none())
+            {
+                return Err(TenantsError::BadCallbackToken(tenant.id));
             }
             let id = tenant.id.clone();
             if map.insert(id.clone(), tenant).is_some() {
@@ -225,5 +261,32 @@ mod tests {
             "currency":"AUD","platform_fee_rate":"1.5"}]}"#;
         assert!(Tenants::from_json(bad_rate).is_err());
         assert!("Bad Id".parse::<TenantId>().is_err());
+        let short_token = r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test",
+            "currency":"AUD","simplybook_company":"a","callback_tokens":["short"]}]}"#;
+        assert!(matches!(
+            Tenants::from_json(short_token),
+            Err(TenantsError::BadCallbackToken(_))
+        ));
+        let no_company = r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test",
+            "currency":"AUD","callback_tokens":["fake-token-0123456789-0123456789-abcdef"]}]}"#;
+        assert!(matches!(
+            Tenants::from_json(no_company),
+            Err(TenantsError::BadCallbackToken(_))
+        ));
+    }
+
+    #[test]
+    fn callback_tokens_match_exactly_and_any_of_several() {
+        let tenants = Tenants::from_json(
+            r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test","currency":"AUD",
+                "simplybook_company":"a","callback_tokens":[
+                "fake-token-new-0123456789-0123456789","fake-token-old-0123456789-0123456789"]}]}"#,
+        )
+        .expect("valid file");
+        let a = tenants.get("a").expect("a");
+        assert!(a.accepts_callback_token("fake-token-new-0123456789-0123456789"));
+        assert!(a.accepts_callback_token("fake-token-old-0123456789-0123456789"));
+        assert!(!a.accepts_callback_token("fake-token-new-0123456789-012345678"));
+        assert!(!a.accepts_callback_token(""));
     }
 }

@@ -27,6 +27,12 @@ pub const HDR_AUTH: &str = "Billing-Auth";
 pub const HDR_RECEIVED_AT: &str = "Billing-Received-At";
 /// Header: the event's type at its source (e.g. Stripe's `invoice.paid`).
 pub const HDR_EVENT_TYPE: &str = "Billing-Event-Type";
+/// `Billing-Auth` of a signed rich booking payload (Standard Webhooks).
+pub const AUTH_STANDARD_WEBHOOKS: &str = "standard-webhooks";
+/// `Billing-Auth` of a SimplyBook.me native callback (secret token in the URL; details unsigned).
+pub const AUTH_CALLBACK_TOKEN: &str = "callback-token";
+/// `Billing-Auth` of a Stripe event (`Stripe-Signature`).
+pub const AUTH_STRIPE_SIGNATURE: &str = "stripe-signature";
 /// Header on dead letters: why the event could not be processed.
 pub const HDR_DLQ_REASON: &str = "Billing-Dlq-Reason";
 /// Header on dead letters: the subject the event was first published on.
@@ -62,6 +68,15 @@ impl Subjects {
 
     pub fn stripe(&self) -> String {
         format!("{}webhooks.stripe", self.prefix)
+    }
+
+    /// Audit records of webhooks ingest refused, by source.
+    pub fn rejected(&self, source: &str) -> String {
+        format!("{}webhooks.rejected.{source}", self.prefix)
+    }
+
+    pub fn rejected_all(&self) -> String {
+        format!("{}webhooks.rejected.>", self.prefix)
     }
 
     pub fn invoice(&self, status: &str) -> String {

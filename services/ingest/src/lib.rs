@@ -3,6 +3,7 @@
 //! No database on this path; stateless, so it scales horizontally.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod limiter;
 mod webhooks;
 
@@ -57,6 +58,16 @@ pub struct Config {
     /// Requests per source and tenant accepted at once above the sustained rate.
     #[arg(long, env = "INGEST_RATE_LIMIT_BURST", default_value_t = 2000)]
     pub rate_limit_burst: u32,
+    /// Audit records of refused requests published per second and source (a flood of forged
+    /// requests must not become a flood of database writes); more are counted but not audited.
+    #[arg(long, env = "INGEST_REJECTION_AUDIT_PER_SEC", default_value_t = 20)]
+    pub rejection_audit_per_sec: u32,
+    /// Audit records per source published at once above the sustained rate.
+    #[arg(long, env = "INGEST_REJECTION_AUDIT_BURST", default_value_t = 200)]
+    pub rejection_audit_burst: u32,
+    /// A request not answered within this time (a slow upload, a stuck publish) gets 408.
+    #[arg(long, env = "INGEST_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, env = "INGEST_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
@@ -86,14 +97,25 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     subjects.ensure_streams(&js).await?;
     let ready_streams = (js.clone(), subjects.stream_names());
 
+    let audit = audit::RejectionAudit::new(
+        js.clone(),
+        subjects.clone(),
+        limiter::RateLimiter::new(config.rejection_audit_per_sec, config.rejection_audit_burst),
+    );
     let state = Arc::new(webhooks::AppState::new(
         &tenants,
         config.stripe_webhook_secrets.clone(),
         limiter::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
+        audit,
         js,
         subjects,
     ));
-    let app = webhooks::router(state.clone(), config.max_body_bytes).merge(ops::router(Probes {
+    let app = webhooks::router(
+        state.clone(),
+        config.max_body_bytes,
+        Duration::from_millis(config.request_timeout_ms),
+    )
+    .merge(ops::router(Probes {
         db: None,
         nats: Some(client),
         streams: Some(ready_streams),

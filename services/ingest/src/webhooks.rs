@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
@@ -17,22 +18,32 @@ use axum::http::{HeaderMap as HttpHeaders, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use billing_domain::booking::PayloadError;
+use billing_domain::callback::Callback;
 use billing_domain::standard_webhooks::{self, SignedHeaders, SigningKey};
-use billing_domain::{BookingPayload, Secret, Tenants, stripe_signature};
+use billing_domain::{BookingPayload, Secret, TenantConfig, Tenants, stripe_signature};
 use billing_runtime::Subjects;
 use billing_runtime::nats::{
-    HDR_AUTH, HDR_EVENT_ID, HDR_EVENT_TYPE, HDR_RECEIVED_AT, HDR_SOURCE, HDR_TENANT,
+    AUTH_CALLBACK_TOKEN, AUTH_STANDARD_WEBHOOKS, AUTH_STRIPE_SIGNATURE, HDR_AUTH, HDR_EVENT_ID,
+    HDR_EVENT_TYPE, HDR_RECEIVED_AT, HDR_SOURCE, HDR_TENANT,
 };
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use tower_http::timeout::TimeoutLayer;
 
+use crate::audit::{Rejection, RejectionAudit};
 use crate::limiter::RateLimiter;
 
+/// A tenant's settings with its signing keys decoded once, when the tenants file is (re)loaded.
+struct TenantAuth {
+    config: TenantConfig,
+    keys: Vec<SigningKey>,
+}
+
 pub struct AppState {
-    /// Signing keys by tenant id, decoded when the tenants file is (re)loaded.
-    keys: RwLock<Arc<HashMap<String, Vec<SigningKey>>>>,
+    tenants: RwLock<Arc<HashMap<String, Arc<TenantAuth>>>>,
     stripe_secrets: Vec<Secret<String>>,
     limiter: RateLimiter,
+    audit: RejectionAudit,
     js: jetstream::Context,
     subjects: Subjects,
 }
@@ -42,51 +53,123 @@ impl AppState {
         tenants: &Tenants,
         stripe_secrets: Vec<Secret<String>>,
         limiter: RateLimiter,
+        audit: RejectionAudit,
         js: jetstream::Context,
         subjects: Subjects,
     ) -> Self {
         AppState {
-            keys: RwLock::new(Arc::new(signing_keys(tenants))),
+            tenants: RwLock::new(Arc::new(tenant_auth(tenants))),
             stripe_secrets,
             limiter,
+            audit,
             js,
             subjects,
         }
     }
 
-    /// Replaces every tenant's keys at once (a secret rotation needs no restart).
+    /// Replaces every tenant's settings and secrets at once (a rotation needs no restart).
     pub fn set_tenants(&self, tenants: &Tenants) {
-        let keys = Arc::new(signing_keys(tenants));
-        match self.keys.write() {
-            Ok(mut guard) => *guard = keys,
-            Err(poisoned) => *poisoned.into_inner() = keys,
+        let auth = Arc::new(tenant_auth(tenants));
+        match self.tenants.write() {
+            Ok(mut guard) => *guard = auth,
+            Err(poisoned) => *poisoned.into_inner() = auth,
         }
     }
 
-    fn keys_of(&self, tenant: &str) -> Option<Vec<SigningKey>> {
-        let keys = match self.keys.read() {
+    fn tenant(&self, tenant: &str) -> Option<Arc<TenantAuth>> {
+        let tenants = match self.tenants.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        keys.get(tenant).cloned()
+        tenants.get(tenant).cloned()
+    }
+
+    /// Counts, logs and audits a request that failed authentication (never its body or a
+    /// secret) and answers 401 without saying why.
+    fn reject(
+        &self,
+        source: &'static str,
+        tenant: &str,
+        reason: &'static str,
+        body: &[u8],
+    ) -> Response {
+        self.record_rejection(source, tenant, reason, StatusCode::UNAUTHORIZED, body);
+        json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"unauthorized"}"#.into(),
+        )
+    }
+
+    /// An authenticated request whose body is not what the source sends: 400 with the reason,
+    /// so the sender can fix it.
+    fn malformed(
+        &self,
+        source: &'static str,
+        tenant: &str,
+        message: &str,
+        body: &[u8],
+    ) -> Response {
+        self.record_rejection(source, tenant, "malformed", StatusCode::BAD_REQUEST, body);
+        json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": format!("malformed payload: {message}") }).to_string(),
+        )
+    }
+
+    fn record_rejection(
+        &self,
+        source: &'static str,
+        tenant: &str,
+        reason: &'static str,
+        status: StatusCode,
+        body: &[u8],
+    ) {
+        let body_sha256 = hex::encode(Sha256::digest(body));
+        metrics::counter!("ingest_webhooks_rejected_total", "source" => source, "reason" => reason)
+            .increment(1);
+        tracing::warn!(source, tenant, reason, body_sha256, "webhook rejected");
+        self.audit.record(Rejection {
+            source,
+            tenant,
+            reason,
+            body_sha256,
+            http_status: status.as_u16(),
+            received_at: Utc::now(),
+        });
     }
 }
 
-fn signing_keys(tenants: &Tenants) -> HashMap<String, Vec<SigningKey>> {
+fn tenant_auth(tenants: &Tenants) -> HashMap<String, Arc<TenantAuth>> {
     tenants
         .iter()
-        .map(|t| (t.id.to_string(), t.signing_keys()))
+        .map(|t| {
+            let auth = TenantAuth {
+                config: t.clone(),
+                keys: t.signing_keys(),
+            };
+            (t.id.to_string(), Arc::new(auth))
+        })
         .collect()
 }
 
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+/// The webhook routes. A request that takes longer than `timeout` in all (a slow upload, a
+/// stuck publish) is answered 408 and may be retried; retries are deduplicated.
+pub fn router(state: Arc<AppState>, max_body_bytes: usize, timeout: Duration) -> Router {
     Router::new()
         .route(
             "/api/v1/webhooks/simplybook/{tenant}",
             post(simplybook_signed),
         )
+        .route(
+            "/api/v1/webhooks/simplybook/{tenant}/callback/{token}",
+            post(simplybook_callback),
+        )
         .route("/api/v1/webhooks/stripe", post(stripe))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(state)
 }
 
@@ -139,30 +222,72 @@ async fn simplybook_signed(
 ) -> Response {
     const SOURCE: &str = "simplybook";
     let received_at = Utc::now();
-    let Some(keys) = state.keys_of(&tenant) else {
-        return reject(SOURCE, &tenant, "unknown_tenant", &body);
+    let Some(auth) = state.tenant(&tenant) else {
+        return state.reject(SOURCE, &tenant, "unknown_tenant", &body);
     };
     let signed = SignedHeaders {
         id: header(&headers, "webhook-id"),
         timestamp: header(&headers, "webhook-timestamp"),
         signature: header(&headers, "webhook-signature"),
     };
-    if let Err(err) = standard_webhooks::verify(signed, &body, &keys, received_at.timestamp()) {
-        return reject(SOURCE, &tenant, err.reason(), &body);
+    if let Err(err) = standard_webhooks::verify(signed, &body, &auth.keys, received_at.timestamp())
+    {
+        return state.reject(SOURCE, &tenant, err.reason(), &body);
     }
     if !state.limiter.allow(&format!("{SOURCE}:{tenant}")) {
         return too_many(SOURCE, &tenant);
     }
     // Shape only: amount problems (≤ 0, not a number) are the ledger's to dead-letter and audit.
     if let Err(PayloadError::Malformed(message)) = BookingPayload::parse(&body) {
-        return malformed(SOURCE, &tenant, &message, &body);
+        return state.malformed(SOURCE, &tenant, &message, &body);
     }
     let verified = Verified {
         source: SOURCE,
-        auth: "standard-webhooks",
+        auth: AUTH_STANDARD_WEBHOOKS,
         event_id: format!("{SOURCE}:{tenant}:{}", signed.id),
         tenant: Some(&tenant),
         event_type: None,
+        received_at,
+    };
+    publish(&state, state.subjects.simplybook(&tenant), &verified, body).await
+}
+
+/// A SimplyBook.me native callback, authenticated by the tenant's secret token in the URL and
+/// the company login in the body. Published as sent; the ledger confirms it with SimplyBook.
+async fn simplybook_callback(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, token)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    const SOURCE: &str = "simplybook";
+    let received_at = Utc::now();
+    let Some(auth) = state.tenant(&tenant) else {
+        return state.reject(SOURCE, &tenant, "unknown_tenant", &body);
+    };
+    if !auth.config.accepts_callback_token(&token) {
+        return state.reject(SOURCE, &tenant, "bad_token", &body);
+    }
+    if !state.limiter.allow(&format!("{SOURCE}:{tenant}")) {
+        return too_many(SOURCE, &tenant);
+    }
+    let callback = match Callback::parse(&body) {
+        Ok(callback) => callback,
+        Err(err) => return state.malformed(SOURCE, &tenant, &err.to_string(), &body),
+    };
+    let company_matches = auth
+        .config
+        .simplybook_company
+        .as_deref()
+        .is_some_and(|company| company.eq_ignore_ascii_case(&callback.company));
+    if !company_matches {
+        return state.reject(SOURCE, &tenant, "company_mismatch", &body);
+    }
+    let verified = Verified {
+        source: SOURCE,
+        auth: AUTH_CALLBACK_TOKEN,
+        event_id: callback.event_id(&tenant, received_at),
+        tenant: Some(&tenant),
+        event_type: Some(callback.notification_type.as_str()),
         received_at,
     };
     publish(&state, state.subjects.simplybook(&tenant), &verified, body).await
@@ -182,7 +307,7 @@ async fn stripe(State(state): State<Arc<AppState>>, headers: HttpHeaders, body: 
     const SOURCE: &str = "stripe";
     let received_at = Utc::now();
     if state.stripe_secrets.is_empty() {
-        return reject(SOURCE, "", "not_configured", &body);
+        return state.reject(SOURCE, "", "not_configured", &body);
     }
     let secrets: Vec<&str> = state
         .stripe_secrets
@@ -195,7 +320,7 @@ async fn stripe(State(state): State<Arc<AppState>>, headers: HttpHeaders, body: 
         &secrets,
         received_at.timestamp(),
     ) {
-        return reject(SOURCE, "", err.reason(), &body);
+        return state.reject(SOURCE, "", err.reason(), &body);
     }
     if !state.limiter.allow(SOURCE) {
         return too_many(SOURCE, "");
@@ -203,18 +328,18 @@ async fn stripe(State(state): State<Arc<AppState>>, headers: HttpHeaders, body: 
     let event = match serde_json::from_slice::<StripeEvent<'_>>(&body) {
         Ok(e) if e.id.starts_with("evt_") && !e.kind.is_empty() => e,
         Ok(_) => {
-            return malformed(
+            return state.malformed(
                 SOURCE,
                 "",
                 "id must be an evt_ identifier and type non-empty",
                 &body,
             );
         }
-        Err(err) => return malformed(SOURCE, "", &err.to_string(), &body),
+        Err(err) => return state.malformed(SOURCE, "", &err.to_string(), &body),
     };
     let verified = Verified {
         source: SOURCE,
-        auth: "stripe-signature",
+        auth: AUTH_STRIPE_SIGNATURE,
         event_id: format!("{SOURCE}:{}", event.id),
         tenant: None,
         event_type: Some(event.kind),
@@ -266,26 +391,6 @@ async fn publish(
     }
 }
 
-/// Counts and logs a request that failed authentication (never its body or a secret) and
-/// answers 401 without saying why.
-fn reject(source: &'static str, tenant: &str, reason: &'static str, body: &[u8]) -> Response {
-    count_rejection(source, tenant, reason, body);
-    json(
-        StatusCode::UNAUTHORIZED,
-        r#"{"error":"unauthorized"}"#.into(),
-    )
-}
-
-/// An authenticated request whose body is not what the source sends: 400 with the reason, so the
-/// sender can fix it.
-fn malformed(source: &'static str, tenant: &str, message: &str, body: &[u8]) -> Response {
-    count_rejection(source, tenant, "malformed", body);
-    json(
-        StatusCode::BAD_REQUEST,
-        serde_json::json!({ "error": format!("malformed payload: {message}") }).to_string(),
-    )
-}
-
 /// Over the sender's rate limit: 429 with `Retry-After`, nothing published.
 fn too_many(source: &'static str, tenant: &str) -> Response {
     metrics::counter!("ingest_webhooks_rejected_total", "source" => source, "reason" => "rate_limited")
@@ -299,18 +404,6 @@ fn too_many(source: &'static str, tenant: &str) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     response
-}
-
-fn count_rejection(source: &'static str, tenant: &str, reason: &'static str, body: &[u8]) {
-    metrics::counter!("ingest_webhooks_rejected_total", "source" => source, "reason" => reason)
-        .increment(1);
-    tracing::warn!(
-        source,
-        tenant,
-        reason,
-        body_sha256 = %hex::encode(Sha256::digest(body)),
-        "webhook rejected"
-    );
 }
 
 fn json(status: StatusCode, body: String) -> Response {

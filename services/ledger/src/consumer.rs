@@ -1,5 +1,6 @@
-//! The durable JetStream consumer: pulls raw SimplyBook webhooks, records them, and acks only
-//! after the database committed. Poison events go to the dead-letter stream with their reason.
+//! The durable JetStream consumers: one pulls raw SimplyBook webhooks and records them, one
+//! pulls ingest's records of refused requests into the audit log. Both ack only after the
+//! database committed; poison events go to the dead-letter stream with their reason.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,17 +9,23 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use billing_domain::Tenants;
-use billing_runtime::nats::{self, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_TENANT, header};
+use billing_proto::events::WebhookRejectedV1;
+use billing_runtime::nats::{
+    self, AUTH_CALLBACK_TOKEN, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_TENANT, header,
+};
 use billing_runtime::{Shutdown, Subjects};
+use prost::Message as _;
 
 use crate::events::{self, Reject};
 use crate::store::{Applied, ApplyError, Store};
 
 const CONSUMER: &str = "ledger";
+const REJECTIONS_CONSUMER: &str = "ledger-rejections";
 
 pub struct Consumer {
     js: jetstream::Context,
     consumer: PullConsumer,
+    rejections: PullConsumer,
     subjects: Subjects,
     tenants: Arc<Tenants>,
     store: Store,
@@ -41,25 +48,30 @@ impl Consumer {
         batch_size: usize,
     ) -> Result<Self, async_nats::Error> {
         let stream = js.get_stream(subjects.stream_name("WEBHOOKS")).await?;
+        let config = |name: &str, filter_subject: String| pull::Config {
+            durable_name: Some(name.into()),
+            filter_subject,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            // Never give up on an event: transient failures are retried with a delay and
+            // poison events are dead-lettered explicitly.
+            max_deliver: -1,
+            max_ack_pending: 1000,
+            ..Default::default()
+        };
         let consumer = stream
+            .get_or_create_consumer(CONSUMER, config(CONSUMER, subjects.simplybook_all()))
+            .await?;
+        let rejections = stream
             .get_or_create_consumer(
-                CONSUMER,
-                pull::Config {
-                    durable_name: Some(CONSUMER.into()),
-                    filter_subject: subjects.simplybook_all(),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    // Never give up on an event: transient failures are retried with a delay and
-                    // poison events are dead-lettered explicitly.
-                    max_deliver: -1,
-                    max_ack_pending: 1000,
-                    ..Default::default()
-                },
+                REJECTIONS_CONSUMER,
+                config(REJECTIONS_CONSUMER, subjects.rejected_all()),
             )
             .await?;
         Ok(Consumer {
             js,
             consumer,
+            rejections,
             subjects,
             tenants,
             store,
@@ -69,11 +81,15 @@ impl Consumer {
 
     /// Pulls and handles batches until `shutdown`; the batch in hand is always finished.
     pub async fn run(self, shutdown: Shutdown) {
-        nats::consume(&self.consumer, self.batch_size, &shutdown, |msg| {
-            self.handle(msg)
-        })
-        .await;
-        tracing::info!("ledger consumer stopped");
+        tokio::join!(
+            nats::consume(&self.consumer, self.batch_size, &shutdown, |msg| {
+                self.handle(msg)
+            }),
+            nats::consume(&self.rejections, self.batch_size, &shutdown, |msg| {
+                self.handle_rejection(msg)
+            }),
+        );
+        tracing::info!("ledger consumers stopped");
     }
 
     async fn handle(&self, msg: jetstream::Message) {
@@ -86,9 +102,23 @@ impl Consumer {
             .unwrap_or_else(|| format!("webhooks-seq:{stream_seq}"));
         let tenant = header(&msg, HDR_TENANT).unwrap_or("");
 
+        if header(&msg, HDR_AUTH) == Some(AUTH_CALLBACK_TOKEN) {
+            // A native callback names a booking without its details; it becomes a booking only
+            // once SimplyBook's API confirms it, which this ledger does not do yet. Dead-lettered
+            // (kept for a year, audited) so it can be replayed once it can.
+            let reject = Reject::new(
+                "unconfirmed_callback",
+                "SimplyBook callbacks need fetch-on-notify, which this ledger version lacks",
+            );
+            let disposition = self
+                .dead_letter(&msg, CONSUMER, "simplybook", &event_id, tenant, &reject)
+                .await;
+            return settle(&msg, &event_id, delivered, disposition).await;
+        }
+
         let disposition = match events::decode(&self.tenants, tenant, &event_id, &msg.payload) {
             Err(reject) => {
-                self.dead_letter(&msg, &event_id, tenant, &reject, stream_seq)
+                self.dead_letter(&msg, CONSUMER, "simplybook", &event_id, tenant, &reject)
                     .await
             }
             Ok(booking) => match self.store.apply(&booking, stream_seq).await {
@@ -108,44 +138,54 @@ impl Consumer {
                     Disposition::Ack
                 }
                 Err(ApplyError::Rejected(reject)) => {
-                    self.dead_letter(&msg, &event_id, tenant, &reject, stream_seq)
+                    self.dead_letter(&msg, CONSUMER, "simplybook", &event_id, tenant, &reject)
                         .await
                 }
                 Err(ApplyError::Db(err)) => Disposition::Retry(format!("database: {err}")),
             },
         };
+        settle(&msg, &event_id, delivered, disposition).await;
+    }
 
-        let result = match disposition {
-            Disposition::Ack => msg.ack().await,
-            Disposition::Retry(reason) => {
-                metrics::counter!("ledger_event_retries_total").increment(1);
-                let delay = nats::retry_delay(delivered, Duration::from_secs(30));
-                tracing::warn!(event_id, delivered, reason, ?delay, "event will be retried");
-                msg.ack_with(AckKind::Nak(Some(delay))).await
+    /// Writes ingest's record of a refused request to the audit log.
+    async fn handle_rejection(&self, msg: jetstream::Message) {
+        let (stream_seq, delivered) = msg
+            .info()
+            .map(|i| (i.stream_sequence, i.delivered))
+            .unwrap_or((0, 1));
+        let event_id = format!("rejections-seq:{stream_seq}");
+        let disposition = match WebhookRejectedV1::decode(msg.payload.as_ref()) {
+            Ok(record) => match self.store.record_rejection(&record, stream_seq).await {
+                Ok(()) => Disposition::Ack,
+                Err(err) => Disposition::Retry(format!("database: {err}")),
+            },
+            Err(err) => {
+                let reject = Reject::new("malformed_record", err.to_string());
+                self.dead_letter(&msg, REJECTIONS_CONSUMER, "ingest", &event_id, "", &reject)
+                    .await
             }
         };
-        if let Err(err) = result {
-            // The event will be redelivered after ack_wait; processing is idempotent.
-            tracing::warn!(event_id, error = %err, "acknowledging failed");
-        }
+        settle(&msg, &event_id, delivered, disposition).await;
     }
 
     /// Publishes the event to the dead-letter stream, then audits it, then lets it go.
     async fn dead_letter(
         &self,
         msg: &jetstream::Message,
+        consumer: &str,
+        source: &str,
         event_id: &str,
         tenant: &str,
         reject: &Reject,
-        stream_seq: u64,
     ) -> Disposition {
+        let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let reason = format!("{}: {}", reject.code, reject.message);
         let mut headers = HeaderMap::new();
         headers.insert(HDR_EVENT_ID, event_id);
         headers.insert(HDR_TENANT, tenant);
         let published = nats::dead_letter(
             &self.js,
-            self.subjects.dead_letter("webhooks", CONSUMER),
+            self.subjects.dead_letter("webhooks", consumer),
             msg,
             &format!("dlq:{event_id}"),
             &reason,
@@ -158,7 +198,7 @@ impl Consumer {
         let tenant = (!tenant.is_empty()).then_some(tenant);
         if let Err(err) = self
             .store
-            .record_dead_letter(event_id, tenant, &reason, stream_seq)
+            .record_dead_letter(source, event_id, tenant, &reason, stream_seq)
             .await
         {
             return Disposition::Retry(format!("database: {err}"));
@@ -171,6 +211,28 @@ impl Consumer {
             "event dead-lettered"
         );
         Disposition::Ack
+    }
+}
+
+/// Acks a handled message, or asks for a delayed redelivery after a transient failure.
+async fn settle(
+    msg: &jetstream::Message,
+    event_id: &str,
+    delivered: i64,
+    disposition: Disposition,
+) {
+    let result = match disposition {
+        Disposition::Ack => msg.ack().await,
+        Disposition::Retry(reason) => {
+            metrics::counter!("ledger_event_retries_total").increment(1);
+            let delay = nats::retry_delay(delivered, Duration::from_secs(30));
+            tracing::warn!(event_id, delivered, reason, ?delay, "event will be retried");
+            msg.ack_with(AckKind::Nak(Some(delay))).await
+        }
+    };
+    if let Err(err) = result {
+        // The event will be redelivered after ack_wait; processing is idempotent.
+        tracing::warn!(event_id, error = %err, "acknowledging failed");
     }
 }
 

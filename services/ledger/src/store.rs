@@ -3,6 +3,7 @@
 
 use billing_domain::Currency;
 use billing_domain::hash::{FinancialFields, GENESIS_HASH};
+use billing_proto::events::WebhookRejectedV1;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -142,23 +143,55 @@ impl Store {
         Ok((applied, Some(id)))
     }
 
-    /// Records that an event was dead-lettered (once, however often it is redelivered).
+    /// Records that an event was dead-lettered (once, however often it is redelivered). The
+    /// event's own key stays unclaimed, so replaying it from the dead-letter stream applies it.
     pub async fn record_dead_letter(
         &self,
+        source: &str,
         event_id: &str,
         tenant_id: Option<&str>,
         reason: &str,
         stream_seq: u64,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        if claim_event(&mut tx, event_id).await? {
+        if claim_event(&mut tx, &format!("dead-letter:{event_id}")).await? {
             sqlx::query(
                 "insert into audit_log (source, event_id, tenant_id, outcome, reason, stream_seq)
-                 values ('simplybook', $1, $2, 'dead_lettered', $3, $4)",
+                 values ($1, $2, $3, 'dead_lettered', $4, $5)",
             )
+            .bind(source)
             .bind(event_id)
             .bind(tenant_id)
             .bind(reason)
+            .bind(i64::try_from(stream_seq).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Records a request ingest refused (once, however often the record is redelivered).
+    pub async fn record_rejection(
+        &self,
+        r: &WebhookRejectedV1,
+        stream_seq: u64,
+    ) -> Result<(), sqlx::Error> {
+        let event_id = format!("rejected:{}", r.rejection_id);
+        let received_at = billing_proto::convert::datetime(r.received_at.as_ref());
+        let mut tx = self.pool.begin().await?;
+        if claim_event(&mut tx, &event_id).await? {
+            sqlx::query(
+                "insert into audit_log (occurred_at, source, event_id, tenant_id, outcome, reason,
+                    body_sha256, http_status, stream_seq)
+                 values (coalesce($1, now()), $2, $3, nullif($4, ''), 'rejected', $5, $6, $7, $8)",
+            )
+            .bind(received_at)
+            .bind(&r.source)
+            .bind(&event_id)
+            .bind(&r.tenant_id)
+            .bind(&r.reason)
+            .bind(&r.body_sha256)
+            .bind(i32::try_from(r.http_status).ok())
             .bind(i64::try_from(stream_seq).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;
