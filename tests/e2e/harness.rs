@@ -8,7 +8,7 @@ use anyhow::Context;
 use billing_domain::Secret;
 use billing_domain::standard_webhooks::SigningKey;
 use billing_runtime::Subjects;
-use billing_testkit::{MailSink, TestDatabase};
+use billing_testkit::{FakeSimplyBook, MailSink, TestDatabase};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -21,6 +21,9 @@ pub const CLAIRE_OLD_SECRET: &str = "whsec_b2xkLWZha2UtdGVzdC1zZWNyZXQ=";
 /// Obviously fake token in Claire's SimplyBook callback URL, and her SimplyBook company login.
 pub const CLAIRE_CALLBACK_TOKEN: &str = "fake-callback-token-0123456789-abcdefghij";
 pub const CLAIRE_COMPANY: &str = "claireh";
+/// Obviously fake SimplyBook API credentials of Claire's company (the fake API checks them).
+pub const CLAIRE_API_KEY: &str = "fake-simplybook-api-key";
+pub const CLAIRE_SECRET_KEY: &str = "fake-simplybook-secret-key";
 pub const CLAIRE_EMAIL: &str = "claire.billing@example.test";
 /// Small enough for a test to reach, large enough for every other test's traffic.
 pub const RATE_LIMIT_PER_SEC: u32 = 20;
@@ -37,6 +40,7 @@ pub struct System {
     pub nats_url: String,
     pub tenants_file: PathBuf,
     pub mail: MailSink,
+    pub simplybook: FakeSimplyBook,
     pub ingest: SocketAddr,
     pub ledger: SocketAddr,
     pub invoicing: SocketAddr,
@@ -67,6 +71,8 @@ impl System {
             .context("creating the test database")?;
         let namespace = billing_testkit::unique_namespace();
         let mail = MailSink::start().await?;
+        let simplybook =
+            FakeSimplyBook::start(CLAIRE_COMPANY, CLAIRE_API_KEY, CLAIRE_SECRET_KEY).await?;
         let dir = std::env::temp_dir().join(format!("billing-e2e-{namespace}"));
         std::fs::create_dir_all(&dir)?;
         let tenants_file = dir.join("tenants.json");
@@ -83,7 +89,9 @@ impl System {
                 "payment_terms_days": 7,
                 "webhook_secrets": [CLAIRE_SECRET, CLAIRE_OLD_SECRET],
                 "simplybook_company": CLAIRE_COMPANY,
-                "callback_tokens": [CLAIRE_CALLBACK_TOKEN]
+                "callback_tokens": [CLAIRE_CALLBACK_TOKEN],
+                "simplybook_api_key": CLAIRE_API_KEY,
+                "simplybook_secret_key": CLAIRE_SECRET_KEY
             }]})
             .to_string(),
         )?;
@@ -126,6 +134,8 @@ impl System {
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
             tenants_file: tenants_file.clone(),
+            simplybook_url: simplybook.url(),
+            simplybook_timeout_ms: 2000,
             batch_size: 100,
         };
         let token = shutdown.clone();
@@ -174,6 +184,7 @@ impl System {
             nats_url,
             tenants_file,
             mail,
+            simplybook,
             ingest,
             ledger,
             invoicing,

@@ -8,6 +8,7 @@ pub mod hash;
 pub mod money;
 pub mod period;
 pub mod secret;
+pub mod simplybook;
 pub mod standard_webhooks;
 pub mod stripe_signature;
 pub mod tenant;

@@ -106,6 +106,12 @@ pub struct TenantConfig {
     /// Callbacks are refused for a tenant without a company login and at least one token.
     #[serde(default)]
     pub callback_tokens: Vec<Secret<String>>,
+    /// SimplyBook API key (`getToken`) and secret key (`getBookingDetails`' sign), with which the
+    /// ledger confirms each callback. Required with `callback_tokens`.
+    #[serde(default)]
+    pub simplybook_api_key: Option<Secret<String>>,
+    #[serde(default)]
+    pub simplybook_secret_key: Option<Secret<String>>,
 }
 
 impl TenantConfig {
@@ -153,7 +159,8 @@ pub enum TenantsError {
     BadSecret(TenantId),
     #[error(
         "tenant {0} has a callback token that is not 32-128 letters, digits, '-' or '_', \
-         or callback tokens without a simplybook_company"
+         or callback tokens without simplybook_company, simplybook_api_key and \
+         simplybook_secret_key"
     )]
     BadCallbackToken(TenantId),
 }
@@ -202,7 +209,10 @@ impl Tenants {
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             };
             if !tenant.callback_tokens.iter().all(token_ok)
-                || (!tenant.callback_tokens.is_empty() && tenant.simplybook_company.is_none())
+                || (!tenant.callback_tokens.is_empty()
+                    && (tenant.simplybook_company.is_none()
+                        || tenant.simplybook_api_key.is_none()
+                        || tenant.simplybook_secret_key.is_none()))
             {
                 return Err(TenantsError::BadCallbackToken(tenant.id));
             }
@@ -279,7 +289,8 @@ mod tests {
     fn callback_tokens_match_exactly_and_any_of_several() {
         let tenants = Tenants::from_json(
             r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test","currency":"AUD",
-                "simplybook_company":"a","callback_tokens":[
+                "simplybook_company":"a","simplybook_api_key":"fake-key",
+                "simplybook_secret_key":"fake-secret","callback_tokens":[
                 "fake-token-new-0123456789-0123456789","fake-token-old-0123456789-0123456789"]}]}"#,
         )
         .expect("valid file");

@@ -1,13 +1,16 @@
 //! Test support shared by the integration tests: an isolated database per test, an isolated
-//! JetStream namespace per test, and a real SMTP server on loopback that keeps what it receives.
+//! JetStream namespace per test, a real SMTP server on loopback that keeps what it receives, and
+//! a fake SimplyBook.me API.
 #![forbid(unsafe_code)]
 
 pub mod db;
 pub mod nats;
+pub mod simplybook;
 pub mod smtp;
 
 pub use db::TestDatabase;
 pub use nats::PrivateNats;
+pub use simplybook::FakeSimplyBook;
 pub use smtp::{MailSink, ReceivedMail};
 
 /// A unique, lowercase namespace for one test's NATS subjects and streams.

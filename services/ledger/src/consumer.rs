@@ -9,6 +9,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use billing_domain::Tenants;
+use billing_domain::callback::Callback;
 use billing_proto::events::WebhookRejectedV1;
 use billing_runtime::nats::{
     self, AUTH_CALLBACK_TOKEN, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_TENANT, header,
@@ -17,6 +18,7 @@ use billing_runtime::{Shutdown, Subjects};
 use prost::Message as _;
 
 use crate::events::{self, Reject};
+use crate::simplybook::{FetchError, SimplyBook};
 use crate::store::{Applied, ApplyError, Store};
 
 const CONSUMER: &str = "ledger";
@@ -28,8 +30,17 @@ pub struct Consumer {
     rejections: PullConsumer,
     subjects: Subjects,
     tenants: Arc<Tenants>,
+    simplybook: SimplyBook,
     store: Store,
     batch_size: usize,
+}
+
+/// Why an event did not become a booking to apply.
+enum Unapplied {
+    /// It never can: dead-letter it.
+    Reject(Reject),
+    /// Not now (SimplyBook unavailable): try again later.
+    Retry(String),
 }
 
 /// What to do with a message once handled.
@@ -44,6 +55,7 @@ impl Consumer {
         js: jetstream::Context,
         subjects: Subjects,
         tenants: Arc<Tenants>,
+        simplybook: SimplyBook,
         store: Store,
         batch_size: usize,
     ) -> Result<Self, async_nats::Error> {
@@ -74,6 +86,7 @@ impl Consumer {
             rejections,
             subjects,
             tenants,
+            simplybook,
             store,
             batch_size,
         })
@@ -102,22 +115,15 @@ impl Consumer {
             .unwrap_or_else(|| format!("webhooks-seq:{stream_seq}"));
         let tenant = header(&msg, HDR_TENANT).unwrap_or("");
 
-        if header(&msg, HDR_AUTH) == Some(AUTH_CALLBACK_TOKEN) {
-            // A native callback names a booking without its details; it becomes a booking only
-            // once SimplyBook's API confirms it, which this ledger does not do yet. Dead-lettered
-            // (kept for a year, audited) so it can be replayed once it can.
-            let reject = Reject::new(
-                "unconfirmed_callback",
-                "SimplyBook callbacks need fetch-on-notify, which this ledger version lacks",
-            );
-            let disposition = self
-                .dead_letter(&msg, CONSUMER, "simplybook", &event_id, tenant, &reject)
-                .await;
-            return settle(&msg, &event_id, delivered, disposition).await;
-        }
-
-        let disposition = match events::decode(&self.tenants, tenant, &event_id, &msg.payload) {
-            Err(reject) => {
+        let decoded = if header(&msg, HDR_AUTH) == Some(AUTH_CALLBACK_TOKEN) {
+            self.confirm_callback(tenant, &event_id, &msg.payload).await
+        } else {
+            events::decode(&self.tenants, tenant, &event_id, &msg.payload)
+                .map_err(Unapplied::Reject)
+        };
+        let disposition = match decoded {
+            Err(Unapplied::Retry(reason)) => Disposition::Retry(reason),
+            Err(Unapplied::Reject(reject)) => {
                 self.dead_letter(&msg, CONSUMER, "simplybook", &event_id, tenant, &reject)
                     .await
             }
@@ -145,6 +151,43 @@ impl Consumer {
             },
         };
         settle(&msg, &event_id, delivered, disposition).await;
+    }
+
+    /// A native callback names a booking without its details: fetch them from SimplyBook, which
+    /// both proves the callback genuine (the sign covers the booking hash) and gives the
+    /// booking's current state, so duplicates and out-of-order callbacks converge.
+    async fn confirm_callback(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+        body: &[u8],
+    ) -> Result<events::NewBooking, Unapplied> {
+        let tenant = events::tenant(&self.tenants, tenant_id).map_err(Unapplied::Reject)?;
+        let callback = Callback::parse(body)
+            .map_err(|e| Unapplied::Reject(Reject::new("malformed_payload", e.to_string())))?;
+        let payload = match self.simplybook.booking_details(tenant, &callback).await {
+            Ok(payload) => payload,
+            Err(FetchError::Unavailable(reason)) => return Err(Unapplied::Retry(reason)),
+            Err(FetchError::Refused(reason)) => {
+                return Err(Unapplied::Reject(Reject::new(
+                    "unconfirmed_callback",
+                    format!(
+                        "SimplyBook does not confirm booking {}: {reason}",
+                        callback.booking_id
+                    ),
+                )));
+            }
+        };
+        if payload.booking_id != callback.booking_id {
+            return Err(Unapplied::Reject(Reject::new(
+                "unconfirmed_callback",
+                format!(
+                    "SimplyBook answered booking {} for callback booking {}",
+                    payload.booking_id, callback.booking_id
+                ),
+            )));
+        }
+        events::booking(tenant, event_id, payload).map_err(Unapplied::Reject)
     }
 
     /// Writes ingest's record of a refused request to the audit log.

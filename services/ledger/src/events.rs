@@ -1,7 +1,9 @@
 //! Decoding a raw webhook message into a booking the ledger can record, or a reason it cannot.
 
 use billing_domain::booking::{ClientInfo, PayloadError};
-use billing_domain::{BookingAmounts, BookingPayload, BookingStatus, Currency, Rate, Tenants};
+use billing_domain::{
+    BookingAmounts, BookingPayload, BookingStatus, Currency, Rate, TenantConfig, Tenants,
+};
 use chrono::{DateTime, Utc};
 
 /// Why an event cannot become a booking. `code` is a small fixed set (metrics label);
@@ -41,22 +43,42 @@ pub struct NewBooking {
     pub client: Option<ClientInfo>,
 }
 
+/// The configured tenant `tenant_id`.
+pub fn tenant<'a>(tenants: &'a Tenants, tenant_id: &str) -> Result<&'a TenantConfig, Reject> {
+    tenants.get(tenant_id).ok_or_else(|| {
+        Reject::new(
+            "unknown_tenant",
+            format!("tenant {tenant_id:?} is not configured"),
+        )
+    })
+}
+
+/// Why a payload (sent inline or fetched from SimplyBook) is not a booking.
+pub fn payload_reject(e: PayloadError) -> Reject {
+    match e {
+        PayloadError::Price(_) => Reject::new("invalid_amount", e.to_string()),
+        _ => Reject::new("malformed_payload", e.to_string()),
+    }
+}
+
+/// A signed rich payload: the booking's details are in the body.
 pub fn decode(
     tenants: &Tenants,
     tenant_id: &str,
     event_id: &str,
     body: &[u8],
 ) -> Result<NewBooking, Reject> {
-    let tenant = tenants.get(tenant_id).ok_or_else(|| {
-        Reject::new(
-            "unknown_tenant",
-            format!("tenant {tenant_id:?} is not configured"),
-        )
-    })?;
-    let payload = BookingPayload::parse(body).map_err(|e| match e {
-        PayloadError::Price(_) => Reject::new("invalid_amount", e.to_string()),
-        _ => Reject::new("malformed_payload", e.to_string()),
-    })?;
+    let tenant = tenant(tenants, tenant_id)?;
+    let payload = BookingPayload::parse(body).map_err(payload_reject)?;
+    booking(tenant, event_id, payload)
+}
+
+/// A booking from its payload, amounts split by the tenant's current rates.
+pub fn booking(
+    tenant: &TenantConfig,
+    event_id: &str,
+    payload: BookingPayload,
+) -> Result<NewBooking, Reject> {
     if let Some(code) = &payload.currency
         && !code.eq_ignore_ascii_case(tenant.currency.code())
     {

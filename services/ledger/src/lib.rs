@@ -5,6 +5,7 @@
 mod consumer;
 mod events;
 mod grpc;
+pub mod simplybook;
 mod store;
 
 use std::net::SocketAddr;
@@ -46,6 +47,16 @@ pub struct Config {
     /// JSON file with the tenants (currency, rates, time zone).
     #[arg(long, env = "LEDGER_TENANTS_FILE")]
     pub tenants_file: PathBuf,
+    /// SimplyBook.me's JSON-RPC API, asked to confirm each native callback.
+    #[arg(
+        long,
+        env = "LEDGER_SIMPLYBOOK_URL",
+        default_value = "https://user-api.simplybook.me"
+    )]
+    pub simplybook_url: String,
+    /// Per-request timeout for SimplyBook's API.
+    #[arg(long, env = "LEDGER_SIMPLYBOOK_TIMEOUT_MS", default_value_t = 5000)]
+    pub simplybook_timeout_ms: u64,
     /// Messages pulled from JetStream per batch.
     #[arg(long, env = "LEDGER_BATCH_SIZE", default_value_t = 100)]
     pub batch_size: usize,
@@ -63,6 +74,8 @@ pub enum Error {
     Nats(#[from] async_nats::ConnectError),
     #[error("creating jetstream streams: {0}")]
     Streams(#[from] async_nats::jetstream::context::CreateStreamError),
+    #[error("building the SimplyBook client: {0}")]
+    SimplyBook(#[from] reqwest::Error),
     #[error("creating the jetstream consumer: {0}")]
     Consumer(String),
     #[error(transparent)]
@@ -81,10 +94,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let ready_streams = (js.clone(), subjects.stream_names());
 
     let store = store::Store::new(pool.clone());
+    let simplybook = simplybook::SimplyBook::new(
+        &config.simplybook_url,
+        Duration::from_millis(config.simplybook_timeout_ms),
+        3,
+        Duration::from_millis(200),
+    )?;
     let consumer = consumer::Consumer::create(
         js,
         subjects,
         tenants.clone(),
+        simplybook,
         store.clone(),
         config.batch_size,
     )

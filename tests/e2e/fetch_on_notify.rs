@@ -1,0 +1,226 @@
+//! SimplyBook.me callbacks become bookings only once SimplyBook's API confirms them, and always
+//! in the booking's current state: duplicates and out-of-order callbacks converge, forged ones
+//! are dead-lettered, an unavailable API delays but loses nothing.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use chrono_tz::Australia::Sydney;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::harness::{CLAIRE_CALLBACK_TOKEN, CLAIRE_COMPANY, System, eventually};
+
+fn callback(id: &str, hash: &str, kind: &str) -> String {
+    json!({"booking_id": id, "booking_hash": hash, "company": CLAIRE_COMPANY,
+        "notification_type": kind})
+    .to_string()
+}
+
+fn details(start: &str, status: &str, price: &str) -> serde_json::Value {
+    json!({"start_date_time": start, "status": status, "event_id": "7",
+        "event_name": "Remedial massage", "unit_name": "Claire", "client_name": "Test Client",
+        "client_email": "client@example.test", "price": price})
+}
+
+async fn notify(system: &System, id: &str, hash: &str, kind: &str) -> anyhow::Result<()> {
+    let response = system
+        .post_callback("claire", CLAIRE_CALLBACK_TOKEN, &callback(id, hash, kind))
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{kind} {id}: {}",
+        response.status()
+    );
+    Ok(())
+}
+
+type Row = (
+    String,
+    chrono::DateTime<Utc>,
+    Decimal,
+    Decimal,
+    Decimal,
+    Decimal,
+);
+
+/// Waits until the ledger's audit log holds `n` outcomes for SimplyBook events.
+async fn audited(db: &sqlx::PgPool, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+    eventually(Duration::from_secs(30), || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select outcome, coalesce(reason, '') from audit_log
+             where source = 'simplybook' and outcome <> 'rejected' order by id",
+        )
+        .fetch_all(db)
+        .await?;
+        Ok((rows.len() >= n).then_some(rows))
+    })
+    .await
+}
+
+async fn booking(db: &sqlx::PgPool, id: &str) -> anyhow::Result<Option<Row>> {
+    Ok(sqlx::query_as(
+        "select status, session_at, total_amount, deposit_amount, cash_amount, platform_fee
+         from bookings where booking_ref = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callbacks_follow_the_booking_through_its_lifecycle_in_any_order() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = lifecycle(&system).await;
+    system.finish(result).await
+}
+
+async fn lifecycle(system: &System) -> anyhow::Result<()> {
+    let sb = &system.simplybook;
+    let db = system.db("ledger").await?;
+    let at = |h| {
+        Sydney
+            .with_ymd_and_hms(2026, 10, 14, h, 0, 0)
+            .single()
+            .map(|t| t.with_timezone(&Utc))
+    };
+
+    // Create: the details, not the callback, are recorded — with the exact split.
+    sb.put_booking(
+        "3001",
+        "h3001",
+        details("2026-10-14 10:00:00", "confirmed", "10.01"),
+    );
+    notify(system, "3001", "h3001", "create").await?;
+    audited(&db, 1).await?;
+    let row = booking(&db, "3001").await?.expect("stored");
+    assert_eq!(row.0, "confirmed");
+    assert_eq!(Some(row.1), at(10));
+    assert_eq!(
+        (row.2, row.3, row.4, row.5),
+        (
+            Decimal::new(1001, 2),
+            Decimal::new(200, 2),
+            Decimal::new(801, 2),
+            Decimal::new(200, 2)
+        )
+    );
+
+    // Change (moved an hour) then cancel: each callback fetches the current state.
+    sb.put_booking(
+        "3001",
+        "h3001",
+        details("2026-10-14 11:00:00", "confirmed", "10.01"),
+    );
+    notify(system, "3001", "h3001", "change").await?;
+    audited(&db, 2).await?;
+    assert_eq!(booking(&db, "3001").await?.map(|r| r.1), at(11));
+    sb.put_booking(
+        "3001",
+        "h3001",
+        details("2026-10-14 11:00:00", "canceled", "10.01"),
+    );
+    notify(system, "3001", "h3001", "cancel").await?;
+    audited(&db, 3).await?;
+    assert_eq!(
+        booking(&db, "3001").await?.map(|r| r.0).as_deref(),
+        Some("cancelled")
+    );
+    let history: Vec<String> = sqlx::query_scalar(
+        "select h.status from booking_status_history h join bookings b on b.id = h.booking_id
+         where b.booking_ref = '3001' order by h.id",
+    )
+    .fetch_all(&db)
+    .await?;
+    assert_eq!(history, ["confirmed", "confirmed", "cancelled"]);
+
+    // Out of order: the cancel arrives before the create. Both fetch the current (cancelled)
+    // state; the booking is recorded once, cancelled, and the late create changes nothing.
+    sb.put_booking(
+        "3002",
+        "h3002",
+        details("2026-10-15 09:00:00", "canceled", "80.00"),
+    );
+    notify(system, "3002", "h3002", "cancel").await?;
+    notify(system, "3002", "h3002", "create").await?;
+    // A reminder and a repeated create: fetched again, nothing changes.
+    notify(system, "3002", "h3002", "notify").await?;
+    notify(system, "3002", "h3002", "create").await?;
+    let outcomes = audited(&db, 6).await?;
+    let outcomes: Vec<&str> = outcomes.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "stored",
+            "status_changed",
+            "status_changed",
+            "stored",
+            "duplicate",
+            "duplicate"
+        ],
+        "the repeated create is a JetStream duplicate and never reaches the ledger"
+    );
+    assert_eq!(
+        booking(&db, "3002").await?.map(|r| r.0).as_deref(),
+        Some("cancelled")
+    );
+    let count: i64 = sqlx::query_scalar("select count(*) from bookings")
+        .fetch_one(&db)
+        .await?;
+    assert_eq!(count, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_callbacks_are_dead_lettered_and_an_unavailable_api_delays_without_loss()
+-> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = forged_and_unavailable(&system).await;
+    system.finish(result).await
+}
+
+async fn forged_and_unavailable(system: &System) -> anyhow::Result<()> {
+    let sb = &system.simplybook;
+    let db = system.db("ledger").await?;
+    sb.put_booking(
+        "4001",
+        "realhash",
+        details("2026-10-14 10:00:00", "confirmed", "120.00"),
+    );
+
+    // Someone who learned the callback URL but not the booking hash, or invents a booking.
+    notify(system, "4001", "guessedhash", "create").await?;
+    notify(system, "9999", "whatever", "create").await?;
+    let rows = audited(&db, 2).await?;
+    for (outcome, reason) in &rows {
+        assert_eq!(outcome, "dead_lettered");
+        assert!(reason.starts_with("unconfirmed_callback:"), "{reason}");
+    }
+    assert!(rows[0].1.contains("Signature error"), "{:?}", rows[0]);
+    assert!(rows[1].1.contains("not found"), "{:?}", rows[1]);
+    let js = system.jetstream().await?;
+    let dlq = js.get_stream(system.subjects().stream_name("DLQ")).await?;
+    let mut dlq = dlq;
+    assert_eq!(dlq.info().await?.state.messages, 2);
+
+    // SimplyBook down: the callback waits (redelivered with backoff), then is recorded once.
+    sb.set_unavailable(true);
+    notify(system, "4001", "realhash", "create").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(booking(&db, "4001").await?.is_none());
+    assert!(
+        sb.calls("getBookingDetails") + sb.calls("getToken") > 3,
+        "retried"
+    );
+    sb.set_unavailable(false);
+    // An expired token is renewed without failing the event.
+    sb.expire_tokens();
+    let stored = audited(&db, 3).await?;
+    assert_eq!(stored[2].0, "stored");
+    assert_eq!(
+        booking(&db, "4001").await?.map(|r| r.2),
+        Some(Decimal::new(12000, 2))
+    );
+    assert!(sb.calls("getToken") >= 2, "a new token after expiry");
+    Ok(())
+}
