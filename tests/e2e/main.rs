@@ -5,5 +5,6 @@ mod fetch_on_notify;
 mod grpc_discovery;
 mod harness;
 mod ingest;
+mod integrity;
 mod ledger_consumer;
 mod walking_skeleton;

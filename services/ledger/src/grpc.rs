@@ -6,12 +6,13 @@ use billing_domain::{Currency, Tenants};
 use billing_proto::convert::{datetime, money, timestamp};
 use billing_proto::ledger::ledger_service_server::LedgerService;
 use billing_proto::ledger::{
-    Booking, ListBookingsRequest, ListBookingsResponse, SummarizePeriodRequest,
-    SummarizePeriodResponse,
+    Booking, IntegrityViolation, ListBookingsRequest, ListBookingsResponse, SummarizePeriodRequest,
+    SummarizePeriodResponse, VerifyIntegrityRequest, VerifyIntegrityResponse,
 };
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
+use crate::integrity;
 use crate::store::{BookingRow, Store};
 
 const DEFAULT_LIMIT: u32 = 1000;
@@ -101,6 +102,40 @@ impl LedgerService for LedgerGrpc {
             billable: rows.iter().map(to_proto).collect::<Result<_, _>>()?,
         }))
     }
+
+    async fn verify_integrity(
+        &self,
+        request: Request<VerifyIntegrityRequest>,
+    ) -> Result<Response<VerifyIntegrityResponse>, Status> {
+        let tenant_id = request.into_inner().tenant_id;
+        self.tenant_currency(&tenant_id)?;
+        let (records, head) = self.store.chain(&tenant_id).await.map_err(internal)?;
+        let report = integrity::verify(&tenant_id, &records, head);
+        let outcome = if report.violation.is_some() {
+            "violated"
+        } else {
+            "intact"
+        };
+        metrics::counter!("ledger_integrity_checks_total", "outcome" => outcome).increment(1);
+        if let Some(v) = &report.violation {
+            tracing::error!(tenant_id, chain_seq = v.chain_seq, reason = %v.reason, "hash chain violated");
+        }
+        Ok(Response::new(VerifyIntegrityResponse {
+            tenant_id,
+            intact: report.violation.is_none(),
+            records_checked: report.records_checked,
+            head_hash: report.head_hash,
+            first_violation: report.violation.map(|v| IntegrityViolation {
+                chain_seq: u64::try_from(v.chain_seq).unwrap_or_default(),
+                record_kind: v.kind.to_string(),
+                record_id: v.record_id.map(|id| id.to_string()).unwrap_or_default(),
+                booking_ref: v.booking_ref,
+                reason: v.reason,
+                expected_hash: v.expected_hash,
+                stored_hash: v.stored_hash,
+            }),
+        }))
+    }
 }
 
 fn to_proto(row: &BookingRow) -> Result<Booking, Status> {
@@ -124,6 +159,7 @@ fn to_proto(row: &BookingRow) -> Result<Booking, Status> {
         platform_fee_rate: row.platform_fee_rate.normalize().to_string(),
         record_hash: row.record_hash.clone(),
         recorded_at: Some(timestamp(row.recorded_at)),
+        revision: u32::try_from(row.revision_no).unwrap_or_default(),
     })
 }
 

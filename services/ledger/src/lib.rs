@@ -5,6 +5,7 @@
 mod consumer;
 mod events;
 mod grpc;
+mod integrity;
 pub mod simplybook;
 mod store;
 

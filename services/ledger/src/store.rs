@@ -1,8 +1,8 @@
 //! The ledger's tables: recording bookings on the tenant's hash chain, status changes, the audit
 //! log and idempotency keys, each event in one transaction.
 
-use billing_domain::Currency;
-use billing_domain::hash::{FinancialFields, GENESIS_HASH};
+use billing_domain::hash::{FinancialFields, GENESIS_HASH, RevisionFields};
+use billing_domain::{BookingAmounts, Currency, Rate};
 use billing_proto::events::WebhookRejectedV1;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -10,6 +10,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::events::{NewBooking, Reject};
+use crate::integrity::{ChainRecord, Fields};
 
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub enum Applied {
     Stored,
     /// The booking's status or session time changed (financial fields untouched).
     StatusChanged,
+    /// The price changed: a revision with the delta was appended (and any status change applied).
+    Revised,
     /// Nothing new: the event was seen before, or the booking already says this.
     Duplicate,
 }
@@ -27,6 +30,7 @@ impl Applied {
         match self {
             Applied::Stored => "stored",
             Applied::StatusChanged => "status_changed",
+            Applied::Revised => "revised",
             Applied::Duplicate => "duplicate",
         }
     }
@@ -59,11 +63,15 @@ pub struct BookingRow {
     pub platform_fee_rate: Decimal,
     pub record_hash: String,
     pub recorded_at: DateTime<Utc>,
+    /// 0 for the original amounts, n after the n-th price revision.
+    pub revision_no: i32,
 }
 
-const BOOKING_COLUMNS: &str = "id, tenant_id, booking_ref, status, session_at, service_name, \
-    currency, total_amount, deposit_amount, cash_amount, platform_fee, deposit_rate, \
-    platform_fee_rate, record_hash, recorded_at";
+/// A booking with its current amounts (after any price revisions).
+const BOOKING_COLUMNS: &str = "b.id, b.tenant_id, b.booking_ref, b.status, b.session_at, \
+    b.service_name, b.currency, c.total_amount, c.deposit_amount, c.cash_amount, c.platform_fee, \
+    b.deposit_rate, b.platform_fee_rate, b.record_hash, b.recorded_at, c.revision_no";
+const BOOKINGS_FROM: &str = "bookings b join current_amounts c on c.booking_id = b.id";
 
 #[derive(Clone)]
 pub struct Store {
@@ -95,9 +103,12 @@ impl Store {
             tx.commit().await?;
             return Ok((Applied::Duplicate, None));
         }
-        let existing: Option<(Uuid, String, DateTime<Utc>, String, Decimal)> = sqlx::query_as(
-            "select id, status, session_at, currency, total_amount from bookings
-             where tenant_id = $1 and booking_ref = $2 for update",
+        let existing: Option<Current> = sqlx::query_as(
+            "select b.id, b.status, b.session_at, b.currency, b.deposit_rate, b.platform_fee_rate,
+                    c.revision_no, c.total_amount, c.deposit_amount, c.cash_amount, c.platform_fee
+             from bookings b join current_amounts c on c.booking_id = b.id
+             where b.tenant_id = $1 and b.booking_ref = $2
+             for update of b",
         )
         .bind(&b.tenant_id)
         .bind(&b.booking_ref)
@@ -106,35 +117,42 @@ impl Store {
 
         let (applied, id) = match existing {
             None => (Applied::Stored, insert_booking(&mut tx, b).await?),
-            Some((id, status, session_at, currency, total)) => {
-                if currency.trim() != b.currency.code() || total != b.amounts.total {
+            Some(current) => {
+                if current.currency.trim() != b.currency.code() {
                     // Dropping `tx` rolls back the claimed event key too.
                     return Err(ApplyError::Rejected(Reject::new(
-                        "financial_change",
+                        "currency_change",
                         format!(
-                            "booking {} was recorded at {} {}, event says {} {}; price revisions are not supported yet",
+                            "booking {} was recorded in {}, event says {}",
                             b.booking_ref,
-                            total,
-                            currency.trim(),
-                            b.amounts.total,
+                            current.currency.trim(),
                             b.currency
                         ),
                     )));
                 }
-                if status == b.status.as_str() && session_at == b.session_at {
-                    (Applied::Duplicate, id)
-                } else {
+                let revised = current.total_amount != b.amounts.total;
+                if revised {
+                    insert_revision(&mut tx, b, &current).await?;
+                }
+                let moved =
+                    current.status != b.status.as_str() || current.session_at != b.session_at;
+                if moved {
                     sqlx::query(
                         "update bookings set status = $2, session_at = $3, updated_at = now() where id = $1",
                     )
-                    .bind(id)
+                    .bind(current.id)
                     .bind(b.status.as_str())
                     .bind(b.session_at)
                     .execute(&mut *tx)
                     .await?;
-                    record_status(&mut tx, id, b).await?;
-                    (Applied::StatusChanged, id)
+                    record_status(&mut tx, current.id, b).await?;
                 }
+                let applied = match (revised, moved) {
+                    (true, _) => Applied::Revised,
+                    (false, true) => Applied::StatusChanged,
+                    (false, false) => Applied::Duplicate,
+                };
+                (applied, current.id)
             }
         };
         let reason = (applied == Applied::Duplicate).then_some("booking already in this state");
@@ -199,6 +217,110 @@ impl Store {
         tx.commit().await
     }
 
+    /// Every record of a tenant's hash chain in chain order, and the chain head.
+    pub async fn chain(
+        &self,
+        tenant_id: &str,
+    ) -> Result<(Vec<ChainRecord>, Option<(i64, String)>), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // One snapshot for records and head, so a concurrent append cannot look like tampering.
+        sqlx::query("set transaction isolation level repeatable read, read only")
+            .execute(&mut *tx)
+            .await?;
+        type BookingTuple = (
+            i64,
+            Uuid,
+            String,
+            String,
+            Decimal,
+            Decimal,
+            Decimal,
+            Decimal,
+            Decimal,
+            Decimal,
+            String,
+            String,
+        );
+        let bookings: Vec<BookingTuple> = sqlx::query_as(
+            "select chain_seq, id, booking_ref, currency, total_amount, deposit_amount,
+                    cash_amount, platform_fee, deposit_rate, platform_fee_rate, prev_hash,
+                    record_hash
+             from bookings where tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        type RevisionTuple = (
+            i64,
+            Uuid,
+            String,
+            String,
+            i32,
+            Decimal,
+            Decimal,
+            Decimal,
+            Decimal,
+            Decimal,
+            Decimal,
+            String,
+            String,
+        );
+        let revisions: Vec<RevisionTuple> = sqlx::query_as(
+            "select r.chain_seq, r.id, b.booking_ref, r.currency, r.revision_no, r.total_delta,
+                    r.deposit_delta, r.cash_delta, r.fee_delta, r.total_after, r.fee_after,
+                    r.prev_hash, r.record_hash
+             from booking_revisions r join bookings b on b.id = r.booking_id
+             where r.tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let head: Option<(i64, String)> =
+            sqlx::query_as("select last_seq, last_hash from chain_heads where tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let mut records: Vec<ChainRecord> = bookings
+            .into_iter()
+            .map(|b| ChainRecord {
+                chain_seq: b.0,
+                id: b.1,
+                booking_ref: b.2,
+                currency: b.3,
+                fields: Fields::Booking {
+                    total: b.4,
+                    deposit: b.5,
+                    cash: b.6,
+                    platform_fee: b.7,
+                    deposit_rate: b.8,
+                    fee_rate: b.9,
+                },
+                prev_hash: b.10,
+                record_hash: b.11,
+            })
+            .chain(revisions.into_iter().map(|r| ChainRecord {
+                chain_seq: r.0,
+                id: r.1,
+                booking_ref: r.2,
+                currency: r.3,
+                fields: Fields::Revision {
+                    revision_no: r.4,
+                    total_delta: r.5,
+                    deposit_delta: r.6,
+                    cash_delta: r.7,
+                    fee_delta: r.8,
+                    total_after: r.9,
+                    fee_after: r.10,
+                },
+                prev_hash: r.11,
+                record_hash: r.12,
+            }))
+            .collect();
+        records.sort_by_key(|r| r.chain_seq);
+        Ok((records, head))
+    }
+
     /// A tenant's bookings with sessions in `[from, to)` (either bound optional).
     pub async fn list(
         &self,
@@ -208,11 +330,11 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<BookingRow>, sqlx::Error> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {BOOKING_COLUMNS} from bookings
-             where tenant_id = $1
-               and ($2::timestamptz is null or session_at >= $2)
-               and ($3::timestamptz is null or session_at < $3)
-             order by session_at, booking_ref
+            "select {BOOKING_COLUMNS} from {BOOKINGS_FROM}
+             where b.tenant_id = $1
+               and ($2::timestamptz is null or b.session_at >= $2)
+               and ($3::timestamptz is null or b.session_at < $3)
+             order by b.session_at, b.booking_ref
              limit $4"
         )))
         .bind(tenant_id)
@@ -231,10 +353,10 @@ impl Store {
         end: DateTime<Utc>,
     ) -> Result<Vec<BookingRow>, sqlx::Error> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {BOOKING_COLUMNS} from bookings
-             where tenant_id = $1 and session_at >= $2 and session_at < $3
-               and status in ('confirmed', 'completed')
-             order by session_at, booking_ref"
+            "select {BOOKING_COLUMNS} from {BOOKINGS_FROM}
+             where b.tenant_id = $1 and b.session_at >= $2 and b.session_at < $3
+               and b.status in ('confirmed', 'completed')
+             order by b.session_at, b.booking_ref"
         )))
         .bind(tenant_id)
         .bind(start)
@@ -257,20 +379,61 @@ async fn claim_event(
     Ok(inserted.rows_affected() == 1)
 }
 
-/// Appends a booking to its tenant's chain; the chain head row lock keeps the chain linear.
-async fn insert_booking(
+/// A recorded booking as it stands, locked for the event being applied.
+#[derive(sqlx::FromRow)]
+struct Current {
+    id: Uuid,
+    status: String,
+    session_at: DateTime<Utc>,
+    currency: String,
+    deposit_rate: Decimal,
+    platform_fee_rate: Decimal,
+    revision_no: i32,
+    total_amount: Decimal,
+    deposit_amount: Decimal,
+    cash_amount: Decimal,
+    platform_fee: Decimal,
+}
+
+/// Locks the tenant's chain head and returns the next position and the hash to chain from.
+/// The row lock is held until the transaction ends, so the chain stays linear.
+async fn chain_next(
     tx: &mut Transaction<'_, Postgres>,
-    b: &NewBooking,
-) -> Result<Uuid, sqlx::Error> {
+    tenant_id: &str,
+) -> Result<(i64, String), sqlx::Error> {
     let (last_seq, last_hash): (i64, String) = sqlx::query_as(
         "insert into chain_heads (tenant_id, last_seq, last_hash) values ($1, 0, $2)
          on conflict (tenant_id) do update set tenant_id = excluded.tenant_id
          returning last_seq, last_hash",
     )
-    .bind(&b.tenant_id)
+    .bind(tenant_id)
     .bind(GENESIS_HASH)
     .fetch_one(&mut **tx)
     .await?;
+    Ok((last_seq + 1, last_hash))
+}
+
+async fn chain_advance(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant_id: &str,
+    seq: i64,
+    hash: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update chain_heads set last_seq = $2, last_hash = $3 where tenant_id = $1")
+        .bind(tenant_id)
+        .bind(seq)
+        .bind(hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Appends a booking to its tenant's chain.
+async fn insert_booking(
+    tx: &mut Transaction<'_, Postgres>,
+    b: &NewBooking,
+) -> Result<Uuid, sqlx::Error> {
+    let (seq, last_hash) = chain_next(tx, &b.tenant_id).await?;
     let fields = FinancialFields {
         tenant_id: &b.tenant_id,
         booking_ref: &b.booking_ref,
@@ -283,7 +446,6 @@ async fn insert_booking(
         fee_rate: b.fee_rate.value(),
     };
     let record_hash = fields.chained_hash(&last_hash);
-    let seq = last_seq + 1;
     let id = Uuid::now_v7();
     let client = b.client.as_ref();
     sqlx::query(
@@ -321,14 +483,71 @@ async fn insert_booking(
     .bind(&b.event_id)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("update chain_heads set last_seq = $2, last_hash = $3 where tenant_id = $1")
-        .bind(&b.tenant_id)
-        .bind(seq)
-        .bind(&record_hash)
-        .execute(&mut **tx)
-        .await?;
+    chain_advance(tx, &b.tenant_id, seq, &record_hash).await?;
     record_status(tx, id, b).await?;
     Ok(id)
+}
+
+/// Appends a price revision: the new price split by the rates snapshotted on the booking (not
+/// the tenant's current ones), stored as the change from the current amounts.
+async fn insert_revision(
+    tx: &mut Transaction<'_, Postgres>,
+    b: &NewBooking,
+    current: &Current,
+) -> Result<(), ApplyError> {
+    let rate = |r: Decimal| {
+        Rate::new(r).map_err(|e| {
+            ApplyError::Rejected(Reject::new("invalid_amount", format!("stored rate: {e}")))
+        })
+    };
+    let after = BookingAmounts::split(
+        b.amounts.total,
+        b.currency,
+        rate(current.deposit_rate)?,
+        rate(current.platform_fee_rate)?,
+    )
+    .map_err(|e| ApplyError::Rejected(Reject::new("invalid_amount", e.to_string())))?;
+    let (seq, last_hash) = chain_next(tx, &b.tenant_id).await?;
+    let fields = RevisionFields {
+        tenant_id: &b.tenant_id,
+        booking_ref: &b.booking_ref,
+        revision_no: current.revision_no + 1,
+        currency: b.currency,
+        total_delta: after.total - current.total_amount,
+        deposit_delta: after.deposit - current.deposit_amount,
+        cash_delta: after.cash - current.cash_amount,
+        fee_delta: after.platform_fee - current.platform_fee,
+        total_after: after.total,
+        fee_after: after.platform_fee,
+    };
+    let record_hash = fields.chained_hash(&last_hash);
+    sqlx::query(
+        "insert into booking_revisions (id, booking_id, tenant_id, revision_no, chain_seq,
+            currency, total_delta, deposit_delta, cash_delta, fee_delta, total_after,
+            deposit_after, cash_after, fee_after, prev_hash, record_hash, source_event_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(current.id)
+    .bind(&b.tenant_id)
+    .bind(fields.revision_no)
+    .bind(seq)
+    .bind(b.currency.code())
+    .bind(fields.total_delta)
+    .bind(fields.deposit_delta)
+    .bind(fields.cash_delta)
+    .bind(fields.fee_delta)
+    .bind(after.total)
+    .bind(after.deposit)
+    .bind(after.cash)
+    .bind(after.platform_fee)
+    .bind(&last_hash)
+    .bind(&record_hash)
+    .bind(&b.event_id)
+    .execute(&mut **tx)
+    .await?;
+    chain_advance(tx, &b.tenant_id, seq, &record_hash).await?;
+    Ok(())
 }
 
 async fn record_status(

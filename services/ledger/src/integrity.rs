@@ -1,0 +1,321 @@
+//! Verifying a tenant's hash chain: every record (booking or price revision) must hash to its
+//! stored hash from its stored financial fields, link to the record before it, and the chain
+//! head must agree with the last record. The first record that does not is reported.
+
+use billing_domain::Currency;
+use billing_domain::hash::{FinancialFields, GENESIS_HASH, RevisionFields};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+/// The financial fields of one chained record, as stored.
+#[derive(Debug, Clone)]
+pub enum Fields {
+    Booking {
+        total: Decimal,
+        deposit: Decimal,
+        cash: Decimal,
+        platform_fee: Decimal,
+        deposit_rate: Decimal,
+        fee_rate: Decimal,
+    },
+    Revision {
+        revision_no: i32,
+        total_delta: Decimal,
+        deposit_delta: Decimal,
+        cash_delta: Decimal,
+        fee_delta: Decimal,
+        total_after: Decimal,
+        fee_after: Decimal,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ChainRecord {
+    pub chain_seq: i64,
+    pub id: Uuid,
+    pub booking_ref: String,
+    pub currency: String,
+    pub fields: Fields,
+    pub prev_hash: String,
+    pub record_hash: String,
+}
+
+impl ChainRecord {
+    pub fn kind(&self) -> &'static str {
+        match self.fields {
+            Fields::Booking { .. } => "booking",
+            Fields::Revision { .. } => "revision",
+        }
+    }
+
+    /// The hash this record should have when chained from `prev_hash`.
+    fn expected_hash(&self, tenant_id: &str, prev_hash: &str) -> Option<String> {
+        let currency: Currency = self.currency.trim().parse().ok()?;
+        Some(match &self.fields {
+            Fields::Booking {
+                total,
+                deposit,
+                cash,
+                platform_fee,
+                deposit_rate,
+                fee_rate,
+            } => FinancialFields {
+                tenant_id,
+                booking_ref: &self.booking_ref,
+                currency,
+                total: *total,
+                deposit: *deposit,
+                cash: *cash,
+                platform_fee: *platform_fee,
+                deposit_rate: *deposit_rate,
+                fee_rate: *fee_rate,
+            }
+            .chained_hash(prev_hash),
+            Fields::Revision {
+                revision_no,
+                total_delta,
+                deposit_delta,
+                cash_delta,
+                fee_delta,
+                total_after,
+                fee_after,
+            } => RevisionFields {
+                tenant_id,
+                booking_ref: &self.booking_ref,
+                revision_no: *revision_no,
+                currency,
+                total_delta: *total_delta,
+                deposit_delta: *deposit_delta,
+                cash_delta: *cash_delta,
+                fee_delta: *fee_delta,
+                total_after: *total_after,
+                fee_after: *fee_after,
+            }
+            .chained_hash(prev_hash),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub chain_seq: i64,
+    /// `booking`, `revision`, or empty when the record is missing.
+    pub kind: &'static str,
+    pub record_id: Option<Uuid>,
+    pub booking_ref: String,
+    pub reason: String,
+    pub expected_hash: String,
+    pub stored_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub records_checked: u64,
+    pub head_hash: String,
+    pub violation: Option<Violation>,
+}
+
+fn violation(r: &ChainRecord, reason: String, expected: &str, stored: &str) -> Violation {
+    Violation {
+        chain_seq: r.chain_seq,
+        kind: r.kind(),
+        record_id: Some(r.id),
+        booking_ref: r.booking_ref.clone(),
+        reason,
+        expected_hash: expected.to_string(),
+        stored_hash: stored.to_string(),
+    }
+}
+
+/// Checks `records` (in chain order) and the chain head `(last_seq, last_hash)`.
+pub fn verify(tenant_id: &str, records: &[ChainRecord], head: Option<(i64, String)>) -> Report {
+    let mut prev = GENESIS_HASH.to_string();
+    let mut expected_seq = 1;
+    let mut checked = 0;
+    let report = |checked, prev: &str, violation| Report {
+        records_checked: checked,
+        head_hash: prev.to_string(),
+        violation,
+    };
+    for r in records {
+        checked += 1;
+        if r.chain_seq != expected_seq {
+            let (reason, at) = if r.chain_seq > expected_seq {
+                (format!("record {expected_seq} is missing"), expected_seq)
+            } else {
+                (
+                    format!("two records at position {}", r.chain_seq),
+                    r.chain_seq,
+                )
+            };
+            let missing = Violation {
+                chain_seq: at,
+                kind: "",
+                record_id: None,
+                booking_ref: String::new(),
+                reason,
+                expected_hash: String::new(),
+                stored_hash: String::new(),
+            };
+            return report(checked, &prev, Some(missing));
+        }
+        if r.prev_hash != prev {
+            let reason = format!(
+                "does not link to record {}: that record or this link was altered",
+                expected_seq - 1
+            );
+            return report(
+                checked,
+                &prev,
+                Some(violation(r, reason, &prev, &r.prev_hash)),
+            );
+        }
+        let Some(expected) = r.expected_hash(tenant_id, &prev) else {
+            let reason = format!("unknown currency {:?}", r.currency);
+            return report(
+                checked,
+                &prev,
+                Some(violation(r, reason, "", &r.record_hash)),
+            );
+        };
+        if expected != r.record_hash {
+            let reason = "financial fields do not match the record's hash".to_string();
+            return report(
+                checked,
+                &prev,
+                Some(violation(r, reason, &expected, &r.record_hash)),
+            );
+        }
+        prev = r.record_hash.clone();
+        expected_seq += 1;
+    }
+    let last_seq = expected_seq - 1;
+    let head_violation = match head {
+        None if last_seq == 0 => None,
+        None => Some((
+            "the chain head is missing".to_string(),
+            last_seq,
+            String::new(),
+        )),
+        Some((seq, _)) if seq != last_seq => Some((
+            format!("the chain head counts {seq} records, {last_seq} remain"),
+            seq,
+            String::new(),
+        )),
+        Some((_, hash)) if hash != prev => Some((
+            "the chain head's hash differs from the last record's".to_string(),
+            last_seq,
+            hash,
+        )),
+        Some(_) => None,
+    };
+    let violation = head_violation.map(|(reason, chain_seq, stored_hash)| Violation {
+        chain_seq,
+        kind: "",
+        record_id: None,
+        booking_ref: String::new(),
+        reason,
+        expected_hash: prev.clone(),
+        stored_hash,
+    });
+    report(checked, &prev, violation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str_exact(s).expect("decimal")
+    }
+
+    /// A valid chain of `n` bookings of 100.00 each.
+    fn chain(n: i64) -> (Vec<ChainRecord>, (i64, String)) {
+        let mut prev = GENESIS_HASH.to_string();
+        let mut records = Vec::new();
+        for seq in 1..=n {
+            let mut r = ChainRecord {
+                chain_seq: seq,
+                id: Uuid::now_v7(),
+                booking_ref: format!("b{seq}"),
+                currency: "AUD".into(),
+                fields: Fields::Booking {
+                    total: d("100.00"),
+                    deposit: d("20.00"),
+                    cash: d("80.00"),
+                    platform_fee: d("20.00"),
+                    deposit_rate: d("0.2"),
+                    fee_rate: d("0.2"),
+                },
+                prev_hash: prev.clone(),
+                record_hash: String::new(),
+            };
+            r.record_hash = r.expected_hash("t", &prev).expect("hash");
+            prev = r.record_hash.clone();
+            records.push(r);
+        }
+        (records, (n, prev))
+    }
+
+    #[test]
+    fn an_untouched_chain_is_intact() {
+        let (records, head) = chain(3);
+        let report = verify("t", &records, Some(head.clone()));
+        assert_eq!(report.violation, None);
+        assert_eq!(report.records_checked, 3);
+        assert_eq!(report.head_hash, head.1);
+        assert!(verify("t", &[], None).violation.is_none());
+    }
+
+    #[test]
+    fn each_kind_of_tampering_names_the_first_bad_record() {
+        // An edited amount.
+        let (mut records, head) = chain(3);
+        if let Fields::Booking { platform_fee, .. } = &mut records[1].fields {
+            *platform_fee = d("0.01");
+        }
+        let v = verify("t", &records, Some(head)).violation.expect("caught");
+        assert_eq!((v.chain_seq, v.booking_ref.as_str()), (2, "b2"));
+        assert!(v.reason.contains("do not match"), "{}", v.reason);
+
+        // An edited amount with its own hash recomputed: the next link breaks.
+        let (mut records, head2) = chain(3);
+        if let Fields::Booking { platform_fee, .. } = &mut records[1].fields {
+            *platform_fee = d("0.01");
+        }
+        let prev = records[0].record_hash.clone();
+        records[1].record_hash = records[1].expected_hash("t", &prev).expect("hash");
+        let v = verify("t", &records, Some(head2))
+            .violation
+            .expect("caught");
+        assert_eq!(v.chain_seq, 3);
+        assert!(
+            v.reason.contains("does not link to record 2"),
+            "{}",
+            v.reason
+        );
+
+        // A deleted record in the middle, and at the end.
+        let (mut records, head3) = chain(3);
+        records.remove(1);
+        let v = verify("t", &records, Some(head3))
+            .violation
+            .expect("caught");
+        assert_eq!((v.chain_seq, v.reason.as_str()), (2, "record 2 is missing"));
+        let (mut records, head4) = chain(3);
+        records.pop();
+        let v = verify("t", &records, Some(head4))
+            .violation
+            .expect("caught");
+        assert_eq!(v.chain_seq, 3);
+        assert!(
+            v.reason.contains("counts 3 records, 2 remain"),
+            "{}",
+            v.reason
+        );
+
+        // Another tenant's records do not verify as this tenant's.
+        let (records, head5) = chain(1);
+        assert!(verify("u", &records, Some(head5)).violation.is_some());
+    }
+}
