@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Obviously fake secret for the test tenant.
 pub const CLAIRE_SECRET: &str = "whsec_ZmFrZS10ZXN0LXNlY3JldC1ub3QtcmVhbA==";
+/// Obviously fake secret of the second tenant, who bills in yen from Tokyo.
+pub const KENJI_SECRET: &str = "whsec_ZmFrZS1rZW5qaS10ZXN0LXNlY3JldA==";
 /// An older secret of Claire's, still accepted during a rotation.
 pub const CLAIRE_OLD_SECRET: &str = "whsec_b2xkLWZha2UtdGVzdC1zZWNyZXQ=";
 /// Obviously fake token in Claire's SimplyBook callback URL, and her SimplyBook company login.
@@ -46,6 +48,7 @@ pub struct System {
     pub invoicing: SocketAddr,
     pub notifier: SocketAddr,
     ingest_config: ingest::Config,
+    ledger_config: ledger::Config,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     dir: PathBuf,
@@ -92,6 +95,13 @@ impl System {
                 "callback_tokens": [CLAIRE_CALLBACK_TOKEN],
                 "simplybook_api_key": CLAIRE_API_KEY,
                 "simplybook_secret_key": CLAIRE_SECRET_KEY
+            }, {
+                "id": "kenji",
+                "name": "Kenji Sato Shiatsu",
+                "billing_email": "kenji.billing@example.test",
+                "time_zone": "Asia/Tokyo",
+                "currency": "JPY",
+                "webhook_secrets": [KENJI_SECRET]
             }]})
             .to_string(),
         )?;
@@ -138,6 +148,7 @@ impl System {
             simplybook_timeout_ms: 2000,
             batch_size: 100,
         };
+        let ledger_config = config.clone();
         let token = shutdown.clone();
         tasks.push((
             "ledger",
@@ -190,6 +201,7 @@ impl System {
             invoicing,
             notifier,
             ingest_config,
+            ledger_config,
             shutdown,
             tasks,
             dir,
@@ -238,6 +250,27 @@ impl System {
         let token = CancellationToken::new();
         let stop = token.clone();
         let task = tokio::spawn(async move { Ok(ingest::run(config, l, stop).await?) });
+        self.wait_ready(addr).await?;
+        Ok((addr, token, task))
+    }
+
+    /// Starts one more ledger replica on the same database and durable consumer, with its own
+    /// shutdown token.
+    pub async fn spawn_ledger(
+        &self,
+    ) -> anyhow::Result<(
+        SocketAddr,
+        CancellationToken,
+        JoinHandle<anyhow::Result<()>>,
+    )> {
+        let (l, addr) = listener().await?;
+        let config = ledger::Config {
+            listen_addr: addr,
+            ..self.ledger_config.clone()
+        };
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        let task = tokio::spawn(async move { Ok(ledger::run(config, l, stop).await?) });
         self.wait_ready(addr).await?;
         Ok((addr, token, task))
     }

@@ -5,8 +5,11 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use billing_proto::ledger::VerifyIntegrityRequest;
+use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_runtime::nats::{HDR_DLQ_REASON, HDR_EVENT_ID, HDR_TENANT};
 use futures::StreamExt;
+use rust_decimal::Decimal;
 
 use crate::harness::{System, eventually};
 
@@ -58,7 +61,11 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
     let audit: Vec<(String, String, Option<String>)> =
         eventually(Duration::from_secs(20), || async {
             let rows: Vec<(String, String, Option<String>)> =
-                sqlx::query_as("select event_id, outcome, reason from audit_log order by id")
+                // By event, then in the order written (a batch's dead letters are audited
+                // before the batch itself commits).
+                sqlx::query_as(
+                    "select event_id, outcome, reason from audit_log order by event_id, id",
+                )
                     .fetch_all(&db)
                     .await?;
             Ok((rows.len() >= 4).then_some(rows))
@@ -109,5 +116,103 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
         "{headers:?}"
     );
     assert_eq!(dead[0].payload.as_ref(), body("7002", "-5.00").as_bytes());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_ledger_replicas_share_the_stream_and_never_double_insert() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = replicas(&system).await;
+    system.finish(result).await
+}
+
+async fn replicas(system: &System) -> anyhow::Result<()> {
+    let (_, stop, second) = system.spawn_ledger().await?;
+    let js = system.jetstream().await?;
+    // 600 bookings for two tenants (yen for Kenji); every other one is published twice under a
+    // different Nats-Msg-Id (as after JetStream's dedup window); all in a shuffled order.
+    let mut events: Vec<(usize, &str, String)> = (0..600)
+        .map(|n| {
+            if n % 3 == 0 {
+                (n, "kenji", format!("{}", 1000 + n))
+            } else {
+                (n, "claire", format!("{}.{:02}", 10 + n, n % 100))
+            }
+        })
+        .collect();
+    let repeats: Vec<_> = events.iter().step_by(2).cloned().collect();
+    events.extend(repeats);
+    events.sort_by_key(|(n, tenant, _)| (n * 7919 + tenant.len()) % 1201);
+    let mut acks = Vec::new();
+    for (i, (n, tenant, price)) in events.iter().enumerate() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("r-{i}").as_str(),
+        );
+        headers.insert(HDR_EVENT_ID, format!("simplybook:{tenant}:e{n}").as_str());
+        headers.insert(HDR_TENANT, *tenant);
+        let subject = system.subjects().simplybook(tenant);
+        acks.push(
+            js.publish_with_headers(subject, headers, body(&n.to_string(), price).into())
+                .await?,
+        );
+    }
+    for ack in acks {
+        ack.await?;
+    }
+
+    let db = system.db("ledger").await?;
+    let outcomes: Vec<(String, i64)> = eventually(Duration::from_secs(60), || async {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "select outcome, count(*) from audit_log group by outcome order by outcome",
+        )
+        .fetch_all(&db)
+        .await?;
+        let total: i64 = rows.iter().map(|r| r.1).sum();
+        Ok((total >= 900).then_some(rows))
+    })
+    .await?;
+    assert_eq!(
+        outcomes,
+        [("duplicate".to_string(), 300), ("stored".to_string(), 600)]
+    );
+    let per_tenant: Vec<(String, i64, i64)> = sqlx::query_as(
+        "select tenant_id, count(*), max(chain_seq) from bookings group by tenant_id order by 1",
+    )
+    .fetch_all(&db)
+    .await?;
+    assert_eq!(
+        per_tenant,
+        [
+            ("claire".to_string(), 400, 400),
+            ("kenji".to_string(), 200, 200)
+        ],
+        "one record per booking, chains without gaps"
+    );
+    // Yen have no minor unit: 1003 → deposit 201 (200.6 rounded half up), cash 802, fee 201.
+    let yen: (Decimal, Decimal, Decimal) = sqlx::query_as(
+        "select deposit_amount, cash_amount, platform_fee from bookings
+         where tenant_id = 'kenji' and booking_ref = '3'",
+    )
+    .fetch_one(&db)
+    .await?;
+    assert_eq!(
+        yen,
+        (Decimal::from(201), Decimal::from(802), Decimal::from(201))
+    );
+    let mut ledger = LedgerServiceClient::connect(format!("http://{}", system.ledger)).await?;
+    for (tenant, records) in [("claire", 400), ("kenji", 200)] {
+        let report = ledger
+            .verify_integrity(VerifyIntegrityRequest {
+                tenant_id: tenant.into(),
+            })
+            .await?
+            .into_inner();
+        assert!(report.intact, "{tenant}: {report:?}");
+        assert_eq!(report.records_checked, records);
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(15), second).await???;
     Ok(())
 }

@@ -162,9 +162,37 @@ pub fn header<'a>(msg: &'a async_nats::Message, name: &str) -> Option<&'a str> {
         .map(|v| v.as_str())
 }
 
+/// One pull request for up to `batch_size` messages, ending when that many arrived or `wait`
+/// passed. `None` once `shutdown` is cancelled; pull failures (the broker restarting) are logged
+/// and retried after a second.
+async fn pull(
+    consumer: &PullConsumer,
+    batch_size: usize,
+    wait: Duration,
+    shutdown: &Shutdown,
+) -> Option<jetstream::consumer::pull::Batch> {
+    while !shutdown.is_cancelled() {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            batch = consumer
+                .batch()
+                .max_messages(batch_size)
+                .expires(wait)
+                .messages() => batch,
+        };
+        match batch {
+            Ok(messages) => return Some(messages),
+            Err(err) => {
+                tracing::warn!(error = %err, "pulling from jetstream failed, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    None
+}
+
 /// Pulls batches of up to `batch_size` from `consumer` and hands each message to `handle`, one at
-/// a time, until `shutdown`. The batch in hand is always finished; pull failures (the broker
-/// restarting) are logged and retried after a second.
+/// a time as it arrives, until `shutdown`. The batch in hand is always finished.
 pub async fn consume<F, Fut>(
     consumer: &PullConsumer,
     batch_size: usize,
@@ -174,23 +202,9 @@ pub async fn consume<F, Fut>(
     F: FnMut(jetstream::Message) -> Fut,
     Fut: Future<Output = ()>,
 {
-    while !shutdown.is_cancelled() {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            batch = consumer
-                .batch()
-                .max_messages(batch_size)
-                .expires(Duration::from_secs(1))
-                .messages() => batch,
-        };
-        let mut messages = match batch {
-            Ok(messages) => messages,
-            Err(err) => {
-                tracing::warn!(error = %err, "pulling from jetstream failed, retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
+    while let Some(mut messages) =
+        pull(consumer, batch_size, Duration::from_secs(1), shutdown).await
+    {
         while let Some(message) = messages.next().await {
             match message {
                 Ok(message) => handle(message).await,
@@ -199,6 +213,36 @@ pub async fn consume<F, Fut>(
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Pulls up to `batch_size` messages, waiting at most `wait` for a batch to fill, and hands them
+/// to `handle` together (to be written in one transaction), until `shutdown`. The batch in hand
+/// is always finished.
+pub async fn consume_batches<F, Fut>(
+    consumer: &PullConsumer,
+    batch_size: usize,
+    wait: Duration,
+    shutdown: &Shutdown,
+    mut handle: F,
+) where
+    F: FnMut(Vec<jetstream::Message>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    while let Some(mut messages) = pull(consumer, batch_size, wait, shutdown).await {
+        let mut batch = Vec::with_capacity(batch_size);
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(message) => batch.push(message),
+                Err(err) => {
+                    tracing::warn!(error = %err, "receiving a message failed");
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            handle(batch).await;
         }
     }
 }

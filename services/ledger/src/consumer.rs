@@ -15,14 +15,46 @@ use billing_runtime::nats::{
     self, AUTH_CALLBACK_TOKEN, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_TENANT, header,
 };
 use billing_runtime::{Shutdown, Subjects};
+use futures::StreamExt;
 use prost::Message as _;
 
+use crate::batch::Outcome;
+use crate::events::NewBooking;
 use crate::events::{self, Reject};
 use crate::simplybook::{FetchError, SimplyBook};
-use crate::store::{Applied, ApplyError, Store};
+use crate::store::{Applied, Store};
 
 const CONSUMER: &str = "ledger";
 const REJECTIONS_CONSUMER: &str = "ledger-rejections";
+/// The longest a batch waits to fill before it is written: the latency floor at low rates.
+const BATCH_WAIT: Duration = Duration::from_millis(100);
+/// SimplyBook lookups in flight at once while a batch of callbacks is confirmed.
+const CONCURRENT_FETCHES: usize = 16;
+
+/// What the ledger reads from a message's headers.
+struct Meta<'a> {
+    event_id: String,
+    tenant: &'a str,
+    stream_seq: u64,
+    delivered: i64,
+}
+
+impl<'a> Meta<'a> {
+    fn of(msg: &'a jetstream::Message) -> Self {
+        let (stream_seq, delivered) = msg
+            .info()
+            .map(|i| (i.stream_sequence, i.delivered))
+            .unwrap_or((0, 1));
+        Meta {
+            event_id: header(msg, HDR_EVENT_ID)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("webhooks-seq:{stream_seq}")),
+            tenant: header(msg, HDR_TENANT).unwrap_or(""),
+            stream_seq,
+            delivered,
+        }
+    }
+}
 
 pub struct Consumer {
     js: jetstream::Context,
@@ -95,9 +127,13 @@ impl Consumer {
     /// Pulls and handles batches until `shutdown`; the batch in hand is always finished.
     pub async fn run(self, shutdown: Shutdown) {
         tokio::join!(
-            nats::consume(&self.consumer, self.batch_size, &shutdown, |msg| {
-                self.handle(msg)
-            }),
+            nats::consume_batches(
+                &self.consumer,
+                self.batch_size,
+                BATCH_WAIT,
+                &shutdown,
+                |batch| self.handle_batch(batch)
+            ),
             nats::consume(&self.rejections, self.batch_size, &shutdown, |msg| {
                 self.handle_rejection(msg)
             }),
@@ -105,52 +141,99 @@ impl Consumer {
         tracing::info!("ledger consumers stopped");
     }
 
-    async fn handle(&self, msg: jetstream::Message) {
-        let (stream_seq, delivered) = msg
-            .info()
-            .map(|i| (i.stream_sequence, i.delivered))
-            .unwrap_or((0, 1));
-        let event_id = header(&msg, HDR_EVENT_ID)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("webhooks-seq:{stream_seq}"));
-        let tenant = header(&msg, HDR_TENANT).unwrap_or("");
-
-        let decoded = if header(&msg, HDR_AUTH) == Some(AUTH_CALLBACK_TOKEN) {
-            self.confirm_callback(tenant, &event_id, &msg.payload).await
-        } else {
-            events::decode(&self.tenants, tenant, &event_id, &msg.payload)
-                .map_err(Unapplied::Reject)
-        };
-        let disposition = match decoded {
-            Err(Unapplied::Retry(reason)) => Disposition::Retry(reason),
-            Err(Unapplied::Reject(reject)) => {
-                self.dead_letter(&msg, CONSUMER, "simplybook", &event_id, tenant, &reject)
-                    .await
+    /// Decodes every message (fetching callbacks from SimplyBook, several at once), applies the
+    /// bookings in one transaction, dead-letters what cannot be applied, then acks.
+    async fn handle_batch(&self, messages: Vec<jetstream::Message>) {
+        let decoded: Vec<Result<NewBooking, Unapplied>> =
+            // Indices, not references, in the closure: it keeps the future `Send` for tokio.
+            futures::stream::iter(0..messages.len())
+                .map(|i| self.decode(&messages[i]))
+                .buffered(CONCURRENT_FETCHES)
+                .collect()
+                .await;
+        let mut dispositions: Vec<Option<Disposition>> = messages.iter().map(|_| None).collect();
+        let mut to_apply = Vec::new();
+        let mut positions = Vec::new();
+        for (i, (msg, decoded)) in messages.iter().zip(decoded).enumerate() {
+            match decoded {
+                Ok(booking) => {
+                    to_apply.push((booking, Meta::of(msg).stream_seq));
+                    positions.push(i);
+                }
+                Err(Unapplied::Retry(reason)) => dispositions[i] = Some(Disposition::Retry(reason)),
+                Err(Unapplied::Reject(reject)) => {
+                    dispositions[i] = Some(self.dead_letter_booking(msg, &reject).await);
+                }
             }
-            Ok(booking) => match self.store.apply(&booking, stream_seq).await {
-                Ok((applied, booking_id)) => {
-                    metrics::counter!("ledger_events_total", "outcome" => applied.as_str())
-                        .increment(1);
-                    if applied != Applied::Duplicate {
-                        observe_latency(&msg);
+        }
+        if !to_apply.is_empty() {
+            match self.store.apply_batch(&to_apply).await {
+                Ok(outcomes) => {
+                    for ((booking, _), (&i, outcome)) in
+                        to_apply.iter().zip(positions.iter().zip(outcomes))
+                    {
+                        dispositions[i] = Some(match outcome {
+                            Outcome::Applied(applied, booking_id) => {
+                                metrics::counter!("ledger_events_total", "outcome" => applied.as_str())
+                                    .increment(1);
+                                if applied != Applied::Duplicate {
+                                    observe_latency(&messages[i]);
+                                }
+                                tracing::debug!(
+                                    event_id = booking.event_id,
+                                    tenant = booking.tenant_id,
+                                    outcome = applied.as_str(),
+                                    booking_id = ?booking_id,
+                                    "booking event applied"
+                                );
+                                Disposition::Ack
+                            }
+                            Outcome::Rejected(reject) => {
+                                self.dead_letter_booking(&messages[i], &reject).await
+                            }
+                        });
                     }
-                    tracing::info!(
-                        event_id,
-                        tenant,
-                        outcome = applied.as_str(),
-                        booking_id = ?booking_id,
-                        "booking event applied"
-                    );
-                    Disposition::Ack
+                    tracing::info!(events = to_apply.len(), "batch committed");
                 }
-                Err(ApplyError::Rejected(reject)) => {
-                    self.dead_letter(&msg, CONSUMER, "simplybook", &event_id, tenant, &reject)
-                        .await
+                Err(err) => {
+                    for &i in &positions {
+                        dispositions[i] = Some(Disposition::Retry(format!("database: {err}")));
+                    }
                 }
-                Err(ApplyError::Db(err)) => Disposition::Retry(format!("database: {err}")),
-            },
-        };
-        settle(&msg, &event_id, delivered, disposition).await;
+            }
+        }
+        for (msg, disposition) in messages.iter().zip(dispositions) {
+            let meta = Meta::of(msg);
+            let disposition =
+                disposition.unwrap_or_else(|| Disposition::Retry("not handled".into()));
+            settle(msg, &meta.event_id, meta.delivered, disposition).await;
+        }
+    }
+
+    /// A booking from a message: a signed payload carries it; a callback is confirmed with
+    /// SimplyBook first.
+    async fn decode(&self, msg: &jetstream::Message) -> Result<NewBooking, Unapplied> {
+        let meta = Meta::of(msg);
+        if header(msg, HDR_AUTH) == Some(AUTH_CALLBACK_TOKEN) {
+            self.confirm_callback(meta.tenant, &meta.event_id, &msg.payload)
+                .await
+        } else {
+            events::decode(&self.tenants, meta.tenant, &meta.event_id, &msg.payload)
+                .map_err(Unapplied::Reject)
+        }
+    }
+
+    async fn dead_letter_booking(&self, msg: &jetstream::Message, reject: &Reject) -> Disposition {
+        let meta = Meta::of(msg);
+        self.dead_letter(
+            msg,
+            CONSUMER,
+            "simplybook",
+            &meta.event_id,
+            meta.tenant,
+            reject,
+        )
+        .await
     }
 
     /// A native callback names a booking without its details: fetch them from SimplyBook, which

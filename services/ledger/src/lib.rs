@@ -2,6 +2,7 @@
 //! trail, and serves them over gRPC (`billing.ledger.v1.LedgerService`).
 #![forbid(unsafe_code)]
 
+mod batch;
 mod consumer;
 mod events;
 mod grpc;

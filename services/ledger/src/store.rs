@@ -1,15 +1,16 @@
-//! The ledger's tables: recording bookings on the tenant's hash chain, status changes, the audit
-//! log and idempotency keys, each event in one transaction.
+//! The ledger's tables: bookings and revisions on each tenant's hash chain (written in batches
+//! by [`crate::batch`]), the audit log, dead letters, refused requests, and the queries behind
+//! the gRPC API.
 
-use billing_domain::hash::{FinancialFields, GENESIS_HASH, RevisionFields};
-use billing_domain::{BookingAmounts, Currency, Rate};
+use billing_domain::Currency;
 use billing_proto::events::WebhookRejectedV1;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::events::{NewBooking, Reject};
+use crate::batch;
+use crate::events::NewBooking;
 use crate::integrity::{ChainRecord, Fields};
 
 /// What applying an event did.
@@ -34,15 +35,6 @@ impl Applied {
             Applied::Duplicate => "duplicate",
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The event contradicts the record and must not be applied.
-    #[error("{}", .0.message)]
-    Rejected(Reject),
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
 }
 
 /// A booking as stored.
@@ -83,82 +75,12 @@ impl Store {
         Store { pool }
     }
 
-    /// Applies one booking event atomically: idempotency key, booking or status change, audit row.
-    pub async fn apply(
+    /// Applies a batch of booking events in one transaction (see [`crate::batch`]).
+    pub async fn apply_batch(
         &self,
-        b: &NewBooking,
-        stream_seq: u64,
-    ) -> Result<(Applied, Option<Uuid>), ApplyError> {
-        let mut tx = self.pool.begin().await?;
-        if !claim_event(&mut tx, &b.event_id).await? {
-            audit(
-                &mut tx,
-                b,
-                Applied::Duplicate.as_str(),
-                None,
-                Some("event already processed"),
-                stream_seq,
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok((Applied::Duplicate, None));
-        }
-        let existing: Option<Current> = sqlx::query_as(
-            "select b.id, b.status, b.session_at, b.currency, b.deposit_rate, b.platform_fee_rate,
-                    c.revision_no, c.total_amount, c.deposit_amount, c.cash_amount, c.platform_fee
-             from bookings b join current_amounts c on c.booking_id = b.id
-             where b.tenant_id = $1 and b.booking_ref = $2
-             for update of b",
-        )
-        .bind(&b.tenant_id)
-        .bind(&b.booking_ref)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        let (applied, id) = match existing {
-            None => (Applied::Stored, insert_booking(&mut tx, b).await?),
-            Some(current) => {
-                if current.currency.trim() != b.currency.code() {
-                    // Dropping `tx` rolls back the claimed event key too.
-                    return Err(ApplyError::Rejected(Reject::new(
-                        "currency_change",
-                        format!(
-                            "booking {} was recorded in {}, event says {}",
-                            b.booking_ref,
-                            current.currency.trim(),
-                            b.currency
-                        ),
-                    )));
-                }
-                let revised = current.total_amount != b.amounts.total;
-                if revised {
-                    insert_revision(&mut tx, b, &current).await?;
-                }
-                let moved =
-                    current.status != b.status.as_str() || current.session_at != b.session_at;
-                if moved {
-                    sqlx::query(
-                        "update bookings set status = $2, session_at = $3, updated_at = now() where id = $1",
-                    )
-                    .bind(current.id)
-                    .bind(b.status.as_str())
-                    .bind(b.session_at)
-                    .execute(&mut *tx)
-                    .await?;
-                    record_status(&mut tx, current.id, b).await?;
-                }
-                let applied = match (revised, moved) {
-                    (true, _) => Applied::Revised,
-                    (false, true) => Applied::StatusChanged,
-                    (false, false) => Applied::Duplicate,
-                };
-                (applied, current.id)
-            }
-        };
-        let reason = (applied == Applied::Duplicate).then_some("booking already in this state");
-        audit(&mut tx, b, applied.as_str(), Some(id), reason, stream_seq).await?;
-        tx.commit().await?;
-        Ok((applied, Some(id)))
+        events: &[(NewBooking, u64)],
+    ) -> Result<Vec<batch::Outcome>, sqlx::Error> {
+        batch::apply(&self.pool, events).await
     }
 
     /// Records that an event was dead-lettered (once, however often it is redelivered). The
@@ -377,218 +299,6 @@ async fn claim_event(
             .execute(&mut **tx)
             .await?;
     Ok(inserted.rows_affected() == 1)
-}
-
-/// A recorded booking as it stands, locked for the event being applied.
-#[derive(sqlx::FromRow)]
-struct Current {
-    id: Uuid,
-    status: String,
-    session_at: DateTime<Utc>,
-    currency: String,
-    deposit_rate: Decimal,
-    platform_fee_rate: Decimal,
-    revision_no: i32,
-    total_amount: Decimal,
-    deposit_amount: Decimal,
-    cash_amount: Decimal,
-    platform_fee: Decimal,
-}
-
-/// Locks the tenant's chain head and returns the next position and the hash to chain from.
-/// The row lock is held until the transaction ends, so the chain stays linear.
-async fn chain_next(
-    tx: &mut Transaction<'_, Postgres>,
-    tenant_id: &str,
-) -> Result<(i64, String), sqlx::Error> {
-    let (last_seq, last_hash): (i64, String) = sqlx::query_as(
-        "insert into chain_heads (tenant_id, last_seq, last_hash) values ($1, 0, $2)
-         on conflict (tenant_id) do update set tenant_id = excluded.tenant_id
-         returning last_seq, last_hash",
-    )
-    .bind(tenant_id)
-    .bind(GENESIS_HASH)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok((last_seq + 1, last_hash))
-}
-
-async fn chain_advance(
-    tx: &mut Transaction<'_, Postgres>,
-    tenant_id: &str,
-    seq: i64,
-    hash: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("update chain_heads set last_seq = $2, last_hash = $3 where tenant_id = $1")
-        .bind(tenant_id)
-        .bind(seq)
-        .bind(hash)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// Appends a booking to its tenant's chain.
-async fn insert_booking(
-    tx: &mut Transaction<'_, Postgres>,
-    b: &NewBooking,
-) -> Result<Uuid, sqlx::Error> {
-    let (seq, last_hash) = chain_next(tx, &b.tenant_id).await?;
-    let fields = FinancialFields {
-        tenant_id: &b.tenant_id,
-        booking_ref: &b.booking_ref,
-        currency: b.currency,
-        total: b.amounts.total,
-        deposit: b.amounts.deposit,
-        cash: b.amounts.cash,
-        platform_fee: b.amounts.platform_fee,
-        deposit_rate: b.deposit_rate.value(),
-        fee_rate: b.fee_rate.value(),
-    };
-    let record_hash = fields.chained_hash(&last_hash);
-    let id = Uuid::now_v7();
-    let client = b.client.as_ref();
-    sqlx::query(
-        "insert into bookings (id, tenant_id, booking_ref, booking_hash, chain_seq, currency,
-            total_amount, deposit_amount, cash_amount, platform_fee, deposit_rate, platform_fee_rate,
-            prev_hash, record_hash, status, session_at, service_id, service_name,
-            service_duration_minutes, provider_name, client_name, client_email, client_phone,
-            source_event_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-            $19, $20, $21, $22, $23, $24)",
-    )
-    .bind(id)
-    .bind(&b.tenant_id)
-    .bind(&b.booking_ref)
-    .bind(&b.booking_hash)
-    .bind(seq)
-    .bind(b.currency.code())
-    .bind(b.amounts.total)
-    .bind(b.amounts.deposit)
-    .bind(b.amounts.cash)
-    .bind(b.amounts.platform_fee)
-    .bind(b.deposit_rate.value())
-    .bind(b.fee_rate.value())
-    .bind(&last_hash)
-    .bind(&record_hash)
-    .bind(b.status.as_str())
-    .bind(b.session_at)
-    .bind(&b.service_id)
-    .bind(&b.service_name)
-    .bind(b.service_duration_minutes)
-    .bind(&b.provider_name)
-    .bind(client.and_then(|c| c.name.as_deref()))
-    .bind(client.and_then(|c| c.email.as_deref()))
-    .bind(client.and_then(|c| c.phone.as_deref()))
-    .bind(&b.event_id)
-    .execute(&mut **tx)
-    .await?;
-    chain_advance(tx, &b.tenant_id, seq, &record_hash).await?;
-    record_status(tx, id, b).await?;
-    Ok(id)
-}
-
-/// Appends a price revision: the new price split by the rates snapshotted on the booking (not
-/// the tenant's current ones), stored as the change from the current amounts.
-async fn insert_revision(
-    tx: &mut Transaction<'_, Postgres>,
-    b: &NewBooking,
-    current: &Current,
-) -> Result<(), ApplyError> {
-    let rate = |r: Decimal| {
-        Rate::new(r).map_err(|e| {
-            ApplyError::Rejected(Reject::new("invalid_amount", format!("stored rate: {e}")))
-        })
-    };
-    let after = BookingAmounts::split(
-        b.amounts.total,
-        b.currency,
-        rate(current.deposit_rate)?,
-        rate(current.platform_fee_rate)?,
-    )
-    .map_err(|e| ApplyError::Rejected(Reject::new("invalid_amount", e.to_string())))?;
-    let (seq, last_hash) = chain_next(tx, &b.tenant_id).await?;
-    let fields = RevisionFields {
-        tenant_id: &b.tenant_id,
-        booking_ref: &b.booking_ref,
-        revision_no: current.revision_no + 1,
-        currency: b.currency,
-        total_delta: after.total - current.total_amount,
-        deposit_delta: after.deposit - current.deposit_amount,
-        cash_delta: after.cash - current.cash_amount,
-        fee_delta: after.platform_fee - current.platform_fee,
-        total_after: after.total,
-        fee_after: after.platform_fee,
-    };
-    let record_hash = fields.chained_hash(&last_hash);
-    sqlx::query(
-        "insert into booking_revisions (id, booking_id, tenant_id, revision_no, chain_seq,
-            currency, total_delta, deposit_delta, cash_delta, fee_delta, total_after,
-            deposit_after, cash_after, fee_after, prev_hash, record_hash, source_event_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(current.id)
-    .bind(&b.tenant_id)
-    .bind(fields.revision_no)
-    .bind(seq)
-    .bind(b.currency.code())
-    .bind(fields.total_delta)
-    .bind(fields.deposit_delta)
-    .bind(fields.cash_delta)
-    .bind(fields.fee_delta)
-    .bind(after.total)
-    .bind(after.deposit)
-    .bind(after.cash)
-    .bind(after.platform_fee)
-    .bind(&last_hash)
-    .bind(&record_hash)
-    .bind(&b.event_id)
-    .execute(&mut **tx)
-    .await?;
-    chain_advance(tx, &b.tenant_id, seq, &record_hash).await?;
-    Ok(())
-}
-
-async fn record_status(
-    tx: &mut Transaction<'_, Postgres>,
-    id: Uuid,
-    b: &NewBooking,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into booking_status_history (booking_id, status, session_at, event_id)
-         values ($1, $2, $3, $4)",
-    )
-    .bind(id)
-    .bind(b.status.as_str())
-    .bind(b.session_at)
-    .bind(&b.event_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn audit(
-    tx: &mut Transaction<'_, Postgres>,
-    b: &NewBooking,
-    outcome: &str,
-    booking_id: Option<Uuid>,
-    reason: Option<&str>,
-    stream_seq: u64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into audit_log (source, event_id, tenant_id, outcome, booking_id, reason, stream_seq)
-         values ('simplybook', $1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&b.event_id)
-    .bind(&b.tenant_id)
-    .bind(outcome)
-    .bind(booking_id)
-    .bind(reason)
-    .bind(i64::try_from(stream_seq).unwrap_or(i64::MAX))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 impl BookingRow {

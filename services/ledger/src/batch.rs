@@ -1,0 +1,603 @@
+//! Applying a batch of booking events in one transaction, with one statement per table.
+//!
+//! 1. Claim every event id (a redelivered event finds its key and changes nothing).
+//! 2. Lock the chain head of every tenant in the batch, in tenant order (two ledger replicas
+//!    working on the same tenant take turns, and never deadlock).
+//! 3. Load the bookings the batch names, as they stand now.
+//! 4. Decide, event by event in stream order and in memory, what each one does: a new booking
+//!    on the chain, a price revision on the chain, a status/time change, nothing (duplicate), or
+//!    a rejection (its key is released so the dead-letter path can handle it).
+//! 5. Write everything with `unnest` inserts and updates, and commit.
+
+use std::collections::{HashMap, HashSet};
+
+use billing_domain::hash::{FinancialFields, GENESIS_HASH, RevisionFields};
+use billing_domain::{BookingAmounts, Currency, Rate};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::events::{NewBooking, Reject};
+use crate::store::Applied;
+
+/// What one event of a batch did.
+#[derive(Debug)]
+pub enum Outcome {
+    Applied(Applied, Option<Uuid>),
+    /// The event contradicts the record (e.g. another currency) and must be dead-lettered.
+    Rejected(Reject),
+}
+
+/// A recorded booking as it stands, updated in memory as the batch is walked.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Current {
+    tenant_id: String,
+    booking_ref: String,
+    id: Uuid,
+    status: String,
+    session_at: DateTime<Utc>,
+    currency: String,
+    deposit_rate: Decimal,
+    platform_fee_rate: Decimal,
+    revision_no: i32,
+    total_amount: Decimal,
+    deposit_amount: Decimal,
+    cash_amount: Decimal,
+    platform_fee: Decimal,
+}
+
+/// Rows to write, one vector per column (the shape `unnest` wants).
+#[derive(Default)]
+struct Writes {
+    bookings: BookingColumns,
+    revisions: RevisionColumns,
+    history: HistoryColumns,
+    /// booking id → latest (status, session_at)
+    moves: HashMap<Uuid, (String, DateTime<Utc>)>,
+    audit: AuditColumns,
+    released: Vec<String>,
+}
+
+#[derive(Default)]
+struct BookingColumns {
+    id: Vec<Uuid>,
+    tenant_id: Vec<String>,
+    booking_ref: Vec<String>,
+    booking_hash: Vec<Option<String>>,
+    chain_seq: Vec<i64>,
+    currency: Vec<String>,
+    total: Vec<Decimal>,
+    deposit: Vec<Decimal>,
+    cash: Vec<Decimal>,
+    fee: Vec<Decimal>,
+    deposit_rate: Vec<Decimal>,
+    fee_rate: Vec<Decimal>,
+    prev_hash: Vec<String>,
+    record_hash: Vec<String>,
+    status: Vec<String>,
+    session_at: Vec<DateTime<Utc>>,
+    service_id: Vec<Option<String>>,
+    service_name: Vec<String>,
+    service_duration: Vec<Option<i32>>,
+    provider_name: Vec<Option<String>>,
+    client_name: Vec<Option<String>>,
+    client_email: Vec<Option<String>>,
+    client_phone: Vec<Option<String>>,
+    source_event_id: Vec<String>,
+}
+
+#[derive(Default)]
+struct RevisionColumns {
+    id: Vec<Uuid>,
+    booking_id: Vec<Uuid>,
+    tenant_id: Vec<String>,
+    revision_no: Vec<i32>,
+    chain_seq: Vec<i64>,
+    currency: Vec<String>,
+    total_delta: Vec<Decimal>,
+    deposit_delta: Vec<Decimal>,
+    cash_delta: Vec<Decimal>,
+    fee_delta: Vec<Decimal>,
+    total_after: Vec<Decimal>,
+    deposit_after: Vec<Decimal>,
+    cash_after: Vec<Decimal>,
+    fee_after: Vec<Decimal>,
+    prev_hash: Vec<String>,
+    record_hash: Vec<String>,
+    source_event_id: Vec<String>,
+}
+
+#[derive(Default)]
+struct HistoryColumns {
+    booking_id: Vec<Uuid>,
+    status: Vec<String>,
+    session_at: Vec<DateTime<Utc>>,
+    event_id: Vec<String>,
+}
+
+#[derive(Default)]
+struct AuditColumns {
+    event_id: Vec<String>,
+    tenant_id: Vec<String>,
+    outcome: Vec<&'static str>,
+    booking_id: Vec<Option<Uuid>>,
+    reason: Vec<Option<&'static str>>,
+    stream_seq: Vec<i64>,
+}
+
+impl AuditColumns {
+    fn push(
+        &mut self,
+        b: &NewBooking,
+        outcome: Applied,
+        booking_id: Option<Uuid>,
+        reason: Option<&'static str>,
+        stream_seq: u64,
+    ) {
+        self.event_id.push(b.event_id.clone());
+        self.tenant_id.push(b.tenant_id.clone());
+        self.outcome.push(outcome.as_str());
+        self.booking_id.push(booking_id);
+        self.reason.push(reason);
+        self.stream_seq
+            .push(i64::try_from(stream_seq).unwrap_or(i64::MAX));
+    }
+}
+
+/// Applies `events` (each with its stream sequence) in one transaction; one outcome per event,
+/// in order. A database error rolls everything back: retry the whole batch.
+pub async fn apply(
+    pool: &PgPool,
+    events: &[(NewBooking, u64)],
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+
+    let ids: Vec<&str> = events.iter().map(|(b, _)| b.event_id.as_str()).collect();
+    let mut claimed: HashSet<String> = sqlx::query_scalar(
+        "insert into processed_events (event_id) select * from unnest($1::text[])
+         on conflict do nothing returning event_id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    let mut tenants: Vec<&str> = events.iter().map(|(b, _)| b.tenant_id.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let heads: Vec<(String, i64, String)> = sqlx::query_as(
+        "insert into chain_heads (tenant_id, last_seq, last_hash)
+         select t, 0, $2 from unnest($1::text[]) as t order by t
+         on conflict (tenant_id) do update set tenant_id = excluded.tenant_id
+         returning tenant_id, last_seq, last_hash",
+    )
+    .bind(&tenants)
+    .bind(GENESIS_HASH)
+    .fetch_all(&mut *tx)
+    .await?;
+    let start: HashMap<String, i64> = heads.iter().map(|(t, s, _)| (t.clone(), *s)).collect();
+    let mut chain: HashMap<String, (i64, String)> =
+        heads.into_iter().map(|(t, s, h)| (t, (s, h))).collect();
+
+    let (key_tenants, key_refs): (Vec<&str>, Vec<&str>) = events
+        .iter()
+        .map(|(b, _)| (b.tenant_id.as_str(), b.booking_ref.as_str()))
+        .unzip();
+    let existing: Vec<Current> = sqlx::query_as(
+        "select b.tenant_id, b.booking_ref, b.id, b.status, b.session_at, b.currency,
+                b.deposit_rate, b.platform_fee_rate, c.revision_no, c.total_amount,
+                c.deposit_amount, c.cash_amount, c.platform_fee
+         from bookings b
+         join current_amounts c on c.booking_id = b.id
+         join (select distinct * from unnest($1::text[], $2::text[])) as k(tenant_id, booking_ref)
+           on b.tenant_id = k.tenant_id and b.booking_ref = k.booking_ref
+         for update of b",
+    )
+    .bind(&key_tenants)
+    .bind(&key_refs)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut state: HashMap<(String, String), Current> = existing
+        .into_iter()
+        .map(|c| ((c.tenant_id.clone(), c.booking_ref.clone()), c))
+        .collect();
+
+    let mut w = Writes::default();
+    let mut outcomes = Vec::with_capacity(events.len());
+    for (b, stream_seq) in events {
+        // `remove`: the same event twice in one batch counts once.
+        if !claimed.remove(&b.event_id) {
+            w.audit.push(
+                b,
+                Applied::Duplicate,
+                None,
+                Some("event already processed"),
+                *stream_seq,
+            );
+            outcomes.push(Outcome::Applied(Applied::Duplicate, None));
+            continue;
+        }
+        let key = (b.tenant_id.clone(), b.booking_ref.clone());
+        let outcome = match state.get_mut(&key) {
+            None => {
+                let current = new_booking(&mut w, &mut chain, b);
+                let id = current.id;
+                state.insert(key, current);
+                w.audit
+                    .push(b, Applied::Stored, Some(id), None, *stream_seq);
+                Outcome::Applied(Applied::Stored, Some(id))
+            }
+            Some(current) => match change(&mut w, &mut chain, b, current) {
+                Ok(applied) => {
+                    let reason =
+                        (applied == Applied::Duplicate).then_some("booking already in this state");
+                    w.audit
+                        .push(b, applied, Some(current.id), reason, *stream_seq);
+                    Outcome::Applied(applied, Some(current.id))
+                }
+                Err(reject) => {
+                    w.released.push(b.event_id.clone());
+                    Outcome::Rejected(reject)
+                }
+            },
+        };
+        outcomes.push(outcome);
+    }
+
+    write(&mut tx, &w, &chain, &start).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// The next position on `tenant`'s chain and the hash to link to; the caller records the new
+/// hash with [`chain_set`].
+fn chain_link(chain: &mut HashMap<String, (i64, String)>, tenant: &str) -> (i64, String) {
+    let (seq, hash) = chain
+        .get(tenant)
+        .cloned()
+        .unwrap_or((0, GENESIS_HASH.to_string()));
+    (seq + 1, hash)
+}
+
+fn chain_set(chain: &mut HashMap<String, (i64, String)>, tenant: &str, seq: i64, hash: &str) {
+    chain.insert(tenant.to_string(), (seq, hash.to_string()));
+}
+
+/// A new booking appended to its tenant's chain.
+fn new_booking(
+    w: &mut Writes,
+    chain: &mut HashMap<String, (i64, String)>,
+    b: &NewBooking,
+) -> Current {
+    let (seq, prev) = chain_link(chain, &b.tenant_id);
+    let record_hash = FinancialFields {
+        tenant_id: &b.tenant_id,
+        booking_ref: &b.booking_ref,
+        currency: b.currency,
+        total: b.amounts.total,
+        deposit: b.amounts.deposit,
+        cash: b.amounts.cash,
+        platform_fee: b.amounts.platform_fee,
+        deposit_rate: b.deposit_rate.value(),
+        fee_rate: b.fee_rate.value(),
+    }
+    .chained_hash(&prev);
+    let id = Uuid::now_v7();
+    let c = &mut w.bookings;
+    c.id.push(id);
+    c.tenant_id.push(b.tenant_id.clone());
+    c.booking_ref.push(b.booking_ref.clone());
+    c.booking_hash.push(b.booking_hash.clone());
+    c.chain_seq.push(seq);
+    c.currency.push(b.currency.code().to_string());
+    c.total.push(b.amounts.total);
+    c.deposit.push(b.amounts.deposit);
+    c.cash.push(b.amounts.cash);
+    c.fee.push(b.amounts.platform_fee);
+    c.deposit_rate.push(b.deposit_rate.value());
+    c.fee_rate.push(b.fee_rate.value());
+    chain_set(chain, &b.tenant_id, seq, &record_hash);
+    c.prev_hash.push(prev);
+    c.record_hash.push(record_hash);
+    c.status.push(b.status.as_str().to_string());
+    c.session_at.push(b.session_at);
+    c.service_id.push(b.service_id.clone());
+    c.service_name.push(b.service_name.clone());
+    c.service_duration.push(b.service_duration_minutes);
+    c.provider_name.push(b.provider_name.clone());
+    let client = b.client.as_ref();
+    c.client_name.push(client.and_then(|c| c.name.clone()));
+    c.client_email.push(client.and_then(|c| c.email.clone()));
+    c.client_phone.push(client.and_then(|c| c.phone.clone()));
+    c.source_event_id.push(b.event_id.clone());
+    history(w, id, b);
+    Current {
+        tenant_id: b.tenant_id.clone(),
+        booking_ref: b.booking_ref.clone(),
+        id,
+        status: b.status.as_str().to_string(),
+        session_at: b.session_at,
+        currency: b.currency.code().to_string(),
+        deposit_rate: b.deposit_rate.value(),
+        platform_fee_rate: b.fee_rate.value(),
+        revision_no: 0,
+        total_amount: b.amounts.total,
+        deposit_amount: b.amounts.deposit,
+        cash_amount: b.amounts.cash,
+        platform_fee: b.amounts.platform_fee,
+    }
+}
+
+fn history(w: &mut Writes, id: Uuid, b: &NewBooking) {
+    w.history.booking_id.push(id);
+    w.history.status.push(b.status.as_str().to_string());
+    w.history.session_at.push(b.session_at);
+    w.history.event_id.push(b.event_id.clone());
+}
+
+/// An event about a recorded booking: a price revision, a status or time change, or nothing.
+fn change(
+    w: &mut Writes,
+    chain: &mut HashMap<String, (i64, String)>,
+    b: &NewBooking,
+    current: &mut Current,
+) -> Result<Applied, Reject> {
+    if current.currency.trim() != b.currency.code() {
+        return Err(Reject::new(
+            "currency_change",
+            format!(
+                "booking {} was recorded in {}, event says {}",
+                b.booking_ref,
+                current.currency.trim(),
+                b.currency
+            ),
+        ));
+    }
+    let revised = current.total_amount != b.amounts.total;
+    if revised {
+        revise(w, chain, b, current)?;
+    }
+    let moved = current.status != b.status.as_str() || current.session_at != b.session_at;
+    if moved {
+        current.status = b.status.as_str().to_string();
+        current.session_at = b.session_at;
+        w.moves
+            .insert(current.id, (current.status.clone(), current.session_at));
+        history(w, current.id, b);
+    }
+    Ok(match (revised, moved) {
+        (true, _) => Applied::Revised,
+        (false, true) => Applied::StatusChanged,
+        (false, false) => Applied::Duplicate,
+    })
+}
+
+/// A price change: the new price split by the rates snapshotted on the booking (never the
+/// tenant's current ones), recorded as the change from the current amounts.
+fn revise(
+    w: &mut Writes,
+    chain: &mut HashMap<String, (i64, String)>,
+    b: &NewBooking,
+    current: &mut Current,
+) -> Result<(), Reject> {
+    let rate = |r: Decimal| {
+        Rate::new(r).map_err(|e| Reject::new("invalid_amount", format!("stored rate: {e}")))
+    };
+    let currency: Currency = b.currency;
+    let after = BookingAmounts::split(
+        b.amounts.total,
+        currency,
+        rate(current.deposit_rate)?,
+        rate(current.platform_fee_rate)?,
+    )
+    .map_err(|e| Reject::new("invalid_amount", e.to_string()))?;
+    let (seq, prev) = chain_link(chain, &b.tenant_id);
+    let fields = RevisionFields {
+        tenant_id: &b.tenant_id,
+        booking_ref: &b.booking_ref,
+        revision_no: current.revision_no + 1,
+        currency,
+        total_delta: after.total - current.total_amount,
+        deposit_delta: after.deposit - current.deposit_amount,
+        cash_delta: after.cash - current.cash_amount,
+        fee_delta: after.platform_fee - current.platform_fee,
+        total_after: after.total,
+        fee_after: after.platform_fee,
+    };
+    let record_hash = fields.chained_hash(&prev);
+    let r = &mut w.revisions;
+    r.id.push(Uuid::now_v7());
+    r.booking_id.push(current.id);
+    r.tenant_id.push(b.tenant_id.clone());
+    r.revision_no.push(fields.revision_no);
+    r.chain_seq.push(seq);
+    r.currency.push(currency.code().to_string());
+    r.total_delta.push(fields.total_delta);
+    r.deposit_delta.push(fields.deposit_delta);
+    r.cash_delta.push(fields.cash_delta);
+    r.fee_delta.push(fields.fee_delta);
+    r.total_after.push(after.total);
+    r.deposit_after.push(after.deposit);
+    r.cash_after.push(after.cash);
+    r.fee_after.push(after.platform_fee);
+    r.prev_hash.push(prev);
+    r.record_hash.push(record_hash.clone());
+    r.source_event_id.push(b.event_id.clone());
+    chain_set(chain, &b.tenant_id, seq, &record_hash);
+    current.revision_no = fields.revision_no;
+    current.total_amount = after.total;
+    current.deposit_amount = after.deposit;
+    current.cash_amount = after.cash;
+    current.platform_fee = after.platform_fee;
+    Ok(())
+}
+
+/// One statement per table.
+async fn write(
+    tx: &mut Transaction<'_, Postgres>,
+    w: &Writes,
+    chain: &HashMap<String, (i64, String)>,
+    start: &HashMap<String, i64>,
+) -> Result<(), sqlx::Error> {
+    if !w.released.is_empty() {
+        sqlx::query("delete from processed_events where event_id = any($1)")
+            .bind(&w.released)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let c = &w.bookings;
+    if !c.id.is_empty() {
+        sqlx::query(
+            "insert into bookings (id, tenant_id, booking_ref, booking_hash, chain_seq, currency,
+                total_amount, deposit_amount, cash_amount, platform_fee, deposit_rate,
+                platform_fee_rate, prev_hash, record_hash, status, session_at, service_id,
+                service_name, service_duration_minutes, provider_name, client_name,
+                client_email, client_phone, source_event_id)
+             select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[],
+                $6::text[], $7::numeric[], $8::numeric[], $9::numeric[], $10::numeric[],
+                $11::numeric[], $12::numeric[], $13::text[], $14::text[], $15::text[],
+                $16::timestamptz[], $17::text[], $18::text[], $19::int4[], $20::text[],
+                $21::text[], $22::text[], $23::text[], $24::text[])",
+        )
+        .bind(&c.id)
+        .bind(&c.tenant_id)
+        .bind(&c.booking_ref)
+        .bind(&c.booking_hash)
+        .bind(&c.chain_seq)
+        .bind(&c.currency)
+        .bind(&c.total)
+        .bind(&c.deposit)
+        .bind(&c.cash)
+        .bind(&c.fee)
+        .bind(&c.deposit_rate)
+        .bind(&c.fee_rate)
+        .bind(&c.prev_hash)
+        .bind(&c.record_hash)
+        .bind(&c.status)
+        .bind(&c.session_at)
+        .bind(&c.service_id)
+        .bind(&c.service_name)
+        .bind(&c.service_duration)
+        .bind(&c.provider_name)
+        .bind(&c.client_name)
+        .bind(&c.client_email)
+        .bind(&c.client_phone)
+        .bind(&c.source_event_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let r = &w.revisions;
+    if !r.id.is_empty() {
+        sqlx::query(
+            "insert into booking_revisions (id, booking_id, tenant_id, revision_no, chain_seq,
+                currency, total_delta, deposit_delta, cash_delta, fee_delta, total_after,
+                deposit_after, cash_after, fee_after, prev_hash, record_hash, source_event_id)
+             select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::int8[],
+                $6::text[], $7::numeric[], $8::numeric[], $9::numeric[], $10::numeric[],
+                $11::numeric[], $12::numeric[], $13::numeric[], $14::numeric[], $15::text[],
+                $16::text[], $17::text[])",
+        )
+        .bind(&r.id)
+        .bind(&r.booking_id)
+        .bind(&r.tenant_id)
+        .bind(&r.revision_no)
+        .bind(&r.chain_seq)
+        .bind(&r.currency)
+        .bind(&r.total_delta)
+        .bind(&r.deposit_delta)
+        .bind(&r.cash_delta)
+        .bind(&r.fee_delta)
+        .bind(&r.total_after)
+        .bind(&r.deposit_after)
+        .bind(&r.cash_after)
+        .bind(&r.fee_after)
+        .bind(&r.prev_hash)
+        .bind(&r.record_hash)
+        .bind(&r.source_event_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !w.moves.is_empty() {
+        let (ids, rest): (Vec<Uuid>, Vec<(String, DateTime<Utc>)>) =
+            w.moves.iter().map(|(id, m)| (*id, m.clone())).unzip();
+        let (statuses, times): (Vec<String>, Vec<DateTime<Utc>>) = rest.into_iter().unzip();
+        sqlx::query(
+            "update bookings b set status = m.status, session_at = m.session_at,
+                updated_at = now()
+             from unnest($1::uuid[], $2::text[], $3::timestamptz[]) as m(id, status, session_at)
+             where b.id = m.id",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&times)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let h = &w.history;
+    if !h.booking_id.is_empty() {
+        sqlx::query(
+            "insert into booking_status_history (booking_id, status, session_at, event_id)
+             select * from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[])",
+        )
+        .bind(&h.booking_id)
+        .bind(&h.status)
+        .bind(&h.session_at)
+        .bind(&h.event_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let (tenants, (seqs, hashes)): (Vec<&str>, (Vec<i64>, Vec<&str>)) = chain
+        .iter()
+        .filter(|(t, (seq, _))| start.get(*t) != Some(seq))
+        .map(|(t, (seq, hash))| (t.as_str(), (*seq, hash.as_str())))
+        .unzip();
+    if !tenants.is_empty() {
+        sqlx::query(
+            "update chain_heads h set last_seq = n.seq, last_hash = n.hash
+             from unnest($1::text[], $2::int8[], $3::text[]) as n(tenant_id, seq, hash)
+             where h.tenant_id = n.tenant_id",
+        )
+        .bind(&tenants)
+        .bind(&seqs)
+        .bind(&hashes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let a = &w.audit;
+    if !a.event_id.is_empty() {
+        sqlx::query(
+            "insert into audit_log (source, event_id, tenant_id, outcome, booking_id, reason,
+                stream_seq)
+             select 'simplybook', * from unnest($1::text[], $2::text[], $3::text[], $4::uuid[],
+                $5::text[], $6::int8[])",
+        )
+        .bind(&a.event_id)
+        .bind(&a.tenant_id)
+        .bind(&a.outcome)
+        .bind(&a.booking_id)
+        .bind(&a.reason)
+        .bind(&a.stream_seq)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_continues_from_the_locked_head() {
+        let mut chain = HashMap::from([("claire".to_string(), (4, "h4".to_string()))]);
+        assert_eq!(chain_link(&mut chain, "claire"), (5, "h4".to_string()));
+        chain_set(&mut chain, "claire", 5, "h5");
+        assert_eq!(chain_link(&mut chain, "claire"), (6, "h5".to_string()));
+        assert_eq!(
+            chain_link(&mut chain, "kenji"),
+            (1, GENESIS_HASH.to_string())
+        );
+    }
+}
