@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# The ingest load benchmark: builds release binaries, makes sure NATS is running, then measures
-# ingest against a bare HMAC-only axum endpoint in the same run. Extra arguments go to
-# `ingest-bench run` (e.g. --duration-secs 5 --rounds 1).
+# The benchmarks. Builds release binaries, makes sure PostgreSQL and NATS are running, then runs
+#   bench/run.sh [ingest] [args]   ingest vs a bare HMAC-only axum endpoint (ingest-bench run)
+#   bench/run.sh ledger [args]     ledger drain rate and latency at a steady rate (ledger-bench)
+#   bench/run.sh all               both, one after the other
+# Extra arguments go to the benchmark (e.g. --duration-secs 5 --rounds 1; --backlog 20000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/billing-tracker/target}"
+which=ingest
+case "${1:-}" in ingest | ledger | all) which=$1; shift ;; esac
 scripts/services.sh
-cargo build --release --locked -p ingest -p billing-bench
-exec "$CARGO_TARGET_DIR/release/ingest-bench" run "$@"
+cargo build --release --locked -p ingest -p ledger -p billing-bench
+bin="$CARGO_TARGET_DIR/release"
+case "$which" in
+  ingest) exec "$bin/ingest-bench" run "$@" ;;
+  ledger) exec "$bin/ledger-bench" "$@" ;;
+  all) "$bin/ingest-bench" run && "$bin/ledger-bench" ;;
+esac

@@ -31,22 +31,6 @@ create trigger booking_revisions_append_only before update or delete on booking_
 create trigger booking_revisions_no_truncate before truncate on booking_revisions
     for each statement execute function append_only_guard();
 
--- The booking's amounts now: the latest revision's, or the original's.
-create view current_amounts as
-select b.id as booking_id,
-       coalesce(r.revision_no, 0) as revision_no,
-       coalesce(r.total_after, b.total_amount) as total_amount,
-       coalesce(r.deposit_after, b.deposit_amount) as deposit_amount,
-       coalesce(r.cash_after, b.cash_amount) as cash_amount,
-       coalesce(r.fee_after, b.platform_fee) as platform_fee
-from bookings b
-left join lateral (
-    select * from booking_revisions r
-    where r.booking_id = b.id
-    order by r.revision_no desc
-    limit 1
-) r on true;
-
 alter table audit_log drop constraint audit_log_outcome_check;
 alter table audit_log add constraint audit_log_outcome_check
     check (outcome in ('stored', 'duplicate', 'status_changed', 'revised', 'dead_lettered',

@@ -58,6 +58,11 @@ impl Subjects {
         }
     }
 
+    /// The namespace these names were made with (empty in production).
+    pub fn namespace(&self) -> &str {
+        self.prefix.trim_end_matches('.')
+    }
+
     pub fn simplybook(&self, tenant: &str) -> String {
         format!("{}webhooks.simplybook.{tenant}", self.prefix)
     }
@@ -191,6 +196,28 @@ async fn pull(
     None
 }
 
+/// The next message of a pull request, or `None` when the request is over: all messages
+/// arrived, the server ended it, or `deadline` passed. The deadline matters: NATS 2.9 does not
+/// tell the client when a partly filled request expires, and the client would otherwise wait
+/// five more seconds before pulling again. It is a little later than the server's expiry, so
+/// nothing is still being delivered to the request when the client lets it go.
+async fn next_message(
+    messages: &mut jetstream::consumer::pull::Batch,
+    deadline: tokio::time::Instant,
+) -> Option<jetstream::Message> {
+    match tokio::time::timeout_at(deadline, messages.next()).await {
+        Ok(Some(Ok(message))) => Some(message),
+        Ok(Some(Err(err))) => {
+            tracing::warn!(error = %err, "receiving a message failed");
+            None
+        }
+        Ok(None) | Err(_) => None,
+    }
+}
+
+/// Slack after the server's expiry of a pull request before the client gives up on it.
+const EXPIRY_SLACK: Duration = Duration::from_millis(50);
+
 /// Pulls batches of up to `batch_size` from `consumer` and hands each message to `handle`, one at
 /// a time as it arrives, until `shutdown`. The batch in hand is always finished.
 pub async fn consume<F, Fut>(
@@ -202,17 +229,11 @@ pub async fn consume<F, Fut>(
     F: FnMut(jetstream::Message) -> Fut,
     Fut: Future<Output = ()>,
 {
-    while let Some(mut messages) =
-        pull(consumer, batch_size, Duration::from_secs(1), shutdown).await
-    {
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(message) => handle(message).await,
-                Err(err) => {
-                    tracing::warn!(error = %err, "receiving a message failed");
-                    break;
-                }
-            }
+    const WAIT: Duration = Duration::from_secs(1);
+    while let Some(mut messages) = pull(consumer, batch_size, WAIT, shutdown).await {
+        let deadline = tokio::time::Instant::now() + WAIT + EXPIRY_SLACK;
+        while let Some(message) = next_message(&mut messages, deadline).await {
+            handle(message).await;
         }
     }
 }
@@ -231,15 +252,10 @@ pub async fn consume_batches<F, Fut>(
     Fut: Future<Output = ()>,
 {
     while let Some(mut messages) = pull(consumer, batch_size, wait, shutdown).await {
+        let deadline = tokio::time::Instant::now() + wait + EXPIRY_SLACK;
         let mut batch = Vec::with_capacity(batch_size);
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(message) => batch.push(message),
-                Err(err) => {
-                    tracing::warn!(error = %err, "receiving a message failed");
-                    break;
-                }
-            }
+        while let Some(message) = next_message(&mut messages, deadline).await {
+            batch.push(message);
         }
         if !batch.is_empty() {
             handle(batch).await;

@@ -187,12 +187,18 @@ pub async fn apply(
         .unzip();
     let existing: Vec<Current> = sqlx::query_as(
         "select b.tenant_id, b.booking_ref, b.id, b.status, b.session_at, b.currency,
-                b.deposit_rate, b.platform_fee_rate, c.revision_no, c.total_amount,
-                c.deposit_amount, c.cash_amount, c.platform_fee
-         from bookings b
-         join current_amounts c on c.booking_id = b.id
-         join (select distinct * from unnest($1::text[], $2::text[])) as k(tenant_id, booking_ref)
-           on b.tenant_id = k.tenant_id and b.booking_ref = k.booking_ref
+                b.deposit_rate, b.platform_fee_rate,
+                coalesce(r.revision_no, 0) as revision_no,
+                coalesce(r.total_after, b.total_amount) as total_amount,
+                coalesce(r.deposit_after, b.deposit_amount) as deposit_amount,
+                coalesce(r.cash_after, b.cash_amount) as cash_amount,
+                coalesce(r.fee_after, b.platform_fee) as platform_fee
+         from (select distinct * from unnest($1::text[], $2::text[])) as k(tenant_id, booking_ref)
+         join bookings b on b.tenant_id = k.tenant_id and b.booking_ref = k.booking_ref
+         left join lateral (
+             select revision_no, total_after, deposit_after, cash_after, fee_after
+             from booking_revisions where booking_id = b.id
+             order by revision_no desc limit 1) r on true
          for update of b",
     )
     .bind(&key_tenants)
@@ -568,10 +574,12 @@ async fn write(
     let a = &w.audit;
     if !a.event_id.is_empty() {
         sqlx::query(
-            "insert into audit_log (source, event_id, tenant_id, outcome, booking_id, reason,
-                stream_seq)
-             select 'simplybook', * from unnest($1::text[], $2::text[], $3::text[], $4::uuid[],
-                $5::text[], $6::int8[])",
+            // clock_timestamp(), not now(): the moment the outcome is written, just before the
+            // commit, rather than when the transaction began.
+            "insert into audit_log (occurred_at, source, event_id, tenant_id, outcome, booking_id,
+                reason, stream_seq)
+             select clock_timestamp(), 'simplybook', * from unnest($1::text[], $2::text[],
+                $3::text[], $4::uuid[], $5::text[], $6::int8[])",
         )
         .bind(&a.event_id)
         .bind(&a.tenant_id)

@@ -27,7 +27,7 @@ use crate::store::{Applied, Store};
 const CONSUMER: &str = "ledger";
 const REJECTIONS_CONSUMER: &str = "ledger-rejections";
 /// The longest a batch waits to fill before it is written: the latency floor at low rates.
-const BATCH_WAIT: Duration = Duration::from_millis(100);
+const BATCH_WAIT: Duration = Duration::from_millis(50);
 /// SimplyBook lookups in flight at once while a batch of callbacks is confirmed.
 const CONCURRENT_FETCHES: usize = 16;
 
@@ -144,6 +144,7 @@ impl Consumer {
     /// Decodes every message (fetching callbacks from SimplyBook, several at once), applies the
     /// bookings in one transaction, dead-letters what cannot be applied, then acks.
     async fn handle_batch(&self, messages: Vec<jetstream::Message>) {
+        let started = std::time::Instant::now();
         let decoded: Vec<Result<NewBooking, Unapplied>> =
             // Indices, not references, in the closure: it keeps the future `Send` for tokio.
             futures::stream::iter(0..messages.len())
@@ -166,6 +167,7 @@ impl Consumer {
                 }
             }
         }
+        let decoded_at = started.elapsed();
         if !to_apply.is_empty() {
             match self.store.apply_batch(&to_apply).await {
                 Ok(outcomes) => {
@@ -193,7 +195,12 @@ impl Consumer {
                             }
                         });
                     }
-                    tracing::info!(events = to_apply.len(), "batch committed");
+                    tracing::info!(
+                        events = to_apply.len(),
+                        decode_ms = decoded_at.as_millis(),
+                        commit_ms = (started.elapsed() - decoded_at).as_millis(),
+                        "batch committed"
+                    );
                 }
                 Err(err) => {
                     for &i in &positions {
@@ -208,6 +215,7 @@ impl Consumer {
                 disposition.unwrap_or_else(|| Disposition::Retry("not handled".into()));
             settle(msg, &meta.event_id, meta.delivered, disposition).await;
         }
+        metrics::histogram!("ledger_batch_seconds").record(started.elapsed().as_secs_f64());
     }
 
     /// A booking from a message: a signed payload carries it; a callback is confirmed with

@@ -60,7 +60,7 @@ pub struct Config {
     #[arg(long, env = "LEDGER_SIMPLYBOOK_TIMEOUT_MS", default_value_t = 5000)]
     pub simplybook_timeout_ms: u64,
     /// Messages pulled from JetStream per batch.
-    #[arg(long, env = "LEDGER_BATCH_SIZE", default_value_t = 100)]
+    #[arg(long, env = "LEDGER_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
 }
 

@@ -59,11 +59,21 @@ pub struct BookingRow {
     pub revision_no: i32,
 }
 
-/// A booking with its current amounts (after any price revisions).
+/// A booking with its current amounts: the latest price revision's, or the original's.
 const BOOKING_COLUMNS: &str = "b.id, b.tenant_id, b.booking_ref, b.status, b.session_at, \
-    b.service_name, b.currency, c.total_amount, c.deposit_amount, c.cash_amount, c.platform_fee, \
-    b.deposit_rate, b.platform_fee_rate, b.record_hash, b.recorded_at, c.revision_no";
-const BOOKINGS_FROM: &str = "bookings b join current_amounts c on c.booking_id = b.id";
+    b.service_name, b.currency, \
+    coalesce(r.total_after, b.total_amount) as total_amount, \
+    coalesce(r.deposit_after, b.deposit_amount) as deposit_amount, \
+    coalesce(r.cash_after, b.cash_amount) as cash_amount, \
+    coalesce(r.fee_after, b.platform_fee) as platform_fee, \
+    b.deposit_rate, b.platform_fee_rate, b.record_hash, b.recorded_at, \
+    coalesce(r.revision_no, 0) as revision_no";
+/// Bookings with their latest revision, if any. A lateral lookup per selected booking (by the
+/// `(booking_id, revision_no)` index), so the cost follows the rows selected, not the table.
+const BOOKINGS_FROM: &str = "bookings b left join lateral (
+        select revision_no, total_after, deposit_after, cash_after, fee_after
+        from booking_revisions where booking_id = b.id
+        order by revision_no desc limit 1) r on true";
 
 #[derive(Clone)]
 pub struct Store {
