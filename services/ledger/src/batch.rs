@@ -40,6 +40,8 @@ struct Current {
     currency: String,
     deposit_rate: Decimal,
     platform_fee_rate: Decimal,
+    service_id: Option<String>,
+    service_name: String,
     revision_no: i32,
     total_amount: Decimal,
     deposit_amount: Decimal,
@@ -53,10 +55,19 @@ struct Writes {
     bookings: BookingColumns,
     revisions: RevisionColumns,
     history: HistoryColumns,
-    /// booking id → latest (status, session_at)
-    moves: HashMap<Uuid, (String, DateTime<Utc>)>,
+    /// booking id → latest state: status, session time, service
+    moves: HashMap<Uuid, Move>,
     audit: AuditColumns,
     released: Vec<String>,
+}
+
+/// A booking's non-financial state after an event.
+#[derive(Clone)]
+struct Move {
+    status: String,
+    session_at: DateTime<Utc>,
+    service_id: Option<String>,
+    service_name: String,
 }
 
 #[derive(Default)]
@@ -113,6 +124,7 @@ struct HistoryColumns {
     booking_id: Vec<Uuid>,
     status: Vec<String>,
     session_at: Vec<DateTime<Utc>>,
+    service_name: Vec<String>,
     event_id: Vec<String>,
 }
 
@@ -187,7 +199,7 @@ pub async fn apply(
         .unzip();
     let existing: Vec<Current> = sqlx::query_as(
         "select b.tenant_id, b.booking_ref, b.id, b.status, b.session_at, b.currency,
-                b.deposit_rate, b.platform_fee_rate,
+                b.deposit_rate, b.platform_fee_rate, b.service_id, b.service_name,
                 coalesce(r.revision_no, 0) as revision_no,
                 coalesce(r.total_after, b.total_amount) as total_amount,
                 coalesce(r.deposit_after, b.deposit_amount) as deposit_amount,
@@ -328,6 +340,8 @@ fn new_booking(
         currency: b.currency.code().to_string(),
         deposit_rate: b.deposit_rate.value(),
         platform_fee_rate: b.fee_rate.value(),
+        service_id: b.service_id.clone(),
+        service_name: b.service_name.clone(),
         revision_no: 0,
         total_amount: b.amounts.total,
         deposit_amount: b.amounts.deposit,
@@ -340,10 +354,12 @@ fn history(w: &mut Writes, id: Uuid, b: &NewBooking) {
     w.history.booking_id.push(id);
     w.history.status.push(b.status.as_str().to_string());
     w.history.session_at.push(b.session_at);
+    w.history.service_name.push(b.service_name.clone());
     w.history.event_id.push(b.event_id.clone());
 }
 
-/// An event about a recorded booking: a price revision, a status or time change, or nothing.
+/// An event about a recorded booking: a price revision, a change of status, time or service, or
+/// nothing.
 fn change(
     w: &mut Writes,
     chain: &mut HashMap<String, (i64, String)>,
@@ -365,12 +381,24 @@ fn change(
     if revised {
         revise(w, chain, b, current)?;
     }
-    let moved = current.status != b.status.as_str() || current.session_at != b.session_at;
+    let moved = current.status != b.status.as_str()
+        || current.session_at != b.session_at
+        || current.service_name != b.service_name
+        || current.service_id != b.service_id;
     if moved {
         current.status = b.status.as_str().to_string();
         current.session_at = b.session_at;
-        w.moves
-            .insert(current.id, (current.status.clone(), current.session_at));
+        current.service_id = b.service_id.clone();
+        current.service_name = b.service_name.clone();
+        w.moves.insert(
+            current.id,
+            Move {
+                status: current.status.clone(),
+                session_at: current.session_at,
+                service_id: current.service_id.clone(),
+                service_name: current.service_name.clone(),
+            },
+        );
         history(w, current.id, b);
     }
     Ok(match (revised, moved) {
@@ -526,30 +554,45 @@ async fn write(
         .await?;
     }
     if !w.moves.is_empty() {
-        let (ids, rest): (Vec<Uuid>, Vec<(String, DateTime<Utc>)>) =
-            w.moves.iter().map(|(id, m)| (*id, m.clone())).unzip();
-        let (statuses, times): (Vec<String>, Vec<DateTime<Utc>>) = rest.into_iter().unzip();
+        let mut ids = Vec::with_capacity(w.moves.len());
+        let mut statuses = Vec::with_capacity(w.moves.len());
+        let mut times = Vec::with_capacity(w.moves.len());
+        let mut service_ids = Vec::with_capacity(w.moves.len());
+        let mut service_names = Vec::with_capacity(w.moves.len());
+        for (id, m) in &w.moves {
+            ids.push(*id);
+            statuses.push(m.status.as_str());
+            times.push(m.session_at);
+            service_ids.push(m.service_id.as_deref());
+            service_names.push(m.service_name.as_str());
+        }
         sqlx::query(
             "update bookings b set status = m.status, session_at = m.session_at,
-                updated_at = now()
-             from unnest($1::uuid[], $2::text[], $3::timestamptz[]) as m(id, status, session_at)
+                service_id = m.service_id, service_name = m.service_name, updated_at = now()
+             from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
+                as m(id, status, session_at, service_id, service_name)
              where b.id = m.id",
         )
         .bind(&ids)
         .bind(&statuses)
         .bind(&times)
+        .bind(&service_ids)
+        .bind(&service_names)
         .execute(&mut **tx)
         .await?;
     }
     let h = &w.history;
     if !h.booking_id.is_empty() {
         sqlx::query(
-            "insert into booking_status_history (booking_id, status, session_at, event_id)
-             select * from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[])",
+            "insert into booking_status_history (booking_id, status, session_at, service_name,
+                event_id)
+             select * from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[],
+                $5::text[])",
         )
         .bind(&h.booking_id)
         .bind(&h.status)
         .bind(&h.session_at)
+        .bind(&h.service_name)
         .bind(&h.event_id)
         .execute(&mut **tx)
         .await?;

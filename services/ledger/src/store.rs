@@ -18,7 +18,7 @@ use crate::integrity::{ChainRecord, Fields};
 pub enum Applied {
     /// A new booking record was appended to the tenant's chain.
     Stored,
-    /// The booking's status or session time changed (financial fields untouched).
+    /// The booking's status, session time or service changed (financial fields untouched).
     StatusChanged,
     /// The price changed: a revision with the delta was appended (and any status change applied).
     Revised,
