@@ -11,7 +11,9 @@ use billing_runtime::nats::{HDR_DLQ_REASON, HDR_EVENT_ID, HDR_TENANT};
 use futures::StreamExt;
 use rust_decimal::Decimal;
 
-use crate::harness::{System, eventually};
+use billing_domain::standard_webhooks::SigningKey;
+
+use crate::harness::{CLAIRE_SECRET, System, eventually};
 
 fn body(id: &str, price: &str) -> String {
     serde_json::json!({
@@ -214,5 +216,61 @@ async fn replicas(system: &System) -> anyhow::Result<()> {
     }
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(15), second).await???;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_older_event_does_not_undo_a_newer_state() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = late_events(&system).await;
+    system.finish(result).await
+}
+
+async fn late_events(system: &System) -> anyhow::Result<()> {
+    let key = SigningKey::parse(CLAIRE_SECRET)?;
+    let now = chrono::Utc::now().timestamp();
+    let status_body = |status: &str, price: &str| {
+        serde_json::json!({"booking_id": "9001", "status": status, "price": price,
+            "datetime": "2026-10-14T10:00:00+11:00", "service": {"name": "Massage"}})
+        .to_string()
+    };
+    // Signed 60 s ago, then 10 s ago; then two that were signed in between arrive late.
+    for (id, sent, body) in [
+        ("late-1", now - 60, status_body("confirmed", "100.00")),
+        ("late-2", now - 10, status_body("cancelled", "100.00")),
+        ("late-3", now - 30, status_body("confirmed", "100.00")),
+        ("late-4", now - 40, status_body("confirmed", "80.00")),
+    ] {
+        let headers = vec![
+            ("webhook-id", id.to_string()),
+            ("webhook-timestamp", sent.to_string()),
+            ("webhook-signature", key.sign(id, sent, body.as_bytes())),
+        ];
+        let response = system
+            .post_simplybook_raw("claire", &headers, body.into_bytes())
+            .await?;
+        anyhow::ensure!(response.status() == 202, "{id}: {}", response.status());
+    }
+    let db = system.db("ledger").await?;
+    let outcomes: Vec<(String, Option<String>)> = eventually(Duration::from_secs(20), || async {
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("select outcome, reason from audit_log order by event_id")
+                .fetch_all(&db)
+                .await?;
+        Ok((rows.len() == 4).then_some(rows))
+    })
+    .await?;
+    let outcomes: Vec<&str> = outcomes.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(outcomes, ["stored", "status_changed", "stale", "stale"]);
+    let (status, total, revisions): (String, Decimal, i64) = sqlx::query_as(
+        "select status, total_amount, (select count(*) from booking_revisions)
+         from bookings where booking_ref = '9001'",
+    )
+    .fetch_one(&db)
+    .await?;
+    assert_eq!(
+        (status.as_str(), total, revisions),
+        ("cancelled", Decimal::new(10000, 2), 0)
+    );
     Ok(())
 }

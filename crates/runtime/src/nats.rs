@@ -25,6 +25,9 @@ pub const HDR_EVENT_ID: &str = "Billing-Event-Id";
 pub const HDR_AUTH: &str = "Billing-Auth";
 /// Header: when ingest received the request (RFC 3339, UTC).
 pub const HDR_RECEIVED_AT: &str = "Billing-Received-At";
+/// Header: when the sender signed the event (its verified timestamp, Unix seconds). The ledger
+/// orders a booking's states by it, so a late-arriving older event cannot undo a newer one.
+pub const HDR_SENT_AT: &str = "Billing-Sent-At";
 /// Header: the event's type at its source (e.g. Stripe's `invoice.paid`).
 pub const HDR_EVENT_TYPE: &str = "Billing-Event-Type";
 /// `Billing-Auth` of a signed rich booking payload (Standard Webhooks).

@@ -24,7 +24,7 @@ use billing_domain::{BookingPayload, Secret, TenantConfig, Tenants, stripe_signa
 use billing_runtime::Subjects;
 use billing_runtime::nats::{
     AUTH_CALLBACK_TOKEN, AUTH_STANDARD_WEBHOOKS, AUTH_STRIPE_SIGNATURE, HDR_AUTH, HDR_EVENT_ID,
-    HDR_EVENT_TYPE, HDR_RECEIVED_AT, HDR_SOURCE, HDR_TENANT,
+    HDR_EVENT_TYPE, HDR_RECEIVED_AT, HDR_SENT_AT, HDR_SOURCE, HDR_TENANT,
 };
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -181,6 +181,8 @@ struct Verified<'a> {
     tenant: Option<&'a str>,
     event_type: Option<&'a str>,
     received_at: DateTime<Utc>,
+    /// The sender's signed timestamp, when the scheme has one.
+    sent_at: Option<i64>,
 }
 
 impl Verified<'_> {
@@ -195,6 +197,9 @@ impl Verified<'_> {
         }
         if let Some(kind) = self.event_type {
             h.insert(HDR_EVENT_TYPE, kind);
+        }
+        if let Some(sent_at) = self.sent_at {
+            h.insert(HDR_SENT_AT, sent_at.to_string().as_str());
         }
         h.insert(
             HDR_RECEIVED_AT,
@@ -230,10 +235,11 @@ async fn simplybook_signed(
         timestamp: header(&headers, "webhook-timestamp"),
         signature: header(&headers, "webhook-signature"),
     };
-    if let Err(err) = standard_webhooks::verify(signed, &body, &auth.keys, received_at.timestamp())
-    {
-        return state.reject(SOURCE, &tenant, err.reason(), &body);
-    }
+    let sent_at =
+        match standard_webhooks::verify(signed, &body, &auth.keys, received_at.timestamp()) {
+            Ok(timestamp) => timestamp,
+            Err(err) => return state.reject(SOURCE, &tenant, err.reason(), &body),
+        };
     if !state.limiter.allow(&format!("{SOURCE}:{tenant}")) {
         return too_many(SOURCE, &tenant);
     }
@@ -248,6 +254,7 @@ async fn simplybook_signed(
         tenant: Some(&tenant),
         event_type: None,
         received_at,
+        sent_at: Some(sent_at),
     };
     publish(&state, state.subjects.simplybook(&tenant), &verified, body).await
 }
@@ -289,6 +296,7 @@ async fn simplybook_callback(
         tenant: Some(&tenant),
         event_type: Some(callback.notification_type.as_str()),
         received_at,
+        sent_at: None,
     };
     publish(&state, state.subjects.simplybook(&tenant), &verified, body).await
 }
@@ -314,14 +322,15 @@ async fn stripe(State(state): State<Arc<AppState>>, headers: HttpHeaders, body: 
         .iter()
         .map(|s| s.expose().as_str())
         .collect();
-    if let Err(err) = stripe_signature::verify(
+    let stripe_sent_at = match stripe_signature::verify(
         header(&headers, "stripe-signature"),
         &body,
         &secrets,
         received_at.timestamp(),
     ) {
-        return state.reject(SOURCE, "", err.reason(), &body);
-    }
+        Ok(timestamp) => Some(timestamp),
+        Err(err) => return state.reject(SOURCE, "", err.reason(), &body),
+    };
     if !state.limiter.allow(SOURCE) {
         return too_many(SOURCE, "");
     }
@@ -344,6 +353,7 @@ async fn stripe(State(state): State<Arc<AppState>>, headers: HttpHeaders, body: 
         tenant: None,
         event_type: Some(event.kind),
         received_at,
+        sent_at: stripe_sent_at,
     };
     publish(&state, state.subjects.stripe(), &verified, body.clone()).await
 }

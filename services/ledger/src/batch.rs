@@ -42,6 +42,7 @@ struct Current {
     platform_fee_rate: Decimal,
     service_id: Option<String>,
     service_name: String,
+    state_as_of: Option<DateTime<Utc>>,
     revision_no: i32,
     total_amount: Decimal,
     deposit_amount: Decimal,
@@ -68,6 +69,7 @@ struct Move {
     session_at: DateTime<Utc>,
     service_id: Option<String>,
     service_name: String,
+    as_of: DateTime<Utc>,
 }
 
 #[derive(Default)]
@@ -96,6 +98,7 @@ struct BookingColumns {
     client_email: Vec<Option<String>>,
     client_phone: Vec<Option<String>>,
     source_event_id: Vec<String>,
+    state_as_of: Vec<DateTime<Utc>>,
 }
 
 #[derive(Default)]
@@ -200,6 +203,7 @@ pub async fn apply(
     let existing: Vec<Current> = sqlx::query_as(
         "select b.tenant_id, b.booking_ref, b.id, b.status, b.session_at, b.currency,
                 b.deposit_rate, b.platform_fee_rate, b.service_id, b.service_name,
+                b.state_as_of,
                 coalesce(r.revision_no, 0) as revision_no,
                 coalesce(r.total_after, b.total_amount) as total_amount,
                 coalesce(r.deposit_after, b.deposit_amount) as deposit_amount,
@@ -249,8 +253,11 @@ pub async fn apply(
             }
             Some(current) => match change(&mut w, &mut chain, b, current) {
                 Ok(applied) => {
-                    let reason =
-                        (applied == Applied::Duplicate).then_some("booking already in this state");
+                    let reason = match applied {
+                        Applied::Duplicate => Some("booking already in this state"),
+                        Applied::Stale => Some("older than the booking's recorded state"),
+                        _ => None,
+                    };
                     w.audit
                         .push(b, applied, Some(current.id), reason, *stream_seq);
                     Outcome::Applied(applied, Some(current.id))
@@ -330,6 +337,7 @@ fn new_booking(
     c.client_email.push(client.and_then(|c| c.email.clone()));
     c.client_phone.push(client.and_then(|c| c.phone.clone()));
     c.source_event_id.push(b.event_id.clone());
+    c.state_as_of.push(b.as_of);
     history(w, id, b);
     Current {
         tenant_id: b.tenant_id.clone(),
@@ -342,6 +350,7 @@ fn new_booking(
         platform_fee_rate: b.fee_rate.value(),
         service_id: b.service_id.clone(),
         service_name: b.service_name.clone(),
+        state_as_of: Some(b.as_of),
         revision_no: 0,
         total_amount: b.amounts.total,
         deposit_amount: b.amounts.deposit,
@@ -366,6 +375,14 @@ fn change(
     b: &NewBooking,
     current: &mut Current,
 ) -> Result<Applied, Reject> {
+    // Same second counts as newer: senders' timestamps are whole seconds, and two events of
+    // one second are applied in the order they were received.
+    if current
+        .state_as_of
+        .is_some_and(|recorded| b.as_of < recorded)
+    {
+        return Ok(Applied::Stale);
+    }
     if current.currency.trim() != b.currency.code() {
         return Err(Reject::new(
             "currency_change",
@@ -390,6 +407,10 @@ fn change(
         current.session_at = b.session_at;
         current.service_id = b.service_id.clone();
         current.service_name = b.service_name.clone();
+        history(w, current.id, b);
+    }
+    if revised || moved {
+        current.state_as_of = Some(b.as_of);
         w.moves.insert(
             current.id,
             Move {
@@ -397,9 +418,9 @@ fn change(
                 session_at: current.session_at,
                 service_id: current.service_id.clone(),
                 service_name: current.service_name.clone(),
+                as_of: b.as_of,
             },
         );
-        history(w, current.id, b);
     }
     Ok(match (revised, moved) {
         (true, _) => Applied::Revised,
@@ -488,12 +509,12 @@ async fn write(
                 total_amount, deposit_amount, cash_amount, platform_fee, deposit_rate,
                 platform_fee_rate, prev_hash, record_hash, status, session_at, service_id,
                 service_name, service_duration_minutes, provider_name, client_name,
-                client_email, client_phone, source_event_id)
+                client_email, client_phone, source_event_id, state_as_of)
              select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[],
                 $6::text[], $7::numeric[], $8::numeric[], $9::numeric[], $10::numeric[],
                 $11::numeric[], $12::numeric[], $13::text[], $14::text[], $15::text[],
                 $16::timestamptz[], $17::text[], $18::text[], $19::int4[], $20::text[],
-                $21::text[], $22::text[], $23::text[], $24::text[])",
+                $21::text[], $22::text[], $23::text[], $24::text[], $25::timestamptz[])",
         )
         .bind(&c.id)
         .bind(&c.tenant_id)
@@ -519,6 +540,7 @@ async fn write(
         .bind(&c.client_email)
         .bind(&c.client_phone)
         .bind(&c.source_event_id)
+        .bind(&c.state_as_of)
         .execute(&mut **tx)
         .await?;
     }
@@ -559,18 +581,21 @@ async fn write(
         let mut times = Vec::with_capacity(w.moves.len());
         let mut service_ids = Vec::with_capacity(w.moves.len());
         let mut service_names = Vec::with_capacity(w.moves.len());
+        let mut as_of = Vec::with_capacity(w.moves.len());
         for (id, m) in &w.moves {
             ids.push(*id);
             statuses.push(m.status.as_str());
             times.push(m.session_at);
             service_ids.push(m.service_id.as_deref());
             service_names.push(m.service_name.as_str());
+            as_of.push(m.as_of);
         }
         sqlx::query(
             "update bookings b set status = m.status, session_at = m.session_at,
-                service_id = m.service_id, service_name = m.service_name, updated_at = now()
-             from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
-                as m(id, status, session_at, service_id, service_name)
+                service_id = m.service_id, service_name = m.service_name,
+                state_as_of = m.as_of, updated_at = now()
+             from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                $6::timestamptz[]) as m(id, status, session_at, service_id, service_name, as_of)
              where b.id = m.id",
         )
         .bind(&ids)
@@ -578,6 +603,7 @@ async fn write(
         .bind(&times)
         .bind(&service_ids)
         .bind(&service_names)
+        .bind(&as_of)
         .execute(&mut **tx)
         .await?;
     }

@@ -12,7 +12,8 @@ use billing_domain::Tenants;
 use billing_domain::callback::Callback;
 use billing_proto::events::WebhookRejectedV1;
 use billing_runtime::nats::{
-    self, AUTH_CALLBACK_TOKEN, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_TENANT, header,
+    self, AUTH_CALLBACK_TOKEN, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_SENT_AT, HDR_TENANT,
+    header,
 };
 use billing_runtime::{Shutdown, Subjects};
 use futures::StreamExt;
@@ -226,8 +227,14 @@ impl Consumer {
             self.confirm_callback(meta.tenant, &meta.event_id, &msg.payload)
                 .await
         } else {
-            events::decode(&self.tenants, meta.tenant, &meta.event_id, &msg.payload)
-                .map_err(Unapplied::Reject)
+            events::decode(
+                &self.tenants,
+                meta.tenant,
+                &meta.event_id,
+                sent_at(msg),
+                &msg.payload,
+            )
+            .map_err(Unapplied::Reject)
         }
     }
 
@@ -256,6 +263,8 @@ impl Consumer {
         let tenant = events::tenant(&self.tenants, tenant_id).map_err(Unapplied::Reject)?;
         let callback = Callback::parse(body)
             .map_err(|e| Unapplied::Reject(Reject::new("malformed_payload", e.to_string())))?;
+        // The fetched details are SimplyBook's state as of now.
+        let as_of = chrono::Utc::now();
         let payload = match self.simplybook.booking_details(tenant, &callback).await {
             Ok(payload) => payload,
             Err(FetchError::Unavailable(reason)) => return Err(Unapplied::Retry(reason)),
@@ -278,7 +287,7 @@ impl Consumer {
                 ),
             )));
         }
-        events::booking(tenant, event_id, payload).map_err(Unapplied::Reject)
+        events::booking(tenant, event_id, as_of, payload).map_err(Unapplied::Reject)
     }
 
     /// Writes ingest's record of a refused request to the audit log.
@@ -368,6 +377,19 @@ async fn settle(
         // The event will be redelivered after ack_wait; processing is idempotent.
         tracing::warn!(event_id, error = %err, "acknowledging failed");
     }
+}
+
+/// When the sender signed the event; without that header, when ingest received it.
+fn sent_at(msg: &jetstream::Message) -> chrono::DateTime<chrono::Utc> {
+    header(msg, HDR_SENT_AT)
+        .and_then(|t| t.parse::<i64>().ok())
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .or_else(|| {
+            header(msg, HDR_RECEIVED_AT)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+        })
+        .unwrap_or_else(chrono::Utc::now)
 }
 
 /// Received-at-ingest to committed-in-ledger latency.

@@ -41,6 +41,8 @@ pub struct NewBooking {
     pub service_duration_minutes: Option<i32>,
     pub provider_name: Option<String>,
     pub client: Option<ClientInfo>,
+    /// When this state was true at the source (see [`billing_runtime::nats::HDR_SENT_AT`]).
+    pub as_of: DateTime<Utc>,
 }
 
 /// The configured tenant `tenant_id`.
@@ -66,17 +68,19 @@ pub fn decode(
     tenants: &Tenants,
     tenant_id: &str,
     event_id: &str,
+    as_of: DateTime<Utc>,
     body: &[u8],
 ) -> Result<NewBooking, Reject> {
     let tenant = tenant(tenants, tenant_id)?;
     let payload = BookingPayload::parse(body).map_err(payload_reject)?;
-    booking(tenant, event_id, payload)
+    booking(tenant, event_id, as_of, payload)
 }
 
 /// A booking from its payload, amounts split by the tenant's current rates.
 pub fn booking(
     tenant: &TenantConfig,
     event_id: &str,
+    as_of: DateTime<Utc>,
     payload: BookingPayload,
 ) -> Result<NewBooking, Reject> {
     if let Some(code) = &payload.currency
@@ -113,5 +117,6 @@ pub fn booking(
         service_duration_minutes: payload.service.duration.and_then(|d| i32::try_from(d).ok()),
         provider_name: payload.provider.and_then(|p| p.name),
         client: payload.client,
+        as_of,
     })
 }

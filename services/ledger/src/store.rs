@@ -22,6 +22,8 @@ pub enum Applied {
     StatusChanged,
     /// The price changed: a revision with the delta was appended (and any status change applied).
     Revised,
+    /// Older than the booking's recorded state: changes nothing (a late delivery).
+    Stale,
     /// Nothing new: the event was seen before, or the booking already says this.
     Duplicate,
 }
@@ -32,6 +34,7 @@ impl Applied {
             Applied::Stored => "stored",
             Applied::StatusChanged => "status_changed",
             Applied::Revised => "revised",
+            Applied::Stale => "stale",
             Applied::Duplicate => "duplicate",
         }
     }
