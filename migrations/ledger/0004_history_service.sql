@@ -9,4 +9,4 @@ alter table bookings add column state_as_of timestamptz;
 alter table audit_log drop constraint audit_log_outcome_check;
 alter table audit_log add constraint audit_log_outcome_check
     check (outcome in ('stored', 'duplicate', 'status_changed', 'revised', 'stale',
-                       'dead_lettered', 'rejected'));
+                       'dead_lettered', 'replayed', 'rejected'));

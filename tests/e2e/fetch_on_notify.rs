@@ -224,3 +224,83 @@ async fn forged_and_unavailable(system: &System) -> anyhow::Result<()> {
     assert!(sb.calls("getToken") >= 2, "a new token after expiry");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_can_be_listed_and_replayed_once_its_cause_is_fixed() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = replay(&system).await;
+    system.finish(result).await
+}
+
+async fn replay(system: &System) -> anyhow::Result<()> {
+    use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
+    use billing_proto::ledger::{ListDeadLettersRequest, ReplayDeadLetterRequest};
+
+    let db = system.db("ledger").await?;
+    // SimplyBook's API does not know the booking yet (say, a misconfigured secret key):
+    // the callback cannot be confirmed and is dead-lettered.
+    notify(system, "6001", "h6001", "create").await?;
+    let rows = audited(&db, 1).await?;
+    assert_eq!(rows[0].0, "dead_lettered");
+
+    let mut ledger = LedgerServiceClient::connect(format!("http://{}", system.ledger)).await?;
+    let letters = ledger
+        .list_dead_letters(ListDeadLettersRequest {
+            tenant_id: "claire".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .dead_letters;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.consumer, "ledger");
+    assert_eq!(
+        letter.original_subject,
+        system.subjects().simplybook("claire")
+    );
+    assert!(letter.event_id.contains(":6001:create:h6001"), "{letter:?}");
+    assert!(
+        letter.reason.starts_with("unconfirmed_callback:"),
+        "{letter:?}"
+    );
+
+    // Fixed at the source; the operator replays it: recorded once, the dead letter kept.
+    system.simplybook.put_booking(
+        "6001",
+        "h6001",
+        details("2026-10-20 10:00:00", "confirmed", "64.00"),
+    );
+    let first = ledger
+        .replay_dead_letter(ReplayDeadLetterRequest {
+            sequence: letter.sequence,
+        })
+        .await?
+        .into_inner();
+    assert!(first.replayed);
+    let again = ledger
+        .replay_dead_letter(ReplayDeadLetterRequest {
+            sequence: letter.sequence,
+        })
+        .await?
+        .into_inner();
+    assert!(!again.replayed, "a second click is deduplicated");
+    let rows = audited(&db, 2).await?;
+    let outcomes: Vec<&str> = rows.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(outcomes, ["dead_lettered", "stored"]);
+    let replayed: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where outcome = 'replayed'")
+            .fetch_one(&db)
+            .await?;
+    assert_eq!(replayed, 1);
+    assert_eq!(
+        booking(&db, "6001").await?.map(|r| r.2),
+        Some(Decimal::new(6400, 2))
+    );
+    let missing = ledger
+        .replay_dead_letter(ReplayDeadLetterRequest { sequence: 999_999 })
+        .await
+        .expect_err("no such dead letter");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    Ok(())
+}

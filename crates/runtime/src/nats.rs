@@ -273,8 +273,26 @@ pub fn retry_delay(delivered: i64, max: Duration) -> Duration {
     Duration::from_secs(secs).min(max)
 }
 
-/// Publishes `msg`'s body unchanged to the dead-letter `subject`, with the subject it came from,
-/// `reason` and any extra `headers`, and waits for JetStream's ack. `message_id` deduplicates a
+/// A copy of `headers` without the named ones (names compare case-insensitively).
+pub fn headers_without(headers: Option<&HeaderMap>, skip: &[&str]) -> HeaderMap {
+    let mut copy = HeaderMap::new();
+    for (name, values) in headers.into_iter().flat_map(HeaderMap::iter) {
+        let name_bytes: &[u8] = name.as_ref();
+        if skip
+            .iter()
+            .any(|s| s.as_bytes().eq_ignore_ascii_case(name_bytes))
+        {
+            continue;
+        }
+        for value in values {
+            copy.append(name.clone(), value.as_str());
+        }
+    }
+    copy
+}
+
+/// Publishes `msg`'s body unchanged to the dead-letter `subject` with its original headers, the
+/// subject it came from and `reason`, and waits for JetStream's ack. `message_id` deduplicates a
 /// retried dead-lettering.
 pub async fn dead_letter(
     js: &jetstream::Context,
@@ -282,8 +300,8 @@ pub async fn dead_letter(
     msg: &async_nats::Message,
     message_id: &str,
     reason: &str,
-    mut headers: HeaderMap,
 ) -> Result<(), async_nats::Error> {
+    let mut headers = headers_without(msg.headers.as_ref(), &[NATS_MSG_ID]);
     headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
     headers.insert(HDR_DLQ_SUBJECT, msg.subject.as_str());
     // Header values cannot hold line breaks.
@@ -293,6 +311,9 @@ pub async fn dead_letter(
         .await?;
     Ok(())
 }
+
+/// The header name JetStream deduplicates by.
+pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use billing_domain::Tenants;
@@ -323,16 +322,14 @@ impl Consumer {
     ) -> Disposition {
         let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let reason = format!("{}: {}", reject.code, reject.message);
-        let mut headers = HeaderMap::new();
-        headers.insert(HDR_EVENT_ID, event_id);
-        headers.insert(HDR_TENANT, tenant);
+        // Keyed by the stream position: a redelivery is not dead-lettered twice, but a replayed
+        // event that fails again is (it has a new position).
         let published = nats::dead_letter(
             &self.js,
             self.subjects.dead_letter("webhooks", consumer),
             msg,
-            &format!("dlq:{event_id}"),
+            &format!("dlq:webhooks:{stream_seq}"),
             &reason,
-            headers,
         )
         .await;
         if let Err(err) = published {

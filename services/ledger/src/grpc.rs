@@ -1,4 +1,5 @@
-//! `billing.ledger.v1.LedgerService`: bookings and period summaries for invoicing and billingctl.
+//! `billing.ledger.v1.LedgerService`: bookings and period summaries for invoicing and
+//! billingctl, the integrity check, and the dead letters.
 
 use std::sync::Arc;
 
@@ -6,12 +7,15 @@ use billing_domain::{Currency, Tenants};
 use billing_proto::convert::{datetime, money, timestamp};
 use billing_proto::ledger::ledger_service_server::LedgerService;
 use billing_proto::ledger::{
-    Booking, IntegrityViolation, ListBookingsRequest, ListBookingsResponse, SummarizePeriodRequest,
-    SummarizePeriodResponse, VerifyIntegrityRequest, VerifyIntegrityResponse,
+    Booking, IntegrityViolation, ListBookingsRequest, ListBookingsResponse, ListDeadLettersRequest,
+    ListDeadLettersResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse,
+    SummarizePeriodRequest, SummarizePeriodResponse, VerifyIntegrityRequest,
+    VerifyIntegrityResponse,
 };
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
+use crate::dlq::DeadLetters;
 use crate::integrity;
 use crate::store::{BookingRow, Store};
 
@@ -21,11 +25,16 @@ const MAX_LIMIT: u32 = 10_000;
 pub struct LedgerGrpc {
     store: Store,
     tenants: Arc<Tenants>,
+    dead_letters: DeadLetters,
 }
 
 impl LedgerGrpc {
-    pub fn new(store: Store, tenants: Arc<Tenants>) -> Self {
-        LedgerGrpc { store, tenants }
+    pub fn new(store: Store, tenants: Arc<Tenants>, dead_letters: DeadLetters) -> Self {
+        LedgerGrpc {
+            store,
+            tenants,
+            dead_letters,
+        }
     }
 
     fn tenant_currency(&self, tenant_id: &str) -> Result<Currency, Status> {
@@ -134,6 +143,47 @@ impl LedgerService for LedgerGrpc {
                 expected_hash: v.expected_hash,
                 stored_hash: v.stored_hash,
             }),
+        }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let req = request.into_inner();
+        if !req.tenant_id.is_empty() {
+            self.tenant_currency(&req.tenant_id)?;
+        }
+        let limit = match req.limit {
+            0 => 100,
+            n => n.min(MAX_LIMIT),
+        };
+        let dead_letters = self
+            .dead_letters
+            .list(
+                &req.tenant_id,
+                req.after_sequence,
+                usize::try_from(limit).unwrap_or(100),
+            )
+            .await?;
+        Ok(Response::new(ListDeadLettersResponse { dead_letters }))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        request: Request<ReplayDeadLetterRequest>,
+    ) -> Result<Response<ReplayDeadLetterResponse>, Status> {
+        let sequence = request.into_inner().sequence;
+        let (letter, replayed) = self.dead_letters.replay(sequence).await?;
+        if replayed {
+            self.store
+                .record_replay(&letter.event_id, &letter.tenant_id, sequence)
+                .await
+                .map_err(internal)?;
+        }
+        Ok(Response::new(ReplayDeadLetterResponse {
+            dead_letter: Some(letter),
+            replayed,
         }))
     }
 }

@@ -4,6 +4,7 @@
 
 mod batch;
 mod consumer;
+mod dlq;
 mod events;
 mod grpc;
 mod integrity;
@@ -102,6 +103,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         3,
         Duration::from_millis(200),
     )?;
+    let dead_letters = dlq::DeadLetters::new(js.clone(), subjects.clone());
     let consumer = consumer::Consumer::create(
         js,
         subjects,
@@ -114,7 +116,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     .map_err(|e| Error::Consumer(e.to_string()))?;
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
 
-    let grpc = grpc::LedgerGrpc::new(store, tenants);
+    let grpc = grpc::LedgerGrpc::new(store, tenants, dead_letters);
     let routes = tonic::service::Routes::new(LedgerServiceServer::new(grpc));
     let app = server::grpc_router(routes, &[SERVICE_NAME])
         .await?

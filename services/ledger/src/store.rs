@@ -107,7 +107,7 @@ impl Store {
         stream_seq: u64,
     ) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        if claim_event(&mut tx, &format!("dead-letter:{event_id}")).await? {
+        if claim_event(&mut tx, &format!("dead-letter:{stream_seq}:{event_id}")).await? {
             sqlx::query(
                 "insert into audit_log (source, event_id, tenant_id, outcome, reason, stream_seq)
                  values ($1, $2, $3, 'dead_lettered', $4, $5)",
@@ -121,6 +121,26 @@ impl Store {
             .await?;
         }
         tx.commit().await
+    }
+
+    /// Records that an operator replayed dead letter `sequence` (an audit row; the replayed event
+    /// gets its own outcome when the ledger processes it).
+    pub async fn record_replay(
+        &self,
+        event_id: &str,
+        tenant_id: &str,
+        sequence: u64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into audit_log (source, event_id, tenant_id, outcome, reason)
+             values ('operator', $1, nullif($2, ''), 'replayed', $3)",
+        )
+        .bind(event_id)
+        .bind(tenant_id)
+        .bind(format!("dead letter {sequence} published again"))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Records a request ingest refused (once, however often the record is redelivered).

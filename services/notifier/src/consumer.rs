@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use billing_proto::events::InvoiceIssuedV1;
@@ -207,7 +206,6 @@ impl Consumer {
             msg,
             &message_id,
             reason,
-            HeaderMap::new(),
         )
         .await?;
         metrics::counter!("notifier_dead_letters_total").increment(1);
