@@ -11,4 +11,6 @@ command -v pdftotext >/dev/null 2>&1 || {
 }
 cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 
+# The end-to-end tests drive billingctl as an operator would: build the binary first.
+cargo build --locked -p billingctl
 cargo nextest run --workspace --no-fail-fast "$@"

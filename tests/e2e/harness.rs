@@ -275,6 +275,32 @@ impl System {
         Ok((addr, token, task))
     }
 
+    /// Runs `billingctl` (built with the workspace) against this system, as an operator would.
+    pub async fn billingctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        // Tests run from target/<profile>/deps; the workspace's binaries are one level up.
+        let exe = std::env::current_exe()?;
+        let bin = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .map(|dir| dir.join("billingctl"))
+            .context("locating billingctl")?;
+        anyhow::ensure!(
+            bin.exists(),
+            "{} is missing: build it first (`cargo build -p billingctl`; scripts/test.sh does)",
+            bin.display()
+        );
+        tokio::process::Command::new(&bin)
+            .args(args)
+            .env("BILLINGCTL_LEDGER_URL", format!("http://{}", self.ledger))
+            .env(
+                "BILLINGCTL_INVOICING_URL",
+                format!("http://{}", self.invoicing),
+            )
+            .output()
+            .await
+            .with_context(|| format!("running {}", bin.display()))
+    }
+
     /// Posts a SimplyBook native callback to Claire's callback URL with `token`.
     pub async fn post_callback(
         &self,

@@ -156,6 +156,16 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
     );
     assert!(v.reason.contains("do not match"), "{}", v.reason);
     assert_ne!(v.expected_hash, v.stored_hash);
+    // The operator sees the same from billingctl, with a distinct exit status.
+    let out = system
+        .billingctl(&["bookings", "verify", "--tenant", "claire"])
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("chain BROKEN at record 2 (booking 8002)"),
+        "{stdout}"
+    );
 
     // Putting the fee back restores the chain; deleting a revision breaks it again.
     sqlx::raw_sql(
@@ -166,6 +176,10 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
     .execute(&db)
     .await?;
     assert!(verify(system).await?.intact);
+    let out = system
+        .billingctl(&["bookings", "verify", "--tenant", "claire"])
+        .await?;
+    assert!(out.status.success(), "{out:?}");
     sqlx::raw_sql(
         "alter table booking_revisions disable trigger booking_revisions_append_only;
          delete from booking_revisions where revision_no = 1;

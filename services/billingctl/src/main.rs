@@ -10,8 +10,11 @@ use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{
     GenerateMonthlyInvoicesRequest, GetInvoiceRequest, Invoice, ListInvoicesRequest, Outcome,
 };
-use billing_proto::ledger::ListBookingsRequest;
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
+use billing_proto::ledger::{
+    DeadLetter, ListBookingsRequest, ListDeadLettersRequest, ReplayDeadLetterRequest,
+    VerifyIntegrityRequest,
+};
 use clap::{Parser, Subcommand};
 use tonic::transport::{Channel, Endpoint};
 
@@ -53,6 +56,25 @@ enum Command {
     /// Monthly invoices.
     #[command(subcommand)]
     Invoices(InvoicesCmd),
+    /// Events the ledger gave up on.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// List dead letters with their reasons, oldest first.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Continue after this sequence.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Publish a dead letter's event again once its cause is fixed.
+    Replay { sequence: u64 },
 }
 
 #[derive(Subcommand)]
@@ -64,7 +86,15 @@ enum BookingsCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Recompute a tenant's hash chain; exit status 3 when a record was altered or removed.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+    },
 }
+
+/// Exit status of `bookings verify` when the chain does not verify.
+const EXIT_TAMPERED: u8 = 3;
 
 #[derive(Subcommand)]
 enum InvoicesCmd {
@@ -148,6 +178,107 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         amount(b.cash.as_ref()),
                         amount(b.platform_fee.as_ref()),
                     );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bookings(BookingsCmd::Verify { tenant }) => {
+            let mut ledger = LedgerServiceClient::new(channel(&cli.ledger_url)?);
+            let report = ledger
+                .verify_integrity(VerifyIntegrityRequest { tenant_id: tenant })
+                .await?
+                .into_inner();
+            let v = report.first_violation.as_ref();
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "tenant": report.tenant_id, "intact": report.intact,
+                        "records_checked": report.records_checked, "head_hash": report.head_hash,
+                        "first_violation": v.map(|v| serde_json::json!({
+                            "chain_seq": v.chain_seq, "record_kind": v.record_kind,
+                            "record_id": v.record_id, "booking_ref": v.booking_ref,
+                            "reason": v.reason, "expected_hash": v.expected_hash,
+                            "stored_hash": v.stored_hash,
+                        })),
+                    })
+                );
+            } else if let Some(v) = v {
+                println!(
+                    "{}: chain BROKEN at record {} ({} {}): {}",
+                    report.tenant_id, v.chain_seq, v.record_kind, v.booking_ref, v.reason
+                );
+                println!("  expected hash {}", v.expected_hash);
+                println!("  stored hash   {}", v.stored_hash);
+            } else {
+                println!(
+                    "{}: intact, {} records, head {}",
+                    report.tenant_id, report.records_checked, report.head_hash
+                );
+            }
+            Ok(if report.intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_TAMPERED)
+            })
+        }
+        Command::Dlq(cmd) => {
+            let mut ledger = LedgerServiceClient::new(channel(&cli.ledger_url)?);
+            match cmd {
+                DlqCmd::List {
+                    tenant,
+                    after,
+                    limit,
+                } => {
+                    let letters = ledger
+                        .list_dead_letters(ListDeadLettersRequest {
+                            tenant_id: tenant.unwrap_or_default(),
+                            after_sequence: after,
+                            limit,
+                        })
+                        .await?
+                        .into_inner()
+                        .dead_letters;
+                    if cli.json {
+                        let rows: Vec<_> = letters.iter().map(dead_letter_json).collect();
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        println!(
+                            "{:>8} {:<17} {:<12} {:<44} REASON",
+                            "SEQ", "AT (UTC)", "TENANT", "EVENT"
+                        );
+                        for d in &letters {
+                            println!(
+                                "{:>8} {:<17} {:<12} {:<44} {}",
+                                d.sequence,
+                                utc_minute(d.dead_lettered_at.as_ref()),
+                                d.tenant_id,
+                                d.event_id,
+                                d.reason
+                            );
+                        }
+                    }
+                }
+                DlqCmd::Replay { sequence } => {
+                    let reply = ledger
+                        .replay_dead_letter(ReplayDeadLetterRequest { sequence })
+                        .await?
+                        .into_inner();
+                    let letter = reply.dead_letter.unwrap_or_default();
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"replayed": reply.replayed,
+                                "dead_letter": dead_letter_json(&letter)})
+                        );
+                    } else if reply.replayed {
+                        println!(
+                            "replayed {} to {}",
+                            letter.event_id, letter.original_subject
+                        );
+                    } else {
+                        println!("{} was already replayed moments ago", letter.event_id);
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -260,6 +391,14 @@ fn utc_minute(t: Option<&prost_types::Timestamp>) -> String {
 fn amount(m: Option<&billing_proto::Money>) -> String {
     m.map(|m| format!("{} {}", m.currency_code, m.amount))
         .unwrap_or_default()
+}
+
+fn dead_letter_json(d: &DeadLetter) -> serde_json::Value {
+    serde_json::json!({
+        "sequence": d.sequence, "consumer": d.consumer, "original_subject": d.original_subject,
+        "event_id": d.event_id, "tenant": d.tenant_id, "reason": d.reason,
+        "dead_lettered_at": datetime(d.dead_lettered_at.as_ref()).map(|t| t.to_rfc3339()),
+    })
 }
 
 fn invoice_json(i: &Invoice) -> serde_json::Value {
