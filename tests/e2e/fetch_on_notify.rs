@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use chrono_tz::Australia::Sydney;
+use futures::StreamExt;
+use prost::Message as _;
 use rust_decimal::Decimal;
 use serde_json::json;
 
@@ -164,10 +166,109 @@ async fn lifecycle(system: &System) -> anyhow::Result<()> {
         booking(&db, "3002").await?.map(|r| r.0).as_deref(),
         Some("cancelled")
     );
+
+    // Another service, then the session happens; a third booking is a no-show. (Each step
+    // waits for the previous outcome: callbacks that arrive together are all answered with the
+    // state SimplyBook holds when they are fetched, which is the point of fetching.)
+    let mut seen = 6;
+    let mut step = |id: &'static str, details: serde_json::Value, kind: &'static str| {
+        seen += 1;
+        let n = seen;
+        let hash = format!("h{id}");
+        let db = &db;
+        async move {
+            sb.put_booking(id, &hash, details);
+            notify(system, id, &hash, kind).await?;
+            audited(db, n).await?;
+            anyhow::Ok(())
+        }
+    };
+    let mut moved = details("2026-10-16 09:00:00", "confirmed", "90.00");
+    step("3003", moved.clone(), "create").await?;
+    moved["event_id"] = json!("8");
+    moved["event_name"] = json!("Hot stone massage");
+    step("3003", moved.clone(), "change").await?;
+    moved["status"] = json!("completed");
+    step("3003", moved, "change").await?;
+    step(
+        "3004",
+        details("2026-10-17 09:00:00", "confirmed", "90.00"),
+        "create",
+    )
+    .await?;
+    step(
+        "3004",
+        details("2026-10-17 09:00:00", "no_show", "90.00"),
+        "change",
+    )
+    .await?;
+    let states: Vec<(String, String, String)> = sqlx::query_as(
+        "select booking_ref, status, service_name from bookings
+         where booking_ref in ('3003', '3004') order by booking_ref",
+    )
+    .fetch_all(&db)
+    .await?;
+    assert_eq!(
+        states,
+        [
+            (
+                "3003".into(),
+                "completed".into(),
+                "Hot stone massage".into()
+            ),
+            ("3004".into(), "no_show".into(), "Remedial massage".into()),
+        ]
+    );
+    let services: Vec<String> = sqlx::query_scalar(
+        "select h.service_name from booking_status_history h
+         join bookings b on b.id = h.booking_id where b.booking_ref = '3003' order by h.id",
+    )
+    .fetch_all(&db)
+    .await?;
+    assert_eq!(
+        services,
+        ["Remedial massage", "Hot stone massage", "Hot stone massage"]
+    );
     let count: i64 = sqlx::query_scalar("select count(*) from bookings")
         .fetch_one(&db)
         .await?;
-    assert_eq!(count, 2);
+    assert_eq!(count, 4);
+
+    // Each change was announced once on `ledger.booking.<kind>` through the outbox.
+    let js = system.jetstream().await?;
+    let subjects = system.subjects();
+    let stream = js.get_stream(subjects.stream_name("LEDGER")).await?;
+    let counts = eventually(Duration::from_secs(20), || async {
+        let mut counts = std::collections::BTreeMap::new();
+        let stream = js.get_stream(subjects.stream_name("LEDGER")).await?;
+        let mut info = stream
+            .info_with_subjects(subjects.booking_event("*"))
+            .await?;
+        while let Some(entry) = info.next().await {
+            let (subject, n) = entry?;
+            let kind = subject.rsplit('.').next().unwrap_or_default().to_string();
+            counts.insert(kind, n);
+        }
+        Ok((counts.values().sum::<usize>() == 9).then_some(counts))
+    })
+    .await?;
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [("changed".to_string(), 5), ("recorded".to_string(), 4)]
+    );
+    let last = stream
+        .get_last_raw_message_by_subject(&subjects.booking_event("changed"))
+        .await?;
+    let event = billing_proto::events::BookingEventV1::decode(last.payload.as_ref())?;
+    assert_eq!(
+        (
+            event.booking_ref.as_str(),
+            event.status.as_str(),
+            event.kind.as_str()
+        ),
+        ("3004", "no_show", "changed")
+    );
+    assert_eq!(event.total.map(|m| m.amount), Some("90.00".to_string()));
     Ok(())
 }
 
@@ -264,6 +365,14 @@ async fn replay(system: &System) -> anyhow::Result<()> {
         letter.reason.starts_with("unconfirmed_callback:"),
         "{letter:?}"
     );
+    // The operator's view of the same, from billingctl.
+    let out = system
+        .billingctl(&["dlq", "list", "--tenant", "claire", "--json"])
+        .await?;
+    assert!(out.status.success(), "{out:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(listed[0]["sequence"], json!(letter.sequence));
+    assert_eq!(listed[0]["event_id"], json!(letter.event_id));
 
     // Fixed at the source; the operator replays it: recorded once, the dead letter kept.
     system.simplybook.put_booking(

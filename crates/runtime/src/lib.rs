@@ -1,11 +1,13 @@
 //! What every service starts with: configuration helpers, logging, metrics, health endpoints,
-//! database and JetStream setup, graceful shutdown, and a combined gRPC + HTTP server.
+//! database and JetStream setup, the outbox relay, graceful shutdown, and a combined gRPC + HTTP
+//! server.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod db;
 pub mod nats;
 pub mod ops;
+pub mod outbox;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -87,6 +87,11 @@ impl Subjects {
         format!("{}webhooks.rejected.>", self.prefix)
     }
 
+    /// The ledger's booking events (`recorded`, `changed`, `revised`).
+    pub fn booking_event(&self, kind: &str) -> String {
+        format!("{}ledger.booking.{kind}", self.prefix)
+    }
+
     pub fn invoice(&self, status: &str) -> String {
         format!("{}invoicing.invoice.{status}", self.prefix)
     }
@@ -99,8 +104,8 @@ impl Subjects {
         format!("{}{base}", self.stream_prefix)
     }
 
-    /// Stream configurations: raw webhooks, invoice events and dead letters.
-    fn streams(&self) -> [stream::Config; 3] {
+    /// Stream configurations: raw webhooks, ledger and invoice events, and dead letters.
+    fn streams(&self) -> [stream::Config; 4] {
         const DAY: Duration = Duration::from_secs(24 * 60 * 60);
         let config = |base: &str, subjects: &str, max_age: Duration| stream::Config {
             name: self.stream_name(base),
@@ -113,6 +118,7 @@ impl Subjects {
         };
         [
             config("WEBHOOKS", "webhooks.>", 30 * DAY),
+            config("LEDGER", "ledger.>", 90 * DAY),
             config("INVOICING", "invoicing.>", 90 * DAY),
             config("DLQ", "dlq.>", 365 * DAY),
         ]

@@ -4,7 +4,6 @@
 
 mod close;
 mod grpc;
-mod outbox;
 mod store;
 
 use std::net::SocketAddr;
@@ -97,7 +96,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
             .connect_lazy(),
     );
     let store = store::Store::new(pool.clone());
-    let relay = outbox::Relay::new(pool.clone(), js);
+    let relay = billing_runtime::outbox::Relay::new("invoicing", pool.clone(), js);
     let closer = close::MonthlyClose::new(store.clone(), ledger, subjects, relay.waker());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
 

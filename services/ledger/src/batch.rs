@@ -7,13 +7,18 @@
 //! 4. Decide, event by event in stream order and in memory, what each one does: a new booking
 //!    on the chain, a price revision on the chain, a status/time change, nothing (duplicate), or
 //!    a rejection (its key is released so the dead-letter path can handle it).
-//! 5. Write everything with `unnest` inserts and updates, and commit.
+//! 5. Write everything with `unnest` inserts and updates — with a `ledger.booking.*` event in the
+//!    outbox for each change — and commit.
 
 use std::collections::{HashMap, HashSet};
 
 use billing_domain::hash::{FinancialFields, GENESIS_HASH, RevisionFields};
 use billing_domain::{BookingAmounts, Currency, Rate};
+use billing_proto::convert::{money, timestamp};
+use billing_proto::events::BookingEventV1;
+use billing_runtime::Subjects;
 use chrono::{DateTime, Utc};
+use prost::Message as _;
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -59,7 +64,45 @@ struct Writes {
     /// booking id → latest state: status, session time, service
     moves: HashMap<Uuid, Move>,
     audit: AuditColumns,
+    outbox: OutboxColumns,
     released: Vec<String>,
+}
+
+#[derive(Default)]
+struct OutboxColumns {
+    subject: Vec<String>,
+    message_id: Vec<String>,
+    payload: Vec<Vec<u8>>,
+}
+
+impl OutboxColumns {
+    /// The booking event announcing what `applied` did, with the booking as it now stands.
+    fn push(&mut self, subjects: &Subjects, applied: Applied, b: &NewBooking, current: &Current) {
+        let kind = match applied {
+            Applied::Stored => "recorded",
+            Applied::StatusChanged => "changed",
+            Applied::Revised => "revised",
+            Applied::Duplicate | Applied::Stale => return,
+        };
+        let money = |amount: Decimal| Some(money(b.currency.code(), b.currency.format(amount)));
+        let event = BookingEventV1 {
+            kind: kind.to_string(),
+            booking_id: current.id.to_string(),
+            tenant_id: current.tenant_id.clone(),
+            booking_ref: current.booking_ref.clone(),
+            status: current.status.clone(),
+            session_at: Some(timestamp(current.session_at)),
+            service_name: current.service_name.clone(),
+            total: money(current.total_amount),
+            platform_fee: money(current.platform_fee),
+            revision: u32::try_from(current.revision_no).unwrap_or_default(),
+            source_event_id: b.event_id.clone(),
+        };
+        self.subject.push(subjects.booking_event(kind));
+        // One event per applied source event, so its id is a stable identity.
+        self.message_id.push(format!("ledger:{}", b.event_id));
+        self.payload.push(event.encode_to_vec());
+    }
 }
 
 /// A booking's non-financial state after an event.
@@ -164,6 +207,7 @@ impl AuditColumns {
 /// in order. A database error rolls everything back: retry the whole batch.
 pub async fn apply(
     pool: &PgPool,
+    subjects: &Subjects,
     events: &[(NewBooking, u64)],
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -246,6 +290,7 @@ pub async fn apply(
             None => {
                 let current = new_booking(&mut w, &mut chain, b);
                 let id = current.id;
+                w.outbox.push(subjects, Applied::Stored, b, &current);
                 state.insert(key, current);
                 w.audit
                     .push(b, Applied::Stored, Some(id), None, *stream_seq);
@@ -260,6 +305,7 @@ pub async fn apply(
                     };
                     w.audit
                         .push(b, applied, Some(current.id), reason, *stream_seq);
+                    w.outbox.push(subjects, applied, b, current);
                     Outcome::Applied(applied, Some(current.id))
                 }
                 Err(reject) => {
@@ -637,6 +683,19 @@ async fn write(
         .bind(&tenants)
         .bind(&seqs)
         .bind(&hashes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let o = &w.outbox;
+    if !o.subject.is_empty() {
+        sqlx::query(
+            "insert into outbox (subject, message_id, payload)
+             select * from unnest($1::text[], $2::text[], $3::bytea[])
+             on conflict (message_id) do nothing",
+        )
+        .bind(&o.subject)
+        .bind(&o.message_id)
+        .bind(&o.payload)
         .execute(&mut **tx)
         .await?;
     }

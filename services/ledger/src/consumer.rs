@@ -3,7 +3,9 @@
 //! database committed; poison events go to the dead-letter stream with their reason.
 
 use std::sync::Arc;
+
 use std::time::Duration;
+use tokio::sync::Notify;
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
@@ -64,6 +66,8 @@ pub struct Consumer {
     tenants: Arc<Tenants>,
     simplybook: SimplyBook,
     store: Store,
+    /// Woken after a batch commits, to relay its booking events at once.
+    relay: Arc<Notify>,
     batch_size: usize,
 }
 
@@ -89,6 +93,7 @@ impl Consumer {
         tenants: Arc<Tenants>,
         simplybook: SimplyBook,
         store: Store,
+        relay: Arc<Notify>,
         batch_size: usize,
     ) -> Result<Self, async_nats::Error> {
         let stream = js.get_stream(subjects.stream_name("WEBHOOKS")).await?;
@@ -120,6 +125,7 @@ impl Consumer {
             tenants,
             simplybook,
             store,
+            relay,
             batch_size,
         })
     }
@@ -171,6 +177,7 @@ impl Consumer {
         if !to_apply.is_empty() {
             match self.store.apply_batch(&to_apply).await {
                 Ok(outcomes) => {
+                    self.relay.notify_one();
                     for ((booking, _), (&i, outcome)) in
                         to_apply.iter().zip(positions.iter().zip(outcomes))
                     {

@@ -96,7 +96,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     subjects.ensure_streams(&js).await?;
     let ready_streams = (js.clone(), subjects.stream_names());
 
-    let store = store::Store::new(pool.clone());
+    let store = store::Store::new(pool.clone(), subjects.clone());
+    let relay = billing_runtime::outbox::Relay::new("ledger", pool.clone(), js.clone());
+    let relay_waker = relay.waker();
+    let relay_task = tokio::spawn(relay.run(shutdown.clone()));
     let simplybook = simplybook::SimplyBook::new(
         &config.simplybook_url,
         Duration::from_millis(config.simplybook_timeout_ms),
@@ -110,6 +113,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         tenants.clone(),
         simplybook,
         store.clone(),
+        relay_waker,
         config.batch_size,
     )
     .await
@@ -131,6 +135,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     shutdown.cancel();
     if let Err(err) = consumer_task.await {
         tracing::error!(error = %err, "ledger consumer task failed");
+    }
+    if let Err(err) = relay_task.await {
+        tracing::error!(error = %err, "outbox relay task failed");
     }
     served?;
     Ok(())

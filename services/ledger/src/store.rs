@@ -4,6 +4,7 @@
 
 use billing_domain::Currency;
 use billing_proto::events::WebhookRejectedV1;
+use billing_runtime::Subjects;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -81,11 +82,12 @@ const BOOKINGS_FROM: &str = "bookings b left join lateral (
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    subjects: Subjects,
 }
 
 impl Store {
-    pub fn new(pool: PgPool) -> Self {
-        Store { pool }
+    pub fn new(pool: PgPool, subjects: Subjects) -> Self {
+        Store { pool, subjects }
     }
 
     /// Applies a batch of booking events in one transaction (see [`crate::batch`]).
@@ -93,7 +95,7 @@ impl Store {
         &self,
         events: &[(NewBooking, u64)],
     ) -> Result<Vec<batch::Outcome>, sqlx::Error> {
-        batch::apply(&self.pool, events).await
+        batch::apply(&self.pool, &self.subjects, events).await
     }
 
     /// Records that an event was dead-lettered (once, however often it is redelivered). The

@@ -1,29 +1,37 @@
-//! The outbox relay: publishes events committed with invoices to JetStream, in order, and marks
-//! them published only after JetStream's ack. A crash in between republishes with the same
-//! `Nats-Msg-Id`, which JetStream (and consumers' own keys) deduplicate.
+//! The outbox relay: publishes domain events that a service committed in its own `outbox` table
+//! (in the same transaction as the change they describe) to JetStream, in order, and marks them
+//! published only after JetStream's acks. A crash in between republishes with the same
+//! `Nats-Msg-Id`, which JetStream (and consumers' own keys) deduplicate: no event is lost or
+//! invented.
+//!
+//! The table (in the service's schema): `outbox (id bigserial primary key, subject text,
+//! message_id text unique, payload bytea, created_at timestamptz, published_at timestamptz)`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Shutdown;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
-use billing_runtime::Shutdown;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
 /// How often the relay looks for events even when nobody woke it (e.g. after a restart).
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
-const BATCH: i64 = 100;
+const BATCH: i64 = 500;
 
 pub struct Relay {
+    service: &'static str,
     pool: PgPool,
     js: jetstream::Context,
     wake: Arc<Notify>,
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, js: jetstream::Context) -> Self {
+    /// `service` labels the relay's metrics.
+    pub fn new(service: &'static str, pool: PgPool, js: jetstream::Context) -> Self {
         Relay {
+            service,
             pool,
             js,
             wake: Arc::new(Notify::new()),
@@ -38,7 +46,7 @@ impl Relay {
     pub async fn run(self, shutdown: Shutdown) {
         loop {
             if let Err(err) = self.relay_pending().await {
-                metrics::counter!("invoicing_outbox_failures_total").increment(1);
+                metrics::counter!("outbox_failures_total", "service" => self.service).increment(1);
                 tracing::warn!(error = %err, "outbox relay failed, will retry");
             }
             tokio::select! {
@@ -64,23 +72,31 @@ impl Relay {
             if rows.is_empty() {
                 return Ok(());
             }
+            // All of the batch in flight at once (published in order on one connection), then
+            // every ack; any failure rolls back and the whole batch is sent again, deduplicated.
             let mut ids = Vec::with_capacity(rows.len());
+            let mut acks = Vec::with_capacity(rows.len());
             for (id, subject, message_id, payload) in rows {
                 let mut headers = HeaderMap::new();
                 headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
                 headers.insert("Content-Type", "application/protobuf");
-                self.js
-                    .publish_with_headers(subject, headers, payload.into())
-                    .await?
-                    .await?;
+                acks.push(
+                    self.js
+                        .publish_with_headers(subject, headers, payload.into())
+                        .await?,
+                );
                 ids.push(id);
+            }
+            for ack in acks {
+                ack.await?;
             }
             sqlx::query("update outbox set published_at = now() where id = any($1)")
                 .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            metrics::counter!("invoicing_outbox_published_total").increment(ids.len() as u64);
+            metrics::counter!("outbox_published_total", "service" => self.service)
+                .increment(ids.len() as u64);
         }
     }
 }
