@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
-use billing_proto::ledger::{ListBookingsRequest, VerifyIntegrityRequest, VerifyIntegrityResponse};
+use billing_proto::ledger::{
+    GetBookingRequest, ListBookingsRequest, VerifyIntegrityRequest, VerifyIntegrityResponse,
+};
 use rust_decimal::Decimal;
 
 use crate::harness::{CLAIRE_SECRET, System, eventually};
@@ -134,6 +136,81 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
         first.platform_fee.as_ref().map(|m| m.amount.as_str()),
         Some("24.01")
     );
+
+    // One booking with its history and revisions.
+    let got = ledger
+        .get_booking(GetBookingRequest {
+            tenant_id: "claire".into(),
+            booking_ref: "8001".into(),
+        })
+        .await?
+        .into_inner();
+    let deltas: Vec<(u32, String, String)> = got
+        .revisions
+        .iter()
+        .map(|r| {
+            let amount = |m: &Option<billing_proto::Money>| {
+                m.as_ref().map(|m| m.amount.clone()).unwrap_or_default()
+            };
+            (r.revision, amount(&r.total_delta), amount(&r.fee_delta))
+        })
+        .collect();
+    assert_eq!(
+        deltas,
+        [
+            (1, "-30.00".to_string(), "-6.00".to_string()),
+            (2, "0.05".to_string(), "0.01".to_string())
+        ]
+    );
+    assert_eq!(got.history.len(), 1, "the price changes moved nothing else");
+    let missing = ledger
+        .get_booking(GetBookingRequest {
+            tenant_id: "claire".into(),
+            booking_ref: "nope".into(),
+        })
+        .await
+        .expect_err("unknown booking");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    // Pages of two, in session order, nothing repeated or skipped; a status filter.
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = ledger
+            .list_bookings(ListBookingsRequest {
+                tenant_id: "claire".into(),
+                limit: 2,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        seen.extend(page.bookings.iter().map(|b| b.booking_ref.clone()));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    seen.sort();
+    assert_eq!(seen, ["8001", "8002", "8003"]);
+    let cancelled = ledger
+        .list_bookings(ListBookingsRequest {
+            tenant_id: "claire".into(),
+            status: "cancelled".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(cancelled.bookings.is_empty());
+    let bad = ledger
+        .list_bookings(ListBookingsRequest {
+            tenant_id: "claire".into(),
+            status: "lost".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown status");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 
     let intact = verify(system).await?;
     assert!(intact.intact, "{intact:?}");

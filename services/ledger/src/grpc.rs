@@ -3,14 +3,14 @@
 
 use std::sync::Arc;
 
-use billing_domain::{Currency, Tenants};
+use billing_domain::{BookingStatus, Currency, Tenants};
 use billing_proto::convert::{datetime, money, timestamp};
 use billing_proto::ledger::ledger_service_server::LedgerService;
 use billing_proto::ledger::{
-    Booking, IntegrityViolation, ListBookingsRequest, ListBookingsResponse, ListDeadLettersRequest,
-    ListDeadLettersResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse,
-    SummarizePeriodRequest, SummarizePeriodResponse, VerifyIntegrityRequest,
-    VerifyIntegrityResponse,
+    Booking, GetBookingRequest, GetBookingResponse, IntegrityViolation, ListBookingsRequest,
+    ListBookingsResponse, ListDeadLettersRequest, ListDeadLettersResponse, PriceRevision,
+    ReplayDeadLetterRequest, ReplayDeadLetterResponse, StatusChange, SummarizePeriodRequest,
+    SummarizePeriodResponse, VerifyIntegrityRequest, VerifyIntegrityResponse,
 };
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
@@ -57,18 +57,87 @@ impl LedgerService for LedgerGrpc {
             0 => DEFAULT_LIMIT,
             n => n.min(MAX_LIMIT),
         };
+        let status = match req.status.as_str() {
+            "" => None,
+            s => Some(
+                BookingStatus::parse(s)
+                    .ok_or_else(|| Status::invalid_argument(format!("unknown status {s:?}")))?
+                    .as_str(),
+            ),
+        };
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token => Some(parse_page_token(token)?),
+        };
         let rows = self
             .store
             .list(
                 &req.tenant_id,
                 datetime(req.from.as_ref()),
                 datetime(req.to.as_ref()),
+                status,
+                after,
                 i64::from(limit),
             )
             .await
             .map_err(internal)?;
+        let next_page_token = match rows.last() {
+            Some(last) if rows.len() == limit as usize => page_token(last),
+            _ => String::new(),
+        };
         let bookings = rows.iter().map(to_proto).collect::<Result<_, _>>()?;
-        Ok(Response::new(ListBookingsResponse { bookings }))
+        Ok(Response::new(ListBookingsResponse {
+            bookings,
+            next_page_token,
+        }))
+    }
+
+    async fn get_booking(
+        &self,
+        request: Request<GetBookingRequest>,
+    ) -> Result<Response<GetBookingResponse>, Status> {
+        let req = request.into_inner();
+        let currency = self.tenant_currency(&req.tenant_id)?;
+        let row = self
+            .store
+            .booking(&req.tenant_id, &req.booking_ref)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no booking {:?} for tenant {:?}",
+                    req.booking_ref, req.tenant_id
+                ))
+            })?;
+        let history = self.store.history(row.id).await.map_err(internal)?;
+        let revisions = self.store.revisions(row.id).await.map_err(internal)?;
+        let m = |amount: Decimal| Some(money(currency.code(), currency.format(amount)));
+        Ok(Response::new(GetBookingResponse {
+            booking: Some(to_proto(&row)?),
+            history: history
+                .into_iter()
+                .map(|h| StatusChange {
+                    status: h.status,
+                    session_at: Some(timestamp(h.session_at)),
+                    service_name: h.service_name.unwrap_or_default(),
+                    event_id: h.event_id,
+                    changed_at: Some(timestamp(h.changed_at)),
+                })
+                .collect(),
+            revisions: revisions
+                .into_iter()
+                .map(|r| PriceRevision {
+                    revision: u32::try_from(r.revision_no).unwrap_or_default(),
+                    total_delta: m(r.total_delta),
+                    fee_delta: m(r.fee_delta),
+                    total_after: m(r.total_after),
+                    fee_after: m(r.fee_after),
+                    record_hash: r.record_hash,
+                    event_id: r.source_event_id,
+                    recorded_at: Some(timestamp(r.recorded_at)),
+                })
+                .collect(),
+        }))
     }
 
     async fn summarize_period(
@@ -186,6 +255,25 @@ impl LedgerService for LedgerGrpc {
             replayed,
         }))
     }
+}
+
+/// Keyset paging over `(session_at, booking_ref)`: the last row's position, as text.
+fn page_token(last: &BookingRow) -> String {
+    format!(
+        "{}|{}",
+        last.session_at.timestamp_micros(),
+        last.booking_ref
+    )
+}
+
+fn parse_page_token(token: &str) -> Result<(chrono::DateTime<chrono::Utc>, String), Status> {
+    token
+        .split_once('|')
+        .and_then(|(micros, booking_ref)| {
+            let at = chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+            Some((at, booking_ref.to_string()))
+        })
+        .ok_or_else(|| Status::invalid_argument("page_token is not one this service issued"))
 }
 
 fn to_proto(row: &BookingRow) -> Result<Booking, Status> {

@@ -63,6 +63,27 @@ pub struct BookingRow {
     pub revision_no: i32,
 }
 
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub status: String,
+    pub session_at: DateTime<Utc>,
+    pub service_name: Option<String>,
+    pub event_id: String,
+    pub changed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RevisionRow {
+    pub revision_no: i32,
+    pub total_delta: Decimal,
+    pub fee_delta: Decimal,
+    pub total_after: Decimal,
+    pub fee_after: Decimal,
+    pub record_hash: String,
+    pub source_event_id: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
 /// A booking with its current amounts: the latest price revision's, or the original's.
 const BOOKING_COLUMNS: &str = "b.id, b.tenant_id, b.booking_ref, b.status, b.session_at, \
     b.service_name, b.currency, \
@@ -284,20 +305,67 @@ impl Store {
         tenant_id: &str,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
+        status: Option<&str>,
+        after: Option<(DateTime<Utc>, String)>,
         limit: i64,
     ) -> Result<Vec<BookingRow>, sqlx::Error> {
+        let (after_at, after_ref) = after.unzip();
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select {BOOKING_COLUMNS} from {BOOKINGS_FROM}
              where b.tenant_id = $1
                and ($2::timestamptz is null or b.session_at >= $2)
                and ($3::timestamptz is null or b.session_at < $3)
+               and ($4::text is null or b.status = $4)
+               and ($5::timestamptz is null or (b.session_at, b.booking_ref) > ($5, $6))
              order by b.session_at, b.booking_ref
-             limit $4"
+             limit $7"
         )))
         .bind(tenant_id)
         .bind(from)
         .bind(to)
+        .bind(status)
+        .bind(after_at)
+        .bind(after_ref)
         .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// One booking, if recorded.
+    pub async fn booking(
+        &self,
+        tenant_id: &str,
+        booking_ref: &str,
+    ) -> Result<Option<BookingRow>, sqlx::Error> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {BOOKING_COLUMNS} from {BOOKINGS_FROM}
+             where b.tenant_id = $1 and b.booking_ref = $2"
+        )))
+        .bind(tenant_id)
+        .bind(booking_ref)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// A booking's status history, oldest first.
+    pub async fn history(&self, booking_id: Uuid) -> Result<Vec<HistoryRow>, sqlx::Error> {
+        sqlx::query_as(
+            "select status, session_at, service_name, event_id, changed_at
+             from booking_status_history where booking_id = $1 order by id",
+        )
+        .bind(booking_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// A booking's price revisions, oldest first.
+    pub async fn revisions(&self, booking_id: Uuid) -> Result<Vec<RevisionRow>, sqlx::Error> {
+        sqlx::query_as(
+            "select revision_no, total_delta, fee_delta, total_after, fee_after, record_hash,
+                    source_event_id, recorded_at
+             from booking_revisions where booking_id = $1 order by revision_no",
+        )
+        .bind(booking_id)
         .fetch_all(&self.pool)
         .await
     }
