@@ -274,3 +274,53 @@ async fn late_events(system: &System) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_the_database_refuses_is_dead_lettered_without_holding_up_its_batch()
+-> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = database_poison(&system).await;
+    system.finish(result).await
+}
+
+async fn database_poison(system: &System) -> anyhow::Result<()> {
+    let js = system.jetstream().await?;
+    let subject = system.subjects().simplybook("claire");
+    // PostgreSQL text cannot hold a NUL byte: valid JSON, a valid booking, refused by the
+    // database every time. Published together, so they share a batch.
+    let mut acks = Vec::new();
+    for (n, service) in [(1, "Massage"), (2, "Mass\u{0}age"), (3, "Massage")] {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("p-{n}").as_str(),
+        );
+        headers.insert(HDR_EVENT_ID, format!("simplybook:claire:p{n}").as_str());
+        headers.insert(HDR_TENANT, "claire");
+        let body = serde_json::json!({"booking_id": format!("95{n}"), "price": "50.00",
+            "datetime": "2026-10-14T10:00:00+11:00", "service": {"name": service}});
+        acks.push(
+            js.publish_with_headers(subject.clone(), headers, body.to_string().into())
+                .await?,
+        );
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let db = system.db("ledger").await?;
+    let audit: Vec<(String, String, Option<String>)> =
+        eventually(Duration::from_secs(20), || async {
+            let rows: Vec<(String, String, Option<String>)> =
+                sqlx::query_as("select event_id, outcome, reason from audit_log order by event_id")
+                    .fetch_all(&db)
+                    .await?;
+            Ok((rows.len() == 3).then_some(rows))
+        })
+        .await?;
+    assert_eq!(audit[0].1, "stored");
+    assert_eq!(audit[1].1, "dead_lettered");
+    let reason = audit[1].2.clone().unwrap_or_default();
+    assert!(reason.starts_with("database_refused:"), "{reason}");
+    assert_eq!(audit[2].1, "stored");
+    Ok(())
+}

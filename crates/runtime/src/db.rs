@@ -35,3 +35,23 @@ pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
     err.as_database_error()
         .is_some_and(|db| db.is_unique_violation() && db.constraint() == Some(constraint))
 }
+
+/// Whether a database error may go away by itself (connection lost, server restarting, deadlock
+/// or serialization failure, out of resources), so the work should be retried. Anything else
+/// (bad data, a violated constraint) fails the same way every time.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            ["08", "40", "53", "57", "58"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}

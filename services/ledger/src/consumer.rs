@@ -16,7 +16,7 @@ use billing_runtime::nats::{
     self, AUTH_CALLBACK_TOKEN, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_SENT_AT, HDR_TENANT,
     header,
 };
-use billing_runtime::{Shutdown, Subjects};
+use billing_runtime::{Shutdown, Subjects, db};
 use futures::StreamExt;
 use prost::Message as _;
 
@@ -181,26 +181,8 @@ impl Consumer {
                     for ((booking, _), (&i, outcome)) in
                         to_apply.iter().zip(positions.iter().zip(outcomes))
                     {
-                        dispositions[i] = Some(match outcome {
-                            Outcome::Applied(applied, booking_id) => {
-                                metrics::counter!("ledger_events_total", "outcome" => applied.as_str())
-                                    .increment(1);
-                                if applied != Applied::Duplicate {
-                                    observe_latency(&messages[i]);
-                                }
-                                tracing::debug!(
-                                    event_id = booking.event_id,
-                                    tenant = booking.tenant_id,
-                                    outcome = applied.as_str(),
-                                    booking_id = ?booking_id,
-                                    "booking event applied"
-                                );
-                                Disposition::Ack
-                            }
-                            Outcome::Rejected(reject) => {
-                                self.dead_letter_booking(&messages[i], &reject).await
-                            }
-                        });
+                        dispositions[i] =
+                            Some(self.settle_outcome(&messages[i], booking, outcome).await);
                     }
                     tracing::info!(
                         events = to_apply.len(),
@@ -209,9 +191,36 @@ impl Consumer {
                         "batch committed"
                     );
                 }
-                Err(err) => {
+                Err(err) if db::is_transient(&err) => {
                     for &i in &positions {
                         dispositions[i] = Some(Disposition::Retry(format!("database: {err}")));
+                    }
+                }
+                Err(err) => {
+                    // The database refuses something in the batch and would every time: apply
+                    // the events one by one, so only the poison one is dead-lettered and the
+                    // rest of the stream keeps flowing.
+                    tracing::warn!(error = %err, "batch refused, applying its events one by one");
+                    for (item, &i) in to_apply.iter().zip(&positions) {
+                        let msg = &messages[i];
+                        dispositions[i] = Some(
+                            match self.store.apply_batch(std::slice::from_ref(item)).await {
+                                Ok(mut outcomes) => match outcomes.pop() {
+                                    Some(outcome) => {
+                                        self.relay.notify_one();
+                                        self.settle_outcome(msg, &item.0, outcome).await
+                                    }
+                                    None => Disposition::Retry("no outcome".into()),
+                                },
+                                Err(err) if db::is_transient(&err) => {
+                                    Disposition::Retry(format!("database: {err}"))
+                                }
+                                Err(err) => {
+                                    let reject = Reject::new("database_refused", err.to_string());
+                                    self.dead_letter_booking(msg, &reject).await
+                                }
+                            },
+                        );
                     }
                 }
             }
@@ -223,6 +232,33 @@ impl Consumer {
             settle(msg, &meta.event_id, meta.delivered, disposition).await;
         }
         metrics::histogram!("ledger_batch_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts and logs what applying an event did; dead-letters it when it was rejected.
+    async fn settle_outcome(
+        &self,
+        msg: &jetstream::Message,
+        booking: &NewBooking,
+        outcome: Outcome,
+    ) -> Disposition {
+        match outcome {
+            Outcome::Applied(applied, booking_id) => {
+                metrics::counter!("ledger_events_total", "outcome" => applied.as_str())
+                    .increment(1);
+                if applied != Applied::Duplicate {
+                    observe_latency(msg);
+                }
+                tracing::debug!(
+                    event_id = booking.event_id,
+                    tenant = booking.tenant_id,
+                    outcome = applied.as_str(),
+                    booking_id = ?booking_id,
+                    "booking event applied"
+                );
+                Disposition::Ack
+            }
+            Outcome::Rejected(reject) => self.dead_letter_booking(msg, &reject).await,
+        }
     }
 
     /// A booking from a message: a signed payload carries it; a callback is confirmed with
