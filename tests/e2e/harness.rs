@@ -36,6 +36,13 @@ pub const STRIPE_OLD_SECRET: &str = "whsec_test_fake_stripe_old_secret";
 /// ingest answers 408 to a request not done within this time.
 pub const REQUEST_TIMEOUT_MS: u64 = 3000;
 
+/// A service started next to the system: its address, its own shutdown token, its task.
+pub type Replica = (
+    SocketAddr,
+    CancellationToken,
+    JoinHandle<anyhow::Result<()>>,
+);
+
 pub struct System {
     pub db: Option<TestDatabase>,
     pub namespace: String,
@@ -235,42 +242,41 @@ impl System {
     }
 
     /// Starts one more ingest replica with its own shutdown token (for tests that stop it).
-    pub async fn spawn_ingest(
-        &self,
-    ) -> anyhow::Result<(
-        SocketAddr,
-        CancellationToken,
-        JoinHandle<anyhow::Result<()>>,
-    )> {
-        let (l, addr) = listener().await?;
-        let config = ingest::Config {
-            listen_addr: addr,
-            ..self.ingest_config.clone()
-        };
-        let token = CancellationToken::new();
-        let stop = token.clone();
-        let task = tokio::spawn(async move { Ok(ingest::run(config, l, stop).await?) });
-        self.wait_ready(addr).await?;
-        Ok((addr, token, task))
+    pub async fn spawn_ingest(&self) -> anyhow::Result<Replica> {
+        let config = self.ingest_config.clone();
+        self.spawn_replica(move |addr, l, stop| async move {
+            let config = ingest::Config {
+                listen_addr: addr,
+                ..config
+            };
+            Ok(ingest::run(config, l, stop).await?)
+        })
+        .await
     }
 
     /// Starts one more ledger replica on the same database and durable consumer, with its own
     /// shutdown token.
-    pub async fn spawn_ledger(
-        &self,
-    ) -> anyhow::Result<(
-        SocketAddr,
-        CancellationToken,
-        JoinHandle<anyhow::Result<()>>,
-    )> {
+    pub async fn spawn_ledger(&self) -> anyhow::Result<Replica> {
+        let config = self.ledger_config.clone();
+        self.spawn_replica(move |addr, l, stop| async move {
+            let config = ledger::Config {
+                listen_addr: addr,
+                ..config
+            };
+            Ok(ledger::run(config, l, stop).await?)
+        })
+        .await
+    }
+
+    /// Runs `service` on a new loopback port with its own shutdown token, once it is ready.
+    async fn spawn_replica<F, Fut>(&self, service: F) -> anyhow::Result<Replica>
+    where
+        F: FnOnce(SocketAddr, TcpListener, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let (l, addr) = listener().await?;
-        let config = ledger::Config {
-            listen_addr: addr,
-            ..self.ledger_config.clone()
-        };
         let token = CancellationToken::new();
-        let stop = token.clone();
-        let task = tokio::spawn(async move { Ok(ledger::run(config, l, stop).await?) });
+        let task = tokio::spawn(service(addr, l, token.clone()));
         self.wait_ready(addr).await?;
         Ok((addr, token, task))
     }
