@@ -8,7 +8,7 @@ mod dlq;
 mod events;
 mod grpc;
 mod integrity;
-pub mod simplybook;
+mod simplybook;
 mod store;
 
 use std::net::SocketAddr;
