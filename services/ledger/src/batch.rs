@@ -61,8 +61,9 @@ struct Writes {
     bookings: BookingColumns,
     revisions: RevisionColumns,
     history: HistoryColumns,
-    /// booking id → latest state: status, session time, service
-    moves: HashMap<Uuid, Move>,
+    /// Recorded bookings whose status, time, service or price changed: their final state is
+    /// written from the batch's in-memory state.
+    moved: HashSet<Uuid>,
     audit: AuditColumns,
     outbox: OutboxColumns,
     released: Vec<String>,
@@ -103,16 +104,6 @@ impl OutboxColumns {
         self.message_id.push(format!("ledger:{}", b.event_id));
         self.payload.push(event.encode_to_vec());
     }
-}
-
-/// A booking's non-financial state after an event.
-#[derive(Clone)]
-struct Move {
-    status: String,
-    session_at: DateTime<Utc>,
-    service_id: Option<String>,
-    service_name: String,
-    as_of: DateTime<Utc>,
 }
 
 #[derive(Default)]
@@ -317,7 +308,7 @@ pub async fn apply(
         outcomes.push(outcome);
     }
 
-    write(&mut tx, &w, &chain, &start).await?;
+    write(&mut tx, &w, &state, &chain, &start).await?;
     tx.commit().await?;
     Ok(outcomes)
 }
@@ -457,16 +448,7 @@ fn change(
     }
     if revised || moved {
         current.state_as_of = Some(b.as_of);
-        w.moves.insert(
-            current.id,
-            Move {
-                status: current.status.clone(),
-                session_at: current.session_at,
-                service_id: current.service_id.clone(),
-                service_name: current.service_name.clone(),
-                as_of: b.as_of,
-            },
-        );
+        w.moved.insert(current.id);
     }
     Ok(match (revised, moved) {
         (true, _) => Applied::Revised,
@@ -539,6 +521,7 @@ fn revise(
 async fn write(
     tx: &mut Transaction<'_, Postgres>,
     w: &Writes,
+    state: &HashMap<(String, String), Current>,
     chain: &HashMap<String, (i64, String)>,
     start: &HashMap<String, i64>,
 ) -> Result<(), sqlx::Error> {
@@ -621,21 +604,14 @@ async fn write(
         .execute(&mut **tx)
         .await?;
     }
-    if !w.moves.is_empty() {
-        let mut ids = Vec::with_capacity(w.moves.len());
-        let mut statuses = Vec::with_capacity(w.moves.len());
-        let mut times = Vec::with_capacity(w.moves.len());
-        let mut service_ids = Vec::with_capacity(w.moves.len());
-        let mut service_names = Vec::with_capacity(w.moves.len());
-        let mut as_of = Vec::with_capacity(w.moves.len());
-        for (id, m) in &w.moves {
-            ids.push(*id);
-            statuses.push(m.status.as_str());
-            times.push(m.session_at);
-            service_ids.push(m.service_id.as_deref());
-            service_names.push(m.service_name.as_str());
-            as_of.push(m.as_of);
-        }
+    if !w.moved.is_empty() {
+        let moved = || state.values().filter(|c| w.moved.contains(&c.id));
+        let ids: Vec<Uuid> = moved().map(|c| c.id).collect();
+        let statuses: Vec<&str> = moved().map(|c| c.status.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = moved().map(|c| c.session_at).collect();
+        let service_ids: Vec<Option<&str>> = moved().map(|c| c.service_id.as_deref()).collect();
+        let service_names: Vec<&str> = moved().map(|c| c.service_name.as_str()).collect();
+        let as_of: Vec<Option<DateTime<Utc>>> = moved().map(|c| c.state_as_of).collect();
         sqlx::query(
             "update bookings b set status = m.status, session_at = m.session_at,
                 service_id = m.service_id, service_name = m.service_name,

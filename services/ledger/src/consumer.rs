@@ -26,8 +26,8 @@ use crate::events::{self, Reject};
 use crate::simplybook::{FetchError, SimplyBook};
 use crate::store::{Applied, Store};
 
-const CONSUMER: &str = "ledger";
-const REJECTIONS_CONSUMER: &str = "ledger-rejections";
+pub(crate) const CONSUMER: &str = "ledger";
+pub(crate) const REJECTIONS_CONSUMER: &str = "ledger-rejections";
 /// The longest a batch waits to fill before it is written: the latency floor at low rates.
 const BATCH_WAIT: Duration = Duration::from_millis(50);
 /// SimplyBook lookups in flight at once while a batch of callbacks is confirmed.

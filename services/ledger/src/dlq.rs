@@ -10,6 +10,8 @@ use billing_runtime::nats::{
 };
 use tonic::Status;
 
+use crate::consumer::{CONSUMER, REJECTIONS_CONSUMER};
+
 pub struct DeadLetters {
     js: jetstream::Context,
     subjects: Subjects,
@@ -25,9 +27,11 @@ impl DeadLetters {
         DeadLetters { js, subjects }
     }
 
-    /// Subject prefix of the ledger's dead letters (`…dlq.webhooks.`).
-    fn prefix(&self) -> String {
-        self.subjects.dead_letter("webhooks", "")
+    /// The ledger consumer whose dead letters go to `subject`, if any.
+    fn consumer_of(&self, subject: &str) -> Option<&'static str> {
+        [CONSUMER, REJECTIONS_CONSUMER]
+            .into_iter()
+            .find(|c| self.subjects.dead_letter("webhooks", c) == subject)
     }
 
     async fn stream(&self) -> Result<jetstream::stream::Stream, Status> {
@@ -37,7 +41,9 @@ impl DeadLetters {
             .map_err(unavailable)
     }
 
-    fn describe(&self, m: &StreamMessage) -> DeadLetter {
+    /// `m` as one of the ledger's dead letters; `None` when another service wrote it.
+    fn describe(&self, m: &StreamMessage) -> Option<DeadLetter> {
+        let consumer = self.consumer_of(m.subject.as_str())?;
         let header = |name: &str| {
             m.headers
                 .get(name)
@@ -45,14 +51,9 @@ impl DeadLetters {
                 .unwrap_or_default()
         };
         let nanos = m.time.unix_timestamp_nanos();
-        DeadLetter {
+        Some(DeadLetter {
             sequence: m.sequence,
-            consumer: m
-                .subject
-                .as_str()
-                .strip_prefix(&self.prefix())
-                .unwrap_or_default()
-                .to_string(),
+            consumer: consumer.to_string(),
             original_subject: header(HDR_DLQ_SUBJECT),
             event_id: header(HDR_EVENT_ID),
             tenant_id: header(HDR_TENANT),
@@ -60,7 +61,7 @@ impl DeadLetters {
             dead_lettered_at: Some(billing_proto::convert::timestamp(
                 chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX)),
             )),
-        }
+        })
     }
 
     /// Up to `limit` dead letters after `after`, optionally of one tenant.
@@ -71,7 +72,7 @@ impl DeadLetters {
         limit: usize,
     ) -> Result<Vec<DeadLetter>, Status> {
         let stream = self.stream().await?;
-        let filter = format!("{}*", self.prefix());
+        let filter = self.subjects.dead_letter("webhooks", "*");
         let mut next = after + 1;
         let mut found = Vec::new();
         while found.len() < limit {
@@ -81,8 +82,9 @@ impl DeadLetters {
                 Err(err) => return Err(unavailable(err)),
             };
             next = m.sequence + 1;
-            let letter = self.describe(&m);
-            if tenant.is_empty() || letter.tenant_id == tenant {
+            if let Some(letter) = self.describe(&m)
+                && (tenant.is_empty() || letter.tenant_id == tenant)
+            {
                 found.push(letter);
             }
         }
@@ -100,20 +102,12 @@ impl DeadLetters {
             }
             Err(err) => return Err(unavailable(err)),
         };
-        let letter = self.describe(&m);
-        if !m.subject.as_str().starts_with(&self.prefix()) {
-            return Err(Status::failed_precondition(format!(
+        // Only the ledger's own: it wrote the original subject from a message it consumed.
+        let letter = self.describe(&m).ok_or_else(|| {
+            Status::failed_precondition(format!(
                 "message {sequence} is not one of the ledger's dead letters"
-            )));
-        }
-        let webhooks = self.subjects.simplybook_all();
-        let webhooks = webhooks.trim_end_matches("simplybook.>");
-        if !letter.original_subject.starts_with(webhooks) {
-            return Err(Status::failed_precondition(format!(
-                "dead letter {sequence} came from {:?}, not a webhook subject",
-                letter.original_subject
-            )));
-        }
+            ))
+        })?;
         let mut headers = headers_without(
             Some(&m.headers),
             &[NATS_MSG_ID, HDR_DLQ_REASON, HDR_DLQ_SUBJECT],

@@ -7,7 +7,7 @@ use billing_proto::events::WebhookRejectedV1;
 use billing_runtime::Subjects;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::batch;
@@ -129,41 +129,38 @@ impl Store {
         reason: &str,
         stream_seq: u64,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        if claim_event(&mut tx, &format!("dead-letter:{stream_seq}:{event_id}")).await? {
-            sqlx::query(
-                "insert into audit_log (source, event_id, tenant_id, outcome, reason, stream_seq)
-                 values ($1, $2, $3, 'dead_lettered', $4, $5)",
-            )
-            .bind(source)
-            .bind(event_id)
-            .bind(tenant_id)
-            .bind(reason)
-            .bind(i64::try_from(stream_seq).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await
+        let row = AuditRow {
+            source,
+            event_id,
+            tenant_id,
+            outcome: "dead_lettered",
+            reason,
+            stream_seq: Some(stream_seq),
+            ..Default::default()
+        };
+        self.audit_once(&format!("dead-letter:{stream_seq}:{event_id}"), row)
+            .await
     }
 
-    /// Records that an operator replayed dead letter `sequence` (an audit row; the replayed event
-    /// gets its own outcome when the ledger processes it).
+    /// Records that an operator replayed dead letter `sequence` (the replayed event gets its own
+    /// outcome when the ledger processes it).
     pub async fn record_replay(
         &self,
         event_id: &str,
         tenant_id: &str,
         sequence: u64,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "insert into audit_log (source, event_id, tenant_id, outcome, reason)
-             values ('operator', $1, nullif($2, ''), 'replayed', $3)",
-        )
-        .bind(event_id)
-        .bind(tenant_id)
-        .bind(format!("dead letter {sequence} published again"))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let reason = format!("dead letter {sequence} published again");
+        let row = AuditRow {
+            source: "operator",
+            event_id,
+            tenant_id: Some(tenant_id).filter(|t| !t.is_empty()),
+            outcome: "replayed",
+            reason: &reason,
+            ..Default::default()
+        };
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(&mut conn, &row).await
     }
 
     /// Records a request ingest refused (once, however often the record is redelivered).
@@ -173,24 +170,25 @@ impl Store {
         stream_seq: u64,
     ) -> Result<(), sqlx::Error> {
         let event_id = format!("rejected:{}", r.rejection_id);
-        let received_at = billing_proto::convert::datetime(r.received_at.as_ref());
+        let row = AuditRow {
+            occurred_at: billing_proto::convert::datetime(r.received_at.as_ref()),
+            source: &r.source,
+            event_id: &event_id,
+            tenant_id: Some(r.tenant_id.as_str()).filter(|t| !t.is_empty()),
+            outcome: "rejected",
+            reason: &r.reason,
+            body_sha256: Some(&r.body_sha256),
+            http_status: i32::try_from(r.http_status).ok(),
+            stream_seq: Some(stream_seq),
+        };
+        self.audit_once(&event_id, row).await
+    }
+
+    /// Writes `row` unless `key` was claimed before, in one transaction.
+    async fn audit_once(&self, key: &str, row: AuditRow<'_>) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        if claim_event(&mut tx, &event_id).await? {
-            sqlx::query(
-                "insert into audit_log (occurred_at, source, event_id, tenant_id, outcome, reason,
-                    body_sha256, http_status, stream_seq)
-                 values (coalesce($1, now()), $2, $3, nullif($4, ''), 'rejected', $5, $6, $7, $8)",
-            )
-            .bind(received_at)
-            .bind(&r.source)
-            .bind(&event_id)
-            .bind(&r.tenant_id)
-            .bind(&r.reason)
-            .bind(&r.body_sha256)
-            .bind(i32::try_from(r.http_status).ok())
-            .bind(i64::try_from(stream_seq).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
+        if claim_event(&mut tx, key).await? {
+            insert_audit(&mut tx, &row).await?;
         }
         tx.commit().await
     }
@@ -402,6 +400,41 @@ async fn claim_event(
             .execute(&mut **tx)
             .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// One audit-log row written on its own (batches write theirs with one statement).
+#[derive(Default)]
+struct AuditRow<'a> {
+    /// When it happened; the insert time when unknown.
+    occurred_at: Option<DateTime<Utc>>,
+    source: &'a str,
+    event_id: &'a str,
+    tenant_id: Option<&'a str>,
+    outcome: &'static str,
+    reason: &'a str,
+    body_sha256: Option<&'a str>,
+    http_status: Option<i32>,
+    stream_seq: Option<u64>,
+}
+
+async fn insert_audit(conn: &mut PgConnection, row: &AuditRow<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into audit_log (occurred_at, source, event_id, tenant_id, outcome, reason,
+            body_sha256, http_status, stream_seq)
+         values (coalesce($1, now()), $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(row.occurred_at)
+    .bind(row.source)
+    .bind(row.event_id)
+    .bind(row.tenant_id)
+    .bind(row.outcome)
+    .bind(row.reason)
+    .bind(row.body_sha256)
+    .bind(row.http_status)
+    .bind(row.stream_seq.map(|s| i64::try_from(s).unwrap_or(i64::MAX)))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 impl BookingRow {
