@@ -8,7 +8,7 @@ use anyhow::Context;
 use billing_domain::Secret;
 use billing_domain::standard_webhooks::SigningKey;
 use billing_runtime::Subjects;
-use billing_testkit::{FakeSimplyBook, MailSink, TestDatabase};
+use billing_testkit::{FakeSimplyBook, FakeStripe, MailSink, TestDatabase};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -33,6 +33,10 @@ pub const RATE_LIMIT_BURST: u32 = 40;
 /// Obviously fake Stripe signing secrets (current and previous).
 pub const STRIPE_SECRET: &str = "whsec_test_fake_stripe_secret";
 pub const STRIPE_OLD_SECRET: &str = "whsec_test_fake_stripe_old_secret";
+/// Obviously fake Stripe API key invoicing calls the fake Stripe with.
+pub const STRIPE_API_KEY: &str = "sk_test_fake_not_a_real_key";
+/// Printed on bank-transfer invoices.
+pub const BANK_DETAILS: &str = "Platform Operator Pty Ltd, BSB 000-000, account 00000000 (fake)";
 /// ingest answers 408 to a request not done within this time.
 pub const REQUEST_TIMEOUT_MS: u64 = 3000;
 
@@ -50,6 +54,7 @@ pub struct System {
     pub tenants_file: PathBuf,
     pub mail: MailSink,
     pub simplybook: FakeSimplyBook,
+    pub stripe: FakeStripe,
     pub ingest: SocketAddr,
     pub ledger: SocketAddr,
     pub invoicing: SocketAddr,
@@ -83,6 +88,7 @@ impl System {
         let mail = MailSink::start().await?;
         let simplybook =
             FakeSimplyBook::start(CLAIRE_COMPANY, CLAIRE_API_KEY, CLAIRE_SECRET_KEY).await?;
+        let stripe = FakeStripe::start().await?;
         let dir = std::env::temp_dir().join(format!("billing-e2e-{namespace}"));
         std::fs::create_dir_all(&dir)?;
         let tenants_file = dir.join("tenants.json");
@@ -168,8 +174,12 @@ impl System {
             db_max_connections: 5,
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
-            tenants_file: tenants_file.clone(),
+            tenants_file: Some(tenants_file.clone()),
             ledger_url: format!("http://{ledger}"),
+            bank_details: BANK_DETAILS.into(),
+            stripe_api_key: Some(Secret::new(STRIPE_API_KEY.to_string())),
+            stripe_api_base: stripe.url(),
+            stripe_timeout_ms: 2000,
         };
         let token = shutdown.clone();
         tasks.push((
@@ -203,6 +213,7 @@ impl System {
             tenants_file,
             mail,
             simplybook,
+            stripe,
             ingest,
             ledger,
             invoicing,

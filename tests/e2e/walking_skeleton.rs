@@ -202,6 +202,7 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
     let request = GenerateMonthlyInvoicesRequest {
         period: period.to_string(),
         tenant_id: "claire".into(),
+        dry_run: false,
     };
     let first_run = invoicing
         .generate_monthly_invoices(request.clone())

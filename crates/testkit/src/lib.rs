@@ -7,11 +7,13 @@ pub mod db;
 pub mod nats;
 pub mod simplybook;
 pub mod smtp;
+pub mod stripe;
 
 pub use db::TestDatabase;
 pub use nats::PrivateNats;
 pub use simplybook::FakeSimplyBook;
 pub use smtp::{MailSink, ReceivedMail};
+pub use stripe::{FakeStripe, StripeCall};
 
 /// A unique, lowercase namespace for one test's NATS subjects and streams.
 pub fn unique_namespace() -> String {

@@ -9,6 +9,7 @@ use billing_proto::convert::datetime;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{
     GenerateMonthlyInvoicesRequest, GetInvoiceRequest, Invoice, ListInvoicesRequest, Outcome,
+    RecordPaymentRequest, SweepOverdueRequest, VoidInvoiceRequest,
 };
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::ledger::{
@@ -99,6 +100,7 @@ const EXIT_TAMPERED: u8 = 3;
 #[derive(Subcommand)]
 enum InvoicesCmd {
     /// Run the monthly close (safe to repeat: an issued invoice is returned, not duplicated).
+    /// Exits 1 when any tenant's close failed (a CronJob then shows the run as failed).
     Generate {
         /// YYYY-MM; default: the previous month in each tenant's time zone.
         #[arg(long)]
@@ -106,11 +108,48 @@ enum InvoicesCmd {
         /// Default: every tenant.
         #[arg(long)]
         tenant: Option<String>,
+        /// Show what would be issued without issuing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List invoices.
     List {
         #[arg(long)]
         tenant: Option<String>,
+        /// draft, issued, partially_paid, paid, overdue or void.
+        #[arg(long)]
+        status: Option<String>,
+        /// YYYY-MM
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// Record a bank transfer received for an invoice (repeating it records it once).
+    Pay {
+        invoice_id: String,
+        /// In the invoice's currency, e.g. 75.10.
+        #[arg(long)]
+        amount: String,
+        /// YYYY-MM-DD the money arrived.
+        #[arg(long)]
+        date: String,
+        /// The bank reference.
+        #[arg(long)]
+        reference: String,
+        /// Identifies the transfer; default: derived from invoice, amount, date and reference.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Void an unpaid invoice; its month can then be invoiced again under a new number.
+    Void {
+        invoice_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Mark issued invoices past their due date as overdue (the daily CronJob).
+    SweepOverdue {
+        /// YYYY-MM-DD; default: today in each invoice's time zone.
+        #[arg(long)]
+        as_of: Option<String>,
     },
     /// Show one invoice with its lines.
     Show { invoice_id: String },
@@ -286,11 +325,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Invoices(cmd) => {
             let mut invoicing = InvoicingServiceClient::new(channel(&cli.invoicing_url)?);
             match cmd {
-                InvoicesCmd::Generate { period, tenant } => {
+                InvoicesCmd::Generate {
+                    period,
+                    tenant,
+                    dry_run,
+                } => {
                     let outcomes = invoicing
                         .generate_monthly_invoices(GenerateMonthlyInvoicesRequest {
                             period: period.unwrap_or_default(),
                             tenant_id: tenant.unwrap_or_default(),
+                            dry_run,
                         })
                         .await?
                         .into_inner()
@@ -302,6 +346,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             Outcome::AlreadyIssued => "already issued",
                             Outcome::NoBillableBookings => "nothing billable",
                             Outcome::Failed => "FAILED",
+                            Outcome::WouldIssue => "would issue",
                             Outcome::Unspecified => "unknown",
                         };
                         if cli.json {
@@ -333,10 +378,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         ExitCode::SUCCESS
                     })
                 }
-                InvoicesCmd::List { tenant } => {
+                InvoicesCmd::List {
+                    tenant,
+                    status,
+                    period,
+                } => {
                     let invoices = invoicing
                         .list_invoices(ListInvoicesRequest {
                             tenant_id: tenant.unwrap_or_default(),
+                            status: status.unwrap_or_default(),
+                            period: period.unwrap_or_default(),
                         })
                         .await?
                         .into_inner()
@@ -346,12 +397,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("{}", serde_json::to_string_pretty(&rows)?);
                     } else {
                         println!(
-                            "{:<18} {:<12} {:<8} {:<8} {:>16} {:<10} ID",
+                            "{:<18} {:<12} {:<8} {:<14} {:>16} {:<10} ID",
                             "NUMBER", "TENANT", "PERIOD", "STATUS", "TOTAL", "DUE"
                         );
                         for i in &invoices {
                             println!(
-                                "{:<18} {:<12} {:<8} {:<8} {:>16} {:<10} {}",
+                                "{:<18} {:<12} {:<8} {:<14} {:>16} {:<10} {}",
                                 i.number,
                                 i.tenant_id,
                                 i.period,
@@ -360,6 +411,78 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 i.due_date,
                                 i.id
                             );
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                InvoicesCmd::Pay {
+                    invoice_id,
+                    amount: paid,
+                    date,
+                    reference,
+                    key,
+                } => {
+                    let reply = invoicing
+                        .record_payment(RecordPaymentRequest {
+                            invoice_id,
+                            amount: paid,
+                            received_on: date,
+                            reference,
+                            idempotency_key: key.unwrap_or_default(),
+                        })
+                        .await?
+                        .into_inner();
+                    let inv = reply.invoice.unwrap_or_default();
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"recorded": reply.recorded, "overpaid": reply.overpaid,
+                                "invoice": invoice_json(&inv)})
+                        );
+                    } else {
+                        let what = if reply.recorded {
+                            "payment recorded"
+                        } else {
+                            "already recorded, nothing changed"
+                        };
+                        println!(
+                            "{}: {what}; status {}, paid {}, balance {}{}",
+                            inv.number,
+                            inv.status,
+                            amount(inv.amount_paid.as_ref()),
+                            amount(inv.balance.as_ref()),
+                            if reply.overpaid { "  OVERPAID" } else { "" }
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                InvoicesCmd::Void { invoice_id, reason } => {
+                    let inv = invoicing
+                        .void_invoice(VoidInvoiceRequest { invoice_id, reason })
+                        .await?
+                        .into_inner();
+                    if cli.json {
+                        println!("{}", invoice_json(&inv));
+                    } else {
+                        println!("{} voided; its period can be invoiced again", inv.number);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                InvoicesCmd::SweepOverdue { as_of } => {
+                    let marked = invoicing
+                        .sweep_overdue(SweepOverdueRequest {
+                            as_of: as_of.unwrap_or_default(),
+                        })
+                        .await?
+                        .into_inner()
+                        .marked;
+                    if cli.json {
+                        let rows: Vec<_> = marked.iter().map(invoice_json).collect();
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        println!("{} invoice(s) marked overdue", marked.len());
+                        for i in &marked {
+                            println!("{:<18} {:<12} due {}", i.number, i.tenant_id, i.due_date);
                         }
                     }
                     Ok(ExitCode::SUCCESS)
@@ -406,12 +529,24 @@ fn invoice_json(i: &Invoice) -> serde_json::Value {
         "id": i.id, "number": i.number, "tenant": i.tenant_id, "period": i.period,
         "status": i.status, "issue_date": i.issue_date, "due_date": i.due_date,
         "booking_count": i.booking_count, "total_booking_value": amount(i.total_booking_value.as_ref()),
-        "total": amount(i.total.as_ref()),
+        "subtotal": amount(i.subtotal.as_ref()), "tax": amount(i.tax.as_ref()),
+        "total": amount(i.total.as_ref()), "amount_paid": amount(i.amount_paid.as_ref()),
+        "balance": amount(i.balance.as_ref()), "stripe_invoice_id": i.stripe_invoice_id,
+        "payment_instructions": i.payment_instructions,
         "lines": i.lines.iter().map(|l| serde_json::json!({
             "position": l.position, "booking_ref": l.booking_ref,
             "session_at": datetime(l.session_at.as_ref()).map(|t| t.to_rfc3339()),
             "service": l.service_name, "booking_amount": amount(l.booking_amount.as_ref()),
-            "platform_fee": amount(l.platform_fee.as_ref()),
+            "platform_fee": amount(l.platform_fee.as_ref()), "kind": l.kind,
+            "description": l.description,
+        })).collect::<Vec<_>>(),
+        "history": i.history.iter().map(|h| serde_json::json!({
+            "from": h.from_status, "to": h.to_status, "reason": h.reason,
+            "at": datetime(h.changed_at.as_ref()).map(|t| t.to_rfc3339()),
+        })).collect::<Vec<_>>(),
+        "payments": i.payments.iter().map(|p| serde_json::json!({
+            "method": p.method, "amount": amount(p.amount.as_ref()), "received_on": p.received_on,
+            "reference": p.reference,
         })).collect::<Vec<_>>(),
     })
 }
@@ -436,12 +571,33 @@ fn print_invoice(i: &Invoice) {
             amount(l.booking_amount.as_ref()),
             amount(l.platform_fee.as_ref()),
         );
+        if !l.description.is_empty() {
+            println!("    adjustment: {}", l.description);
+        }
     }
     println!();
     println!(
-        "Bookings {}   booking value {}   TOTAL DUE {}",
+        "Bookings {}   booking value {}",
         i.booking_count,
         amount(i.total_booking_value.as_ref()),
-        amount(i.total.as_ref())
     );
+    println!(
+        "Subtotal {}   tax {} ({})   TOTAL {}   paid {}   BALANCE {}",
+        amount(i.subtotal.as_ref()),
+        amount(i.tax.as_ref()),
+        i.tax_rate,
+        amount(i.total.as_ref()),
+        amount(i.amount_paid.as_ref()),
+        amount(i.balance.as_ref())
+    );
+    println!("{}", i.payment_instructions);
+    for h in &i.history {
+        println!(
+            "  {}  {} -> {}  {}",
+            utc_minute(h.changed_at.as_ref()),
+            h.from_status,
+            h.to_status,
+            h.reason
+        );
+    }
 }

@@ -1,77 +1,143 @@
-//! `billing.invoicing.v1.InvoicingService`: the monthly close trigger (CronJob, billingctl) and
-//! invoice reads (notifier, billingctl).
+//! `billing.invoicing.v1.InvoicingService`: the monthly close and overdue sweep (CronJobs,
+//! billingctl), payments and voids, invoice reads (notifier, billingctl) and tenant profiles.
 
-use std::sync::Arc;
+use std::str::FromStr;
 
-use billing_domain::{BillingPeriod, Currency, TenantConfig, Tenants};
-use billing_proto::convert::{money, timestamp};
+use billing_domain::BillingPeriod;
+use billing_proto::convert::timestamp;
 use billing_proto::invoicing::invoicing_service_server::InvoicingService;
 use billing_proto::invoicing::{
-    GenerateMonthlyInvoicesRequest, GenerateMonthlyInvoicesResponse, GetInvoiceRequest, Invoice,
-    InvoiceLine, ListInvoicesRequest, ListInvoicesResponse, Outcome, TenantOutcome,
+    GenerateMonthlyInvoicesRequest, GenerateMonthlyInvoicesResponse, GetInvoiceRequest,
+    GetTenantProfileRequest, Invoice, InvoiceLine, ListInvoicesRequest, ListInvoicesResponse,
+    ListTenantProfilesRequest, ListTenantProfilesResponse, Outcome, Payment,
+    PutTenantProfileRequest, RecordPaymentRequest, RecordPaymentResponse, StatusChange,
+    SweepOverdueRequest, SweepOverdueResponse, TenantOutcome, TenantProfile, VoidInvoiceRequest,
 };
+use chrono::{NaiveDate, Utc};
+use futures::StreamExt;
+use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
+use uuid::Uuid;
 
 use crate::close::{CloseError, Closed, MonthlyClose};
-use crate::store::{InvoiceRow, LineRow, Store};
+use crate::lifecycle::{Lifecycle, LifecycleError};
+use crate::profile::{Profile, Profiles};
+use crate::store::{HistoryRow, InvoiceRow, LineRow, PaymentRow, Store};
+
+/// Tenants closed at the same time by one GenerateMonthlyInvoices call.
+const CLOSE_CONCURRENCY: usize = 4;
 
 pub struct InvoicingGrpc {
     close: MonthlyClose,
+    lifecycle: Lifecycle,
     store: Store,
-    tenants: Arc<Tenants>,
+    profiles: Profiles,
 }
 
 impl InvoicingGrpc {
-    pub fn new(close: MonthlyClose, store: Store, tenants: Arc<Tenants>) -> Self {
+    pub fn new(
+        close: MonthlyClose,
+        lifecycle: Lifecycle,
+        store: Store,
+        profiles: Profiles,
+    ) -> Self {
         InvoicingGrpc {
             close,
+            lifecycle,
             store,
-            tenants,
+            profiles,
         }
     }
 
     async fn close_one(
         &self,
-        tenant: &TenantConfig,
+        profile: &Profile,
         period: Option<BillingPeriod>,
+        dry_run: bool,
     ) -> TenantOutcome {
-        let now = chrono::Utc::now();
-        let period = period.unwrap_or_else(|| BillingPeriod::previous_to(now, tenant.time_zone));
+        let now = Utc::now();
+        let period = period.unwrap_or_else(|| BillingPeriod::previous_to(now, profile.time_zone));
         let mut outcome = TenantOutcome {
-            tenant_id: tenant.id.to_string(),
+            tenant_id: profile.tenant_id.clone(),
             period: period.to_string(),
             ..Default::default()
         };
-        let result = self.close.close(tenant, period, now).await;
+        let started = std::time::Instant::now();
+        let result = self.close.close(profile, period, now, dry_run).await;
         let label = match &result {
             Ok(Closed::Issued(_)) => "issued",
             Ok(Closed::AlreadyIssued(_)) => "already_issued",
             Ok(Closed::NothingBillable) => "nothing_billable",
+            Ok(Closed::WouldIssue(_)) => "would_issue",
             Err(_) => "failed",
         };
-        metrics::counter!("invoicing_close_outcomes_total", "outcome" => label).increment(1);
+        if !dry_run {
+            metrics::counter!("invoicing_close_outcomes_total", "outcome" => label).increment(1);
+            metrics::histogram!("invoicing_close_seconds").record(started.elapsed().as_secs_f64());
+        }
         match result {
             Ok(Closed::Issued(row)) => {
                 outcome.set_outcome(Outcome::Issued);
-                outcome.invoice = Some(to_proto(&row, &[]));
+                outcome.invoice = Some(to_proto(&row));
             }
             Ok(Closed::AlreadyIssued(row)) => {
                 outcome.set_outcome(Outcome::AlreadyIssued);
-                outcome.invoice = Some(to_proto(&row, &[]));
+                outcome.invoice = Some(to_proto(&row));
             }
             Ok(Closed::NothingBillable) => outcome.set_outcome(Outcome::NoBillableBookings),
+            Ok(Closed::WouldIssue(draft)) => {
+                outcome.set_outcome(Outcome::WouldIssue);
+                outcome.invoice = Some(draft_to_proto(&draft));
+            }
             Err(err) => {
+                if let CloseError::Stripe { invoice, .. } = &err {
+                    outcome.invoice = Some(to_proto(invoice));
+                }
                 if let CloseError::Db(_) = err {
-                    tracing::error!(tenant = %tenant.id, error = %err, "monthly close failed");
+                    tracing::error!(tenant = %profile.tenant_id, error = %err, "monthly close failed");
                     outcome.error = "internal error".into();
                 } else {
-                    tracing::warn!(tenant = %tenant.id, error = %err, "monthly close failed");
+                    tracing::warn!(tenant = %profile.tenant_id, error = %err, "monthly close failed");
                     outcome.error = err.to_string();
+                }
+                if !dry_run {
+                    self.record_failure(&outcome).await;
                 }
                 outcome.set_outcome(Outcome::Failed);
             }
         }
         outcome
+    }
+
+    async fn record_failure(&self, outcome: &TenantOutcome) {
+        let recorded = async {
+            let mut conn = self.store.pool().acquire().await?;
+            let invoice_id = outcome.invoice.as_ref().and_then(|i| i.id.parse().ok());
+            self.store
+                .record_outcome(
+                    &mut conn,
+                    &outcome.tenant_id,
+                    &outcome.period,
+                    "failed",
+                    invoice_id,
+                    &outcome.error,
+                )
+                .await
+        };
+        if let Err(err) = recorded.await {
+            tracing::error!(error = %err, "recording a failed close failed");
+        }
+    }
+
+    async fn full_invoice(&self, row: &InvoiceRow) -> Result<Invoice, Status> {
+        let lines = self.store.lines(row.id).await.map_err(internal)?;
+        let history = self.store.history(row.id).await.map_err(internal)?;
+        let payments = self.store.payments(row.id).await.map_err(internal)?;
+        let mut invoice = to_proto(row);
+        invoice.lines = lines.iter().map(|l| line_to_proto(row, l)).collect();
+        invoice.history = history.iter().map(history_to_proto).collect();
+        invoice.payments = payments.iter().map(|p| payment_to_proto(row, p)).collect();
+        Ok(invoice)
     }
 }
 
@@ -89,20 +155,25 @@ impl InvoicingService for InvoicingGrpc {
                     .map_err(|e| Status::invalid_argument(e.to_string()))?,
             ),
         };
-        let tenants: Vec<&TenantConfig> = match req.tenant_id.as_str() {
-            "" => self.tenants.iter().collect(),
+        let profiles = match req.tenant_id.as_str() {
+            "" => self.profiles.list().await.map_err(internal)?,
             id => vec![
-                self.tenants
+                self.profiles
                     .get(id)
-                    .ok_or_else(|| Status::not_found(format!("unknown tenant {id:?}")))?,
+                    .await
+                    .map_err(internal)?
+                    .ok_or_else(|| {
+                        Status::not_found(format!("no billing profile for tenant {id:?}"))
+                    })?,
             ],
         };
-        let mut outcomes = Vec::with_capacity(tenants.len());
-        // One tenant at a time: a month-end run is small, and a failure of one tenant must not
-        // stop the others.
-        for tenant in tenants {
-            outcomes.push(self.close_one(tenant, period).await);
-        }
+        // A few tenants at a time; one tenant's failure does not stop the others.
+        let dry_run = req.dry_run;
+        let outcomes = futures::stream::iter(profiles)
+            .map(|profile| async move { self.close_one(&profile, period, dry_run).await })
+            .buffered(CLOSE_CONCURRENCY)
+            .collect()
+            .await;
         Ok(Response::new(GenerateMonthlyInvoicesResponse { outcomes }))
     }
 
@@ -110,15 +181,14 @@ impl InvoicingService for InvoicingGrpc {
         &self,
         request: Request<GetInvoiceRequest>,
     ) -> Result<Response<Invoice>, Status> {
-        let id = request
-            .into_inner()
-            .invoice_id
-            .parse()
-            .map_err(|_| Status::invalid_argument("invoice_id must be a UUID"))?;
-        match self.store.get(id).await.map_err(internal)? {
-            Some((invoice, lines)) => Ok(Response::new(to_proto(&invoice, &lines))),
-            None => Err(Status::not_found("no such invoice")),
-        }
+        let id = parse_id(&request.into_inner().invoice_id)?;
+        let row = self
+            .store
+            .invoice(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found("no such invoice"))?;
+        Ok(Response::new(self.full_invoice(&row).await?))
     }
 
     async fn list_invoices(
@@ -126,22 +196,146 @@ impl InvoicingService for InvoicingGrpc {
         request: Request<ListInvoicesRequest>,
     ) -> Result<Response<ListInvoicesResponse>, Status> {
         let req = request.into_inner();
-        let tenant = (!req.tenant_id.is_empty()).then_some(req.tenant_id.as_str());
-        let rows = self.store.list(tenant).await.map_err(internal)?;
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        if let Some(status) = some(&req.status) {
+            crate::store::Status::from_str(&status).map_err(Status::invalid_argument)?;
+        }
+        let rows = self
+            .store
+            .list(
+                some(&req.tenant_id).as_deref(),
+                some(&req.status).as_deref(),
+                some(&req.period).as_deref(),
+            )
+            .await
+            .map_err(internal)?;
         Ok(Response::new(ListInvoicesResponse {
-            invoices: rows.iter().map(|r| to_proto(r, &[])).collect(),
+            invoices: rows.iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn record_payment(
+        &self,
+        request: Request<RecordPaymentRequest>,
+    ) -> Result<Response<RecordPaymentResponse>, Status> {
+        let req = request.into_inner();
+        let id = parse_id(&req.invoice_id)?;
+        let received_on = parse_date("received_on", &req.received_on)?;
+        let recorded = self
+            .lifecycle
+            .record_payment(
+                id,
+                &req.amount,
+                received_on,
+                &req.reference,
+                &req.idempotency_key,
+                Utc::now(),
+            )
+            .await
+            .map_err(lifecycle_status)?;
+        Ok(Response::new(RecordPaymentResponse {
+            invoice: Some(self.full_invoice(&recorded.invoice).await?),
+            recorded: recorded.recorded,
+            overpaid: recorded.overpaid,
+        }))
+    }
+
+    async fn void_invoice(
+        &self,
+        request: Request<VoidInvoiceRequest>,
+    ) -> Result<Response<Invoice>, Status> {
+        let req = request.into_inner();
+        let id = parse_id(&req.invoice_id)?;
+        let voided = self
+            .lifecycle
+            .void(id, &req.reason, Utc::now())
+            .await
+            .map_err(lifecycle_status)?;
+        Ok(Response::new(self.full_invoice(&voided).await?))
+    }
+
+    async fn sweep_overdue(
+        &self,
+        request: Request<SweepOverdueRequest>,
+    ) -> Result<Response<SweepOverdueResponse>, Status> {
+        let req = request.into_inner();
+        let as_of = match req.as_of.as_str() {
+            "" => None,
+            date => Some(parse_date("as_of", date)?),
+        };
+        let marked = self
+            .lifecycle
+            .sweep_overdue(as_of, Utc::now())
+            .await
+            .map_err(lifecycle_status)?;
+        Ok(Response::new(SweepOverdueResponse {
+            marked: marked.iter().map(to_proto).collect(),
+        }))
+    }
+
+    async fn put_tenant_profile(
+        &self,
+        request: Request<PutTenantProfileRequest>,
+    ) -> Result<Response<TenantProfile>, Status> {
+        let input = request
+            .into_inner()
+            .profile
+            .ok_or_else(|| Status::invalid_argument("profile is required"))?;
+        let profile = Profile::from_proto(input).map_err(Status::invalid_argument)?;
+        let saved = self.profiles.put(&profile).await.map_err(internal)?;
+        tracing::info!(tenant = %saved.tenant_id, mode = saved.mode.as_str(), "billing profile saved");
+        Ok(Response::new(saved.to_proto()))
+    }
+
+    async fn get_tenant_profile(
+        &self,
+        request: Request<GetTenantProfileRequest>,
+    ) -> Result<Response<TenantProfile>, Status> {
+        let id = request.into_inner().tenant_id;
+        let profile = self
+            .profiles
+            .get(&id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no billing profile for tenant {id:?}")))?;
+        Ok(Response::new(profile.to_proto()))
+    }
+
+    async fn list_tenant_profiles(
+        &self,
+        _request: Request<ListTenantProfilesRequest>,
+    ) -> Result<Response<ListTenantProfilesResponse>, Status> {
+        let profiles = self.profiles.list().await.map_err(internal)?;
+        Ok(Response::new(ListTenantProfilesResponse {
+            profiles: profiles.iter().map(Profile::to_proto).collect(),
         }))
     }
 }
 
-fn to_proto(row: &InvoiceRow, lines: &[LineRow]) -> Invoice {
-    let code = row.currency.trim();
-    // Stored amounts are already at the currency's exponent; format keeps them that way.
-    let currency = code.parse::<Currency>().ok();
-    let fmt = |amount: rust_decimal::Decimal| match currency {
-        Some(c) => money(code, c.format(amount)),
-        None => money(code, amount.to_string()),
-    };
+fn parse_id(id: &str) -> Result<Uuid, Status> {
+    id.parse()
+        .map_err(|_| Status::invalid_argument("invoice_id must be a UUID"))
+}
+
+fn parse_date(field: &str, text: &str) -> Result<NaiveDate, Status> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| Status::invalid_argument(format!("{field} must be YYYY-MM-DD, not {text:?}")))
+}
+
+fn lifecycle_status(err: LifecycleError) -> Status {
+    match err {
+        LifecycleError::NotFound => Status::not_found("no such invoice"),
+        LifecycleError::Invalid(msg) => Status::invalid_argument(msg),
+        LifecycleError::WrongStatus { .. } => Status::failed_precondition(err.to_string()),
+        LifecycleError::Stripe(err) => {
+            tracing::warn!(error = %err, "stripe call failed");
+            Status::unavailable(format!("stripe: {err}"))
+        }
+        LifecycleError::Db(err) => internal(err),
+    }
+}
+
+pub fn to_proto(row: &InvoiceRow) -> Invoice {
     Invoice {
         id: row.id.to_string(),
         number: row.number.clone(),
@@ -156,20 +350,104 @@ fn to_proto(row: &InvoiceRow, lines: &[LineRow]) -> Invoice {
         issue_date: row.issue_date.to_string(),
         due_date: row.due_date.to_string(),
         booking_count: u32::try_from(row.booking_count).unwrap_or(0),
-        total_booking_value: Some(fmt(row.total_booking_value)),
-        total: Some(fmt(row.total)),
-        issued_at: Some(timestamp(row.issued_at)),
-        lines: lines
+        total_booking_value: Some(row.money(row.total_booking_value)),
+        total: Some(row.money(row.total)),
+        issued_at: row.issued_at.map(timestamp),
+        subtotal: Some(row.money(row.subtotal)),
+        tax_rate: row.tax_rate.normalize().to_string(),
+        tax: Some(row.money(row.tax)),
+        amount_paid: Some(row.money(row.amount_paid)),
+        balance: Some(row.money(row.total - row.amount_paid)),
+        address: row.address.clone(),
+        tax_id: row.tax_id.clone(),
+        invoicing_mode: row.invoicing_mode.clone(),
+        payment_instructions: row.payment_instructions.clone(),
+        stripe_invoice_id: row.stripe_invoice_id.clone().unwrap_or_default(),
+        stripe_number: row.stripe_number.clone().unwrap_or_default(),
+        stripe_hosted_url: row.stripe_hosted_url.clone().unwrap_or_default(),
+        void_reason: row.void_reason.clone().unwrap_or_default(),
+        lines: Vec::new(),
+        history: Vec::new(),
+        payments: Vec::new(),
+    }
+}
+
+/// A dry run's would-be invoice: no number, no status yet.
+fn draft_to_proto(draft: &crate::store::NewInvoice) -> Invoice {
+    let code = draft.currency.code();
+    let m = |amount: Decimal| billing_proto::convert::money(code, draft.currency.format(amount));
+    Invoice {
+        id: draft.id.to_string(),
+        tenant_id: draft.tenant_id.clone(),
+        tenant_name: draft.tenant_name.clone(),
+        billing_email: draft.billing_email.clone(),
+        period: draft.period.clone(),
+        period_start: Some(timestamp(draft.period_start)),
+        period_end: Some(timestamp(draft.period_end)),
+        time_zone: draft.time_zone.clone(),
+        issue_date: draft.issue_date.to_string(),
+        due_date: draft.due_date.to_string(),
+        booking_count: u32::try_from(draft.booking_count()).unwrap_or(0),
+        total_booking_value: Some(m(draft.total_booking_value)),
+        subtotal: Some(m(draft.subtotal)),
+        tax_rate: draft.tax_rate.normalize().to_string(),
+        tax: Some(m(draft.tax)),
+        total: Some(m(draft.total)),
+        amount_paid: Some(m(Decimal::ZERO)),
+        balance: Some(m(draft.total)),
+        address: draft.address.clone(),
+        tax_id: draft.tax_id.clone(),
+        invoicing_mode: draft.invoicing_mode.clone(),
+        lines: draft
+            .lines
             .iter()
             .map(|l| InvoiceLine {
                 position: u32::try_from(l.position).unwrap_or(0),
                 booking_ref: l.booking_ref.clone(),
                 session_at: Some(timestamp(l.session_at)),
                 service_name: l.service_name.clone(),
-                booking_amount: Some(fmt(l.booking_amount)),
-                platform_fee: Some(fmt(l.platform_fee)),
+                booking_amount: Some(m(l.booking_amount)),
+                platform_fee: Some(m(l.platform_fee)),
+                kind: l.kind.clone(),
+                description: l.description.clone(),
+                booking_id: l.booking_id.to_string(),
             })
             .collect(),
+        ..Default::default()
+    }
+}
+
+fn line_to_proto(invoice: &InvoiceRow, l: &LineRow) -> InvoiceLine {
+    InvoiceLine {
+        position: u32::try_from(l.position).unwrap_or(0),
+        booking_ref: l.booking_ref.clone(),
+        session_at: Some(timestamp(l.session_at)),
+        service_name: l.service_name.clone(),
+        booking_amount: Some(invoice.money(l.booking_amount)),
+        platform_fee: Some(invoice.money(l.platform_fee)),
+        kind: l.kind.clone(),
+        description: l.description.clone(),
+        booking_id: l.booking_id.to_string(),
+    }
+}
+
+fn history_to_proto(h: &HistoryRow) -> StatusChange {
+    StatusChange {
+        from_status: h.from_status.clone().unwrap_or_default(),
+        to_status: h.to_status.clone(),
+        reason: h.reason.clone(),
+        changed_at: Some(timestamp(h.changed_at)),
+    }
+}
+
+fn payment_to_proto(invoice: &InvoiceRow, p: &PaymentRow) -> Payment {
+    Payment {
+        id: p.id.to_string(),
+        method: p.method.clone(),
+        amount: Some(invoice.money(p.amount)),
+        received_on: p.received_on.to_string(),
+        reference: p.reference.clone(),
+        recorded_at: Some(timestamp(p.recorded_at)),
     }
 }
 

@@ -1,17 +1,22 @@
-//! invoicing: the monthly close. Issues exactly one invoice per tenant and month from the
-//! ledger's billable bookings, and announces it on JetStream through an outbox.
+//! invoicing: tenant billing profiles and invoices. The monthly close issues exactly one
+//! invoice per tenant and month from the ledger's bookings (by bank transfer or through
+//! Stripe); payments, voids, the overdue sweep and Stripe's events move invoices through their
+//! lifecycle; every change is announced on JetStream through an outbox.
 #![forbid(unsafe_code)]
 
 mod close;
+mod consumer;
 mod grpc;
+mod lifecycle;
+mod profile;
 mod store;
+mod stripe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use billing_domain::Tenants;
+use billing_domain::{Secret, Tenants};
 use billing_proto::invoicing::invoicing_service_server::{InvoicingServiceServer, SERVICE_NAME};
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_runtime::{Probes, Shutdown, Subjects, db, nats, ops, server};
@@ -48,9 +53,31 @@ pub struct Config {
     /// Prefix for subjects and streams; empty in production.
     #[arg(long, env = "INVOICING_NATS_NAMESPACE", default_value = "")]
     pub nats_namespace: String,
-    /// JSON file with the tenants (name, billing email, time zone, currency, terms).
+    /// JSON file of tenants: a billing profile is created for each tenant that has none
+    /// (profiles are then managed over gRPC). Optional.
     #[arg(long, env = "INVOICING_TENANTS_FILE")]
-    pub tenants_file: PathBuf,
+    pub tenants_file: Option<PathBuf>,
+    /// The operator's bank details, printed on bank-transfer invoices.
+    #[arg(long, env = "INVOICING_BANK_DETAILS", default_value = "")]
+    pub bank_details: String,
+    /// Stripe secret key; needed only for tenants in Stripe mode.
+    #[arg(
+        long,
+        env = "INVOICING_STRIPE_API_KEY",
+        hide_env_values = true,
+        value_parser = billing_runtime::config::parse_secret
+    )]
+    pub stripe_api_key: Option<Secret<String>>,
+    /// Stripe's API base URL (a local fake in tests).
+    #[arg(
+        long,
+        env = "INVOICING_STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    pub stripe_api_base: String,
+    /// Per-request timeout for Stripe calls.
+    #[arg(long, env = "INVOICING_STRIPE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub stripe_timeout_ms: u64,
     /// The ledger's gRPC address.
     #[arg(
         long,
@@ -72,6 +99,10 @@ pub enum Error {
     Nats(#[from] async_nats::ConnectError),
     #[error("creating jetstream streams: {0}")]
     Streams(#[from] async_nats::jetstream::context::CreateStreamError),
+    #[error("stripe client: {0}")]
+    Stripe(#[from] ::stripe::StripeError),
+    #[error("starting the consumers: {0}")]
+    Consumers(async_nats::Error),
     #[error("invalid ledger url: {0}")]
     LedgerUrl(#[from] tonic::transport::Error),
     #[error(transparent)]
@@ -80,9 +111,18 @@ pub enum Error {
 
 /// Runs the gRPC server and the outbox relay until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
-    let tenants = Arc::new(Tenants::load(&config.tenants_file)?);
+    let tenants = config
+        .tenants_file
+        .as_deref()
+        .map(Tenants::load)
+        .transpose()?;
     let pool = db::connect(&config.database_url, SCHEMA, config.db_max_connections).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/invoicing"), SCHEMA).await?;
+    let profiles = profile::Profiles::new(pool.clone());
+    if let Some(tenants) = &tenants {
+        let created = profiles.seed(tenants).await?;
+        tracing::info!(created, "billing profiles seeded from the tenants file");
+    }
     let client = nats::connect(&config.nats_url, "invoicing").await?;
     let js = nats::jetstream(client.clone(), Duration::from_secs(5));
     let subjects = Subjects::new(&config.nats_namespace);
@@ -92,15 +132,47 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let ledger = LedgerServiceClient::new(
         Endpoint::from_shared(config.ledger_url.clone())?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(60))
             .connect_lazy(),
+    )
+    // A month of a busy tenant (100,000 bookings) is ~30 MB of bookings.
+    .max_decoding_message_size(LEDGER_MAX_MESSAGE);
+    let store = store::Store::new(pool.clone(), subjects.clone());
+    let stripe = config
+        .stripe_api_key
+        .as_ref()
+        .map(|key| {
+            stripe::StripeBilling::new(
+                &config.stripe_api_base,
+                key,
+                Duration::from_millis(config.stripe_timeout_ms),
+                store.clone(),
+                profiles.clone(),
+            )
+        })
+        .transpose()?;
+    let relay = billing_runtime::outbox::Relay::new("invoicing", pool.clone(), js.clone());
+    let closer = close::MonthlyClose::new(
+        store.clone(),
+        ledger,
+        stripe.clone(),
+        &config.bank_details,
+        relay.waker(),
     );
-    let store = store::Store::new(pool.clone());
-    let relay = billing_runtime::outbox::Relay::new("invoicing", pool.clone(), js);
-    let closer = close::MonthlyClose::new(store.clone(), ledger, subjects, relay.waker());
+    let lifecycle = lifecycle::Lifecycle::new(store.clone(), stripe, relay.waker());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    let consumers = consumer::Consumers::create(&js, &subjects)
+        .await
+        .map_err(Error::Consumers)?;
+    let consumers = tokio::spawn(consumers.run(
+        js,
+        subjects,
+        store.clone(),
+        lifecycle.clone(),
+        shutdown.clone(),
+    ));
 
-    let grpc = grpc::InvoicingGrpc::new(closer, store, tenants);
+    let grpc = grpc::InvoicingGrpc::new(closer, lifecycle, store, profiles);
     let routes = tonic::service::Routes::new(InvoicingServiceServer::new(grpc));
     let app = server::grpc_router(routes, &[SERVICE_NAME])
         .await?
@@ -115,6 +187,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     if let Err(err) = relay_task.await {
         tracing::error!(error = %err, "outbox relay task failed");
     }
+    if let Err(err) = consumers.await {
+        tracing::error!(error = %err, "consumer task failed");
+    }
     served?;
     Ok(())
 }
+
+const LEDGER_MAX_MESSAGE: usize = 256 * 1024 * 1024;

@@ -7,10 +7,11 @@ use billing_domain::{BookingStatus, Currency, Tenants};
 use billing_proto::convert::{datetime, money, timestamp};
 use billing_proto::ledger::ledger_service_server::LedgerService;
 use billing_proto::ledger::{
-    Booking, GetBookingRequest, GetBookingResponse, IntegrityViolation, ListBookingsRequest,
-    ListBookingsResponse, ListDeadLettersRequest, ListDeadLettersResponse, PriceRevision,
-    ReplayDeadLetterRequest, ReplayDeadLetterResponse, StatusChange, SummarizePeriodRequest,
-    SummarizePeriodResponse, VerifyIntegrityRequest, VerifyIntegrityResponse,
+    Booking, GetBookingRequest, GetBookingResponse, GetBookingsRequest, GetBookingsResponse,
+    IntegrityViolation, ListBookingsRequest, ListBookingsResponse, ListDeadLettersRequest,
+    ListDeadLettersResponse, PriceRevision, ReplayDeadLetterRequest, ReplayDeadLetterResponse,
+    StatusChange, SummarizePeriodRequest, SummarizePeriodResponse, VerifyIntegrityRequest,
+    VerifyIntegrityResponse,
 };
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
@@ -137,6 +138,33 @@ impl LedgerService for LedgerGrpc {
                     recorded_at: Some(timestamp(r.recorded_at)),
                 })
                 .collect(),
+        }))
+    }
+
+    async fn get_bookings(
+        &self,
+        request: Request<GetBookingsRequest>,
+    ) -> Result<Response<GetBookingsResponse>, Status> {
+        let req = request.into_inner();
+        self.tenant_currency(&req.tenant_id)?;
+        if req.booking_ids.len() > MAX_LIMIT as usize {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_LIMIT} booking ids per call"
+            )));
+        }
+        let ids = req
+            .booking_ids
+            .iter()
+            .map(|id| id.parse())
+            .collect::<Result<Vec<uuid::Uuid>, _>>()
+            .map_err(|_| Status::invalid_argument("booking ids must be UUIDs"))?;
+        let rows = self
+            .store
+            .by_ids(&req.tenant_id, &ids)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(GetBookingsResponse {
+            bookings: rows.iter().map(to_proto).collect::<Result<_, _>>()?,
         }))
     }
 

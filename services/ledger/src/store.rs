@@ -368,6 +368,23 @@ impl Store {
         .await
     }
 
+    /// The given bookings of a tenant, as they stand now.
+    pub async fn by_ids(
+        &self,
+        tenant_id: &str,
+        ids: &[Uuid],
+    ) -> Result<Vec<BookingRow>, sqlx::Error> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {BOOKING_COLUMNS} from {BOOKINGS_FROM}
+             where b.tenant_id = $1 and b.id = any($2)
+             order by b.session_at, b.booking_ref"
+        )))
+        .bind(tenant_id)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Billable bookings (confirmed or completed) with sessions in `[start, end)`.
     pub async fn billable(
         &self,

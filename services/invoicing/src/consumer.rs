@@ -1,0 +1,278 @@
+//! Invoicing's two JetStream consumers:
+//! - `invoicing-bookings` (LEDGER, `ledger.booking.>`): marks bookings the ledger changed, so
+//!   the next close bills what changed after they were invoiced;
+//! - `invoicing-stripe` (WEBHOOKS, `webhooks.stripe`): Stripe's invoice events, verified by
+//!   ingest, applied once per event id.
+//!
+//! An undecodable message is dead-lettered (`dlq.<stream>.<consumer>`) with its reason and the
+//! stream keeps flowing; a database failure leaves the message for redelivery.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind};
+use billing_proto::convert::datetime;
+use billing_proto::events::BookingEventV1;
+use billing_runtime::{Shutdown, Subjects, nats};
+use chrono::{DateTime, Utc};
+use prost::Message;
+use uuid::Uuid;
+
+use crate::lifecycle::{Lifecycle, StripeInvoiceEvent};
+use crate::store::{MarkUpdate, Store};
+
+pub(crate) const BOOKINGS_CONSUMER: &str = "invoicing-bookings";
+pub(crate) const STRIPE_CONSUMER: &str = "invoicing-stripe";
+const MARK_BATCH: usize = 500;
+const MARK_WAIT: Duration = Duration::from_millis(200);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+async fn durable(
+    js: &jetstream::Context,
+    stream: String,
+    name: &str,
+    filter_subject: String,
+) -> Result<PullConsumer, async_nats::Error> {
+    Ok(js
+        .get_stream(stream)
+        .await?
+        .get_or_create_consumer(
+            name,
+            pull::Config {
+                durable_name: Some(name.into()),
+                filter_subject,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: -1,
+                max_ack_pending: 2_000,
+                ..Default::default()
+            },
+        )
+        .await?)
+}
+
+/// The two durable consumers, created before the service reports ready.
+pub struct Consumers {
+    bookings: PullConsumer,
+    stripe: PullConsumer,
+}
+
+impl Consumers {
+    pub async fn create(
+        js: &jetstream::Context,
+        subjects: &Subjects,
+    ) -> Result<Self, async_nats::Error> {
+        Ok(Consumers {
+            bookings: durable(
+                js,
+                subjects.stream_name("LEDGER"),
+                BOOKINGS_CONSUMER,
+                subjects.booking_event(">"),
+            )
+            .await?,
+            stripe: durable(
+                js,
+                subjects.stream_name("WEBHOOKS"),
+                STRIPE_CONSUMER,
+                subjects.stripe(),
+            )
+            .await?,
+        })
+    }
+
+    /// Runs both until `shutdown`.
+    pub async fn run(
+        self,
+        js: jetstream::Context,
+        subjects: Subjects,
+        store: Store,
+        lifecycle: Lifecycle,
+        shutdown: Shutdown,
+    ) {
+        let dlq = DeadLetters { js, subjects };
+        let marks =
+            nats::consume_batches(&self.bookings, MARK_BATCH, MARK_WAIT, &shutdown, |batch| {
+                mark_bookings(&store, &dlq, batch)
+            });
+        let payments = nats::consume(&self.stripe, 50, &shutdown, |msg| {
+            stripe_event(&lifecycle, &dlq, msg)
+        });
+        tokio::join!(marks, payments);
+        tracing::info!("invoicing consumers stopped");
+    }
+}
+
+async fn mark_bookings(store: &Store, dlq: &DeadLetters, batch: Vec<jetstream::Message>) {
+    let mut updates = Vec::with_capacity(batch.len());
+    let mut good = Vec::with_capacity(batch.len());
+    for msg in batch {
+        match decode_booking_event(&msg.payload) {
+            Ok(update) => {
+                updates.push(update);
+                good.push(msg);
+            }
+            Err(reason) => dlq.send(&msg, BOOKINGS_CONSUMER, "LEDGER", &reason).await,
+        }
+    }
+    if good.is_empty() {
+        return;
+    }
+    match store.mark(&updates).await {
+        Ok(()) => {
+            for msg in &good {
+                ack(msg, AckKind::Ack).await;
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "marking changed bookings failed, will retry");
+            for msg in &good {
+                let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+                let delay = nats::retry_delay(delivered, MAX_RETRY_DELAY);
+                ack(msg, AckKind::Nak(Some(delay))).await;
+            }
+        }
+    }
+}
+
+fn decode_booking_event(payload: &[u8]) -> Result<MarkUpdate, String> {
+    let event =
+        BookingEventV1::decode(payload).map_err(|e| format!("undecodable BookingEventV1: {e}"))?;
+    Ok(MarkUpdate {
+        booking_id: event
+            .booking_id
+            .parse()
+            .map_err(|_| format!("booking_id {:?} is not a UUID", event.booking_id))?,
+        session_at: datetime(event.session_at.as_ref())
+            .ok_or_else(|| "booking event without session time".to_string())?,
+        tenant_id: event.tenant_id,
+    })
+}
+
+async fn stripe_event(lifecycle: &Lifecycle, dlq: &DeadLetters, msg: jetstream::Message) {
+    let event = match parse_stripe_event(&msg.payload) {
+        Ok(event) => event,
+        Err(reason) => {
+            dlq.send(&msg, STRIPE_CONSUMER, "WEBHOOKS", &reason).await;
+            return;
+        }
+    };
+    match lifecycle.apply_stripe_event(&event, Utc::now()).await {
+        Ok(outcome) => {
+            metrics::counter!("invoicing_stripe_events_total", "type" => event.event_type.clone(), "outcome" => outcome.as_str())
+                .increment(1);
+            tracing::info!(event = %event.event_id, kind = %event.event_type, outcome = outcome.as_str(), "stripe event");
+            ack(&msg, AckKind::Ack).await;
+        }
+        Err(err) => {
+            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+            let delay = nats::retry_delay(delivered, MAX_RETRY_DELAY);
+            tracing::warn!(error = %err, event = %event.event_id, ?delay, "stripe event will be retried");
+            ack(&msg, AckKind::Nak(Some(delay))).await;
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RawEvent {
+    id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    created: i64,
+    data: RawData,
+}
+
+#[derive(serde::Deserialize)]
+struct RawData {
+    object: serde_json::Value,
+}
+
+/// The fields of a Stripe event invoicing needs. Any well-formed event parses (unknown types
+/// are recorded and ignored later); a body that is not a Stripe event is an error.
+pub fn parse_stripe_event(body: &[u8]) -> Result<StripeInvoiceEvent, String> {
+    let raw: RawEvent =
+        serde_json::from_slice(body).map_err(|e| format!("not a Stripe event: {e}"))?;
+    if !raw.id.starts_with("evt_") {
+        return Err(format!("event id {:?} does not start with evt_", raw.id));
+    }
+    let created: DateTime<Utc> = DateTime::from_timestamp(raw.created, 0)
+        .ok_or_else(|| format!("created {} is out of range", raw.created))?;
+    let object = &raw.data.object;
+    Ok(StripeInvoiceEvent {
+        event_id: raw.id,
+        event_type: raw.event_type,
+        created,
+        stripe_invoice_id: object["id"].as_str().unwrap_or_default().to_string(),
+        our_invoice_id: object["metadata"]["invoice_id"]
+            .as_str()
+            .and_then(|id| id.parse::<Uuid>().ok()),
+        amount_paid: object["amount_paid"].as_i64().unwrap_or(0),
+    })
+}
+
+async fn ack(msg: &jetstream::Message, kind: AckKind) {
+    if let Err(err) = msg.ack_with(kind).await {
+        tracing::warn!(error = %err, "acknowledging failed");
+    }
+}
+
+struct DeadLetters {
+    js: jetstream::Context,
+    subjects: Subjects,
+}
+
+impl DeadLetters {
+    /// Dead-letters `msg` and acknowledges it; if the dead-letter publish fails the message is
+    /// left for redelivery instead.
+    async fn send(&self, msg: &jetstream::Message, consumer: &str, stream: &str, reason: &str) {
+        let message_id = msg
+            .info()
+            .map(|i| format!("dlq:{}:{}", i.stream, i.stream_sequence))
+            .unwrap_or_else(|_| format!("dlq:{}", Uuid::now_v7()));
+        let subject = self
+            .subjects
+            .dead_letter(&stream.to_ascii_lowercase(), consumer);
+        match nats::dead_letter(&self.js, subject, msg, &message_id, reason).await {
+            Ok(()) => {
+                metrics::counter!("invoicing_dead_letters_total", "consumer" => consumer.to_string())
+                    .increment(1);
+                tracing::warn!(reason, consumer, "event dead-lettered");
+                ack(msg, AckKind::Ack).await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "dead-letter publish failed, will retry");
+                ack(msg, AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stripe_invoice_event_yields_ids_and_amount() {
+        let body = br#"{"id":"evt_1","type":"invoice.paid","created":1767225600,
+            "data":{"object":{"id":"in_9","object":"invoice","amount_paid":7510,
+            "metadata":{"invoice_id":"0194f3c1-8b2e-7c4a-9d1e-3f5a6b7c8d9e"}}}}"#;
+        let event = parse_stripe_event(body).expect("parses");
+        assert_eq!(event.event_id, "evt_1");
+        assert_eq!(event.event_type, "invoice.paid");
+        assert_eq!(event.stripe_invoice_id, "in_9");
+        assert_eq!(event.amount_paid, 7510);
+        assert!(event.our_invoice_id.is_some());
+    }
+
+    #[test]
+    fn other_events_parse_and_garbage_does_not() {
+        let body = br#"{"id":"evt_2","type":"customer.created","created":1767225600,
+            "data":{"object":{"id":"cus_1","object":"customer"}}}"#;
+        let event = parse_stripe_event(body).expect("parses");
+        assert_eq!(event.our_invoice_id, None);
+        assert!(parse_stripe_event(b"{}").is_err());
+        assert!(
+            parse_stripe_event(br#"{"id":"x","type":"a","created":1,"data":{"object":{}}}"#)
+                .is_err()
+        );
+    }
+}

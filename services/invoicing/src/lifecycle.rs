@@ -1,0 +1,425 @@
+//! What happens to an invoice after it is issued: bank transfers recorded by hand, voiding, the
+//! overdue sweep, and Stripe's invoice events. Every status change goes through
+//! `Store::transition` (history row and outbox event in the same transaction).
+
+use std::sync::Arc;
+
+use billing_domain::Currency;
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::store::{InvoiceRow, Status, Store};
+use crate::stripe::{PushError, StripeBilling, from_minor_units};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("no such invoice")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("invoice {number} is {status}: {why}")]
+    WrongStatus {
+        number: String,
+        status: Status,
+        why: &'static str,
+    },
+    #[error("stripe: {0}")]
+    Stripe(#[from] PushError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// The result of recording a payment.
+pub struct Recorded {
+    pub invoice: InvoiceRow,
+    /// False when the idempotency key had been recorded before (nothing changed).
+    pub recorded: bool,
+    pub overpaid: bool,
+}
+
+#[derive(Clone)]
+pub struct Lifecycle {
+    store: Store,
+    stripe: Option<StripeBilling>,
+    relay: Arc<Notify>,
+}
+
+impl Lifecycle {
+    pub fn new(store: Store, stripe: Option<StripeBilling>, relay: Arc<Notify>) -> Self {
+        Lifecycle {
+            store,
+            stripe,
+            relay,
+        }
+    }
+
+    /// A bank transfer for an invoice: partial payments move it to `partially_paid` (an
+    /// overdue invoice stays overdue until paid in full), the full amount to `paid`; more than
+    /// the total is recorded and flagged.
+    pub async fn record_payment(
+        &self,
+        invoice_id: Uuid,
+        amount_text: &str,
+        received_on: NaiveDate,
+        reference: &str,
+        idempotency_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Recorded, LifecycleError> {
+        let reference = reference.trim();
+        if reference.is_empty() {
+            return Err(LifecycleError::Invalid(
+                "a payment needs its bank reference".into(),
+            ));
+        }
+        let mut tx = self.store.begin().await?;
+        let invoice = self
+            .store
+            .lock_invoice(&mut tx, invoice_id)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        let currency = invoice
+            .currency()
+            .ok_or_else(|| LifecycleError::Invalid("invoice currency unknown".into()))?;
+        let amount = currency
+            .parse_amount(amount_text)
+            .map_err(|e| LifecycleError::Invalid(format!("amount {amount_text:?}: {e}")))?;
+        let status = invoice.status();
+        if !(status.is_open() || status == Status::Paid) {
+            return Err(LifecycleError::WrongStatus {
+                number: invoice.number,
+                status,
+                why: "payments are recorded against issued invoices only",
+            });
+        }
+        let key = match idempotency_key.trim() {
+            "" => format!("bank:{invoice_id}:{received_on}:{amount}:{reference}"),
+            key => format!("bank:{key}"),
+        };
+        let Some(updated) = self
+            .store
+            .add_payment(
+                &mut tx,
+                &invoice,
+                "bank_transfer",
+                amount,
+                received_on,
+                reference,
+                &key,
+            )
+            .await?
+        else {
+            tx.rollback().await?;
+            let overpaid = invoice.amount_paid > invoice.total;
+            return Ok(Recorded {
+                invoice,
+                recorded: false,
+                overpaid,
+            });
+        };
+        let reason = format!(
+            "bank transfer of {} received {received_on}, reference {reference}",
+            currency.format(amount)
+        );
+        let updated = self.settle(&mut tx, updated, &reason, now).await?;
+        tx.commit().await?;
+        self.relay.notify_one();
+        metrics::counter!("invoicing_payments_recorded_total", "method" => "bank_transfer")
+            .increment(1);
+        let overpaid = updated.amount_paid > updated.total;
+        if overpaid {
+            metrics::counter!("invoicing_overpayments_total").increment(1);
+            tracing::warn!(invoice = %updated.number, paid = %updated.amount_paid, total = %updated.total, "invoice overpaid");
+        }
+        Ok(Recorded {
+            invoice: updated,
+            recorded: true,
+            overpaid,
+        })
+    }
+
+    /// The status an invoice's amount paid calls for, reached through one transition.
+    async fn settle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        invoice: InvoiceRow,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<InvoiceRow, sqlx::Error> {
+        let status = invoice.status();
+        let target = if invoice.amount_paid >= invoice.total {
+            Status::Paid
+        } else if status == Status::Issued {
+            Status::PartiallyPaid
+        } else {
+            status
+        };
+        if target == status {
+            return Ok(invoice);
+        }
+        self.store
+            .transition(tx, &invoice, target, reason, now)
+            .await
+    }
+
+    /// Voids an invoice nothing was paid on (and its Stripe invoice first). The period is then
+    /// free for a new invoice under the next number; the voided one keeps its number.
+    pub async fn void(
+        &self,
+        invoice_id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<InvoiceRow, LifecycleError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(LifecycleError::Invalid("voiding needs a reason".into()));
+        }
+        let invoice = self
+            .store
+            .invoice(invoice_id)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        check_voidable(&invoice)?;
+        if let Some(stripe) = &self.stripe {
+            stripe.void(&invoice).await?;
+        } else if invoice.stripe_invoice_id.is_some() {
+            return Err(LifecycleError::Invalid(
+                "this invoice is in Stripe, and no Stripe API key is configured".into(),
+            ));
+        }
+        let mut tx = self.store.begin().await?;
+        let invoice = self
+            .store
+            .lock_invoice(&mut tx, invoice_id)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        check_voidable(&invoice)?;
+        let voided = self
+            .store
+            .transition(&mut tx, &invoice, Status::Void, reason, now)
+            .await?;
+        self.store.remark_adjustments(&mut tx, &voided).await?;
+        tx.commit().await?;
+        self.relay.notify_one();
+        metrics::counter!("invoicing_invoices_voided_total").increment(1);
+        Ok(voided)
+    }
+
+    /// Marks open invoices past their due date as overdue; returns them.
+    pub async fn sweep_overdue(
+        &self,
+        as_of: Option<NaiveDate>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<InvoiceRow>, LifecycleError> {
+        let mut marked = Vec::new();
+        for id in self.store.past_due(as_of, now).await? {
+            let mut tx = self.store.begin().await?;
+            let Some(invoice) = self.store.lock_invoice(&mut tx, id).await? else {
+                continue;
+            };
+            // Paid or voided since the list was read.
+            if !matches!(invoice.status(), Status::Issued | Status::PartiallyPaid) {
+                continue;
+            }
+            let reason = format!("due {} and unpaid", invoice.due_date);
+            let overdue = self
+                .store
+                .transition(&mut tx, &invoice, Status::Overdue, &reason, now)
+                .await?;
+            tx.commit().await?;
+            marked.push(overdue);
+        }
+        if !marked.is_empty() {
+            self.relay.notify_one();
+            metrics::counter!("invoicing_invoices_overdue_total")
+                .increment(u64::try_from(marked.len()).unwrap_or(0));
+        }
+        Ok(marked)
+    }
+
+    /// Applies one Stripe invoice event, once per event id. Events only move an invoice
+    /// forward (draft → issued → paid | void), so one that arrives late changes nothing.
+    pub async fn apply_stripe_event(
+        &self,
+        event: &StripeInvoiceEvent,
+        now: DateTime<Utc>,
+    ) -> Result<StripeOutcome, sqlx::Error> {
+        let handled = HANDLED_STRIPE_EVENTS.contains(&event.event_type.as_str());
+        let invoice_id = match event.our_invoice_id {
+            Some(id) if handled => Some(id),
+            _ if handled => self.store.by_stripe_id(&event.stripe_invoice_id).await?,
+            _ => None,
+        };
+        let mut tx = self.store.begin().await?;
+        if !self
+            .store
+            .claim_stripe_event(&mut tx, &event.event_id, &event.event_type, event.created)
+            .await?
+        {
+            return Ok(StripeOutcome::Duplicate);
+        }
+        let invoice = match invoice_id {
+            Some(id) => self.store.lock_invoice(&mut tx, id).await?,
+            None => None,
+        };
+        let outcome = match invoice {
+            None if !handled => StripeOutcome::Ignored,
+            None => StripeOutcome::Unmatched,
+            Some(invoice) => self.apply_to(&mut tx, invoice, event, now).await?,
+        };
+        self.store
+            .stripe_event_outcome(&mut tx, &event.event_id, invoice_id, outcome.as_str())
+            .await?;
+        tx.commit().await?;
+        self.relay.notify_one();
+        Ok(outcome)
+    }
+
+    async fn apply_to(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        invoice: InvoiceRow,
+        event: &StripeInvoiceEvent,
+        now: DateTime<Utc>,
+    ) -> Result<StripeOutcome, sqlx::Error> {
+        let status = invoice.status();
+        let stripe_ref = &event.stripe_invoice_id;
+        // A draft Stripe finalized or settled was issued, whatever else the event says.
+        let invoice = if status == Status::Draft
+            && matches!(
+                event.event_type.as_str(),
+                "invoice.finalized" | "invoice.paid" | "invoice.payment_failed"
+            ) {
+            self.store
+                .transition(
+                    tx,
+                    &invoice,
+                    Status::Issued,
+                    &format!("finalized in Stripe as {stripe_ref}"),
+                    now,
+                )
+                .await?
+        } else {
+            invoice
+        };
+        Ok(match event.event_type.as_str() {
+            "invoice.finalized" if status == Status::Draft => StripeOutcome::Applied,
+            "invoice.paid" if invoice.status().is_open() => {
+                let Some(currency) = invoice.currency() else {
+                    return Ok(StripeOutcome::Ignored);
+                };
+                let paid = from_minor_units(event.amount_paid, currency);
+                let owed = paid - invoice.amount_paid;
+                let invoice = if owed > Decimal::ZERO {
+                    self.store
+                        .add_payment(
+                            tx,
+                            &invoice,
+                            "stripe",
+                            owed,
+                            event.created.date_naive(),
+                            stripe_ref,
+                            &format!("stripe:{}", event.event_id),
+                        )
+                        .await?
+                        .unwrap_or(invoice)
+                } else {
+                    invoice
+                };
+                metrics::counter!("invoicing_payments_recorded_total", "method" => "stripe")
+                    .increment(1);
+                let reason = format!("paid in Stripe ({})", format_paid(paid, currency));
+                self.settle(tx, invoice, &reason, now).await?;
+                StripeOutcome::Applied
+            }
+            "invoice.payment_failed" if invoice.status().is_open() => {
+                self.store
+                    .note(
+                        tx,
+                        &invoice,
+                        "payment_failed",
+                        "a payment attempt failed in Stripe",
+                        now,
+                    )
+                    .await?;
+                StripeOutcome::Applied
+            }
+            "invoice.voided" if !invoice.status().is_final() => {
+                let voided = self
+                    .store
+                    .transition(tx, &invoice, Status::Void, "voided in Stripe", now)
+                    .await?;
+                self.store.remark_adjustments(tx, &voided).await?;
+                StripeOutcome::Applied
+            }
+            _ => StripeOutcome::Stale,
+        })
+    }
+}
+
+/// The Stripe events invoicing acts on; others are recorded as ignored.
+pub const HANDLED_STRIPE_EVENTS: [&str; 4] = [
+    "invoice.finalized",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "invoice.voided",
+];
+
+fn format_paid(amount: Decimal, currency: Currency) -> String {
+    format!("{} {}", currency.code(), currency.format(amount))
+}
+
+fn check_voidable(invoice: &InvoiceRow) -> Result<(), LifecycleError> {
+    let status = invoice.status();
+    let why = if status.is_final() {
+        "paid and void invoices cannot be voided"
+    } else if invoice.amount_paid > Decimal::ZERO {
+        "payments were recorded against it; refund them first"
+    } else {
+        return Ok(());
+    };
+    Err(LifecycleError::WrongStatus {
+        number: invoice.number.clone(),
+        status,
+        why,
+    })
+}
+
+/// The parts of a Stripe `invoice.*` event invoicing acts on.
+#[derive(Debug, Clone)]
+pub struct StripeInvoiceEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub created: DateTime<Utc>,
+    pub stripe_invoice_id: String,
+    /// From the Stripe invoice's metadata, which invoicing sets when it creates it.
+    pub our_invoice_id: Option<Uuid>,
+    /// Minor units, as Stripe reports them.
+    pub amount_paid: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeOutcome {
+    Applied,
+    /// Already seen (same event id).
+    Duplicate,
+    /// Arrived after a later state was reached; nothing to do.
+    Stale,
+    /// No invoice of ours matches.
+    Unmatched,
+    /// An event type invoicing does not act on.
+    Ignored,
+}
+
+impl StripeOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StripeOutcome::Applied => "applied",
+            StripeOutcome::Duplicate => "duplicate",
+            StripeOutcome::Stale => "stale",
+            StripeOutcome::Unmatched => "unmatched",
+            StripeOutcome::Ignored => "ignored",
+        }
+    }
+}
