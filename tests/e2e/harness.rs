@@ -387,10 +387,13 @@ impl System {
 
     /// Messages stored in this system's WEBHOOKS stream on `subject`.
     pub async fn stream_count(&self, subject: &str) -> anyhow::Result<u64> {
+        self.count_in("WEBHOOKS", subject).await
+    }
+
+    /// Messages stored in stream `base` (e.g. `INVOICING`) under `subject`.
+    pub async fn count_in(&self, base: &str, subject: &str) -> anyhow::Result<u64> {
         let js = self.jetstream().await?;
-        let stream = js
-            .get_stream(self.subjects().stream_name("WEBHOOKS"))
-            .await?;
+        let stream = js.get_stream(self.subjects().stream_name(base)).await?;
         let mut counts = stream.info_with_subjects(subject).await?;
         let mut total = 0;
         while let Some(entry) = counts.next().await {

@@ -6,5 +6,6 @@ mod grpc_discovery;
 mod harness;
 mod ingest;
 mod integrity;
+mod invoicing;
 mod ledger_consumer;
 mod walking_skeleton;

@@ -1,7 +1,7 @@
 //! Conversions between wire types (Timestamp, Money) and chrono / rust_decimal.
 
 use chrono::{DateTime, Utc};
-use prost_types::Timestamp;
+pub use prost_types::Timestamp;
 use rust_decimal::Decimal;
 
 use crate::Money;

@@ -35,6 +35,8 @@ struct Inner {
     idempotent: HashMap<String, (u16, Value)>,
     calls: Vec<StripeCall>,
     unavailable: bool,
+    /// Requests still answered before an outage begins.
+    answered_before_outage: Option<usize>,
     next_id: u64,
 }
 
@@ -81,7 +83,15 @@ impl FakeStripe {
 
     /// While unavailable every request gets a 503, as during a Stripe incident.
     pub fn set_unavailable(&self, unavailable: bool) {
-        self.shared.lock().unavailable = unavailable;
+        let mut inner = self.shared.lock();
+        inner.unavailable = unavailable;
+        inner.answered_before_outage = None;
+    }
+
+    /// Answers `requests` more requests, then becomes unavailable (an outage mid-way through a
+    /// sequence of calls).
+    pub fn set_unavailable_after(&self, requests: usize) {
+        self.shared.lock().answered_before_outage = Some(requests);
     }
 
     pub fn calls(&self) -> Vec<StripeCall> {
@@ -168,7 +178,7 @@ async fn handle_action(
         let status = invoice["status"].as_str().unwrap_or_default().to_string();
         match (action.as_str(), status.as_str()) {
             ("finalize", "draft") => {
-                let total: i64 = invoice["lines"]["data"]
+                let total: i64 = invoice["items"]
                     .as_array()
                     .map(|items| items.iter().filter_map(|i| i["amount"].as_i64()).sum())
                     .unwrap_or(0);
@@ -216,6 +226,11 @@ fn serve(
         form: form.clone(),
         executed: false,
     };
+    match inner.answered_before_outage {
+        Some(0) => inner.unavailable = true,
+        Some(n) => inner.answered_before_outage = Some(n - 1),
+        None => {}
+    }
     if inner.unavailable {
         inner.calls.push(call);
         let error = json!({"error": {"type": "api_error", "message": "Stripe is unavailable (fake outage)"}});
@@ -323,8 +338,11 @@ fn create_item(inner: &mut Inner, form: &HashMap<String, String>) -> Outcome {
         "livemode": false, "period": {"start": 1_767_225_600, "end": 1_767_225_600},
         "proration": false, "quantity": 1, "quantity_decimal": "1",
     });
-    if let Some(lines) = invoice["lines"]["data"].as_array_mut() {
-        lines.push(item.clone());
+    // Kept beside the invoice (Stripe would show them as its line items, which have another
+    // shape); `lines` stays an empty list.
+    match invoice["items"].as_array_mut() {
+        Some(items) => items.push(item.clone()),
+        None => invoice["items"] = json!([item.clone()]),
     }
     Ok(item)
 }
