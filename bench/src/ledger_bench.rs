@@ -9,14 +9,14 @@
 //!
 //! Run it with `bench/run.sh ledger`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use async_nats::HeaderMap;
 use billing_runtime::Subjects;
 use billing_runtime::nats::{
@@ -24,7 +24,7 @@ use billing_runtime::nats::{
 };
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const TENANTS: usize = 20;
 
@@ -52,9 +52,6 @@ struct Args {
         default_value = "postgres://postgres:postgres@127.0.0.1:5432/test"
     )]
     database_url: String,
-    /// The ledger binary; defaults to the one next to this executable.
-    #[arg(long)]
-    ledger_bin: Option<PathBuf>,
 }
 
 fn body(n: usize) -> String {
@@ -112,15 +109,11 @@ async fn main() -> anyhow::Result<()> {
         serde_json::json!({ "tenants": tenants }).to_string(),
     )?;
 
-    let admin = sqlx::PgPool::connect(&args.database_url).await?;
-    let db_name = format!("ledger_bench_{}", started.timestamp());
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {db_name}")))
-        .execute(&admin)
-        .await?;
-    let db_url = match args.database_url.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{db_name}"),
-        None => anyhow::bail!("database URL without a database name"),
-    };
+    let database = common::BenchDatabase::create(
+        &args.database_url,
+        &format!("ledger_bench_{}", started.timestamp()),
+    )
+    .await?;
 
     let client = async_nats::connect(&args.nats_url).await?;
     let bench = Bench {
@@ -129,14 +122,10 @@ async fn main() -> anyhow::Result<()> {
     };
     bench.subjects.ensure_streams(&bench.js).await?;
 
-    let result = run(&args, &bench, &db_url, &tenants_file, &dir, started).await;
+    let result = run(&args, &bench, &database.url, &tenants_file, &dir, started).await;
 
     bench.subjects.delete_streams(&bench.js).await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {db_name} with (force)"
-    )))
-    .execute(&admin)
-    .await;
+    database.drop_database().await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -145,7 +134,7 @@ async fn run(
     args: &Args,
     bench: &Bench,
     db_url: &str,
-    tenants_file: &PathBuf,
+    tenants_file: &Path,
     dir: &std::path::Path,
     started: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -162,7 +151,7 @@ async fn run(
     for ack in acks {
         ack.await?;
     }
-    let _ledger = start_ledger(args, db_url, &bench.subjects, tenants_file, dir).await?;
+    let _ledger = start_ledger(args, db_url, &bench.subjects, tenants_file, dir)?;
     let db = billing_runtime::db::connect(db_url, "ledger", 2).await?;
     wait_for_outcomes(&db, args.backlog, Duration::from_secs(600)).await?;
     let (first, last): (DateTime<Utc>, DateTime<Utc>) =
@@ -271,49 +260,27 @@ async fn run(
 
 /// Waits until the audit log holds at least `n` outcomes.
 async fn wait_for_outcomes(db: &sqlx::PgPool, n: usize, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let count: i64 = sqlx::query_scalar("select count(*) from audit_log")
-            .fetch_one(db)
-            .await
-            .unwrap_or(0);
-        if usize::try_from(count)? >= n {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "only {count} of {n} events committed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_for_count(db, "select count(*) from audit_log", n, timeout).await
 }
 
-async fn start_ledger(
+fn start_ledger(
     args: &Args,
     db_url: &str,
     subjects: &Subjects,
-    tenants_file: &PathBuf,
-    dir: &std::path::Path,
+    tenants_file: &Path,
+    dir: &Path,
 ) -> anyhow::Result<Child> {
-    let bin = match &args.ledger_bin {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("ledger"),
-    };
-    let namespace = subjects.namespace();
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let log = std::fs::File::create(dir.join("ledger.log"))?;
-    let child = Command::new(&bin)
-        .env("LEDGER_LISTEN_ADDR", addr.to_string())
-        .env("LEDGER_DATABASE_URL", db_url)
-        .env("LEDGER_NATS_URL", &args.nats_url)
-        .env("LEDGER_NATS_NAMESPACE", namespace)
-        .env("LEDGER_TENANTS_FILE", tenants_file)
-        .env("LEDGER_BATCH_SIZE", args.batch_size.to_string())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {} (build it with --release)", bin.display()))?;
-    Ok(child)
+    common::spawn_service(
+        "ledger",
+        &[
+            ("LEDGER_LISTEN_ADDR", addr.to_string()),
+            ("LEDGER_DATABASE_URL", db_url.to_string()),
+            ("LEDGER_NATS_URL", args.nats_url.clone()),
+            ("LEDGER_NATS_NAMESPACE", subjects.namespace().to_string()),
+            ("LEDGER_TENANTS_FILE", tenants_file.display().to_string()),
+            ("LEDGER_BATCH_SIZE", args.batch_size.to_string()),
+        ],
+        dir,
+    )
 }

@@ -326,7 +326,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: [(fn(&mut pb::TenantProfile), &str); 7] = [
+        type Spoil = fn(&mut pb::TenantProfile);
+        let cases: [(Spoil, &str); 7] = [
             (|p| p.tenant_id = "Claire!".into(), "invalid tenant id"),
             (|p| p.billing_email = "not-an-email".into(), "billing_email"),
             (|p| p.time_zone = "Mars/Olympus".into(), "time zone"),
