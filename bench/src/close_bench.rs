@@ -188,11 +188,8 @@ async fn run(
             ),
         ],
     );
-    let as_refs = |e: &[(String, String)]| -> Vec<(&str, String)> {
-        e.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
-    };
-    let _ledger = common::spawn_service("ledger", &as_refs(&ledger_env), dir)?;
-    let _invoicing = common::spawn_service("invoicing", &as_refs(&invoicing_env), dir)?;
+    let _ledger = common::spawn_service("ledger", &ledger_env, dir)?;
+    let _invoicing = common::spawn_service("invoicing", &invoicing_env, dir)?;
 
     let total = events.len();
     let ledger_db = billing_runtime::db::connect(db_url, "ledger", 2).await?;

@@ -45,7 +45,7 @@ impl BenchDatabase {
 
 /// Starts the release binary `name` (next to this executable) with `env`, logging to
 /// `dir/<name>.log`; it is killed when the handle is dropped.
-pub fn spawn_service(name: &str, env: &[(&str, String)], dir: &Path) -> anyhow::Result<Child> {
+pub fn spawn_service(name: &str, env: &[(String, String)], dir: &Path) -> anyhow::Result<Child> {
     let bin = std::env::current_exe()?.with_file_name(name);
     let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
     let mut command = Command::new(&bin);

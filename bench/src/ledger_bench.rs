@@ -14,7 +14,7 @@ mod common;
 use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -280,7 +280,8 @@ fn start_ledger(
             ("LEDGER_NATS_NAMESPACE", subjects.namespace().to_string()),
             ("LEDGER_TENANTS_FILE", tenants_file.display().to_string()),
             ("LEDGER_BATCH_SIZE", args.batch_size.to_string()),
-        ],
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
         dir,
     )
 }
