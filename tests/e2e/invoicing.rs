@@ -313,6 +313,13 @@ async fn exactly_once(system: &System) -> anyhow::Result<()> {
         .fetch_one(&db)
         .await?;
     assert_eq!(count, 1);
+    // Each run's decision is kept.
+    let mut decided: Vec<String> =
+        sqlx::query_scalar("select outcome from close_outcomes where period = '2026-09'")
+            .fetch_all(&db)
+            .await?;
+    decided.sort();
+    assert_eq!(decided, ["already_issued", "already_issued", "issued"]);
     // One issued event for the notifier, however many closes ran.
     let events = eventually(Duration::from_secs(10), || async {
         let n = system

@@ -5,6 +5,7 @@
 
 pub mod db;
 pub mod nats;
+mod shared;
 pub mod simplybook;
 pub mod smtp;
 pub mod stripe;

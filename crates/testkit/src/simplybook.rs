@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Json;
 use axum::Router;
@@ -28,17 +27,7 @@ struct Inner {
     calls: HashMap<String, u64>,
 }
 
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Inner>>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        match self.0.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-}
+type Shared = crate::shared::Shared<Inner>;
 
 pub struct FakeSimplyBook {
     addr: SocketAddr,

@@ -83,6 +83,9 @@ impl InvoicingGrpc {
             Ok(Closed::AlreadyIssued(row)) => {
                 outcome.set_outcome(Outcome::AlreadyIssued);
                 outcome.invoice = Some(to_proto(&row));
+                if !dry_run {
+                    self.record(&outcome, "already_issued", &row.number).await;
+                }
             }
             Ok(Closed::NothingBillable) => outcome.set_outcome(Outcome::NoBillableBookings),
             Ok(Closed::WouldIssue(draft)) => {
@@ -101,7 +104,7 @@ impl InvoicingGrpc {
                     outcome.error = err.to_string();
                 }
                 if !dry_run {
-                    self.record_failure(&outcome).await;
+                    self.record(&outcome, "failed", &outcome.error).await;
                 }
                 outcome.set_outcome(Outcome::Failed);
             }
@@ -109,7 +112,9 @@ impl InvoicingGrpc {
         outcome
     }
 
-    async fn record_failure(&self, outcome: &TenantOutcome) {
+    /// Keeps an outcome the close itself did not write (it writes issued and nothing_billable
+    /// in its own transaction).
+    async fn record(&self, outcome: &TenantOutcome, label: &str, detail: &str) {
         let recorded = async {
             let mut conn = self.store.pool().acquire().await?;
             let invoice_id = outcome.invoice.as_ref().and_then(|i| i.id.parse().ok());
@@ -118,14 +123,14 @@ impl InvoicingGrpc {
                     &mut conn,
                     &outcome.tenant_id,
                     &outcome.period,
-                    "failed",
+                    label,
                     invoice_id,
-                    &outcome.error,
+                    detail,
                 )
                 .await
         };
         if let Err(err) = recorded.await {
-            tracing::error!(error = %err, "recording a failed close failed");
+            tracing::error!(error = %err, "recording a close outcome failed");
         }
     }
 
