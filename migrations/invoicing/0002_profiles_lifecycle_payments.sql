@@ -46,7 +46,8 @@ alter table invoices
     add column voided_at             timestamptz,
     add column void_reason           text,
     add column stripe_invoice_id     text unique,
-    add column stripe_items_synced   boolean not null default false,
+    -- Stripe items created so far: a retry creates only the rest.
+    add column stripe_items_created  integer not null default 0,
     add column stripe_number         text,
     add column stripe_hosted_url     text;
 update invoices set subtotal = total;

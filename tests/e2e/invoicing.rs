@@ -455,13 +455,13 @@ async fn lifecycle(system: &System) -> anyhow::Result<()> {
                 "L1",
                 "adjustment",
                 "4.00".to_string(),
-                "price revised (revision 1) after invoice CLAIRE-2026-0002"
+                "booking now 120.00; 100.00 billed up to invoice CLAIRE-2026-0002"
             ),
             (
                 "L2",
                 "adjustment",
                 "-10.00".to_string(),
-                "cancelled after invoice CLAIRE-2026-0002"
+                "cancelled; 50.00 billed up to invoice CLAIRE-2026-0002"
             ),
             (
                 "L3",
@@ -481,6 +481,44 @@ async fn lifecycle(system: &System) -> anyhow::Result<()> {
         .into_inner();
     assert_eq!(total(&august_again), "30.00");
     assert_eq!(august_again.lines.len(), 2);
+    // Voiding August now, after September adjusted two of its bookings: August's new invoice
+    // bills each booking's worth minus what September already billed for it.
+    invoicing
+        .void_invoice(VoidInvoiceRequest {
+            invoice_id: august.id.clone(),
+            reason: "tenant asked for a corrected address".into(),
+        })
+        .await?;
+    let august = issued(&mut invoicing, "claire", "2026-08").await?;
+    assert_eq!(august.number, "CLAIRE-2026-0004");
+    let lines: Vec<(&str, String, String)> = august
+        .lines
+        .iter()
+        .map(|l| {
+            (
+                l.booking_ref.as_str(),
+                money(l.platform_fee.as_ref()),
+                l.description.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (
+                "L1",
+                "20.00".to_string(),
+                "booking now 120.00; 20.00 billed up to invoice CLAIRE-2026-0003".to_string()
+            ),
+            (
+                "L2",
+                "10.00".to_string(),
+                "cancelled; -50.00 billed up to invoice CLAIRE-2026-0003".to_string()
+            ),
+        ]
+    );
+    // L1 24.00 + L3 2.00 in all, across August and September.
+    assert_eq!(total(&august), "30.00");
     // Nothing is billed twice: closing October finds no adjustment left.
     let october = close(&mut invoicing, "claire", "2026-10", false).await?;
     assert_eq!(
@@ -494,7 +532,7 @@ async fn lifecycle(system: &System) -> anyhow::Result<()> {
         invoice_id: august.id.clone(),
         amount: amount.into(),
         received_on: "2026-09-03".into(),
-        reference: "CLAIRE-2026-0002".into(),
+        reference: "CLAIRE-2026-0004".into(),
         idempotency_key: key.into(),
     };
     let partial = invoicing
@@ -510,6 +548,12 @@ async fn lifecycle(system: &System) -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert!(!again.recorded);
+    // The same key for a different transfer is refused, not silently dropped.
+    let reused = invoicing.record_payment(pay("12.00", "t-1")).await;
+    assert_eq!(
+        reused.err().map(|s| s.code()),
+        Some(tonic::Code::InvalidArgument)
+    );
     let over = invoicing
         .record_payment(pay("25.00", "t-2"))
         .await?
@@ -589,8 +633,8 @@ async fn lifecycle(system: &System) -> anyhow::Result<()> {
     );
     // Every transition was announced on invoicing.invoice.<status>.
     for (status, n) in [
-        ("issued", 3),
-        ("void", 1),
+        ("issued", 4),
+        ("void", 2),
         ("partially_paid", 1),
         ("paid", 2),
         ("overdue", 1),
@@ -654,8 +698,9 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
     .await?;
     ledger_has(system, 2).await?;
 
-    // Stripe answers the customer and the invoice, then goes down: the invoice stays a draft.
-    system.stripe.set_unavailable_after(2);
+    // Stripe answers the customer, the invoice and its first item, then goes down: the invoice
+    // stays a draft.
+    system.stripe.set_unavailable_after(3);
     let failed = close(&mut invoicing, "claire", "2026-07", false).await?;
     assert_eq!(failed.outcome(), Outcome::Failed, "{failed:?}");
     assert!(failed.error.contains("draft"), "{}", failed.error);
@@ -723,6 +768,25 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
         1,
         "one Stripe invoice however often the close ran"
     );
+    // Each step's progress was saved: the retries resumed at the second item, and never asked
+    // Stripe for the customer, the invoice or the first item again.
+    let asked = |suffix: &str| {
+        posts
+            .iter()
+            .filter(|c| {
+                c.idempotency_key
+                    .as_deref()
+                    .is_some_and(|k| k.ends_with(suffix))
+            })
+            .count()
+    };
+    assert_eq!((asked("-create"), asked("-item-0")), (1, 1));
+    assert_eq!(
+        asked("-item-1"),
+        3,
+        "once per run: twice during the outage, then done"
+    );
+    assert_eq!(asked("-item-2"), 0, "fees and tax only: two items");
 
     // Stripe's events, through ingest: paid (twice, once past JetStream's dedup), a late
     // payment_failed and finalized, and a type invoicing does not act on.

@@ -118,10 +118,12 @@ impl MonthlyClose {
             }
         }
 
-        // What the ledger says, read before taking the tenant's lock (no lock across RPCs).
-        let in_period = self.billable(tenant, start, end).await?;
+        // Marks first, then the ledger (both before taking the tenant's lock: no lock across
+        // RPCs). In this order a change is never lost: one marked before the marks were read is
+        // already in the ledger's answer; one marked later keeps its mark for the next close.
         let closed = self.store.closed_periods(tenant).await?;
         let marks = self.store.marks_before(tenant, end).await?;
+        let in_period = self.billable(tenant, profile.currency, start, end).await?;
         let in_period_ids: HashSet<Uuid> = in_period.iter().map(|b| b.id).collect();
         let month_of = |m: &Mark| BillingPeriod::containing(m.session_at, profile.time_zone);
         // Marks this close settles: every mark in the period (its booking is billed or not
@@ -138,7 +140,7 @@ impl MonthlyClose {
             .map(|m| m.booking_id)
             .filter(|id| !in_period_ids.contains(id))
             .collect();
-        let changed = self.current(tenant, &to_fetch).await?;
+        let changed = self.current(tenant, profile.currency, &to_fetch).await?;
 
         let mut tx = self.store.begin().await?;
         self.store.lock_tenant(&mut tx, tenant).await?;
@@ -185,6 +187,21 @@ impl MonthlyClose {
                     now,
                 )
                 .await?;
+            // Credits outweigh the month's fees: nothing is owed, so nothing can fall overdue.
+            if row.total <= Decimal::ZERO {
+                let reason = if row.total.is_zero() {
+                    "nothing to pay".to_string()
+                } else {
+                    format!(
+                        "nothing to pay; a credit of {} is owed to the tenant",
+                        -row.total
+                    )
+                };
+                row = self
+                    .store
+                    .transition(&mut tx, &row, Status::Paid, &reason, now)
+                    .await?;
+            }
         }
         self.store
             .record_outcome(
@@ -296,6 +313,7 @@ impl MonthlyClose {
     async fn billable(
         &self,
         tenant: &str,
+        currency: Currency,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<LedgerBooking>, CloseError> {
@@ -313,7 +331,7 @@ impl MonthlyClose {
         let bookings = summary
             .billable
             .iter()
-            .map(LedgerBooking::try_from)
+            .map(|b| LedgerBooking::read(b, currency))
             .collect::<Result<Vec<_>, _>>()?;
         let fees: Decimal = bookings.iter().map(|b| b.fee).sum();
         let value: Decimal = bookings.iter().map(|b| b.total).sum();
@@ -330,7 +348,12 @@ impl MonthlyClose {
     }
 
     /// The current state of the given bookings.
-    async fn current(&self, tenant: &str, ids: &[Uuid]) -> Result<Vec<LedgerBooking>, CloseError> {
+    async fn current(
+        &self,
+        tenant: &str,
+        currency: Currency,
+        ids: &[Uuid],
+    ) -> Result<Vec<LedgerBooking>, CloseError> {
         let mut bookings = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(IDS_PER_CALL) {
             let response = self
@@ -344,7 +367,7 @@ impl MonthlyClose {
                 .map_err(CloseError::Ledger)?
                 .into_inner();
             for b in &response.bookings {
-                bookings.push(LedgerBooking::try_from(b)?);
+                bookings.push(LedgerBooking::read(b, currency)?);
             }
         }
         Ok(bookings)
@@ -361,7 +384,6 @@ pub struct LedgerBooking {
     pub service_name: String,
     pub total: Decimal,
     pub fee: Decimal,
-    pub revision: u32,
 }
 
 impl LedgerBooking {
@@ -371,16 +393,21 @@ impl LedgerBooking {
     }
 }
 
-impl TryFrom<&Booking> for LedgerBooking {
-    type Error = CloseError;
-
-    fn try_from(b: &Booking) -> Result<Self, CloseError> {
+impl LedgerBooking {
+    /// A booking from the ledger, whose amounts must be in the tenant's billing `currency`.
+    fn read(b: &Booking, currency: Currency) -> Result<Self, CloseError> {
         let bad =
             |what: &str| CloseError::Inconsistent(format!("booking {}: {what}", b.booking_ref));
+        let in_currency = |m: Option<&billing_proto::Money>| {
+            m.is_some_and(|m| m.currency_code == currency.code())
+        };
         let total = b.total.as_ref();
         let fee = b.platform_fee.as_ref();
-        if total.map(|m| m.currency_code.as_str()) != fee.map(|m| m.currency_code.as_str()) {
-            return Err(bad("total and fee in different currencies"));
+        if !in_currency(total) || !in_currency(fee) {
+            return Err(bad(&format!(
+                "amounts are not in the billing profile's currency {}",
+                currency.code()
+            )));
         }
         Ok(LedgerBooking {
             id: b.id.parse().map_err(|_| bad("bad id"))?,
@@ -390,7 +417,6 @@ impl TryFrom<&Booking> for LedgerBooking {
             service_name: b.service_name.clone(),
             total: amount(total).ok_or_else(|| bad("no total"))?,
             fee: amount(fee).ok_or_else(|| bad("no fee"))?,
-            revision: b.revision,
         })
     }
 }
@@ -464,18 +490,17 @@ pub fn plan_lines(
             }
             None => {}
             Some(prior) if prior.fee != fee || prior.amount != total => {
-                let description = if b.billable() {
-                    format!(
-                        "price revised (revision {}) after invoice {}",
-                        b.revision, prior.last_number
-                    )
+                // Neutral wording: the same difference arises from a cancellation, a price
+                // revision, or a month invoiced again after a void.
+                let now = if b.billable() {
+                    format!("booking now {total}")
                 } else {
-                    format!(
-                        "{} after invoice {}",
-                        b.status.replace('_', "-"),
-                        prior.last_number
-                    )
+                    b.status.replace('_', "-")
                 };
+                let description = format!(
+                    "{now}; {} billed up to invoice {}",
+                    prior.amount, prior.last_number
+                );
                 adjustments.push(line(
                     LINE_ADJUSTMENT,
                     total - prior.amount,
@@ -513,7 +538,6 @@ mod tests {
             service_name: "Massage".into(),
             total: Decimal::new(total, 2),
             fee: Decimal::new(fee, 2),
-            revision: 0,
         }
     }
 
@@ -550,7 +574,7 @@ mod tests {
         assert_eq!(lines[0].booking_amount, Decimal::new(-15000, 2));
         assert_eq!(
             lines[0].description,
-            "cancelled after invoice CLAIRE-2026-0001"
+            "cancelled; 150.00 billed up to invoice CLAIRE-2026-0001"
         );
     }
 
@@ -560,16 +584,14 @@ mod tests {
             (Uuid::from_u128(7), billed(3000, 15000)),
             (Uuid::from_u128(8), billed(3000, 15000)),
         ]);
-        let mut revised = booking(7, "confirmed", 20000, 4000);
-        revised.revision = 1;
+        let revised = booking(7, "confirmed", 20000, 4000);
         let same = booking(8, "completed", 15000, 3000);
         let lines = plan_lines(&[], &[revised, same], &billed, TZ);
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].platform_fee, Decimal::new(1000, 2));
-        assert!(
-            lines[0]
-                .description
-                .starts_with("price revised (revision 1)")
+        assert_eq!(
+            lines[0].description,
+            "booking now 200.00; 150.00 billed up to invoice CLAIRE-2026-0001"
         );
     }
 

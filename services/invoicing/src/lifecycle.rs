@@ -111,6 +111,16 @@ impl Lifecycle {
             .await?
         else {
             tx.rollback().await?;
+            // The same key for another transfer would silently drop that transfer: refuse.
+            if let Some((other_invoice, other_amount)) = self.store.payment_by_key(&key).await?
+                && (other_invoice != invoice_id || other_amount != amount)
+            {
+                return Err(LifecycleError::Invalid(format!(
+                    "idempotency key already recorded a payment of {} for another invoice or \
+                     amount; use a new key for a different transfer",
+                    currency.format(other_amount)
+                )));
+            }
             let overpaid = invoice.amount_paid > invoice.total;
             return Ok(Recorded {
                 invoice,
@@ -189,6 +199,9 @@ impl Lifecycle {
             ));
         }
         let mut tx = self.store.begin().await?;
+        // The tenant's lock, as a close takes it: a close never reads what is billed while a
+        // void of the same tenant is half done.
+        self.store.lock_tenant(&mut tx, &invoice.tenant_id).await?;
         let invoice = self
             .store
             .lock_invoice(&mut tx, invoice_id)
@@ -199,7 +212,7 @@ impl Lifecycle {
             .store
             .transition(&mut tx, &invoice, Status::Void, reason, now)
             .await?;
-        self.store.remark_adjustments(&mut tx, &voided).await?;
+        self.store.remark_lines(&mut tx, &voided).await?;
         tx.commit().await?;
         self.relay.notify_one();
         metrics::counter!("invoicing_invoices_voided_total").increment(1);
@@ -258,6 +271,13 @@ impl Lifecycle {
             .await?
         {
             return Ok(StripeOutcome::Duplicate);
+        }
+        if event.event_type == "invoice.voided"
+            && let Some(id) = invoice_id
+            && let Some(unlocked) = self.store.invoice(id).await?
+        {
+            // Voiding takes the tenant's lock first, as a close and a manual void do.
+            self.store.lock_tenant(&mut tx, &unlocked.tenant_id).await?;
         }
         let invoice = match invoice_id {
             Some(id) => self.store.lock_invoice(&mut tx, id).await?,
@@ -329,8 +349,12 @@ impl Lifecycle {
                 };
                 metrics::counter!("invoicing_payments_recorded_total", "method" => "stripe")
                     .increment(1);
-                let reason = format!("paid in Stripe ({})", format_paid(paid, currency));
-                self.settle(tx, invoice, &reason, now).await?;
+                // Stripe says it is paid (perhaps from the customer's credit balance or out of
+                // band, with less or nothing collected): it is paid.
+                let reason = format!("paid in Stripe ({} collected)", format_paid(paid, currency));
+                self.store
+                    .transition(tx, &invoice, Status::Paid, &reason, now)
+                    .await?;
                 StripeOutcome::Applied
             }
             "invoice.payment_failed" if invoice.status().is_open() => {
@@ -350,7 +374,7 @@ impl Lifecycle {
                     .store
                     .transition(tx, &invoice, Status::Void, "voided in Stripe", now)
                     .await?;
-                self.store.remark_adjustments(tx, &voided).await?;
+                self.store.remark_lines(tx, &voided).await?;
                 StripeOutcome::Applied
             }
             _ => StripeOutcome::Stale,

@@ -235,7 +235,8 @@ impl Profiles {
                 time_zone = excluded.time_zone, currency = excluded.currency,
                 payment_terms_days = excluded.payment_terms_days, tax_rate = excluded.tax_rate,
                 invoicing_mode = excluded.invoicing_mode,
-                stripe_customer_id = excluded.stripe_customer_id,
+                stripe_customer_id = coalesce(excluded.stripe_customer_id,
+                    tenant_profiles.stripe_customer_id),
                 invoice_prefix = excluded.invoice_prefix, updated_at = now()
              returning {COLUMNS}"
         )))

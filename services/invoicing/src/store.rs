@@ -140,7 +140,7 @@ pub struct InvoiceRow {
     pub payment_instructions: String,
     pub void_reason: Option<String>,
     pub stripe_invoice_id: Option<String>,
-    pub stripe_items_synced: bool,
+    pub stripe_items_created: i32,
     pub stripe_number: Option<String>,
     pub stripe_hosted_url: Option<String>,
 }
@@ -229,7 +229,7 @@ pub struct MarkUpdate {
 const INVOICE_COLUMNS: &str = "id, number, tenant_id, tenant_name, billing_email, address, \
     tax_id, period, period_start, period_end, time_zone, currency, status, issue_date, due_date, \
     booking_count, total_booking_value, subtotal, tax_rate, tax, total, amount_paid, issued_at, \
-    invoicing_mode, payment_instructions, void_reason, stripe_invoice_id, stripe_items_synced, \
+    invoicing_mode, payment_instructions, void_reason, stripe_invoice_id, stripe_items_created, \
     stripe_number, stripe_hosted_url";
 
 #[derive(Clone)]
@@ -508,17 +508,16 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the bookings of a voided invoice's adjustment lines again, so that the next close
-    /// bills those changes.
-    pub async fn remark_adjustments(
+    /// Marks the bookings of every line of a voided invoice again: what it billed no longer
+    /// counts, so the next close (or the month's new invoice) bills them anew.
+    pub async fn remark_lines(
         &self,
         tx: &mut PgConnection,
         invoice: &InvoiceRow,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "insert into booking_marks (tenant_id, booking_id, session_at)
-             select $2, booking_id, session_at from invoice_lines
-             where invoice_id = $1 and kind = 'adjustment'
+             select $2, booking_id, session_at from invoice_lines where invoice_id = $1
              on conflict (tenant_id, booking_id) do update
                 set mark_seq = nextval('booking_mark_seq'), marked_at = now()",
         )
@@ -802,19 +801,27 @@ impl Store {
         .map(Some)
     }
 
+    /// The invoice and amount a payment idempotency key was recorded with.
+    pub async fn payment_by_key(&self, key: &str) -> Result<Option<(Uuid, Decimal)>, sqlx::Error> {
+        sqlx::query_as("select invoice_id, amount from payments where idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
     /// Stripe progress of an invoice, saved after each step so a retry resumes where it stopped.
     pub async fn save_stripe(
         &self,
         id: Uuid,
         stripe_invoice_id: Option<&str>,
-        items_synced: bool,
+        items_created: Option<i32>,
         stripe_number: Option<&str>,
         hosted_url: Option<&str>,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "update invoices set
                 stripe_invoice_id = coalesce($2, stripe_invoice_id),
-                stripe_items_synced = stripe_items_synced or $3,
+                stripe_items_created = greatest(stripe_items_created, coalesce($3, 0)),
                 stripe_number = coalesce($4, stripe_number),
                 stripe_hosted_url = coalesce($5, stripe_hosted_url),
                 payment_instructions = case when $5::text is null then payment_instructions
@@ -823,7 +830,7 @@ impl Store {
         )
         .bind(id)
         .bind(stripe_invoice_id)
-        .bind(items_synced)
+        .bind(items_created)
         .bind(stripe_number)
         .bind(hosted_url)
         .execute(&self.pool)

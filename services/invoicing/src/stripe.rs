@@ -108,29 +108,30 @@ impl StripeBilling {
                     .ok_or(PushError::Incomplete("an invoice id"))?
                     .to_string();
                 self.store
-                    .save_stripe(invoice.id, Some(&id), false, None, None)
+                    .save_stripe(invoice.id, Some(&id), None, None, None)
                     .await?;
                 id
             }
         };
 
-        if !invoice.stripe_items_synced {
-            for (n, (description, amount)) in
-                self.items(invoice, currency).await?.iter().enumerate()
-            {
-                CreateInvoiceItem::new()
-                    .customer(customer.as_str())
-                    .invoice(stripe_id.as_str())
-                    .amount(minor_units(*amount, currency)?)
-                    .currency(stripe_currency(currency))
-                    .description(description.as_str())
-                    .customize()
-                    .request_strategy(key(&format!("item-{n}")))
-                    .send(&self.client)
-                    .await?;
-            }
+        // Progress is saved after each item: a retry (perhaps after Stripe forgot the idempotency
+        // keys, 24 hours) creates only the items still missing.
+        let done = usize::try_from(invoice.stripe_items_created).unwrap_or(0);
+        let items = self.items(invoice, currency).await?;
+        for (n, (description, amount)) in items.iter().enumerate().skip(done) {
+            CreateInvoiceItem::new()
+                .customer(customer.as_str())
+                .invoice(stripe_id.as_str())
+                .amount(minor_units(*amount, currency)?)
+                .currency(stripe_currency(currency))
+                .description(description.as_str())
+                .customize()
+                .request_strategy(key(&format!("item-{n}")))
+                .send(&self.client)
+                .await?;
+            let created = i32::try_from(n + 1).unwrap_or(i32::MAX);
             self.store
-                .save_stripe(invoice.id, None, true, None, None)
+                .save_stripe(invoice.id, None, Some(created), None, None)
                 .await?;
         }
 
@@ -153,7 +154,7 @@ impl StripeBilling {
             .save_stripe(
                 invoice.id,
                 None,
-                true,
+                None,
                 finalized.number.as_deref(),
                 finalized.hosted_invoice_url.as_deref(),
             )
