@@ -262,14 +262,12 @@ impl MonthlyClose {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         now: DateTime<Utc>,
-        lines: Vec<PlannedLine>,
+        mut lines: Vec<LineRow>,
     ) -> NewInvoice {
         let currency = profile.currency;
-        let lines: Vec<LineRow> = lines
-            .into_iter()
-            .enumerate()
-            .map(|(i, l)| l.into_row(i32::try_from(i + 1).unwrap_or(i32::MAX)))
-            .collect();
+        for (i, line) in lines.iter_mut().enumerate() {
+            line.position = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        }
         let subtotal: Decimal = lines.iter().map(|l| l.platform_fee).sum();
         let total_booking_value = lines
             .iter()
@@ -421,44 +419,15 @@ impl LedgerBooking {
     }
 }
 
-/// A line before it has a position.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannedLine {
-    pub kind: &'static str,
-    pub booking_id: Uuid,
-    pub booking_ref: String,
-    pub session_at: DateTime<Utc>,
-    pub service_name: String,
-    pub booking_amount: Decimal,
-    pub platform_fee: Decimal,
-    pub description: String,
-}
-
-impl PlannedLine {
-    fn into_row(self, position: i32) -> LineRow {
-        LineRow {
-            position,
-            booking_id: self.booking_id,
-            booking_ref: self.booking_ref,
-            session_at: self.session_at,
-            service_name: self.service_name,
-            booking_amount: self.booking_amount,
-            platform_fee: self.platform_fee,
-            kind: self.kind.to_string(),
-            description: self.description,
-        }
-    }
-}
-
 /// The lines of an invoice: booking lines for the period's billable bookings never billed
 /// before (oldest session first), then an adjustment line for each booking whose worth now
-/// differs from what live invoices billed for it.
+/// differs from what live invoices billed for it. Positions are given when the invoice is made.
 pub fn plan_lines(
     in_period: &[LedgerBooking],
     changed: &[LedgerBooking],
     billed: &HashMap<Uuid, Billed>,
     tz: Tz,
-) -> Vec<PlannedLine> {
+) -> Vec<LineRow> {
     let mut bookings = Vec::new();
     let mut adjustments = Vec::new();
     let in_period_ids: HashSet<Uuid> = in_period.iter().map(|b| b.id).collect();
@@ -469,8 +438,9 @@ pub fn plan_lines(
         } else {
             (Decimal::ZERO, Decimal::ZERO)
         };
-        let line = |kind, booking_amount, platform_fee, description| PlannedLine {
-            kind,
+        let line = |kind: &str, booking_amount, platform_fee, description| LineRow {
+            position: 0,
+            kind: kind.to_string(),
             booking_id: b.id,
             booking_ref: b.booking_ref.clone(),
             session_at: b.session_at,
