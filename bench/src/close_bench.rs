@@ -39,15 +39,8 @@ struct Args {
     /// Bookings of each small tenant.
     #[arg(long, default_value_t = 100)]
     per_tenant: usize,
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// A database URL on the server the benchmark may create a database in.
-    #[arg(
-        long,
-        env = "TEST_DATABASE_URL",
-        default_value = "postgres://postgres:postgres@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    backends: common::Backends,
 }
 
 /// Booking `n`: a price in [50.00, 249.99] and a session spread over October in Sydney.
@@ -77,11 +70,11 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("close-bench-{namespace}"));
     std::fs::create_dir_all(&dir)?;
     let database = common::BenchDatabase::create(
-        &args.database_url,
+        &args.backends.database_url,
         &format!("close_bench_{}", started.timestamp()),
     )
     .await?;
-    let js = async_nats::jetstream::new(async_nats::connect(&args.nats_url).await?);
+    let js = async_nats::jetstream::new(async_nats::connect(&args.backends.nats_url).await?);
     let subjects = Subjects::new(&namespace);
     subjects.ensure_streams(&js).await?;
 
@@ -155,37 +148,22 @@ async fn run(
 
     let ledger_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let invoicing_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let common_env = |service: &str| {
-        let up = service.to_ascii_uppercase();
-        vec![
-            (format!("{up}_DATABASE_URL"), db_url.to_string()),
-            (format!("{up}_NATS_URL"), args.nats_url.clone()),
-            (
-                format!("{up}_NATS_NAMESPACE"),
-                subjects.namespace().to_string(),
-            ),
-            (
-                format!("{up}_TENANTS_FILE"),
-                tenants_file.display().to_string(),
-            ),
-        ]
+    let env = |service: &str, extra: &[(&str, String)]| {
+        common::service_env(
+            service,
+            db_url,
+            &args.backends.nats_url,
+            subjects.namespace(),
+            &tenants_file,
+            extra,
+        )
     };
-    let env = |service: &str, mut extra: Vec<(String, String)>| {
-        extra.extend(common_env(service));
-        extra
-    };
-    let ledger_env = env(
-        "ledger",
-        vec![("LEDGER_LISTEN_ADDR".into(), ledger_addr.to_string())],
-    );
+    let ledger_env = env("ledger", &[("LISTEN_ADDR", ledger_addr.to_string())]);
     let invoicing_env = env(
         "invoicing",
-        vec![
-            ("INVOICING_LISTEN_ADDR".into(), invoicing_addr.to_string()),
-            (
-                "INVOICING_LEDGER_URL".into(),
-                format!("http://{ledger_addr}"),
-            ),
+        &[
+            ("LISTEN_ADDR", invoicing_addr.to_string()),
+            ("LEDGER_URL", format!("http://{ledger_addr}")),
         ],
     );
     let _ledger = common::spawn_service("ledger", &ledger_env, dir)?;

@@ -8,6 +8,43 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::process::{Child, Command};
 
+/// Where PostgreSQL and NATS are.
+#[derive(clap::Args)]
+pub struct Backends {
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// A database URL on the server the benchmark may create a database in.
+    #[arg(
+        long,
+        env = "TEST_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/test"
+    )]
+    pub database_url: String,
+}
+
+/// The environment of service `name` (`ledger`, `invoicing`) for a run: database, NATS,
+/// namespace and tenants file, then `extra` (`("LISTEN_ADDR", …)` becomes `LEDGER_LISTEN_ADDR`).
+pub fn service_env(
+    name: &str,
+    db_url: &str,
+    nats_url: &str,
+    namespace: &str,
+    tenants_file: &Path,
+    extra: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let prefix = name.to_ascii_uppercase();
+    [
+        ("DATABASE_URL", db_url.to_string()),
+        ("NATS_URL", nats_url.to_string()),
+        ("NATS_NAMESPACE", namespace.to_string()),
+        ("TENANTS_FILE", tenants_file.display().to_string()),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(key, value)| (format!("{prefix}_{key}"), value.clone()))
+    .collect()
+}
+
 /// A database created for one benchmark run and dropped by `drop_database`.
 pub struct BenchDatabase {
     admin: sqlx::PgPool,

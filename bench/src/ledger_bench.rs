@@ -43,15 +43,8 @@ struct Args {
     /// Ledger batch size (LEDGER_BATCH_SIZE).
     #[arg(long, default_value_t = 500)]
     batch_size: usize,
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// A database URL on the server the benchmark may create a database in.
-    #[arg(
-        long,
-        env = "TEST_DATABASE_URL",
-        default_value = "postgres://postgres:postgres@127.0.0.1:5432/test"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    backends: common::Backends,
 }
 
 fn body(n: usize) -> String {
@@ -110,12 +103,12 @@ async fn main() -> anyhow::Result<()> {
     )?;
 
     let database = common::BenchDatabase::create(
-        &args.database_url,
+        &args.backends.database_url,
         &format!("ledger_bench_{}", started.timestamp()),
     )
     .await?;
 
-    let client = async_nats::connect(&args.nats_url).await?;
+    let client = async_nats::connect(&args.backends.nats_url).await?;
     let bench = Bench {
         js: async_nats::jetstream::new(client),
         subjects: Subjects::new(&namespace),
@@ -271,17 +264,16 @@ fn start_ledger(
     dir: &Path,
 ) -> anyhow::Result<Child> {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    common::spawn_service(
+    let env = common::service_env(
         "ledger",
+        db_url,
+        &args.backends.nats_url,
+        subjects.namespace(),
+        tenants_file,
         &[
-            ("LEDGER_LISTEN_ADDR", addr.to_string()),
-            ("LEDGER_DATABASE_URL", db_url.to_string()),
-            ("LEDGER_NATS_URL", args.nats_url.clone()),
-            ("LEDGER_NATS_NAMESPACE", subjects.namespace().to_string()),
-            ("LEDGER_TENANTS_FILE", tenants_file.display().to_string()),
-            ("LEDGER_BATCH_SIZE", args.batch_size.to_string()),
-        ]
-        .map(|(k, v)| (k.to_string(), v)),
-        dir,
-    )
+            ("LISTEN_ADDR", addr.to_string()),
+            ("BATCH_SIZE", args.batch_size.to_string()),
+        ],
+    );
+    common::spawn_service("ledger", &env, dir)
 }

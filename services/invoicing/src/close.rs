@@ -389,9 +389,7 @@ impl LedgerBooking {
     fn billable(&self) -> bool {
         matches!(self.status.as_str(), "confirmed" | "completed")
     }
-}
 
-impl LedgerBooking {
     /// A booking from the ledger, whose amounts must be in the tenant's billing `currency`.
     fn read(b: &Booking, currency: Currency) -> Result<Self, CloseError> {
         let bad =

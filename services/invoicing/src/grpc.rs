@@ -139,7 +139,8 @@ impl InvoicingGrpc {
         let history = self.store.history(row.id).await.map_err(internal)?;
         let payments = self.store.payments(row.id).await.map_err(internal)?;
         let mut invoice = to_proto(row);
-        invoice.lines = lines.iter().map(|l| line_to_proto(row, l)).collect();
+        let money = |amount| row.money(amount);
+        invoice.lines = lines.iter().map(|l| line_to_proto(&money, l)).collect();
         invoice.history = history.iter().map(history_to_proto).collect();
         invoice.payments = payments.iter().map(|p| payment_to_proto(row, p)).collect();
         Ok(invoice)
@@ -403,33 +404,20 @@ fn draft_to_proto(draft: &crate::store::NewInvoice) -> Invoice {
         address: draft.address.clone(),
         tax_id: draft.tax_id.clone(),
         invoicing_mode: draft.invoicing_mode.clone(),
-        lines: draft
-            .lines
-            .iter()
-            .map(|l| InvoiceLine {
-                position: u32::try_from(l.position).unwrap_or(0),
-                booking_ref: l.booking_ref.clone(),
-                session_at: Some(timestamp(l.session_at)),
-                service_name: l.service_name.clone(),
-                booking_amount: Some(m(l.booking_amount)),
-                platform_fee: Some(m(l.platform_fee)),
-                kind: l.kind.clone(),
-                description: l.description.clone(),
-                booking_id: l.booking_id.to_string(),
-            })
-            .collect(),
+        lines: draft.lines.iter().map(|l| line_to_proto(&m, l)).collect(),
         ..Default::default()
     }
 }
 
-fn line_to_proto(invoice: &InvoiceRow, l: &LineRow) -> InvoiceLine {
+/// `money` formats an amount in the invoice's currency.
+fn line_to_proto(money: &impl Fn(Decimal) -> billing_proto::Money, l: &LineRow) -> InvoiceLine {
     InvoiceLine {
         position: u32::try_from(l.position).unwrap_or(0),
         booking_ref: l.booking_ref.clone(),
         session_at: Some(timestamp(l.session_at)),
         service_name: l.service_name.clone(),
-        booking_amount: Some(invoice.money(l.booking_amount)),
-        platform_fee: Some(invoice.money(l.platform_fee)),
+        booking_amount: Some(money(l.booking_amount)),
+        platform_fee: Some(money(l.platform_fee)),
         kind: l.kind.clone(),
         description: l.description.clone(),
         booking_id: l.booking_id.to_string(),

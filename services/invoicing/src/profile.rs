@@ -277,26 +277,31 @@ impl Profiles {
     /// Creates a profile for each tenant of the file that has none; existing profiles (perhaps
     /// edited over gRPC since) are left alone.
     pub async fn seed(&self, tenants: &Tenants) -> Result<u64, sqlx::Error> {
-        let mut created = 0;
-        for t in tenants.iter() {
-            let inserted = sqlx::query(
-                "insert into tenant_profiles (tenant_id, legal_name, billing_email, time_zone,
-                    currency, payment_terms_days, invoice_prefix)
-                 values ($1, $2, $3, $4, $5, $6, $7)
-                 on conflict (tenant_id) do nothing",
-            )
-            .bind(t.id.as_str())
-            .bind(&t.name)
-            .bind(&t.billing_email)
-            .bind(t.time_zone.name())
-            .bind(t.currency.code())
-            .bind(i32::try_from(t.payment_terms_days).unwrap_or(365))
-            .bind(t.invoice_prefix())
-            .execute(&self.pool)
-            .await?;
-            created += inserted.rows_affected();
-        }
-        Ok(created)
+        let column = |f: fn(&billing_domain::TenantConfig) -> String| -> Vec<String> {
+            tenants.iter().map(f).collect()
+        };
+        let terms: Vec<i32> = tenants
+            .iter()
+            .map(|t| i32::try_from(t.payment_terms_days).unwrap_or(365))
+            .collect();
+        // One statement for the whole file: start-up stays one round trip however many tenants.
+        let inserted = sqlx::query(
+            "insert into tenant_profiles (tenant_id, legal_name, billing_email, time_zone,
+                currency, payment_terms_days, invoice_prefix)
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                $6::int[], $7::text[])
+             on conflict (tenant_id) do nothing",
+        )
+        .bind(column(|t| t.id.to_string()))
+        .bind(column(|t| t.name.clone()))
+        .bind(column(|t| t.billing_email.clone()))
+        .bind(column(|t| t.time_zone.name().to_string()))
+        .bind(column(|t| t.currency.code().to_string()))
+        .bind(terms)
+        .bind(column(|t| t.invoice_prefix()))
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected())
     }
 }
 
