@@ -3,13 +3,14 @@
 #   bench/run.sh [ingest] [args]   ingest vs a bare HMAC-only axum endpoint (ingest-bench run)
 #   bench/run.sh ledger [args]     ledger drain rate and latency at a steady rate (ledger-bench)
 #   bench/run.sh close [args]      monthly close: 1 tenant x 100k bookings, 1,000 x 100 (close-bench)
-#   bench/run.sh all               all three, one after the other
+#   bench/run.sh pdf [args]        invoice PDF rendering, 2,000 lines (pdf-bench; no services)
+#   bench/run.sh all               all four, one after the other
 # Extra arguments go to the benchmark (e.g. --duration-secs 5 --rounds 1; --backlog 20000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/billing-tracker/target}"
 which=ingest
-case "${1:-}" in ingest | ledger | close | all) which=$1; shift ;; esac
+case "${1:-}" in ingest | ledger | close | pdf | all) which=$1; shift ;; esac
 scripts/services.sh
 cargo build --release --locked -p ingest -p ledger -p invoicing -p billing-bench
 bin="$CARGO_TARGET_DIR/release"
@@ -17,5 +18,6 @@ case "$which" in
   ingest) exec "$bin/ingest-bench" run "$@" ;;
   ledger) exec "$bin/ledger-bench" "$@" ;;
   close) exec "$bin/close-bench" "$@" ;;
-  all) "$bin/ingest-bench" run && "$bin/ledger-bench" && "$bin/close-bench" ;;
+  pdf) exec "$bin/pdf-bench" "$@" ;;
+  all) "$bin/ingest-bench" run && "$bin/ledger-bench" && "$bin/close-bench" && "$bin/pdf-bench" ;;
 esac

@@ -37,6 +37,9 @@ export INGEST_NATS_NAMESPACE=demo LEDGER_NATS_NAMESPACE=demo INVOICING_NATS_NAME
 export INVOICING_LEDGER_URL=http://127.0.0.1:8081 NOTIFIER_INVOICING_URL=http://127.0.0.1:8082
 export NOTIFIER_SMTP_HOST=127.0.0.1 NOTIFIER_SMTP_PORT=2525
 export NOTIFIER_FROM="Platform Billing <billing@platform.example.test>"
+export NOTIFIER_OPERATOR_EMAIL="ops@platform.example.test" NOTIFIER_OPERATOR_NAME="Example Platform Pty Ltd"
+export NOTIFIER_OPERATOR_ADDRESS="1 Example Street; Sydney NSW 2000" NOTIFIER_OPERATOR_TAX_ID="ABN 00 000 000 000 (example)"
+export BILLINGCTL_NOTIFIER_URL=http://127.0.0.1:8083
 
 start() { # name command...
   local name=$1; shift

@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "billing/ledger/v1/ledger.proto",
         "billing/invoicing/v1/invoicing.proto",
         "billing/events/v1/events.proto",
+        "billing/notifier/v1/notifier.proto",
     ];
     let mut compiler = protox::Compiler::new([&proto_root])?;
     compiler.include_imports(true).include_source_info(true);

@@ -37,6 +37,8 @@ pub const STRIPE_OLD_SECRET: &str = "whsec_test_fake_stripe_old_secret";
 pub const STRIPE_API_KEY: &str = "sk_test_fake_not_a_real_key";
 /// Printed on bank-transfer invoices.
 pub const BANK_DETAILS: &str = "Platform Operator Pty Ltd, BSB 000-000, account 00000000 (fake)";
+/// Where the notifier sends operator alerts.
+pub const OPERATOR_EMAIL: &str = "ops@platform.example.test";
 /// ingest answers 408 to a request not done within this time.
 pub const REQUEST_TIMEOUT_MS: u64 = 3000;
 
@@ -199,6 +201,10 @@ impl System {
             smtp_username: None,
             smtp_password: None,
             from: "Platform Billing <billing@platform.example.test>".parse()?,
+            operator_email: Some(OPERATOR_EMAIL.parse()?),
+            operator_name: Some("Platform Operator Pty Ltd".into()),
+            operator_address: "1 Example Street; Sydney NSW 2000".into(),
+            operator_tax_id: "ABN 00 000 000 000 (fake)".into(),
         };
         let token = shutdown.clone();
         tasks.push((
@@ -312,6 +318,10 @@ impl System {
             .env(
                 "BILLINGCTL_INVOICING_URL",
                 format!("http://{}", self.invoicing),
+            )
+            .env(
+                "BILLINGCTL_NOTIFIER_URL",
+                format!("http://{}", self.notifier),
             )
             .output()
             .await
@@ -475,4 +485,23 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A PDF's text as `pdftotext -layout` (poppler-utils) extracts it.
+pub fn pdf_text(pdf: &[u8]) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("pdftotext")
+        .args(["-layout", "-", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("pdftotext not runnable ({e}); install poppler-utils"))?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(pdf)?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "pdftotext failed: {out:?}");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

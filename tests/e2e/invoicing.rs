@@ -20,22 +20,22 @@ use billing_runtime::nats::{HDR_EVENT_ID, HDR_TENANT};
 use rust_decimal::{Decimal, RoundingStrategy};
 use tonic::transport::Channel;
 
-use crate::harness::{STRIPE_SECRET, System, eventually};
+use crate::harness::{OPERATOR_EMAIL, STRIPE_SECRET, System, eventually};
 
 type Client = InvoicingServiceClient<Channel>;
 
-async fn client(system: &System) -> anyhow::Result<Client> {
+pub(crate) async fn client(system: &System) -> anyhow::Result<Client> {
     Ok(InvoicingServiceClient::connect(format!("http://{}", system.invoicing)).await?)
 }
 
 /// Publishes verified SimplyBook booking events, as ingest does after checking them.
-struct Publisher {
+pub(crate) struct Publisher {
     js: async_nats::jetstream::Context,
     subjects: billing_runtime::Subjects,
 }
 
 impl Publisher {
-    async fn new(system: &System) -> anyhow::Result<Self> {
+    pub(crate) async fn new(system: &System) -> anyhow::Result<Self> {
         Ok(Publisher {
             js: system.jetstream().await?,
             subjects: system.subjects(),
@@ -43,7 +43,7 @@ impl Publisher {
     }
 
     /// `at` is local time with its offset, e.g. `2026-04-30T23:30:00+10:00`.
-    async fn book(
+    pub(crate) async fn book(
         &self,
         tenant: &str,
         id: &str,
@@ -74,7 +74,7 @@ impl Publisher {
 }
 
 /// Waits until the ledger holds `n` bookings.
-async fn ledger_has(system: &System, n: i64) -> anyhow::Result<()> {
+pub(crate) async fn ledger_has(system: &System, n: i64) -> anyhow::Result<()> {
     let db = system.db("ledger").await?;
     eventually(Duration::from_secs(30), || async {
         let count: i64 = sqlx::query_scalar("select count(*) from bookings")
@@ -104,7 +104,11 @@ async fn close(
     Ok(outcomes.remove(0))
 }
 
-async fn issued(invoicing: &mut Client, tenant: &str, period: &str) -> anyhow::Result<Invoice> {
+pub(crate) async fn issued(
+    invoicing: &mut Client,
+    tenant: &str,
+    period: &str,
+) -> anyhow::Result<Invoice> {
     let outcome = close(invoicing, tenant, period, false).await?;
     anyhow::ensure!(
         outcome.outcome() == Outcome::Issued,
@@ -712,6 +716,24 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
     // Still down: a retry fails the same way and makes nothing new.
     let failed_again = close(&mut invoicing, "claire", "2026-07", false).await?;
     assert_eq!(failed_again.outcome(), Outcome::Failed);
+    // The operator is alerted once, however often the run is retried that day.
+    let alert = system.subjects().alert("invoice_generation_failed");
+    let alert_mail = eventually(Duration::from_secs(30), || async {
+        let mails = system.mail.mails();
+        Ok(mails
+            .into_iter()
+            .find(|m| m.rcpt_to.iter().any(|r| r == OPERATOR_EMAIL)))
+    })
+    .await?;
+    let subject = mail_parser::MessageParser::default()
+        .parse(&alert_mail.data)
+        .and_then(|m| m.subject().map(str::to_string))
+        .unwrap_or_default();
+    assert_eq!(
+        subject,
+        "[CRITICAL] The 2026-07 invoice for tenant claire could not be generated"
+    );
+    assert_eq!(system.count_in("ALERTS", &alert).await?, 1);
 
     system.stripe.set_unavailable(false);
     let done = close(&mut invoicing, "claire", "2026-07", false).await?;

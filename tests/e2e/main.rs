@@ -8,4 +8,5 @@ mod ingest;
 mod integrity;
 mod invoicing;
 mod ledger_consumer;
+mod notifier;
 mod walking_skeleton;

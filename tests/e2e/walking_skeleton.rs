@@ -1,7 +1,5 @@
 //! One month of bookings travels from signed webhooks to an emailed invoice PDF.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use billing_domain::BillingPeriod;
@@ -12,7 +10,7 @@ use chrono_tz::Australia::Sydney;
 use mail_parser::{MessageParser, MimeHeaders};
 use rust_decimal::Decimal;
 
-use crate::harness::{CLAIRE_EMAIL, CLAIRE_SECRET, System, eventually};
+use crate::harness::{CLAIRE_EMAIL, CLAIRE_SECRET, System, eventually, pdf_text};
 
 fn booking(id: &str, price: &str, status: &str, local: NaiveDate, hms: (u32, u32)) -> String {
     let at = local
@@ -276,22 +274,4 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
     assert!(text.contains("AUD 32.00"), "{text}");
     assert!(text.contains("Claire Hamilton Therapies"), "{text}");
     Ok(())
-}
-
-/// The PDF's text as `pdftotext` (poppler-utils) extracts it.
-fn pdf_text(pdf: &[u8]) -> anyhow::Result<String> {
-    let mut child = Command::new("pdftotext")
-        .args(["-layout", "-", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("pdftotext not runnable ({e}); install poppler-utils"))?;
-    child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
-        .write_all(pdf)?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "pdftotext failed: {out:?}");
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -12,5 +12,6 @@ pub use billing::common::v1::Money;
 pub use billing::events::v1 as events;
 pub use billing::invoicing::v1 as invoicing;
 pub use billing::ledger::v1 as ledger;
+pub use billing::notifier::v1 as notifier;
 
 pub mod convert;

@@ -96,6 +96,15 @@ impl Subjects {
         format!("{}invoicing.invoice.{status}", self.prefix)
     }
 
+    /// Operator alerts (`AlertV1`), by kind.
+    pub fn alert(&self, kind: &str) -> String {
+        format!("{}alerts.{kind}", self.prefix)
+    }
+
+    pub fn alerts_all(&self) -> String {
+        format!("{}alerts.>", self.prefix)
+    }
+
     pub fn dead_letter(&self, stream: &str, consumer: &str) -> String {
         format!("{}dlq.{stream}.{consumer}", self.prefix)
     }
@@ -104,8 +113,9 @@ impl Subjects {
         format!("{}{base}", self.stream_prefix)
     }
 
-    /// Stream configurations: raw webhooks, ledger and invoice events, and dead letters.
-    fn streams(&self) -> [stream::Config; 4] {
+    /// Stream configurations: raw webhooks, ledger and invoice events, operator alerts and dead
+    /// letters.
+    fn streams(&self) -> [stream::Config; 5] {
         const DAY: Duration = Duration::from_secs(24 * 60 * 60);
         let config = |base: &str, subjects: &str, max_age: Duration| stream::Config {
             name: self.stream_name(base),
@@ -120,6 +130,7 @@ impl Subjects {
             config("WEBHOOKS", "webhooks.>", 30 * DAY),
             config("LEDGER", "ledger.>", 90 * DAY),
             config("INVOICING", "invoicing.>", 90 * DAY),
+            config("ALERTS", "alerts.>", 90 * DAY),
             config("DLQ", "dlq.>", 365 * DAY),
         ]
     }

@@ -1,8 +1,12 @@
 //! A small but real SMTP server (RFC 5321: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT) that
-//! keeps every message it accepts, for tests and for the local demo.
+//! keeps every message it accepts, for tests and for the local demo. Tests can take it down
+//! (connections refused, open sessions answered 421) and bring it back on the same port, and
+//! make it refuse chosen recipients for good (550).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,13 +27,18 @@ pub struct ReceivedMail {
 struct Inbox {
     mails: Mutex<Vec<ReceivedMail>>,
     arrived: Notify,
+    /// While set, sessions still open answer 421 and close.
+    down: AtomicBool,
+    /// Recipients refused with 550.
+    rejected: Mutex<HashSet<String>>,
 }
 
 /// A running SMTP server on loopback; it stops when dropped.
 pub struct MailSink {
     addr: SocketAddr,
     inbox: Arc<Inbox>,
-    task: tokio::task::JoinHandle<()>,
+    save_to: Option<PathBuf>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl MailSink {
@@ -41,12 +50,22 @@ impl MailSink {
     /// Listens on `addr`; with `save_to`, also writes each message to `<dir>/<n>.eml`.
     pub async fn start_on(addr: SocketAddr, save_to: Option<PathBuf>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let inbox = Arc::new(Inbox::default());
-        let task_inbox = inbox.clone();
+        let sink = MailSink {
+            addr: listener.local_addr()?,
+            inbox: Arc::new(Inbox::default()),
+            save_to,
+            task: Mutex::new(None),
+        };
+        sink.accept(listener);
+        Ok(sink)
+    }
+
+    fn accept(&self, listener: TcpListener) {
+        let inbox = self.inbox.clone();
+        let save_to = self.save_to.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let inbox = task_inbox.clone();
+                let inbox = inbox.clone();
                 let save_to = save_to.clone();
                 tokio::spawn(async move {
                     if let Err(err) = session(stream, &inbox, save_to.as_deref()).await {
@@ -55,11 +74,40 @@ impl MailSink {
                 });
             }
         });
-        Ok(MailSink { addr, inbox, task })
+        if let Ok(mut slot) = self.task.lock()
+            && let Some(old) = slot.replace(task)
+        {
+            old.abort();
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Takes the server down: new connections are refused, open ones get 421.
+    pub fn stop(&self) {
+        self.inbox.down.store(true, Ordering::SeqCst);
+        if let Ok(mut slot) = self.task.lock()
+            && let Some(task) = slot.take()
+        {
+            task.abort();
+        }
+    }
+
+    /// Brings the server back on the same port.
+    pub async fn restart(&self) -> std::io::Result<()> {
+        let listener = TcpListener::bind(self.addr).await?;
+        self.inbox.down.store(false, Ordering::SeqCst);
+        self.accept(listener);
+        Ok(())
+    }
+
+    /// Refuses mail for `address` from now on with a permanent 550.
+    pub fn reject(&self, address: &str) {
+        if let Ok(mut rejected) = self.inbox.rejected.lock() {
+            rejected.insert(address.to_ascii_lowercase());
+        }
     }
 
     /// Every message accepted so far.
@@ -89,7 +137,7 @@ impl MailSink {
 
 impl Drop for MailSink {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
@@ -109,6 +157,12 @@ async fn session(
         if lines.read_line(&mut line).await? == 0 {
             return Ok(());
         }
+        if inbox.down.load(Ordering::SeqCst) {
+            write
+                .write_all(b"421 4.3.2 mailsink shutting down\r\n")
+                .await?;
+            return Ok(());
+        }
         let command = line.trim_end().to_string();
         let verb = command
             .split_whitespace()
@@ -124,8 +178,18 @@ async fn session(
                 b"250 ok\r\n"
             }
             "RCPT" => {
-                rcpt_to.push(address_of(&command));
-                b"250 ok\r\n"
+                let address = address_of(&command);
+                let refused = inbox
+                    .rejected
+                    .lock()
+                    .map(|r| r.contains(&address.to_ascii_lowercase()))
+                    .unwrap_or(false);
+                if refused {
+                    b"550 5.1.1 mailbox unavailable\r\n"
+                } else {
+                    rcpt_to.push(address);
+                    b"250 ok\r\n"
+                }
             }
             "RSET" => {
                 mail_from.clear();

@@ -1,10 +1,11 @@
-//! billingctl: the operator's tool. Talks gRPC to the ledger and invoicing services.
+//! billingctl: the operator's tool. Talks gRPC to the ledger, invoicing and notifier services.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use billing_proto::convert::datetime;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{
@@ -16,6 +17,8 @@ use billing_proto::ledger::{
     DeadLetter, ListBookingsRequest, ListDeadLettersRequest, ReplayDeadLetterRequest,
     VerifyIntegrityRequest,
 };
+use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
+use billing_proto::notifier::{ListDeliveriesRequest, RenderInvoicePdfRequest};
 use clap::{Parser, Subcommand};
 use tonic::transport::{Channel, Endpoint};
 
@@ -42,6 +45,14 @@ struct Cli {
         default_value = "http://127.0.0.1:8082"
     )]
     invoicing_url: String,
+    /// The notifier's gRPC address (invoice PDFs and emails).
+    #[arg(
+        long,
+        global = true,
+        env = "BILLINGCTL_NOTIFIER_URL",
+        default_value = "http://127.0.0.1:8083"
+    )]
+    notifier_url: String,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -93,6 +104,9 @@ enum BookingsCmd {
         tenant: String,
     },
 }
+
+/// The largest PDF billingctl accepts (a month of 100,000 bookings is well below).
+const MAX_PDF_BYTES: usize = 256 * 1024 * 1024;
 
 /// Exit status of `bookings verify` when the chain does not verify.
 const EXIT_TAMPERED: u8 = 3;
@@ -153,6 +167,15 @@ enum InvoicesCmd {
     },
     /// Show one invoice with its lines.
     Show { invoice_id: String },
+    /// Save an invoice's PDF as it stands now (status, payments, balance).
+    Pdf {
+        invoice_id: String,
+        /// Where to write it; default: `<invoice number>.pdf` in the current directory.
+        #[arg(long, short)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The emails sent for an invoice (issued, reminders, receipts) and their delivery state.
+    Emails { invoice_id: String },
 }
 
 #[tokio::main]
@@ -483,6 +506,67 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("{} invoice(s) marked overdue", marked.len());
                         for i in &marked {
                             println!("{:<18} {:<12} due {}", i.number, i.tenant_id, i.due_date);
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                InvoicesCmd::Pdf { invoice_id, out } => {
+                    let pdf = NotifierServiceClient::new(channel(&cli.notifier_url)?)
+                        .max_decoding_message_size(MAX_PDF_BYTES)
+                        .render_invoice_pdf(RenderInvoicePdfRequest { invoice_id })
+                        .await?
+                        .into_inner();
+                    let path = out.unwrap_or_else(|| pdf.file_name.clone().into());
+                    std::fs::write(&path, &pdf.pdf)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"file": path, "pages": pdf.page_count,
+                                "bytes": pdf.pdf.len()})
+                        );
+                    } else {
+                        println!(
+                            "wrote {} ({} pages, {} bytes)",
+                            path.display(),
+                            pdf.page_count,
+                            pdf.pdf.len()
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                InvoicesCmd::Emails { invoice_id } => {
+                    let deliveries = NotifierServiceClient::new(channel(&cli.notifier_url)?)
+                        .list_deliveries(ListDeliveriesRequest { invoice_id })
+                        .await?
+                        .into_inner()
+                        .deliveries;
+                    if cli.json {
+                        let rows: Vec<_> = deliveries
+                            .iter()
+                            .map(|d| {
+                                serde_json::json!({"kind": d.kind, "version": d.version,
+                                    "state": d.state, "message_id": d.message_id,
+                                    "attempts": d.attempts, "last_error": d.last_error,
+                                    "sent_at": utc_minute(d.sent_at.as_ref())})
+                            })
+                            .collect();
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        println!(
+                            "{:<18} {:>3} {:<9} {:>8} {:<17} LAST ERROR",
+                            "KIND", "V", "STATE", "ATTEMPTS", "SENT (UTC)"
+                        );
+                        for d in &deliveries {
+                            println!(
+                                "{:<18} {:>3} {:<9} {:>8} {:<17} {}",
+                                d.kind,
+                                d.version,
+                                d.state,
+                                d.attempts,
+                                utc_minute(d.sent_at.as_ref()),
+                                d.last_error
+                            );
                         }
                     }
                     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use billing_domain::{BillingPeriod, Currency};
 use billing_proto::convert::{amount, datetime, timestamp};
+use billing_proto::events::AlertV1;
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::ledger::{Booking, GetBookingsRequest, SummarizePeriodRequest};
 use chrono::{DateTime, Days, Utc};
@@ -57,6 +58,13 @@ pub enum CloseError {
     StripeNotConfigured,
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+impl CloseError {
+    /// A refusal of the request itself (a month not over yet), not a failure to alert on.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, CloseError::PeriodNotOver { .. })
+    }
 }
 
 /// Most booking ids per GetBookings call (the ledger's limit).
@@ -221,6 +229,48 @@ impl MonthlyClose {
             Closed::AlreadyIssued(row) => Ok(Closed::Issued(row)),
             other => Ok(other),
         }
+    }
+
+    /// Records a failed close and, unless the request was refused, raises
+    /// `alerts.invoice_generation_failed` in the same transaction: one alert per tenant, period
+    /// and day, however often the run is retried.
+    pub async fn record_failure(
+        &self,
+        tenant: &str,
+        period: &str,
+        invoice_id: Option<Uuid>,
+        error: &CloseError,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.store.begin().await?;
+        self.store
+            .record_outcome(&mut tx, tenant, period, "failed", invoice_id, detail)
+            .await?;
+        if error.is_refusal() {
+            return tx.commit().await;
+        }
+        let alert = AlertV1 {
+            alert_id: format!(
+                "invoice_generation_failed:{tenant}:{period}:{}",
+                now.date_naive()
+            ),
+            kind: "invoice_generation_failed".into(),
+            severity: "critical".into(),
+            summary: format!("The {period} invoice for tenant {tenant} could not be generated"),
+            details: format!(
+                "The monthly close failed: {detail}. Once the cause is fixed, run \
+                 `billingctl invoices generate --period {period} --tenant {tenant}` again; a \
+                 retry never duplicates an invoice."
+            ),
+            tenant_id: tenant.to_string(),
+            source: "invoicing".into(),
+            raised_at: Some(timestamp(now)),
+        };
+        self.store.raise_alert(&mut tx, &alert).await?;
+        tx.commit().await?;
+        self.relay.notify_one();
+        Ok(())
     }
 
     /// An invoice that already exists: a Stripe draft is pushed on (then reported as issued by

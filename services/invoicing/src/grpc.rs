@@ -104,7 +104,21 @@ impl InvoicingGrpc {
                     outcome.error = err.to_string();
                 }
                 if !dry_run {
-                    self.record(&outcome, "failed", &outcome.error).await;
+                    let invoice_id = outcome.invoice.as_ref().and_then(|i| i.id.parse().ok());
+                    if let Err(err) = self
+                        .close
+                        .record_failure(
+                            &outcome.tenant_id,
+                            &outcome.period,
+                            invoice_id,
+                            &err,
+                            &outcome.error,
+                            now,
+                        )
+                        .await
+                    {
+                        tracing::error!(error = %err, "recording a failed close failed");
+                    }
                 }
                 outcome.set_outcome(Outcome::Failed);
             }
@@ -113,7 +127,7 @@ impl InvoicingGrpc {
     }
 
     /// Keeps an outcome the close itself did not write (it writes issued and nothing_billable
-    /// in its own transaction).
+    /// in its own transaction, failures through `record_failure`).
     async fn record(&self, outcome: &TenantOutcome, label: &str, detail: &str) {
         let recorded = async {
             let mut conn = self.store.pool().acquire().await?;

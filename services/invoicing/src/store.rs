@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use billing_domain::Currency;
 use billing_proto::convert::{money, timestamp};
-use billing_proto::events::{InvoiceIssuedV1, InvoiceStatusChangedV1};
+use billing_proto::events::{AlertV1, InvoiceIssuedV1, InvoiceStatusChangedV1};
 use billing_runtime::Subjects;
 use chrono::{DateTime, NaiveDate, Utc};
 use prost::Message;
@@ -551,6 +551,25 @@ impl Store {
         Ok(())
     }
 
+    /// Publishes an operator alert through the outbox, with the transaction's other writes.
+    /// Its id is the message id: raising the same alert again adds nothing.
+    pub async fn raise_alert(
+        &self,
+        tx: &mut PgConnection,
+        alert: &AlertV1,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into outbox (subject, message_id, payload) values ($1, $2, $3)
+             on conflict (message_id) do nothing",
+        )
+        .bind(self.subjects.alert(&alert.kind))
+        .bind(format!("alert:{}", alert.alert_id))
+        .bind(alert.encode_to_vec())
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
     /// Numbers and stores the invoice and its lines as a draft. Call with the tenant locked
     /// (`lock_tenant`): the counter increment commits or rolls back with the invoice, so
     /// numbers have no gaps.
@@ -733,6 +752,7 @@ impl Store {
                 invoice_number: row.number.clone(),
                 period: row.period.clone(),
                 issued_at: Some(timestamp(row.issued_at.unwrap_or(now))),
+                version: seq.unsigned_abs(),
             }
             .encode_to_vec()
         } else {
@@ -747,6 +767,7 @@ impl Store {
                 total: Some(row.money(row.total)),
                 amount_paid: Some(row.money(row.amount_paid)),
                 changed_at: Some(timestamp(now)),
+                version: seq.unsigned_abs(),
             }
             .encode_to_vec()
         };

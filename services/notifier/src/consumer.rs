@@ -1,245 +1,456 @@
-//! Consumes `invoicing.invoice.issued`: fetch the invoice, render its PDF, email it, record the
-//! delivery, then ack. A redelivered event finds the delivery row and sends nothing.
+//! Turns events into emails. Two durable consumers:
+//! - `notifier-invoices` on `invoicing.invoice.>`: `issued` → the invoice with its PDF;
+//!   `overdue` → a payment reminder; `partially_paid` and `paid` → a payment receipt. Other
+//!   statuses send nothing.
+//! - `notifier-alerts` on `alerts.>`: each alert is emailed to the operator.
+//!
+//! Each email goes through [`Deliveries::send_once`], keyed by (kind, invoice or alert,
+//! version), so redelivered events never send twice. SMTP trouble (connection refused,
+//! timeouts, 4xx) leaves the event unacknowledged and retried with a growing delay; a
+//! permanent refusal (5xx) dead-letters the event and raises an operator alert.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
-use billing_proto::events::InvoiceIssuedV1;
-use billing_proto::invoicing::GetInvoiceRequest;
+use billing_proto::convert::{Timestamp, timestamp};
+use billing_proto::events::{AlertV1, InvoiceIssuedV1, InvoiceStatusChangedV1};
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
+use billing_proto::invoicing::{GetInvoiceRequest, Invoice};
 use billing_runtime::{Shutdown, Subjects, nats};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use prost::Message as _;
-use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::mail::{self, MailError};
-use crate::pdf::{self, Issuer};
+use crate::deliveries::{Deliveries, DeliveryError, Envelope, Key, Kind, Outcome};
+use crate::mail::{self, Email, MailError};
+use crate::pdf::{self, Issuer, Rendered};
 
-const CONSUMER: &str = "notifier";
-const KIND_INVOICE_ISSUED: &str = "invoice-issued";
+pub const INVOICES_CONSUMER: &str = "notifier-invoices";
+pub const ALERTS_CONSUMER: &str = "notifier-alerts";
+/// The consumer of earlier versions (invoice-issued events only), removed at start-up.
+const LEGACY_CONSUMER: &str = "notifier";
+/// Messages pulled at a time; each consumer handles them one by one.
+const BATCH: usize = 10;
+/// The longest wait between attempts while SMTP is down.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
-pub struct Consumer {
-    js: jetstream::Context,
-    consumer: PullConsumer,
-    subjects: Subjects,
-    pool: PgPool,
-    invoicing: InvoicingServiceClient<Channel>,
-    smtp: AsyncSmtpTransport<Tokio1Executor>,
-    from: Mailbox,
+/// Everything an email needs: invoices over gRPC, PDFs, SMTP and the delivery record.
+pub struct Notifier {
+    pub js: jetstream::Context,
+    pub subjects: Subjects,
+    pub deliveries: Deliveries,
+    pub invoicing: InvoicingServiceClient<Channel>,
+    pub smtp: AsyncSmtpTransport<Tokio1Executor>,
+    pub from: Mailbox,
+    pub operator: Mailbox,
+    pub issuer: Issuer,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("invoice {0} does not exist")]
+    NotFound(String),
+    #[error("invoicing: {0}")]
+    Unavailable(tonic::Status),
+    #[error(transparent)]
+    Pdf(#[from] pdf::PdfError),
+    #[error("pdf task: {0}")]
+    Task(String),
+}
+
+/// What to do with a message once handled.
 enum Disposition {
     Ack,
     Retry(String),
-    DeadLetter(String),
+    /// Park it in the dead-letter stream; with an alert, the operator is told as well.
+    DeadLetter {
+        reason: String,
+        alert: Option<AlertV1>,
+    },
 }
 
-impl Consumer {
-    pub async fn create(
-        js: jetstream::Context,
-        subjects: Subjects,
-        pool: PgPool,
-        invoicing: InvoicingServiceClient<Channel>,
-        smtp: AsyncSmtpTransport<Tokio1Executor>,
-        from: Mailbox,
-    ) -> Result<Self, async_nats::Error> {
-        let stream = js.get_stream(subjects.stream_name("INVOICING")).await?;
-        let consumer = stream
+impl Disposition {
+    fn dead(reason: impl Into<String>) -> Self {
+        Disposition::DeadLetter {
+            reason: reason.into(),
+            alert: None,
+        }
+    }
+}
+
+/// The email an invoice event asks for.
+struct Wanted {
+    key: Key,
+    invoice_id: Uuid,
+}
+
+impl Notifier {
+    pub async fn invoice(&self, invoice_id: &str) -> Result<Invoice, FetchError> {
+        match self
+            .invoicing
+            .clone()
+            .get_invoice(GetInvoiceRequest {
+                invoice_id: invoice_id.to_string(),
+            })
+            .await
+        {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                Err(FetchError::NotFound(invoice_id.to_string()))
+            }
+            Err(status) => Err(FetchError::Unavailable(status)),
+        }
+    }
+
+    /// Renders on the blocking pool: a long invoice is seconds of CPU the runtime must not
+    /// spend.
+    pub async fn render(&self, invoice: Invoice) -> Result<Rendered, FetchError> {
+        let issuer = self.issuer.clone();
+        let started = Instant::now();
+        let rendered = tokio::task::spawn_blocking(move || pdf::render(&invoice, &issuer))
+            .await
+            .map_err(|e| FetchError::Task(e.to_string()))??;
+        metrics::histogram!("notifier_pdf_render_seconds").record(started.elapsed().as_secs_f64());
+        Ok(rendered)
+    }
+
+    pub async fn create_consumers(
+        &self,
+    ) -> Result<(PullConsumer, PullConsumer), async_nats::Error> {
+        let config = |name: &str, filter: String| pull::Config {
+            durable_name: Some(name.into()),
+            filter_subject: filter,
+            ack_policy: AckPolicy::Explicit,
+            // Rendering and SMTP can be slow; a message is redelivered only after this.
+            ack_wait: Duration::from_secs(120),
+            max_deliver: -1,
+            max_ack_pending: 100,
+            ..Default::default()
+        };
+        let invoicing = self
+            .js
+            .get_stream(self.subjects.stream_name("INVOICING"))
+            .await?;
+        // Earlier versions read `invoicing.invoice.issued` with this durable; its successor
+        // reads every invoice event.
+        if invoicing.consumer_info(LEGACY_CONSUMER).await.is_ok() {
+            invoicing.delete_consumer(LEGACY_CONSUMER).await?;
+            tracing::info!("removed the legacy `notifier` consumer");
+        }
+        let invoices = invoicing
             .get_or_create_consumer(
-                CONSUMER,
-                pull::Config {
-                    durable_name: Some(CONSUMER.into()),
-                    filter_subject: subjects.invoice("issued"),
-                    ack_policy: AckPolicy::Explicit,
-                    // Rendering and SMTP can be slow; a message is redelivered only after this.
-                    ack_wait: Duration::from_secs(120),
-                    max_deliver: -1,
-                    max_ack_pending: 100,
-                    ..Default::default()
-                },
+                INVOICES_CONSUMER,
+                config(INVOICES_CONSUMER, self.subjects.invoice(">")),
             )
             .await?;
-        Ok(Consumer {
-            js,
-            consumer,
-            subjects,
-            pool,
-            invoicing,
-            smtp,
-            from,
-        })
+        let alerts = self
+            .js
+            .get_stream(self.subjects.stream_name("ALERTS"))
+            .await?
+            .get_or_create_consumer(
+                ALERTS_CONSUMER,
+                config(ALERTS_CONSUMER, self.subjects.alerts_all()),
+            )
+            .await?;
+        Ok((invoices, alerts))
     }
 
-    pub async fn run(self, shutdown: Shutdown) {
-        nats::consume(&self.consumer, 10, &shutdown, |msg| self.handle(msg)).await;
-        tracing::info!("notifier consumer stopped");
+    /// Handles both consumers' events, one at a time each, until `shutdown`.
+    pub async fn run(&self, invoices: PullConsumer, alerts: PullConsumer, shutdown: Shutdown) {
+        tokio::join!(
+            nats::consume(&invoices, BATCH, &shutdown, |msg| self
+                .on_invoice_event(msg)),
+            nats::consume(&alerts, BATCH, &shutdown, |msg| self.on_alert(msg)),
+        );
+        tracing::info!("notifier consumers stopped");
     }
 
-    async fn handle(&self, msg: jetstream::Message) {
-        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-        let disposition = match InvoiceIssuedV1::decode(msg.payload.as_ref()) {
-            Ok(event) => self.invoice_issued(&event).await,
-            Err(err) => Disposition::DeadLetter(format!("undecodable InvoiceIssuedV1: {err}")),
+    async fn on_invoice_event(&self, msg: jetstream::Message) {
+        let disposition = self.invoice_event(&msg).await;
+        self.settle(msg, disposition, "invoicing", INVOICES_CONSUMER)
+            .await;
+    }
+
+    async fn on_alert(&self, msg: jetstream::Message) {
+        let disposition = self.alert_event(&msg).await;
+        self.settle(msg, disposition, "alerts", ALERTS_CONSUMER)
+            .await;
+    }
+
+    /// Which email, if any, an invoice event calls for.
+    fn wanted(msg: &jetstream::Message) -> Result<Option<Wanted>, String> {
+        let what = msg.subject.rsplit('.').next().unwrap_or_default();
+        let (kind, invoice_id, version) = match what {
+            "issued" => {
+                let e = InvoiceIssuedV1::decode(msg.payload.as_ref())
+                    .map_err(|e| format!("undecodable InvoiceIssuedV1: {e}"))?;
+                (Kind::InvoiceIssued, e.invoice_id, e.version)
+            }
+            "overdue" | "paid" | "partially_paid" => {
+                let e = InvoiceStatusChangedV1::decode(msg.payload.as_ref())
+                    .map_err(|e| format!("undecodable InvoiceStatusChangedV1: {e}"))?;
+                let kind = if what == "overdue" {
+                    Kind::PaymentReminder
+                } else {
+                    Kind::PaymentReceived
+                };
+                (kind, e.invoice_id, e.version)
+            }
+            _ => return Ok(None),
         };
+        let invoice_id = invoice_id
+            .parse::<Uuid>()
+            .map_err(|_| format!("invoice_id {invoice_id:?} is not a UUID"))?;
+        Ok(Some(Wanted {
+            key: Key {
+                kind,
+                reference: invoice_id.to_string(),
+                version,
+            },
+            invoice_id,
+        }))
+    }
+
+    async fn invoice_event(&self, msg: &jetstream::Message) -> Disposition {
+        let wanted = match Self::wanted(msg) {
+            Ok(Some(wanted)) => wanted,
+            Ok(None) => return Disposition::Ack,
+            Err(reason) => return Disposition::dead(reason),
+        };
+        let key = &wanted.key;
+        match self.deliveries.is_sent(key).await {
+            Ok(true) => {
+                tracing::info!(kind = key.kind.as_str(), invoice = %wanted.invoice_id, "email already sent");
+                return Disposition::Ack;
+            }
+            Ok(false) => {}
+            Err(err) => return Disposition::Retry(format!("database: {err}")),
+        }
+        let invoice = match self.invoice(&key.reference).await {
+            Ok(invoice) => invoice,
+            Err(err @ FetchError::NotFound(_)) => return Disposition::dead(err.to_string()),
+            Err(err) => return Disposition::Retry(err.to_string()),
+        };
+        if let Some(why) = stale(key.kind, &invoice.status) {
+            tracing::info!(kind = key.kind.as_str(), invoice = %invoice.number, why, "email no longer wanted");
+            return Disposition::Ack;
+        }
+        let email = match key.kind {
+            Kind::InvoiceIssued | Kind::PaymentReminder => {
+                let pdf = match self.render(invoice.clone()).await {
+                    Ok(rendered) => rendered.bytes,
+                    Err(FetchError::Pdf(err)) => return Disposition::dead(format!("pdf: {err}")),
+                    Err(err) => return Disposition::Retry(err.to_string()),
+                };
+                if key.kind == Kind::InvoiceIssued {
+                    mail::invoice_issued(&invoice, pdf)
+                } else {
+                    mail::payment_reminder(&invoice, pdf)
+                }
+            }
+            _ => mail::payment_received(&invoice),
+        };
+        let email = match email {
+            Ok(email) => email,
+            Err(err) => return self.refused(key, &invoice, &err.to_string()),
+        };
+        match self.send(key, Some(wanted.invoice_id), email).await {
+            Ok(Outcome::Sent) => {
+                tracing::info!(kind = key.kind.as_str(), invoice = %invoice.number, tenant = %invoice.tenant_id, "email sent");
+                Disposition::Ack
+            }
+            Ok(Outcome::AlreadySent) => Disposition::Ack,
+            Err(DeliveryError::Mail(err @ (MailError::Permanent(_) | MailError::Address(_)))) => {
+                self.refused(key, &invoice, &err.to_string())
+            }
+            Err(err) => Disposition::Retry(err.to_string()),
+        }
+    }
+
+    async fn alert_event(&self, msg: &jetstream::Message) -> Disposition {
+        let alert = match AlertV1::decode(msg.payload.as_ref()) {
+            Ok(alert) if !alert.alert_id.is_empty() => alert,
+            Ok(_) => return Disposition::dead("alert without an alert_id"),
+            Err(err) => return Disposition::dead(format!("undecodable AlertV1: {err}")),
+        };
+        let key = Key {
+            kind: Kind::OperatorAlert,
+            reference: alert.alert_id.clone(),
+            version: 0,
+        };
+        let email = mail::operator_alert(&self.operator, &alert);
+        match self.send(&key, None, email).await {
+            Ok(_) => Disposition::Ack,
+            // No alert about an alert the mail server refused: that would loop.
+            Err(DeliveryError::Mail(err @ (MailError::Permanent(_) | MailError::Address(_)))) => {
+                Disposition::dead(format!("operator alert refused: {err}"))
+            }
+            Err(err) => Disposition::Retry(err.to_string()),
+        }
+    }
+
+    /// Builds the message with the key's stable Message-ID and sends it once.
+    async fn send(
+        &self,
+        key: &Key,
+        invoice_id: Option<Uuid>,
+        email: Email,
+    ) -> Result<Outcome, DeliveryError> {
+        let message_id = key.message_id(self.from.email.domain());
+        let envelope = Envelope {
+            message_id: message_id.clone(),
+            recipient: email.to.email.to_string(),
+            subject: email.subject.clone(),
+            invoice_id,
+        };
+        let message = email
+            .build(&self.from, &message_id)
+            .map_err(DeliveryError::Mail)?;
+        let outcome = self
+            .deliveries
+            .send_once(key, &envelope, || mail::send(&self.smtp, message))
+            .await;
+        let result = match &outcome {
+            Ok(Outcome::Sent) => "sent",
+            Ok(Outcome::AlreadySent) => "duplicate",
+            Err(DeliveryError::Mail(MailError::Transient(_))) => "deferred",
+            Err(DeliveryError::Mail(_)) => "rejected",
+            Err(DeliveryError::Db(_)) => "db_error",
+        };
+        metrics::counter!("notifier_emails_total", "kind" => key.kind.as_str(), "result" => result)
+            .increment(1);
+        outcome
+    }
+
+    /// The mail server (or the address) refused an email for good: dead-letter the event and
+    /// tell the operator.
+    fn refused(&self, key: &Key, invoice: &Invoice, error: &str) -> Disposition {
+        let kind = key.kind.as_str();
+        let alert = AlertV1 {
+            alert_id: format!("email_rejected:{kind}:{}:{}", key.reference, key.version),
+            kind: "email_rejected".into(),
+            severity: "critical".into(),
+            summary: format!(
+                "The {} email for invoice {} was refused by the mail server",
+                kind.replace('_', " "),
+                invoice.number
+            ),
+            details: format!(
+                "Tenant {} did not get the {} email for invoice {}: {error}. The event is in the \
+                 dead-letter stream ({}); correct the tenant's billing email in their profile, \
+                 then replay it.",
+                invoice.tenant_id,
+                kind.replace('_', " "),
+                invoice.number,
+                self.subjects.dead_letter("invoicing", INVOICES_CONSUMER)
+            ),
+            tenant_id: invoice.tenant_id.clone(),
+            source: "notifier".into(),
+            raised_at: Some(now()),
+        };
+        Disposition::DeadLetter {
+            reason: format!("{kind} email refused: {error}"),
+            alert: Some(alert),
+        }
+    }
+
+    /// Acknowledges, schedules a retry, or dead-letters (and alerts), as decided.
+    async fn settle(
+        &self,
+        msg: jetstream::Message,
+        disposition: Disposition,
+        stream: &str,
+        consumer: &str,
+    ) {
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
         let result = match disposition {
             Disposition::Ack => msg.ack().await,
             Disposition::Retry(reason) => {
-                metrics::counter!("notifier_retries_total").increment(1);
-                let delay = nats::retry_delay(delivered, Duration::from_secs(60));
+                metrics::counter!("notifier_retries_total", "consumer" => consumer.to_string())
+                    .increment(1);
+                let delay = nats::retry_delay(delivered, MAX_RETRY_DELAY);
                 tracing::warn!(delivered, reason, ?delay, "email will be retried");
                 msg.ack_with(AckKind::Nak(Some(delay))).await
             }
-            Disposition::DeadLetter(reason) => match self.dead_letter(&msg, &reason).await {
-                Ok(()) => msg.ack().await,
-                Err(err) => {
-                    tracing::warn!(error = %err, "dead-letter publish failed, will retry");
-                    msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                        .await
+            Disposition::DeadLetter { reason, alert } => {
+                match self
+                    .dead_letter(&msg, stream, consumer, &reason, alert)
+                    .await
+                {
+                    Ok(()) => msg.ack().await,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "dead-letter publish failed, will retry");
+                        msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                            .await
+                    }
                 }
-            },
+            }
         };
         if let Err(err) = result {
             tracing::warn!(error = %err, "acknowledging failed");
         }
     }
 
-    async fn invoice_issued(&self, event: &InvoiceIssuedV1) -> Disposition {
-        let Ok(invoice_id) = event.invoice_id.parse::<Uuid>() else {
-            return Disposition::DeadLetter(format!(
-                "invoice_id {:?} is not a UUID",
-                event.invoice_id
-            ));
-        };
-        match already_sent(&self.pool, KIND_INVOICE_ISSUED, invoice_id).await {
-            Ok(true) => {
-                tracing::info!(invoice = %event.invoice_number, "invoice email already sent");
-                return Disposition::Ack;
-            }
-            Ok(false) => {}
-            Err(err) => return Disposition::Retry(format!("database: {err}")),
-        }
-        let invoice = match self
-            .invoicing
-            .clone()
-            .get_invoice(GetInvoiceRequest {
-                invoice_id: event.invoice_id.clone(),
-            })
-            .await
-        {
-            Ok(response) => response.into_inner(),
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                return Disposition::DeadLetter(format!(
-                    "invoice {} does not exist",
-                    event.invoice_id
-                ));
-            }
-            Err(status) => return Disposition::Retry(format!("invoicing: {status}")),
-        };
-
-        let issuer = Issuer {
-            name: self
-                .from
-                .name
-                .clone()
-                .unwrap_or_else(|| self.from.email.to_string()),
-            email: self.from.email.to_string(),
-        };
-        let started = std::time::Instant::now();
-        let render_input = invoice.clone();
-        let rendered =
-            tokio::task::spawn_blocking(move || pdf::render(&render_input, &issuer)).await;
-        let pdf = match rendered {
-            Ok(Ok(pdf)) => pdf,
-            Ok(Err(err)) => return Disposition::DeadLetter(format!("pdf: {err}")),
-            Err(err) => return Disposition::Retry(format!("pdf task: {err}")),
-        };
-        metrics::histogram!("notifier_pdf_render_seconds").record(started.elapsed().as_secs_f64());
-
-        let message_id = mail::message_id(KIND_INVOICE_ISSUED, &event.invoice_id, &self.from);
-        let message = match mail::invoice_issued(&self.from, &invoice, pdf, &message_id) {
-            Ok(m) => m,
-            Err(err) => return Disposition::DeadLetter(err.to_string()),
-        };
-        match mail::send(&self.smtp, message).await {
-            Ok(()) => {}
-            Err(MailError::Transient(reason)) => return Disposition::Retry(reason),
-            Err(err) => {
-                metrics::counter!("notifier_emails_total", "kind" => KIND_INVOICE_ISSUED, "result" => "rejected").increment(1);
-                return Disposition::DeadLetter(err.to_string());
-            }
-        }
-        // Sent. If recording fails, the redelivery resends with the same Message-ID, which mail
-        // clients treat as the same message.
-        if let Err(err) = record_sent(
-            &self.pool,
-            KIND_INVOICE_ISSUED,
-            invoice_id,
-            &message_id,
-            &invoice.billing_email,
-        )
-        .await
-        {
-            tracing::error!(error = %err, invoice = %invoice.number, "email sent but delivery not recorded");
-            return Disposition::Retry(format!("database: {err}"));
-        }
-        metrics::counter!("notifier_emails_total", "kind" => KIND_INVOICE_ISSUED, "result" => "sent").increment(1);
-        tracing::info!(invoice = %invoice.number, tenant = %invoice.tenant_id, "invoice email sent");
-        Disposition::Ack
-    }
-
     async fn dead_letter(
         &self,
         msg: &jetstream::Message,
+        stream: &str,
+        consumer: &str,
         reason: &str,
+        alert: Option<AlertV1>,
     ) -> Result<(), async_nats::Error> {
+        if let Some(alert) = alert {
+            self.raise(&alert).await?;
+        }
         let message_id = msg
             .info()
             .map(|i| format!("dlq:{}:{}", i.stream, i.stream_sequence))
             .unwrap_or_else(|_| format!("dlq:{}", Uuid::now_v7()));
         nats::dead_letter(
             &self.js,
-            self.subjects.dead_letter("invoicing", CONSUMER),
+            self.subjects.dead_letter(stream, consumer),
             msg,
             &message_id,
             reason,
         )
         .await?;
-        metrics::counter!("notifier_dead_letters_total").increment(1);
-        tracing::warn!(reason, "invoice event dead-lettered");
+        metrics::counter!("notifier_dead_letters_total", "consumer" => consumer.to_string())
+            .increment(1);
+        tracing::warn!(reason, consumer, "event dead-lettered");
+        Ok(())
+    }
+
+    /// Publishes an alert; its id is the message id, so raising it again is deduplicated.
+    async fn raise(&self, alert: &AlertV1) -> Result<(), async_nats::Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, alert.alert_id.as_str());
+        self.js
+            .publish_with_headers(
+                self.subjects.alert(&alert.kind),
+                headers,
+                alert.encode_to_vec().into(),
+            )
+            .await?
+            .await?;
+        metrics::counter!("notifier_alerts_raised_total", "kind" => alert.kind.clone())
+            .increment(1);
         Ok(())
     }
 }
 
-async fn already_sent(pool: &PgPool, kind: &str, invoice_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar::<_, bool>(
-        "select exists (select 1 from deliveries where kind = $1 and invoice_id = $2)",
-    )
-    .bind(kind)
-    .bind(invoice_id)
-    .fetch_one(pool)
-    .await
+/// Why an email is no longer worth sending, given the invoice's status now.
+fn stale(kind: Kind, status: &str) -> Option<&'static str> {
+    match (kind, status) {
+        (_, "void") => Some("the invoice was voided"),
+        (Kind::PaymentReminder, "paid") => Some("the invoice was paid since it fell overdue"),
+        _ => None,
+    }
 }
 
-async fn record_sent(
-    pool: &PgPool,
-    kind: &str,
-    invoice_id: Uuid,
-    message_id: &str,
-    recipient: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into deliveries (kind, invoice_id, message_id, recipient) values ($1, $2, $3, $4)
-         on conflict do nothing",
-    )
-    .bind(kind)
-    .bind(invoice_id)
-    .bind(message_id)
-    .bind(recipient)
-    .execute(pool)
-    .await?;
-    Ok(())
+fn now() -> Timestamp {
+    timestamp(chrono::Utc::now())
 }

@@ -1,16 +1,22 @@
-//! notifier: turns invoice events into emails. Renders the invoice PDF, sends it over SMTP to
-//! the tenant's billing address, and records the delivery so each logical email goes out once.
+//! notifier: turns invoice events and operator alerts into emails. Renders invoice PDFs, sends
+//! them over SMTP to the tenant's billing address, and records each delivery so that every
+//! logical email goes out once. Serves the PDFs on demand over gRPC.
 #![forbid(unsafe_code)]
 
 mod consumer;
+pub mod deliveries;
+mod grpc;
 pub mod mail;
 pub mod pdf;
+mod text;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use billing_domain::Secret;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
+use billing_proto::notifier::notifier_service_server::NotifierServiceServer;
 use billing_runtime::{Probes, Shutdown, Subjects, db, nats, ops, server};
 use lettre::message::Mailbox;
 use tokio::net::TcpListener;
@@ -18,12 +24,14 @@ use tonic::transport::Endpoint;
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "notifier";
+/// The gRPC service name (for health checks).
+pub const SERVICE_NAME: &str = "billing.notifier.v1.NotifierService";
 
 /// notifier's configuration, from flags or `NOTIFIER_*` environment variables.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "notifier", version, about = "Emails invoice PDFs")]
 pub struct Config {
-    /// Address for the ops endpoints.
+    /// Address for gRPC and the ops endpoints.
     #[arg(long, env = "NOTIFIER_LISTEN_ADDR", default_value = "0.0.0.0:8083")]
     pub listen_addr: SocketAddr,
     /// PostgreSQL URL; the service works in its own `notifier` schema.
@@ -68,6 +76,34 @@ pub struct Config {
         default_value = "Platform Billing <billing@example.com>"
     )]
     pub from: Mailbox,
+    /// Where operator alerts go; default: the sender's address.
+    #[arg(long, env = "NOTIFIER_OPERATOR_EMAIL")]
+    pub operator_email: Option<Mailbox>,
+    /// The operator's legal name, printed on invoices; default: the sender's display name.
+    #[arg(long, env = "NOTIFIER_OPERATOR_NAME")]
+    pub operator_name: Option<String>,
+    /// The operator's postal address on invoices; `\n` or `;` separates lines.
+    #[arg(long, env = "NOTIFIER_OPERATOR_ADDRESS", default_value = "")]
+    pub operator_address: String,
+    /// The operator's tax registration printed on invoices, e.g. `ABN 00 000 000 000`.
+    #[arg(long, env = "NOTIFIER_OPERATOR_TAX_ID", default_value = "")]
+    pub operator_tax_id: String,
+}
+
+impl Config {
+    /// The operator as printed at the top of every invoice.
+    pub fn issuer(&self) -> pdf::Issuer {
+        pdf::Issuer {
+            legal_name: self
+                .operator_name
+                .clone()
+                .or_else(|| self.from.name.clone())
+                .unwrap_or_else(|| self.from.email.to_string()),
+            address: self.operator_address.replace(';', "\n"),
+            tax_id: self.operator_tax_id.clone(),
+            email: self.from.email.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +126,7 @@ pub enum Error {
     Serve(#[from] server::ServeError),
 }
 
-/// Runs the consumer and the ops endpoints until `shutdown` is cancelled.
+/// Runs the consumers, the gRPC service and the ops endpoints until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     let pool = db::connect(&config.database_url, SCHEMA, 5).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/notifier"), SCHEMA).await?;
@@ -105,7 +141,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .connect_lazy(),
-    );
+    )
+    // An invoice with every line of a busy month is large.
+    .max_decoding_message_size(256 * 1024 * 1024);
     let smtp = mail::transport(&mail::SmtpSettings {
         host: config.smtp_host.clone(),
         port: config.smtp_port,
@@ -113,23 +151,40 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         username: config.smtp_username.clone(),
         password: config.smtp_password.clone(),
     })?;
-    let consumer = consumer::Consumer::create(
+    let notifier = Arc::new(consumer::Notifier {
         js,
         subjects,
-        pool.clone(),
+        deliveries: deliveries::Deliveries::new(pool.clone()),
         invoicing,
         smtp,
-        config.from.clone(),
-    )
-    .await
-    .map_err(|e| Error::Consumer(e.to_string()))?;
-    let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
-
-    let app = ops::router(Probes {
-        db: Some(pool),
-        nats: Some(client),
-        streams: Some(ready_streams),
+        operator: config
+            .operator_email
+            .clone()
+            .unwrap_or_else(|| config.from.clone()),
+        issuer: config.issuer(),
+        from: config.from.clone(),
     });
+    let (invoices, alerts) = notifier
+        .create_consumers()
+        .await
+        .map_err(|e| Error::Consumer(e.to_string()))?;
+    let consumer_task = {
+        let notifier = notifier.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { notifier.run(invoices, alerts, shutdown).await })
+    };
+
+    let routes = tonic::service::Routes::new(
+        NotifierServiceServer::new(grpc::NotifierGrpc::new(notifier))
+            .max_encoding_message_size(256 * 1024 * 1024),
+    );
+    let app = server::grpc_router(routes, &[SERVICE_NAME])
+        .await?
+        .merge(ops::router(Probes {
+            db: Some(pool),
+            nats: Some(client),
+            streams: Some(ready_streams),
+        }));
     tracing::info!(addr = ?listener.local_addr().ok(), "notifier listening");
     let served = server::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();

@@ -1,14 +1,18 @@
-//! Emails through SMTP (lettre): plain-text and HTML parts, the PDF attached, and a Message-ID
-//! derived from the logical message so that a resend is recognisably the same email.
+//! Emails through SMTP (lettre): what each email says (invoice issued, payment reminder, payment
+//! received, operator alert), as plain-text and HTML parts, and the SMTP transport.
 
 use std::time::Duration;
 
 use billing_domain::Secret;
+use billing_proto::convert;
+use billing_proto::events::AlertV1;
 use billing_proto::invoicing::Invoice;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::text::{long_date, money};
 
 /// How the notifier talks to its SMTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,67 +63,265 @@ pub fn transport(s: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>,
     Ok(builder.build())
 }
 
-/// `<invoice-issued.{id}@{domain of the sender}>`: one per logical email.
-pub fn message_id(kind: &str, invoice_id: &str, from: &Mailbox) -> String {
-    format!("<{kind}.{invoice_id}@{}>", from.email.domain())
+/// An email ready to be built: who gets it, what it says, what is attached.
+#[derive(Debug)]
+pub struct Email {
+    pub to: Mailbox,
+    pub subject: String,
+    pub body: Body,
+    pub attachment: Option<(String, Vec<u8>)>,
 }
 
-/// The "invoice issued" email with its PDF.
-pub fn invoice_issued(
-    from: &Mailbox,
-    invoice: &Invoice,
-    pdf: Vec<u8>,
-    message_id: &str,
-) -> Result<Message, MailError> {
+/// The words of an email, written once and rendered as both plain text and HTML.
+#[derive(Debug, Default)]
+pub struct Body {
+    pub greeting: String,
+    pub paragraphs: Vec<String>,
+    /// Label and value rows ("Total due", "AUD 32.00").
+    pub facts: Vec<(String, String)>,
+    /// Text and URL of a button-like link.
+    pub link: Option<(String, String)>,
+    pub closing: Vec<String>,
+}
+
+impl Body {
+    fn plain(&self) -> String {
+        let mut out = format!("{}\n\n", self.greeting);
+        for p in &self.paragraphs {
+            out.push_str(p);
+            out.push_str("\n\n");
+        }
+        if !self.facts.is_empty() {
+            let width = self.facts.iter().map(|(l, _)| l.chars().count()).max();
+            for (label, value) in &self.facts {
+                let pad = width.unwrap_or(0) - label.chars().count();
+                out.push_str(&format!("{label}:{} {value}\n", " ".repeat(pad)));
+            }
+            out.push('\n');
+        }
+        if let Some((text, url)) = &self.link {
+            out.push_str(&format!("{text}: {url}\n\n"));
+        }
+        for p in &self.closing {
+            out.push_str(p);
+            out.push('\n');
+        }
+        out
+    }
+
+    fn html(&self) -> String {
+        let mut out = String::from(
+            "<!DOCTYPE html><html><body style=\"font-family:Helvetica,Arial,sans-serif;\
+             color:#222;font-size:14px;line-height:1.5\">",
+        );
+        out.push_str(&format!("<p>{}</p>", escape(&self.greeting)));
+        for p in &self.paragraphs {
+            out.push_str(&format!("<p>{}</p>", escape(p)));
+        }
+        if !self.facts.is_empty() {
+            out.push_str("<table style=\"border-collapse:collapse;margin:8px 0\">");
+            for (label, value) in &self.facts {
+                out.push_str(&format!(
+                    "<tr><td style=\"padding:2px 16px 2px 0;color:#666\">{}</td>\
+                     <td style=\"padding:2px 0\"><strong>{}</strong></td></tr>",
+                    escape(label),
+                    escape(value)
+                ));
+            }
+            out.push_str("</table>");
+        }
+        if let Some((text, url)) = &self.link {
+            out.push_str(&format!(
+                "<p><a href=\"{}\" style=\"background:#1f4e8c;color:#fff;padding:8px 14px;\
+                 border-radius:4px;text-decoration:none\">{}</a></p>",
+                escape(url),
+                escape(text)
+            ));
+        }
+        for p in &self.closing {
+            out.push_str(&format!("<p>{}</p>", escape(p)));
+        }
+        out.push_str("</body></html>");
+        out
+    }
+}
+
+impl Email {
+    /// The RFC 5322 message: plain and HTML alternatives, then the attachment if any.
+    pub fn build(self, from: &Mailbox, message_id: &str) -> Result<Message, MailError> {
+        let alternatives = MultiPart::alternative_plain_html(self.body.plain(), self.body.html());
+        let builder = Message::builder()
+            .from(from.clone())
+            .to(self.to)
+            .subject(self.subject)
+            .message_id(Some(message_id.to_string()));
+        let message = match self.attachment {
+            Some((name, bytes)) => {
+                let pdf = ContentType::parse("application/pdf")
+                    .map_err(|e| MailError::Build(e.to_string()))?;
+                builder.multipart(
+                    MultiPart::mixed()
+                        .multipart(alternatives)
+                        .singlepart(Attachment::new(name).body(bytes, pdf)),
+                )
+            }
+            None => builder.multipart(alternatives),
+        };
+        message.map_err(|e| MailError::Build(e.to_string()))
+    }
+}
+
+/// The tenant's billing mailbox, with their legal name.
+fn tenant_mailbox(invoice: &Invoice) -> Result<Mailbox, MailError> {
     let to: Mailbox = invoice
         .billing_email
         .parse()
         .map_err(|_| MailError::Address(invoice.billing_email.clone()))?;
-    let to = Mailbox::new(Some(invoice.tenant_name.clone()), to.email);
-    let total = invoice
-        .total
-        .as_ref()
-        .map(|m| format!("{} {}", m.currency_code, m.amount))
-        .unwrap_or_default();
-    let plain = format!(
-        "Hello {name},\n\nYour invoice {number} for platform fees in {period} is attached.\n\n\
-         Bookings: {count}\nTotal due: {total}\nDue date: {due}\n\n\
-         Please quote {number} with your payment.\n\nThank you.\n",
-        name = invoice.tenant_name,
-        number = invoice.number,
-        period = invoice.period,
-        count = invoice.booking_count,
-        due = invoice.due_date,
-    );
-    let html = format!(
-        "<p>Hello {name},</p><p>Your invoice <strong>{number}</strong> for platform fees in \
-         {period} is attached.</p><table><tr><td>Bookings</td><td>{count}</td></tr>\
-         <tr><td>Total due</td><td><strong>{total}</strong></td></tr>\
-         <tr><td>Due date</td><td>{due}</td></tr></table>\
-         <p>Please quote {number} with your payment.</p><p>Thank you.</p>",
-        name = escape(&invoice.tenant_name),
-        number = escape(&invoice.number),
-        period = escape(&invoice.period),
-        count = invoice.booking_count,
-        total = escape(&total),
-        due = escape(&invoice.due_date),
-    );
-    let pdf_type =
-        ContentType::parse("application/pdf").map_err(|e| MailError::Build(e.to_string()))?;
-    Message::builder()
-        .from(from.clone())
-        .to(to)
-        .subject(format!(
+    Ok(Mailbox::new(Some(invoice.tenant_name.clone()), to.email))
+}
+
+/// How to pay, as sentences and an optional link.
+fn how_to_pay(invoice: &Invoice, body: &mut Body) {
+    if !invoice.stripe_hosted_url.is_empty() {
+        body.link = Some(("Pay online".into(), invoice.stripe_hosted_url.clone()));
+    } else if !invoice.payment_instructions.is_empty() {
+        body.paragraphs.push(format!(
+            "To pay by bank transfer: {} Please quote {} as the reference.",
+            invoice.payment_instructions.trim(),
+            invoice.number
+        ));
+    }
+}
+
+/// "Invoice issued": the invoice PDF attached.
+pub fn invoice_issued(invoice: &Invoice, pdf: Vec<u8>) -> Result<Email, MailError> {
+    let mut body = Body {
+        greeting: format!("Hello {},", invoice.tenant_name),
+        paragraphs: vec![format!(
+            "Your invoice {} for platform fees in {} is attached.",
+            invoice.number,
+            month(invoice)
+        )],
+        facts: vec![
+            ("Invoice".into(), invoice.number.clone()),
+            ("Bookings".into(), invoice.booking_count.to_string()),
+            ("Total due".into(), money(invoice.total.as_ref())),
+            ("Due date".into(), long_date(&invoice.due_date)),
+        ],
+        closing: vec!["Thank you.".into()],
+        ..Body::default()
+    };
+    how_to_pay(invoice, &mut body);
+    Ok(Email {
+        to: tenant_mailbox(invoice)?,
+        subject: format!(
             "Invoice {} – platform fees {}",
-            invoice.number, invoice.period
-        ))
-        .message_id(Some(message_id.to_string()))
-        .multipart(
-            MultiPart::mixed()
-                .multipart(MultiPart::alternative_plain_html(plain, html))
-                .singlepart(Attachment::new(format!("{}.pdf", invoice.number)).body(pdf, pdf_type)),
-        )
-        .map_err(|e| MailError::Build(e.to_string()))
+            invoice.number,
+            month(invoice)
+        ),
+        body,
+        attachment: Some((format!("{}.pdf", invoice.number), pdf)),
+    })
+}
+
+/// "Payment reminder" for an overdue invoice, with its current PDF.
+pub fn payment_reminder(invoice: &Invoice, pdf: Vec<u8>) -> Result<Email, MailError> {
+    let mut body = Body {
+        greeting: format!("Hello {},", invoice.tenant_name),
+        paragraphs: vec![format!(
+            "Our records show that invoice {} was due on {} and has not been paid in full. \
+             If you have already paid, thank you, and please ignore this reminder.",
+            invoice.number,
+            long_date(&invoice.due_date)
+        )],
+        facts: vec![
+            ("Invoice".into(), invoice.number.clone()),
+            ("Total".into(), money(invoice.total.as_ref())),
+            ("Paid so far".into(), money(invoice.amount_paid.as_ref())),
+            ("Balance due".into(), money(invoice.balance.as_ref())),
+        ],
+        closing: vec!["Thank you.".into()],
+        ..Body::default()
+    };
+    how_to_pay(invoice, &mut body);
+    Ok(Email {
+        to: tenant_mailbox(invoice)?,
+        subject: format!("Payment reminder: invoice {} is overdue", invoice.number),
+        body,
+        attachment: Some((format!("{}.pdf", invoice.number), pdf)),
+    })
+}
+
+/// "Payment received" for a payment that settled or reduced an invoice.
+pub fn payment_received(invoice: &Invoice) -> Result<Email, MailError> {
+    let paid_in_full = invoice.status == "paid";
+    let mut body = Body {
+        greeting: format!("Hello {},", invoice.tenant_name),
+        paragraphs: vec![if paid_in_full {
+            format!("Thank you: invoice {} is now paid in full.", invoice.number)
+        } else {
+            format!(
+                "Thank you: we have received a payment towards invoice {}.",
+                invoice.number
+            )
+        }],
+        facts: vec![
+            ("Invoice".into(), invoice.number.clone()),
+            ("Total".into(), money(invoice.total.as_ref())),
+            ("Paid".into(), money(invoice.amount_paid.as_ref())),
+            ("Balance due".into(), money(invoice.balance.as_ref())),
+        ],
+        closing: vec!["Thank you.".into()],
+        ..Body::default()
+    };
+    if !paid_in_full {
+        how_to_pay(invoice, &mut body);
+    }
+    Ok(Email {
+        to: tenant_mailbox(invoice)?,
+        subject: if paid_in_full {
+            format!("Payment received – invoice {} is paid", invoice.number)
+        } else {
+            format!("Payment received for invoice {}", invoice.number)
+        },
+        body,
+        attachment: None,
+    })
+}
+
+/// An operator alert, to the operator's mailbox.
+pub fn operator_alert(operator: &Mailbox, alert: &AlertV1) -> Email {
+    let mut facts = vec![
+        ("Kind".to_string(), alert.kind.clone()),
+        ("Severity".to_string(), alert.severity.clone()),
+        ("Raised by".to_string(), alert.source.clone()),
+        ("Alert id".to_string(), alert.alert_id.clone()),
+    ];
+    if !alert.tenant_id.is_empty() {
+        facts.push(("Tenant".to_string(), alert.tenant_id.clone()));
+    }
+    if let Some(at) = convert::datetime(alert.raised_at.as_ref()) {
+        facts.push(("Raised at".to_string(), at.to_rfc3339()));
+    }
+    Email {
+        to: operator.clone(),
+        subject: format!("[{}] {}", alert.severity.to_uppercase(), alert.summary),
+        body: Body {
+            greeting: "Operator alert.".into(),
+            paragraphs: vec![alert.summary.clone(), alert.details.clone()],
+            facts,
+            link: None,
+            closing: vec!["Sent by the billing tracker's notifier.".into()],
+        },
+        attachment: None,
+    }
+}
+
+/// "October 2026" from the invoice's "2026-10".
+fn month(invoice: &Invoice) -> String {
+    chrono::NaiveDate::parse_from_str(&format!("{}-01", invoice.period), "%Y-%m-%d")
+        .map(|d| d.format("%B %Y").to_string())
+        .unwrap_or_else(|_| invoice.period.clone())
 }
 
 pub async fn send(

@@ -1,0 +1,205 @@
+//! The record that makes each logical email go out once. An email is named by
+//! (kind, reference, version); its row is locked while the message is handed to SMTP and
+//! marked `sent` in the same transaction. A second delivery of the same event waits for the
+//! lock, then finds `sent` and sends nothing. If the process dies after the server accepted the
+//! message but before the commit, the next delivery sends it again with the same Message-ID:
+//! that window is the only way to a second copy, and mail clients show one message per
+//! Message-ID.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::mail::MailError;
+
+/// What an email is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    InvoiceIssued,
+    PaymentReminder,
+    PaymentReceived,
+    OperatorAlert,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::InvoiceIssued => "invoice_issued",
+            Kind::PaymentReminder => "payment_reminder",
+            Kind::PaymentReceived => "payment_received",
+            Kind::OperatorAlert => "operator_alert",
+        }
+    }
+}
+
+/// Names one logical email.
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub kind: Kind,
+    /// The invoice id, or the alert id.
+    pub reference: String,
+    pub version: u32,
+}
+
+impl Key {
+    /// `<kind.reference.version@domain>`: the same for every attempt at this email.
+    pub fn message_id(&self, domain: &str) -> String {
+        format!(
+            "<{}.{}.{}@{domain}>",
+            self.kind.as_str(),
+            self.reference,
+            self.version
+        )
+    }
+}
+
+/// What the email is, as recorded.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub message_id: String,
+    pub recipient: String,
+    pub subject: String,
+    pub invoice_id: Option<Uuid>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handed to SMTP by this call.
+    Sent,
+    /// An earlier delivery already sent it; nothing was sent now.
+    AlreadySent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("recording the delivery: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Mail(MailError),
+}
+
+/// One email's record, for the operator.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Delivery {
+    pub kind: String,
+    pub reference: String,
+    pub version: i32,
+    pub state: String,
+    pub message_id: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone)]
+pub struct Deliveries {
+    pool: PgPool,
+}
+
+impl Deliveries {
+    pub fn new(pool: PgPool) -> Self {
+        Deliveries { pool }
+    }
+
+    /// A cheap check before any work (fetching the invoice, rendering the PDF).
+    pub async fn is_sent(&self, key: &Key) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "select exists (select 1 from emails
+                 where kind = $1 and reference = $2 and version = $3 and state = 'sent')",
+        )
+        .bind(key.kind.as_str())
+        .bind(&key.reference)
+        .bind(version(key))
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Sends the email through `send` unless it was sent before; records the attempt either
+    /// way. The row lock is held across `send`, so concurrent deliveries serialise here.
+    pub async fn send_once<F, Fut>(
+        &self,
+        key: &Key,
+        envelope: &Envelope,
+        send: F,
+    ) -> Result<Outcome, DeliveryError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), MailError>>,
+    {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "insert into emails (kind, reference, version, invoice_id, state, message_id,
+                recipient, subject)
+             values ($1, $2, $3, $4, 'pending', $5, $6, $7)
+             on conflict (kind, reference, version) do nothing",
+        )
+        .bind(key.kind.as_str())
+        .bind(&key.reference)
+        .bind(version(key))
+        .bind(envelope.invoice_id)
+        .bind(&envelope.message_id)
+        .bind(&envelope.recipient)
+        .bind(&envelope.subject)
+        .execute(&mut *tx)
+        .await?;
+        let state: String = sqlx::query_scalar(
+            "select state from emails where kind = $1 and reference = $2 and version = $3
+             for update",
+        )
+        .bind(key.kind.as_str())
+        .bind(&key.reference)
+        .bind(version(key))
+        .fetch_one(&mut *tx)
+        .await?;
+        if state == "sent" {
+            tx.commit().await?;
+            return Ok(Outcome::AlreadySent);
+        }
+
+        let result = send().await;
+        let (state, error) = match &result {
+            Ok(()) => ("sent", None),
+            Err(err @ (MailError::Permanent(_) | MailError::Address(_))) => {
+                ("rejected", Some(err.to_string()))
+            }
+            Err(err) => ("pending", Some(err.to_string())),
+        };
+        sqlx::query(
+            "update emails set state = $4, attempts = attempts + 1, last_error = $5,
+                recipient = $6, subject = $7,
+                sent_at = case when $4 = 'sent' then now() else sent_at end
+             where kind = $1 and reference = $2 and version = $3",
+        )
+        .bind(key.kind.as_str())
+        .bind(&key.reference)
+        .bind(version(key))
+        .bind(state)
+        .bind(error)
+        .bind(&envelope.recipient)
+        .bind(&envelope.subject)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        match result {
+            Ok(()) => Ok(Outcome::Sent),
+            Err(err) => Err(DeliveryError::Mail(err)),
+        }
+    }
+
+    /// Every email about `invoice_id`, oldest first.
+    pub async fn for_invoice(&self, invoice_id: Uuid) -> Result<Vec<Delivery>, sqlx::Error> {
+        sqlx::query_as(
+            "select kind, reference, version, state, message_id, attempts, last_error, sent_at
+             from emails where invoice_id = $1 order by created_at, kind, version",
+        )
+        .bind(invoice_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+}
+
+fn version(key: &Key) -> i32 {
+    i32::try_from(key.version).unwrap_or(i32::MAX)
+}

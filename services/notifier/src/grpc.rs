@@ -1,0 +1,82 @@
+//! `billing.notifier.v1.NotifierService`: invoice PDFs on demand, and what was emailed.
+
+use std::sync::Arc;
+
+use billing_proto::convert::timestamp;
+use billing_proto::notifier::notifier_service_server::NotifierService;
+use billing_proto::notifier::{
+    Delivery, ListDeliveriesRequest, ListDeliveriesResponse, RenderInvoicePdfRequest,
+    RenderInvoicePdfResponse,
+};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::consumer::{FetchError, Notifier};
+
+pub struct NotifierGrpc {
+    notifier: Arc<Notifier>,
+}
+
+impl NotifierGrpc {
+    pub fn new(notifier: Arc<Notifier>) -> Self {
+        NotifierGrpc { notifier }
+    }
+}
+
+fn invoice_id(text: &str) -> Result<Uuid, Status> {
+    text.trim()
+        .parse()
+        .map_err(|_| Status::invalid_argument(format!("invoice_id {text:?} is not a UUID")))
+}
+
+#[tonic::async_trait]
+impl NotifierService for NotifierGrpc {
+    async fn render_invoice_pdf(
+        &self,
+        request: Request<RenderInvoicePdfRequest>,
+    ) -> Result<Response<RenderInvoicePdfResponse>, Status> {
+        let id = invoice_id(&request.get_ref().invoice_id)?;
+        let invoice = match self.notifier.invoice(&id.to_string()).await {
+            Ok(invoice) => invoice,
+            Err(err @ FetchError::NotFound(_)) => return Err(Status::not_found(err.to_string())),
+            Err(err) => return Err(Status::unavailable(err.to_string())),
+        };
+        let file_name = format!("{}.pdf", invoice.number);
+        let rendered = self.notifier.render(invoice).await.map_err(|err| {
+            tracing::error!(error = %err, invoice = %id, "rendering failed");
+            Status::internal(err.to_string())
+        })?;
+        Ok(Response::new(RenderInvoicePdfResponse {
+            pdf: rendered.bytes,
+            file_name,
+            page_count: u32::try_from(rendered.pages).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn list_deliveries(
+        &self,
+        request: Request<ListDeliveriesRequest>,
+    ) -> Result<Response<ListDeliveriesResponse>, Status> {
+        let id = invoice_id(&request.get_ref().invoice_id)?;
+        let rows = self
+            .notifier
+            .deliveries
+            .for_invoice(id)
+            .await
+            .map_err(|err| Status::unavailable(format!("database: {err}")))?;
+        let deliveries = rows
+            .into_iter()
+            .map(|d| Delivery {
+                kind: d.kind,
+                reference: d.reference,
+                version: d.version.unsigned_abs(),
+                state: d.state,
+                message_id: d.message_id,
+                attempts: d.attempts.unsigned_abs(),
+                last_error: d.last_error.unwrap_or_default(),
+                sent_at: d.sent_at.map(timestamp),
+            })
+            .collect();
+        Ok(Response::new(ListDeliveriesResponse { deliveries }))
+    }
+}
