@@ -16,11 +16,13 @@ use billing_proto::invoicing::{
     PutTenantProfileRequest, RecordPaymentRequest, SweepOverdueRequest, TenantOutcome,
     TenantProfile, VoidInvoiceRequest,
 };
+use billing_proto::notifier::RenderInvoicePdfRequest;
+use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
 use billing_runtime::nats::{HDR_EVENT_ID, HDR_TENANT};
 use rust_decimal::{Decimal, RoundingStrategy};
 use tonic::transport::Channel;
 
-use crate::harness::{OPERATOR_EMAIL, STRIPE_SECRET, System, eventually};
+use crate::harness::{OPERATOR_EMAIL, STRIPE_SECRET, System, eventually, pdf_text};
 
 type Client = InvoicingServiceClient<Channel>;
 
@@ -119,6 +121,18 @@ pub(crate) async fn issued(
         .get_invoice(GetInvoiceRequest { invoice_id: id })
         .await?
         .into_inner())
+}
+
+/// The text of an invoice's PDF, rendered by the notifier on demand.
+async fn pdf_text_of(system: &System, invoice_id: &str) -> anyhow::Result<String> {
+    let pdf = NotifierServiceClient::connect(format!("http://{}", system.notifier))
+        .await?
+        .render_invoice_pdf(RenderInvoicePdfRequest {
+            invoice_id: invoice_id.to_string(),
+        })
+        .await?
+        .into_inner();
+    pdf_text(&pdf.pdf)
 }
 
 fn total(i: &Invoice) -> String {
@@ -477,6 +491,19 @@ async fn lifecycle(system: &System) -> anyhow::Result<()> {
     );
     // 40.00 + 4.00 − 10.00 + 2.00; the August invoice itself is unchanged.
     assert_eq!(total(&september), "36.00");
+    // Its PDF prints each adjustment with what changed.
+    let text = pdf_text_of(system, &september.id).await?;
+    for line in september.lines.iter().filter(|l| l.kind == "adjustment") {
+        assert!(
+            text.contains(&line.description),
+            "{:?}: {text}",
+            line.description
+        );
+    }
+    assert!(
+        text.contains("1 billable booking (confirmed or completed) and 3 adjustments"),
+        "{text}"
+    );
     let august_again = invoicing
         .get_invoice(GetInvoiceRequest {
             invoice_id: august.id.clone(),
@@ -758,6 +785,16 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
             .payment_instructions
             .contains(&invoice.stripe_hosted_url)
     );
+    // 10 % tax makes it a tax invoice, paid through Stripe's page.
+    let text = pdf_text_of(system, &invoice.id).await?;
+    for expected in [
+        "TAX INVOICE".to_string(),
+        "Tax (10%)".to_string(),
+        "AUD 35.20".to_string(),
+        format!("Pay online: {}", invoice.stripe_hosted_url),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} missing: {text}");
+    }
     let again = close(&mut invoicing, "claire", "2026-07", false).await?;
     assert_eq!(again.outcome(), Outcome::AlreadyIssued);
 

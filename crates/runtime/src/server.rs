@@ -37,6 +37,18 @@ pub async fn grpc_router(routes: Routes, services: &[&str]) -> Result<Router, Se
         .into_axum_router())
 }
 
+/// A gRPC service's whole app: its `routes` with health and reflection, and the ops endpoints
+/// checking `probes`.
+pub async fn grpc_app(
+    routes: Routes,
+    services: &[&str],
+    probes: crate::Probes,
+) -> Result<Router, ServeError> {
+    Ok(grpc_router(routes, services)
+        .await?
+        .merge(crate::ops::router(probes)))
+}
+
 /// Serves `app` until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn serve(
     listener: TcpListener,

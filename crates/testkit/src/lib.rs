@@ -1,9 +1,10 @@
 //! Test support shared by the integration tests: an isolated database per test, an isolated
 //! JetStream namespace per test, a real SMTP server on loopback that keeps what it receives, and
-//! a fake SimplyBook.me API.
+//! a fake SimplyBook.me API, a fake Stripe API, and sample invoices.
 #![forbid(unsafe_code)]
 
 pub mod db;
+pub mod invoices;
 pub mod nats;
 mod shared;
 pub mod simplybook;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use billing_domain::{Secret, Tenants};
 use billing_proto::invoicing::invoicing_service_server::{InvoicingServiceServer, SERVICE_NAME};
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
-use billing_runtime::{Probes, Shutdown, Subjects, db, nats, ops, server};
+use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server};
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
 
@@ -174,13 +174,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
 
     let grpc = grpc::InvoicingGrpc::new(closer, lifecycle, store, profiles);
     let routes = tonic::service::Routes::new(InvoicingServiceServer::new(grpc));
-    let app = server::grpc_router(routes, &[SERVICE_NAME])
-        .await?
-        .merge(ops::router(Probes {
-            db: Some(pool),
-            nats: Some(client),
-            streams: Some(ready_streams),
-        }));
+    let probes = Probes {
+        db: Some(pool),
+        nats: Some(client),
+        streams: Some(ready_streams),
+    };
+    let app = server::grpc_app(routes, &[SERVICE_NAME], probes).await?;
     tracing::info!(addr = ?listener.local_addr().ok(), "invoicing listening");
     let served = server::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use billing_domain::Tenants;
 use billing_proto::ledger::ledger_service_server::{LedgerServiceServer, SERVICE_NAME};
-use billing_runtime::{Probes, Shutdown, Subjects, db, nats, ops, server};
+use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server};
 use tokio::net::TcpListener;
 
 /// The PostgreSQL schema this service owns.
@@ -122,13 +122,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
 
     let grpc = grpc::LedgerGrpc::new(store, tenants, dead_letters);
     let routes = tonic::service::Routes::new(LedgerServiceServer::new(grpc));
-    let app = server::grpc_router(routes, &[SERVICE_NAME])
-        .await?
-        .merge(ops::router(Probes {
-            db: Some(pool),
-            nats: Some(client),
-            streams: Some(ready_streams),
-        }));
+    let probes = Probes {
+        db: Some(pool),
+        nats: Some(client),
+        streams: Some(ready_streams),
+    };
+    let app = server::grpc_app(routes, &[SERVICE_NAME], probes).await?;
     tracing::info!(addr = ?listener.local_addr().ok(), "ledger listening");
     let served = server::serve(listener, app, shutdown.clone()).await;
     // Whatever stopped the server, stop pulling and let the in-flight batch finish.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use billing_domain::Secret;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::notifier::notifier_service_server::NotifierServiceServer;
-use billing_runtime::{Probes, Shutdown, Subjects, db, nats, ops, server};
+use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server};
 use lettre::message::Mailbox;
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
@@ -178,13 +178,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         NotifierServiceServer::new(grpc::NotifierGrpc::new(notifier))
             .max_encoding_message_size(256 * 1024 * 1024),
     );
-    let app = server::grpc_router(routes, &[SERVICE_NAME])
-        .await?
-        .merge(ops::router(Probes {
-            db: Some(pool),
-            nats: Some(client),
-            streams: Some(ready_streams),
-        }));
+    let probes = Probes {
+        db: Some(pool),
+        nats: Some(client),
+        streams: Some(ready_streams),
+    };
+    let app = server::grpc_app(routes, &[SERVICE_NAME], probes).await?;
     tracing::info!(addr = ?listener.local_addr().ok(), "notifier listening");
     let served = server::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();

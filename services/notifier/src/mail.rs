@@ -341,3 +341,65 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invoice() -> Invoice {
+        let mut invoice = billing_testkit::invoices::sample_invoice(3, rust_decimal::Decimal::ZERO);
+        invoice.tenant_name = "Smith & <Jones>".into();
+        invoice
+    }
+
+    fn from() -> Mailbox {
+        "Billing <billing@example.test>".parse().expect("mailbox")
+    }
+
+    #[test]
+    fn an_invoice_email_has_both_parts_the_pdf_and_the_given_message_id() {
+        let email = invoice_issued(&invoice(), b"%PDF-1.7 fake".to_vec()).expect("email");
+        assert_eq!(email.to.email.to_string(), "accounts@claire.example");
+        let raw = email
+            .build(&from(), "<invoice_issued.x.2@example.test>")
+            .expect("message")
+            .formatted();
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&raw)
+            .expect("parses");
+        assert_eq!(parsed.message_id(), Some("invoice_issued.x.2@example.test"));
+        let plain = parsed.body_text(0).expect("plain part");
+        let html = parsed.body_html(0).expect("html part");
+        assert!(plain.contains("Hello Smith & <Jones>,"), "{plain}");
+        assert!(
+            html.contains("Smith &amp; &lt;Jones&gt;"),
+            "escaped: {html}"
+        );
+        assert!(!html.contains("<Jones>"), "{html}");
+        assert!(plain.contains("Please quote CLAIRE-2026-0010"), "{plain}");
+        assert_eq!(parsed.attachment_count(), 1);
+    }
+
+    #[test]
+    fn a_bad_billing_address_is_refused_before_sending() {
+        let mut bad = invoice();
+        bad.billing_email = "not an address".into();
+        assert!(matches!(
+            invoice_issued(&bad, Vec::new()),
+            Err(MailError::Address(_))
+        ));
+    }
+
+    #[test]
+    fn a_stripe_invoice_links_to_its_hosted_page_instead_of_bank_details() {
+        let mut stripe = invoice();
+        stripe.stripe_hosted_url = "https://invoice.stripe.test/in_1".into();
+        let email = payment_reminder(&stripe, Vec::new()).expect("email");
+        let plain = email.body.plain();
+        assert!(
+            plain.contains("Pay online: https://invoice.stripe.test/in_1"),
+            "{plain}"
+        );
+        assert!(!plain.contains("bank transfer"), "{plain}");
+    }
+}

@@ -191,27 +191,12 @@ impl Canvas<'_, '_> {
         self.text(style, x, y, &clipped);
     }
 
-    fn rule(&mut self, y: f32, width: f32, grey: u8) {
+    /// A horizontal rule from `x` to the right margin.
+    fn rule_from(&mut self, x: f32, y: f32, width: f32, grey: u8) {
         self.surface.set_fill(None);
         self.surface.set_stroke(Some(Stroke {
             paint: rgb::Color::new(grey, grey, grey).into(),
             width,
-            ..Default::default()
-        }));
-        let mut path = PathBuilder::new();
-        path.move_to(LEFT, y);
-        path.line_to(RIGHT, y);
-        if let Some(path) = path.finish() {
-            self.surface.draw_path(&path);
-        }
-    }
-
-    /// A short rule above a strong total, from `x` to the right margin.
-    fn short_rule(&mut self, x: f32, y: f32) {
-        self.surface.set_fill(None);
-        self.surface.set_stroke(Some(Stroke {
-            paint: rgb::Color::new(150, 150, 150).into(),
-            width: 0.6,
             ..Default::default()
         }));
         let mut path = PathBuilder::new();
@@ -220,6 +205,11 @@ impl Canvas<'_, '_> {
         if let Some(path) = path.finish() {
             self.surface.draw_path(&path);
         }
+    }
+
+    /// A rule across the page.
+    fn rule(&mut self, y: f32, width: f32, grey: u8) {
+        self.rule_from(LEFT, y, width, grey);
     }
 
     fn shade(&mut self, top: f32, height: f32) {
@@ -608,7 +598,7 @@ impl Closing {
         for (label, value, strong) in &self.totals {
             let style = if *strong { BODY_BOLD } else { BODY };
             if *strong {
-                c.short_rule(label_x, y - 11.0);
+                c.rule_from(label_x, y - 11.0, 0.6, 150);
             }
             c.text(style, label_x, y, label);
             c.right(style, COL_FEE_RIGHT, y, value);
@@ -839,6 +829,70 @@ mod tests {
             f.regular.width("1111.11", 9.0),
             f.regular.width("9999.99", 9.0)
         );
+    }
+
+    /// The text `pdftotext -layout` (poppler-utils) extracts from `pdf`.
+    fn extract_text(pdf: &[u8]) -> String {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("pdftotext")
+            .args(["-layout", "-", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("pdftotext (poppler-utils) runs; scripts/test.sh installs it");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(pdf)
+            .expect("pdf written to pdftotext");
+        let out = child.wait_with_output().expect("pdftotext output");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf-8 text")
+    }
+
+    #[test]
+    fn a_long_invoice_continues_over_pages_with_every_line_readable() {
+        let invoice = billing_testkit::invoices::sample_invoice(2000, Decimal::new(10, 2));
+        let issuer = Issuer {
+            legal_name: "Example Platform Pty Ltd".into(),
+            email: "billing@example.test".into(),
+            ..Default::default()
+        };
+        let rendered = render(&invoice, &issuer).expect("pdf");
+        let text = extract_text(&rendered.bytes);
+        let pages: Vec<&str> = text
+            .split('\u{c}')
+            .filter(|p| !p.trim().is_empty())
+            .collect();
+        assert_eq!(pages.len(), rendered.pages);
+        assert!(rendered.pages > 40, "{} pages", rendered.pages);
+        for (i, page) in pages.iter().enumerate() {
+            let footer = format!("Page {} of {}", i + 1, rendered.pages);
+            assert!(page.contains(&footer), "page {}: no {footer:?}", i + 1);
+            // The table header is repeated on every page that has rows.
+            if i + 1 < pages.len() {
+                assert!(page.contains("Booking AUD"), "page {} has no header", i + 1);
+            }
+        }
+        assert!(pages[0].contains("TAX INVOICE"));
+        assert!(pages[1].contains("(continued)"));
+        for line in &invoice.lines {
+            assert_eq!(
+                text.matches(line.booking_ref.as_str()).count(),
+                1,
+                "{} printed once",
+                line.booking_ref
+            );
+        }
+        // Every adjustment says what changed, and the totals close the last page.
+        assert_eq!(text.matches("cancelled; ").count(), 80);
+        let last = pages.last().copied().unwrap_or_default();
+        for label in ["Subtotal (fees)", "Tax (10%)", "Balance due", "How to pay"] {
+            assert!(last.contains(label), "{label} missing on the last page");
+        }
+        let total = crate::text::money(invoice.total.as_ref());
+        assert!(last.contains(&total), "{total} missing on the last page");
     }
 
     #[test]
