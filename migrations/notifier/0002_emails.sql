@@ -1,17 +1,18 @@
--- One row per logical email, named by (kind, reference, version): the invoice (or alert) it is
--- about and the position of the event in that invoice's history. A sender locks the row while
--- it hands the message to SMTP and marks it `sent` in the same transaction, so redelivered
--- events and concurrent replicas never send it twice.
+-- One row per logical email, named by (kind, reference, version): what it is about (the
+-- invoice, the payment for a receipt, the alert) and, for reminders, the position of the
+-- `overdue` change in the invoice's history. A sender locks the row while it hands the message
+-- to SMTP and marks it `sent` in the same transaction, so redelivered events and concurrent
+-- replicas never send it twice.
 
 create table emails (
     kind        text not null check (kind in
                     ('invoice_issued', 'payment_reminder', 'payment_received', 'operator_alert')),
-    -- The invoice id, or the alert id for operator alerts.
+    -- The invoice id (issued, reminder), the payment id (receipt) or the alert id.
     reference   text not null,
     version     integer not null check (version >= 0),
     invoice_id  uuid,
     -- pending: not handed to SMTP yet (or the last attempt failed); sent: accepted by the
-    -- server; rejected: refused for good (5xx), dead-lettered.
+    -- server; rejected: refused for good (550–556, or an invalid address), dead-lettered.
     state       text not null check (state in ('pending', 'sent', 'rejected')),
     -- Derived from the key: a resend after a crash carries the same Message-ID.
     message_id  text not null unique,

@@ -141,7 +141,7 @@ async fn emailed_once(system: &System) -> anyhow::Result<()> {
         parsed.subject(),
         Some(format!("Invoice {} – platform fees October 2026", invoice.number).as_str())
     );
-    let expected_id = format!("invoice_issued.{}.2@platform.example.test", invoice.id);
+    let expected_id = format!("invoice_issued.{}.0@platform.example.test", invoice.id);
     assert_eq!(parsed.message_id(), Some(expected_id.as_str()));
     let plain = parsed.body_text(0).unwrap_or_default().to_string();
     let html = parsed.body_html(0).unwrap_or_default().to_string();
@@ -249,20 +249,39 @@ async fn emailed_once(system: &System) -> anyhow::Result<()> {
     assert!(reminder_pdf.contains("Overdue"), "{reminder_pdf}");
     assert!(reminder_pdf.contains("AUD 39.11"), "{reminder_pdf}");
 
-    // Paid in full: the last receipt.
-    invoicing
-        .record_payment(RecordPaymentRequest {
-            invoice_id: invoice.id.clone(),
-            amount: "39.11".into(),
-            received_on: "2026-12-02".into(),
-            reference: invoice.number.clone(),
-            idempotency_key: "claire-part-2".into(),
-        })
-        .await?;
-    let mails = exactly(system, 5).await?;
+    // A second part payment changes no status (overdue until paid in full) and still gets its
+    // receipt; then the rest settles it.
+    for (n, amount) in [(2, "10.00"), (3, "29.11")] {
+        invoicing
+            .record_payment(RecordPaymentRequest {
+                invoice_id: invoice.id.clone(),
+                amount: amount.into(),
+                received_on: "2026-12-02".into(),
+                reference: format!("{} part {n}", invoice.number),
+                idempotency_key: format!("claire-part-{n}"),
+            })
+            .await?;
+        exactly(system, 3 + n).await?;
+    }
+    let mails = system.mail.mails();
+    let second = parse(&mails[4])?;
     assert_eq!(
-        parse(&mails[4])?.subject(),
+        second.subject(),
+        Some(format!("Payment received for invoice {}", invoice.number).as_str())
+    );
+    let second_text = second.body_text(0).unwrap_or_default().to_string();
+    assert!(second_text.contains("AUD 10.00"), "{second_text}");
+    assert!(second_text.contains("AUD 29.11"), "balance: {second_text}");
+    let last = parse(&mails[5])?;
+    assert_eq!(
+        last.subject(),
         Some(format!("Payment received – invoice {} is paid", invoice.number).as_str())
+    );
+    assert!(
+        last.body_text(0)
+            .unwrap_or_default()
+            .contains("paid in full"),
+        "the receipt says so"
     );
 
     // The PDF on demand shows it paid, over gRPC and through billingctl.
@@ -314,6 +333,7 @@ async fn emailed_once(system: &System) -> anyhow::Result<()> {
             "invoice_issued",
             "payment_received",
             "payment_reminder",
+            "payment_received",
             "payment_received"
         ]
     );

@@ -97,7 +97,7 @@ impl Lifecycle {
             "" => format!("bank:{invoice_id}:{received_on}:{amount}:{reference}"),
             key => format!("bank:{key}"),
         };
-        let Some(updated) = self
+        let Some((updated, payment)) = self
             .store
             .add_payment(
                 &mut tx,
@@ -133,6 +133,9 @@ impl Lifecycle {
             currency.format(amount)
         );
         let updated = self.settle(&mut tx, updated, &reason, now).await?;
+        self.store
+            .payment_recorded(&mut tx, &updated, &payment, now)
+            .await?;
         tx.commit().await?;
         self.relay.notify_one();
         metrics::counter!("invoicing_payments_recorded_total", "method" => "bank_transfer")
@@ -331,8 +334,9 @@ impl Lifecycle {
                 };
                 let paid = from_minor_units(event.amount_paid, currency);
                 let owed = paid - invoice.amount_paid;
-                let invoice = if owed > Decimal::ZERO {
-                    self.store
+                let (invoice, payment) = if owed > Decimal::ZERO {
+                    match self
+                        .store
                         .add_payment(
                             tx,
                             &invoice,
@@ -343,18 +347,27 @@ impl Lifecycle {
                             &format!("stripe:{}", event.event_id),
                         )
                         .await?
-                        .unwrap_or(invoice)
+                    {
+                        Some((updated, payment)) => (updated, Some(payment)),
+                        None => (invoice, None),
+                    }
                 } else {
-                    invoice
+                    (invoice, None)
                 };
                 metrics::counter!("invoicing_payments_recorded_total", "method" => "stripe")
                     .increment(1);
                 // Stripe says it is paid (perhaps from the customer's credit balance or out of
                 // band, with less or nothing collected): it is paid.
                 let reason = format!("paid in Stripe ({} collected)", format_paid(paid, currency));
-                self.store
+                let invoice = self
+                    .store
                     .transition(tx, &invoice, Status::Paid, &reason, now)
                     .await?;
+                if let Some(payment) = payment {
+                    self.store
+                        .payment_recorded(tx, &invoice, &payment, now)
+                        .await?;
+                }
                 StripeOutcome::Applied
             }
             "invoice.payment_failed" if invoice.status().is_open() => {

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use billing_domain::Currency;
 use billing_proto::convert::{money, timestamp};
-use billing_proto::events::{AlertV1, InvoiceIssuedV1, InvoiceStatusChangedV1};
+use billing_proto::events::{AlertV1, InvoiceIssuedV1, InvoiceStatusChangedV1, PaymentRecordedV1};
 use billing_runtime::Subjects;
 use chrono::{DateTime, NaiveDate, Utc};
 use prost::Message;
@@ -207,6 +207,17 @@ pub struct Billed {
     pub amount: Decimal,
     /// The latest live invoice with a line for the booking.
     pub last_number: String,
+}
+
+/// A payment just recorded.
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    pub id: Uuid,
+    /// `bank_transfer` or `stripe`.
+    pub method: String,
+    pub amount: Decimal,
+    pub received_on: NaiveDate,
+    pub reference: String,
 }
 
 /// A booking the ledger announced as changed; `seq` identifies this mark (a newer change of the
@@ -752,7 +763,6 @@ impl Store {
                 invoice_number: row.number.clone(),
                 period: row.period.clone(),
                 issued_at: Some(timestamp(row.issued_at.unwrap_or(now))),
-                version: seq.unsigned_abs(),
             }
             .encode_to_vec()
         } else {
@@ -792,14 +802,21 @@ impl Store {
         received_on: NaiveDate,
         reference: &str,
         idempotency_key: &str,
-    ) -> Result<Option<InvoiceRow>, sqlx::Error> {
+    ) -> Result<Option<(InvoiceRow, NewPayment)>, sqlx::Error> {
+        let payment = NewPayment {
+            id: Uuid::now_v7(),
+            method: method.to_string(),
+            amount,
+            received_on,
+            reference: reference.to_string(),
+        };
         let inserted = sqlx::query(
             "insert into payments (id, invoice_id, method, amount, received_on, reference,
                 idempotency_key)
              values ($1, $2, $3, $4, $5, $6, $7)
              on conflict (idempotency_key) do nothing",
         )
-        .bind(Uuid::now_v7())
+        .bind(payment.id)
         .bind(invoice.id)
         .bind(method)
         .bind(amount)
@@ -819,7 +836,39 @@ impl Store {
         .bind(amount)
         .fetch_one(tx)
         .await
-        .map(Some)
+        .map(|row| Some((row, payment)))
+    }
+
+    /// Announces a recorded payment on `invoicing.invoice.payment_recorded`, with `invoice` as
+    /// it stands after the payment (status settled).
+    pub async fn payment_recorded(
+        &self,
+        tx: &mut PgConnection,
+        invoice: &InvoiceRow,
+        payment: &NewPayment,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let event = PaymentRecordedV1 {
+            payment_id: payment.id.to_string(),
+            invoice_id: invoice.id.to_string(),
+            tenant_id: invoice.tenant_id.clone(),
+            invoice_number: invoice.number.clone(),
+            method: payment.method.clone(),
+            amount: Some(invoice.money(payment.amount)),
+            received_on: payment.received_on.to_string(),
+            reference: payment.reference.clone(),
+            status: invoice.status.clone(),
+            total: Some(invoice.money(invoice.total)),
+            amount_paid: Some(invoice.money(invoice.amount_paid)),
+            recorded_at: Some(timestamp(now)),
+        };
+        sqlx::query("insert into outbox (subject, message_id, payload) values ($1, $2, $3)")
+            .bind(self.subjects.invoice("payment_recorded"))
+            .bind(format!("payment:{}", payment.id))
+            .bind(event.encode_to_vec())
+            .execute(tx)
+            .await?;
+        Ok(())
     }
 
     /// The invoice and amount a payment idempotency key was recorded with.

@@ -1,21 +1,25 @@
 //! Turns events into emails. Two durable consumers:
 //! - `notifier-invoices` on `invoicing.invoice.>`: `issued` → the invoice with its PDF;
-//!   `overdue` → a payment reminder; `partially_paid` and `paid` → a payment receipt. Other
-//!   statuses send nothing.
+//!   `overdue` → a payment reminder with the current PDF; `payment_recorded` → a receipt for
+//!   that payment. Other events send nothing.
 //! - `notifier-alerts` on `alerts.>`: each alert is emailed to the operator.
 //!
-//! Each email goes through [`Deliveries::send_once`], keyed by (kind, invoice or alert,
-//! version), so redelivered events never send twice. SMTP trouble (connection refused,
-//! timeouts, 4xx) leaves the event unacknowledged and retried with a growing delay; a
-//! permanent refusal (5xx) dead-letters the event and raises an operator alert.
+//! Each email goes through [`Deliveries::send_once`], keyed by what it is about, so redelivered
+//! events never send twice: (invoice_issued, invoice, 0) — an invoice is issued once;
+//! (payment_reminder, invoice, position of the `overdue` entry in its history);
+//! (payment_received, payment, 0); (operator_alert, alert id, 0). SMTP trouble (connection
+//! refused, timeouts, 4xx, a session the server refuses) leaves the event unacknowledged and
+//! retried with a growing delay; a refusal of the message or its recipient (550–556) or an
+//! invalid address dead-letters the event and raises an operator alert.
 
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use billing_proto::convert::{Timestamp, timestamp};
-use billing_proto::events::{AlertV1, InvoiceIssuedV1, InvoiceStatusChangedV1};
+use billing_proto::events::{AlertV1, InvoiceIssuedV1, InvoiceStatusChangedV1, PaymentRecordedV1};
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{GetInvoiceRequest, Invoice};
 use billing_runtime::{Shutdown, Subjects, nats};
@@ -86,6 +90,8 @@ impl Disposition {
 struct Wanted {
     key: Key,
     invoice_id: Uuid,
+    /// For receipts: the payment, as the event tells it.
+    payment: Option<PaymentRecordedV1>,
 }
 
 impl Notifier {
@@ -121,9 +127,10 @@ impl Notifier {
     pub async fn create_consumers(
         &self,
     ) -> Result<(PullConsumer, PullConsumer), async_nats::Error> {
-        let config = |name: &str, filter: String| pull::Config {
+        let config = |name: &str, filter: String, deliver_policy| pull::Config {
             durable_name: Some(name.into()),
             filter_subject: filter,
+            deliver_policy,
             ack_policy: AckPolicy::Explicit,
             // Rendering and SMTP can be slow; a message is redelivered only after this.
             ack_wait: Duration::from_secs(120),
@@ -135,25 +142,43 @@ impl Notifier {
             .js
             .get_stream(self.subjects.stream_name("INVOICING"))
             .await?;
-        // Earlier versions read `invoicing.invoice.issued` with this durable; its successor
-        // reads every invoice event.
-        if invoicing.consumer_info(LEGACY_CONSUMER).await.is_ok() {
-            invoicing.delete_consumer(LEGACY_CONSUMER).await?;
-            tracing::info!("removed the legacy `notifier` consumer");
-        }
+        // Earlier versions read only `invoicing.invoice.issued`, with the `notifier` durable.
+        // Its successor starts after the last event that one acknowledged, so the stream's
+        // history (receipts and reminders that were never sent back then) is not replayed.
+        let deliver_policy = match invoicing.consumer_info(LEGACY_CONSUMER).await {
+            Ok(legacy) => DeliverPolicy::ByStartSequence {
+                start_sequence: legacy.ack_floor.stream_sequence + 1,
+            },
+            Err(_) => DeliverPolicy::All,
+        };
         let invoices = invoicing
             .get_or_create_consumer(
                 INVOICES_CONSUMER,
-                config(INVOICES_CONSUMER, self.subjects.invoice(">")),
+                config(
+                    INVOICES_CONSUMER,
+                    self.subjects.invoice(">"),
+                    deliver_policy,
+                ),
             )
             .await?;
+        if let DeliverPolicy::ByStartSequence { start_sequence } = deliver_policy {
+            // Another replica may have removed it first.
+            match invoicing.delete_consumer(LEGACY_CONSUMER).await {
+                Ok(_) => tracing::info!(start_sequence, "replaced the legacy `notifier` consumer"),
+                Err(err) => tracing::info!(error = %err, "legacy consumer already removed"),
+            }
+        }
         let alerts = self
             .js
             .get_stream(self.subjects.stream_name("ALERTS"))
             .await?
             .get_or_create_consumer(
                 ALERTS_CONSUMER,
-                config(ALERTS_CONSUMER, self.subjects.alerts_all()),
+                config(
+                    ALERTS_CONSUMER,
+                    self.subjects.alerts_all(),
+                    DeliverPolicy::All,
+                ),
             )
             .await?;
         Ok((invoices, alerts))
@@ -184,38 +209,57 @@ impl Notifier {
     /// Which email, if any, an invoice event calls for.
     fn wanted(msg: &jetstream::Message) -> Result<Option<Wanted>, String> {
         let what = msg.subject.rsplit('.').next().unwrap_or_default();
-        let (kind, invoice_id, version) = match what {
+        let payload = msg.payload.as_ref();
+        let (kind, invoice_id, reference, payment) = match what {
             "issued" => {
-                let e = InvoiceIssuedV1::decode(msg.payload.as_ref())
+                let e = InvoiceIssuedV1::decode(payload)
                     .map_err(|e| format!("undecodable InvoiceIssuedV1: {e}"))?;
-                (Kind::InvoiceIssued, e.invoice_id, e.version)
+                let id = e.invoice_id.clone();
+                (Kind::InvoiceIssued, e.invoice_id, (id, 0), None)
             }
-            "overdue" | "paid" | "partially_paid" => {
-                let e = InvoiceStatusChangedV1::decode(msg.payload.as_ref())
+            "overdue" => {
+                let e = InvoiceStatusChangedV1::decode(payload)
                     .map_err(|e| format!("undecodable InvoiceStatusChangedV1: {e}"))?;
-                let kind = if what == "overdue" {
-                    Kind::PaymentReminder
-                } else {
-                    Kind::PaymentReceived
-                };
-                (kind, e.invoice_id, e.version)
+                if e.version == 0 {
+                    // Published before events carried versions, when no reminders were sent.
+                    return Ok(None);
+                }
+                let id = e.invoice_id.clone();
+                (Kind::PaymentReminder, e.invoice_id, (id, e.version), None)
             }
+            "payment_recorded" => {
+                let e = PaymentRecordedV1::decode(payload)
+                    .map_err(|e| format!("undecodable PaymentRecordedV1: {e}"))?;
+                let payment_id = e.payment_id.clone();
+                (
+                    Kind::PaymentReceived,
+                    e.invoice_id.clone(),
+                    (payment_id, 0),
+                    Some(e),
+                )
+            }
+            // issued → partially_paid → paid | overdue | void, payment_failed: no email.
             _ => return Ok(None),
         };
         let invoice_id = invoice_id
             .parse::<Uuid>()
             .map_err(|_| format!("invoice_id {invoice_id:?} is not a UUID"))?;
+        let (reference, version) = reference;
         Ok(Some(Wanted {
             key: Key {
                 kind,
-                reference: invoice_id.to_string(),
+                reference,
                 version,
             },
             invoice_id,
+            payment,
         }))
     }
 
     async fn invoice_event(&self, msg: &jetstream::Message) -> Disposition {
+        // Names this delivery of the event: a replayed dead letter gets a new one, so a
+        // second refusal raises a second alert.
+        let delivery = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
         let wanted = match Self::wanted(msg) {
             Ok(Some(wanted)) => wanted,
             Ok(None) => return Disposition::Ack,
@@ -230,7 +274,7 @@ impl Notifier {
             Ok(false) => {}
             Err(err) => return Disposition::Retry(format!("database: {err}")),
         }
-        let invoice = match self.invoice(&key.reference).await {
+        let invoice = match self.invoice(&wanted.invoice_id.to_string()).await {
             Ok(invoice) => invoice,
             Err(err @ FetchError::NotFound(_)) => return Disposition::dead(err.to_string()),
             Err(err) => return Disposition::Retry(err.to_string()),
@@ -243,8 +287,8 @@ impl Notifier {
             Kind::InvoiceIssued | Kind::PaymentReminder => {
                 let pdf = match self.render(invoice.clone()).await {
                     Ok(rendered) => rendered.bytes,
-                    Err(FetchError::Pdf(err)) => return Disposition::dead(format!("pdf: {err}")),
-                    Err(err) => return Disposition::Retry(err.to_string()),
+                    // Rendering is deterministic: a second try would fail the same way.
+                    Err(err) => return self.refused(key, &invoice, delivery, &err.to_string()),
                 };
                 if key.kind == Kind::InvoiceIssued {
                     mail::invoice_issued(&invoice, pdf)
@@ -252,11 +296,28 @@ impl Notifier {
                     mail::payment_reminder(&invoice, pdf)
                 }
             }
-            _ => mail::payment_received(&invoice),
+            Kind::PaymentReceived => match &wanted.payment {
+                Some(payment) => mail::payment_received(&invoice, payment),
+                None => return Disposition::dead("a receipt without its payment"),
+            },
+            Kind::OperatorAlert => return Disposition::dead("an alert on an invoice subject"),
         };
         let email = match email {
             Ok(email) => email,
-            Err(err) => return self.refused(key, &invoice, &err.to_string()),
+            Err(err) => {
+                let reason = err.to_string();
+                let envelope = Envelope {
+                    message_id: key.message_id(self.from.email.domain()),
+                    recipient: invoice.billing_email.clone(),
+                    subject: String::new(),
+                    invoice_id: Some(wanted.invoice_id),
+                };
+                let recorded = self.deliveries.refused(key, &envelope, &reason).await;
+                if let Err(err) = recorded {
+                    return Disposition::Retry(format!("database: {err}"));
+                }
+                return self.refused(key, &invoice, delivery, &reason);
+            }
         };
         match self.send(key, Some(wanted.invoice_id), email).await {
             Ok(Outcome::Sent) => {
@@ -264,9 +325,9 @@ impl Notifier {
                 Disposition::Ack
             }
             Ok(Outcome::AlreadySent) => Disposition::Ack,
-            Err(DeliveryError::Mail(err @ (MailError::Permanent(_) | MailError::Address(_)))) => {
-                self.refused(key, &invoice, &err.to_string())
-            }
+            Err(DeliveryError::Mail(
+                err @ (MailError::Permanent(_) | MailError::Address(_) | MailError::Build(_)),
+            )) => self.refused(key, &invoice, delivery, &err.to_string()),
             Err(err) => Disposition::Retry(err.to_string()),
         }
     }
@@ -286,9 +347,9 @@ impl Notifier {
         match self.send(&key, None, email).await {
             Ok(_) => Disposition::Ack,
             // No alert about an alert the mail server refused: that would loop.
-            Err(DeliveryError::Mail(err @ (MailError::Permanent(_) | MailError::Address(_)))) => {
-                Disposition::dead(format!("operator alert refused: {err}"))
-            }
+            Err(DeliveryError::Mail(
+                err @ (MailError::Permanent(_) | MailError::Address(_) | MailError::Build(_)),
+            )) => Disposition::dead(format!("operator alert refused: {err}")),
             Err(err) => Disposition::Retry(err.to_string()),
         }
     }
@@ -318,6 +379,10 @@ impl Notifier {
             Ok(Outcome::Sent) => "sent",
             Ok(Outcome::AlreadySent) => "duplicate",
             Err(DeliveryError::Mail(MailError::Transient(_))) => "deferred",
+            Err(DeliveryError::Mail(MailError::Server(err))) => {
+                tracing::error!(error = %err, "the SMTP server refuses our session; fix the SMTP settings");
+                "server_refused"
+            }
             Err(DeliveryError::Mail(_)) => "rejected",
             Err(DeliveryError::Db(_)) => "db_error",
         };
@@ -328,10 +393,13 @@ impl Notifier {
 
     /// The mail server (or the address) refused an email for good: dead-letter the event and
     /// tell the operator.
-    fn refused(&self, key: &Key, invoice: &Invoice, error: &str) -> Disposition {
+    fn refused(&self, key: &Key, invoice: &Invoice, delivery: u64, error: &str) -> Disposition {
         let kind = key.kind.as_str();
         let alert = AlertV1 {
-            alert_id: format!("email_rejected:{kind}:{}:{}", key.reference, key.version),
+            alert_id: format!(
+                "email_rejected:{kind}:{}:{}:{delivery}",
+                key.reference, key.version
+            ),
             kind: "email_rejected".into(),
             severity: "critical".into(),
             summary: format!(
@@ -341,8 +409,9 @@ impl Notifier {
             ),
             details: format!(
                 "Tenant {} did not get the {} email for invoice {}: {error}. The event is in the \
-                 dead-letter stream ({}); correct the tenant's billing email in their profile, \
-                 then replay it.",
+                 dead-letter stream {}. If the address is wrong, correct the tenant's billing \
+                 email in their profile; then publish the dead letter again (its original \
+                 subject is in its Billing-Dlq-Subject header).",
                 invoice.tenant_id,
                 kind.replace('_', " "),
                 invoice.number,

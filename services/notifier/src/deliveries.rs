@@ -1,10 +1,12 @@
 //! The record that makes each logical email go out once. An email is named by
 //! (kind, reference, version); its row is locked while the message is handed to SMTP and
 //! marked `sent` in the same transaction. A second delivery of the same event waits for the
-//! lock, then finds `sent` and sends nothing. If the process dies after the server accepted the
-//! message but before the commit, the next delivery sends it again with the same Message-ID:
-//! that window is the only way to a second copy, and mail clients show one message per
-//! Message-ID.
+//! lock, then finds `sent` and sends nothing.
+//!
+//! A second copy can only happen when the server accepted a message but its `sent` mark was
+//! not committed: the process died in between, the commit failed, or PostgreSQL dropped the
+//! session (and the lock) while SMTP was still talking. The next delivery then sends it again
+//! with the same Message-ID, and mail clients show one message per Message-ID.
 
 use std::future::Future;
 
@@ -161,7 +163,7 @@ impl Deliveries {
         let result = send().await;
         let (state, error) = match &result {
             Ok(()) => ("sent", None),
-            Err(err @ (MailError::Permanent(_) | MailError::Address(_))) => {
+            Err(err @ (MailError::Permanent(_) | MailError::Address(_) | MailError::Build(_))) => {
                 ("rejected", Some(err.to_string()))
             }
             Err(err) => ("pending", Some(err.to_string())),
@@ -186,6 +188,35 @@ impl Deliveries {
             Ok(()) => Ok(Outcome::Sent),
             Err(err) => Err(DeliveryError::Mail(err)),
         }
+    }
+
+    /// Records an email that could not be sent at all (its address is invalid) as `rejected`.
+    pub async fn refused(
+        &self,
+        key: &Key,
+        envelope: &Envelope,
+        error: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into emails (kind, reference, version, invoice_id, state, message_id,
+                recipient, subject, attempts, last_error)
+             values ($1, $2, $3, $4, 'rejected', $5, $6, $7, 1, $8)
+             on conflict (kind, reference, version) do update
+                set state = 'rejected', attempts = emails.attempts + 1,
+                    last_error = excluded.last_error, recipient = excluded.recipient
+                where emails.state <> 'sent'",
+        )
+        .bind(key.kind.as_str())
+        .bind(&key.reference)
+        .bind(version(key))
+        .bind(envelope.invoice_id)
+        .bind(&envelope.message_id)
+        .bind(&envelope.recipient)
+        .bind(&envelope.subject)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Every email about `invoice_id`, oldest first.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use billing_domain::Secret;
 use billing_proto::convert;
-use billing_proto::events::AlertV1;
+use billing_proto::events::{AlertV1, PaymentRecordedV1};
 use billing_proto::invoicing::Invoice;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart};
@@ -36,12 +36,18 @@ pub struct SmtpSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
-    /// The server refused for good (5xx): retrying cannot help.
+    /// The server refused this message or its recipient for good (550–556): retrying cannot
+    /// help.
     #[error("smtp rejected the message: {0}")]
     Permanent(String),
     /// Connection failures, timeouts and 4xx: try again later.
     #[error("smtp unavailable: {0}")]
     Transient(String),
+    /// A 5xx that is about us, not the message (authentication, commands the server does not
+    /// accept): every email would fail the same way, so none is dead-lettered; retried until
+    /// the configuration is fixed.
+    #[error("smtp refused our session (check the SMTP settings): {0}")]
+    Server(String),
     #[error("invalid address {0:?}")]
     Address(String),
     #[error("building the message: {0}")]
@@ -252,37 +258,68 @@ pub fn payment_reminder(invoice: &Invoice, pdf: Vec<u8>) -> Result<Email, MailEr
     })
 }
 
-/// "Payment received" for a payment that settled or reduced an invoice.
-pub fn payment_received(invoice: &Invoice) -> Result<Email, MailError> {
-    let paid_in_full = invoice.status == "paid";
+/// "Payment received": a receipt for one payment, with the invoice as that payment left it.
+pub fn payment_received(
+    invoice: &Invoice,
+    payment: &PaymentRecordedV1,
+) -> Result<Email, MailError> {
+    let paid_in_full = payment.status == "paid";
+    let total = convert::amount(payment.total.as_ref()).unwrap_or_default();
+    let paid = convert::amount(payment.amount_paid.as_ref()).unwrap_or_default();
+    let balance = convert::money(
+        &payment
+            .total
+            .as_ref()
+            .map(|m| m.currency_code.clone())
+            .unwrap_or_default(),
+        (total - paid).to_string(),
+    );
+    let method = match payment.method.as_str() {
+        "bank_transfer" => "bank transfer",
+        "stripe" => "card (Stripe)",
+        other => other,
+    };
     let mut body = Body {
         greeting: format!("Hello {},", invoice.tenant_name),
-        paragraphs: vec![if paid_in_full {
-            format!("Thank you: invoice {} is now paid in full.", invoice.number)
-        } else {
-            format!(
-                "Thank you: we have received a payment towards invoice {}.",
-                invoice.number
-            )
-        }],
+        paragraphs: vec![format!(
+            "Thank you: we received {} by {method} on {} for invoice {}.",
+            money(payment.amount.as_ref()),
+            long_date(&payment.received_on),
+            payment.invoice_number
+        )],
         facts: vec![
-            ("Invoice".into(), invoice.number.clone()),
-            ("Total".into(), money(invoice.total.as_ref())),
-            ("Paid".into(), money(invoice.amount_paid.as_ref())),
-            ("Balance due".into(), money(invoice.balance.as_ref())),
+            ("Invoice".into(), payment.invoice_number.clone()),
+            ("Payment reference".into(), payment.reference.clone()),
+            ("Invoice total".into(), money(payment.total.as_ref())),
+            ("Paid so far".into(), money(payment.amount_paid.as_ref())),
         ],
         closing: vec!["Thank you.".into()],
         ..Body::default()
     };
-    if !paid_in_full {
+    if paid_in_full {
+        body.paragraphs
+            .push("The invoice is now paid in full.".to_string());
+    }
+    if total > paid {
+        body.facts
+            .push(("Balance due".into(), money(Some(&balance))));
         how_to_pay(invoice, &mut body);
+    } else if paid > total {
+        let credit = convert::money(&balance.currency_code, (paid - total).to_string());
+        body.paragraphs.push(format!(
+            "You have paid {} more than the invoice total; we will contact you about the credit.",
+            money(Some(&credit))
+        ));
     }
     Ok(Email {
         to: tenant_mailbox(invoice)?,
         subject: if paid_in_full {
-            format!("Payment received – invoice {} is paid", invoice.number)
+            format!(
+                "Payment received – invoice {} is paid",
+                payment.invoice_number
+            )
         } else {
-            format!("Payment received for invoice {}", invoice.number)
+            format!("Payment received for invoice {}", payment.invoice_number)
         },
         body,
         attachment: None,
@@ -330,8 +367,21 @@ pub async fn send(
 ) -> Result<(), MailError> {
     match transport.send(message).await {
         Ok(_) => Ok(()),
-        Err(err) if err.is_permanent() => Err(MailError::Permanent(err.to_string())),
-        Err(err) => Err(MailError::Transient(err.to_string())),
+        Err(err) => Err(classify(
+            err.is_permanent(),
+            err.status().map(u16::from),
+            err.to_string(),
+        )),
+    }
+}
+
+/// 550–556 refuse the recipient or this message; other 5xx (530/535 authentication, 500–504
+/// command errors) refuse the session, whatever the message.
+fn classify(permanent: bool, code: Option<u16>, text: String) -> MailError {
+    match code {
+        Some(550..=556) if permanent => MailError::Permanent(text),
+        _ if permanent => MailError::Server(text),
+        _ => MailError::Transient(text),
     }
 }
 
@@ -378,6 +428,23 @@ mod tests {
         assert!(!html.contains("<Jones>"), "{html}");
         assert!(plain.contains("Please quote CLAIRE-2026-0010"), "{plain}");
         assert_eq!(parsed.attachment_count(), 1);
+    }
+
+    #[test]
+    fn only_refusals_of_the_message_are_permanent() {
+        let kind = |permanent, code| match classify(permanent, code, String::new()) {
+            MailError::Permanent(_) => "permanent",
+            MailError::Server(_) => "server",
+            MailError::Transient(_) => "transient",
+            _ => "other",
+        };
+        assert_eq!(kind(true, Some(550)), "permanent");
+        assert_eq!(kind(true, Some(553)), "permanent");
+        assert_eq!(kind(true, Some(535)), "server", "bad password");
+        assert_eq!(kind(true, Some(530)), "server");
+        assert_eq!(kind(true, Some(502)), "server");
+        assert_eq!(kind(false, Some(451)), "transient");
+        assert_eq!(kind(false, None), "transient", "connection refused");
     }
 
     #[test]

@@ -388,9 +388,14 @@ impl Header {
             &format!("Platform fees for {}", period_text(view)),
             RIGHT - LEFT,
         );
-        summary.push(counts);
+        summary.extend(wrap(&fonts.regular, BODY.size, &counts, RIGHT - LEFT));
         if inv.status == "void" && !inv.void_reason.is_empty() {
-            summary.push(format!("This invoice is void: {}", inv.void_reason));
+            summary.extend(wrap(
+                &fonts.regular,
+                BODY.size,
+                &format!("This invoice is void: {}", inv.void_reason),
+                RIGHT - LEFT,
+            ));
         }
 
         Header {
@@ -452,7 +457,8 @@ fn continuation_header(c: &mut Canvas<'_, '_>, view: &InvoiceView<'_>) -> f32 {
         50.0,
         &format!("{} {} (continued)", view.title_case(), view.inv.number),
     );
-    c.right(LABEL, RIGHT, 50.0, &view.inv.tenant_name);
+    let name = clip(&c.fonts.regular, LABEL.size, &view.inv.tenant_name, 200.0);
+    c.right(LABEL, RIGHT, 50.0, &name);
     TABLE_TOP_NEXT
 }
 
@@ -501,14 +507,11 @@ fn table_row(c: &mut Canvas<'_, '_>, view: &InvoiceView<'_>, line: &InvoiceLine,
     } else {
         line.service_name.clone()
     };
-    let service_width = COL_AMOUNT_RIGHT - 62.0 - COL_SERVICE;
+    let booking_amount = amount(line.booking_amount.as_ref());
+    // The service takes what the amount leaves, so a long amount (yen, rupiah) never overlaps.
+    let service_width = COL_AMOUNT_RIGHT - c.width(CELL, &booking_amount) - 10.0 - COL_SERVICE;
     c.clipped(CELL, COL_SERVICE, y, &service, service_width);
-    c.right(
-        CELL,
-        COL_AMOUNT_RIGHT,
-        y,
-        &amount(line.booking_amount.as_ref()),
-    );
+    c.right(CELL, COL_AMOUNT_RIGHT, y, &booking_amount);
     c.right(CELL, COL_FEE_RIGHT, y, &amount(line.platform_fee.as_ref()));
     if line.kind == "adjustment" {
         c.clipped(
@@ -579,7 +582,7 @@ impl Closing {
         }
         notes.extend(wrapped(&format!(
             "Fees are rounded per booking; session times are in {}.",
-            inv.time_zone
+            view.tz.name()
         )));
         Closing { totals, pay, notes }
     }
@@ -625,11 +628,16 @@ fn footer(c: &mut Canvas<'_, '_>, view: &InvoiceView<'_>, page: usize, pages: us
         SMALL,
         LEFT,
         PAGE_H - 38.0,
-        &format!(
-            "{} {} · {}",
-            view.title_case(),
-            view.inv.number,
-            view.inv.tenant_name
+        &clip(
+            &c.fonts.regular,
+            SMALL.size,
+            &format!(
+                "{} {} · {}",
+                view.title_case(),
+                view.inv.number,
+                view.inv.tenant_name
+            ),
+            (RIGHT - LEFT) * 0.7,
         ),
     );
     c.right(
@@ -698,7 +706,7 @@ fn period_text(view: &InvoiceView<'_>) -> String {
             start.format("%B %Y"),
             start.format("%-d %b %Y"),
             last.format("%-d %b %Y"),
-            view.inv.time_zone
+            view.tz.name()
         ),
         None => view.inv.period.clone(),
     }
