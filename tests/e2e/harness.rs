@@ -63,6 +63,7 @@ pub struct System {
     pub notifier: SocketAddr,
     ingest_config: ingest::Config,
     ledger_config: ledger::Config,
+    notifier_config: notifier::Config,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     dir: PathBuf,
@@ -206,6 +207,7 @@ impl System {
             operator_address: "1 Example Street; Sydney NSW 2000".into(),
             operator_tax_id: "ABN 00 000 000 000 (fake)".into(),
         };
+        let notifier_config = config.clone();
         let token = shutdown.clone();
         tasks.push((
             "notifier",
@@ -226,6 +228,7 @@ impl System {
             notifier,
             ingest_config,
             ledger_config,
+            notifier_config,
             shutdown,
             tasks,
             dir,
@@ -281,6 +284,20 @@ impl System {
                 ..config
             };
             Ok(ledger::run(config, l, stop).await?)
+        })
+        .await
+    }
+
+    /// Starts one more notifier replica on the same database and durable consumers, with its
+    /// own shutdown token.
+    pub async fn spawn_notifier(&self) -> anyhow::Result<Replica> {
+        let config = self.notifier_config.clone();
+        self.spawn_replica(move |addr, l, stop| async move {
+            let config = notifier::Config {
+                listen_addr: addr,
+                ..config
+            };
+            Ok(notifier::run(config, l, stop).await?)
         })
         .await
     }

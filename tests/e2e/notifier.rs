@@ -186,10 +186,14 @@ async fn emailed_once(system: &System) -> anyhow::Result<()> {
     // The session on the last day at 23:30 Sydney time is printed in Sydney time.
     assert!(text.contains("31 Oct 2026 23:30"), "{text}");
 
-    // The same event delivered twice more: still one email.
+    // The same event delivered twice more, with a second notifier replica sharing the
+    // consumers: still one email.
+    let (_, replica_stop, replica) = system.spawn_notifier().await?;
     redeliver_issued(system, 1).await?;
     redeliver_issued(system, 2).await?;
     exactly(system, 1).await?;
+    replica_stop.cancel();
+    replica.await??;
     let notifier_db = system.db("notifier").await?;
     let (state, attempts): (String, i32) = sqlx::query_as(
         "select state, attempts from emails where kind = 'invoice_issued' and reference = $1",
