@@ -9,4 +9,5 @@ mod integrity;
 mod invoicing;
 mod ledger_consumer;
 mod notifier;
+mod traces;
 mod walking_skeleton;

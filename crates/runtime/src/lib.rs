@@ -1,4 +1,4 @@
-//! What every service starts with: configuration helpers, logging, metrics, health endpoints,
+//! What every service starts with: configuration helpers, logging, traces, metrics, health endpoints,
 //! database and JetStream setup, the outbox relay, graceful shutdown, and a combined gRPC + HTTP
 //! server.
 #![forbid(unsafe_code)]
@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 pub use nats::Subjects;
 pub use ops::Probes;

@@ -37,8 +37,8 @@ pub async fn grpc_router(routes: Routes, services: &[&str]) -> Result<Router, Se
         .into_axum_router())
 }
 
-/// A gRPC service's whole app: its `routes` with health and reflection, and the ops endpoints
-/// checking `probes`.
+/// A gRPC service's whole app: its `routes` with health and reflection, each call in a span
+/// joined to the caller's trace, and the ops endpoints checking `probes`.
 pub async fn grpc_app(
     routes: Routes,
     services: &[&str],
@@ -46,6 +46,7 @@ pub async fn grpc_app(
 ) -> Result<Router, ServeError> {
     Ok(grpc_router(routes, services)
         .await?
+        .layer(axum::middleware::from_fn(crate::trace::request_span))
         .merge(crate::ops::router(probes)))
 }
 

@@ -1,23 +1,88 @@
-//! Logging: JSON lines by default (`LOG_FORMAT=text` for humans), filtered by `RUST_LOG`.
+//! Logging and traces. Logs are JSON lines by default (`LOG_FORMAT=text` for humans), filtered
+//! by `RUST_LOG`. Spans are exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//! (e.g. `http://otel-collector:4317`), and not collected otherwise. The W3C trace-context
+//! propagator is installed either way, so a service without an exporter still passes on the
+//! `traceparent` it received.
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global subscriber once; later calls (tests starting several services) are no-ops.
-pub fn init(service: &'static str) {
+/// Flushes and stops the trace exporter when dropped: keep it alive for the life of `main`.
+#[must_use = "dropping the guard stops trace export"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {err}");
+        }
+    }
+}
+
+/// Installs the global subscriber once; later calls (tests starting several services) change
+/// nothing. Call from within the Tokio runtime (the OTLP exporter needs it).
+pub fn init(service: &'static str) -> Telemetry {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => match otlp_provider(service) {
+            Ok(provider) => Some(provider),
+            Err(err) => {
+                eprintln!("{service}: OTLP exporter for {endpoint} not started: {err}");
+                None
+            }
+        },
+        _ => None,
+    };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn,h2=warn,tower=warn"));
     let text = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "text");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = if text {
-        builder.try_init()
+        registry.with(tracing_subscriber::fmt::layer()).try_init()
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
             .try_init()
     };
     if result.is_ok() {
-        tracing::info!(service, "telemetry initialised");
+        tracing::info!(
+            service,
+            traces = provider.is_some(),
+            "telemetry initialised"
+        );
     }
+    Telemetry { provider }
+}
+
+fn otlp_provider(
+    service: &'static str,
+) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    // Endpoint, headers and timeout come from the standard OTEL_EXPORTER_OTLP_* variables.
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service)
+                .build(),
+        )
+        .with_batch_exporter(exporter)
+        .build())
 }

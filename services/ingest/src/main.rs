@@ -11,7 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = config::parse_or_exit();
-    telemetry::init("ingest");
+    let _telemetry = telemetry::init("ingest");
     let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
         Ok(l) => l,
         Err(err) => return config::config_error("ingest", &err),

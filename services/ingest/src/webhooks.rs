@@ -21,11 +21,11 @@ use billing_domain::booking::PayloadError;
 use billing_domain::callback::Callback;
 use billing_domain::standard_webhooks::{self, SignedHeaders, SigningKey};
 use billing_domain::{BookingPayload, Secret, TenantConfig, Tenants, stripe_signature};
-use billing_runtime::Subjects;
 use billing_runtime::nats::{
     AUTH_CALLBACK_TOKEN, AUTH_STANDARD_WEBHOOKS, AUTH_STRIPE_SIGNATURE, HDR_AUTH, HDR_EVENT_ID,
     HDR_EVENT_TYPE, HDR_RECEIVED_AT, HDR_SENT_AT, HDR_SOURCE, HDR_TENANT,
 };
+use billing_runtime::{Subjects, trace};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tower_http::timeout::TimeoutLayer;
@@ -165,6 +165,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize, timeout: Duration) ->
             post(simplybook_callback),
         )
         .route("/api/v1/webhooks/stripe", post(stripe))
+        .layer(axum::middleware::from_fn(trace::request_span))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -367,11 +368,10 @@ async fn publish(
 ) -> Response {
     let source = verified.source;
     let event_id = verified.event_id.as_str();
-    let acked = match state
-        .js
-        .publish_with_headers(subject, verified.headers(), body)
-        .await
-    {
+    let mut headers = verified.headers();
+    // The consumers continue this request's trace.
+    trace::inject_nats(&mut headers);
+    let acked = match state.js.publish_with_headers(subject, headers, body).await {
         Ok(ack) => ack.await,
         Err(err) => Err(err),
     };

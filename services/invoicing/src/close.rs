@@ -16,11 +16,11 @@ use billing_proto::convert::{amount, datetime, timestamp};
 use billing_proto::events::AlertV1;
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::ledger::{Booking, GetBookingsRequest, SummarizePeriodRequest};
+use billing_runtime::trace::TracedChannel;
 use chrono::{DateTime, Days, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::profile::{Mode, Profile};
@@ -73,7 +73,7 @@ const IDS_PER_CALL: usize = 10_000;
 #[derive(Clone)]
 pub struct MonthlyClose {
     store: Store,
-    ledger: LedgerServiceClient<Channel>,
+    ledger: LedgerServiceClient<TracedChannel>,
     stripe: Option<StripeBilling>,
     /// Printed on manual-mode invoices; `{number}` becomes the invoice number.
     bank_instructions: String,
@@ -83,7 +83,7 @@ pub struct MonthlyClose {
 impl MonthlyClose {
     pub fn new(
         store: Store,
-        ledger: LedgerServiceClient<Channel>,
+        ledger: LedgerServiceClient<TracedChannel>,
         stripe: Option<StripeBilling>,
         bank_details: &str,
         relay: Arc<Notify>,

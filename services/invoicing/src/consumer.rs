@@ -13,9 +13,10 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use billing_proto::convert::datetime;
 use billing_proto::events::BookingEventV1;
-use billing_runtime::{Shutdown, Subjects, nats};
+use billing_runtime::{Shutdown, Subjects, nats, trace};
 use chrono::{DateTime, Utc};
 use prost::Message;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::lifecycle::{Lifecycle, StripeInvoiceEvent};
@@ -95,7 +96,10 @@ impl Consumers {
                 mark_bookings(&store, &dlq, batch)
             });
         let payments = nats::consume(&self.stripe, 50, &shutdown, |msg| {
-            stripe_event(&lifecycle, &dlq, msg)
+            // Continues the trace of ingest's request that published the event.
+            let span = tracing::info_span!("invoicing.stripe_event");
+            trace::follow_nats(&span, msg.headers.as_ref());
+            stripe_event(&lifecycle, &dlq, msg).instrument(span)
         });
         tokio::join!(marks, payments);
         tracing::info!("invoicing consumers stopped");

@@ -19,7 +19,7 @@ use std::time::Duration;
 use billing_domain::{Secret, Tenants};
 use billing_proto::invoicing::invoicing_service_server::{InvoicingServiceServer, SERVICE_NAME};
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
-use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server};
+use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server, trace};
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
 
@@ -129,12 +129,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     subjects.ensure_streams(&js).await?;
     let ready_streams = (js.clone(), subjects.stream_names());
 
-    let ledger = LedgerServiceClient::new(
+    let ledger = LedgerServiceClient::new(trace::traced(
         Endpoint::from_shared(config.ledger_url.clone())?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .connect_lazy(),
-    )
+    ))
     // A month of a busy tenant (100,000 bookings) is ~30 MB of bookings.
     .max_decoding_message_size(LEDGER_MAX_MESSAGE);
     let store = store::Store::new(pool.clone(), subjects.clone());

@@ -6,7 +6,7 @@ use invoicing::Config;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = config::parse_or_exit();
-    telemetry::init("invoicing");
+    let _telemetry = telemetry::init("invoicing");
     let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
         Ok(l) => l,
         Err(err) => return config::config_error("invoicing", &err),

@@ -16,9 +16,10 @@ use billing_runtime::nats::{
     self, AUTH_CALLBACK_TOKEN, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_SENT_AT, HDR_TENANT,
     header,
 };
-use billing_runtime::{Shutdown, Subjects, db};
+use billing_runtime::{Shutdown, Subjects, db, trace};
 use futures::StreamExt;
 use prost::Message as _;
+use tracing::Instrument;
 
 use crate::batch::Outcome;
 use crate::events::NewBooking;
@@ -241,30 +242,47 @@ impl Consumer {
         booking: &NewBooking,
         outcome: Outcome,
     ) -> Disposition {
-        match outcome {
-            Outcome::Applied(applied, booking_id) => {
-                metrics::counter!("ledger_events_total", "outcome" => applied.as_str())
-                    .increment(1);
-                if applied != Applied::Duplicate {
-                    observe_latency(msg);
+        let span = tracing::info_span!("ledger.committed", event_id = %booking.event_id);
+        trace::follow_nats(&span, msg.headers.as_ref());
+        async {
+            match outcome {
+                Outcome::Applied(applied, booking_id) => {
+                    metrics::counter!("ledger_events_total", "outcome" => applied.as_str())
+                        .increment(1);
+                    if applied != Applied::Duplicate {
+                        observe_latency(msg);
+                    }
+                    tracing::debug!(
+                        event_id = booking.event_id,
+                        tenant = booking.tenant_id,
+                        outcome = applied.as_str(),
+                        booking_id = ?booking_id,
+                        "booking event applied"
+                    );
+                    Disposition::Ack
                 }
-                tracing::debug!(
-                    event_id = booking.event_id,
-                    tenant = booking.tenant_id,
-                    outcome = applied.as_str(),
-                    booking_id = ?booking_id,
-                    "booking event applied"
-                );
-                Disposition::Ack
+                Outcome::Rejected(reject) => self.dead_letter_booking(msg, &reject).await,
             }
-            Outcome::Rejected(reject) => self.dead_letter_booking(msg, &reject).await,
         }
+        .instrument(span)
+        .await
     }
 
     /// A booking from a message: a signed payload carries it; a callback is confirmed with
     /// SimplyBook first.
     async fn decode(&self, msg: &jetstream::Message) -> Result<NewBooking, Unapplied> {
         let meta = Meta::of(msg);
+        // Each event of a batch continues the trace its headers carry (ingest's request).
+        let span = tracing::info_span!("ledger.decode", event_id = %meta.event_id);
+        trace::follow_nats(&span, msg.headers.as_ref());
+        self.decode_event(msg, meta).instrument(span).await
+    }
+
+    async fn decode_event(
+        &self,
+        msg: &jetstream::Message,
+        meta: Meta<'_>,
+    ) -> Result<NewBooking, Unapplied> {
         if header(msg, HDR_AUTH) == Some(AUTH_CALLBACK_TOKEN) {
             self.confirm_callback(meta.tenant, &meta.event_id, &msg.payload)
                 .await

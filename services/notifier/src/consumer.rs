@@ -22,11 +22,12 @@ use billing_proto::convert::{Timestamp, timestamp};
 use billing_proto::events::{AlertV1, InvoiceIssuedV1, InvoiceStatusChangedV1, PaymentRecordedV1};
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{GetInvoiceRequest, Invoice};
-use billing_runtime::{Shutdown, Subjects, nats};
+use billing_runtime::trace::TracedChannel;
+use billing_runtime::{Shutdown, Subjects, nats, trace};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use prost::Message as _;
-use tonic::transport::Channel;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::deliveries::{Deliveries, DeliveryError, Envelope, Key, Kind, Outcome};
@@ -47,7 +48,7 @@ pub struct Notifier {
     pub js: jetstream::Context,
     pub subjects: Subjects,
     pub deliveries: Deliveries,
-    pub invoicing: InvoicingServiceClient<Channel>,
+    pub invoicing: InvoicingServiceClient<TracedChannel>,
     pub smtp: AsyncSmtpTransport<Tokio1Executor>,
     pub from: Mailbox,
     pub operator: Mailbox,
@@ -195,15 +196,27 @@ impl Notifier {
     }
 
     async fn on_invoice_event(&self, msg: jetstream::Message) {
-        let disposition = self.invoice_event(&msg).await;
-        self.settle(msg, disposition, "invoicing", INVOICES_CONSUMER)
-            .await;
+        let span = tracing::info_span!("notifier.invoice_event", subject = %msg.subject);
+        trace::follow_nats(&span, msg.headers.as_ref());
+        async {
+            let disposition = self.invoice_event(&msg).await;
+            self.settle(msg, disposition, "invoicing", INVOICES_CONSUMER)
+                .await;
+        }
+        .instrument(span)
+        .await
     }
 
     async fn on_alert(&self, msg: jetstream::Message) {
-        let disposition = self.alert_event(&msg).await;
-        self.settle(msg, disposition, "alerts", ALERTS_CONSUMER)
-            .await;
+        let span = tracing::info_span!("notifier.alert", subject = %msg.subject);
+        trace::follow_nats(&span, msg.headers.as_ref());
+        async {
+            let disposition = self.alert_event(&msg).await;
+            self.settle(msg, disposition, "alerts", ALERTS_CONSUMER)
+                .await;
+        }
+        .instrument(span)
+        .await
     }
 
     /// Which email, if any, an invoice event calls for.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use billing_domain::Secret;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::notifier::notifier_service_server::NotifierServiceServer;
-use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server};
+use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server, trace};
 use lettre::message::Mailbox;
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
@@ -136,12 +136,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     subjects.ensure_streams(&js).await?;
     let ready_streams = (js.clone(), subjects.stream_names());
 
-    let invoicing = InvoicingServiceClient::new(
+    let invoicing = InvoicingServiceClient::new(trace::traced(
         Endpoint::from_shared(config.invoicing_url.clone())?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .connect_lazy(),
-    )
+    ))
     // An invoice with every line of a busy month is large.
     .max_decoding_message_size(256 * 1024 * 1024);
     let smtp = mail::transport(&mail::SmtpSettings {

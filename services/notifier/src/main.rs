@@ -6,7 +6,7 @@ use notifier::Config;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = config::parse_or_exit();
-    telemetry::init("notifier");
+    let _telemetry = telemetry::init("notifier");
     let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
         Ok(l) => l,
         Err(err) => return config::config_error("notifier", &err),

@@ -1,0 +1,122 @@
+//! One trace across services: W3C trace context travels from ingest's webhook request through
+//! NATS headers into the ledger's handling of that event, and from one service's gRPC call into
+//! the service it calls. Spans are collected in memory (nextest runs each test in its own
+//! process, so this test owns the global subscriber).
+
+use std::time::Duration;
+
+use billing_proto::invoicing::GenerateMonthlyInvoicesRequest;
+use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
+use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::harness::{CLAIRE_SECRET, System, eventually};
+
+fn attribute(span: &SpanData, key: &str) -> String {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_and_a_grpc_call_each_stay_one_trace_across_services() -> anyhow::Result<()> {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("e2e")));
+    tracing::subscriber::set_global_default(subscriber).map_err(|e| {
+        anyhow::anyhow!("{e}: this test needs its own process (run it with cargo nextest)")
+    })?;
+
+    let system = System::start().await?;
+    let result = traced(&system, &provider, &exporter).await;
+    system.finish(result).await
+}
+
+async fn traced(
+    system: &System,
+    provider: &SdkTracerProvider,
+    exporter: &InMemorySpanExporter,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "booking_id": "7101", "booking_hash": "hash-7101", "status": "confirmed",
+        "price": "100.00", "currency": "AUD", "datetime": "2026-10-05 10:00:00",
+        "service": {"id": "7", "name": "Remedial massage 60 min", "duration": 60},
+        "client": {"name": "Test Client", "email": "client@example.test"},
+    })
+    .to_string();
+    let response = system
+        .post_signed("claire", "trace-1", &body, CLAIRE_SECRET)
+        .await?;
+    assert_eq!(response.status(), 202);
+
+    // The webhook request in ingest, and the ledger's decoding and committing of its event.
+    let spans = eventually(Duration::from_secs(30), || async {
+        provider.force_flush()?;
+        let spans = exporter.get_finished_spans()?;
+        let committed = spans.iter().any(|s| s.name == "ledger.committed");
+        Ok(committed.then_some(spans))
+    })
+    .await?;
+    let webhook = spans
+        .iter()
+        .find(|s| s.name == "http" && attribute(s, "path").contains("/simplybook/claire"))
+        .ok_or_else(|| anyhow::anyhow!("no ingest request span in {:?}", names(&spans)))?;
+    let trace_id = webhook.span_context.trace_id();
+    assert_ne!(trace_id, TraceId::INVALID);
+    for name in ["ledger.decode", "ledger.committed"] {
+        let span = spans
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no {name} span"))?;
+        assert_eq!(
+            span.span_context.trace_id(),
+            trace_id,
+            "{name} joins the webhook's trace"
+        );
+        assert_eq!(
+            span.parent_span_id,
+            webhook.span_context.span_id(),
+            "{name} is a child of the request that published its event"
+        );
+    }
+
+    // A monthly close over gRPC: invoicing's call to the ledger carries the trace along.
+    InvoicingServiceClient::connect(format!("http://{}", system.invoicing))
+        .await?
+        .generate_monthly_invoices(GenerateMonthlyInvoicesRequest {
+            period: "2026-10".into(),
+            tenant_id: "claire".into(),
+            dry_run: false,
+        })
+        .await?;
+    provider.force_flush()?;
+    let spans = exporter.get_finished_spans()?;
+    let rpc = |path: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == "grpc" && attribute(s, "rpc").ends_with(path))
+            .ok_or_else(|| anyhow::anyhow!("no {path} span in {:?}", names(&spans)))
+    };
+    let close = rpc("/GenerateMonthlyInvoices")?;
+    let summarize = rpc("/SummarizePeriod")?;
+    assert_eq!(
+        summarize.span_context.trace_id(),
+        close.span_context.trace_id(),
+        "the ledger's SummarizePeriod runs in the close's trace"
+    );
+    assert_ne!(summarize.parent_span_id, SpanId::INVALID);
+    Ok(())
+}
+
+fn names(spans: &[SpanData]) -> Vec<String> {
+    spans.iter().map(|s| s.name.to_string()).collect()
+}
