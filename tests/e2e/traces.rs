@@ -1,6 +1,7 @@
 //! One trace across services: W3C trace context travels from ingest's webhook request through
-//! NATS headers into the ledger's handling of that event, and from one service's gRPC call into
-//! the service it calls. Spans are collected in memory (nextest runs each test in its own
+//! NATS headers into the ledger's handling of that event; from one service's gRPC call into the
+//! service it calls; and through an outbox, from the monthly close to the notifier that emails
+//! the invoice. Spans are collected in memory (nextest runs each test in its own
 //! process, so this test owns the global subscriber).
 
 use std::time::Duration;
@@ -23,7 +24,7 @@ fn attribute(span: &SpanData, key: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_webhook_and_a_grpc_call_each_stay_one_trace_across_services() -> anyhow::Result<()> {
+async fn traces_follow_webhooks_grpc_calls_and_outbox_events_across_services() -> anyhow::Result<()> {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
@@ -114,6 +115,37 @@ async fn traced(
         "the ledger's SummarizePeriod runs in the close's trace"
     );
     assert_ne!(summarize.parent_span_id, SpanId::INVALID);
+
+    // The issued invoice's event leaves through invoicing's outbox with the close's trace
+    // context: the notifier handles it, and fetches the invoice over gRPC, in that trace.
+    let trace_id = close.span_context.trace_id();
+    system.mail.wait_for(1, Duration::from_secs(30)).await;
+    let spans = eventually(Duration::from_secs(10), || async {
+        provider.force_flush()?;
+        let spans = exporter.get_finished_spans()?;
+        let done = spans.iter().any(|s| s.name == "notifier.invoice_event");
+        Ok(done.then_some(spans))
+    })
+    .await?;
+    let notified = spans
+        .iter()
+        .find(|s| {
+            s.name == "notifier.invoice_event" && attribute(s, "subject").ends_with(".issued")
+        })
+        .ok_or_else(|| anyhow::anyhow!("no notifier span in {:?}", names(&spans)))?;
+    assert_eq!(
+        notified.span_context.trace_id(),
+        trace_id,
+        "the notifier joins the close's trace"
+    );
+    let fetched = spans
+        .iter()
+        .filter(|s| s.name == "grpc" && attribute(s, "rpc").ends_with("/GetInvoice"))
+        .any(|s| s.span_context.trace_id() == trace_id);
+    assert!(
+        fetched,
+        "the notifier's GetInvoice call is in the same trace"
+    );
     Ok(())
 }
 

@@ -5,7 +5,9 @@
 //! invented.
 //!
 //! The table (in the service's schema): `outbox (id bigserial primary key, subject text,
-//! message_id text unique, payload bytea, created_at timestamptz, published_at timestamptz)`.
+//! message_id text unique, payload bytea, created_at timestamptz, published_at timestamptz,
+//! traceparent text)`; a row's `traceparent` is published as a header, so consumers continue
+//! the trace of the work that wrote it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,16 @@ use tokio::sync::Notify;
 /// How often the relay looks for events even when nobody woke it (e.g. after a restart).
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
 const BATCH: i64 = 500;
+
+/// An outbox row waiting to be published.
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    subject: String,
+    message_id: String,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+}
 
 pub struct Relay {
     service: &'static str,
@@ -62,8 +74,8 @@ impl Relay {
         loop {
             let mut tx = self.pool.begin().await?;
             // skip locked: several invoicing replicas relay without stepping on each other.
-            let rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
-                "select id, subject, message_id, payload from outbox
+            let rows: Vec<Row> = sqlx::query_as(
+                "select id, subject, message_id, payload, traceparent from outbox
                  where published_at is null order by id limit $1 for update skip locked",
             )
             .bind(BATCH)
@@ -76,10 +88,20 @@ impl Relay {
             // every ack; any failure rolls back and the whole batch is sent again, deduplicated.
             let mut ids = Vec::with_capacity(rows.len());
             let mut acks = Vec::with_capacity(rows.len());
-            for (id, subject, message_id, payload) in rows {
+            for Row {
+                id,
+                subject,
+                message_id,
+                payload,
+                traceparent,
+            } in rows
+            {
                 let mut headers = HeaderMap::new();
                 headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
                 headers.insert("Content-Type", "application/protobuf");
+                if let Some(traceparent) = traceparent {
+                    headers.insert(crate::trace::TRACEPARENT, traceparent.as_str());
+                }
                 acks.push(
                     self.js
                         .publish_with_headers(subject, headers, payload.into())

@@ -14,6 +14,18 @@ use tonic::transport::Channel;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// The W3C header (and NATS header) that carries a trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// The current span's `traceparent`, to store next to an outbox row so the event it becomes
+/// continues this trace. `None` when no trace is being recorded.
+pub fn current_traceparent() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let mut fields = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut fields));
+    fields.remove(TRACEPARENT)
+}
+
 /// Writes the current span's trace context into NATS message headers.
 pub fn inject_nats(headers: &mut HeaderMap) {
     let cx = tracing::Span::current().context();

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use billing_domain::Currency;
 use billing_proto::convert::{money, timestamp};
 use billing_proto::events::{AlertV1, InvoiceIssuedV1, InvoiceStatusChangedV1, PaymentRecordedV1};
-use billing_runtime::Subjects;
+use billing_runtime::{Subjects, trace};
 use chrono::{DateTime, NaiveDate, Utc};
 use prost::Message;
 use rust_decimal::Decimal;
@@ -569,13 +569,33 @@ impl Store {
         tx: &mut PgConnection,
         alert: &AlertV1,
     ) -> Result<(), sqlx::Error> {
+        self.enqueue(
+            tx,
+            self.subjects.alert(&alert.kind),
+            format!("alert:{}", alert.alert_id),
+            alert.encode_to_vec(),
+        )
+        .await
+    }
+
+    /// Writes an event to the outbox, with the current trace so its consumers continue it. A
+    /// message id already there is left alone (the event was enqueued before).
+    async fn enqueue(
+        &self,
+        tx: &mut PgConnection,
+        subject: String,
+        message_id: String,
+        payload: Vec<u8>,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "insert into outbox (subject, message_id, payload) values ($1, $2, $3)
+            "insert into outbox (subject, message_id, payload, traceparent)
+             values ($1, $2, $3, $4)
              on conflict (message_id) do nothing",
         )
-        .bind(self.subjects.alert(&alert.kind))
-        .bind(format!("alert:{}", alert.alert_id))
-        .bind(alert.encode_to_vec())
+        .bind(subject)
+        .bind(message_id)
+        .bind(payload)
+        .bind(trace::current_traceparent())
         .execute(tx)
         .await?;
         Ok(())
@@ -781,13 +801,13 @@ impl Store {
             }
             .encode_to_vec()
         };
-        sqlx::query("insert into outbox (subject, message_id, payload) values ($1, $2, $3)")
-            .bind(self.subjects.invoice(what))
-            .bind(format!("invoice:{}:{seq}", row.id))
-            .bind(payload)
-            .execute(tx)
-            .await?;
-        Ok(())
+        self.enqueue(
+            tx,
+            self.subjects.invoice(what),
+            format!("invoice:{}:{seq}", row.id),
+            payload,
+        )
+        .await
     }
 
     /// Records a payment once per idempotency key and adds it to the invoice's amount paid.
@@ -862,13 +882,13 @@ impl Store {
             amount_paid: Some(invoice.money(invoice.amount_paid)),
             recorded_at: Some(timestamp(now)),
         };
-        sqlx::query("insert into outbox (subject, message_id, payload) values ($1, $2, $3)")
-            .bind(self.subjects.invoice("payment_recorded"))
-            .bind(format!("payment:{}", payment.id))
-            .bind(event.encode_to_vec())
-            .execute(tx)
-            .await?;
-        Ok(())
+        self.enqueue(
+            tx,
+            self.subjects.invoice("payment_recorded"),
+            format!("payment:{}", payment.id),
+            event.encode_to_vec(),
+        )
+        .await
     }
 
     /// The invoice and amount a payment idempotency key was recorded with.

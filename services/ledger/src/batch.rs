@@ -74,6 +74,7 @@ struct OutboxColumns {
     subject: Vec<String>,
     message_id: Vec<String>,
     payload: Vec<Vec<u8>>,
+    traceparent: Vec<Option<String>>,
 }
 
 impl OutboxColumns {
@@ -103,6 +104,7 @@ impl OutboxColumns {
         // One event per applied source event, so its id is a stable identity.
         self.message_id.push(format!("ledger:{}", b.event_id));
         self.payload.push(event.encode_to_vec());
+        self.traceparent.push(b.traceparent.clone());
     }
 }
 
@@ -665,13 +667,14 @@ async fn write(
     let o = &w.outbox;
     if !o.subject.is_empty() {
         sqlx::query(
-            "insert into outbox (subject, message_id, payload)
-             select * from unnest($1::text[], $2::text[], $3::bytea[])
+            "insert into outbox (subject, message_id, payload, traceparent)
+             select * from unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
              on conflict (message_id) do nothing",
         )
         .bind(&o.subject)
         .bind(&o.message_id)
         .bind(&o.payload)
+        .bind(&o.traceparent)
         .execute(&mut **tx)
         .await?;
     }

@@ -165,6 +165,10 @@ impl Consumer {
         for (i, (msg, decoded)) in messages.iter().zip(decoded).enumerate() {
             match decoded {
                 Ok(booking) => {
+                    let booking = NewBooking {
+                        traceparent: header(msg, trace::TRACEPARENT).map(str::to_string),
+                        ..booking
+                    };
                     to_apply.push((booking, Meta::of(msg).stream_seq));
                     positions.push(i);
                 }

@@ -43,6 +43,8 @@ pub struct NewBooking {
     pub client: Option<ClientInfo>,
     /// When this state was true at the source (see [`billing_runtime::nats::HDR_SENT_AT`]).
     pub as_of: DateTime<Utc>,
+    /// The `traceparent` the event arrived with; the booking event it causes carries it on.
+    pub traceparent: Option<String>,
 }
 
 /// The configured tenant `tenant_id`.
@@ -118,5 +120,6 @@ pub fn booking(
         provider_name: payload.provider.and_then(|p| p.name),
         client: payload.client,
         as_of,
+        traceparent: None,
     })
 }
