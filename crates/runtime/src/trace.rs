@@ -4,7 +4,7 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see [`crate::telemetry::init`]).
 
 use async_nats::HeaderMap;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::propagation::{Extractor, Injector};
@@ -112,22 +112,43 @@ impl Extractor for HttpHeaders<'_> {
     }
 }
 
-/// axum middleware: each request runs in a span named after its route (`grpc` requests by
-/// their method path), joined to the caller's trace when it sent a `traceparent`.
+/// axum middleware: each request runs in a span, joined to the caller's trace when it sent a
+/// `traceparent`. gRPC calls are named by their method path; HTTP requests by their route
+/// template (`/api/v1/webhooks/simplybook/{tenant}/callback/{token}`), never the raw path, which
+/// can hold a secret token. Durations are recorded as `grpc_server_seconds{rpc}` and
+/// `http_server_seconds{route, status}`.
 pub async fn request_span(request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_string();
-    let span = if request
+    let started = std::time::Instant::now();
+    let grpc = request
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-    {
-        tracing::info_span!("grpc", rpc = %path, otel.kind = "server")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let name = if grpc {
+        request.uri().path().to_string()
     } else {
-        tracing::info_span!("http", method = %request.method(), path = %path, otel.kind = "server")
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "unmatched".into())
+    };
+    let span = if grpc {
+        tracing::info_span!("grpc", rpc = %name, otel.kind = "server")
+    } else {
+        tracing::info_span!("http", method = %request.method(), route = %name, otel.kind = "server")
     };
     let cx = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HttpHeaders(request.headers()))
     });
     let _ = span.set_parent(cx);
-    next.run(request).instrument(span).await
+    let response = next.run(request).instrument(span).await;
+    let seconds = started.elapsed().as_secs_f64();
+    if grpc {
+        metrics::histogram!("grpc_server_seconds", "rpc" => name).record(seconds);
+    } else {
+        let status = response.status().as_u16().to_string();
+        metrics::histogram!("http_server_seconds", "route" => name, "status" => status)
+            .record(seconds);
+    }
+    response
 }
