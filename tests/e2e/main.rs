@@ -9,5 +9,5 @@ mod integrity;
 mod invoicing;
 mod ledger_consumer;
 mod notifier;
-mod traces;
+mod observability;
 mod walking_skeleton;

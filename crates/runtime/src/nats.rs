@@ -283,6 +283,45 @@ pub async fn consume_batches<F, Fut>(
     }
 }
 
+/// Exports each of `consumers` (stream name, durable name) every 15 s until `shutdown`:
+/// `nats_consumer_pending_messages` (the lag: in the stream, not yet delivered),
+/// `nats_consumer_ack_pending_messages` (delivered, not yet acknowledged) and
+/// `nats_consumer_redelivered_messages`, labelled by stream and consumer.
+pub async fn report_consumers(
+    js: jetstream::Context,
+    consumers: Vec<(String, String)>,
+    shutdown: Shutdown,
+) {
+    const EVERY: Duration = Duration::from_secs(15);
+    loop {
+        for (stream, consumer) in &consumers {
+            let info = match js.get_stream(stream).await {
+                Ok(s) => s.consumer_info(consumer).await.map_err(|e| e.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            match info {
+                #[allow(clippy::cast_precision_loss)] // counts far below 2^53
+                Ok(info) => {
+                    let labels = [("stream", stream.clone()), ("consumer", consumer.clone())];
+                    metrics::gauge!("nats_consumer_pending_messages", &labels)
+                        .set(info.num_pending as f64);
+                    metrics::gauge!("nats_consumer_ack_pending_messages", &labels)
+                        .set(info.num_ack_pending as f64);
+                    metrics::gauge!("nats_consumer_redelivered_messages", &labels)
+                        .set(info.num_redelivered as f64);
+                }
+                Err(err) => {
+                    tracing::debug!(stream, consumer, error = %err, "consumer info unavailable")
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
+
 /// How long to wait before the next delivery of a message already delivered `delivered` times:
 /// one more second per attempt, capped at `max`, so an outage does not spin.
 pub fn retry_delay(delivered: i64, max: Duration) -> Duration {

@@ -6,6 +6,7 @@
 //! 429 over the sender's rate limit, 503 JetStream did not acknowledge in time (with `Retry-After`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -46,6 +47,34 @@ pub struct AppState {
     audit: RejectionAudit,
     js: jetstream::Context,
     subjects: Subjects,
+    streaks: FailureStreaks,
+}
+
+/// Webhooks refused or not stored in a row, per source, exported as
+/// `ingest_webhook_consecutive_failures{source}` (the seed's "3+ consecutive webhook failures"
+/// alert); a stored one resets the count. Rate-limited requests count neither way.
+#[derive(Default)]
+struct FailureStreaks {
+    simplybook: AtomicU64,
+    stripe: AtomicU64,
+}
+
+impl FailureStreaks {
+    fn record(&self, source: &'static str, stored: bool) {
+        let streak = if source == "stripe" {
+            &self.stripe
+        } else {
+            &self.simplybook
+        };
+        let now = if stored {
+            streak.store(0, Ordering::Relaxed);
+            0
+        } else {
+            streak.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        #[allow(clippy::cast_precision_loss)] // a streak never nears 2^53
+        metrics::gauge!("ingest_webhook_consecutive_failures", "source" => source).set(now as f64);
+    }
 }
 
 impl AppState {
@@ -64,6 +93,7 @@ impl AppState {
             audit,
             js,
             subjects,
+            streaks: FailureStreaks::default(),
         }
     }
 
@@ -125,6 +155,7 @@ impl AppState {
         body: &[u8],
     ) {
         let body_sha256 = hex::encode(Sha256::digest(body));
+        self.streaks.record(source, false);
         metrics::counter!("ingest_webhooks_rejected_total", "source" => source, "reason" => reason)
             .increment(1);
         tracing::warn!(source, tenant, reason, body_sha256, "webhook rejected");
@@ -375,6 +406,7 @@ async fn publish(
         Ok(ack) => ack.await,
         Err(err) => Err(err),
     };
+    state.streaks.record(source, acked.is_ok());
     match acked {
         Ok(ack) if ack.duplicate => {
             metrics::counter!("ingest_webhooks_duplicate_total", "source" => source).increment(1);

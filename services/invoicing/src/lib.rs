@@ -6,6 +6,7 @@
 
 mod close;
 mod consumer;
+mod gauges;
 mod grpc;
 mod lifecycle;
 mod profile;
@@ -161,9 +162,24 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     );
     let lifecycle = lifecycle::Lifecycle::new(store.clone(), stripe, relay.waker());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
+    tokio::spawn(gauges::report(pool.clone(), shutdown.clone()));
     let consumers = consumer::Consumers::create(&js, &subjects)
         .await
         .map_err(Error::Consumers)?;
+    tokio::spawn(nats::report_consumers(
+        js.clone(),
+        vec![
+            (
+                subjects.stream_name("LEDGER"),
+                consumer::BOOKINGS_CONSUMER.to_string(),
+            ),
+            (
+                subjects.stream_name("WEBHOOKS"),
+                consumer::STRIPE_CONSUMER.to_string(),
+            ),
+        ],
+        shutdown.clone(),
+    ));
     let consumers = tokio::spawn(consumers.run(
         js,
         subjects,

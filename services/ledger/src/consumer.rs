@@ -197,6 +197,8 @@ impl Consumer {
                     );
                 }
                 Err(err) if db::is_transient(&err) => {
+                    metrics::counter!("ledger_db_write_failures_total", "kind" => "unavailable")
+                        .increment(1);
                     for &i in &positions {
                         dispositions[i] = Some(Disposition::Retry(format!("database: {err}")));
                     }
@@ -205,6 +207,8 @@ impl Consumer {
                     // The database refuses something in the batch and would every time: apply
                     // the events one by one, so only the poison one is dead-lettered and the
                     // rest of the stream keeps flowing.
+                    metrics::counter!("ledger_db_write_failures_total", "kind" => "refused")
+                        .increment(1);
                     tracing::warn!(error = %err, "batch refused, applying its events one by one");
                     for (item, &i) in to_apply.iter().zip(&positions) {
                         let msg = &messages[i];

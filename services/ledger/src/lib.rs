@@ -108,8 +108,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     )?;
     let dead_letters = dlq::DeadLetters::new(js.clone(), subjects.clone());
     let consumer = consumer::Consumer::create(
-        js,
-        subjects,
+        js.clone(),
+        subjects.clone(),
         tenants.clone(),
         simplybook,
         store.clone(),
@@ -119,6 +119,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     .await
     .map_err(|e| Error::Consumer(e.to_string()))?;
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+    tokio::spawn(nats::report_consumers(
+        js.clone(),
+        [consumer::CONSUMER, consumer::REJECTIONS_CONSUMER]
+            .map(|c| (subjects.stream_name("WEBHOOKS"), c.to_string()))
+            .into(),
+        shutdown.clone(),
+    ));
 
     let grpc = grpc::LedgerGrpc::new(store, tenants, dead_letters);
     let routes = tonic::service::Routes::new(LedgerServiceServer::new(grpc));

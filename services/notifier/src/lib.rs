@@ -168,6 +168,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         .create_consumers()
         .await
         .map_err(|e| Error::Consumer(e.to_string()))?;
+    tokio::spawn(nats::report_consumers(
+        notifier.js.clone(),
+        vec![
+            (
+                notifier.subjects.stream_name("INVOICING"),
+                consumer::INVOICES_CONSUMER.to_string(),
+            ),
+            (
+                notifier.subjects.stream_name("ALERTS"),
+                consumer::ALERTS_CONSUMER.to_string(),
+            ),
+        ],
+        shutdown.clone(),
+    ));
     let consumer_task = {
         let notifier = notifier.clone();
         let shutdown = shutdown.clone();

@@ -1,4 +1,5 @@
-//! One trace across services: W3C trace context travels from ingest's webhook request through
+//! What operators watch. Metrics: the series the dashboards and alert rules read exist and move
+//! (`deploy/prometheus`). Traces: one trace across services: W3C trace context travels from ingest's webhook request through
 //! NATS headers into the ledger's handling of that event; from one service's gRPC call into the
 //! service it calls; and through an outbox, from the monthly close to the notifier that emails
 //! the invoice. Spans are collected in memory (nextest runs each test in its own
@@ -162,4 +163,80 @@ async fn traced(
 
 fn names(spans: &[SpanData]) -> Vec<String> {
     spans.iter().map(|s| s.name.to_string()).collect()
+}
+
+/// One service's `/metrics` page.
+async fn metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    Ok(reqwest::get(format!("http://{addr}/metrics"))
+        .await?
+        .text()
+        .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_alerting_metrics_are_exported() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = alerting_metrics(&system).await;
+    system.finish(result).await
+}
+
+async fn alerting_metrics(system: &System) -> anyhow::Result<()> {
+    // Three forged webhooks in a row, then a genuine one: the streak the alert reads.
+    let body = r#"{"booking_id":"8101","booking_hash":"h","status":"confirmed","price":"50.00","datetime":"2026-10-05 10:00:00","service":{"name":"Massage"}}"#;
+    for n in 0..3 {
+        let forged = system
+            .post_signed(
+                "claire",
+                &format!("forged-{n}"),
+                body,
+                "whsec_ZmFrZS13cm9uZy1zZWNyZXQ=",
+            )
+            .await?;
+        assert_eq!(forged.status(), 401);
+    }
+    let streak = r#"ingest_webhook_consecutive_failures{source="simplybook"}"#;
+    let page = metrics(system.ingest).await?;
+    assert!(page.contains(&format!("{streak} 3")), "{page}");
+    let genuine = system
+        .post_signed("claire", "genuine-1", body, CLAIRE_SECRET)
+        .await?;
+    assert_eq!(genuine.status(), 202);
+    let page = metrics(system.ingest).await?;
+    assert!(page.contains(&format!("{streak} 0")), "{page}");
+    assert!(page.contains("http_server_seconds_count{route=\"/api/v1/webhooks/simplybook/{tenant}\",status=\"202\"}"), "{page}");
+
+    // Consumer lag, per durable; invoice gauges; gRPC latencies.
+    let ledger = eventually(Duration::from_secs(20), || async {
+        let page = metrics(system.ledger).await?;
+        Ok(page.contains("consumer=\"ledger\"").then_some(page))
+    })
+    .await?;
+    assert!(
+        ledger.contains("nats_consumer_pending_messages{stream="),
+        "{ledger}"
+    );
+    InvoicingServiceClient::connect(format!("http://{}", system.invoicing))
+        .await?
+        .generate_monthly_invoices(GenerateMonthlyInvoicesRequest {
+            period: "2026-10".into(),
+            tenant_id: "claire".into(),
+            dry_run: true,
+        })
+        .await?;
+    let invoicing = eventually(Duration::from_secs(20), || async {
+        let page = metrics(system.invoicing).await?;
+        Ok(page
+            .contains("invoicing_unpaid_past_due_48h_invoices 0")
+            .then_some(page))
+    })
+    .await?;
+    assert!(
+        invoicing.contains("invoicing_open_invoices{status=\"overdue\"} 0"),
+        "{invoicing}"
+    );
+    assert!(
+        invoicing.contains("grpc_server_seconds_count{rpc=\"/billing.invoicing.v1.InvoicingService/GenerateMonthlyInvoices\"} 1"),
+        "{invoicing}"
+    );
+    Ok(())
 }

@@ -1,0 +1,52 @@
+//! Invoice gauges for dashboards and alerts, refreshed every minute from the database (so every
+//! replica reports the same numbers):
+//! - `invoicing_open_invoices{status}`: drafts (a Stripe push to finish), issued, part paid and
+//!   overdue invoices;
+//! - `invoicing_unpaid_past_due_48h_invoices`: invoices still unpaid more than two days after
+//!   their due date in the tenant's zone (the seed's "no payment event 48 h after due" alert).
+
+use std::time::Duration;
+
+use billing_runtime::Shutdown;
+use sqlx::PgPool;
+
+const EVERY: Duration = Duration::from_secs(60);
+const OPEN: [&str; 4] = ["draft", "issued", "partially_paid", "overdue"];
+
+pub async fn report(pool: PgPool, shutdown: Shutdown) {
+    loop {
+        if let Err(err) = refresh(&pool).await {
+            tracing::warn!(error = %err, "refreshing invoice gauges failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // counts far below 2^53
+async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "select status, count(*) from invoices where status = any($1) group by status",
+    )
+    .bind(OPEN)
+    .fetch_all(pool)
+    .await?;
+    for status in OPEN {
+        let count = counts
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n);
+        metrics::gauge!("invoicing_open_invoices", "status" => status).set(count as f64);
+    }
+    let late: i64 = sqlx::query_scalar(
+        "select count(*) from invoices
+         where status in ('issued', 'partially_paid', 'overdue')
+           and due_date + 2 < (now() at time zone time_zone)::date",
+    )
+    .fetch_one(pool)
+    .await?;
+    metrics::gauge!("invoicing_unpaid_past_due_48h_invoices").set(late as f64);
+    Ok(())
+}
