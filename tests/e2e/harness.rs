@@ -156,6 +156,7 @@ impl System {
         let config = ledger::Config {
             listen_addr: ledger,
             database_url: db.url.clone(),
+            migrate_only: false,
             db_max_connections: 5,
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
@@ -174,6 +175,7 @@ impl System {
         let config = invoicing::Config {
             listen_addr: invoicing,
             database_url: db.url.clone(),
+            migrate_only: false,
             db_max_connections: 5,
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
@@ -193,6 +195,7 @@ impl System {
         let config = notifier::Config {
             listen_addr: notifier,
             database_url: db.url.clone(),
+            migrate_only: false,
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
             invoicing_url: format!("http://{invoicing}"),

@@ -41,6 +41,9 @@ pub struct Config {
     /// PostgreSQL URL; the service works in its own `invoicing` schema.
     #[arg(long, env = "INVOICING_DATABASE_URL")]
     pub database_url: String,
+    /// Apply this service's database migrations, then exit (a deploy's migration step).
+    #[arg(long, env = "INVOICING_MIGRATE_ONLY")]
+    pub migrate_only: bool,
     /// Connections in the pool.
     #[arg(long, env = "INVOICING_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
@@ -86,6 +89,13 @@ pub struct Config {
         default_value = "http://127.0.0.1:8081"
     )]
     pub ledger_url: String,
+}
+/// Applies this service's migrations to its schema and returns: what `--migrate-only` runs.
+pub async fn migrate(database_url: &str) -> Result<(), Error> {
+    let pool = db::connect(database_url, SCHEMA, 1).await?;
+    db::migrate(&pool, sqlx::migrate!("../../migrations/invoicing"), SCHEMA).await?;
+    pool.close().await;
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -38,6 +38,9 @@ pub struct Config {
     /// PostgreSQL URL; the service works in its own `ledger` schema.
     #[arg(long, env = "LEDGER_DATABASE_URL")]
     pub database_url: String,
+    /// Apply this service's database migrations, then exit (a deploy's migration step).
+    #[arg(long, env = "LEDGER_MIGRATE_ONLY")]
+    pub migrate_only: bool,
     /// Connections in the pool.
     #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
@@ -63,6 +66,13 @@ pub struct Config {
     /// Messages pulled from JetStream per batch.
     #[arg(long, env = "LEDGER_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
+}
+/// Applies this service's migrations to its schema and returns: what `--migrate-only` runs.
+pub async fn migrate(database_url: &str) -> Result<(), Error> {
+    let pool = db::connect(database_url, SCHEMA, 1).await?;
+    db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
+    pool.close().await;
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

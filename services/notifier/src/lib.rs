@@ -37,6 +37,9 @@ pub struct Config {
     /// PostgreSQL URL; the service works in its own `notifier` schema.
     #[arg(long, env = "NOTIFIER_DATABASE_URL")]
     pub database_url: String,
+    /// Apply this service's database migrations, then exit (a deploy's migration step).
+    #[arg(long, env = "NOTIFIER_MIGRATE_ONLY")]
+    pub migrate_only: bool,
     /// NATS server with JetStream.
     #[arg(
         long,
@@ -104,6 +107,13 @@ impl Config {
             email: self.from.email.to_string(),
         }
     }
+}
+/// Applies this service's migrations to its schema and returns: what `--migrate-only` runs.
+pub async fn migrate(database_url: &str) -> Result<(), Error> {
+    let pool = db::connect(database_url, SCHEMA, 1).await?;
+    db::migrate(&pool, sqlx::migrate!("../../migrations/notifier"), SCHEMA).await?;
+    pool.close().await;
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

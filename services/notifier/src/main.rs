@@ -7,6 +7,18 @@ use notifier::Config;
 async fn main() -> ExitCode {
     let config: Config = config::parse_or_exit();
     let _telemetry = telemetry::init("notifier");
+    if config.migrate_only {
+        return match notifier::migrate(&config.database_url).await {
+            Ok(()) => {
+                tracing::info!("migrations applied");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "migrating failed");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
         Ok(l) => l,
         Err(err) => return config::config_error("notifier", &err),
