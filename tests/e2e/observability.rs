@@ -10,6 +10,12 @@ use std::time::Duration;
 use billing_proto::invoicing::GenerateMonthlyInvoicesRequest;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt;
@@ -237,6 +243,95 @@ async fn alerting_metrics(system: &System) -> anyhow::Result<()> {
     assert!(
         invoicing.contains("grpc_server_seconds_count{rpc=\"/billing.invoicing.v1.InvoicingService/GenerateMonthlyInvoices\"} 1"),
         "{invoicing}"
+    );
+    Ok(())
+}
+
+/// A local OTLP/gRPC receiver that keeps every span export request it gets.
+#[derive(Clone, Default)]
+struct Receiver {
+    requests: std::sync::Arc<std::sync::Mutex<Vec<ExportTraceServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if let Ok(mut requests) = self.requests.lock() {
+            requests.push(request.into_inner());
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let receiver = Receiver::default();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    // What every service's main does with OTEL_EXPORTER_OTLP_ENDPOINT set.
+    let telemetry = billing_runtime::telemetry::init_with("ingest", Some(endpoint));
+
+    let system = System::start().await?;
+    let response = system
+        .post_signed(
+            "claire",
+            "otlp-1",
+            r#"{"booking_id":"9901","booking_hash":"h","status":"confirmed","price":"80.00","datetime":"2026-10-05 10:00:00","service":{"name":"Massage"}}"#,
+            CLAIRE_SECRET,
+        )
+        .await?;
+    assert_eq!(response.status(), 202);
+    let db = system.db("ledger").await?;
+    eventually(Duration::from_secs(20), || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from bookings")
+            .fetch_one(&db)
+            .await?;
+        Ok((n == 1).then_some(()))
+    })
+    .await?;
+    let result = system.finish(Ok(())).await;
+    // Shutting the exporter down flushes the batch (blocking: off the async workers).
+    tokio::task::spawn_blocking(move || drop(telemetry)).await?;
+    server.abort();
+    result?;
+
+    let requests = receiver
+        .requests
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    let spans: Vec<_> = requests
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .collect();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    for expected in ["http", "ledger.decode", "ledger.committed"] {
+        assert!(
+            names.contains(&expected),
+            "{expected} not exported: {names:?}"
+        );
+    }
+    let service_names: Vec<String> = requests
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .filter_map(|rs| rs.resource.as_ref())
+        .flat_map(|r| &r.attributes)
+        .filter(|kv| kv.key == "service.name")
+        .map(|kv| format!("{:?}", kv.value))
+        .collect();
+    assert!(
+        service_names.iter().all(|v| v.contains("ingest")),
+        "{service_names:?}"
     );
     Ok(())
 }

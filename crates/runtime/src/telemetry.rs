@@ -5,6 +5,7 @@
 //! `traceparent` it received.
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
@@ -30,17 +31,20 @@ impl Drop for Telemetry {
 /// Installs the global subscriber once; later calls (tests starting several services) change
 /// nothing. Call from within the Tokio runtime (the OTLP exporter needs it).
 pub fn init(service: &'static str) -> Telemetry {
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
+    init_with(service, endpoint.filter(|e| !e.is_empty()))
+}
+
+/// [`init`] with the OTLP endpoint given rather than read from the environment.
+pub fn init_with(service: &'static str, otlp_endpoint: Option<String>) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => match otlp_provider(service) {
-            Ok(provider) => Some(provider),
-            Err(err) => {
-                eprintln!("{service}: OTLP exporter for {endpoint} not started: {err}");
-                None
-            }
-        },
-        _ => None,
-    };
+    let provider = otlp_endpoint.and_then(|endpoint| match otlp_provider(service, &endpoint) {
+        Ok(provider) => Some(provider),
+        Err(err) => {
+            eprintln!("{service}: OTLP exporter for {endpoint} not started: {err}");
+            None
+        }
+    });
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn,h2=warn,tower=warn"));
     let text = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "text");
@@ -72,10 +76,12 @@ pub fn init(service: &'static str) -> Telemetry {
 
 fn otlp_provider(
     service: &'static str,
+    endpoint: &str,
 ) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
-    // Endpoint, headers and timeout come from the standard OTEL_EXPORTER_OTLP_* variables.
+    // Headers and timeout come from the standard OTEL_EXPORTER_OTLP_* variables.
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
+        .with_endpoint(endpoint)
         .build()?;
     Ok(SdkTracerProvider::builder()
         .with_resource(
