@@ -187,7 +187,7 @@ async fn the_alerting_metrics_are_exported() -> anyhow::Result<()> {
 }
 
 async fn alerting_metrics(system: &System) -> anyhow::Result<()> {
-    // Three forged webhooks in a row, then a genuine one: the streak the alert reads.
+    // Three forged webhooks, then a genuine one: the counts the webhook alert reads.
     let body = r#"{"booking_id":"8101","booking_hash":"h","status":"confirmed","price":"50.00","datetime":"2026-10-05 10:00:00","service":{"name":"Massage"}}"#;
     for n in 0..3 {
         let forged = system
@@ -200,15 +200,23 @@ async fn alerting_metrics(system: &System) -> anyhow::Result<()> {
             .await?;
         assert_eq!(forged.status(), 401);
     }
-    let streak = r#"ingest_webhook_consecutive_failures{source="simplybook"}"#;
+    let failed = r#"ingest_webhooks_failed_total{source="simplybook"}"#;
+    let accepted = r#"ingest_webhooks_accepted_total{source="simplybook"}"#;
     let page = metrics(system.ingest).await?;
-    assert!(page.contains(&format!("{streak} 3")), "{page}");
+    assert!(page.contains(&format!("{failed} 3")), "{page}");
+    // Series the alerts read exist before anything happens to them.
+    assert!(page.contains(&format!("{accepted} 0")), "{page}");
+    assert!(
+        page.contains(r#"ingest_webhooks_failed_total{source="stripe"} 0"#),
+        "{page}"
+    );
     let genuine = system
         .post_signed("claire", "genuine-1", body, CLAIRE_SECRET)
         .await?;
     assert_eq!(genuine.status(), 202);
     let page = metrics(system.ingest).await?;
-    assert!(page.contains(&format!("{streak} 0")), "{page}");
+    assert!(page.contains(&format!("{accepted} 1")), "{page}");
+    assert!(page.contains(&format!("{failed} 3")), "{page}");
     assert!(page.contains("http_server_seconds_count{route=\"/api/v1/webhooks/simplybook/{tenant}\",status=\"202\"}"), "{page}");
 
     // Consumer lag, per durable; invoice gauges; gRPC latencies.

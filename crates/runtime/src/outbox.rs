@@ -42,6 +42,8 @@ pub struct Relay {
 impl Relay {
     /// `service` labels the relay's metrics.
     pub fn new(service: &'static str, pool: PgPool, js: jetstream::Context) -> Self {
+        // At 0 from the start, so the first failure raises the alert.
+        metrics::counter!("outbox_failures_total", "service" => service).increment(0);
         Relay {
             service,
             pool,

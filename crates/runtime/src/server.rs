@@ -46,7 +46,7 @@ pub async fn grpc_app(
 ) -> Result<Router, ServeError> {
     Ok(grpc_router(routes, services)
         .await?
-        .layer(axum::middleware::from_fn(crate::trace::request_span))
+        .layer(axum::middleware::from_fn(crate::trace::grpc_span))
         .merge(crate::ops::router(probes)))
 }
 

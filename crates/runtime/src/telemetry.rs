@@ -1,14 +1,15 @@
 //! Logging and traces. Logs are JSON lines by default (`LOG_FORMAT=text` for humans), filtered
 //! by `RUST_LOG`. Spans are exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
-//! (e.g. `http://otel-collector:4317`), and not collected otherwise. The W3C trace-context
-//! propagator is installed either way, so a service without an exporter still passes on the
-//! `traceparent` it received.
+//! (e.g. `http://otel-collector:4317`), and dropped otherwise. Spans are made either way, so a
+//! service without an exporter still passes on the `traceparent` of the trace it is part of.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -38,40 +39,44 @@ pub fn init(service: &'static str) -> Telemetry {
 /// [`init`] with the OTLP endpoint given rather than read from the environment.
 pub fn init_with(service: &'static str, otlp_endpoint: Option<String>) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let provider = otlp_endpoint.and_then(|endpoint| match otlp_provider(service, &endpoint) {
+    let exporting = otlp_endpoint.and_then(|endpoint| match otlp_provider(service, &endpoint) {
         Ok(provider) => Some(provider),
         Err(err) => {
             eprintln!("{service}: OTLP exporter for {endpoint} not started: {err}");
             None
         }
     });
-    let filter = EnvFilter::try_from_default_env()
+    let traces = exporting.is_some();
+    // Without an exporter spans are still made (and dropped), so each one has a trace context
+    // to pass on: a service in the middle of a path never breaks its trace.
+    let provider = exporting.unwrap_or_else(|| SdkTracerProvider::builder().build());
+    // RUST_LOG filters the logs only; spans at info and above always reach the trace layer.
+    let logs = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn,h2=warn,tower=warn"));
     let text = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "text");
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
-    let result = if text {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()
+    let fmt = if text {
+        tracing_subscriber::fmt::layer().with_filter(logs).boxed()
     } else {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false),
-            )
-            .try_init()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_filter(logs)
+            .boxed()
     };
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service))
+        .with_filter(LevelFilter::INFO);
+    let result = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
     if result.is_ok() {
-        tracing::info!(
-            service,
-            traces = provider.is_some(),
-            "telemetry initialised"
-        );
+        tracing::info!(service, traces, "telemetry initialised");
     }
-    Telemetry { provider }
+    Telemetry {
+        provider: Some(provider),
+    }
 }
 
 fn otlp_provider(

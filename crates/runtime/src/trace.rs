@@ -112,43 +112,79 @@ impl Extractor for HttpHeaders<'_> {
     }
 }
 
-/// axum middleware: each request runs in a span, joined to the caller's trace when it sent a
-/// `traceparent`. gRPC calls are named by their method path; HTTP requests by their route
-/// template (`/api/v1/webhooks/simplybook/{tenant}/callback/{token}`), never the raw path, which
-/// can hold a secret token. Durations are recorded as `grpc_server_seconds{rpc}` and
-/// `http_server_seconds{route, status}`.
-pub async fn request_span(request: Request, next: Next) -> Response {
+/// axum middleware for a gRPC server: each call runs in a span named by its method
+/// (`/billing.ledger.v1.LedgerService/GetBookings`), joined to the caller's trace, and its
+/// duration is recorded as `grpc_server_seconds{rpc}`. Paths that are not a method of one of our
+/// services (or health and reflection) are named `unknown`, so a caller cannot invent labels.
+pub async fn grpc_span(request: Request, next: Next) -> Response {
+    let rpc = grpc_method(request.uri().path());
+    let span = tracing::info_span!("grpc", rpc = %rpc, otel.kind = "server");
     let started = std::time::Instant::now();
-    let grpc = request
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let name = if grpc {
-        request.uri().path().to_string()
-    } else {
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "unmatched".into())
-    };
-    let span = if grpc {
-        tracing::info_span!("grpc", rpc = %name, otel.kind = "server")
-    } else {
-        tracing::info_span!("http", method = %request.method(), route = %name, otel.kind = "server")
-    };
+    let response = joined(span, request, next).await;
+    metrics::histogram!("grpc_server_seconds", "rpc" => rpc)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// axum middleware for HTTP routes: each request runs in a span named by its route template
+/// (`/api/v1/webhooks/simplybook/{tenant}/callback/{token}`), never the raw path, which can hold
+/// a secret token; its duration is recorded as `http_server_seconds{route, status}`.
+pub async fn http_span(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let span = tracing::info_span!("http", method = %request.method(), route = %route, otel.kind = "server");
+    let started = std::time::Instant::now();
+    let response = joined(span, request, next).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("http_server_seconds", "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Runs the request in `span`, made a child of the trace the caller sent (if any).
+async fn joined(span: tracing::Span, request: Request, next: Next) -> Response {
     let cx = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HttpHeaders(request.headers()))
     });
     let _ = span.set_parent(cx);
-    let response = next.run(request).instrument(span).await;
-    let seconds = started.elapsed().as_secs_f64();
-    if grpc {
-        metrics::histogram!("grpc_server_seconds", "rpc" => name).record(seconds);
+    next.run(request).instrument(span).await
+}
+
+/// `/package.Service/Method` for our own services and the standard health and reflection ones.
+fn grpc_method(path: &str) -> String {
+    let known = path.starts_with("/billing.") || path.starts_with("/grpc.");
+    let shape = path.split('/').count() == 3
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_'));
+    if known && shape && path.len() <= 120 {
+        path.to_string()
     } else {
-        let status = response.status().as_u16().to_string();
-        metrics::histogram!("http_server_seconds", "route" => name, "status" => status)
-            .record(seconds);
+        "unknown".into()
     }
-    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_method;
+
+    #[test]
+    fn only_real_method_paths_become_labels() {
+        let method = "/billing.ledger.v1.LedgerService/GetBookings";
+        assert_eq!(grpc_method(method), method);
+        assert_eq!(
+            grpc_method("/grpc.health.v1.Health/Check"),
+            "/grpc.health.v1.Health/Check"
+        );
+        for junk in [
+            "/api/v1/webhooks/simplybook/claire/callback/secret-token",
+            "/billing.x/y/z",
+            "/billing.x.Service/Method?token=1",
+            "/other.Service/Method",
+        ] {
+            assert_eq!(grpc_method(junk), "unknown", "{junk}");
+        }
+    }
 }

@@ -87,6 +87,8 @@ pub enum Error {
 
 /// Runs ingest on `listener` until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    // The metrics recorder first: anything counted before it exists would be lost.
+    billing_runtime::ops::prometheus();
     let tenants = Tenants::load(&config.tenants_file)?;
     let client = nats::connect(&config.nats_url, "ingest").await?;
     let js = nats::jetstream(

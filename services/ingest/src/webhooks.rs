@@ -6,7 +6,6 @@
 //! 429 over the sender's rate limit, 503 JetStream did not acknowledge in time (with `Retry-After`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -47,34 +46,13 @@ pub struct AppState {
     audit: RejectionAudit,
     js: jetstream::Context,
     subjects: Subjects,
-    streaks: FailureStreaks,
 }
 
-/// Webhooks refused or not stored in a row, per source, exported as
-/// `ingest_webhook_consecutive_failures{source}` (the seed's "3+ consecutive webhook failures"
-/// alert); a stored one resets the count. Rate-limited requests count neither way.
-#[derive(Default)]
-struct FailureStreaks {
-    simplybook: AtomicU64,
-    stripe: AtomicU64,
-}
-
-impl FailureStreaks {
-    fn record(&self, source: &'static str, stored: bool) {
-        let streak = if source == "stripe" {
-            &self.stripe
-        } else {
-            &self.simplybook
-        };
-        let now = if stored {
-            streak.store(0, Ordering::Relaxed);
-            0
-        } else {
-            streak.fetch_add(1, Ordering::Relaxed) + 1
-        };
-        #[allow(clippy::cast_precision_loss)] // a streak never nears 2^53
-        metrics::gauge!("ingest_webhook_consecutive_failures", "source" => source).set(now as f64);
-    }
+/// Counts a webhook that was refused or could not be stored, per source, as
+/// `ingest_webhooks_failed_total{source}`: with `ingest_webhooks_accepted_total` it drives the
+/// "webhooks failing" alert across every replica. Rate-limited requests are not failures.
+fn count_failure(source: &'static str) {
+    metrics::counter!("ingest_webhooks_failed_total", "source" => source).increment(1);
 }
 
 impl AppState {
@@ -86,6 +64,12 @@ impl AppState {
         js: jetstream::Context,
         subjects: Subjects,
     ) -> Self {
+        // Every series an alert reads exists from the start, at 0: a counter that first
+        // appears at 1 looks like no increase to Prometheus.
+        for source in ["simplybook", "stripe"] {
+            metrics::counter!("ingest_webhooks_accepted_total", "source" => source).increment(0);
+            metrics::counter!("ingest_webhooks_failed_total", "source" => source).increment(0);
+        }
         AppState {
             tenants: RwLock::new(Arc::new(tenant_auth(tenants))),
             stripe_secrets,
@@ -93,7 +77,6 @@ impl AppState {
             audit,
             js,
             subjects,
-            streaks: FailureStreaks::default(),
         }
     }
 
@@ -155,7 +138,7 @@ impl AppState {
         body: &[u8],
     ) {
         let body_sha256 = hex::encode(Sha256::digest(body));
-        self.streaks.record(source, false);
+        count_failure(source);
         metrics::counter!("ingest_webhooks_rejected_total", "source" => source, "reason" => reason)
             .increment(1);
         tracing::warn!(source, tenant, reason, body_sha256, "webhook rejected");
@@ -196,7 +179,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize, timeout: Duration) ->
             post(simplybook_callback),
         )
         .route("/api/v1/webhooks/stripe", post(stripe))
-        .layer(axum::middleware::from_fn(trace::request_span))
+        .layer(axum::middleware::from_fn(trace::http_span))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -406,7 +389,9 @@ async fn publish(
         Ok(ack) => ack.await,
         Err(err) => Err(err),
     };
-    state.streaks.record(source, acked.is_ok());
+    if acked.is_err() {
+        count_failure(source);
+    }
     match acked {
         Ok(ack) if ack.duplicate => {
             metrics::counter!("ingest_webhooks_duplicate_total", "source" => source).increment(1);

@@ -122,6 +122,8 @@ pub enum Error {
 
 /// Runs the gRPC server and the outbox relay until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    // The metrics recorder first: anything counted before it exists would be lost.
+    billing_runtime::ops::prometheus();
     let tenants = config
         .tenants_file
         .as_deref()
@@ -173,6 +175,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let lifecycle = lifecycle::Lifecycle::new(store.clone(), stripe, relay.waker());
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
     tokio::spawn(gauges::report(pool.clone(), shutdown.clone()));
+    // The series the alert rules read exist from the start, at 0 (a counter that first appears
+    // at 1 shows no increase to Prometheus).
+    metrics::counter!("invoicing_close_outcomes_total", "outcome" => "failed").increment(0);
+    for consumer in [consumer::BOOKINGS_CONSUMER, consumer::STRIPE_CONSUMER] {
+        metrics::counter!("invoicing_dead_letters_total", "consumer" => consumer).increment(0);
+    }
     let consumers = consumer::Consumers::create(&js, &subjects)
         .await
         .map_err(Error::Consumers)?;

@@ -14,8 +14,26 @@ pub struct Reject {
     pub message: String,
 }
 
+/// Every `Reject::code` (each is also a `ledger_dead_letters_total` series, created at 0 when
+/// the ledger starts so the first dead letter of a kind raises the alert).
+pub const REJECT_CODES: [&str; 9] = [
+    "currency_change",
+    "currency_mismatch",
+    "database_refused",
+    "invalid_amount",
+    "invalid_session_time",
+    "malformed_payload",
+    "malformed_record",
+    "unconfirmed_callback",
+    "unknown_tenant",
+];
+
 impl Reject {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        debug_assert!(
+            REJECT_CODES.contains(&code),
+            "{code} is missing from REJECT_CODES"
+        );
         Reject {
             code,
             message: message.into(),

@@ -97,6 +97,8 @@ pub enum Error {
 
 /// Runs the consumer and the gRPC server until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    // The metrics recorder first: anything counted before it exists would be lost.
+    billing_runtime::ops::prometheus();
     let tenants = Arc::new(Tenants::load(&config.tenants_file)?);
     let pool = db::connect(&config.database_url, SCHEMA, config.db_max_connections).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
@@ -129,6 +131,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     .await
     .map_err(|e| Error::Consumer(e.to_string()))?;
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+    // The series the alert rules read exist from the start, at 0 (a counter that first appears
+    // at 1 shows no increase to Prometheus).
+    for reason in events::REJECT_CODES {
+        metrics::counter!("ledger_dead_letters_total", "reason" => reason).increment(0);
+    }
+    for kind in ["unavailable", "refused"] {
+        metrics::counter!("ledger_db_write_failures_total", "kind" => kind).increment(0);
+    }
     tokio::spawn(nats::report_consumers(
         js.clone(),
         [consumer::CONSUMER, consumer::REJECTIONS_CONSUMER]

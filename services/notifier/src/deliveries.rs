@@ -26,6 +26,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::InvoiceIssued,
+        Kind::PaymentReminder,
+        Kind::PaymentReceived,
+        Kind::OperatorAlert,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::InvoiceIssued => "invoice_issued",

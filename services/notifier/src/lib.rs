@@ -138,6 +138,8 @@ pub enum Error {
 
 /// Runs the consumers, the gRPC service and the ops endpoints until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    // The metrics recorder first: anything counted before it exists would be lost.
+    billing_runtime::ops::prometheus();
     let pool = db::connect(&config.database_url, SCHEMA, 5).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/notifier"), SCHEMA).await?;
     let client = nats::connect(&config.nats_url, "notifier").await?;
@@ -192,6 +194,17 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         ],
         shutdown.clone(),
     ));
+    // The series the alert rules read exist from the start, at 0 (a counter that first appears
+    // at 1 shows no increase to Prometheus).
+    for consumer in [consumer::INVOICES_CONSUMER, consumer::ALERTS_CONSUMER] {
+        metrics::counter!("notifier_dead_letters_total", "consumer" => consumer).increment(0);
+    }
+    for kind in deliveries::Kind::ALL {
+        for result in ["rejected", "server_refused"] {
+            metrics::counter!("notifier_emails_total", "kind" => kind.as_str(), "result" => result)
+                .increment(0);
+        }
+    }
     let consumer_task = {
         let notifier = notifier.clone();
         let shutdown = shutdown.clone();
