@@ -41,6 +41,7 @@ async fn traces_follow_webhooks_grpc_calls_and_outbox_events_across_services() -
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("e2e")));
+    billing_runtime::trace::set_recording(true);
     tracing::subscriber::set_global_default(subscriber).map_err(|e| {
         anyhow::anyhow!("{e}: this test needs its own process (run it with cargo nextest)")
     })?;

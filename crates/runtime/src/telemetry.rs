@@ -1,7 +1,7 @@
 //! Logging and traces. Logs are JSON lines by default (`LOG_FORMAT=text` for humans), filtered
 //! by `RUST_LOG`. Spans are exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
-//! (e.g. `http://otel-collector:4317`), and dropped otherwise. Spans are made either way, so a
-//! service without an exporter still passes on the `traceparent` of the trace it is part of.
+//! (e.g. `http://otel-collector:4317`); without it no spans are made (they cost CPU on every
+//! request), so a trace only continues through services that export too.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -47,9 +47,10 @@ pub fn init_with(service: &'static str, otlp_endpoint: Option<String>) -> Teleme
         }
     });
     let traces = exporting.is_some();
-    // Without an exporter spans are still made (and dropped), so each one has a trace context
-    // to pass on: a service in the middle of a path never breaks its trace.
-    let provider = exporting.unwrap_or_else(|| SdkTracerProvider::builder().build());
+    crate::trace::set_recording(traces);
+    // Spans cost CPU on every request (a quarter of ingest's throughput, `bench/run.sh`), so
+    // without an exporter none are made: configure the exporter on every service or on none.
+    let provider = exporting;
     // RUST_LOG filters the logs only; spans at info and above always reach the trace layer.
     let logs = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn,h2=warn,tower=warn"));
@@ -64,9 +65,11 @@ pub fn init_with(service: &'static str, otlp_endpoint: Option<String>) -> Teleme
             .with_filter(logs)
             .boxed()
     };
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer(service))
-        .with_filter(LevelFilter::INFO);
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service))
+            .with_filter(LevelFilter::INFO)
+    });
     let result = tracing_subscriber::registry()
         .with(fmt)
         .with(otel)
@@ -74,9 +77,7 @@ pub fn init_with(service: &'static str, otlp_endpoint: Option<String>) -> Teleme
     if result.is_ok() {
         tracing::info!(service, traces, "telemetry initialised");
     }
-    Telemetry {
-        provider: Some(provider),
-    }
+    Telemetry { provider }
 }
 
 fn otlp_provider(

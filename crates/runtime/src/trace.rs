@@ -3,6 +3,8 @@
 //! services after it is one trace. Spans reach a collector over OTLP when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see [`crate::telemetry::init`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_nats::HeaderMap;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -13,6 +15,24 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+static RECORDING: AtomicBool = AtomicBool::new(false);
+
+/// Turns span making on: [`crate::telemetry::init`] does when it exports traces, and a process
+/// that installs its own OpenTelemetry layer (a test) calls it. Off, [`span`] makes none, and
+/// requests and events cost no tracing work (ingest measured ~20 µs of CPU per request).
+pub fn set_recording(on: bool) {
+    RECORDING.store(on, Ordering::Relaxed);
+}
+
+/// `make()`'s span when traces are recorded, a disabled one otherwise.
+pub fn span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if RECORDING.load(Ordering::Relaxed) {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
 
 /// The W3C header (and NATS header) that carries a trace context.
 pub const TRACEPARENT: &str = "traceparent";
@@ -118,7 +138,7 @@ impl Extractor for HttpHeaders<'_> {
 /// services (or health and reflection) are named `unknown`, so a caller cannot invent labels.
 pub async fn grpc_span(request: Request, next: Next) -> Response {
     let rpc = grpc_method(request.uri().path());
-    let span = tracing::info_span!("grpc", rpc = %rpc, otel.kind = "server");
+    let span = span(|| tracing::info_span!("grpc", rpc = %rpc, otel.kind = "server"));
     let started = std::time::Instant::now();
     let response = joined(span, request, next).await;
     metrics::histogram!("grpc_server_seconds", "rpc" => rpc)
@@ -134,7 +154,9 @@ pub async fn http_span(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let span = tracing::info_span!("http", method = %request.method(), route = %route, otel.kind = "server");
+    let span = span(
+        || tracing::info_span!("http", method = %request.method(), route = %route, otel.kind = "server"),
+    );
     let started = std::time::Instant::now();
     let response = joined(span, request, next).await;
     let status = response.status().as_u16().to_string();

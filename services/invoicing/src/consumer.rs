@@ -97,7 +97,7 @@ impl Consumers {
             });
         let payments = nats::consume(&self.stripe, 50, &shutdown, |msg| {
             // Continues the trace of ingest's request that published the event.
-            let span = tracing::info_span!("invoicing.stripe_event");
+            let span = trace::span(|| tracing::info_span!("invoicing.stripe_event"));
             trace::follow_nats(&span, msg.headers.as_ref());
             stripe_event(&lifecycle, &dlq, msg).instrument(span)
         });

@@ -250,7 +250,8 @@ impl Consumer {
         booking: &NewBooking,
         outcome: Outcome,
     ) -> Disposition {
-        let span = tracing::info_span!("ledger.committed", event_id = %booking.event_id);
+        let span =
+            trace::span(|| tracing::info_span!("ledger.committed", event_id = %booking.event_id));
         trace::follow_nats(&span, msg.headers.as_ref());
         async {
             match outcome {
@@ -281,7 +282,7 @@ impl Consumer {
     async fn decode(&self, msg: &jetstream::Message) -> Result<NewBooking, Unapplied> {
         let meta = Meta::of(msg);
         // Each event of a batch continues the trace its headers carry (ingest's request).
-        let span = tracing::info_span!("ledger.decode", event_id = %meta.event_id);
+        let span = trace::span(|| tracing::info_span!("ledger.decode", event_id = %meta.event_id));
         trace::follow_nats(&span, msg.headers.as_ref());
         self.decode_event(msg, meta).instrument(span).await
     }

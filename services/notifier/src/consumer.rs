@@ -196,7 +196,8 @@ impl Notifier {
     }
 
     async fn on_invoice_event(&self, msg: jetstream::Message) {
-        let span = tracing::info_span!("notifier.invoice_event", subject = %msg.subject);
+        let span =
+            trace::span(|| tracing::info_span!("notifier.invoice_event", subject = %msg.subject));
         trace::follow_nats(&span, msg.headers.as_ref());
         async {
             let disposition = self.invoice_event(&msg).await;
@@ -208,7 +209,7 @@ impl Notifier {
     }
 
     async fn on_alert(&self, msg: jetstream::Message) {
-        let span = tracing::info_span!("notifier.alert", subject = %msg.subject);
+        let span = trace::span(|| tracing::info_span!("notifier.alert", subject = %msg.subject));
         trace::follow_nats(&span, msg.headers.as_ref());
         async {
             let disposition = self.alert_event(&msg).await;
