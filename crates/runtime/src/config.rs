@@ -38,3 +38,20 @@ pub fn parse_secret(s: &str) -> Result<Secret<String>, String> {
     }
     Ok(Secret::new(s.to_string()))
 }
+
+/// What `--migrate-only` does in each service's `main`: applies the migrations, logs the
+/// outcome, and gives the exit status.
+pub async fn migrate_only<E: std::fmt::Display>(
+    migrate: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    match migrate.await {
+        Ok(()) => {
+            tracing::info!("migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "migrating failed");
+            ExitCode::FAILURE
+        }
+    }
+}

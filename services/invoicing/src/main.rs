@@ -8,16 +8,7 @@ async fn main() -> ExitCode {
     let config: Config = config::parse_or_exit();
     let _telemetry = telemetry::init("invoicing");
     if config.migrate_only {
-        return match invoicing::migrate(&config.database_url).await {
-            Ok(()) => {
-                tracing::info!("migrations applied");
-                ExitCode::SUCCESS
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "migrating failed");
-                ExitCode::FAILURE
-            }
-        };
+        return config::migrate_only(invoicing::migrate(&config.database_url)).await;
     }
     let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
         Ok(l) => l,
