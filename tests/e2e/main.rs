@@ -1,6 +1,7 @@
 //! End-to-end tests: the four services in-process on loopback ports, against the real
 //! PostgreSQL, NATS JetStream and an SMTP server, each test in its own database and namespace.
 
+mod billingctl;
 mod fetch_on_notify;
 mod grpc_discovery;
 mod harness;

@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use billing_proto::convert::datetime;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{
-    GenerateMonthlyInvoicesRequest, GetInvoiceRequest, Invoice, ListInvoicesRequest, Outcome,
-    RecordPaymentRequest, SweepOverdueRequest, VoidInvoiceRequest,
+    GenerateMonthlyInvoicesRequest, GetInvoiceRequest, GetTenantProfileRequest, Invoice,
+    ListInvoicesRequest, ListTenantProfilesRequest, Outcome, PutTenantProfileRequest,
+    RecordPaymentRequest, SweepOverdueRequest, TenantProfile, VoidInvoiceRequest,
 };
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::ledger::{
@@ -71,6 +72,82 @@ enum Command {
     /// Events the ledger gave up on.
     #[command(subcommand)]
     Dlq(DlqCmd),
+    /// Tenants' billing profiles (kept by invoicing).
+    #[command(subcommand)]
+    Tenants(TenantsCmd),
+}
+
+#[derive(Subcommand)]
+enum TenantsCmd {
+    /// Every tenant with a billing profile.
+    List,
+    /// One tenant's billing profile.
+    Show { tenant: String },
+    /// Creates a tenant's profile or changes the given fields of an existing one.
+    Set {
+        tenant: String,
+        #[command(flatten)]
+        fields: Box<ProfileFields>,
+    },
+}
+
+/// The fields `tenants set` can change; those not given keep their value.
+#[derive(clap::Args)]
+struct ProfileFields {
+    /// Legal name printed on invoices.
+    #[arg(long)]
+    legal_name: Option<String>,
+    #[arg(long)]
+    billing_email: Option<String>,
+    /// Postal address; `;` separates lines.
+    #[arg(long)]
+    address: Option<String>,
+    /// e.g. "ABN 00 000 000 000".
+    #[arg(long)]
+    tax_id: Option<String>,
+    /// IANA zone of the tenant's billing months, e.g. Australia/Sydney.
+    #[arg(long)]
+    time_zone: Option<String>,
+    /// ISO 4217; must match the ledger's currency for the tenant.
+    #[arg(long)]
+    currency: Option<String>,
+    /// Days from issue to due date.
+    #[arg(long)]
+    payment_terms_days: Option<u32>,
+    /// Decimal fraction, e.g. 0.10.
+    #[arg(long)]
+    tax_rate: Option<String>,
+    /// manual (bank transfer) or stripe.
+    #[arg(long)]
+    mode: Option<String>,
+    #[arg(long)]
+    stripe_customer_id: Option<String>,
+    /// Invoice numbers are <prefix>-<year>-<seq>.
+    #[arg(long)]
+    invoice_prefix: Option<String>,
+}
+
+impl ProfileFields {
+    fn apply(self, p: &mut TenantProfile) {
+        let set = |field: &mut String, value: Option<String>| {
+            if let Some(value) = value {
+                *field = value;
+            }
+        };
+        set(&mut p.legal_name, self.legal_name);
+        set(&mut p.billing_email, self.billing_email);
+        set(&mut p.address, self.address.map(|a| a.replace(';', "\n")));
+        set(&mut p.tax_id, self.tax_id);
+        set(&mut p.time_zone, self.time_zone);
+        set(&mut p.currency, self.currency);
+        set(&mut p.tax_rate, self.tax_rate);
+        set(&mut p.invoicing_mode, self.mode);
+        set(&mut p.stripe_customer_id, self.stripe_customer_id);
+        set(&mut p.invoice_prefix, self.invoice_prefix);
+        if let Some(days) = self.payment_terms_days {
+            p.payment_terms_days = days;
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -283,6 +360,61 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(EXIT_TAMPERED)
             })
+        }
+        Command::Tenants(cmd) => {
+            let mut invoicing = InvoicingServiceClient::new(channel(&cli.invoicing_url)?);
+            let profiles = match cmd {
+                TenantsCmd::List => {
+                    invoicing
+                        .list_tenant_profiles(ListTenantProfilesRequest {})
+                        .await?
+                        .into_inner()
+                        .profiles
+                }
+                TenantsCmd::Show { tenant } => vec![profile(&mut invoicing, &tenant).await?],
+                TenantsCmd::Set { tenant, fields } => {
+                    let mut current = match profile(&mut invoicing, &tenant).await {
+                        Ok(p) => p,
+                        Err(err) if is_not_found(&err) => TenantProfile {
+                            tenant_id: tenant.clone(),
+                            ..Default::default()
+                        },
+                        Err(err) => return Err(err),
+                    };
+                    fields.apply(&mut current);
+                    vec![
+                        invoicing
+                            .put_tenant_profile(PutTenantProfileRequest {
+                                profile: Some(current),
+                            })
+                            .await?
+                            .into_inner(),
+                    ]
+                }
+            };
+            if cli.json {
+                let rows: Vec<_> = profiles.iter().map(profile_json).collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<12} {:<32} {:<20} {:<4} {:>5} {:>6} {:<7} BILLING EMAIL",
+                    "TENANT", "LEGAL NAME", "TIME ZONE", "CUR", "TERMS", "TAX", "MODE"
+                );
+                for p in &profiles {
+                    println!(
+                        "{:<12} {:<32} {:<20} {:<4} {:>5} {:>6} {:<7} {}",
+                        p.tenant_id,
+                        p.legal_name,
+                        p.time_zone,
+                        p.currency,
+                        p.payment_terms_days,
+                        p.tax_rate,
+                        p.invoicing_mode,
+                        p.billing_email
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(cmd) => {
             let mut ledger = LedgerServiceClient::new(channel(&cli.ledger_url)?);
@@ -605,6 +737,40 @@ fn dead_letter_json(d: &DeadLetter) -> serde_json::Value {
         "sequence": d.sequence, "consumer": d.consumer, "original_subject": d.original_subject,
         "event_id": d.event_id, "tenant": d.tenant_id, "reason": d.reason,
         "dead_lettered_at": datetime(d.dead_lettered_at.as_ref()).map(|t| t.to_rfc3339()),
+    })
+}
+
+/// One tenant's profile; an unknown tenant is an error that says so.
+async fn profile(
+    invoicing: &mut InvoicingServiceClient<Channel>,
+    tenant: &str,
+) -> anyhow::Result<TenantProfile> {
+    match invoicing
+        .get_tenant_profile(GetTenantProfileRequest {
+            tenant_id: tenant.to_string(),
+        })
+        .await
+    {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) if status.code() == tonic::Code::NotFound => {
+            Err(anyhow::Error::new(status).context(format!("unknown tenant {tenant:?}")))
+        }
+        Err(status) => Err(status.into()),
+    }
+}
+
+fn is_not_found(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<tonic::Status>()
+        .is_some_and(|s| s.code() == tonic::Code::NotFound)
+}
+
+fn profile_json(p: &TenantProfile) -> serde_json::Value {
+    serde_json::json!({
+        "tenant_id": p.tenant_id, "legal_name": p.legal_name, "billing_email": p.billing_email,
+        "address": p.address, "tax_id": p.tax_id, "time_zone": p.time_zone,
+        "currency": p.currency, "payment_terms_days": p.payment_terms_days,
+        "tax_rate": p.tax_rate, "invoicing_mode": p.invoicing_mode,
+        "stripe_customer_id": p.stripe_customer_id, "invoice_prefix": p.invoice_prefix,
     })
 }
 
