@@ -19,7 +19,7 @@ pub fn amount(m: Option<&billing_proto::Money>) -> String {
     m.map(|m| group_thousands(&m.amount)).unwrap_or_default()
 }
 
-pub fn group_thousands(amount: &str) -> String {
+fn group_thousands(amount: &str) -> String {
     let (sign, digits) = match amount.strip_prefix('-') {
         Some(rest) => ("-", rest),
         None => ("", amount),
