@@ -40,6 +40,13 @@ export NOTIFIER_FROM="Platform Billing <billing@platform.example.test>"
 export NOTIFIER_OPERATOR_EMAIL="ops@platform.example.test" NOTIFIER_OPERATOR_NAME="Example Platform Pty Ltd"
 export NOTIFIER_OPERATOR_ADDRESS="1 Example Street; Sydney NSW 2000" NOTIFIER_OPERATOR_TAX_ID="ABN 00 000 000 000 (example)"
 export BILLINGCTL_NOTIFIER_URL=http://127.0.0.1:8083
+# gRPC tokens for this run only: an admin one for billingctl, a viewer one the services call
+# each other with.
+ADMIN_TOKEN="demo-admin-token-$RUN_ID-not-secret" SERVICE_TOKEN="demo-service-token-$RUN_ID-not-secret"
+export LEDGER_GRPC_TOKENS="admin:$ADMIN_TOKEN viewer:$SERVICE_TOKEN"
+export INVOICING_GRPC_TOKENS="$LEDGER_GRPC_TOKENS" NOTIFIER_GRPC_TOKENS="$LEDGER_GRPC_TOKENS"
+export INVOICING_LEDGER_TOKEN="$SERVICE_TOKEN" NOTIFIER_INVOICING_TOKEN="$SERVICE_TOKEN"
+export BILLINGCTL_TOKEN="$ADMIN_TOKEN"
 
 start() { # name command...
   local name=$1; shift

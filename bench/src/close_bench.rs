@@ -164,6 +164,7 @@ async fn run(
         &[
             ("LISTEN_ADDR", invoicing_addr.to_string()),
             ("LEDGER_URL", format!("http://{ledger_addr}")),
+            ("LEDGER_TOKEN", common::BENCH_TOKEN.to_string()),
         ],
     );
     let _ledger = common::spawn_service("ledger", &ledger_env, dir)?;
@@ -305,11 +306,17 @@ fn amount(m: Option<&billing_proto::Money>) -> Decimal {
 
 async fn connect(
     addr: std::net::SocketAddr,
-) -> anyhow::Result<InvoicingServiceClient<tonic::transport::Channel>> {
+) -> anyhow::Result<InvoicingServiceClient<billing_runtime::trace::TracedChannel>> {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let token = billing_domain::Secret::new(common::BENCH_TOKEN.to_string());
     loop {
-        match InvoicingServiceClient::connect(format!("http://{addr}")).await {
-            Ok(client) => return Ok(client),
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?;
+        match endpoint.connect().await {
+            Ok(channel) => {
+                return Ok(InvoicingServiceClient::new(billing_runtime::trace::traced(
+                    channel, &token,
+                )?));
+            }
             Err(err) if Instant::now() > deadline => return Err(err.into()),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }

@@ -22,6 +22,9 @@ pub struct Backends {
     pub database_url: String,
 }
 
+/// Obviously fake admin token the benchmarks' services accept and call each other with.
+pub const BENCH_TOKEN: &str = "fake-bench-grpc-token-not-secret-0000";
+
 /// The environment of service `name` (`ledger`, `invoicing`) for a run: database, NATS,
 /// namespace and tenants file, then `extra` (`("LISTEN_ADDR", …)` becomes `LEDGER_LISTEN_ADDR`).
 pub fn service_env(
@@ -38,6 +41,7 @@ pub fn service_env(
         ("NATS_URL", nats_url.to_string()),
         ("NATS_NAMESPACE", namespace.to_string()),
         ("TENANTS_FILE", tenants_file.display().to_string()),
+        ("GRPC_TOKENS", format!("admin:{BENCH_TOKEN}")),
     ]
     .iter()
     .chain(extra)

@@ -1,6 +1,15 @@
-//! billingctl as an operator runs it (a separate process over gRPC): tenants' billing profiles.
+//! billingctl as an operator runs it (a separate process over gRPC): tenants' billing profiles,
+//! the month-end close, exports, payments from a bank statement, and reconciliation with
+//! SimplyBook.
 
-use crate::harness::System;
+use std::time::Duration;
+
+use mail_parser::MessageParser;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::harness::{CLAIRE_CALLBACK_TOKEN, OPERATOR_EMAIL, System, eventually};
+use crate::invoicing::{Publisher, ledger_has};
 
 fn json(out: &std::process::Output) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(out.status.success(), "billingctl failed: {out:?}");
@@ -86,5 +95,425 @@ async fn tenants(system: &System) -> anyhow::Result<()> {
     assert!(table.status.success());
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("New Co Pty Ltd"), "{text}");
+    Ok(())
+}
+
+/// The amount of a formatted money value, `AUD 54.02` → 54.02.
+fn money(v: &Value) -> anyhow::Result<Decimal> {
+    let text = v.as_str().unwrap_or_default();
+    let amount = text.rsplit(' ').next().unwrap_or_default();
+    Ok(amount.parse()?)
+}
+
+/// billingctl's JSON output, whatever its exit status.
+fn output_json(out: &std::process::Output) -> anyhow::Result<Value> {
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn month_end_with_billingctl_close_export_bank_statement_pay_and_void() -> anyhow::Result<()>
+{
+    let system = System::start().await?;
+    let result = month_end(&system).await;
+    system.finish(result).await
+}
+
+async fn month_end(system: &System) -> anyhow::Result<()> {
+    let publisher = Publisher::new(system).await?;
+    for (id, price, status, at) in [
+        ("5001", "100.00", "confirmed", "2026-10-05T10:00:00+11:00"),
+        ("5002", "150.10", "confirmed", "2026-10-14T15:30:00+11:00"),
+        ("5003", "80.00", "cancelled", "2026-10-20T09:00:00+11:00"),
+        ("5004", "10.01", "completed", "2026-10-31T23:30:00+11:00"),
+        ("5005", "60.00", "confirmed", "2026-09-20T10:00:00+10:00"),
+    ] {
+        publisher.book("claire", id, price, status, at).await?;
+    }
+    publisher
+        .book(
+            "kenji",
+            "6001",
+            "12000",
+            "confirmed",
+            "2026-10-10T10:00:00+09:00",
+        )
+        .await?;
+    ledger_has(system, 6).await?;
+
+    // The close, as the CronJob runs it.
+    let generated = system
+        .billingctl(&["invoices", "generate", "--period", "2026-10", "--json"])
+        .await?;
+    assert!(generated.status.success(), "{generated:?}");
+    let outcomes: Vec<Value> = String::from_utf8_lossy(&generated.stdout)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let invoice_of = |tenant: &str| {
+        outcomes
+            .iter()
+            .find(|o| o["tenant"] == tenant)
+            .map(|o| o["invoice"].clone())
+            .unwrap_or_default()
+    };
+    let claire = invoice_of("claire");
+    let kenji = invoice_of("kenji");
+    assert_eq!(claire["booking_count"], 3, "{claire}");
+    let claire_number = claire["number"].as_str().unwrap_or_default().to_string();
+    let claire_id = claire["id"].as_str().unwrap_or_default().to_string();
+    let claire_total = money(&claire["total"])?;
+    let kenji_total = money(&kenji["total"])?;
+    // 20% of 100.00 + 150.10 + 10.01, before tax.
+    assert_eq!(money(&claire["subtotal"])?, Decimal::new(5202, 2));
+
+    let listed = json(
+        &system
+            .billingctl(&["invoices", "list", "--tenant", "claire", "--json"])
+            .await?,
+    )?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed[0]["status"], "issued");
+
+    // Exports an accountant imports: bookings as CSV (to a file), invoices as JSON.
+    let dir = std::env::temp_dir().join(format!("billingctl-export-{}", system.namespace));
+    std::fs::create_dir_all(&dir)?;
+    let csv_path = dir.join("claire-2026-10-bookings.csv");
+    let csv_arg = csv_path.display().to_string();
+    let exported = system
+        .billingctl(&[
+            "export", "bookings", "--tenant", "claire", "--period", "2026-10", "--out", &csv_arg,
+        ])
+        .await?;
+    assert!(exported.status.success(), "{exported:?}");
+    let mut reader = csv::Reader::from_path(&csv_path)?;
+    let header: Vec<String> = reader.headers()?.iter().map(str::to_string).collect();
+    assert_eq!(
+        header[..8],
+        [
+            "tenant_id",
+            "booking_ref",
+            "status",
+            "session_at_utc",
+            "session_at_local",
+            "service",
+            "currency",
+            "total"
+        ]
+    );
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap_or(usize::MAX);
+    let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>()?;
+    let refs: Vec<&str> = rows.iter().map(|r| &r[column("booking_ref")]).collect();
+    // October in Sydney: not 5005 (September), and 5004 on the 31st at 23:30 local is in.
+    assert_eq!(refs, ["5001", "5002", "5003", "5004"]);
+    assert_eq!(&rows[3][column("session_at_local")], "2026-10-31 23:30");
+    assert_eq!(&rows[3][column("session_at_utc")], "2026-10-31T12:30:00Z");
+    let billable_fees: Decimal = rows
+        .iter()
+        .filter(|r| &r[column("status")] != "cancelled")
+        .map(|r| r[column("platform_fee")].parse::<Decimal>())
+        .sum::<Result<Decimal, _>>()?;
+    assert_eq!(billable_fees, money(&claire["subtotal"])?);
+
+    let invoices = json(
+        &system
+            .billingctl(&[
+                "export", "invoices", "--tenant", "claire", "--period", "2026-10", "--format",
+                "json",
+            ])
+            .await?,
+    )?;
+    assert_eq!(invoices.as_array().map(Vec::len), Some(1));
+    assert_eq!(invoices[0]["number"], claire_number.as_str());
+    assert_eq!(invoices[0]["lines"].as_array().map(Vec::len), Some(3));
+    let bad_period = system
+        .billingctl(&[
+            "export", "invoices", "--tenant", "claire", "--period", "October",
+        ])
+        .await?;
+    assert_eq!(bad_period.status.code(), Some(65), "{bad_period:?}");
+    assert!(String::from_utf8_lossy(&bad_period.stderr).contains("YYYY-MM"));
+
+    // The bank statement: part of Claire's invoice (the reference as a bank mangles it),
+    // Kenji's in full, a transfer nobody can place, and a debit.
+    let partial = (claire_total / Decimal::TWO).round_dp(2);
+    let mangled = claire_number.to_lowercase().replace('-', " ");
+    let kenji_number = kenji["number"].as_str().unwrap_or_default();
+    let statement = dir.join("statement.csv");
+    std::fs::write(
+        &statement,
+        format!(
+            "Date,Description,Amount,Reference\n\
+             2026-11-03,TRANSFER FROM C HAMILTON,{partial},{mangled}\n\
+             2026-11-04,TRANSFER FROM K SATO,\"{kenji_total}\",{kenji_number}\n\
+             2026-11-04,TRANSFER FROM A STRANGER,33.33,DONATION\n\
+             2026-11-05,ACCOUNT FEE,-2.00,\n"
+        ),
+    )?;
+    let statement_arg = statement.display().to_string();
+    let import_args = ["reconcile", "bank", statement_arg.as_str(), "--json"];
+    let import = || system.billingctl(&import_args);
+    let first = import().await?;
+    // Something is left for a person: exit status 3.
+    assert_eq!(first.status.code(), Some(3), "{first:?}");
+    let matches = output_json(&first)?;
+    let outcome = |m: &Value, line: u64| {
+        m.as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["line"] == line)
+            .map(|r| (r["outcome"].clone(), r["detail"].clone()))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        outcome(&matches, 2),
+        (json!("recorded"), json!("partially_paid"))
+    );
+    assert_eq!(outcome(&matches, 3), (json!("recorded"), json!("paid")));
+    let (unknown, why) = outcome(&matches, 4);
+    assert_eq!(unknown, "unmatched");
+    assert!(
+        why.as_str()
+            .unwrap_or_default()
+            .contains("no invoice number"),
+        "{why}"
+    );
+    assert_eq!(
+        matches.as_array().map(Vec::len),
+        Some(3),
+        "the debit is skipped"
+    );
+
+    // The same statement again records nothing twice.
+    let again = output_json(&import().await?)?;
+    assert_eq!(outcome(&again, 2).0, "already_recorded");
+    assert_eq!(outcome(&again, 3).0, "already_recorded");
+    let shown = json(
+        &system
+            .billingctl(&["invoices", "show", &claire_id, "--json"])
+            .await?,
+    )?;
+    assert_eq!(shown["status"], "partially_paid");
+    assert_eq!(money(&shown["amount_paid"])?, partial);
+    assert_eq!(shown["payments"].as_array().map(Vec::len), Some(1));
+
+    // The rest by hand, then the invoice is paid.
+    let rest = (claire_total - partial).to_string();
+    let paid = json(
+        &system
+            .billingctl(&[
+                "invoices",
+                "pay",
+                &claire_id,
+                "--amount",
+                &rest,
+                "--date",
+                "2026-11-12",
+                "--reference",
+                &claire_number,
+                "--json",
+            ])
+            .await?,
+    )?;
+    assert_eq!(paid["invoice"]["status"], "paid");
+    assert_eq!(money(&paid["invoice"]["balance"])?, Decimal::ZERO);
+
+    // September's invoice, voided: listed as void, its month open to invoice again.
+    let september = json(
+        &system
+            .billingctl(&[
+                "invoices", "generate", "--period", "2026-09", "--tenant", "claire", "--json",
+            ])
+            .await?,
+    )?;
+    let september_id = september["invoice"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let voided = system
+        .billingctl(&[
+            "invoices",
+            "void",
+            &september_id,
+            "--reason",
+            "issued by mistake",
+        ])
+        .await?;
+    assert!(voided.status.success(), "{voided:?}");
+    let void = json(
+        &system
+            .billingctl(&[
+                "invoices", "list", "--tenant", "claire", "--status", "void", "--json",
+            ])
+            .await?,
+    )?;
+    assert_eq!(void.as_array().map(Vec::len), Some(1));
+    assert_eq!(void[0]["id"], september_id.as_str());
+    Ok(())
+}
+
+/// SimplyBook's booking as `getBookingDetails` returns it.
+fn details(start: &str, status: &str, price: &str) -> Value {
+    json!({"start_date_time": start, "status": status, "event_id": "7",
+        "event_name": "Remedial massage", "unit_name": "Claire", "client_name": "Test Client",
+        "client_email": "client@example.test", "price": price})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconciliation_finds_what_the_ledger_missed_and_repairs_it_through_ingest()
+-> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = reconciliation(&system).await;
+    system.finish(result).await
+}
+
+async fn reconciliation(system: &System) -> anyhow::Result<()> {
+    let sb = &system.simplybook;
+    // One booking reaches the ledger; SimplyBook later cancels it and that callback is lost.
+    // Two more are never called back at all.
+    sb.put_booking(
+        "4001",
+        "h4001",
+        details("2026-10-05 10:00:00", "confirmed", "100.00"),
+    );
+    let body = json!({"booking_id": "4001", "booking_hash": "h4001",
+        "company": crate::harness::CLAIRE_COMPANY, "notification_type": "create"});
+    let response = system
+        .post_callback("claire", CLAIRE_CALLBACK_TOKEN, &body.to_string())
+        .await?;
+    assert!(response.status().is_success());
+    ledger_has(system, 1).await?;
+    sb.put_booking(
+        "4001",
+        "h4001",
+        details("2026-10-05 10:00:00", "canceled", "100.00"),
+    );
+    sb.put_booking(
+        "4002",
+        "h4002",
+        details("2026-10-12 11:00:00", "confirmed", "150.10"),
+    );
+    sb.put_booking(
+        "4003",
+        "h4003",
+        details("2026-10-31 23:30:00", "confirmed", "10.01"),
+    );
+    // Another month's booking is not this month's business.
+    sb.put_booking(
+        "4004",
+        "h4004",
+        details("2026-11-01 00:30:00", "confirmed", "70.00"),
+    );
+
+    let reconcile = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "reconcile",
+            "simplybook",
+            "--tenant",
+            "claire",
+            "--period",
+            "2026-10",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        async move { system.billingctl(&args).await }
+    };
+    let report = reconcile(&["--alert"]).await?;
+    assert_eq!(report.status.code(), Some(3), "{report:?}");
+    let report = output_json(&report)?;
+    let claire = &report[0];
+    assert_eq!(claire["simplybook_bookings"], 3, "{claire}");
+    assert_eq!(claire["ledger_bookings"], 1);
+    assert_eq!(claire["matched"], 0);
+    let gaps: Vec<(String, String)> = claire["gaps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            (
+                g["booking_ref"].as_str().unwrap_or_default().into(),
+                g["kind"].as_str().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("4001", "status_mismatch"),
+        ("4002", "missing_in_ledger"),
+        ("4003", "missing_in_ledger"),
+    ]
+    .map(|(r, k)| (r.to_string(), k.to_string()));
+    assert_eq!(gaps, expected);
+
+    // The operator hears about the gap.
+    let mails = system.mail.wait_for(1, Duration::from_secs(20)).await;
+    let alert = mails
+        .iter()
+        .find(|m| m.rcpt_to == [OPERATOR_EMAIL.to_string()])
+        .ok_or_else(|| anyhow::anyhow!("no alert email: {} mails", mails.len()))?;
+    let parsed = MessageParser::default()
+        .parse(&alert.data)
+        .ok_or_else(|| anyhow::anyhow!("unparsable alert"))?;
+    let subject = parsed.subject().unwrap_or_default();
+    assert!(
+        subject.contains("SimplyBook and the ledger differ"),
+        "{subject}"
+    );
+
+    // Repair sends SimplyBook's callbacks through ingest; the ledger catches up on its own.
+    let repaired = output_json(&reconcile(&["--repair"]).await?)?;
+    let repairs: Vec<&str> = repaired[0]["gaps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["repair"].as_str())
+        .collect();
+    assert_eq!(repairs, ["sent", "sent", "sent"]);
+    ledger_has(system, 3).await?;
+    eventually(Duration::from_secs(30), || async {
+        let shown = system
+            .billingctl(&["bookings", "show", "4001", "--tenant", "claire", "--json"])
+            .await?;
+        let shown = output_json(&shown)?;
+        Ok((shown["booking"]["status"] == "cancelled").then_some(()))
+    })
+    .await?;
+
+    let clean = reconcile(&[]).await?;
+    assert!(clean.status.success(), "{clean:?}");
+    let clean = output_json(&clean)?;
+    assert_eq!(clean[0]["matched"], 3);
+    assert_eq!(clean[0]["gaps"], json!([]));
+
+    // The audit log shows each callback and what it did.
+    let events = json(
+        &system
+            .billingctl(&[
+                "events",
+                "list",
+                "--tenant",
+                "claire",
+                "--source",
+                "simplybook",
+                "--json",
+            ])
+            .await?,
+    )?;
+    let outcomes: Vec<&str> = events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["outcome"].as_str())
+        .collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "stored").count(),
+        3,
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains(&"status_changed"), "{outcomes:?}");
     Ok(())
 }

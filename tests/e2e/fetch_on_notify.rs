@@ -334,7 +334,6 @@ async fn a_dead_letter_can_be_listed_and_replayed_once_its_cause_is_fixed() -> a
 }
 
 async fn replay(system: &System) -> anyhow::Result<()> {
-    use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
     use billing_proto::ledger::{ListDeadLettersRequest, ReplayDeadLetterRequest};
 
     let db = system.db("ledger").await?;
@@ -344,7 +343,7 @@ async fn replay(system: &System) -> anyhow::Result<()> {
     let rows = audited(&db, 1).await?;
     assert_eq!(rows[0].0, "dead_lettered");
 
-    let mut ledger = LedgerServiceClient::connect(format!("http://{}", system.ledger)).await?;
+    let mut ledger = system.ledger_client()?;
     let letters = ledger
         .list_dead_letters(ListDeadLettersRequest {
             tenant_id: "claire".into(),

@@ -1,5 +1,6 @@
 //! Any standard gRPC client can find and check the services: `grpc.health.v1` and server
-//! reflection on the same port as the business API.
+//! reflection on the same port as the business API, open without a token. Every business call
+//! needs a bearer token whose role allows it.
 
 use billing_proto::invoicing::invoicing_service_server::SERVICE_NAME as INVOICING;
 use billing_proto::ledger::ledger_service_server::SERVICE_NAME as LEDGER;
@@ -12,7 +13,15 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-use crate::harness::System;
+use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
+use billing_proto::invoicing::{
+    GenerateMonthlyInvoicesRequest, ListInvoicesRequest, PutTenantProfileRequest,
+};
+use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
+use billing_proto::ledger::{ListBookingsRequest, ReplayDeadLetterRequest};
+use tonic::Code;
+
+use crate::harness::{BILLING_TOKEN, System, VIEWER_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grpc_services_answer_health_checks_and_reflection() -> anyhow::Result<()> {
@@ -61,5 +70,111 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
     // Plain HTTP on the same port still gets a 404 for unknown paths, not a gRPC answer.
     let response = reqwest::get(format!("http://{}/nope", system.ledger)).await?;
     assert_eq!(response.status(), 404);
+    roles(system).await
+}
+
+/// A request carrying `token` (or none).
+fn with_token<T>(message: T, token: Option<&str>) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+    }
+    Ok(request)
+}
+
+async fn roles(system: &System) -> anyhow::Result<()> {
+    let channel = |addr| {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map(|e| e.connect_lazy())
+    };
+    let mut ledger = LedgerServiceClient::new(channel(system.ledger)?);
+    let mut invoicing = InvoicingServiceClient::new(channel(system.invoicing)?);
+    let list = || ListBookingsRequest {
+        tenant_id: "claire".into(),
+        ..Default::default()
+    };
+
+    // No token, a wrong one, another scheme: unauthenticated.
+    for token in [None, Some("fake-wrong-grpc-token-not-secret-9999")] {
+        let err = ledger
+            .list_bookings(with_token(list(), token)?)
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::Unauthenticated, "{token:?}: {err}");
+    }
+    let mut basic = tonic::Request::new(list());
+    basic
+        .metadata_mut()
+        .insert("authorization", format!("Basic {VIEWER_TOKEN}").parse()?);
+    let err = ledger.list_bookings(basic).await.expect_err("refused");
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // A viewer reads, and may not change anything.
+    ledger
+        .list_bookings(with_token(list(), Some(VIEWER_TOKEN))?)
+        .await?;
+    invoicing
+        .list_invoices(with_token(
+            ListInvoicesRequest::default(),
+            Some(VIEWER_TOKEN),
+        )?)
+        .await?;
+    let err = invoicing
+        .generate_monthly_invoices(with_token(
+            GenerateMonthlyInvoicesRequest {
+                dry_run: true,
+                ..Default::default()
+            },
+            Some(VIEWER_TOKEN),
+        )?)
+        .await
+        .expect_err("viewer may not close months");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("viewer"), "{err}");
+
+    // Billing closes months but neither edits tenants nor replays dead letters.
+    invoicing
+        .generate_monthly_invoices(with_token(
+            GenerateMonthlyInvoicesRequest {
+                dry_run: true,
+                ..Default::default()
+            },
+            Some(BILLING_TOKEN),
+        )?)
+        .await?;
+    let err = invoicing
+        .put_tenant_profile(with_token(
+            PutTenantProfileRequest::default(),
+            Some(BILLING_TOKEN),
+        )?)
+        .await
+        .expect_err("billing may not edit profiles");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    let err = ledger
+        .replay_dead_letter(with_token(
+            ReplayDeadLetterRequest { sequence: 1 },
+            Some(BILLING_TOKEN),
+        )?)
+        .await
+        .expect_err("billing may not replay");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // billingctl says what went wrong and exits with EX_NOPERM.
+    let out = system
+        .billingctl_as(
+            VIEWER_TOKEN,
+            &[
+                "invoices",
+                "void",
+                "00000000-0000-0000-0000-000000000000",
+                "--reason",
+                "x",
+            ],
+        )
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{stderr}");
+    assert!(stderr.contains("may not"), "{stderr}");
     Ok(())
 }

@@ -7,7 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 use billing_domain::Secret;
 use billing_domain::standard_webhooks::SigningKey;
+use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
+use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
+use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
 use billing_runtime::Subjects;
+use billing_runtime::auth::Tokens;
+use billing_runtime::trace::{TracedChannel, traced};
 use billing_testkit::{FakeSimplyBook, FakeStripe, MailSink, TestDatabase};
 use futures::StreamExt;
 use tokio::net::TcpListener;
@@ -26,6 +31,9 @@ pub const CLAIRE_COMPANY: &str = "claireh";
 /// Obviously fake SimplyBook API credentials of Claire's company (the fake API checks them).
 pub const CLAIRE_API_KEY: &str = "fake-simplybook-api-key";
 pub const CLAIRE_SECRET_KEY: &str = "fake-simplybook-secret-key";
+/// Obviously fake SimplyBook admin user the ledger lists Claire's bookings with.
+pub const CLAIRE_ADMIN_LOGIN: &str = "fake-admin";
+pub const CLAIRE_ADMIN_PASSWORD: &str = "fake-admin-password";
 pub const CLAIRE_EMAIL: &str = "claire.billing@example.test";
 /// Small enough for a test to reach, large enough for every other test's traffic.
 pub const RATE_LIMIT_PER_SEC: u32 = 20;
@@ -39,6 +47,10 @@ pub const STRIPE_API_KEY: &str = "sk_test_fake_not_a_real_key";
 pub const BANK_DETAILS: &str = "Platform Operator Pty Ltd, BSB 000-000, account 00000000 (fake)";
 /// Where the notifier sends operator alerts.
 pub const OPERATOR_EMAIL: &str = "ops@platform.example.test";
+/// Obviously fake gRPC bearer tokens, one per role.
+pub const ADMIN_TOKEN: &str = "fake-admin-grpc-token-not-secret-0001";
+pub const BILLING_TOKEN: &str = "fake-billing-grpc-token-not-secret-0002";
+pub const VIEWER_TOKEN: &str = "fake-viewer-grpc-token-not-secret-0003";
 /// ingest answers 408 to a request not done within this time.
 pub const REQUEST_TIMEOUT_MS: u64 = 3000;
 
@@ -69,6 +81,12 @@ pub struct System {
     dir: PathBuf,
 }
 
+/// The tokens every service of the test system accepts.
+fn grpc_tokens() -> std::sync::Arc<Tokens> {
+    let spec = format!("admin:{ADMIN_TOKEN} billing:{BILLING_TOKEN} viewer:{VIEWER_TOKEN}");
+    std::sync::Arc::new(Tokens::parse(&spec).expect("valid test tokens"))
+}
+
 async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
     let l = TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
@@ -91,6 +109,7 @@ impl System {
         let mail = MailSink::start().await?;
         let simplybook =
             FakeSimplyBook::start(CLAIRE_COMPANY, CLAIRE_API_KEY, CLAIRE_SECRET_KEY).await?;
+        simplybook.set_admin_user(CLAIRE_ADMIN_LOGIN, CLAIRE_ADMIN_PASSWORD);
         let stripe = FakeStripe::start().await?;
         let dir = std::env::temp_dir().join(format!("billing-e2e-{namespace}"));
         std::fs::create_dir_all(&dir)?;
@@ -110,7 +129,9 @@ impl System {
                 "simplybook_company": CLAIRE_COMPANY,
                 "callback_tokens": [CLAIRE_CALLBACK_TOKEN],
                 "simplybook_api_key": CLAIRE_API_KEY,
-                "simplybook_secret_key": CLAIRE_SECRET_KEY
+                "simplybook_secret_key": CLAIRE_SECRET_KEY,
+                "simplybook_user_login": CLAIRE_ADMIN_LOGIN,
+                "simplybook_user_password": CLAIRE_ADMIN_PASSWORD
             }, {
                 "id": "kenji",
                 "name": "Kenji Sato Shiatsu",
@@ -164,6 +185,8 @@ impl System {
             simplybook_url: simplybook.url(),
             simplybook_timeout_ms: 2000,
             batch_size: 100,
+            ingest_url: Some(format!("http://{ingest}")),
+            grpc_tokens: Some(grpc_tokens()),
         };
         let ledger_config = config.clone();
         let token = shutdown.clone();
@@ -185,6 +208,8 @@ impl System {
             stripe_api_key: Some(Secret::new(STRIPE_API_KEY.to_string())),
             stripe_api_base: stripe.url(),
             stripe_timeout_ms: 2000,
+            ledger_token: Some(Secret::new(VIEWER_TOKEN.to_string())),
+            grpc_tokens: Some(grpc_tokens()),
         };
         let token = shutdown.clone();
         tasks.push((
@@ -199,6 +224,8 @@ impl System {
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
             invoicing_url: format!("http://{invoicing}"),
+            invoicing_token: Some(Secret::new(VIEWER_TOKEN.to_string())),
+            grpc_tokens: Some(grpc_tokens()),
             smtp_host: "127.0.0.1".into(),
             smtp_port: mail.addr().port(),
             smtp_tls: notifier::mail::SmtpTls::None,
@@ -320,6 +347,34 @@ impl System {
 
     /// Runs `billingctl` (built with the workspace) against this system, as an operator would.
     pub async fn billingctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        self.billingctl_as(ADMIN_TOKEN, args).await
+    }
+
+    /// A gRPC channel to `addr` carrying the admin token.
+    pub fn channel(&self, addr: SocketAddr) -> anyhow::Result<TracedChannel> {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
+        Ok(traced(channel, &Secret::new(ADMIN_TOKEN.to_string()))?)
+    }
+
+    pub fn ledger_client(&self) -> anyhow::Result<LedgerServiceClient<TracedChannel>> {
+        Ok(LedgerServiceClient::new(self.channel(self.ledger)?))
+    }
+
+    pub fn invoicing_client(&self) -> anyhow::Result<InvoicingServiceClient<TracedChannel>> {
+        Ok(InvoicingServiceClient::new(self.channel(self.invoicing)?))
+    }
+
+    pub fn notifier_client(&self) -> anyhow::Result<NotifierServiceClient<TracedChannel>> {
+        Ok(NotifierServiceClient::new(self.channel(self.notifier)?))
+    }
+
+    /// Runs billingctl with `token`.
+    pub async fn billingctl_as(
+        &self,
+        token: &str,
+        args: &[&str],
+    ) -> anyhow::Result<std::process::Output> {
         // Tests run from target/<profile>/deps; the workspace's binaries are one level up.
         let exe = std::env::current_exe()?;
         let bin = exe
@@ -343,6 +398,7 @@ impl System {
                 "BILLINGCTL_NOTIFIER_URL",
                 format!("http://{}", self.notifier),
             )
+            .env("BILLINGCTL_TOKEN", token)
             .output()
             .await
             .with_context(|| format!("running {}", bin.display()))

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::ledger::{
     GetBookingRequest, ListBookingsRequest, VerifyIntegrityRequest, VerifyIntegrityResponse,
 };
@@ -27,7 +26,7 @@ fn d(s: &str) -> Decimal {
 }
 
 async fn verify(system: &System) -> anyhow::Result<VerifyIntegrityResponse> {
-    let mut ledger = LedgerServiceClient::connect(format!("http://{}", system.ledger)).await?;
+    let mut ledger = system.ledger_client()?;
     Ok(ledger
         .verify_integrity(VerifyIntegrityRequest {
             tenant_id: "claire".into(),
@@ -114,7 +113,7 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
             ),
         ]
     );
-    let mut ledger = LedgerServiceClient::connect(format!("http://{}", system.ledger)).await?;
+    let mut ledger = system.ledger_client()?;
     let listed = ledger
         .list_bookings(ListBookingsRequest {
             tenant_id: "claire".into(),

@@ -17,17 +17,15 @@ use billing_proto::invoicing::{
     TenantProfile, VoidInvoiceRequest,
 };
 use billing_proto::notifier::RenderInvoicePdfRequest;
-use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
 use billing_runtime::nats::{HDR_EVENT_ID, HDR_TENANT};
 use rust_decimal::{Decimal, RoundingStrategy};
-use tonic::transport::Channel;
 
 use crate::harness::{OPERATOR_EMAIL, STRIPE_SECRET, System, eventually, pdf_text};
 
-type Client = InvoicingServiceClient<Channel>;
+type Client = InvoicingServiceClient<billing_runtime::trace::TracedChannel>;
 
 pub(crate) async fn client(system: &System) -> anyhow::Result<Client> {
-    Ok(InvoicingServiceClient::connect(format!("http://{}", system.invoicing)).await?)
+    system.invoicing_client()
 }
 
 /// Publishes verified SimplyBook booking events, as ingest does after checking them.
@@ -125,8 +123,8 @@ pub(crate) async fn issued(
 
 /// The text of an invoice's PDF, rendered by the notifier on demand.
 async fn pdf_text_of(system: &System, invoice_id: &str) -> anyhow::Result<String> {
-    let pdf = NotifierServiceClient::connect(format!("http://{}", system.notifier))
-        .await?
+    let pdf = system
+        .notifier_client()?
         .render_invoice_pdf(RenderInvoicePdfRequest {
             invoice_id: invoice_id.to_string(),
         })
@@ -260,7 +258,10 @@ async fn periods(system: &System) -> anyhow::Result<()> {
     .await?;
     assert_eq!(recorded, ["issued", "nothing_billable"]);
     // The current month has not ended anywhere: refused with a reason.
-    let early = close(&mut invoicing, "kenji", "2026-11", false).await?;
+    let current =
+        billing_domain::BillingPeriod::containing(chrono::Utc::now(), chrono_tz::Asia::Tokyo)
+            .to_string();
+    let early = close(&mut invoicing, "kenji", &current, false).await?;
     assert_eq!(early.outcome(), Outcome::Failed);
     assert!(early.error.contains("has not ended"), "{}", early.error);
     Ok(())

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use billing_proto::ledger::VerifyIntegrityRequest;
-use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_runtime::nats::{HDR_DLQ_REASON, HDR_EVENT_ID, HDR_TENANT};
 use futures::StreamExt;
 use rust_decimal::Decimal;
@@ -203,7 +202,7 @@ async fn replicas(system: &System) -> anyhow::Result<()> {
         yen,
         (Decimal::from(201), Decimal::from(802), Decimal::from(201))
     );
-    let mut ledger = LedgerServiceClient::connect(format!("http://{}", system.ledger)).await?;
+    let mut ledger = system.ledger_client()?;
     for (tenant, records) in [("claire", 400), ("kenji", 200)] {
         let report = ledger
             .verify_integrity(VerifyIntegrityRequest {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use billing_proto::invoicing::{Invoice, RecordPaymentRequest, SweepOverdueRequest};
 use billing_proto::notifier::RenderInvoicePdfRequest;
-use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
 use billing_testkit::ReceivedMail;
 use mail_parser::{Message, MessageParser, MimeHeaders};
 
@@ -289,8 +288,7 @@ async fn emailed_once(system: &System) -> anyhow::Result<()> {
     );
 
     // The PDF on demand shows it paid, over gRPC and through billingctl.
-    let mut notifier =
-        NotifierServiceClient::connect(format!("http://{}", system.notifier)).await?;
+    let mut notifier = system.notifier_client()?;
     let on_demand = notifier
         .render_invoice_pdf(RenderInvoicePdfRequest {
             invoice_id: invoice.id.clone(),

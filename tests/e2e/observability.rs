@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use billing_proto::invoicing::GenerateMonthlyInvoicesRequest;
-use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -110,8 +109,8 @@ async fn traced(
     }
 
     // A monthly close over gRPC: invoicing's call to the ledger carries the trace along.
-    InvoicingServiceClient::connect(format!("http://{}", system.invoicing))
-        .await?
+    system
+        .invoicing_client()?
         .generate_monthly_invoices(GenerateMonthlyInvoicesRequest {
             period: "2026-10".into(),
             tenant_id: "claire".into(),
@@ -230,8 +229,8 @@ async fn alerting_metrics(system: &System) -> anyhow::Result<()> {
         ledger.contains("nats_consumer_pending_messages{stream="),
         "{ledger}"
     );
-    InvoicingServiceClient::connect(format!("http://{}", system.invoicing))
-        .await?
+    system
+        .invoicing_client()?
         .generate_monthly_invoices(GenerateMonthlyInvoicesRequest {
             period: "2026-10".into(),
             tenant_id: "claire".into(),

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use billing_domain::BillingPeriod;
-use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{GenerateMonthlyInvoicesRequest, GetInvoiceRequest, Outcome};
 use chrono::{Days, NaiveDate, Utc};
 use chrono_tz::Australia::Sydney;
@@ -195,8 +194,7 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
     );
 
     // The monthly close, twice: one invoice, the same one both times.
-    let mut invoicing =
-        InvoicingServiceClient::connect(format!("http://{}", system.invoicing)).await?;
+    let mut invoicing = system.invoicing_client()?;
     let request = GenerateMonthlyInvoicesRequest {
         period: period.to_string(),
         tenant_id: "claire".into(),

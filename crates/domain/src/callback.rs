@@ -54,8 +54,12 @@ struct Raw<'a> {
 }
 
 /// Ids and hashes travel in message headers and API signatures: 1–64 ASCII letters or digits.
+pub(crate) fn is_token_like(value: &str) -> bool {
+    !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 fn token_like(field: &str, value: &str) -> Result<(), CallbackError> {
-    if !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if is_token_like(value) {
         Ok(())
     } else {
         Err(CallbackError(format!(

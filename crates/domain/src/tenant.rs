@@ -112,6 +112,14 @@ pub struct TenantConfig {
     pub simplybook_api_key: Option<Secret<String>>,
     #[serde(default)]
     pub simplybook_secret_key: Option<Secret<String>>,
+    /// Login of the SimplyBook admin user with which the ledger lists the company's bookings
+    /// (Company Administration API) for reconciliation. Optional; needs `simplybook_company` and
+    /// `simplybook_user_password`.
+    #[serde(default)]
+    pub simplybook_user_login: Option<String>,
+    /// That admin user's password. Optional; needs `simplybook_user_login`.
+    #[serde(default)]
+    pub simplybook_user_password: Option<Secret<String>>,
 }
 
 impl TenantConfig {
@@ -163,6 +171,11 @@ pub enum TenantsError {
          simplybook_secret_key"
     )]
     BadCallbackToken(TenantId),
+    #[error(
+        "tenant {0} has only one of simplybook_user_login and simplybook_user_password, \
+         or them without simplybook_company"
+    )]
+    BadAdminUser(TenantId),
 }
 
 #[derive(serde::Deserialize)]
@@ -215,6 +228,14 @@ impl Tenants {
                         || tenant.simplybook_secret_key.is_none()))
             {
                 return Err(TenantsError::BadCallbackToken(tenant.id));
+            }
+            match (
+                &tenant.simplybook_user_login,
+                &tenant.simplybook_user_password,
+            ) {
+                (None, None) => {}
+                (Some(_), Some(_)) if tenant.simplybook_company.is_some() => {}
+                _ => return Err(TenantsError::BadAdminUser(tenant.id)),
             }
             let id = tenant.id.clone();
             if map.insert(id.clone(), tenant).is_some() {
@@ -299,5 +320,44 @@ mod tests {
         assert!(a.accepts_callback_token("fake-token-old-0123456789-0123456789"));
         assert!(!a.accepts_callback_token("fake-token-new-0123456789-012345678"));
         assert!(!a.accepts_callback_token(""));
+    }
+
+    #[test]
+    fn the_simplybook_admin_user_is_optional_and_comes_as_a_pair() {
+        let tenants = Tenants::from_json(
+            r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test","currency":"AUD",
+                "simplybook_company":"a","simplybook_user_login":"admin",
+                "simplybook_user_password":"fake-password"},
+                {"id":"b","name":"B","billing_email":"b@example.test","currency":"AUD"}]}"#,
+        )
+        .expect("valid file");
+        let a = tenants.get("a").expect("a");
+        assert_eq!(a.simplybook_user_login.as_deref(), Some("admin"));
+        assert_eq!(
+            a.simplybook_user_password
+                .as_ref()
+                .map(|p| p.expose().as_str()),
+            Some("fake-password")
+        );
+        let b = tenants.get("b").expect("b");
+        assert!(b.simplybook_user_login.is_none() && b.simplybook_user_password.is_none());
+        let login_only = r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test",
+            "currency":"AUD","simplybook_company":"a","simplybook_user_login":"admin"}]}"#;
+        assert!(matches!(
+            Tenants::from_json(login_only),
+            Err(TenantsError::BadAdminUser(_))
+        ));
+        let no_company = r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test",
+            "currency":"AUD","simplybook_user_login":"admin","simplybook_user_password":"p"}]}"#;
+        assert!(matches!(
+            Tenants::from_json(no_company),
+            Err(TenantsError::BadAdminUser(_))
+        ));
+        let misspelt = r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test",
+            "currency":"AUD","simplybook_user_name":"admin"}]}"#;
+        assert!(matches!(
+            Tenants::from_json(misspelt),
+            Err(TenantsError::Parse { .. })
+        ));
     }
 }

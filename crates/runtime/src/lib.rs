@@ -3,6 +3,7 @@
 //! server.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod nats;

@@ -37,15 +37,21 @@ pub async fn grpc_router(routes: Routes, services: &[&str]) -> Result<Router, Se
         .into_axum_router())
 }
 
-/// A gRPC service's whole app: its `routes` with health and reflection, each call in a span
-/// joined to the caller's trace, and the ops endpoints checking `probes`.
+/// A gRPC service's whole app: its `routes` with health and reflection, each call authorised
+/// by `policy` and in a span joined to the caller's trace, and the ops endpoints checking
+/// `probes`.
 pub async fn grpc_app(
     routes: Routes,
     services: &[&str],
+    policy: crate::auth::Policy,
     probes: crate::Probes,
 ) -> Result<Router, ServeError> {
     Ok(grpc_router(routes, services)
         .await?
+        .layer(axum::middleware::from_fn_with_state(
+            policy,
+            crate::auth::authorize,
+        ))
         .layer(axum::middleware::from_fn(crate::trace::grpc_span))
         .merge(crate::ops::router(probes)))
 }

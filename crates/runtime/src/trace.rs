@@ -83,22 +83,39 @@ impl Extractor for NatsHeadersRef<'_> {
     }
 }
 
-/// A gRPC client channel that sends the caller's trace context with every request.
+/// A gRPC client channel that sends the caller's credentials and trace context with every
+/// request.
 pub type TracedChannel = InterceptedService<Channel, Propagate>;
 
-pub fn traced(channel: Channel) -> TracedChannel {
-    InterceptedService::new(channel, Propagate)
+/// `channel` with `token` (see [`crate::auth`]) and the current trace on every request.
+pub fn traced(
+    channel: Channel,
+    token: &billing_domain::Secret<String>,
+) -> Result<TracedChannel, crate::auth::TokensError> {
+    let bearer = crate::auth::bearer(token)?;
+    Ok(InterceptedService::new(channel, Propagate { bearer }))
 }
 
-/// Injects the current span's trace context into a request's metadata.
-#[derive(Debug, Clone, Copy)]
-pub struct Propagate;
+/// Adds the bearer token and the current span's trace context to a request's metadata.
+#[derive(Clone)]
+pub struct Propagate {
+    bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl std::fmt::Debug for Propagate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Propagate")
+    }
+}
 
 impl Interceptor for Propagate {
     fn call(
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.bearer.clone());
         let cx = tracing::Span::current().context();
         opentelemetry::global::get_text_map_propagator(|p| {
             p.inject_context(&cx, &mut Metadata(request.metadata_mut()));

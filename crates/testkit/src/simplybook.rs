@@ -1,7 +1,8 @@
-//! A fake SimplyBook.me JSON-RPC API on loopback: `getToken` on `/login` and
-//! `getBookingDetails` on `/`, with the real checks (company and API key, token headers, the md5
-//! sign over id + hash + secret key). Tests put bookings in it, expire its tokens and take it
-//! down to see the ledger's client cope.
+//! A fake SimplyBook.me JSON-RPC API on loopback: `getToken` and `getUserToken` on `/login`,
+//! `getBookingDetails` on `/` and the Company Administration API's `getBookings` on `/admin/`,
+//! with the real checks (company and API key or admin user, token headers, the md5 sign over
+//! id + hash + secret key). Tests put bookings in it, expire its tokens and take it down to see
+//! the ledger's client cope.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use chrono::NaiveDate;
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -19,7 +21,12 @@ struct Inner {
     company: String,
     api_key: String,
     secret_key: String,
+    /// The admin user (login, password) `getUserToken` accepts; none until set.
+    admin_user: Option<(String, String)>,
+    /// Tokens from `getToken`, accepted on `/`.
     tokens: HashSet<String>,
+    /// Tokens from `getUserToken`, accepted on `/admin/`.
+    user_tokens: HashSet<String>,
     issued: u64,
     /// booking id → (booking hash, details as `getBookingDetails` returns them)
     bookings: HashMap<String, (String, Value)>,
@@ -48,6 +55,8 @@ impl FakeSimplyBook {
         let app = Router::new()
             .route("/login", post(login))
             .route("/", post(api))
+            .route("/admin/", post(admin))
+            .route("/admin", post(admin))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -72,14 +81,27 @@ impl FakeSimplyBook {
             .insert(id.to_string(), (hash.to_string(), details));
     }
 
+    /// Deletes a booking, as if it had never been made.
+    pub fn remove_booking(&self, id: &str) {
+        self.shared.lock().bookings.remove(id);
+    }
+
+    /// The company's admin user, whose login and password `getUserToken` accepts.
+    pub fn set_admin_user(&self, login: &str, password: &str) {
+        self.shared.lock().admin_user = Some((login.to_string(), password.to_string()));
+    }
+
     /// While unavailable, every request gets 503.
     pub fn set_unavailable(&self, unavailable: bool) {
         self.shared.lock().unavailable = unavailable;
     }
 
-    /// Invalidates every token issued so far, as SimplyBook does when they expire.
+    /// Invalidates every token issued so far (API and user tokens), as SimplyBook does when they
+    /// expire.
     pub fn expire_tokens(&self) {
-        self.shared.lock().tokens.clear();
+        let mut inner = self.shared.lock();
+        inner.tokens.clear();
+        inner.user_tokens.clear();
     }
 
     /// How often `method` was called (answered or not).
@@ -128,16 +150,40 @@ async fn login(State(shared): State<Shared>, Json(body): Json<Value>) -> Respons
     if inner.unavailable {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    if method != "getToken" {
-        return rpc_error(-32601, "Method not found");
+    match method.as_str() {
+        "getToken" => {
+            if params.len() != 2 || params[0] != inner.company || params[1] != inner.api_key {
+                return rpc_error(-32600, "Company login or API key is wrong");
+            }
+            inner.issued += 1;
+            let token = format!("fake-token-{}", inner.issued);
+            inner.tokens.insert(token.clone());
+            rpc_result(json!(token))
+        }
+        "getUserToken" => {
+            let accepted = match (&inner.admin_user, params.as_slice()) {
+                (Some((login, password)), [company, l, p]) => {
+                    *company == inner.company && l == login && p == password
+                }
+                _ => false,
+            };
+            if !accepted {
+                return rpc_error(-32600, "Company login, user login or password is wrong");
+            }
+            inner.issued += 1;
+            let token = format!("fake-user-token-{}", inner.issued);
+            inner.user_tokens.insert(token.clone());
+            rpc_result(json!(token))
+        }
+        _ => rpc_error(-32601, "Method not found"),
     }
-    if params.len() != 2 || params[0] != inner.company || params[1] != inner.api_key {
-        return rpc_error(-32600, "Company login or API key is wrong");
-    }
-    inner.issued += 1;
-    let token = format!("fake-token-{}", inner.issued);
-    inner.tokens.insert(token.clone());
-    rpc_result(json!(token))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 async fn api(
@@ -150,13 +196,9 @@ async fn api(
     if inner.unavailable {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    };
-    if header("X-Company-Login") != inner.company || !inner.tokens.contains(header("X-Token")) {
+    if header(&headers, "X-Company-Login") != inner.company
+        || !inner.tokens.contains(header(&headers, "X-Token"))
+    {
         return rpc_error(-32600, "Access denied");
     }
     if method != "getBookingDetails" {
@@ -173,4 +215,65 @@ async fn api(
         return rpc_error(-32085, "Signature error");
     }
     rpc_result(details.clone())
+}
+
+/// The Company Administration API: `getBookings(filter)` lists the bookings whose start date
+/// (the company's local date) lies in `[date_from, date_to]`. Only `booking_type: "all"` is
+/// served, so a client asking for less is noticed.
+async fn admin(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut inner = shared.lock();
+    let (method, _) = request(&mut inner, &body);
+    if inner.unavailable {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    if header(&headers, "X-Company-Login") != inner.company
+        || !inner.user_tokens.contains(header(&headers, "X-User-Token"))
+    {
+        return rpc_error(-32600, "Access denied");
+    }
+    if method != "getBookings" {
+        return rpc_error(-32601, "Method not found");
+    }
+    let filter = &body["params"][0];
+    let date = |field: &str| {
+        filter[field]
+            .as_str()
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+    };
+    let (Some(from), Some(to), Some("all")) = (
+        date("date_from"),
+        date("date_to"),
+        filter["booking_type"].as_str(),
+    ) else {
+        return rpc_error(-32602, "Invalid params");
+    };
+    let mut listed: Vec<(String, Value)> = inner
+        .bookings
+        .values()
+        .filter_map(|(hash, details)| {
+            let start = details["start_date_time"].as_str()?;
+            let day = NaiveDate::parse_from_str(start.get(..10)?, "%Y-%m-%d").ok()?;
+            (from <= day && day <= to).then(|| {
+                let booking = json!({
+                    "id": details["id"],
+                    "hash": hash,
+                    "start_date": start,
+                    "end_date": details["end_date_time"],
+                    "is_confirm": details["is_confirmed"],
+                    "event": details["event_name"],
+                    "client": details["client_name"],
+                });
+                (start.to_string(), booking)
+            })
+        })
+        .collect();
+    listed.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| a.1["id"].to_string().cmp(&b.1["id"].to_string()))
+    });
+    rpc_result(Value::Array(listed.into_iter().map(|(_, b)| b).collect()))
 }

@@ -2,10 +2,15 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
+mod export;
+mod progress;
+mod reconcile;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use billing_domain::Secret;
 use billing_proto::convert::datetime;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{
@@ -15,13 +20,15 @@ use billing_proto::invoicing::{
 };
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::ledger::{
-    DeadLetter, ListBookingsRequest, ListDeadLettersRequest, ReplayDeadLetterRequest,
+    DeadLetter, GetBookingRequest, ListAuditEventsRequest, ListBookingsRequest,
+    ListDeadLettersRequest, ReconcileSimplyBookRequest, ReplayDeadLetterRequest,
     VerifyIntegrityRequest,
 };
 use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
 use billing_proto::notifier::{ListDeliveriesRequest, RenderInvoicePdfRequest};
+use billing_runtime::trace::{TracedChannel, traced};
 use clap::{Parser, Subcommand};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +37,18 @@ use tonic::transport::{Channel, Endpoint};
     about = "Operate the billing tracker over gRPC"
 )]
 struct Cli {
+    #[command(flatten)]
+    conn: Conn,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the services are and the token to call them with.
+#[derive(clap::Args)]
+pub(crate) struct Conn {
     /// The ledger's gRPC address.
     #[arg(
         long,
@@ -54,11 +73,16 @@ struct Cli {
         default_value = "http://127.0.0.1:8083"
     )]
     notifier_url: String,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
+    /// The bearer token billingctl calls the services with; its role (viewer, billing, admin)
+    /// decides what it may do.
+    #[arg(
+        long,
+        global = true,
+        env = "BILLINGCTL_TOKEN",
+        hide_env_values = true,
+        value_parser = billing_runtime::config::parse_secret
+    )]
+    token: Option<Secret<String>>,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +99,93 @@ enum Command {
     /// Tenants' billing profiles (kept by invoicing).
     #[command(subcommand)]
     Tenants(TenantsCmd),
+    /// The audit log: webhooks received and what became of them.
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// A tenant's bookings or invoices for a month, as CSV or JSON.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
+    /// Compare SimplyBook with the ledger, or a bank statement with the invoices.
+    #[command(subcommand)]
+    Reconcile(ReconcileCmd),
+}
+
+#[derive(Subcommand)]
+enum EventsCmd {
+    /// Audit log entries, newest first.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// simplybook or stripe.
+        #[arg(long)]
+        source: Option<String>,
+        /// What was decided: stored, duplicate, status_changed, revised, stale, dead_lettered,
+        /// rejected.
+        #[arg(long, visible_alias = "type")]
+        outcome: Option<String>,
+        /// Only entries at or after this time (RFC 3339, or YYYY-MM-DD as UTC midnight).
+        #[arg(long)]
+        since: Option<String>,
+        /// Continue with entries older than this id.
+        #[arg(long)]
+        before: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportWhat {
+    /// Bookings with sessions in the month (tenant's time zone), one row each.
+    Bookings(ExportArgs),
+    /// The month's invoices, one row per invoice line.
+    Invoices(ExportArgs),
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    #[arg(long)]
+    tenant: String,
+    /// YYYY-MM
+    #[arg(long)]
+    period: String,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: export::Format,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    out: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ReconcileCmd {
+    /// SimplyBook's bookings of a month against the ledger's. Exits 3 when they differ.
+    Simplybook {
+        /// Default: every tenant with SimplyBook admin credentials.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// YYYY-MM; default: the previous month in each tenant's time zone.
+        #[arg(long)]
+        period: Option<String>,
+        /// Send each missing or differing booking through ingest as a SimplyBook callback.
+        #[arg(long)]
+        repair: bool,
+        /// Raise an operator alert when gaps are found (the nightly CronJob does).
+        #[arg(long)]
+        alert: bool,
+    },
+    /// Match a bank statement (CSV with a header row) to open invoices and record the
+    /// payments. Exits 3 when some transfers did not match.
+    Bank {
+        /// The statement; `-` for standard input.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        columns: reconcile::Columns,
+        /// Show what would be recorded without recording anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -175,6 +286,13 @@ enum BookingsCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// One booking with its status history and price revisions.
+    Show {
+        /// SimplyBook's booking id.
+        booking_ref: String,
+        #[arg(long)]
+        tenant: String,
+    },
     /// Recompute a tenant's hash chain; exit status 3 when a record was altered or removed.
     Verify {
         #[arg(long)]
@@ -258,26 +376,326 @@ enum InvoicesCmd {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let urls = format!(
+        "ledger {}, invoicing {}, notifier {}",
+        cli.conn.ledger_url, cli.conn.invoicing_url, cli.conn.notifier_url
+    );
     match run(cli).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("billingctl: {err:#}");
-            ExitCode::FAILURE
+            let (code, hint) = classify(&err);
+            eprintln!("billingctl: {}", describe(&err));
+            if let Some(hint) = hint {
+                eprintln!("hint: {}", hint.replace("{urls}", &urls));
+            }
+            ExitCode::from(code)
         }
     }
 }
 
-fn channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(120))
-        .connect_lazy())
+/// Exit statuses besides 0 and 1 (from sysexits.h): a bad argument or input file, a service
+/// that cannot be reached, a token that is missing or may not do this.
+const EXIT_USAGE: u8 = 64;
+const EXIT_DATA: u8 = 65;
+const EXIT_UNAVAILABLE: u8 = 69;
+const EXIT_NOPERM: u8 = 77;
+
+/// An error found in the user's input (exit status 65, or 64 for arguments).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct InputError(pub(crate) String);
+
+/// The error chain in words, a gRPC status shown by its message (not its debug dump).
+fn describe(err: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in err.chain() {
+        if let Some(status) = cause.downcast_ref::<tonic::Status>() {
+            parts.push(format!("{} ({:?})", status.message(), status.code()));
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
+}
+
+/// The exit status for `err` and a hint at the fix.
+fn classify(err: &anyhow::Error) -> (u8, Option<&'static str>) {
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<InputError>().is_some())
+    {
+        return (EXIT_DATA, None);
+    }
+    let Some(status) = err.chain().find_map(|c| c.downcast_ref::<tonic::Status>()) else {
+        return (1, None);
+    };
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => (
+            EXIT_UNAVAILABLE,
+            Some(
+                "is the service running at the address used? ({urls}; set with --ledger-url, --invoicing-url, --notifier-url or BILLINGCTL_*_URL)",
+            ),
+        ),
+        tonic::Code::Unauthenticated => (
+            EXIT_NOPERM,
+            Some("set BILLINGCTL_TOKEN (or --token) to a token the services accept"),
+        ),
+        tonic::Code::PermissionDenied => (
+            EXIT_NOPERM,
+            Some("this needs a token with a wider role (viewer < billing < admin)"),
+        ),
+        tonic::Code::InvalidArgument => (EXIT_USAGE, None),
+        _ => (1, None),
+    }
+}
+
+impl Conn {
+    /// A channel to `url` that sends the token with every call.
+    fn channel(&self, url: &str) -> anyhow::Result<TracedChannel> {
+        let token = self.token.as_ref().context(
+            "no token: set BILLINGCTL_TOKEN (or --token) to a token of role viewer, billing or admin",
+        )?;
+        let channel = Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("invalid service address {url:?}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .connect_lazy();
+        Ok(traced(channel, token)?)
+    }
+
+    pub(crate) fn ledger(&self) -> anyhow::Result<LedgerServiceClient<TracedChannel>> {
+        Ok(LedgerServiceClient::new(self.channel(&self.ledger_url)?))
+    }
+
+    pub(crate) fn invoicing(&self) -> anyhow::Result<InvoicingServiceClient<TracedChannel>> {
+        Ok(InvoicingServiceClient::new(
+            self.channel(&self.invoicing_url)?,
+        ))
+    }
+
+    fn notifier(&self) -> anyhow::Result<NotifierServiceClient<TracedChannel>> {
+        Ok(NotifierServiceClient::new(
+            self.channel(&self.notifier_url)?,
+        ))
+    }
+}
+
+/// Pretty JSON on stdout.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Bookings(BookingsCmd::Show {
+            booking_ref,
+            tenant,
+        }) => {
+            let reply = cli
+                .conn
+                .ledger()?
+                .get_booking(GetBookingRequest {
+                    tenant_id: tenant,
+                    booking_ref,
+                })
+                .await?
+                .into_inner();
+            let b = reply.booking.unwrap_or_default();
+            if cli.json {
+                print_json(&serde_json::json!({
+                    "booking": booking_json(&b),
+                    "history": reply.history.iter().map(|h| serde_json::json!({
+                        "status": h.status, "service": h.service_name, "event_id": h.event_id,
+                        "session_at": datetime(h.session_at.as_ref()).map(|t| t.to_rfc3339()),
+                        "changed_at": datetime(h.changed_at.as_ref()).map(|t| t.to_rfc3339()),
+                    })).collect::<Vec<_>>(),
+                    "revisions": reply.revisions.iter().map(|r| serde_json::json!({
+                        "revision": r.revision, "total_delta": amount(r.total_delta.as_ref()),
+                        "fee_delta": amount(r.fee_delta.as_ref()),
+                        "total_after": amount(r.total_after.as_ref()),
+                        "fee_after": amount(r.fee_after.as_ref()), "event_id": r.event_id,
+                        "record_hash": r.record_hash,
+                        "recorded_at": datetime(r.recorded_at.as_ref()).map(|t| t.to_rfc3339()),
+                    })).collect::<Vec<_>>(),
+                }))?;
+            } else {
+                println!(
+                    "Booking {} of {}  ({})",
+                    b.booking_ref, b.tenant_id, b.status
+                );
+                println!(
+                    "Session   {} UTC, {}",
+                    utc_minute(b.session_at.as_ref()),
+                    b.service_name
+                );
+                println!(
+                    "Amounts   total {}, deposit {}, cash {}, platform fee {} (revision {})",
+                    amount(b.total.as_ref()),
+                    amount(b.deposit.as_ref()),
+                    amount(b.cash.as_ref()),
+                    amount(b.platform_fee.as_ref()),
+                    b.revision
+                );
+                println!(
+                    "Rates     deposit {}, fee {}",
+                    b.deposit_rate, b.platform_fee_rate
+                );
+                println!(
+                    "Recorded  {} UTC, hash {}",
+                    utc_minute(b.recorded_at.as_ref()),
+                    b.record_hash
+                );
+                println!("History");
+                for h in &reply.history {
+                    println!(
+                        "  {}  {:<10} session {}  {}",
+                        utc_minute(h.changed_at.as_ref()),
+                        h.status,
+                        utc_minute(h.session_at.as_ref()),
+                        h.event_id
+                    );
+                }
+                for r in &reply.revisions {
+                    println!(
+                        "  revision {}: total {} ({}), fee {} ({})  {}",
+                        r.revision,
+                        amount(r.total_after.as_ref()),
+                        amount(r.total_delta.as_ref()),
+                        amount(r.fee_after.as_ref()),
+                        amount(r.fee_delta.as_ref()),
+                        r.event_id
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events(EventsCmd::List {
+            tenant,
+            source,
+            outcome,
+            since,
+            before,
+            limit,
+        }) => {
+            let from = since.as_deref().map(parse_since).transpose()?;
+            let events = cli
+                .conn
+                .ledger()?
+                .list_audit_events(ListAuditEventsRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                    source: source.unwrap_or_default(),
+                    outcome: outcome.unwrap_or_default(),
+                    from: from.map(billing_proto::convert::timestamp),
+                    to: None,
+                    before_id: before.unwrap_or(0),
+                    limit,
+                })
+                .await?
+                .into_inner()
+                .events;
+            if cli.json {
+                let rows: Vec<_> = events
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "id": e.id, "source": e.source, "event_id": e.event_id,
+                            "tenant": e.tenant_id, "outcome": e.outcome,
+                            "booking_id": e.booking_id, "reason": e.reason,
+                            "http_status": e.http_status, "body_sha256": e.body_sha256,
+                            "occurred_at": datetime(e.occurred_at.as_ref()).map(|t| t.to_rfc3339()),
+                        })
+                    })
+                    .collect();
+                print_json(&rows)?;
+            } else {
+                println!(
+                    "{:>8} {:<17} {:<10} {:<12} {:<14} {:<48} REASON",
+                    "ID", "AT (UTC)", "SOURCE", "TENANT", "OUTCOME", "EVENT"
+                );
+                for e in &events {
+                    let mut reason = e.reason.clone();
+                    if e.http_status != 0 {
+                        reason = format!("HTTP {} {reason}", e.http_status);
+                    }
+                    println!(
+                        "{:>8} {:<17} {:<10} {:<12} {:<14} {:<48} {}",
+                        e.id,
+                        utc_minute(e.occurred_at.as_ref()),
+                        e.source,
+                        e.tenant_id,
+                        e.outcome,
+                        e.event_id,
+                        reason
+                    );
+                }
+                if events.len() == limit as usize
+                    && let Some(last) = events.last()
+                {
+                    println!("(more: --before {})", last.id);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { what } => {
+            let (is_bookings, args) = match what {
+                ExportWhat::Bookings(args) => (true, args),
+                ExportWhat::Invoices(args) => (false, args),
+            };
+            let out: Box<dyn std::io::Write> = match &args.out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let written = if is_bookings {
+                export::bookings(&cli.conn, &args.tenant, &args.period, args.format, out).await?
+            } else {
+                export::invoices(&cli.conn, &args.tenant, &args.period, args.format, out).await?
+            };
+            if let Some(path) = &args.out {
+                eprintln!("wrote {written} record(s) to {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconcile(ReconcileCmd::Simplybook {
+            tenant,
+            period,
+            repair,
+            alert,
+        }) => {
+            let clean = reconcile::simplybook(
+                &cli.conn,
+                cli.json,
+                ReconcileSimplyBookRequest {
+                    tenant_id: tenant.unwrap_or_default(),
+                    period: period.unwrap_or_default(),
+                    repair,
+                    alert,
+                },
+            )
+            .await?;
+            Ok(exit_attention(clean))
+        }
+        Command::Reconcile(ReconcileCmd::Bank {
+            file,
+            columns,
+            dry_run,
+        }) => {
+            let statement = if file.as_os_str() == "-" {
+                reconcile::read_statement(std::io::stdin().lock(), &columns)
+            } else {
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("opening {}", file.display()))?;
+                reconcile::read_statement(std::io::BufReader::new(f), &columns)
+            }
+            .with_context(|| format!("reading {}", file.display()))?;
+            let matched = reconcile::bank(&cli.conn, cli.json, statement, dry_run).await?;
+            Ok(exit_attention(matched))
+        }
         Command::Bookings(BookingsCmd::List { tenant, limit }) => {
-            let mut ledger = LedgerServiceClient::new(channel(&cli.ledger_url)?);
+            let mut ledger = cli.conn.ledger()?;
             let bookings = ledger
                 .list_bookings(ListBookingsRequest {
                     tenant_id: tenant,
@@ -322,7 +740,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bookings(BookingsCmd::Verify { tenant }) => {
-            let mut ledger = LedgerServiceClient::new(channel(&cli.ledger_url)?);
+            let mut ledger = cli.conn.ledger()?;
             let report = ledger
                 .verify_integrity(VerifyIntegrityRequest { tenant_id: tenant })
                 .await?
@@ -362,7 +780,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Tenants(cmd) => {
-            let mut invoicing = InvoicingServiceClient::new(channel(&cli.invoicing_url)?);
+            let mut invoicing = cli.conn.invoicing()?;
             let profiles = match cmd {
                 TenantsCmd::List => {
                     invoicing
@@ -417,7 +835,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(cmd) => {
-            let mut ledger = LedgerServiceClient::new(channel(&cli.ledger_url)?);
+            let mut ledger = cli.conn.ledger()?;
             match cmd {
                 DlqCmd::List {
                     tenant,
@@ -478,7 +896,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Invoices(cmd) => {
-            let mut invoicing = InvoicingServiceClient::new(channel(&cli.invoicing_url)?);
+            let mut invoicing = cli.conn.invoicing()?;
             match cmd {
                 InvoicesCmd::Generate {
                     period,
@@ -643,7 +1061,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 InvoicesCmd::Pdf { invoice_id, out } => {
-                    let pdf = NotifierServiceClient::new(channel(&cli.notifier_url)?)
+                    let pdf = cli
+                        .conn
+                        .notifier()?
                         .max_decoding_message_size(MAX_PDF_BYTES)
                         .render_invoice_pdf(RenderInvoicePdfRequest { invoice_id })
                         .await?
@@ -668,7 +1088,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 InvoicesCmd::Emails { invoice_id } => {
-                    let deliveries = NotifierServiceClient::new(channel(&cli.notifier_url)?)
+                    let deliveries = cli
+                        .conn
+                        .notifier()?
                         .list_deliveries(ListDeliveriesRequest { invoice_id })
                         .await?
                         .into_inner()
@@ -720,6 +1142,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn exit_attention(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(reconcile::EXIT_ATTENTION)
+    }
+}
+
+/// `--since`: RFC 3339, or a date taken as UTC midnight.
+fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            InputError(format!(
+                "--since {text:?}: use YYYY-MM-DD or an RFC 3339 time"
+            ))
+            .into()
+        })
+}
+
+fn booking_json(b: &billing_proto::ledger::Booking) -> serde_json::Value {
+    serde_json::json!({
+        "id": b.id, "tenant": b.tenant_id, "booking_ref": b.booking_ref, "status": b.status,
+        "session_at": datetime(b.session_at.as_ref()).map(|t| t.to_rfc3339()),
+        "service": b.service_name, "total": amount(b.total.as_ref()),
+        "deposit": amount(b.deposit.as_ref()), "cash": amount(b.cash.as_ref()),
+        "platform_fee": amount(b.platform_fee.as_ref()), "deposit_rate": b.deposit_rate,
+        "platform_fee_rate": b.platform_fee_rate, "revision": b.revision,
+        "record_hash": b.record_hash,
+        "recorded_at": datetime(b.recorded_at.as_ref()).map(|t| t.to_rfc3339()),
+    })
+}
+
 /// `2026-10-14 23:30` (UTC), or empty when the timestamp is missing.
 fn utc_minute(t: Option<&prost_types::Timestamp>) -> String {
     datetime(t)
@@ -727,7 +1187,7 @@ fn utc_minute(t: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_default()
 }
 
-fn amount(m: Option<&billing_proto::Money>) -> String {
+pub(crate) fn amount(m: Option<&billing_proto::Money>) -> String {
     m.map(|m| format!("{} {}", m.currency_code, m.amount))
         .unwrap_or_default()
 }
@@ -741,8 +1201,8 @@ fn dead_letter_json(d: &DeadLetter) -> serde_json::Value {
 }
 
 /// One tenant's profile; an unknown tenant is an error that says so.
-async fn profile(
-    invoicing: &mut InvoicingServiceClient<Channel>,
+pub(crate) async fn profile(
+    invoicing: &mut InvoicingServiceClient<TracedChannel>,
     tenant: &str,
 ) -> anyhow::Result<TenantProfile> {
     match invoicing
@@ -774,7 +1234,7 @@ fn profile_json(p: &TenantProfile) -> serde_json::Value {
     })
 }
 
-fn invoice_json(i: &Invoice) -> serde_json::Value {
+pub(crate) fn invoice_json(i: &Invoice) -> serde_json::Value {
     serde_json::json!({
         "id": i.id, "number": i.number, "tenant": i.tenant_id, "period": i.period,
         "status": i.status, "issue_date": i.issue_date, "due_date": i.due_date,

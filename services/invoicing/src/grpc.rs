@@ -9,20 +9,67 @@ use billing_proto::invoicing::invoicing_service_server::InvoicingService;
 use billing_proto::invoicing::{
     GenerateMonthlyInvoicesRequest, GenerateMonthlyInvoicesResponse, GetInvoiceRequest,
     GetTenantProfileRequest, Invoice, InvoiceLine, ListInvoicesRequest, ListInvoicesResponse,
-    ListTenantProfilesRequest, ListTenantProfilesResponse, Outcome, Payment,
-    PutTenantProfileRequest, RecordPaymentRequest, RecordPaymentResponse, StatusChange,
-    SweepOverdueRequest, SweepOverdueResponse, TenantOutcome, TenantProfile, VoidInvoiceRequest,
+    ListTenantProfilesRequest, ListTenantProfilesResponse, MatchBankTransfersRequest,
+    MatchBankTransfersResponse, Outcome, Payment, PutTenantProfileRequest, RecordPaymentRequest,
+    RecordPaymentResponse, StatusChange, SweepOverdueRequest, SweepOverdueResponse, TenantOutcome,
+    TenantProfile, VoidInvoiceRequest,
 };
+use billing_runtime::auth::Access;
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::bank::BankMatcher;
 use crate::close::{CloseError, Closed, MonthlyClose};
 use crate::lifecycle::{Lifecycle, LifecycleError};
 use crate::profile::{Profile, Profiles};
 use crate::store::{HistoryRow, InvoiceRow, LineRow, PaymentRow, Store};
+
+/// Who may call what (see [`billing_runtime::auth`]); methods not listed need `admin`
+/// (PutTenantProfile).
+pub const ACCESS: &[(&str, Access)] = &[
+    (
+        "/billing.invoicing.v1.InvoicingService/GetInvoice",
+        Access::Read,
+    ),
+    (
+        "/billing.invoicing.v1.InvoicingService/ListInvoices",
+        Access::Read,
+    ),
+    (
+        "/billing.invoicing.v1.InvoicingService/GetTenantProfile",
+        Access::Read,
+    ),
+    (
+        "/billing.invoicing.v1.InvoicingService/ListTenantProfiles",
+        Access::Read,
+    ),
+    (
+        "/billing.invoicing.v1.InvoicingService/GenerateMonthlyInvoices",
+        Access::Billing,
+    ),
+    (
+        "/billing.invoicing.v1.InvoicingService/RecordPayment",
+        Access::Billing,
+    ),
+    (
+        "/billing.invoicing.v1.InvoicingService/VoidInvoice",
+        Access::Billing,
+    ),
+    (
+        "/billing.invoicing.v1.InvoicingService/SweepOverdue",
+        Access::Billing,
+    ),
+    (
+        "/billing.invoicing.v1.InvoicingService/MatchBankTransfers",
+        Access::Billing,
+    ),
+];
+
+/// Bank statement lines matched per MatchBankTransfers call.
+const MAX_TRANSFERS: usize = 10_000;
 
 /// Tenants closed at the same time by one GenerateMonthlyInvoices call.
 const CLOSE_CONCURRENCY: usize = 4;
@@ -232,6 +279,31 @@ impl InvoicingService for InvoicingGrpc {
         Ok(Response::new(ListInvoicesResponse {
             invoices: rows.iter().map(to_proto).collect(),
         }))
+    }
+
+    async fn match_bank_transfers(
+        &self,
+        request: Request<MatchBankTransfersRequest>,
+    ) -> Result<Response<MatchBankTransfersResponse>, Status> {
+        let req = request.into_inner();
+        if req.transfers.len() > MAX_TRANSFERS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_TRANSFERS} transfers per call"
+            )));
+        }
+        let matcher = BankMatcher {
+            store: &self.store,
+            lifecycle: &self.lifecycle,
+        };
+        let matches = matcher
+            .run(&req.transfers, req.dry_run)
+            .await
+            .map_err(lifecycle_status)?;
+        for m in &matches {
+            metrics::counter!("invoicing_bank_transfers_total", "outcome" => m.outcome.clone())
+                .increment(1);
+        }
+        Ok(Response::new(MatchBankTransfersResponse { matches }))
     }
 
     async fn record_payment(

@@ -4,6 +4,7 @@
 //! lifecycle; every change is announced on JetStream through an outbox.
 #![forbid(unsafe_code)]
 
+mod bank;
 mod close;
 mod consumer;
 mod gauges;
@@ -15,11 +16,13 @@ mod stripe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use billing_domain::{Secret, Tenants};
 use billing_proto::invoicing::invoicing_service_server::{InvoicingServiceServer, SERVICE_NAME};
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
+use billing_runtime::auth::{Policy, Tokens};
 use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server, trace};
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
@@ -89,6 +92,25 @@ pub struct Config {
         default_value = "http://127.0.0.1:8081"
     )]
     pub ledger_url: String,
+    /// The token invoicing calls the ledger with (a `viewer` token is enough).
+    #[arg(
+        long,
+        env = "INVOICING_LEDGER_TOKEN",
+        value_parser = billing_runtime::config::parse_secret,
+        hide_env_values = true,
+        required_unless_present = "migrate_only"
+    )]
+    pub ledger_token: Option<Secret<String>>,
+    /// Who may call the gRPC API: `role:token` entries (roles admin, billing, viewer) separated
+    /// by commas or whitespace. Required to serve.
+    #[arg(
+        long,
+        env = "INVOICING_GRPC_TOKENS",
+        value_parser = Tokens::parse_arg,
+        hide_env_values = true,
+        required_unless_present = "migrate_only"
+    )]
+    pub grpc_tokens: Option<Arc<Tokens>>,
 }
 /// Applies this service's migrations to its schema and returns: what `--migrate-only` runs.
 pub async fn migrate(database_url: &str) -> Result<(), Error> {
@@ -118,12 +140,24 @@ pub enum Error {
     LedgerUrl(#[from] tonic::transport::Error),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
+    #[error("{0} is required to serve")]
+    Missing(&'static str),
+    #[error(transparent)]
+    Token(#[from] billing_runtime::auth::TokensError),
 }
 
 /// Runs the gRPC server and the outbox relay until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
+    let tokens = config
+        .grpc_tokens
+        .clone()
+        .ok_or(Error::Missing("INVOICING_GRPC_TOKENS"))?;
+    let ledger_token = config
+        .ledger_token
+        .as_ref()
+        .ok_or(Error::Missing("INVOICING_LEDGER_TOKEN"))?;
     let tenants = config
         .tenants_file
         .as_deref()
@@ -147,7 +181,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .connect_lazy(),
-    ))
+        ledger_token,
+    )?)
     // A month of a busy tenant (100,000 bookings) is ~30 MB of bookings.
     .max_decoding_message_size(LEDGER_MAX_MESSAGE);
     let store = store::Store::new(pool.clone(), subjects.clone());
@@ -213,7 +248,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         nats: Some(client),
         streams: Some(ready_streams),
     };
-    let app = server::grpc_app(routes, &[SERVICE_NAME], probes).await?;
+    let app = server::grpc_app(
+        routes,
+        &[SERVICE_NAME],
+        Policy::new(tokens, grpc::ACCESS),
+        probes,
+    )
+    .await?;
     tracing::info!(addr = ?listener.local_addr().ok(), "invoicing listening");
     let served = server::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();

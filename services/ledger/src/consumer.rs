@@ -65,7 +65,7 @@ pub struct Consumer {
     rejections: PullConsumer,
     subjects: Subjects,
     tenants: Arc<Tenants>,
-    simplybook: SimplyBook,
+    simplybook: Arc<SimplyBook>,
     store: Store,
     /// Woken after a batch commits, to relay its booking events at once.
     relay: Arc<Notify>,
@@ -92,7 +92,7 @@ impl Consumer {
         js: jetstream::Context,
         subjects: Subjects,
         tenants: Arc<Tenants>,
-        simplybook: SimplyBook,
+        simplybook: Arc<SimplyBook>,
         store: Store,
         relay: Arc<Notify>,
         batch_size: usize,

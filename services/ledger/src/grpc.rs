@@ -1,24 +1,60 @@
 //! `billing.ledger.v1.LedgerService`: bookings and period summaries for invoicing and
-//! billingctl, the integrity check, and the dead letters.
+//! billingctl, the integrity check, the dead letters, the audit log and reconciliation with
+//! SimplyBook.
 
 use std::sync::Arc;
 
-use billing_domain::{BookingStatus, Currency, Tenants};
+use billing_domain::{BillingPeriod, BookingStatus, Currency, Tenants};
 use billing_proto::convert::{datetime, money, timestamp};
 use billing_proto::ledger::ledger_service_server::LedgerService;
 use billing_proto::ledger::{
-    Booking, GetBookingRequest, GetBookingResponse, GetBookingsRequest, GetBookingsResponse,
-    IntegrityViolation, ListBookingsRequest, ListBookingsResponse, ListDeadLettersRequest,
-    ListDeadLettersResponse, PriceRevision, ReplayDeadLetterRequest, ReplayDeadLetterResponse,
-    StatusChange, SummarizePeriodRequest, SummarizePeriodResponse, VerifyIntegrityRequest,
-    VerifyIntegrityResponse,
+    AuditEvent, Booking, GetBookingRequest, GetBookingResponse, GetBookingsRequest,
+    GetBookingsResponse, IntegrityViolation, ListAuditEventsRequest, ListAuditEventsResponse,
+    ListBookingsRequest, ListBookingsResponse, ListDeadLettersRequest, ListDeadLettersResponse,
+    PriceRevision, ReconcileSimplyBookRequest, ReconcileSimplyBookResponse,
+    ReplayDeadLetterRequest, ReplayDeadLetterResponse, StatusChange, SummarizePeriodRequest,
+    SummarizePeriodResponse, VerifyIntegrityRequest, VerifyIntegrityResponse,
 };
+use billing_runtime::auth::Access;
+use chrono::Utc;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use crate::dlq::DeadLetters;
 use crate::integrity;
-use crate::store::{BookingRow, Store};
+use crate::reconcile::{ReconcileError, Reconciler};
+use crate::store::{AuditFilter, BookingRow, Store};
+
+/// Who may call what (see [`billing_runtime::auth`]); methods not listed need `admin`
+/// (ReplayDeadLetter).
+pub const ACCESS: &[(&str, Access)] = &[
+    (
+        "/billing.ledger.v1.LedgerService/ListBookings",
+        Access::Read,
+    ),
+    ("/billing.ledger.v1.LedgerService/GetBooking", Access::Read),
+    (
+        "/billing.ledger.v1.LedgerService/SummarizePeriod",
+        Access::Read,
+    ),
+    ("/billing.ledger.v1.LedgerService/GetBookings", Access::Read),
+    (
+        "/billing.ledger.v1.LedgerService/VerifyIntegrity",
+        Access::Read,
+    ),
+    (
+        "/billing.ledger.v1.LedgerService/ListDeadLetters",
+        Access::Read,
+    ),
+    (
+        "/billing.ledger.v1.LedgerService/ListAuditEvents",
+        Access::Read,
+    ),
+    (
+        "/billing.ledger.v1.LedgerService/ReconcileSimplyBook",
+        Access::Billing,
+    ),
+];
 
 const DEFAULT_LIMIT: u32 = 1000;
 const MAX_LIMIT: u32 = 10_000;
@@ -27,14 +63,21 @@ pub struct LedgerGrpc {
     store: Store,
     tenants: Arc<Tenants>,
     dead_letters: DeadLetters,
+    reconciler: Reconciler,
 }
 
 impl LedgerGrpc {
-    pub fn new(store: Store, tenants: Arc<Tenants>, dead_letters: DeadLetters) -> Self {
+    pub fn new(
+        store: Store,
+        tenants: Arc<Tenants>,
+        dead_letters: DeadLetters,
+        reconciler: Reconciler,
+    ) -> Self {
         LedgerGrpc {
             store,
             tenants,
             dead_letters,
+            reconciler,
         }
     }
 
@@ -283,6 +326,84 @@ impl LedgerService for LedgerGrpc {
             replayed,
         }))
     }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        let req = request.into_inner();
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let filter = AuditFilter {
+            tenant_id: some(req.tenant_id),
+            source: some(req.source),
+            outcome: some(req.outcome),
+            from: datetime(req.from.as_ref()),
+            to: datetime(req.to.as_ref()),
+            before_id: match req.before_id {
+                0 => None,
+                id => Some(
+                    i64::try_from(id)
+                        .map_err(|_| Status::invalid_argument("before_id is out of range"))?,
+                ),
+            },
+            limit: i64::from(match req.limit {
+                0 => 100,
+                n => n.min(1000),
+            }),
+        };
+        let rows = self.store.audit(&filter).await.map_err(internal)?;
+        let events = rows
+            .into_iter()
+            .map(|r| AuditEvent {
+                id: u64::try_from(r.id).unwrap_or_default(),
+                occurred_at: Some(timestamp(r.occurred_at)),
+                source: r.source,
+                event_id: r.event_id,
+                tenant_id: r.tenant_id.unwrap_or_default(),
+                outcome: r.outcome,
+                booking_id: r.booking_id.map(|id| id.to_string()).unwrap_or_default(),
+                reason: r.reason.unwrap_or_default(),
+                http_status: r
+                    .http_status
+                    .and_then(|s| u32::try_from(s).ok())
+                    .unwrap_or(0),
+                body_sha256: r.body_sha256.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(ListAuditEventsResponse { events }))
+    }
+
+    async fn reconcile_simply_book(
+        &self,
+        request: Request<ReconcileSimplyBookRequest>,
+    ) -> Result<Response<ReconcileSimplyBookResponse>, Status> {
+        let req = request.into_inner();
+        let period = match req.period.as_str() {
+            "" => None,
+            p => Some(
+                p.parse::<BillingPeriod>()
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ),
+        };
+        let tenants = self
+            .reconciler
+            .tenants(&req.tenant_id)
+            .map_err(reconcile_status)?;
+        let mut reports = Vec::with_capacity(tenants.len());
+        for tenant in &tenants {
+            let period =
+                period.unwrap_or_else(|| BillingPeriod::previous_to(Utc::now(), tenant.time_zone));
+            let report = self
+                .reconciler
+                .run(tenant, period, req.repair, req.alert)
+                .await
+                .map_err(reconcile_status)?;
+            reports.push(report);
+        }
+        Ok(Response::new(ReconcileSimplyBookResponse {
+            tenants: reports,
+        }))
+    }
 }
 
 /// Keyset paging over `(session_at, booking_ref)`: the last row's position, as text.
@@ -330,6 +451,14 @@ fn to_proto(row: &BookingRow) -> Result<Booking, Status> {
 }
 
 /// Logs the cause; callers only learn that something failed inside.
+fn reconcile_status(err: ReconcileError) -> Status {
+    match err {
+        ReconcileError::UnknownTenant(_) => Status::not_found(err.to_string()),
+        ReconcileError::NoIngest => Status::failed_precondition(err.to_string()),
+        ReconcileError::Db(err) => internal(err),
+    }
+}
+
 fn internal(err: sqlx::Error) -> Status {
     tracing::error!(error = %err, "ledger query failed");
     Status::internal("internal error")

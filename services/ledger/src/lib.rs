@@ -8,6 +8,7 @@ mod dlq;
 mod events;
 mod grpc;
 mod integrity;
+mod reconcile;
 mod simplybook;
 mod store;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use billing_domain::Tenants;
 use billing_proto::ledger::ledger_service_server::{LedgerServiceServer, SERVICE_NAME};
+use billing_runtime::auth::{Policy, Tokens};
 use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server};
 use tokio::net::TcpListener;
 
@@ -66,6 +68,20 @@ pub struct Config {
     /// Messages pulled from JetStream per batch.
     #[arg(long, env = "LEDGER_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
+    /// ingest's base URL (e.g. http://ingest:8080), where reconciliation sends the callbacks
+    /// that repair gaps. Without it, reconciliation reports but cannot repair.
+    #[arg(long, env = "LEDGER_INGEST_URL")]
+    pub ingest_url: Option<String>,
+    /// Who may call the gRPC API: `role:token` entries (roles admin, billing, viewer) separated
+    /// by commas or whitespace. Required to serve.
+    #[arg(
+        long,
+        env = "LEDGER_GRPC_TOKENS",
+        value_parser = Tokens::parse_arg,
+        hide_env_values = true,
+        required_unless_present = "migrate_only"
+    )]
+    pub grpc_tokens: Option<Arc<Tokens>>,
 }
 /// Applies this service's migrations to its schema and returns: what `--migrate-only` runs.
 pub async fn migrate(database_url: &str) -> Result<(), Error> {
@@ -93,12 +109,15 @@ pub enum Error {
     Consumer(String),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
+    #[error("LEDGER_GRPC_TOKENS is required to serve")]
+    NoGrpcTokens,
 }
 
 /// Runs the consumer and the gRPC server until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
+    let tokens = config.grpc_tokens.clone().ok_or(Error::NoGrpcTokens)?;
     let tenants = Arc::new(Tenants::load(&config.tenants_file)?);
     let pool = db::connect(&config.database_url, SCHEMA, config.db_max_connections).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
@@ -112,12 +131,24 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let relay = billing_runtime::outbox::Relay::new("ledger", pool.clone(), js.clone());
     let relay_waker = relay.waker();
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
-    let simplybook = simplybook::SimplyBook::new(
+    let simplybook = Arc::new(simplybook::SimplyBook::new(
         &config.simplybook_url,
         Duration::from_millis(config.simplybook_timeout_ms),
         3,
         Duration::from_millis(200),
-    )?;
+    )?);
+    let ingest = config
+        .ingest_url
+        .as_deref()
+        .map(reconcile::IngestCallbacks::new)
+        .transpose()?;
+    let reconciler = reconcile::Reconciler::new(
+        store.clone(),
+        tenants.clone(),
+        simplybook.clone(),
+        ingest,
+        relay_waker.clone(),
+    );
     let dead_letters = dlq::DeadLetters::new(js.clone(), subjects.clone());
     let consumer = consumer::Consumer::create(
         js.clone(),
@@ -147,14 +178,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         shutdown.clone(),
     ));
 
-    let grpc = grpc::LedgerGrpc::new(store, tenants, dead_letters);
+    let grpc = grpc::LedgerGrpc::new(store, tenants, dead_letters, reconciler);
     let routes = tonic::service::Routes::new(LedgerServiceServer::new(grpc));
     let probes = Probes {
         db: Some(pool),
         nats: Some(client),
         streams: Some(ready_streams),
     };
-    let app = server::grpc_app(routes, &[SERVICE_NAME], probes).await?;
+    let app = server::grpc_app(
+        routes,
+        &[SERVICE_NAME],
+        Policy::new(tokens, grpc::ACCESS),
+        probes,
+    )
+    .await?;
     tracing::info!(addr = ?listener.local_addr().ok(), "ledger listening");
     let served = server::serve(listener, app, shutdown.clone()).await;
     // Whatever stopped the server, stop pulling and let the in-flight batch finish.

@@ -3,9 +3,10 @@
 //! the gRPC API.
 
 use billing_domain::Currency;
-use billing_proto::events::WebhookRejectedV1;
+use billing_proto::events::{AlertV1, WebhookRejectedV1};
 use billing_runtime::Subjects;
 use chrono::{DateTime, Utc};
+use prost::Message as _;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -99,6 +100,43 @@ const BOOKINGS_FROM: &str = "bookings b left join lateral (
         select revision_no, total_after, deposit_after, cash_after, fee_after
         from booking_revisions where booking_id = b.id
         order by revision_no desc limit 1) r on true";
+
+/// Which audit log entries to list.
+#[derive(Debug, Default)]
+pub struct AuditFilter {
+    pub tenant_id: Option<String>,
+    pub source: Option<String>,
+    pub outcome: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub source: String,
+    pub event_id: String,
+    pub tenant_id: Option<String>,
+    pub outcome: String,
+    pub booking_id: Option<Uuid>,
+    pub reason: Option<String>,
+    pub http_status: Option<i32>,
+    pub body_sha256: Option<String>,
+}
+
+/// A booking as reconciliation compares it with SimplyBook's.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReconcileRow {
+    pub booking_ref: String,
+    pub booking_hash: Option<String>,
+    pub status: String,
+    pub session_at: DateTime<Utc>,
+    pub total_amount: Decimal,
+    pub currency: String,
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -327,6 +365,73 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// Audit log entries matching the filters (each optional), newest first.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, sqlx::Error> {
+        sqlx::query_as(
+            "select id, occurred_at, source, event_id, tenant_id, outcome, booking_id, reason,
+                    http_status, body_sha256
+             from audit_log
+             where ($1::text is null or tenant_id = $1)
+               and ($2::text is null or source = $2)
+               and ($3::text is null or outcome = $3)
+               and ($4::timestamptz is null or occurred_at >= $4)
+               and ($5::timestamptz is null or occurred_at < $5)
+               and ($6::bigint is null or id < $6)
+             order by id desc
+             limit $7",
+        )
+        .bind(filter.tenant_id.as_deref())
+        .bind(filter.source.as_deref())
+        .bind(filter.outcome.as_deref())
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(filter.before_id)
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// What reconciliation compares of a tenant's bookings: those with sessions in `[from, to)`
+    /// and those named in `refs` (wherever their session is now).
+    pub async fn reconcile_rows(
+        &self,
+        tenant_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        refs: &[String],
+    ) -> Result<Vec<ReconcileRow>, sqlx::Error> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select b.booking_ref, b.booking_hash, b.status, b.session_at,
+                    coalesce(r.total_after, b.total_amount) as total_amount, b.currency
+             from {BOOKINGS_FROM}
+             where b.tenant_id = $1
+               and ((b.session_at >= $2 and b.session_at < $3) or b.booking_ref = any($4))
+             order by b.session_at, b.booking_ref"
+        )))
+        .bind(tenant_id)
+        .bind(from)
+        .bind(to)
+        .bind(refs)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Queues an operator alert for the outbox relay; the same alert id is queued once.
+    pub async fn enqueue_alert(&self, alert: &AlertV1) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into outbox (subject, message_id, payload, traceparent)
+             values ($1, $2, $3, $4)
+             on conflict (message_id) do nothing",
+        )
+        .bind(self.subjects.alert(&alert.kind))
+        .bind(format!("alert:{}", alert.alert_id))
+        .bind(alert.encode_to_vec())
+        .bind(billing_runtime::trace::current_traceparent())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// One booking, if recorded.

@@ -8,10 +8,23 @@ use billing_proto::notifier::{
     Delivery, ListDeliveriesRequest, ListDeliveriesResponse, RenderInvoicePdfRequest,
     RenderInvoicePdfResponse,
 };
+use billing_runtime::auth::Access;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::consumer::{FetchError, Notifier};
+
+/// Who may call what (see [`billing_runtime::auth`]): reading PDFs and deliveries.
+pub const ACCESS: &[(&str, Access)] = &[
+    (
+        "/billing.notifier.v1.NotifierService/RenderInvoicePdf",
+        Access::Read,
+    ),
+    (
+        "/billing.notifier.v1.NotifierService/ListDeliveries",
+        Access::Read,
+    ),
+];
 
 pub struct NotifierGrpc {
     notifier: Arc<Notifier>,

@@ -17,6 +17,7 @@ use std::time::Duration;
 use billing_domain::Secret;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::notifier::notifier_service_server::NotifierServiceServer;
+use billing_runtime::auth::{Policy, Tokens};
 use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server, trace};
 use lettre::message::Mailbox;
 use tokio::net::TcpListener;
@@ -57,6 +58,25 @@ pub struct Config {
         default_value = "http://127.0.0.1:8082"
     )]
     pub invoicing_url: String,
+    /// The token the notifier calls invoicing with (a `viewer` token is enough).
+    #[arg(
+        long,
+        env = "NOTIFIER_INVOICING_TOKEN",
+        value_parser = billing_runtime::config::parse_secret,
+        hide_env_values = true,
+        required_unless_present = "migrate_only"
+    )]
+    pub invoicing_token: Option<Secret<String>>,
+    /// Who may call the gRPC API: `role:token` entries (roles admin, billing, viewer) separated
+    /// by commas or whitespace. Required to serve.
+    #[arg(
+        long,
+        env = "NOTIFIER_GRPC_TOKENS",
+        value_parser = Tokens::parse_arg,
+        hide_env_values = true,
+        required_unless_present = "migrate_only"
+    )]
+    pub grpc_tokens: Option<Arc<Tokens>>,
     /// SMTP server host.
     #[arg(long, env = "NOTIFIER_SMTP_HOST", default_value = "127.0.0.1")]
     pub smtp_host: String,
@@ -134,12 +154,24 @@ pub enum Error {
     Smtp(#[from] mail::MailError),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
+    #[error("{0} is required to serve")]
+    Missing(&'static str),
+    #[error(transparent)]
+    Token(#[from] billing_runtime::auth::TokensError),
 }
 
 /// Runs the consumers, the gRPC service and the ops endpoints until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
+    let tokens = config
+        .grpc_tokens
+        .clone()
+        .ok_or(Error::Missing("NOTIFIER_GRPC_TOKENS"))?;
+    let invoicing_token = config
+        .invoicing_token
+        .as_ref()
+        .ok_or(Error::Missing("NOTIFIER_INVOICING_TOKEN"))?;
     let pool = db::connect(&config.database_url, SCHEMA, 5).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/notifier"), SCHEMA).await?;
     let client = nats::connect(&config.nats_url, "notifier").await?;
@@ -153,7 +185,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .connect_lazy(),
-    ))
+        invoicing_token,
+    )?)
     // An invoice with every line of a busy month is large.
     .max_decoding_message_size(256 * 1024 * 1024);
     let smtp = mail::transport(&mail::SmtpSettings {
@@ -220,7 +253,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         nats: Some(client),
         streams: Some(ready_streams),
     };
-    let app = server::grpc_app(routes, &[SERVICE_NAME], probes).await?;
+    let app = server::grpc_app(
+        routes,
+        &[SERVICE_NAME],
+        Policy::new(tokens, grpc::ACCESS),
+        probes,
+    )
+    .await?;
     tracing::info!(addr = ?listener.local_addr().ok(), "notifier listening");
     let served = server::serve(listener, app, shutdown.clone()).await;
     shutdown.cancel();
