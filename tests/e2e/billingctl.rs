@@ -357,6 +357,19 @@ async fn month_end(system: &System) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Claire's `ledger_reconciliation_missing_bookings` on the ledger's /metrics.
+async fn missing_gauge(system: &System) -> anyhow::Result<Option<f64>> {
+    let text = reqwest::get(format!("http://{}/metrics", system.ledger))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("ledger_reconciliation_missing_bookings{tenant=\"claire\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok()))
+}
+
 /// SimplyBook's booking as `getBookingDetails` returns it.
 fn details(start: &str, status: &str, price: &str) -> Value {
     json!({"start_date_time": start, "status": status, "event_id": "7",
@@ -449,6 +462,9 @@ async fn reconciliation(system: &System) -> anyhow::Result<()> {
     .map(|(r, k)| (r.to_string(), k.to_string()));
     assert_eq!(gaps, expected);
 
+    // Prometheus sees the gap (BookingsMissingFromLedger), from the recorded run.
+    assert_eq!(missing_gauge(system).await?, Some(2.0));
+
     // The operator hears about the gap.
     let mails = system.mail.wait_for(1, Duration::from_secs(20)).await;
     let alert = mails
@@ -488,6 +504,7 @@ async fn reconciliation(system: &System) -> anyhow::Result<()> {
     let clean = output_json(&clean)?;
     assert_eq!(clean[0]["matched"], 3);
     assert_eq!(clean[0]["gaps"], json!([]));
+    assert_eq!(missing_gauge(system).await?, Some(0.0));
 
     // The audit log shows each callback and what it did.
     let events = json(

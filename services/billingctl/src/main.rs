@@ -165,9 +165,9 @@ enum ReconcileCmd {
         /// Default: every tenant with SimplyBook admin credentials.
         #[arg(long)]
         tenant: Option<String>,
-        /// YYYY-MM; default: the previous month in each tenant's time zone.
-        #[arg(long)]
-        period: Option<String>,
+        /// YYYY-MM, `current` or `previous` (each tenant's month in its time zone).
+        #[arg(long, default_value = "previous")]
+        period: String,
         /// Send each missing or differing booking through ingest as a SimplyBook callback.
         #[arg(long)]
         repair: bool,
@@ -670,7 +670,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cli.json,
                 ReconcileSimplyBookRequest {
                     tenant_id: tenant.unwrap_or_default(),
-                    period: period.unwrap_or_default(),
+                    period,
                     repair,
                     alert,
                 },

@@ -378,21 +378,27 @@ impl LedgerService for LedgerGrpc {
         request: Request<ReconcileSimplyBookRequest>,
     ) -> Result<Response<ReconcileSimplyBookResponse>, Status> {
         let req = request.into_inner();
-        let period = match req.period.as_str() {
-            "" => None,
+        // `current` and `previous` are each tenant's own, in its time zone.
+        let fixed = match req.period.as_str() {
+            "" | "previous" | "current" => None,
             p => Some(
                 p.parse::<BillingPeriod>()
                     .map_err(|e| Status::invalid_argument(e.to_string()))?,
             ),
         };
+        let current = req.period == "current";
         let tenants = self
             .reconciler
             .tenants(&req.tenant_id)
             .map_err(reconcile_status)?;
         let mut reports = Vec::with_capacity(tenants.len());
         for tenant in &tenants {
-            let period =
-                period.unwrap_or_else(|| BillingPeriod::previous_to(Utc::now(), tenant.time_zone));
+            let now = Utc::now();
+            let period = match (fixed, current) {
+                (Some(p), _) => p,
+                (None, true) => BillingPeriod::containing(now, tenant.time_zone),
+                (None, false) => BillingPeriod::previous_to(now, tenant.time_zone),
+            };
             let report = self
                 .reconciler
                 .run(tenant, period, req.repair, req.alert)

@@ -178,6 +178,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         shutdown.clone(),
     ));
 
+    tokio::spawn(reconcile::report_gauges(store.clone(), shutdown.clone()));
     let grpc = grpc::LedgerGrpc::new(store, tenants, dead_letters, reconciler);
     let routes = tonic::service::Routes::new(LedgerServiceServer::new(grpc));
     let probes = Probes {

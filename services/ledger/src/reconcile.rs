@@ -178,6 +178,7 @@ impl Reconciler {
                 metrics::counter!("ledger_reconciliations_total", "result" => "failed")
                     .increment(1);
                 report.error = err.to_string();
+                self.store.record_reconciliation(&report, 0, 0).await?;
                 return Ok(report);
             }
         };
@@ -274,8 +275,16 @@ impl Reconciler {
             "gaps"
         };
         metrics::counter!("ledger_reconciliations_total", "result" => result).increment(1);
-        metrics::gauge!("ledger_reconciliation_gaps", "tenant" => tenant.id.to_string())
-            .set(report.gaps.len() as f64);
+        let missing = report
+            .gaps
+            .iter()
+            .filter(|g| g.kind == MISSING_IN_LEDGER)
+            .count();
+        let repaired = report.gaps.iter().filter(|g| g.repair == "sent").count();
+        self.store
+            .record_reconciliation(&report, missing, repaired)
+            .await?;
+        refresh_gauges(&self.store).await?;
         if alert && !report.gaps.is_empty() {
             self.alert(tenant, period, &report).await?;
         }
@@ -390,6 +399,33 @@ impl Reconciler {
         self.relay.notify_one();
         Ok(())
     }
+}
+
+/// How often every replica reads the latest reconciliation results into its gauges.
+const GAUGES_EVERY: Duration = Duration::from_secs(60);
+
+/// Keeps `ledger_reconciliation_gaps{tenant}` and `ledger_reconciliation_missing_bookings{tenant}`
+/// at the latest runs' findings, the same on every replica.
+pub async fn report_gauges(store: Store, shutdown: billing_runtime::Shutdown) {
+    loop {
+        if let Err(err) = refresh_gauges(&store).await {
+            tracing::warn!(error = %err, "refreshing reconciliation gauges failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(GAUGES_EVERY) => {}
+        }
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // counts far below 2^53
+async fn refresh_gauges(store: &Store) -> Result<(), sqlx::Error> {
+    for (tenant, gaps, missing) in store.reconciliation_gaps().await? {
+        metrics::gauge!("ledger_reconciliation_gaps", "tenant" => tenant.clone()).set(gaps as f64);
+        metrics::gauge!("ledger_reconciliation_missing_bookings", "tenant" => tenant)
+            .set(missing as f64);
+    }
+    Ok(())
 }
 
 fn describe(r: &Remote) -> String {

@@ -4,6 +4,7 @@
 
 use billing_domain::Currency;
 use billing_proto::events::{AlertV1, WebhookRejectedV1};
+use billing_proto::ledger::TenantReconciliation;
 use billing_runtime::Subjects;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
@@ -414,6 +415,48 @@ impl Store {
         .bind(from)
         .bind(to)
         .bind(refs)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Records a reconciliation run's result.
+    pub async fn record_reconciliation(
+        &self,
+        r: &TenantReconciliation,
+        missing_in_ledger: usize,
+        repaired: usize,
+    ) -> Result<(), sqlx::Error> {
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        sqlx::query(
+            "insert into reconciliations (tenant_id, period, simplybook_bookings, ledger_bookings,
+                 matched, gaps, missing_in_ledger, repaired, error)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&r.tenant_id)
+        .bind(&r.period)
+        .bind(count(r.simplybook_bookings as usize))
+        .bind(count(r.ledger_bookings as usize))
+        .bind(count(r.matched as usize))
+        .bind(count(r.gaps.len()))
+        .bind(count(missing_in_ledger))
+        .bind(count(repaired))
+        .bind((!r.error.is_empty()).then_some(r.error.as_str()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Per tenant: gaps and bookings missing from the ledger in the latest run of each month,
+    /// over runs of the last three days (older findings are stale, not current).
+    pub async fn reconciliation_gaps(&self) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "select tenant_id, sum(gaps)::bigint, sum(missing_in_ledger)::bigint
+             from (select distinct on (tenant_id, period) tenant_id, gaps, missing_in_ledger
+                   from reconciliations
+                   where ran_at > now() - interval '3 days' and error is null
+                   order by tenant_id, period, ran_at desc) latest
+             group by tenant_id",
+        )
         .fetch_all(&self.pool)
         .await
     }
