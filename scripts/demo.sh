@@ -109,4 +109,19 @@ if command -v pdftotext >/dev/null 2>&1; then
   echo; echo "--- text of $first_pdf ---"; pdftotext -layout "$first_pdf" - | sed '/^\s*$/d' | head -n 40
 fi
 echo
-echo "Emails (.eml) and invoice PDFs are in $DEMO_DIR/mail; service logs in $DEMO_DIR/logs."
+echo "==> exports for the accountant, and a bank statement paying Claire's invoice in part"
+period=$("$BIN/billingctl" invoices list --tenant claire --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["period"])')
+"$BIN/billingctl" export bookings --tenant claire --period "$period" --out "$DEMO_DIR/claire-$period-bookings.csv"
+"$BIN/billingctl" export invoices --tenant claire --period "$period" --out "$DEMO_DIR/claire-$period-invoices.csv"
+"$BIN/billingctl" invoices list --tenant claire --json | python3 -c '
+import json, sys
+from decimal import Decimal
+inv = json.load(sys.stdin)[0]
+half = (Decimal(inv["total"].split()[-1]) / 2).quantize(Decimal("0.01"))
+print("date,description,amount,reference")
+print("%s,TRANSFER FROM C HAMILTON,%s,%s" % (inv["issue_date"], half, inv["number"].lower().replace("-", " ")))
+print("%s,TRANSFER FROM A STRANGER,12.34,GIFT" % inv["issue_date"])' >"$DEMO_DIR/statement.csv"
+"$BIN/billingctl" reconcile bank "$DEMO_DIR/statement.csv" || echo "(exit status $?: the stranger's transfer is left for a person)"
+echo
+echo "Emails (.eml) and invoice PDFs are in $DEMO_DIR/mail, exports and the statement in"
+echo "$DEMO_DIR, service logs in $DEMO_DIR/logs. billingctl's token for this run: $ADMIN_TOKEN"

@@ -427,6 +427,40 @@ async fn refused(system: &System) -> anyhow::Result<()> {
         .subjects()
         .dead_letter("invoicing", "notifier-invoices");
     assert_eq!(system.count_in("DLQ", &dlq).await?, 2);
+    // billingctl lists the notifier's dead letters with their reasons, and replays one.
+    let listed = system
+        .billingctl(&["dlq", "list", "--consumer", "notifier-invoices", "--json"])
+        .await?;
+    assert!(listed.status.success(), "{listed:?}");
+    let letters: serde_json::Value = serde_json::from_slice(&listed.stdout)?;
+    let letters = letters.as_array().cloned().unwrap_or_default();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(letters.iter().all(|l| l["consumer"] == "notifier-invoices"));
+    let reason = |l: &serde_json::Value| l["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        letters.iter().any(|l| reason(l).contains("550")),
+        "{letters:?}"
+    );
+    // Replaying the poison event dead-letters it again (replaying the refused email would
+    // only be refused again); the point is that it goes back to where it came from.
+    let poison = letters
+        .iter()
+        .find(|l| !reason(l).contains("550") && !reason(l).is_empty())
+        .ok_or_else(|| anyhow::anyhow!("no poison dead letter: {letters:?}"))?;
+    let sequence = poison["sequence"].to_string();
+    let replayed = system
+        .billingctl(&["dlq", "replay", &sequence, "--json"])
+        .await?;
+    assert!(replayed.status.success(), "{replayed:?}");
+    let replayed: serde_json::Value = serde_json::from_slice(&replayed.stdout)?;
+    assert_eq!(replayed["replayed"], true);
+    assert!(
+        replayed["dead_letter"]["original_subject"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("invoice.issued"),
+        "{replayed}"
+    );
     assert_eq!(
         system
             .count_in("ALERTS", &system.subjects().alert("email_rejected"))

@@ -93,7 +93,7 @@ enum Command {
     /// Monthly invoices.
     #[command(subcommand)]
     Invoices(InvoicesCmd),
-    /// Events the ledger gave up on.
+    /// Events a service gave up on (the shared dead-letter stream).
     #[command(subcommand)]
     Dlq(DlqCmd),
     /// Tenants' billing profiles (kept by invoicing).
@@ -267,6 +267,10 @@ enum DlqCmd {
     List {
         #[arg(long)]
         tenant: Option<String>,
+        /// Only this consumer's: ledger, ledger-rejections, invoicing-bookings,
+        /// invoicing-stripe, notifier-invoices or notifier-alerts.
+        #[arg(long)]
+        consumer: Option<String>,
         /// Continue after this sequence.
         #[arg(long, default_value_t = 0)]
         after: u64,
@@ -839,6 +843,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match cmd {
                 DlqCmd::List {
                     tenant,
+                    consumer,
                     after,
                     limit,
                 } => {
@@ -847,6 +852,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             tenant_id: tenant.unwrap_or_default(),
                             after_sequence: after,
                             limit,
+                            consumer: consumer.unwrap_or_default(),
                         })
                         .await?
                         .into_inner()
@@ -856,14 +862,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("{}", serde_json::to_string_pretty(&rows)?);
                     } else {
                         println!(
-                            "{:>8} {:<17} {:<12} {:<44} REASON",
-                            "SEQ", "AT (UTC)", "TENANT", "EVENT"
+                            "{:>8} {:<17} {:<18} {:<12} {:<44} REASON",
+                            "SEQ", "AT (UTC)", "CONSUMER", "TENANT", "EVENT"
                         );
                         for d in &letters {
                             println!(
-                                "{:>8} {:<17} {:<12} {:<44} {}",
+                                "{:>8} {:<17} {:<18} {:<12} {:<44} {}",
                                 d.sequence,
                                 utc_minute(d.dead_lettered_at.as_ref()),
+                                d.consumer,
                                 d.tenant_id,
                                 d.event_id,
                                 d.reason

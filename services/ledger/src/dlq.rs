@@ -1,6 +1,9 @@
-//! The ledger's dead letters: listing them and replaying one. Dead letters live in the DLQ stream
-//! (`dlq.webhooks.<consumer>`) with the original body and headers, the subject they came from and
-//! the reason; a replay publishes the event again on that subject for the ledger to process anew.
+//! Dead letters, every service's: listing them and replaying one. Each consumer that gives up on an
+//! event parks it in the DLQ stream (`dlq.<stream>.<consumer>`) with the original body and
+//! headers, the subject it came from and the reason. A replay publishes the event again on that
+//! subject, where its consumer processes it anew (every consumer is idempotent, so another
+//! consumer of the same subject seeing it again changes nothing). The ledger serves this for all
+//! services: the DLQ stream is shared, and billingctl needs one place to look.
 
 use async_nats::jetstream::{self, message::StreamMessage, stream::LastRawMessageErrorKind};
 use billing_proto::ledger::DeadLetter;
@@ -9,8 +12,6 @@ use billing_runtime::nats::{
     HDR_DLQ_REASON, HDR_DLQ_SUBJECT, HDR_EVENT_ID, HDR_TENANT, NATS_MSG_ID, headers_without,
 };
 use tonic::Status;
-
-use crate::consumer::{CONSUMER, REJECTIONS_CONSUMER};
 
 pub struct DeadLetters {
     js: jetstream::Context,
@@ -27,11 +28,14 @@ impl DeadLetters {
         DeadLetters { js, subjects }
     }
 
-    /// The ledger consumer whose dead letters go to `subject`, if any.
-    fn consumer_of(&self, subject: &str) -> Option<&'static str> {
-        [CONSUMER, REJECTIONS_CONSUMER]
-            .into_iter()
-            .find(|c| self.subjects.dead_letter("webhooks", c) == subject)
+    /// The consumer a dead letter's subject names (`dlq.<stream>.<consumer>`).
+    fn consumer_of<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        // `{namespace}dlq..` without its last dot: `{namespace}dlq.`
+        let base = self.subjects.dead_letter("", "");
+        let head = base.strip_suffix('.')?;
+        let rest = subject.strip_prefix(head)?;
+        let (_stream, consumer) = rest.split_once('.')?;
+        (!consumer.is_empty() && !consumer.contains('.')).then_some(consumer)
     }
 
     async fn stream(&self) -> Result<jetstream::stream::Stream, Status> {
@@ -64,15 +68,19 @@ impl DeadLetters {
         })
     }
 
-    /// Up to `limit` dead letters after `after`, optionally of one tenant.
+    /// Up to `limit` dead letters after `after`, optionally of one tenant and one consumer.
     pub async fn list(
         &self,
         tenant: &str,
+        consumer: &str,
         after: u64,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, Status> {
         let stream = self.stream().await?;
-        let filter = self.subjects.dead_letter("webhooks", "*");
+        let filter = match consumer {
+            "" => self.subjects.dead_letter("*", "*"),
+            consumer => self.subjects.dead_letter("*", consumer),
+        };
         let mut next = after + 1;
         let mut found = Vec::new();
         while found.len() < limit {
@@ -102,11 +110,9 @@ impl DeadLetters {
             }
             Err(err) => return Err(unavailable(err)),
         };
-        // Only the ledger's own: it wrote the original subject from a message it consumed.
+        // Only a dead letter: its consumer wrote the original subject from a message it consumed.
         let letter = self.describe(&m).ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "message {sequence} is not one of the ledger's dead letters"
-            ))
+            Status::failed_precondition(format!("message {sequence} is not a dead letter"))
         })?;
         let mut headers = headers_without(
             Some(&m.headers),

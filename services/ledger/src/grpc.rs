@@ -302,6 +302,7 @@ impl LedgerService for LedgerGrpc {
             .dead_letters
             .list(
                 &req.tenant_id,
+                &req.consumer,
                 req.after_sequence,
                 usize::try_from(limit).unwrap_or(100),
             )
