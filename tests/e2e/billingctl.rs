@@ -422,6 +422,12 @@ async fn reconciliation(system: &System) -> anyhow::Result<()> {
         "h4004",
         details("2026-11-01 00:30:00", "confirmed", "70.00"),
     );
+    // A free consultation: the ledger refuses zero prices by design, so it is no gap.
+    sb.put_booking(
+        "4005",
+        "h4005",
+        details("2026-10-20 09:00:00", "confirmed", "0.00"),
+    );
 
     let reconcile = |extra: &'static [&'static str]| {
         let mut args = vec![
@@ -440,7 +446,8 @@ async fn reconciliation(system: &System) -> anyhow::Result<()> {
     assert_eq!(report.status.code(), Some(3), "{report:?}");
     let report = output_json(&report)?;
     let claire = &report[0];
-    assert_eq!(claire["simplybook_bookings"], 3, "{claire}");
+    assert_eq!(claire["simplybook_bookings"], 4, "{claire}");
+    assert_eq!(claire["not_billable"], 1);
     assert_eq!(claire["ledger_bookings"], 1);
     assert_eq!(claire["matched"], 0);
     let gaps: Vec<(String, String)> = claire["gaps"]
@@ -503,6 +510,7 @@ async fn reconciliation(system: &System) -> anyhow::Result<()> {
     assert!(clean.status.success(), "{clean:?}");
     let clean = output_json(&clean)?;
     assert_eq!(clean[0]["matched"], 3);
+    assert_eq!(clean[0]["not_billable"], 1);
     assert_eq!(clean[0]["gaps"], json!([]));
     assert_eq!(missing_gauge(system).await?, Some(0.0));
 

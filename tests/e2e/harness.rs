@@ -11,7 +11,6 @@ use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
 use billing_runtime::Subjects;
-use billing_runtime::auth::Tokens;
 use billing_runtime::trace::{TracedChannel, traced};
 use billing_testkit::{FakeSimplyBook, FakeStripe, MailSink, TestDatabase};
 use futures::StreamExt;
@@ -82,9 +81,10 @@ pub struct System {
 }
 
 /// The tokens every service of the test system accepts.
-fn grpc_tokens() -> std::sync::Arc<Tokens> {
-    let spec = format!("admin:{ADMIN_TOKEN} billing:{BILLING_TOKEN} viewer:{VIEWER_TOKEN}");
-    std::sync::Arc::new(Tokens::parse(&spec).expect("valid test tokens"))
+fn grpc_tokens() -> Secret<String> {
+    Secret::new(format!(
+        "admin:{ADMIN_TOKEN} billing:{BILLING_TOKEN} viewer:{VIEWER_TOKEN}"
+    ))
 }
 
 async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {

@@ -1,7 +1,8 @@
-//! The billing domain: exact money, billing periods, tenants, booking payloads, record hashing
-//! and webhook signatures. Pure code with no I/O, shared by every service.
+//! The billing domain: exact money, billing periods, tenants, booking payloads, record hashing,
+//! webhook signatures and bank statements. Pure code with no I/O, shared by every service.
 #![forbid(unsafe_code)]
 
+pub mod bank;
 pub mod booking;
 pub mod callback;
 pub mod hash;

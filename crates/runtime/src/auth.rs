@@ -3,7 +3,8 @@
 //! server reflection stay open (probes and `grpcurl describe` need no secret).
 //!
 //! Tokens come from configuration as `role:token` entries separated by commas or whitespace
-//! (`BILLING_GRPC_TOKENS` in every gRPC service). Only their SHA-256 digests are kept, and a
+//! (`<SERVICE>_GRPC_TOKENS`). The setting is parsed after the command line, so an invalid one is
+//! reported without echoing it (it holds every token). Only their SHA-256 digests are kept, and a
 //! presented token is compared with every digest in constant time, so timing reveals neither a
 //! token nor which one matched.
 
@@ -70,9 +71,10 @@ impl FromStr for Role {
             "viewer" => Ok(Role::Viewer),
             "billing" => Ok(Role::Billing),
             "admin" => Ok(Role::Admin),
-            other => Err(TokensError(format!(
-                "unknown role {other:?} (admin, billing or viewer)"
-            ))),
+            // The text is not repeated: a mistyped entry may hold a token.
+            _ => Err(TokensError(
+                "unknown role (use admin, billing or viewer)".into(),
+            )),
         }
     }
 }
@@ -142,11 +144,6 @@ impl Tokens {
             return Err(TokensError("no tokens configured".into()));
         }
         Ok(Tokens { entries })
-    }
-
-    /// clap value parser for the tokens setting.
-    pub fn parse_arg(spec: &str) -> Result<Arc<Self>, String> {
-        Tokens::parse(spec).map(Arc::new).map_err(|e| e.0)
     }
 
     /// The role of `presented`, checking every configured token.

@@ -74,7 +74,7 @@ pub(crate) struct Conn {
     )]
     notifier_url: String,
     /// The bearer token billingctl calls the services with; its role (viewer, billing, admin)
-    /// decides what it may do.
+    /// decides what it may do. Prefer the environment variable: a flag shows in `ps`.
     #[arg(
         long,
         global = true,
@@ -83,6 +83,14 @@ pub(crate) struct Conn {
         value_parser = billing_runtime::config::parse_secret
     )]
     token: Option<Secret<String>>,
+    /// How long one call may take (a reconciliation of many tenants takes minutes).
+    #[arg(
+        long,
+        global = true,
+        env = "BILLINGCTL_TIMEOUT_SECS",
+        default_value_t = 120
+    )]
+    timeout_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -379,7 +387,8 @@ enum InvoicesCmd {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A bad argument exits 64 (EX_USAGE) with clap's message; --help and --version exit 0.
+    let cli: Cli = billing_runtime::config::parse_or_exit();
     let urls = format!(
         "ledger {}, invoicing {}, notifier {}",
         cli.conn.ledger_url, cli.conn.invoicing_url, cli.conn.notifier_url
@@ -399,7 +408,7 @@ async fn main() -> ExitCode {
 
 /// Exit statuses besides 0 and 1 (from sysexits.h): a bad argument or input file, a service
 /// that cannot be reached, a token that is missing or may not do this.
-const EXIT_USAGE: u8 = 64;
+const EXIT_USAGE: u8 = billing_runtime::config::EXIT_CONFIG;
 const EXIT_DATA: u8 = 65;
 const EXIT_UNAVAILABLE: u8 = 69;
 const EXIT_NOPERM: u8 = 77;
@@ -434,7 +443,11 @@ fn classify(err: &anyhow::Error) -> (u8, Option<&'static str>) {
         return (1, None);
     };
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => (
+        tonic::Code::DeadlineExceeded => (
+            EXIT_UNAVAILABLE,
+            Some("the call took longer than --timeout-secs (BILLINGCTL_TIMEOUT_SECS) allows"),
+        ),
+        tonic::Code::Unavailable => (
             EXIT_UNAVAILABLE,
             Some(
                 "is the service running at the address used? ({urls}; set with --ledger-url, --invoicing-url, --notifier-url or BILLINGCTL_*_URL)",
@@ -462,7 +475,7 @@ impl Conn {
         let channel = Endpoint::from_shared(url.to_string())
             .with_context(|| format!("invalid service address {url:?}"))?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
+            .timeout(Duration::from_secs(self.timeout_secs))
             .connect_lazy();
         Ok(traced(channel, token)?)
     }
@@ -646,7 +659,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExportWhat::Bookings(args) => (true, args),
                 ExportWhat::Invoices(args) => (false, args),
             };
-            let out: Box<dyn std::io::Write> = match &args.out {
+            // A file is written under a temporary name and renamed when complete, so a failed
+            // export never leaves a partial month that looks whole.
+            let partial = args.out.as_ref().map(|path| {
+                let mut name = path.as_os_str().to_owned();
+                name.push(".partial");
+                std::path::PathBuf::from(name)
+            });
+            let out: Box<dyn std::io::Write> = match &partial {
                 Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(path)
                         .with_context(|| format!("creating {}", path.display()))?,
@@ -654,11 +674,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             let written = if is_bookings {
-                export::bookings(&cli.conn, &args.tenant, &args.period, args.format, out).await?
+                export::bookings(&cli.conn, &args.tenant, &args.period, args.format, out).await
             } else {
-                export::invoices(&cli.conn, &args.tenant, &args.period, args.format, out).await?
+                export::invoices(&cli.conn, &args.tenant, &args.period, args.format, out).await
             };
-            if let Some(path) = &args.out {
+            let written = match (written, &partial) {
+                (Ok(n), _) => n,
+                (Err(err), Some(path)) => {
+                    let _ = std::fs::remove_file(path);
+                    return Err(err);
+                }
+                (Err(err), None) => return Err(err),
+            };
+            if let (Some(partial), Some(path)) = (&partial, &args.out) {
+                std::fs::rename(partial, path).with_context(|| {
+                    format!("renaming {} to {}", partial.display(), path.display())
+                })?;
                 eprintln!("wrote {written} record(s) to {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
@@ -687,15 +718,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             columns,
             dry_run,
         }) => {
-            let statement = if file.as_os_str() == "-" {
-                reconcile::read_statement(std::io::stdin().lock(), &columns)
-            } else {
-                let f = std::fs::File::open(&file)
-                    .with_context(|| format!("opening {}", file.display()))?;
-                reconcile::read_statement(std::io::BufReader::new(f), &columns)
-            }
-            .with_context(|| format!("reading {}", file.display()))?;
-            let matched = reconcile::bank(&cli.conn, cli.json, statement, dry_run).await?;
+            let (transfers, debits) = reconcile::read_statement(&file, &columns)?;
+            let matched = reconcile::bank(&cli.conn, cli.json, transfers, debits, dry_run).await?;
             Ok(exit_attention(matched))
         }
         Command::Bookings(BookingsCmd::List { tenant, limit }) => {

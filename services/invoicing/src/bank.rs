@@ -1,22 +1,20 @@
 //! Reconciliation with the money received: bank transfers from a statement matched to invoices.
 //!
-//! A transfer matches the invoice whose number appears in its reference or description. Banks
-//! mangle references (case, spaces, dashes dropped: "claire 2026 0001", "CLAIRE20260001"), so
-//! both are compared as upper-case letters and digits only, and a number must not run on into
-//! more digits ("…00011" is not "…0001"). A matched transfer is recorded as a payment when it is
-//! at most the balance due (in full → paid, less → partially paid); anything else is left for a
-//! person with the reason. Each statement line has an idempotency key derived from its content,
-//! so importing an overlapping statement again records nothing twice.
+//! A transfer matches the invoice whose number its reference or description names (see
+//! [`billing_domain::bank::mentions`]: bank-mangled separators are fine, another tenant's number
+//! that merely ends the same is not). A matched transfer is recorded as a payment when it is at
+//! most the balance due (in full → paid, less → partially paid), checked again under the
+//! invoice's lock; anything else is left for a person with the reason. Each line's idempotency
+//! key comes from its date, amount, reference and occurrence in the statement, so importing an
+//! overlapping statement again records nothing twice. One line's problem never stops the others.
 
-use std::collections::HashMap;
-
+use billing_domain::bank::{mentions, transfer_key};
 use billing_proto::invoicing::{BankTransfer, TransferMatch};
 use chrono::{NaiveDate, Utc};
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::lifecycle::{Lifecycle, LifecycleError};
+use crate::lifecycle::{Lifecycle, LifecycleError, PaymentLimit, Transfer};
 use crate::store::{InvoiceRow, Status, Store};
 
 pub const RECORDED: &str = "recorded";
@@ -24,45 +22,14 @@ pub const ALREADY_RECORDED: &str = "already_recorded";
 pub const WOULD_RECORD: &str = "would_record";
 pub const UNMATCHED: &str = "unmatched";
 
-/// Upper-case ASCII letters and digits of `s`, nothing else.
-fn normalize(s: &str) -> String {
-    s.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
-
-/// Whether `number` (normalized) occurs in `text` (normalized) not followed by another digit.
-fn mentions(text: &str, number: &str) -> bool {
-    if number.is_empty() {
-        return false;
-    }
-    text.match_indices(number).any(|(at, _)| {
-        !text[at + number.len()..]
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_digit())
-    })
-}
-
 /// The invoices a transfer's reference or description names.
 fn named<'a>(transfer: &BankTransfer, invoices: &'a [InvoiceRow]) -> Vec<&'a InvoiceRow> {
-    let text = normalize(&format!("{} {}", transfer.reference, transfer.description));
     invoices
         .iter()
-        .filter(|i| mentions(&text, &normalize(&i.number)))
+        .filter(|i| {
+            mentions(&transfer.reference, &i.number) || mentions(&transfer.description, &i.number)
+        })
         .collect()
-}
-
-/// The payment idempotency key of a statement line: the same date, amount, reference and
-/// description are the same transfer.
-fn line_key(t: &BankTransfer) -> String {
-    let mut sha = Sha256::new();
-    for field in [&t.received_on, &t.amount, &t.reference, &t.description] {
-        sha.update(field.trim().as_bytes());
-        sha.update([0]);
-    }
-    format!("statement:{}", hex::encode(sha.finalize()))
 }
 
 fn unmatched(line: u32, detail: impl Into<String>) -> TransferMatch {
@@ -80,7 +47,8 @@ pub struct BankMatcher<'a> {
 }
 
 impl BankMatcher<'_> {
-    /// Matches each transfer, in order, recording payments unless `dry_run`.
+    /// Matches each transfer, in order, recording payments unless `dry_run`. A line that cannot
+    /// be recorded is reported unmatched with the reason; only a database failure fails the call.
     pub async fn run(
         &self,
         transfers: &[BankTransfer],
@@ -93,22 +61,13 @@ impl BankMatcher<'_> {
             .into_iter()
             .filter(|i| i.status().is_open() || i.status() == Status::Paid)
             .collect();
-        let mut seen: HashMap<String, u32> = HashMap::new();
         let mut results = Vec::with_capacity(transfers.len());
         for t in transfers {
-            let key = line_key(t);
-            if let Some(first) = seen.get(&key) {
-                results.push(unmatched(
-                    t.line,
-                    format!(
-                        "same date, amount and reference as line {first}: if it is a second \
-                         payment, record it with `billingctl invoices pay --key`"
-                    ),
-                ));
-                continue;
-            }
-            seen.insert(key.clone(), t.line);
-            let result = self.one(t, &key, &mut invoices, dry_run).await?;
+            let result = match self.one(t, &mut invoices, dry_run).await {
+                Ok(result) => result,
+                Err(LifecycleError::Db(err)) => return Err(LifecycleError::Db(err)),
+                Err(err) => unmatched(t.line, err.to_string()),
+            };
             results.push(result);
         }
         Ok(results)
@@ -117,7 +76,6 @@ impl BankMatcher<'_> {
     async fn one(
         &self,
         t: &BankTransfer,
-        key: &str,
         invoices: &mut [InvoiceRow],
         dry_run: bool,
     ) -> Result<TransferMatch, LifecycleError> {
@@ -130,6 +88,19 @@ impl BankMatcher<'_> {
                 ));
             }
         };
+        let Ok(written) = Decimal::from_str_exact(t.amount.trim()) else {
+            return Ok(unmatched(
+                t.line,
+                format!("amount {:?} is not a number", t.amount),
+            ));
+        };
+        let key = transfer_key(
+            received_on,
+            written,
+            &t.reference,
+            &t.description,
+            t.occurrence.max(1),
+        );
         let named = named(t, invoices);
         let invoice = match named.as_slice() {
             [one] => (*one).clone(),
@@ -176,6 +147,7 @@ impl BankMatcher<'_> {
         };
         result.amount = Some(invoice.money(amount));
         let balance = invoice.total - invoice.amount_paid;
+        // The lifecycle prefixes keys of bank payments with `bank:`.
         let full_key = format!("bank:{key}");
         if let Some((paid_invoice, _)) = self.store.payment_by_key(&full_key).await?
             && paid_invoice == invoice.id
@@ -204,14 +176,20 @@ impl BankMatcher<'_> {
             return Ok(result);
         }
         if dry_run {
-            result.outcome = WOULD_RECORD.into();
-            let after = if amount == balance {
+            // Later lines of the statement see this one as paid, as they would for real.
+            let mut after = invoice.clone();
+            after.amount_paid += amount;
+            after.status = if amount == balance {
                 Status::Paid
             } else {
                 Status::PartiallyPaid
-            };
-            result.detail = after.as_str().into();
-            result.balance_after = Some(invoice.money(balance - amount));
+            }
+            .as_str()
+            .into();
+            result.outcome = WOULD_RECORD.into();
+            result.detail = after.status.clone();
+            result.balance_after = Some(after.money(after.total - after.amount_paid));
+            replace(invoices, after);
             return Ok(result);
         }
         let reference = match t.reference.trim() {
@@ -222,10 +200,13 @@ impl BankMatcher<'_> {
             .lifecycle
             .record_payment(
                 invoice.id,
-                &currency.format(amount),
-                received_on,
-                reference,
-                key,
+                Transfer {
+                    amount: &currency.format(amount),
+                    received_on,
+                    reference,
+                    idempotency_key: &key,
+                    limit: PaymentLimit::Balance,
+                },
                 Utc::now(),
             )
             .await?;
@@ -269,60 +250,5 @@ fn replace(invoices: &mut [InvoiceRow], updated: InvoiceRow) {
     let id: Uuid = updated.id;
     if let Some(slot) = invoices.iter_mut().find(|i| i.id == id) {
         *slot = updated;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_are_found_whatever_the_bank_did_to_them() {
-        let number = normalize("CLAIRE-2026-0001");
-        for reference in [
-            "CLAIRE-2026-0001",
-            "claire 2026 0001",
-            "Inv CLAIRE20260001 thanks",
-            "PAYMENT/claire-2026-0001/",
-        ] {
-            assert!(mentions(&normalize(reference), &number), "{reference}");
-        }
-        for other in [
-            "CLAIRE-2026-00011",
-            "CLAIRE-2026-001",
-            "KENJI-2026-0001",
-            "",
-        ] {
-            assert!(!mentions(&normalize(other), &number), "{other}");
-        }
-    }
-
-    #[test]
-    fn a_line_key_depends_on_every_field_and_nothing_else() {
-        let t = BankTransfer {
-            line: 3,
-            received_on: "2026-11-05".into(),
-            amount: "75.10".into(),
-            currency: String::new(),
-            reference: "CLAIRE-2026-0001".into(),
-            description: "Transfer".into(),
-        };
-        let moved = BankTransfer {
-            line: 9,
-            ..t.clone()
-        };
-        assert_eq!(line_key(&t), line_key(&moved));
-        let other = BankTransfer {
-            amount: "75.11".into(),
-            ..t.clone()
-        };
-        assert_ne!(line_key(&t), line_key(&other));
-        // Fields are separated: moving text between them is another transfer.
-        let shifted = BankTransfer {
-            reference: "CLAIRE-2026-0001Transfer".into(),
-            description: String::new(),
-            ..t.clone()
-        };
-        assert_ne!(line_key(&t), line_key(&shifted));
     }
 }

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::bank::BankMatcher;
 use crate::close::{CloseError, Closed, MonthlyClose};
-use crate::lifecycle::{Lifecycle, LifecycleError};
+use crate::lifecycle::{Lifecycle, LifecycleError, PaymentLimit, Transfer};
 use crate::profile::{Profile, Profiles};
 use crate::store::{HistoryRow, InvoiceRow, LineRow, PaymentRow, Store};
 
@@ -317,10 +317,13 @@ impl InvoicingService for InvoicingGrpc {
             .lifecycle
             .record_payment(
                 id,
-                &req.amount,
-                received_on,
-                &req.reference,
-                &req.idempotency_key,
+                Transfer {
+                    amount: &req.amount,
+                    received_on,
+                    reference: &req.reference,
+                    idempotency_key: &req.idempotency_key,
+                    limit: PaymentLimit::None,
+                },
                 Utc::now(),
             )
             .await

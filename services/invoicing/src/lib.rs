@@ -106,11 +106,11 @@ pub struct Config {
     #[arg(
         long,
         env = "INVOICING_GRPC_TOKENS",
-        value_parser = Tokens::parse_arg,
+        value_parser = billing_runtime::config::parse_secret,
         hide_env_values = true,
         required_unless_present = "migrate_only"
     )]
-    pub grpc_tokens: Option<Arc<Tokens>>,
+    pub grpc_tokens: Option<Secret<String>>,
 }
 /// Applies this service's migrations to its schema and returns: what `--migrate-only` runs.
 pub async fn migrate(database_url: &str) -> Result<(), Error> {
@@ -152,8 +152,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     billing_runtime::ops::prometheus();
     let tokens = config
         .grpc_tokens
-        .clone()
+        .as_ref()
         .ok_or(Error::Missing("INVOICING_GRPC_TOKENS"))?;
+    let tokens = Arc::new(Tokens::parse(tokens.expose())?);
     let ledger_token = config
         .ledger_token
         .as_ref()

@@ -32,6 +32,27 @@ pub enum LifecycleError {
 }
 
 /// The result of recording a payment.
+/// A bank transfer to record against an invoice.
+#[derive(Debug, Clone, Copy)]
+pub struct Transfer<'a> {
+    /// In the invoice's currency, e.g. `75.10`.
+    pub amount: &'a str,
+    pub received_on: NaiveDate,
+    pub reference: &'a str,
+    /// Identifies the transfer; empty: derived from invoice, amount, date and reference.
+    pub idempotency_key: &'a str,
+    pub limit: PaymentLimit,
+}
+
+/// Whether a payment may exceed what is still due (checked under the invoice's lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentLimit {
+    /// A person recorded it: an overpayment is recorded and flagged.
+    None,
+    /// Matched automatically: more than the balance is left for a person.
+    Balance,
+}
+
 pub struct Recorded {
     pub invoice: InvoiceRow,
     /// False when the idempotency key had been recorded before (nothing changed).
@@ -57,16 +78,20 @@ impl Lifecycle {
 
     /// A bank transfer for an invoice: partial payments move it to `partially_paid` (an
     /// overdue invoice stays overdue until paid in full), the full amount to `paid`; more than
-    /// the total is recorded and flagged.
+    /// the total is recorded and flagged (or, with [`PaymentLimit::Balance`], refused).
     pub async fn record_payment(
         &self,
         invoice_id: Uuid,
-        amount_text: &str,
-        received_on: NaiveDate,
-        reference: &str,
-        idempotency_key: &str,
+        transfer: Transfer<'_>,
         now: DateTime<Utc>,
     ) -> Result<Recorded, LifecycleError> {
+        let Transfer {
+            amount: amount_text,
+            received_on,
+            reference,
+            idempotency_key,
+            limit,
+        } = transfer;
         let reference = reference.trim();
         if reference.is_empty() {
             return Err(LifecycleError::Invalid(
@@ -97,6 +122,18 @@ impl Lifecycle {
             "" => format!("bank:{invoice_id}:{received_on}:{amount}:{reference}"),
             key => format!("bank:{key}"),
         };
+        let balance = invoice.total - invoice.amount_paid;
+        if limit == PaymentLimit::Balance
+            && amount > balance
+            && self.store.payment_by_key(&key).await?.is_none()
+        {
+            return Err(LifecycleError::Invalid(format!(
+                "{} is more than the balance due of {}: check it, then record it with \
+                 `billingctl invoices pay`",
+                currency.format(amount),
+                currency.format(balance)
+            )));
+        }
         let Some((updated, payment)) = self
             .store
             .add_payment(

@@ -13,7 +13,7 @@ use billing_proto::ledger::{
     ListBookingsRequest, ListBookingsResponse, ListDeadLettersRequest, ListDeadLettersResponse,
     PriceRevision, ReconcileSimplyBookRequest, ReconcileSimplyBookResponse,
     ReplayDeadLetterRequest, ReplayDeadLetterResponse, StatusChange, SummarizePeriodRequest,
-    SummarizePeriodResponse, VerifyIntegrityRequest, VerifyIntegrityResponse,
+    SummarizePeriodResponse, TenantReconciliation, VerifyIntegrityRequest, VerifyIntegrityResponse,
 };
 use billing_runtime::auth::Access;
 use chrono::Utc;
@@ -400,11 +400,24 @@ impl LedgerService for LedgerGrpc {
                 (None, true) => BillingPeriod::containing(now, tenant.time_zone),
                 (None, false) => BillingPeriod::previous_to(now, tenant.time_zone),
             };
-            let report = self
+            // One tenant's failure is its report's, not every tenant's.
+            let report = match self
                 .reconciler
                 .run(tenant, period, req.repair, req.alert)
                 .await
-                .map_err(reconcile_status)?;
+            {
+                Ok(report) => report,
+                Err(ReconcileError::Db(err)) => {
+                    tracing::error!(error = %err, tenant = %tenant.id, "reconciliation not stored");
+                    TenantReconciliation {
+                        tenant_id: tenant.id.to_string(),
+                        period: period.to_string(),
+                        error: "the ledger's database failed; run it again".into(),
+                        ..Default::default()
+                    }
+                }
+                Err(err) => return Err(reconcile_status(err)),
+            };
             reports.push(report);
         }
         Ok(Response::new(ReconcileSimplyBookResponse {

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use billing_domain::Tenants;
+use billing_domain::{Secret, Tenants};
 use billing_proto::ledger::ledger_service_server::{LedgerServiceServer, SERVICE_NAME};
 use billing_runtime::auth::{Policy, Tokens};
 use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server};
@@ -77,11 +77,11 @@ pub struct Config {
     #[arg(
         long,
         env = "LEDGER_GRPC_TOKENS",
-        value_parser = Tokens::parse_arg,
+        value_parser = billing_runtime::config::parse_secret,
         hide_env_values = true,
         required_unless_present = "migrate_only"
     )]
-    pub grpc_tokens: Option<Arc<Tokens>>,
+    pub grpc_tokens: Option<Secret<String>>,
 }
 /// Applies this service's migrations to its schema and returns: what `--migrate-only` runs.
 pub async fn migrate(database_url: &str) -> Result<(), Error> {
@@ -111,13 +111,19 @@ pub enum Error {
     Serve(#[from] server::ServeError),
     #[error("LEDGER_GRPC_TOKENS is required to serve")]
     NoGrpcTokens,
+    #[error("LEDGER_GRPC_TOKENS: {0}")]
+    Token(#[from] billing_runtime::auth::TokensError),
 }
 
 /// Runs the consumer and the gRPC server until `shutdown` is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
-    let tokens = config.grpc_tokens.clone().ok_or(Error::NoGrpcTokens)?;
+    let tokens = config
+        .grpc_tokens
+        .as_ref()
+        .ok_or(Error::NoGrpcTokens)
+        .and_then(|t| Ok(Arc::new(Tokens::parse(t.expose())?)))?;
     let tenants = Arc::new(Tenants::load(&config.tenants_file)?);
     let pool = db::connect(&config.database_url, SCHEMA, config.db_max_connections).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
@@ -178,7 +184,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         shutdown.clone(),
     ));
 
-    tokio::spawn(reconcile::report_gauges(store.clone(), shutdown.clone()));
+    tokio::spawn(reconcile::report_gauges(
+        store.clone(),
+        reconciler.covered(),
+        shutdown.clone(),
+    ));
     let grpc = grpc::LedgerGrpc::new(store, tenants, dead_letters, reconciler);
     let routes = tonic::service::Routes::new(LedgerServiceServer::new(grpc));
     let probes = Probes {

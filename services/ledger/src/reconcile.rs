@@ -35,6 +35,7 @@ pub const MISSING_IN_SIMPLYBOOK: &str = "missing_in_simplybook";
 pub const STATUS_MISMATCH: &str = "status_mismatch";
 pub const AMOUNT_MISMATCH: &str = "amount_mismatch";
 pub const SESSION_MISMATCH: &str = "session_mismatch";
+pub const UNREADABLE_IN_SIMPLYBOOK: &str = "unreadable_in_simplybook";
 
 /// A booking as SimplyBook has it now.
 #[derive(Debug, Clone)]
@@ -44,6 +45,36 @@ struct Remote {
     status: String,
     session_at: DateTime<Utc>,
     price: Decimal,
+    currency: Option<String>,
+}
+
+impl Remote {
+    /// Whether the ledger records this booking at all: it refuses prices of zero or less and
+    /// other currencies than the tenant's (dead-lettered), so reconciliation must not call
+    /// such a booking missing.
+    fn billable_by(&self, tenant: &TenantConfig) -> bool {
+        self.price > Decimal::ZERO
+            && self
+                .currency
+                .as_deref()
+                .is_none_or(|c| c.eq_ignore_ascii_case(tenant.currency.code()))
+    }
+}
+
+/// Why a booking's details could not be had.
+enum FetchFailure {
+    /// SimplyBook answered that it does not have it (or not with this hash).
+    Refused(String),
+    /// SimplyBook could not be asked, or answered something unreadable.
+    Unreadable(String),
+}
+
+impl FetchFailure {
+    fn message(self) -> String {
+        match self {
+            FetchFailure::Refused(m) | FetchFailure::Unreadable(m) => m,
+        }
+    }
 }
 
 /// Posts SimplyBook callbacks to ingest, as SimplyBook would.
@@ -132,6 +163,15 @@ impl Reconciler {
         }
     }
 
+    /// Every tenant SimplyBook can list bookings for.
+    pub fn covered(&self) -> Vec<String> {
+        self.tenants
+            .iter()
+            .filter(|t| t.simplybook_user_login.is_some())
+            .map(|t| t.id.to_string())
+            .collect()
+    }
+
     /// The tenants a run covers: `tenant_id`, or every tenant SimplyBook can list for.
     pub fn tenants(&self, tenant_id: &str) -> Result<Vec<TenantConfig>, ReconcileError> {
         if tenant_id.is_empty() {
@@ -179,6 +219,9 @@ impl Reconciler {
                     .increment(1);
                 report.error = err.to_string();
                 self.store.record_reconciliation(&report, 0, 0).await?;
+                if alert {
+                    self.alert_failed(tenant, period, &report.error).await?;
+                }
                 return Ok(report);
             }
         };
@@ -200,6 +243,10 @@ impl Reconciler {
         // What SimplyBook has, against the ledger.
         let mut to_repair: Vec<(usize, Remote, NotificationType)> = Vec::new();
         for r in remote.values() {
+            if !r.billable_by(tenant) {
+                report.not_billable += 1;
+                continue;
+            }
             let found = match ledger.get(r.id.as_str()) {
                 None => {
                     gaps.push(gap(r, MISSING_IN_LEDGER, describe(r), String::new()));
@@ -223,8 +270,15 @@ impl Reconciler {
             .filter(|row| row.session_at >= start && row.session_at < end)
             .filter(|row| !listed_ids.contains(row.booking_ref.as_str()))
         {
-            match self.moved(tenant, row).await {
-                Some(r) => {
+            let fetched = match row.booking_hash.as_deref() {
+                Some(hash) => self.fetch(tenant, &row.booking_ref, hash).await,
+                None => Err(FetchFailure::Refused(
+                    "the ledger has no booking hash".into(),
+                )),
+            };
+            match fetched {
+                // Moved to another month: SimplyBook listed it there.
+                Ok(r) if r.session_at < start || r.session_at >= end => {
                     gaps.push(gap(
                         &r,
                         SESSION_MISMATCH,
@@ -233,7 +287,19 @@ impl Reconciler {
                     ));
                     to_repair.push((gaps.len() - 1, r, NotificationType::Change));
                 }
-                None => gaps.push(ReconciliationGap {
+                // Still in the month though the list left it out: compare it all the same.
+                Ok(r) => {
+                    report.simplybook_bookings += 1;
+                    let found = differences(&r, row);
+                    if found.is_empty() {
+                        report.matched += 1;
+                    }
+                    for (kind, simplybook, ledger) in found {
+                        gaps.push(gap(&r, kind, simplybook, ledger));
+                        to_repair.push((gaps.len() - 1, r.clone(), NotificationType::Change));
+                    }
+                }
+                Err(FetchFailure::Refused(_)) => gaps.push(ReconciliationGap {
                     booking_ref: row.booking_ref.clone(),
                     kind: MISSING_IN_SIMPLYBOOK.into(),
                     ledger: format!(
@@ -242,6 +308,12 @@ impl Reconciler {
                         row.session_at.to_rfc3339(),
                         row.total_amount
                     ),
+                    ..Default::default()
+                }),
+                Err(FetchFailure::Unreadable(message)) => gaps.push(ReconciliationGap {
+                    booking_ref: row.booking_ref.clone(),
+                    kind: UNREADABLE_IN_SIMPLYBOOK.into(),
+                    simplybook: message,
                     ..Default::default()
                 }),
             }
@@ -284,7 +356,7 @@ impl Reconciler {
         self.store
             .record_reconciliation(&report, missing, repaired)
             .await?;
-        refresh_gauges(&self.store).await?;
+        refresh_gauges(&self.store, &[]).await?;
         if alert && !report.gaps.is_empty() {
             self.alert(tenant, period, &report).await?;
         }
@@ -301,10 +373,11 @@ impl Reconciler {
             let result = self.fetch(tenant, &l.id, &l.hash).await;
             (l, result)
         });
-        let fetched: Vec<(ListedBooking, Result<Remote, String>)> = futures::stream::iter(fetches)
-            .buffer_unordered(FETCH_CONCURRENCY)
-            .collect()
-            .await;
+        let fetched: Vec<(ListedBooking, Result<Remote, FetchFailure>)> =
+            futures::stream::iter(fetches)
+                .buffer_unordered(FETCH_CONCURRENCY)
+                .collect()
+                .await;
         let mut remote = BTreeMap::new();
         let mut gaps = Vec::new();
         for (l, result) in fetched {
@@ -314,8 +387,8 @@ impl Reconciler {
                 }
                 Err(err) => gaps.push(ReconciliationGap {
                     booking_ref: l.id.clone(),
-                    kind: "unreadable_in_simplybook".into(),
-                    simplybook: err,
+                    kind: UNREADABLE_IN_SIMPLYBOOK.into(),
+                    simplybook: err.message(),
                     ..Default::default()
                 }),
             }
@@ -323,7 +396,12 @@ impl Reconciler {
         (remote, gaps)
     }
 
-    async fn fetch(&self, tenant: &TenantConfig, id: &str, hash: &str) -> Result<Remote, String> {
+    async fn fetch(
+        &self,
+        tenant: &TenantConfig,
+        id: &str,
+        hash: &str,
+    ) -> Result<Remote, FetchFailure> {
         let callback = Callback {
             booking_id: id.to_string(),
             booking_hash: hash.to_string(),
@@ -334,24 +412,57 @@ impl Reconciler {
             .simplybook
             .booking_details(tenant, &callback)
             .await
-            .map_err(|e: FetchError| e.to_string())?;
+            .map_err(|e| match e {
+                FetchError::Refused(m) => FetchFailure::Refused(m),
+                FetchError::Unavailable(_) => FetchFailure::Unreadable(e.to_string()),
+            })?;
         let session_at = payload
             .session_at(tenant.time_zone)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| FetchFailure::Unreadable(e.to_string()))?;
         Ok(Remote {
             id: id.to_string(),
             hash: hash.to_string(),
             status: payload.status.as_str().to_string(),
             session_at,
             price: payload.price,
+            currency: payload.currency,
         })
     }
 
-    /// A ledger booking SimplyBook did not list for the month: if SimplyBook still has it, its
-    /// session moved to another month.
-    async fn moved(&self, tenant: &TenantConfig, row: &ReconcileRow) -> Option<Remote> {
-        let hash = row.booking_hash.as_deref()?;
-        self.fetch(tenant, &row.booking_ref, hash).await.ok()
+    /// Tells the operator a run could not ask SimplyBook (bad credentials, an outage).
+    async fn alert_failed(
+        &self,
+        tenant: &TenantConfig,
+        period: BillingPeriod,
+        error: &str,
+    ) -> Result<(), ReconcileError> {
+        let now = Utc::now();
+        let alert = AlertV1 {
+            alert_id: format!(
+                "reconciliation_failed:{}:{period}:{}",
+                tenant.id,
+                now.date_naive()
+            ),
+            kind: "reconciliation_failed".into(),
+            severity: "warning".into(),
+            summary: format!(
+                "Reconciliation with SimplyBook failed for tenant {} in {period}",
+                tenant.id
+            ),
+            details: format!(
+                "SimplyBook could not be asked for the month's bookings: {error}. Until it can, \
+                 lost webhooks go unnoticed. Check the tenant's SimplyBook admin credentials \
+                 (simplybook_user_login, simplybook_user_password), then run `billingctl \
+                 reconcile simplybook --tenant {} --period {period}`.",
+                tenant.id
+            ),
+            tenant_id: tenant.id.to_string(),
+            source: "ledger".into(),
+            raised_at: Some(timestamp(now)),
+        };
+        self.store.enqueue_alert(&alert).await?;
+        self.relay.notify_one();
+        Ok(())
     }
 
     async fn alert(
@@ -404,11 +515,17 @@ impl Reconciler {
 /// How often every replica reads the latest reconciliation results into its gauges.
 const GAUGES_EVERY: Duration = Duration::from_secs(60);
 
-/// Keeps `ledger_reconciliation_gaps{tenant}` and `ledger_reconciliation_missing_bookings{tenant}`
-/// at the latest runs' findings, the same on every replica.
-pub async fn report_gauges(store: Store, shutdown: billing_runtime::Shutdown) {
+/// Keeps, for every tenant reconciliation covers, the same numbers on every replica:
+/// `ledger_reconciliation_gaps{tenant}` and `ledger_reconciliation_missing_bookings{tenant}`
+/// (the latest run of each month in the last three days; 0 without one), and
+/// `ledger_reconciliation_last_success_timestamp_seconds{tenant}` once a run succeeded.
+pub async fn report_gauges(
+    store: Store,
+    tenants: Vec<String>,
+    shutdown: billing_runtime::Shutdown,
+) {
     loop {
-        if let Err(err) = refresh_gauges(&store).await {
+        if let Err(err) = refresh_gauges(&store, &tenants).await {
             tracing::warn!(error = %err, "refreshing reconciliation gauges failed");
         }
         tokio::select! {
@@ -418,12 +535,29 @@ pub async fn report_gauges(store: Store, shutdown: billing_runtime::Shutdown) {
     }
 }
 
-#[allow(clippy::cast_precision_loss)] // counts far below 2^53
-async fn refresh_gauges(store: &Store) -> Result<(), sqlx::Error> {
-    for (tenant, gaps, missing) in store.reconciliation_gaps().await? {
-        metrics::gauge!("ledger_reconciliation_gaps", "tenant" => tenant.clone()).set(gaps as f64);
-        metrics::gauge!("ledger_reconciliation_missing_bookings", "tenant" => tenant)
+#[allow(clippy::cast_precision_loss)] // counts and epoch seconds far below 2^53
+async fn refresh_gauges(store: &Store, tenants: &[String]) -> Result<(), sqlx::Error> {
+    let latest = store.reconciliation_gaps().await?;
+    let mut all: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    all.extend(latest.iter().map(|(t, _, _)| t.as_str()));
+    all.sort_unstable();
+    all.dedup();
+    for tenant in all {
+        let (gaps, missing) = latest
+            .iter()
+            .find(|(t, _, _)| t == tenant)
+            .map_or((0, 0), |(_, g, m)| (*g, *m));
+        metrics::gauge!("ledger_reconciliation_gaps", "tenant" => tenant.to_string())
+            .set(gaps as f64);
+        metrics::gauge!("ledger_reconciliation_missing_bookings", "tenant" => tenant.to_string())
             .set(missing as f64);
+    }
+    for (tenant, at) in store.reconciliation_successes().await? {
+        metrics::gauge!(
+            "ledger_reconciliation_last_success_timestamp_seconds",
+            "tenant" => tenant
+        )
+        .set(at.timestamp() as f64);
     }
     Ok(())
 }
@@ -477,6 +611,7 @@ mod tests {
             status: status.into(),
             session_at: at.parse().expect("time"),
             price: price.parse().expect("price"),
+            currency: None,
         }
     }
 

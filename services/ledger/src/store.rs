@@ -461,6 +461,18 @@ impl Store {
         .await
     }
 
+    /// When each tenant's last successful reconciliation ran.
+    pub async fn reconciliation_successes(
+        &self,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+        sqlx::query_as(
+            "select tenant_id, max(ran_at) from reconciliations where error is null
+             group by tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Queues an operator alert for the outbox relay; the same alert id is queued once.
     pub async fn enqueue_alert(&self, alert: &AlertV1) -> Result<(), sqlx::Error> {
         sqlx::query(

@@ -72,11 +72,11 @@ pub struct Config {
     #[arg(
         long,
         env = "NOTIFIER_GRPC_TOKENS",
-        value_parser = Tokens::parse_arg,
+        value_parser = billing_runtime::config::parse_secret,
         hide_env_values = true,
         required_unless_present = "migrate_only"
     )]
-    pub grpc_tokens: Option<Arc<Tokens>>,
+    pub grpc_tokens: Option<Secret<String>>,
     /// SMTP server host.
     #[arg(long, env = "NOTIFIER_SMTP_HOST", default_value = "127.0.0.1")]
     pub smtp_host: String,
@@ -166,8 +166,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     billing_runtime::ops::prometheus();
     let tokens = config
         .grpc_tokens
-        .clone()
+        .as_ref()
         .ok_or(Error::Missing("NOTIFIER_GRPC_TOKENS"))?;
+    let tokens = Arc::new(Tokens::parse(tokens.expose())?);
     let invoicing_token = config
         .invoicing_token
         .as_ref()
