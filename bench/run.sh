@@ -5,12 +5,14 @@
 #   bench/run.sh close [args]      monthly close: 1 tenant x 100k bookings, 1,000 x 100 (close-bench)
 #   bench/run.sh pdf [args]        invoice PDF rendering, 2,000 lines (pdf-bench; no services)
 #   bench/run.sh all               all four, one after the other
+#   bench/run.sh report            all four, then bench/RESULTS.md: the machine, the date, every
+#                                  figure with its ratio to its ceiling (~6 minutes)
 # Extra arguments go to the benchmark (e.g. --duration-secs 5 --rounds 1; --backlog 20000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/billing-tracker/target}"
 which=ingest
-case "${1:-}" in ingest | ledger | close | pdf | all) which=$1; shift ;; esac
+case "${1:-}" in ingest | ledger | close | pdf | all | report) which=$1; shift ;; esac
 scripts/services.sh
 cargo build --release --locked -p ingest -p ledger -p invoicing -p billing-bench
 bin="$CARGO_TARGET_DIR/release"
@@ -20,4 +22,14 @@ case "$which" in
   close) exec "$bin/close-bench" "$@" ;;
   pdf) exec "$bin/pdf-bench" "$@" ;;
   all) "$bin/ingest-bench" run && "$bin/ledger-bench" && "$bin/close-bench" && "$bin/pdf-bench" ;;
+  report)
+    run_dir=$(mktemp -d)
+    trap 'rm -rf "$run_dir"' EXIT
+    export BENCH_SUMMARY="$run_dir/summary.jsonl"
+    "$bin/ingest-bench" run | tee "$run_dir/ingest.md"
+    "$bin/ledger-bench" | tee "$run_dir/ledger.md"
+    "$bin/close-bench" | tee "$run_dir/close.md"
+    "$bin/pdf-bench" | tee "$run_dir/pdf.md"
+    "$bin/bench-report" "$run_dir" bench/RESULTS.md
+    ;;
 esac

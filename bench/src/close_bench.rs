@@ -10,6 +10,7 @@
 //! Run it with `bench/run.sh close`.
 
 mod common;
+mod summary;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -284,6 +285,30 @@ async fn run(
         verdict(large_total == expected_large),
         verdict(small_total == expected_small),
     )?;
+    // Each booking becomes one invoice line: the lines' insert is the floor of a close.
+    let floor = |lines: f64| lines / 25_000.0;
+    let small_lines = (args.tenants * args.per_tenant) as f64;
+    summary::record(&summary::Figure {
+        bench: "close",
+        figure: &format!("close of 1 tenant x {} bookings", args.large),
+        value: large_time.as_secs_f64(),
+        unit: "s",
+        ceiling: floor(args.large as f64),
+        ceiling_source: "its lines at PERFORMANCE.md's unnest insert rate (25k rows/s, 1 connection)",
+        higher_is_better: false,
+    })?;
+    summary::record(&summary::Figure {
+        bench: "close",
+        figure: &format!(
+            "close of {} tenants x {} bookings",
+            args.tenants, args.per_tenant
+        ),
+        value: all_time.as_secs_f64(),
+        unit: "s",
+        ceiling: floor(small_lines),
+        ceiling_source: "its lines at PERFORMANCE.md's unnest insert rate (25k rows/s, 1 connection)",
+        higher_is_better: false,
+    })?;
     anyhow::ensure!(
         large_total == expected_large,
         "large tenant's total is wrong"

@@ -10,6 +10,7 @@
 //! Run it with `bench/run.sh ledger`.
 
 mod common;
+mod summary;
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -243,6 +244,24 @@ async fn run(
             "MISSED"
         }
     )?;
+    summary::record(&summary::Figure {
+        bench: "ledger",
+        figure: "backlog drained, bookings committed per second",
+        value: drained_per_sec,
+        unit: "bookings/s",
+        ceiling: 22_000.0,
+        ceiling_source: "PERFORMANCE.md probe: pull consumer, fetch 500, one unnest insert, ack, 1 worker",
+        higher_is_better: true,
+    })?;
+    summary::record(&summary::Figure {
+        bench: "ledger",
+        figure: &format!("publish to written p99 at a steady {}/s", args.rate),
+        value: pct(99.0),
+        unit: "ms",
+        ceiling: 250.0,
+        ceiling_source: "goal",
+        higher_is_better: false,
+    })?;
     anyhow::ensure!(
         latencies.len() == total,
         "{} of {total} events measured",

@@ -10,6 +10,7 @@ mod ceiling;
 mod cpu;
 mod load;
 mod payloads;
+mod summary;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -273,6 +274,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         verdict(stored == accepted && failures == 0)
     )?;
     drop(out);
+    summary::record(&summary::Figure {
+        bench: "ingest",
+        figure: "webhooks accepted per second at full speed",
+        value: ingest_rate,
+        unit: "req/s",
+        ceiling: ceiling_rate,
+        ceiling_source: "bare axum endpoint verifying the same HMAC, same run, same load",
+        higher_is_better: true,
+    })?;
+    summary::record(&summary::Figure {
+        bench: "ingest",
+        figure: "p99 latency at half the full-speed rate",
+        value: p99_half,
+        unit: "ms",
+        ceiling: 25.0,
+        ceiling_source: "goal",
+        higher_is_better: false,
+    })?;
     let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(
         stored == accepted,

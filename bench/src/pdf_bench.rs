@@ -4,6 +4,8 @@
 //! page is in `docs/`).
 #![allow(clippy::print_stdout)]
 
+mod summary;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -67,6 +69,18 @@ fn main() -> anyhow::Result<()> {
         ms(times[times.len() - 1]),
         times.len()
     );
+    summary::record(&summary::Figure {
+        bench: "pdf",
+        figure: &format!(
+            "{}-line invoice ({} pages) rendered, median",
+            args.lines, rendered.pages
+        ),
+        value: ms(times[times.len() / 2]),
+        unit: "ms",
+        ceiling: 1000.0,
+        ceiling_source: "goal (one core, as the notifier renders on its blocking pool)",
+        higher_is_better: false,
+    })?;
     if let Some(path) = args.out {
         std::fs::write(&path, &rendered.bytes)?;
         println!("wrote {}", path.display());
