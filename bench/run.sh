@@ -5,6 +5,8 @@
 #   bench/run.sh close [args]      monthly close: 1 tenant x 100k bookings, 1,000 x 100 (close-bench)
 #   bench/run.sh pdf [args]        invoice PDF rendering, 2,000 lines (pdf-bench; no services)
 #   bench/run.sh all               all four, one after the other
+#   bench/run.sh faults [args]     fault injection: nothing lost or doubled while parts fail
+#                                  (fault-bench; own PostgreSQL and NATS; ~5 minutes)
 #   bench/run.sh report            all four, then bench/RESULTS.md: the machine, the date, every
 #                                  figure with its ratio to its ceiling (~6 minutes)
 # Extra arguments go to the benchmark (e.g. --duration-secs 5 --rounds 1; --backlog 20000).
@@ -12,15 +14,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/billing-tracker/target}"
 which=ingest
-case "${1:-}" in ingest | ledger | close | pdf | all | report) which=$1; shift ;; esac
+case "${1:-}" in ingest | ledger | close | pdf | all | report | faults) which=$1; shift ;; esac
 scripts/services.sh
-cargo build --release --locked -p ingest -p ledger -p invoicing -p billing-bench
+cargo build --release --locked -p ingest -p ledger -p invoicing -p notifier -p billing-bench
 bin="$CARGO_TARGET_DIR/release"
 case "$which" in
   ingest) exec "$bin/ingest-bench" run "$@" ;;
   ledger) exec "$bin/ledger-bench" "$@" ;;
   close) exec "$bin/close-bench" "$@" ;;
   pdf) exec "$bin/pdf-bench" "$@" ;;
+  faults) exec "$bin/fault-bench" "$@" ;;
   all) "$bin/ingest-bench" run && "$bin/ledger-bench" && "$bin/close-bench" && "$bin/pdf-bench" ;;
   report)
     run_dir=$(mktemp -d)
