@@ -229,7 +229,7 @@ impl OwnPostgres {
     fn command(&self, tool: &str) -> Command {
         let program = self.bin.join(tool);
         // PostgreSQL refuses to run as root: run its tools as the postgres user then.
-        let mut command = if nix_is_root() {
+        let mut command = if running_as_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(program);
             c
@@ -254,7 +254,7 @@ impl OwnPostgres {
             port,
         };
         std::fs::create_dir_all(&pg.data)?;
-        if nix_is_root() {
+        if running_as_root() {
             run(Command::new("chown").args(["-R", "postgres"]).arg(dir)).await?;
         }
         run(pg.command("initdb").arg("-D").arg(&pg.data).args([
@@ -302,7 +302,7 @@ impl OwnPostgres {
     }
 }
 
-fn nix_is_root() -> bool {
+fn running_as_root() -> bool {
     std::env::var("USER").is_ok_and(|u| u == "root")
         || std::fs::read_to_string("/proc/self/status")
             .map(|s| {
