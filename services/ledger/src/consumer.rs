@@ -102,7 +102,11 @@ impl Consumer {
             durable_name: Some(name.into()),
             filter_subject,
             ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
+            // How long a batch held by a replica that died (or whose acks were lost when NATS
+            // restarted) waits before another replica gets it; with max_ack_pending, it is how
+            // long the ledger can stall after a crash. A batch takes well under a second; one
+            // stuck longer is taken over and its events are deduplicated (processed_events).
+            ack_wait: Duration::from_secs(10),
             // Never give up on an event: transient failures are retried with a delay and
             // poison events are dead-lettered explicitly.
             max_deliver: -1,
