@@ -34,7 +34,10 @@ use tonic::transport::Endpoint;
 #[command(
     name = "billingctl",
     version,
-    about = "Operate the billing tracker over gRPC"
+    about = "Operate the billing tracker over gRPC",
+    after_help = "Exit status: 0 done, 1 failed, 3 something needs a person (reconciliation gaps, \
+                  unmatched transfers, a broken hash chain), 64 bad argument, 65 bad input file, \
+                  69 a service is unreachable or too slow, 77 no token or a too narrow role."
 )]
 struct Cli {
     #[command(flatten)]
