@@ -146,6 +146,18 @@ impl Tokens {
         Ok(Tokens { entries })
     }
 
+    /// A service's tokens from its setting `variable` (required to serve).
+    pub fn from_setting(
+        setting: Option<&Secret<String>>,
+        variable: &str,
+    ) -> Result<Arc<Self>, TokensError> {
+        let setting =
+            setting.ok_or_else(|| TokensError(format!("{variable} is required to serve")))?;
+        Tokens::parse(setting.expose())
+            .map(Arc::new)
+            .map_err(|e| TokensError(format!("{variable}: {}", e.0)))
+    }
+
     /// The role of `presented`, checking every configured token.
     pub fn role_of(&self, presented: &str) -> Option<Role> {
         let presented = digest(presented);
@@ -340,5 +352,16 @@ mod tests {
         }
         let tokens = Tokens::parse(&format!("admin:{ADMIN}")).expect("valid");
         assert!(!format!("{tokens:?}").contains(ADMIN));
+        // A service's setting: missing, or wrong without echoing what was given.
+        let missing = Tokens::from_setting(None, "LEDGER_GRPC_TOKENS").expect_err("missing");
+        assert!(
+            missing
+                .to_string()
+                .contains("LEDGER_GRPC_TOKENS is required")
+        );
+        let secret = Secret::new(format!("admin:{ADMIN} admin:{ADMIN}"));
+        let twice = Tokens::from_setting(Some(&secret), "LEDGER_GRPC_TOKENS").expect_err("twice");
+        assert!(twice.to_string().contains("LEDGER_GRPC_TOKENS"), "{twice}");
+        assert!(!twice.to_string().contains(ADMIN), "{twice}");
     }
 }

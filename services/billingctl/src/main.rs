@@ -737,18 +737,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into_inner()
                 .bookings;
             if cli.json {
-                let rows: Vec<_> = bookings
-                    .iter()
-                    .map(|b| {
-                        serde_json::json!({
-                            "id": b.id, "booking_ref": b.booking_ref, "status": b.status,
-                            "session_at": datetime(b.session_at.as_ref()).map(|t| t.to_rfc3339()),
-                            "service": b.service_name, "total": amount(b.total.as_ref()),
-                            "deposit": amount(b.deposit.as_ref()), "cash": amount(b.cash.as_ref()),
-                            "platform_fee": amount(b.platform_fee.as_ref()), "record_hash": b.record_hash,
-                        })
-                    })
-                    .collect();
+                let rows: Vec<_> = bookings.iter().map(booking_json).collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(

@@ -16,7 +16,6 @@ mod stripe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use billing_domain::{Secret, Tenants};
@@ -150,11 +149,7 @@ pub enum Error {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
-    let tokens = config
-        .grpc_tokens
-        .as_ref()
-        .ok_or(Error::Missing("INVOICING_GRPC_TOKENS"))?;
-    let tokens = Arc::new(Tokens::parse(tokens.expose())?);
+    let tokens = Tokens::from_setting(config.grpc_tokens.as_ref(), "INVOICING_GRPC_TOKENS")?;
     let ledger_token = config
         .ledger_token
         .as_ref()

@@ -109,9 +109,7 @@ pub enum Error {
     Consumer(String),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
-    #[error("LEDGER_GRPC_TOKENS is required to serve")]
-    NoGrpcTokens,
-    #[error("LEDGER_GRPC_TOKENS: {0}")]
+    #[error(transparent)]
     Token(#[from] billing_runtime::auth::TokensError),
 }
 
@@ -119,11 +117,7 @@ pub enum Error {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
-    let tokens = config
-        .grpc_tokens
-        .as_ref()
-        .ok_or(Error::NoGrpcTokens)
-        .and_then(|t| Ok(Arc::new(Tokens::parse(t.expose())?)))?;
+    let tokens = Tokens::from_setting(config.grpc_tokens.as_ref(), "LEDGER_GRPC_TOKENS")?;
     let tenants = Arc::new(Tenants::load(&config.tenants_file)?);
     let pool = db::connect(&config.database_url, SCHEMA, config.db_max_connections).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;

@@ -164,11 +164,7 @@ pub enum Error {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
-    let tokens = config
-        .grpc_tokens
-        .as_ref()
-        .ok_or(Error::Missing("NOTIFIER_GRPC_TOKENS"))?;
-    let tokens = Arc::new(Tokens::parse(tokens.expose())?);
+    let tokens = Tokens::from_setting(config.grpc_tokens.as_ref(), "NOTIFIER_GRPC_TOKENS")?;
     let invoicing_token = config
         .invoicing_token
         .as_ref()
