@@ -26,6 +26,7 @@ case "$which" in
   faults) exec "$bin/fault-bench" "$@" ;;
   all) "$bin/ingest-bench" run && "$bin/ledger-bench" && "$bin/close-bench" && "$bin/pdf-bench" ;;
   report)
+    [ $# -eq 0 ] || { echo "run.sh report takes no arguments (it runs each benchmark as it is)" >&2; exit 64; }
     run_dir=$(mktemp -d)
     trap 'rm -rf "$run_dir"' EXIT
     export BENCH_SUMMARY="$run_dir/summary.jsonl"

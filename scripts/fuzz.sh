@@ -11,16 +11,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs=${1:-600}
+case "$secs" in
+  '' | *[!0-9]*) echo "fuzz.sh: the first argument is seconds per target, not \"$secs\"" >&2; exit 64 ;;
+esac
 [ $# -gt 0 ] && shift
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(webhook_payload simplybook_callback signature_headers simplybook_api bank_statement)
 
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/billing-tracker/target}/fuzz"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# fuzz/Cargo.lock is committed: fail rather than rewrite it (update it with `cargo update`).
+cargo metadata --locked --format-version 1 >/dev/null
 cargo fuzz build --release
 failed=()
 for t in "${targets[@]}"; do

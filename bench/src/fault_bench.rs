@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use billing_domain::standard_webhooks::SigningKey;
-use billing_domain::{BookingAmounts, Currency, Rate};
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{GenerateMonthlyInvoicesRequest, Outcome};
 use billing_proto::ledger::VerifyIntegrityRequest;
@@ -151,9 +150,10 @@ fn workload(args: &Args, seed: u64, now: i64) -> anyhow::Result<Workload> {
     let mut rng = Rng(seed);
     let mut events = Vec::new();
     let mut expected = BTreeMap::new();
-    // Every event of a booking is older than the next by a second; all within ingest's
-    // five-minute signature window for the length of a run.
-    let base = now - 120;
+    // Every event of a booking is older than the next by a second, and all are within ingest's
+    // five-minute signature window while a scenario's deliveries last (about 30 s here; a
+    // workload that takes longer than four minutes to send would see stale refusals).
+    let base = now - 30;
     for t in 1..=args.tenants {
         for b in 1..=args.bookings {
             let booking = format!("{t:02}{b:05}");
@@ -537,8 +537,11 @@ struct Compared {
     lost: usize,
     wrong: usize,
     extra: usize,
-    /// Events the audit log shows applied more than once.
+    /// Events applied more than once: audit outcomes, price revisions or status-history rows
+    /// of one event id, or a booking whose revisions do not add up to its current amount.
     applied_twice: i64,
+    /// Redelivered events the ledger recognised (audit outcome `duplicate`).
+    ledger_duplicates: i64,
 }
 
 async fn compare(
@@ -575,14 +578,43 @@ async fn compare(
         }
     }
     c.lost = expected.len() - seen;
-    c.applied_twice = sqlx::query_scalar(
+    for twice in [
         "select count(*) from (select event_id from audit_log
              where outcome not in ('duplicate', 'rejected', 'dead_lettered')
              group by event_id having count(*) > 1) twice",
-    )
-    .fetch_one(ledger_db)
-    .await?;
+        "select count(*) from (select source_event_id from booking_revisions
+             group by source_event_id having count(*) > 1) twice",
+        "select count(*) from (select event_id from booking_status_history
+             group by event_id having count(*) > 1) twice",
+        // Money: the original total plus every revision's delta is the current total.
+        "select count(*) from bookings b
+         where b.total_amount + coalesce((select sum(r.total_delta) from booking_revisions r
+                                          where r.booking_id = b.id), 0)
+            <> coalesce((select r.total_after from booking_revisions r where r.booking_id = b.id
+                         order by r.revision_no desc limit 1), b.total_amount)",
+    ] {
+        let n: i64 = sqlx::query_scalar(twice).fetch_one(ledger_db).await?;
+        c.applied_twice += n;
+    }
+    c.ledger_duplicates =
+        sqlx::query_scalar("select count(*) from audit_log where outcome = 'duplicate'")
+            .fetch_one(ledger_db)
+            .await?;
     Ok(c)
+}
+
+/// Email attempts the notifier deferred (SMTP unreachable), from its /metrics.
+async fn deferred_emails(notifier: SocketAddr) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("http://{notifier}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("notifier_emails_total{") && l.contains("result=\"deferred\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum())
 }
 
 fn client_channel(addr: SocketAddr) -> anyhow::Result<TracedChannel> {
@@ -595,25 +627,25 @@ fn client_channel(addr: SocketAddr) -> anyhow::Result<TracedChannel> {
     )?)
 }
 
-/// The fee subtotal each tenant's October invoice must show.
+/// The fee subtotal each tenant's October invoice must show, worked out here in whole cents
+/// (20%, half a cent rounded up) rather than with the domain code under test.
 fn expected_subtotals(
     expected: &BTreeMap<(String, String), State>,
 ) -> anyhow::Result<BTreeMap<String, Decimal>> {
-    let mut sums: BTreeMap<String, Decimal> = BTreeMap::new();
+    let mut cents: BTreeMap<String, i64> = BTreeMap::new();
     for ((tenant, _), state) in expected {
         if state.status == "cancelled" {
             continue;
         }
-        let fee = BookingAmounts::split(
-            state.price,
-            Currency::AUD,
-            Rate::twenty_percent(),
-            Rate::twenty_percent(),
-        )?
-        .platform_fee;
-        *sums.entry(tenant.clone()).or_default() += fee;
+        let in_cents = state.price * Decimal::ONE_HUNDRED;
+        anyhow::ensure!(in_cents.fract().is_zero(), "prices are whole cents");
+        let price_cents: i64 = in_cents.normalize().to_string().parse()?;
+        *cents.entry(tenant.clone()).or_default() += (price_cents * 20 + 50) / 100;
     }
-    Ok(sums)
+    Ok(cents
+        .into_iter()
+        .map(|(t, c)| (t, Decimal::new(c, 2)))
+        .collect())
 }
 
 /// One scenario's row.
@@ -622,7 +654,9 @@ struct Row {
     sent: u64,
     events: usize,
     compared: Compared,
-    duplicates_suppressed: u64,
+    /// Accepted deliveries JetStream dropped as duplicates (Nats-Msg-Id).
+    nats_duplicates: u64,
+    stream_messages: u64,
     given_up: u64,
     retried: u64,
     chains_ok: bool,
@@ -637,6 +671,7 @@ impl Row {
     fn clean(&self) -> bool {
         let c = &self.compared;
         c.lost == 0
+            && self.stream_messages == self.events as u64
             && c.wrong == 0
             && c.extra == 0
             && c.applied_twice == 0
@@ -684,7 +719,11 @@ async fn main() -> anyhow::Result<()> {
         port: free_addr()?.port(),
         child: None,
     };
-    nats.start().await?;
+    if let Err(err) = nats.start().await {
+        // PostgreSQL runs as a daemon, not as our child: stop it ourselves.
+        let _ = pg.stop().await;
+        return Err(err);
+    }
     let mut infra = Infra {
         dir: dir.clone(),
         pg,
@@ -707,7 +746,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = infra.pg.stop().await;
     let _ = infra.nats.stop().await;
     print_table(&args, &rows, started.elapsed());
-    if args.keep {
+    // Logs are kept whenever something went wrong, so the failure can be read.
+    if args.keep || failure.is_some() || !rows.iter().all(Row::clean) {
         println!("\nrun directory kept: {}", dir.display());
     } else {
         let _ = std::fs::remove_dir_all(&dir);
@@ -864,7 +904,7 @@ async fn run_scenario(
 
     // The ledger catches up: complete and correct, or the scenario failed.
     let ledger_db = billing_runtime::db::connect(&db_url, "ledger", 2).await?;
-    let deadline = healed + RECOVERY_LIMIT;
+    let deadline = last_delivery + RECOVERY_LIMIT;
     let compared = loop {
         let c = compare(&ledger_db, &work.expected).await?;
         if (c.lost == 0 && c.wrong == 0) || Instant::now() > deadline {
@@ -885,8 +925,28 @@ async fn run_scenario(
             })
             .await?
             .into_inner();
-        chains_ok &= report.intact;
+        // One chain record per booking and per price revision, no more, no fewer.
+        let records: i64 = sqlx::query_scalar(
+            "select (select count(*) from bookings where tenant_id = $1)
+                  + (select count(*) from booking_revisions r join bookings b
+                     on b.id = r.booking_id where b.tenant_id = $1)",
+        )
+        .bind(tenant_id(t))
+        .fetch_one(&ledger_db)
+        .await?;
+        chains_ok &= report.intact && i64::try_from(report.records_checked)? == records;
     }
+    // Each event once in the stream: ingest's deduplication (Nats-Msg-Id) held.
+    let js = async_nats::jetstream::new(async_nats::connect(infra.nats.url()).await?);
+    let stream_messages = js
+        .get_stream(billing_runtime::Subjects::new(&namespace).stream_name("WEBHOOKS"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .info()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .state
+        .messages;
 
     // The close: one invoice each with the expected fees; a second close issues nothing.
     if scenario == Scenario::StopSmtp {
@@ -932,7 +992,20 @@ async fn run_scenario(
 
     // Each invoice email once.
     if scenario == Scenario::StopSmtp {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Down until the notifier has met the outage, or the scenario proves nothing.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while deferred_emails(notifier_addr).await? == 0 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the notifier never tried to send while SMTP was down"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(DOWN_FOR).await;
+        notes.push(format!(
+            "{} email attempts deferred while SMTP was down",
+            deferred_emails(notifier_addr).await?
+        ));
         mail.restart().await?;
     }
     let mail_healed = Instant::now();
@@ -969,10 +1042,11 @@ async fn run_scenario(
         scenario,
         sent: sent.accepted.load(Ordering::Relaxed),
         events: work.events.len(),
-        duplicates_suppressed: sent
+        nats_duplicates: sent
             .accepted
             .load(Ordering::Relaxed)
-            .saturating_sub(work.events.len() as u64),
+            .saturating_sub(stream_messages),
+        stream_messages,
         given_up: sent.given_up.load(Ordering::Relaxed),
         retried: sent.retried.load(Ordering::Relaxed),
         compared,
@@ -1012,21 +1086,24 @@ fn print_table(args: &Args, rows: &[Row], elapsed: Duration) {
         elapsed.as_secs_f64()
     );
     println!(
-        "| scenario | deliveries accepted | events | stored | duplicates suppressed | lost | \
-         wrong | applied twice | retried requests | chains | invoices once, right total | \
-         emails once | ledger complete after last delivery | time to recover |"
+        "| scenario | deliveries accepted | events | in the stream | duplicates dropped by \
+         NATS | by the ledger | bookings stored | lost | wrong | applied twice | retried \
+         requests | chains | invoices once, right total | emails once | ledger complete after \
+         last delivery | time to recover |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|");
     for r in rows {
         let c = &r.compared;
         let ok = |b: bool| if b { "ok" } else { "FAILED" };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |",
             r.scenario.describe(),
             r.sent,
             r.events,
+            r.stream_messages,
+            r.nats_duplicates,
+            c.ledger_duplicates,
             c.stored,
-            r.duplicates_suppressed,
             c.lost + usize::try_from(r.given_up).unwrap_or(usize::MAX),
             c.wrong + c.extra,
             c.applied_twice,

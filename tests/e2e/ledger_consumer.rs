@@ -323,3 +323,44 @@ async fn database_poison(system: &System) -> anyhow::Result<()> {
     assert_eq!(audit[2].1, "stored");
     Ok(())
 }
+
+/// A consumer an older release created keeps working, with today's delivery settings: the
+/// ledger brings `ack_wait` and friends up to date instead of keeping what it found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_consumer_gets_the_current_delivery_settings() -> anyhow::Result<()> {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+
+    let js = async_nats::jetstream::new(async_nats::connect(billing_testkit::nats_url()).await?);
+    let subjects = billing_runtime::Subjects::new(&billing_testkit::unique_namespace());
+    subjects.ensure_streams(&js).await?;
+    let result = async {
+        let stream = js.get_stream(subjects.stream_name("WEBHOOKS")).await?;
+        let config = |ack_wait: u64| pull::Config {
+            durable_name: Some("probe".into()),
+            filter_subject: subjects.simplybook_all(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(ack_wait),
+            max_deliver: -1,
+            max_ack_pending: 1000,
+            ..Default::default()
+        };
+        let _older: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_or_create_consumer("probe", config(30)).await?;
+        let mut consumer = billing_runtime::nats::durable_consumer(&stream, config(10))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(
+            consumer.info().await?.config.ack_wait,
+            Duration::from_secs(10)
+        );
+        // Already current: left as it is.
+        let mut again = billing_runtime::nats::durable_consumer(&stream, config(10))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        assert_eq!(again.info().await?.config.ack_wait, Duration::from_secs(10));
+        anyhow::Ok(())
+    }
+    .await;
+    subjects.delete_streams(&js).await;
+    result
+}

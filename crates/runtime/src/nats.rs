@@ -9,7 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::consumer::{PullConsumer, pull};
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 
@@ -177,6 +177,29 @@ pub fn jetstream(client: async_nats::Client, timeout: Duration) -> jetstream::Co
     jetstream::ContextBuilder::new()
         .timeout(timeout)
         .build(client)
+}
+
+/// The durable pull consumer `config` describes: created if missing, and brought to `config`
+/// if it exists with other delivery settings (`get_or_create` alone would keep what an older
+/// release created, e.g. a longer `ack_wait`).
+pub async fn durable_consumer(
+    stream: &jetstream::stream::Stream,
+    config: pull::Config,
+) -> Result<PullConsumer, async_nats::Error> {
+    let name = config
+        .durable_name
+        .clone()
+        .ok_or("a durable consumer needs a durable_name")?;
+    let mut consumer: PullConsumer = stream.get_or_create_consumer(&name, config.clone()).await?;
+    let current = &consumer.info().await?.config;
+    if current.ack_wait != config.ack_wait
+        || current.max_ack_pending != config.max_ack_pending
+        || current.max_deliver != config.max_deliver
+    {
+        tracing::info!(consumer = %name, "updating the consumer's delivery settings");
+        consumer = stream.update_consumer(config).await?;
+    }
+    Ok(consumer)
 }
 
 /// A header value from a JetStream message, if present.

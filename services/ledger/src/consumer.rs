@@ -27,6 +27,11 @@ use crate::events::{self, Reject};
 use crate::simplybook::{FetchError, SimplyBook};
 use crate::store::{Applied, Store};
 
+/// See the consumer config in [`Consumer::create`].
+const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How often a batch still being handled resets its messages' ack timers.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+
 pub(crate) const CONSUMER: &str = "ledger";
 pub(crate) const REJECTIONS_CONSUMER: &str = "ledger-rejections";
 /// The longest a batch waits to fill before it is written: the latency floor at low rates.
@@ -104,24 +109,23 @@ impl Consumer {
             ack_policy: AckPolicy::Explicit,
             // How long a batch held by a replica that died (or whose acks were lost when NATS
             // restarted) waits before another replica gets it; with max_ack_pending, it is how
-            // long the ledger can stall after a crash. A batch takes well under a second; one
-            // stuck longer is taken over and its events are deduplicated (processed_events).
-            ack_wait: Duration::from_secs(10),
+            // long the ledger can stall after a crash. A batch of signed payloads takes well
+            // under a second; one of callbacks waits on SimplyBook and can take longer, so a batch
+            // still being handled says so every PROGRESS_EVERY (see handle_batch).
+            ack_wait: ACK_WAIT,
             // Never give up on an event: transient failures are retried with a delay and
             // poison events are dead-lettered explicitly.
             max_deliver: -1,
             max_ack_pending: 1000,
             ..Default::default()
         };
-        let consumer = stream
-            .get_or_create_consumer(CONSUMER, config(CONSUMER, subjects.simplybook_all()))
-            .await?;
-        let rejections = stream
-            .get_or_create_consumer(
-                REJECTIONS_CONSUMER,
-                config(REJECTIONS_CONSUMER, subjects.rejected_all()),
-            )
-            .await?;
+        let consumer =
+            nats::durable_consumer(&stream, config(CONSUMER, subjects.simplybook_all())).await?;
+        let rejections = nats::durable_consumer(
+            &stream,
+            config(REJECTIONS_CONSUMER, subjects.rejected_all()),
+        )
+        .await?;
         Ok(Consumer {
             js,
             consumer,
@@ -152,9 +156,29 @@ impl Consumer {
         tracing::info!("ledger consumers stopped");
     }
 
+    /// Handles a batch, telling JetStream every few seconds that it is still being worked on: a
+    /// batch of callbacks waiting on a slow SimplyBook can outlast `ack_wait`, and must not be
+    /// handed to the other replica meanwhile (it would be fetched again, not applied twice).
+    async fn handle_batch(&self, messages: Vec<jetstream::Message>) {
+        let work = self.process_batch(&messages);
+        tokio::pin!(work);
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                () = &mut work => return,
+                _ = progress.tick() => {
+                    for msg in &messages {
+                        let _ = msg.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Decodes every message (fetching callbacks from SimplyBook, several at once), applies the
     /// bookings in one transaction, dead-letters what cannot be applied, then acks.
-    async fn handle_batch(&self, messages: Vec<jetstream::Message>) {
+    async fn process_batch(&self, messages: &[jetstream::Message]) {
         let started = std::time::Instant::now();
         let decoded: Vec<Result<NewBooking, Unapplied>> =
             // Indices, not references, in the closure: it keeps the future `Send` for tokio.
