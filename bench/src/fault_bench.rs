@@ -19,6 +19,7 @@
 // The other benchmarks' helpers; this one starts its services its own way (to kill them).
 #[allow(dead_code)]
 mod common;
+mod ready;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -419,7 +420,9 @@ impl Service {
                 .spawn()
                 .with_context(|| format!("starting {}", bin.display()))?,
         );
-        wait_ready(self.addr, self.name).await
+        ready::wait_ready(self.addr, Duration::from_secs(60))
+            .await
+            .with_context(|| format!("{} (log: {})", self.name, self.log.display()))
     }
 
     /// `kill -9`.
@@ -428,20 +431,6 @@ impl Service {
             child.kill().await?;
         }
         Ok(())
-    }
-}
-
-async fn wait_ready(addr: SocketAddr, name: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(format!("http://{addr}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{name} on {addr} not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -10,6 +10,7 @@ mod ceiling;
 mod cpu;
 mod load;
 mod payloads;
+mod ready;
 mod summary;
 
 use std::io::Write;
@@ -354,19 +355,10 @@ async fn start_ingest(
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {} (build it with --release)", bin.display()))?;
-    let ready = format!("http://{addr}/readyz");
-    for _ in 0..100 {
-        if let Ok(r) = reqwest::get(&ready).await
-            && r.status().is_success()
-        {
-            return Ok((child, addr));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!(
-        "ingest never became ready; see {}",
-        dir.join("ingest.log").display()
-    )
+    ready::wait_ready(addr, Duration::from_secs(10))
+        .await
+        .with_context(|| format!("ingest; see {}", dir.join("ingest.log").display()))?;
+    Ok((child, addr))
 }
 
 /// Messages in the namespace's WEBHOOKS stream; the streams are deleted afterwards.

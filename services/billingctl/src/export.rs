@@ -254,8 +254,9 @@ pub async fn invoices(
     period
         .parse::<BillingPeriod>()
         .map_err(|e| InputError(e.to_string()))?;
-    crate::profile(&mut conn.invoicing()?, tenant).await?;
     let mut invoicing = conn.invoicing()?;
+    // An unknown tenant is an error that names it, not an empty export.
+    crate::profile(&mut invoicing, tenant).await?;
     let list = invoicing
         .list_invoices(ListInvoicesRequest {
             tenant_id: tenant.to_string(),

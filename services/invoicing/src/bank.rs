@@ -17,10 +17,10 @@ use uuid::Uuid;
 use crate::lifecycle::{Lifecycle, LifecycleError, PaymentLimit, Transfer};
 use crate::store::{InvoiceRow, Status, Store};
 
-pub const RECORDED: &str = "recorded";
-pub const ALREADY_RECORDED: &str = "already_recorded";
-pub const WOULD_RECORD: &str = "would_record";
-pub const UNMATCHED: &str = "unmatched";
+const RECORDED: &str = "recorded";
+const ALREADY_RECORDED: &str = "already_recorded";
+const WOULD_RECORD: &str = "would_record";
+const UNMATCHED: &str = "unmatched";
 
 /// The invoices a transfer's reference or description names.
 fn named<'a>(transfer: &BankTransfer, invoices: &'a [InvoiceRow]) -> Vec<&'a InvoiceRow> {

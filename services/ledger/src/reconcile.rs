@@ -36,6 +36,8 @@ pub const STATUS_MISMATCH: &str = "status_mismatch";
 pub const AMOUNT_MISMATCH: &str = "amount_mismatch";
 pub const SESSION_MISMATCH: &str = "session_mismatch";
 pub const UNREADABLE_IN_SIMPLYBOOK: &str = "unreadable_in_simplybook";
+/// A gap's `repair` when ingest accepted its callback.
+const REPAIR_SENT: &str = "sent";
 
 /// A booking as SimplyBook has it now.
 #[derive(Debug, Clone)]
@@ -119,7 +121,7 @@ impl IngestCallbacks {
             .header("content-type", "application/json")
             .body(body.to_string());
         match request.send().await {
-            Ok(response) if response.status().is_success() => "sent".into(),
+            Ok(response) if response.status().is_success() => REPAIR_SENT.into(),
             Ok(response) => format!("not repaired: ingest answered {}", response.status()),
             // The error may name the URL, which holds the token: say only what kind it was.
             Err(err) if err.is_timeout() => "not repaired: ingest timed out".into(),
@@ -352,7 +354,11 @@ impl Reconciler {
             .iter()
             .filter(|g| g.kind == MISSING_IN_LEDGER)
             .count();
-        let repaired = report.gaps.iter().filter(|g| g.repair == "sent").count();
+        let repaired = report
+            .gaps
+            .iter()
+            .filter(|g| g.repair == REPAIR_SENT)
+            .count();
         self.store
             .record_reconciliation(&report, missing, repaired)
             .await?;
