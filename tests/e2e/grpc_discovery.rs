@@ -1,10 +1,12 @@
 //! Any standard gRPC client can find and check the services: `grpc.health.v1` and server
-//! reflection on the same port as the business API, open without a token. Every business call
-//! needs a bearer token whose role allows it.
+//! reflection (v1, and v1alpha for grpcio-based tools, older grpcurl and GUI clients) on the same
+//! port as the business API, open without a token. Every business call needs a bearer token whose
+//! role allows it.
 
 use billing_proto::invoicing::invoicing_service_server::SERVICE_NAME as INVOICING;
 use billing_proto::ledger::ledger_service_server::SERVICE_NAME as LEDGER;
 use futures::StreamExt;
+use prost::Message as _;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -12,6 +14,7 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1alpha;
 
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{
@@ -62,15 +65,127 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
             other => anyhow::bail!("no reflection answer: {other:?}"),
         };
         assert!(listed.iter().any(|s| s == service), "{listed:?}");
-        assert!(
-            listed.iter().any(|s| s == "grpc.health.v1.Health"),
-            "{listed:?}"
-        );
+        for standard in [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ] {
+            assert!(listed.iter().any(|s| s == standard), "{listed:?}");
+        }
     }
+    v1alpha_reflection(system).await?;
     // Plain HTTP on the same port still gets a 404 for unknown paths, not a gRPC answer.
     let response = reqwest::get(format!("http://{}/nope", system.ledger)).await?;
     assert_eq!(response.status(), 404);
     roles(system).await
+}
+
+/// A client that speaks only `grpc.reflection.v1alpha` lists the services and describes one,
+/// and the calls are measured under their real method name while invented paths are not.
+async fn v1alpha_reflection(system: &System) -> anyhow::Result<()> {
+    use v1alpha::server_reflection_request::MessageRequest;
+    use v1alpha::server_reflection_response::MessageResponse;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", system.ledger))?
+        .connect()
+        .await?;
+    let request = |message| v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message),
+    };
+    let mut responses = v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([
+            request(MessageRequest::ListServices(String::new())),
+            request(MessageRequest::FileContainingSymbol(LEDGER.into())),
+        ]))
+        .await?
+        .into_inner();
+
+    let listed = match responses.next().await {
+        Some(Ok(v1alpha::ServerReflectionResponse {
+            message_response: Some(MessageResponse::ListServicesResponse(list)),
+            ..
+        })) => list.service.into_iter().map(|s| s.name).collect::<Vec<_>>(),
+        other => anyhow::bail!("no v1alpha service list: {other:?}"),
+    };
+    for service in [LEDGER, "grpc.health.v1.Health"] {
+        assert!(listed.iter().any(|s| s == service), "{listed:?}");
+    }
+
+    let files = match responses.next().await {
+        Some(Ok(v1alpha::ServerReflectionResponse {
+            message_response: Some(MessageResponse::FileDescriptorResponse(files)),
+            ..
+        })) => files.file_descriptor_proto,
+        other => anyhow::bail!("no v1alpha description of {LEDGER}: {other:?}"),
+    };
+    let described = files
+        .iter()
+        .map(|bytes| FileDescriptor::decode(bytes.as_slice()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (package, service) = LEDGER.rsplit_once('.').unwrap_or_default();
+    let methods: Vec<&str> = described
+        .iter()
+        .filter(|file| file.package == package)
+        .flat_map(|file| &file.service)
+        .filter(|s| s.name == service)
+        .flat_map(|s| s.method.iter().map(|m| m.name.as_str()))
+        .collect();
+    for method in ["GetBookings", "ListBookings", "ReplayDeadLetter"] {
+        assert!(methods.contains(&method), "{method} in {methods:?}");
+    }
+
+    // An invented method of an open service: unimplemented, and it does not become a label.
+    let invented = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()?
+        .post(format!(
+            "http://{}/grpc.reflection.v1alpha.ServerReflection/Invented42",
+            system.ledger
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(vec![0u8; 5])
+        .send()
+        .await?;
+    assert_eq!(
+        invented.headers().get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"12"[..]),
+        "{invented:?}"
+    );
+    let page = reqwest::get(format!("http://{}/metrics", system.ledger))
+        .await?
+        .text()
+        .await?;
+    assert!(
+        page.contains(r#"rpc="/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo""#),
+        "{page}"
+    );
+    assert!(!page.contains("Invented42"), "{page}");
+    Ok(())
+}
+
+/// The parts of `google.protobuf.FileDescriptorProto` this test reads.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FileDescriptor {
+    #[prost(string, tag = "2")]
+    package: String,
+    #[prost(message, repeated, tag = "6")]
+    service: Vec<ServiceDescriptor>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ServiceDescriptor {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, repeated, tag = "2")]
+    method: Vec<MethodDescriptor>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct MethodDescriptor {
+    #[prost(string, tag = "1")]
+    name: String,
 }
 
 /// A request carrying `token` (or none).

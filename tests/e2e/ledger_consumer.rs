@@ -1,6 +1,8 @@
 //! The ledger's own guarantees, with events published straight to JetStream: a redelivered event
 //! (past JetStream's dedup window) stores nothing twice, and a poison event goes to the
-//! dead-letter stream with its reason while the events behind it are still recorded.
+//! dead-letter stream with its reason while the events behind it are still recorded. And, signed
+//! through ingest, a booking at a local time daylight saving skipped or repeated is recorded at
+//! the instant the rule gives (forward by the gap; the first occurrence), not dead-lettered.
 
 use std::time::Duration;
 
@@ -363,4 +365,66 @@ async fn an_older_consumer_gets_the_current_delivery_settings() -> anyhow::Resul
     .await;
     subjects.delete_streams(&js).await;
     result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_booking_at_a_local_time_the_clock_skipped_is_recorded_forward_by_the_gap()
+-> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = daylight_saving(&system).await;
+    system.finish(result).await
+}
+
+async fn daylight_saving(system: &System) -> anyhow::Result<()> {
+    // Claire is in Sydney: on 2026-10-04 the clocks go from 02:00 +10 to 03:00 +11, so 02:30
+    // never shows and is read as 02:30 +10 (the clock's 03:30); on 2026-04-05 they go back from
+    // 03:00 +11 to 02:00 +10, so 02:30 shows twice and the first, +11, is meant.
+    let body = |id: &str, local: &str| {
+        serde_json::json!({"booking_id": id, "price": "80.00", "datetime": local,
+            "service": {"name": "Massage"}})
+        .to_string()
+    };
+    for (webhook, id, local) in [
+        ("dst-gap", "9101", "2026-10-04 02:30:00"),
+        ("dst-overlap", "9102", "2026-04-05 02:30:00"),
+    ] {
+        let response = system
+            .post_signed("claire", webhook, &body(id, local), CLAIRE_SECRET)
+            .await?;
+        anyhow::ensure!(response.status() == 202, "{id}: {}", response.status());
+    }
+    let db = system.db("ledger").await?;
+    let outcomes: Vec<(String, String)> = eventually(Duration::from_secs(20), || async {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("select event_id, outcome from audit_log order by event_id")
+                .fetch_all(&db)
+                .await?;
+        Ok((rows.len() == 2).then_some(rows))
+    })
+    .await?;
+    assert!(
+        outcomes.iter().all(|(_, outcome)| outcome == "stored"),
+        "{outcomes:?}"
+    );
+    let recorded: Vec<(String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("select booking_ref, session_at from bookings order by booking_ref")
+            .fetch_all(&db)
+            .await?;
+    let recorded: Vec<(&str, String)> = recorded
+        .iter()
+        .map(|(id, at)| {
+            (
+                id.as_str(),
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            ("9101", "2026-10-03T16:30:00Z".to_string()),
+            ("9102", "2026-04-04T15:30:00Z".to_string()),
+        ]
+    );
+    Ok(())
 }

@@ -1,7 +1,13 @@
 //! The booking payload a signed forwarder sends with the details inline (the seed's shape),
 //! parsed without floats and validated into typed fields.
+//!
+//! The session start is RFC 3339, or SimplyBook's company-local `YYYY-MM-DD HH:MM:SS` read in the
+//! tenant's zone by [`crate::local_time::resolve`]: a time inside a daylight-saving gap moves
+//! forward by the length of the gap (Sydney's `2026-10-04 02:30:00` is 02:30 +10, the instant
+//! the clock showed as 03:30 +11), and a time inside an overlap is its first occurrence, with
+//! the earlier offset (Sydney's `2026-04-05 02:30:00` is 02:30 +11).
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -53,6 +59,10 @@ pub enum PayloadError {
     Price(#[from] MoneyError),
     #[error("datetime {0:?} is neither RFC 3339 nor YYYY-MM-DD HH:MM:SS")]
     SessionTime(String),
+    /// A well-formed local time that names no instant in the zone; with every real zone, only a
+    /// date at the edge of chrono's range (hundreds of thousands of years away) gets here.
+    #[error("datetime {0:?} names no instant in time zone {1}")]
+    NoSuchLocalTime(String, Tz),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -136,17 +146,17 @@ impl BookingPayload {
     }
 
     /// The session start. A time without an offset (SimplyBook's `YYYY-MM-DD HH:MM:SS`) is the
-    /// tenant's local time.
+    /// tenant's local time: one in a daylight-saving gap moves forward by the length of the gap,
+    /// one in an overlap is the first occurrence (see [`crate::local_time::resolve`]).
     pub fn session_at(&self, tz: Tz) -> Result<DateTime<Utc>, PayloadError> {
         if let Ok(t) = DateTime::parse_from_rfc3339(&self.datetime) {
             return Ok(t.with_timezone(&Utc));
         }
         let naive = NaiveDateTime::parse_from_str(&self.datetime, "%Y-%m-%d %H:%M:%S")
             .map_err(|_| PayloadError::SessionTime(self.datetime.clone()))?;
-        tz.from_local_datetime(&naive)
-            .earliest()
+        crate::local_time::resolve(naive, tz)
             .map(|t| t.with_timezone(&Utc))
-            .ok_or_else(|| PayloadError::SessionTime(self.datetime.clone()))
+            .ok_or_else(|| PayloadError::NoSuchLocalTime(self.datetime.clone(), tz))
     }
 }
 
@@ -163,6 +173,7 @@ fn parse_price(raw: &str) -> Result<Decimal, PayloadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::SecondsFormat;
 
     fn body(price: &str, datetime: &str) -> Vec<u8> {
         format!(
@@ -212,5 +223,49 @@ mod tests {
         assert_eq!(at.to_rfc3339(), "2026-10-31T12:30:00+00:00");
         let p = BookingPayload::parse(&body("100", "31/10/2026")).expect("payload");
         assert!(p.session_at(chrono_tz::Australia::Sydney).is_err());
+    }
+
+    #[test]
+    fn local_times_in_daylight_saving_gaps_and_overlaps_are_kept() {
+        use chrono_tz::America::New_York;
+        use chrono_tz::Australia::Sydney;
+        for (tz, local, utc) in [
+            (Sydney, "2026-10-14 10:00:00", "2026-10-13T23:00:00Z"),
+            // The gap (02:00 +10 → 03:00 +11): forward by its length, 02:30 +10 = 03:30 +11.
+            (Sydney, "2026-10-04 02:00:00", "2026-10-03T16:00:00Z"),
+            (Sydney, "2026-10-04 02:30:00", "2026-10-03T16:30:00Z"),
+            (Sydney, "2026-10-04 02:59:59", "2026-10-03T16:59:59Z"),
+            (Sydney, "2026-10-04 03:00:00", "2026-10-03T16:00:00Z"),
+            // The overlap (03:00 +11 → 02:00 +10): the first occurrence, +11.
+            (Sydney, "2026-04-05 02:30:00", "2026-04-04T15:30:00Z"),
+            (New_York, "2026-03-08 02:30:00", "2026-03-08T07:30:00Z"),
+            (New_York, "2026-11-01 01:30:00", "2026-11-01T05:30:00Z"),
+            (New_York, "2026-07-01 09:00:00", "2026-07-01T13:00:00Z"),
+        ] {
+            let p = BookingPayload::parse(&body("100", local)).expect("payload");
+            let at = p
+                .session_at(tz)
+                .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
+            assert_eq!(at.as_deref(), Ok(utc), "{tz} {local}");
+        }
+    }
+
+    #[test]
+    fn only_unreadable_session_times_are_refused_and_the_reason_says_which_form_is_wanted() {
+        for text in [
+            "31/10/2026",
+            "2026-10-04 02:30",
+            "2026-02-30 10:00:00",
+            "2026-10-04 24:00:00",
+        ] {
+            let p = BookingPayload::parse(&body("100", text)).expect("payload");
+            let err = p.session_at(chrono_tz::Australia::Sydney).expect_err(text);
+            assert_eq!(err, PayloadError::SessionTime(text.into()));
+            assert!(
+                err.to_string()
+                    .contains("neither RFC 3339 nor YYYY-MM-DD HH:MM:SS"),
+                "{err}"
+            );
+        }
     }
 }

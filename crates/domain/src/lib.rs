@@ -6,6 +6,7 @@ pub mod bank;
 pub mod booking;
 pub mod callback;
 pub mod hash;
+pub mod local_time;
 pub mod money;
 pub mod period;
 pub mod secret;

@@ -1,6 +1,7 @@
-//! One listener per service: gRPC (with `grpc.health.v1` and server reflection) and plain HTTP
-//! (ops endpoints, webhooks) on the same port. axum's server speaks both HTTP/1.1 and
-//! prior-knowledge HTTP/2, which is what gRPC clients use.
+//! One listener per service: gRPC (with `grpc.health.v1` and server reflection, both
+//! `grpc.reflection.v1` and the older `v1alpha` that grpcio-based tools, older grpcurl and
+//! several GUI clients still speak) and plain HTTP (ops endpoints, webhooks) on the same port.
+//! axum's server speaks both HTTP/1.1 and prior-knowledge HTTP/2, which is what gRPC clients use.
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -18,8 +19,26 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// Every proto a service's gRPC port speaks: this workspace's, health and both versions of
+/// reflection. Reflection describes them, and only their methods name metrics
+/// ([`crate::trace::grpc_span`]).
+pub(crate) const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    billing_proto::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+/// A reflection builder over [`DESCRIPTOR_SETS`]; each version lists both reflection services.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    DESCRIPTOR_SETS.into_iter().fold(
+        tonic_reflection::server::Builder::configure().include_reflection_service(false),
+        tonic_reflection::server::Builder::register_encoded_file_descriptor_set,
+    )
+}
+
 /// Adds the standard health service (reporting each of `services` as serving) and server
-/// reflection over every proto of this workspace to `routes`.
+/// reflection (v1 and v1alpha) over every proto of this workspace to `routes`.
 pub async fn grpc_router(routes: Routes, services: &[&str]) -> Result<Router, ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in services {
@@ -27,13 +46,10 @@ pub async fn grpc_router(routes: Routes, services: &[&str]) -> Result<Router, Se
             .set_service_status(*name, ServingStatus::Serving)
             .await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(billing_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
     Ok(routes
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .into_axum_router())
 }
 
@@ -62,7 +78,8 @@ pub async fn serve(
     app: Router,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    // The gRPC router answers unknown paths with gRPC "unimplemented"; plain HTTP gets a 404.
+    // An unknown method of one of the gRPC services gets its gRPC "unimplemented"; any other
+    // unknown path a plain 404 (which gRPC clients read as "unimplemented" too).
     let app = app.fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())

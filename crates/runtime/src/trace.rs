@@ -3,6 +3,8 @@
 //! services after it is one trace. Spans reach a collector over OTLP when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see [`crate::telemetry::init`]).
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_nats::HeaderMap;
@@ -191,39 +193,126 @@ async fn joined(span: tracing::Span, request: Request, next: Next) -> Response {
     next.run(request).instrument(span).await
 }
 
-/// `/package.Service/Method` for our own services and the standard health and reflection ones.
-fn grpc_method(path: &str) -> String {
-    let known = path.starts_with("/billing.") || path.starts_with("/grpc.");
-    let shape = path.split('/').count() == 3
-        && path
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_'));
-    if known && shape && path.len() <= 120 {
-        path.to_string()
-    } else {
-        "unknown".into()
+/// The path itself when it is a method of a proto the server speaks (ours, health and both
+/// versions of reflection, [`crate::server::DESCRIPTOR_SETS`]), `unknown` otherwise.
+fn grpc_method(path: &str) -> &'static str {
+    static KNOWN: LazyLock<HashSet<String>> =
+        LazyLock::new(|| method_paths(&crate::server::DESCRIPTOR_SETS));
+    KNOWN.get(path).map_or("unknown", String::as_str)
+}
+
+/// Every `/package.Service/Method` that encoded `FileDescriptorSet`s describe. Only the few
+/// fields on the way to method names are read (set.file = 1, file.package = 2,
+/// file.service = 6, service.name = 1, service.method = 2, method.name = 1), which keeps prost's
+/// descriptor types out of this crate; a malformed set yields fewer names, never a panic.
+fn method_paths(sets: &[&[u8]]) -> HashSet<String> {
+    let text = |message: &[u8], field| {
+        nested(message)
+            .find(|(number, _)| *number == field)
+            .and_then(|(_, bytes)| std::str::from_utf8(bytes).ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut paths = HashSet::new();
+    for file in sets.iter().flat_map(|set| nested(set)).filter(|f| f.0 == 1) {
+        let package = text(file.1, 2);
+        for service in nested(file.1).filter(|s| s.0 == 6) {
+            let service_name = text(service.1, 1);
+            let qualified = if package.is_empty() {
+                service_name
+            } else {
+                format!("{package}.{service_name}")
+            };
+            for method in nested(service.1).filter(|m| m.0 == 2) {
+                paths.insert(format!("/{qualified}/{}", text(method.1, 1)));
+            }
+        }
     }
+    paths
+}
+
+/// The length-delimited fields of a protobuf message as (field number, bytes), skipping the
+/// other wire types and stopping at the first malformed byte.
+fn nested(mut message: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    std::iter::from_fn(move || {
+        loop {
+            let key = varint(&mut message)?;
+            let skip = match key & 7 {
+                0 => {
+                    varint(&mut message)?;
+                    0
+                }
+                1 => 8,
+                5 => 4,
+                2 => {
+                    let len = usize::try_from(varint(&mut message)?).ok()?;
+                    let (field, rest) = message.split_at_checked(len)?;
+                    message = rest;
+                    return Some((key >> 3, field));
+                }
+                _ => return None,
+            };
+            message = message.get(skip..)?;
+        }
+    })
+}
+
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
-    use super::grpc_method;
+    use super::{grpc_method, method_paths};
 
     #[test]
     fn only_real_method_paths_become_labels() {
-        let method = "/billing.ledger.v1.LedgerService/GetBookings";
-        assert_eq!(grpc_method(method), method);
-        assert_eq!(
-            grpc_method("/grpc.health.v1.Health/Check"),
-            "/grpc.health.v1.Health/Check"
-        );
+        for method in [
+            "/billing.ledger.v1.LedgerService/GetBookings",
+            "/billing.invoicing.v1.InvoicingService/GenerateMonthlyInvoices",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(grpc_method(method), method);
+        }
         for junk in [
             "/api/v1/webhooks/simplybook/claire/callback/secret-token",
             "/billing.x/y/z",
             "/billing.x.Service/Method?token=1",
             "/other.Service/Method",
+            // Shaped like our paths, but invented: each would be a new label.
+            "/grpc.invented1.Service/Method",
+            "/billing.ledger.v1.LedgerService/Invented",
+            "/grpc.reflection.v1alpha.ServerReflection/Other",
+            "/billing.ledger.v1.LedgerService/",
+            "",
         ] {
             assert_eq!(grpc_method(junk), "unknown", "{junk}");
+        }
+    }
+
+    #[test]
+    fn malformed_descriptor_sets_give_fewer_names_and_never_panic() {
+        let real = billing_proto::FILE_DESCRIPTOR_SET;
+        let all = method_paths(&[real]);
+        assert!(all.len() > 10, "{all:?}");
+        for cut in [0, 1, 2, 3, real.len() / 2, real.len() - 1] {
+            let some = method_paths(&[&real[..cut]]);
+            assert!(some.is_subset(&all), "cut at {cut}");
+        }
+        for junk in [&[0xff_u8; 12][..], &[0x0a, 0x7f], &[0x0b], &[0x09, 1, 2]] {
+            assert!(method_paths(&[junk]).is_empty(), "{junk:?}");
         }
     }
 }
