@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use billing_testkit::Details;
 use mail_parser::MessageParser;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -371,10 +372,10 @@ async fn missing_gauge(system: &System) -> anyhow::Result<Option<f64>> {
 }
 
 /// SimplyBook's booking as `getBookingDetails` returns it.
-fn details(start: &str, status: &str, price: &str) -> Value {
-    json!({"start_date_time": start, "status": status, "event_id": "7",
-        "event_name": "Remedial massage", "unit_name": "Claire", "client_name": "Test Client",
-        "client_email": "client@example.test", "price": price})
+fn details(start: &str, status: &str, price: &str) -> Details {
+    // From the contract fixtures (tests/fixtures/simplybook/details/), priced through the
+    // payments feature.
+    Details::booking(start, status, price)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -34,6 +34,12 @@ pub const CLAIRE_SECRET_KEY: &str = "fake-simplybook-secret-key";
 pub const CLAIRE_ADMIN_LOGIN: &str = "fake-admin";
 pub const CLAIRE_ADMIN_PASSWORD: &str = "fake-admin-password";
 pub const CLAIRE_EMAIL: &str = "claire.billing@example.test";
+/// Kenji's SimplyBook company lives on another API domain (a second fake, which SimplyBook's
+/// `getServiceUrl` on the first one names); obviously fake credentials.
+pub const KENJI_COMPANY: &str = "kenjisato";
+pub const KENJI_CALLBACK_TOKEN: &str = "fake-kenji-callback-token-0123456789-abcdef";
+pub const KENJI_API_KEY: &str = "fake-kenji-simplybook-api-key";
+pub const KENJI_SECRET_KEY: &str = "fake-kenji-simplybook-secret-key";
 /// Small enough for a test to reach, large enough for every other test's traffic.
 pub const RATE_LIMIT_PER_SEC: u32 = 20;
 pub const RATE_LIMIT_BURST: u32 = 40;
@@ -67,6 +73,8 @@ pub struct System {
     pub tenants_file: PathBuf,
     pub mail: MailSink,
     pub simplybook: FakeSimplyBook,
+    /// The API domain of Kenji's company (see [`KENJI_COMPANY`]).
+    pub simplybook_kenji: FakeSimplyBook,
     pub stripe: FakeStripe,
     pub ingest: SocketAddr,
     pub ledger: SocketAddr,
@@ -110,6 +118,10 @@ impl System {
         let simplybook =
             FakeSimplyBook::start(CLAIRE_COMPANY, CLAIRE_API_KEY, CLAIRE_SECRET_KEY).await?;
         simplybook.set_admin_user(CLAIRE_ADMIN_LOGIN, CLAIRE_ADMIN_PASSWORD);
+        let simplybook_kenji =
+            FakeSimplyBook::start(KENJI_COMPANY, KENJI_API_KEY, KENJI_SECRET_KEY).await?;
+        simplybook_kenji.set_time_zone("Asia/Tokyo");
+        simplybook.add_company_host(KENJI_COMPANY, &simplybook_kenji.host());
         let stripe = FakeStripe::start().await?;
         let dir = std::env::temp_dir().join(format!("billing-e2e-{namespace}"));
         std::fs::create_dir_all(&dir)?;
@@ -131,14 +143,19 @@ impl System {
                 "simplybook_api_key": CLAIRE_API_KEY,
                 "simplybook_secret_key": CLAIRE_SECRET_KEY,
                 "simplybook_user_login": CLAIRE_ADMIN_LOGIN,
-                "simplybook_user_password": CLAIRE_ADMIN_PASSWORD
+                "simplybook_user_password": CLAIRE_ADMIN_PASSWORD,
+                "simplybook_status_labels": {"Completed": "completed", "No show": "no_show"}
             }, {
                 "id": "kenji",
                 "name": "Kenji Sato Shiatsu",
                 "billing_email": "kenji.billing@example.test",
                 "time_zone": "Asia/Tokyo",
                 "currency": "JPY",
-                "webhook_secrets": [KENJI_SECRET]
+                "webhook_secrets": [KENJI_SECRET],
+                "simplybook_company": KENJI_COMPANY,
+                "callback_tokens": [KENJI_CALLBACK_TOKEN],
+                "simplybook_api_key": KENJI_API_KEY,
+                "simplybook_secret_key": KENJI_SECRET_KEY
             }]})
             .to_string(),
         )?;
@@ -183,9 +200,11 @@ impl System {
             nats_namespace: namespace.clone(),
             tenants_file: tenants_file.clone(),
             simplybook_url: simplybook.url(),
+            // The fake answers getServiceUrl with its own loopback host.
+            simplybook_api_hosts: vec!["127.0.0.1".into()],
+            simplybook_page_size: 500,
             simplybook_timeout_ms: 2000,
             batch_size: 100,
-            ingest_url: Some(format!("http://{ingest}")),
             grpc_tokens: Some(grpc_tokens()),
         };
         let ledger_config = config.clone();
@@ -251,6 +270,7 @@ impl System {
             tenants_file,
             mail,
             simplybook,
+            simplybook_kenji,
             stripe,
             ingest,
             ledger,

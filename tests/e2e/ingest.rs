@@ -389,8 +389,7 @@ async fn callbacks(system: &System) -> anyhow::Result<()> {
     system.simplybook.put_booking(
         "2262",
         "514ccafaa45aa779ff50e4642c37ba5d",
-        serde_json::json!({"start_date_time": "2026-10-14 10:00:00", "is_confirmed": "1",
-            "event_name": "Massage", "price": "120.00"}),
+        billing_testkit::Details::booking("2026-10-14 10:00:00", "confirmed", "120.00"),
     );
     let create = format!(
         r#"{{"booking_id":"2262","booking_hash":"514ccafaa45aa779ff50e4642c37ba5d","company":"{CLAIRE_COMPANY}","notification_type":"create"}}"#

@@ -18,6 +18,9 @@ use crate::money::{MoneyError, parse_decimal};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BookingStatus {
+    /// Awaiting the company's approval (SimplyBook's Approve-booking feature): recorded, neither
+    /// billed nor cancelled.
+    Pending,
     Confirmed,
     Cancelled,
     Completed,
@@ -27,6 +30,7 @@ pub enum BookingStatus {
 impl BookingStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
+            BookingStatus::Pending => "pending",
             BookingStatus::Confirmed => "confirmed",
             BookingStatus::Cancelled => "cancelled",
             BookingStatus::Completed => "completed",
@@ -36,6 +40,7 @@ impl BookingStatus {
 
     pub fn parse(s: &str) -> Option<Self> {
         [
+            BookingStatus::Pending,
             BookingStatus::Confirmed,
             BookingStatus::Cancelled,
             BookingStatus::Completed,

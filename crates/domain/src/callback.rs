@@ -54,7 +54,7 @@ struct Raw<'a> {
 }
 
 /// Ids and hashes travel in message headers and API signatures: 1–64 ASCII letters or digits.
-pub(crate) fn is_token_like(value: &str) -> bool {
+pub fn is_token_like(value: &str) -> bool {
     !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 

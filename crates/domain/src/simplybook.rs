@@ -1,29 +1,31 @@
-//! SimplyBook.me's JSON-RPC API as the ledger uses it to confirm a callback: the request
-//! signature and the booking details, turned into the same [`BookingPayload`] a signed forwarder
-//! sends, so both paths share one set of money and time rules.
+//! SimplyBook.me's JSON-RPC API as the ledger reads it: the request signature, booking details,
+//! the company's services (for a booking's price), the admin booking list, and error codes.
 //!
-//! Field mapping of `getBookingDetails` (check it against a live account before relying on a
-//! field not listed here): `id`, `start_date_time` (`YYYY-MM-DD HH:MM:SS`, the company's local
-//! time), `event_id`/`event_name` (service), `unit_name` (provider), `client_name`,
-//! `client_email`, `client_phone`, `price` (string or number, parsed exactly), optional
-//! `currency`, and the state: `status` when present (`confirmed`, `canceled`/`cancelled`,
-//! `completed`, `no_show`), otherwise `is_confirmed` (`"1"` confirmed, `"0"` cancelled).
+//! Every shape here comes from SimplyBook's documentation and its own clients, not from what
+//! would be convenient; `docs/contracts/simplybook.md` names the source of each fact and
+//! `tests/fixtures/simplybook/` holds an answer of each shape with its source. In short:
+//! - fields that belong to an optional feature ("plugin") are an object when the company uses
+//!   the feature and an empty array `[]` (PHP's empty array) when it does not: `price` (the
+//!   payments feature), `status` (the Status feature), `location`, `promo`;
+//! - ids, flags and amounts may be strings or numbers; amounts are read from their exact text;
+//! - times are `YYYY-MM-DD HH:MM:SS` in the company's time zone;
+//! - a list may be an array or an object keyed by id (a PHP array whose keys are not 0, 1, …).
 //!
-//! Field mapping of the Company Administration API's `getBookings(filter)`, which lists a
-//! company's bookings for reconciliation (as we understand it; check it against a live account):
-//! the result is an array of booking objects, or sometimes an object keyed by booking id; from
-//! each we read `id` (string or number), `hash` (the booking hash, the value callbacks carry as
-//! `booking_hash`) and `start_date` (`YYYY-MM-DD HH:MM:SS`, the company's local time). Every
-//! other field is ignored.
+//! What a booking is worth and what state it is in are decided by [`resolve`], whose rules are
+//! written on it.
 
 use std::collections::BTreeMap;
 
 use md5::{Digest, Md5};
+use rust_decimal::Decimal;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::booking::{BookingPayload, BookingStatus, PayloadError};
+use crate::booking::ServiceInfo;
+use crate::booking::{BookingPayload, BookingStatus, ClientInfo, PayloadError, ProviderInfo};
 use crate::callback::is_token_like;
+use crate::money::parse_decimal;
 
 /// `getBookingDetails`' `sign` parameter: `md5(booking_id + booking_hash + secret_key)`, hex.
 pub fn booking_sign(booking_id: &str, booking_hash: &str, secret_key: &str) -> String {
@@ -34,8 +36,8 @@ pub fn booking_sign(booking_id: &str, booking_hash: &str, secret_key: &str) -> S
     hex::encode(md5.finalize())
 }
 
-/// SimplyBook sends ids and flags as strings or numbers, depending on the field and version.
-#[derive(Deserialize)]
+/// SimplyBook sends ids, flags and codes as strings or numbers, depending on field and version.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 enum Text {
     S(String),
@@ -51,19 +53,106 @@ impl Text {
     }
 }
 
+/// A JSON-RPC error as SimplyBook sends it: `{"code": -32085, "message": "Signature error"}`,
+/// the code often a string (`"-32085"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    /// The code as a number, when it is one (string or number on the wire).
+    pub code: Option<i64>,
+    pub message: String,
+}
+
+impl RpcError {
+    /// Reads an `error` member; anything unreadable keeps its text as the message.
+    pub fn parse(error: &RawValue) -> RpcError {
+        #[derive(Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            code: Option<Text>,
+            #[serde(default)]
+            message: Option<String>,
+        }
+        match serde_json::from_str::<Wire>(error.get()) {
+            Ok(w) => RpcError {
+                code: w.code.and_then(|c| c.into_string().trim().parse().ok()),
+                message: w.message.unwrap_or_default(),
+            },
+            Err(_) => RpcError {
+                code: None,
+                message: error.get().chars().take(200).collect(),
+            },
+        }
+    }
+
+    /// SimplyBook refuses the Company Administration API's login to companies with its HIPAA
+    /// feature: reconciliation is not possible for them.
+    pub fn is_admin_login_refused(&self) -> bool {
+        self.code == Some(HIPAA_ADMIN_LOGIN_REFUSED)
+    }
+}
+
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "error {code}: {}", self.message),
+            None => write!(f, "error: {}", self.message),
+        }
+    }
+}
+
+/// `getUserToken`'s refusal for a company using SimplyBook's HIPAA feature.
+pub const HIPAA_ADMIN_LOGIN_REFUSED: i64 = -33005;
+
+/// A feature-dependent member: an object when the company uses the feature; `[]`, `null` or
+/// absent when it does not. Anything else is an error naming the member.
+fn plugin<T: DeserializeOwned>(
+    name: &str,
+    raw: Option<&RawValue>,
+) -> Result<Option<T>, PayloadError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get().trim();
+    if text == "null" || text.starts_with('[') && text[1..].trim() == "]" {
+        return Ok(None);
+    }
+    if !text.starts_with('{') {
+        return Err(PayloadError::Malformed(format!(
+            "{name} is neither an object nor [] but {}",
+            text.chars().take(40).collect::<String>()
+        )));
+    }
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| PayloadError::Malformed(format!("{name}: {e}")))
+}
+
+/// An amount read from its exact JSON text (string or number), never through a float.
+fn amount(name: &str, raw: &RawValue) -> Result<Decimal, PayloadError> {
+    let text = raw.get().trim();
+    let text = if text.starts_with('"') {
+        serde_json::from_str::<String>(text)
+            .map_err(|e| PayloadError::Malformed(format!("{name}: {e}")))?
+    } else {
+        text.to_string()
+    };
+    Ok(parse_decimal(&text)?)
+}
+
 #[derive(Deserialize)]
-struct Details {
+struct DetailsWire {
     id: Text,
+    #[serde(default)]
+    code: Option<Text>,
     start_date_time: String,
     #[serde(default)]
-    status: Option<String>,
+    end_date_time: Option<String>,
     #[serde(default)]
     is_confirmed: Option<Text>,
     #[serde(default)]
-    event_id: Option<Text>,
-    event_name: String,
+    approve_status: Option<String>,
     #[serde(default)]
-    event_duration: Option<Text>,
+    event_id: Option<Text>,
+    #[serde(default)]
+    event_name: Option<String>,
     #[serde(default)]
     unit_name: Option<String>,
     #[serde(default)]
@@ -72,73 +161,382 @@ struct Details {
     client_email: Option<String>,
     #[serde(default)]
     client_phone: Option<String>,
-    price: Box<RawValue>,
+    #[serde(default)]
+    status: Option<Box<RawValue>>,
+    #[serde(default)]
+    price: Option<Box<RawValue>>,
+    #[serde(default)]
+    promo: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct StatusWire {
+    name: String,
+    #[serde(default)]
+    is_default: Option<Text>,
+}
+
+#[derive(Deserialize)]
+struct PriceWire {
+    amount: Box<RawValue>,
     #[serde(default)]
     currency: Option<String>,
 }
 
-fn status_of(
-    status: Option<&str>,
-    is_confirmed: Option<&str>,
-) -> Result<BookingStatus, PayloadError> {
-    match (status, is_confirmed) {
-        (Some("confirmed"), _) => Ok(BookingStatus::Confirmed),
-        (Some("canceled" | "cancelled"), _) => Ok(BookingStatus::Cancelled),
-        (Some("completed"), _) => Ok(BookingStatus::Completed),
-        (Some("no_show"), _) => Ok(BookingStatus::NoShow),
-        (Some(other), _) => Err(PayloadError::Malformed(format!(
-            "unknown booking status {other:?}"
+#[derive(Deserialize)]
+struct PromoWire {
+    #[serde(default)]
+    code: Option<Text>,
+}
+
+/// The label SimplyBook's Status feature shows for a booking: the company's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusLabel {
+    pub name: String,
+    /// The company's default status (what every new booking shows until someone changes it).
+    pub is_default: bool,
+}
+
+/// `getBookingDetails`' answer, read as SimplyBook sends it.
+#[derive(Debug, Clone)]
+pub struct BookingDetails {
+    pub id: String,
+    /// The booking code clients see (e.g. `x7k2m`).
+    pub code: Option<String>,
+    /// `YYYY-MM-DD HH:MM:SS`, the company's local time.
+    pub start: String,
+    pub end: Option<String>,
+    /// `is_confirmed`: `Some(false)` for a cancelled booking, or one awaiting approval.
+    pub is_confirmed: Option<bool>,
+    /// The Approve-booking feature's `new | approved | canceled`.
+    pub approve_status: Option<String>,
+    pub event_id: Option<String>,
+    pub event_name: Option<String>,
+    pub unit_name: Option<String>,
+    pub client: ClientInfo,
+    pub status_label: Option<StatusLabel>,
+    /// The payments feature's price: the amount charged and its currency.
+    pub price: Option<(Decimal, Option<String>)>,
+    /// The promotion feature's code, when one applies (the amount is then not the service's).
+    pub promo: Option<String>,
+}
+
+fn flag(t: Text) -> Result<bool, PayloadError> {
+    match t.into_string().trim() {
+        "1" | "true" => Ok(true),
+        "0" | "false" | "" => Ok(false),
+        other => Err(PayloadError::Malformed(format!(
+            "is_confirmed {other:?} is neither 1 nor 0"
         ))),
-        (None, Some("1")) => Ok(BookingStatus::Confirmed),
-        (None, Some("0")) => Ok(BookingStatus::Cancelled),
-        (None, _) => Err(PayloadError::Malformed(
-            "booking details carry neither status nor is_confirmed".into(),
-        )),
     }
 }
 
-/// Turns a `getBookingDetails` result into a booking payload. `booking_hash` is the callback's
-/// (the details do not repeat it).
-pub fn details_to_payload(
-    result: &RawValue,
-    booking_hash: &str,
-) -> Result<BookingPayload, PayloadError> {
-    let d: Details =
-        serde_json::from_str(result.get()).map_err(|e| PayloadError::Malformed(e.to_string()))?;
-    let is_confirmed = d.is_confirmed.map(Text::into_string);
-    let status = status_of(d.status.as_deref(), is_confirmed.as_deref())?;
-    let wire = serde_json::json!({
-        "booking_id": d.id.into_string(),
-        "booking_hash": booking_hash,
-        "status": status.as_str(),
-        "datetime": d.start_date_time,
-        "currency": d.currency,
-        "service": {
-            "id": d.event_id.map(Text::into_string),
-            "name": d.event_name,
-            "duration": d.event_duration.and_then(|t| t.into_string().parse::<u32>().ok()),
-        },
-        "provider": {"name": d.unit_name},
-        "client": {"name": d.client_name, "email": d.client_email, "phone": d.client_phone},
-    });
-    // Through the one payload parser, with the price's exact JSON text spliced in (a JSON tree
-    // would turn a numeric price into a float).
-    let mut text = wire.to_string();
-    text.pop();
-    text.push_str(&format!(r#","price":{}}}"#, d.price.get()));
-    BookingPayload::parse(text.as_bytes())
+impl BookingDetails {
+    pub fn parse(result: &RawValue) -> Result<BookingDetails, PayloadError> {
+        let d: DetailsWire = serde_json::from_str(result.get())
+            .map_err(|e| PayloadError::Malformed(format!("booking details: {e}")))?;
+        let status: Option<StatusWire> = plugin("status", d.status.as_deref())?;
+        let price: Option<PriceWire> = plugin("price", d.price.as_deref())?;
+        let promo: Option<PromoWire> = plugin("promo", d.promo.as_deref())?;
+        let price = match price {
+            Some(p) => Some((amount("price.amount", &p.amount)?, p.currency)),
+            None => None,
+        };
+        Ok(BookingDetails {
+            id: d.id.into_string(),
+            code: d.code.map(Text::into_string),
+            start: d.start_date_time,
+            end: d.end_date_time,
+            is_confirmed: d.is_confirmed.map(flag).transpose()?,
+            approve_status: d.approve_status.filter(|s| !s.is_empty()),
+            event_id: d.event_id.map(Text::into_string),
+            event_name: d.event_name,
+            unit_name: d.unit_name,
+            client: ClientInfo {
+                name: d.client_name,
+                email: d.client_email,
+                phone: d.client_phone,
+            },
+            status_label: status.map(|s| StatusLabel {
+                name: s.name,
+                is_default: s.is_default.is_some_and(|t| flag(t).unwrap_or(false)),
+            }),
+            price,
+            promo: promo.map(|p| p.code.map(Text::into_string).unwrap_or_default()),
+        })
+    }
 }
 
-/// One booking as `getBookings` lists it: enough to match it against the ledger's bookings and
-/// to fetch its details.
+/// One of the company's services as `getEventList` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventInfo {
+    pub id: String,
+    pub name: Option<String>,
+    /// The service's price; `None` when the company shows no price.
+    pub price: Option<Decimal>,
+    pub currency: Option<String>,
+    pub duration: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct EventWire {
+    #[serde(default)]
+    id: Option<Text>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    price: Option<Box<RawValue>>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    duration: Option<Text>,
+}
+
+/// Turns a `getEventList` answer (an object keyed by event id, or an array) into the services
+/// by id.
+pub fn parse_event_list(result: &RawValue) -> Result<BTreeMap<String, EventInfo>, PayloadError> {
+    let entries = keyed_entries("event list", result)?;
+    let mut events = BTreeMap::new();
+    for (key, raw) in entries {
+        let e: EventWire = serde_json::from_str(raw.get())
+            .map_err(|err| PayloadError::Malformed(format!("event list entry: {err}")))?;
+        let id = match (e.id.map(Text::into_string), key) {
+            (Some(id), _) => id,
+            (None, Some(key)) => key,
+            (None, None) => {
+                return Err(PayloadError::Malformed(
+                    "event list entry without an id".into(),
+                ));
+            }
+        };
+        let price = match e.price.as_deref() {
+            None => None,
+            Some(raw) if matches!(raw.get().trim(), "null" | "\"\"") => None,
+            Some(raw) => Some(amount("event price", raw)?),
+        };
+        events.insert(
+            id.clone(),
+            EventInfo {
+                id,
+                name: e.name,
+                price,
+                currency: e.currency.filter(|c| !c.is_empty()),
+                duration: e.duration.and_then(|d| d.into_string().trim().parse().ok()),
+            },
+        );
+    }
+    Ok(events)
+}
+
+/// An entry of a list, with its key when the list is an object keyed by id.
+type Entry = (Option<String>, Box<RawValue>);
+
+/// The entries of a list that is an array or an object keyed by id, with their keys.
+fn keyed_entries(what: &str, result: &RawValue) -> Result<Vec<Entry>, PayloadError> {
+    let malformed = |e: serde_json::Error| PayloadError::Malformed(format!("{what}: {e}"));
+    // By the first character rather than an untagged enum: serde cannot buffer a `RawValue`.
+    match result.get().trim_start().chars().next() {
+        Some('[') => Ok(serde_json::from_str::<Vec<Box<RawValue>>>(result.get())
+            .map_err(malformed)?
+            .into_iter()
+            .map(|e| (None, e))
+            .collect()),
+        Some('{') => Ok(
+            serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(result.get())
+                .map_err(malformed)?
+                .into_iter()
+                .map(|(k, e)| (Some(k), e))
+                .collect(),
+        ),
+        _ => Err(PayloadError::Malformed(format!(
+            "{what} is neither an array nor an object keyed by id"
+        ))),
+    }
+}
+
+/// A tenant's map from its SimplyBook status labels to our statuses, matched without regard to
+/// case or surrounding spaces (e.g. `{"Completed": "completed", "No show": "no_show"}`).
+pub type StatusLabels = BTreeMap<String, BookingStatus>;
+
+fn mapped(labels: &StatusLabels, label: &str) -> Option<BookingStatus> {
+    let label = label.trim();
+    labels
+        .iter()
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(label))
+        .map(|(_, s)| *s)
+}
+
+/// Why a booking's details cannot become a booking.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DetailsError {
+    /// Nothing says what the booking is worth: never recorded as 0.
+    #[error("price unknown: {0}")]
+    PriceUnknown(String),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+}
+
+/// A booking as SimplyBook has it, decided into our terms.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub payload: BookingPayload,
+    /// The Status feature's label, as the company wrote it.
+    pub status_label: Option<String>,
+    /// Set when the label is not in the tenant's map (and not the company's default): the
+    /// status was then taken from SimplyBook's confirmation alone, and someone should map it.
+    pub unmapped_label: Option<String>,
+}
+
+/// Decides a booking's state and value from its details, the service they name (from
+/// `getEventList`, when the details carry no price) and the tenant's status labels.
+///
+/// State, from SimplyBook's own fields first:
+/// 1. `approve_status` `new` → `pending` (awaiting approval: recorded, neither billed nor
+///    cancelled); `canceled` → `cancelled`; `approved` or absent → as `is_confirmed` says;
+/// 2. `is_confirmed` `0` → `cancelled`; `1` (or absent with an approval) → `confirmed`;
+/// 3. a confirmed booking's Status-feature label refines it through the tenant's map (e.g.
+///    "Completed" → `completed`, "No show" → `no_show`). A label not in the map stays
+///    `confirmed`, is kept as text and flagged ([`Resolved::unmapped_label`]); it is never
+///    guessed from its wording. The company's default label needs no mapping.
+///
+/// Value:
+/// - the payments feature's `price.amount` when present: what SimplyBook charges for the
+///   booking, in `price.currency` (whether it is before or after a promotion's discount is not
+///   documented; it is what the client was asked to pay, so it is what we bill on);
+/// - otherwise the service's price from `getEventList`. A group booking of several places is
+///   several bookings in SimplyBook (`book(…, count)` makes a batch of them), each priced on its
+///   own, so no count multiplies a price;
+/// - a promotion without the payments feature: the details give the promotion's percentage but
+///   SimplyBook documents neither how it rounds the discounted price nor whether the discount
+///   applies to the whole price, so the value is unknown ([`DetailsError::PriceUnknown`]),
+///   never the undiscounted price;
+/// - no price object and no priced service: unknown, never 0.
+pub fn resolve(
+    d: &BookingDetails,
+    booking_hash: Option<&str>,
+    event: Option<&EventInfo>,
+    labels: &StatusLabels,
+) -> Result<Resolved, DetailsError> {
+    let base = match (d.approve_status.as_deref(), d.is_confirmed) {
+        (Some("new"), _) => BookingStatus::Pending,
+        (Some("canceled" | "cancelled"), _) => BookingStatus::Cancelled,
+        (Some("approved") | None, Some(false)) => BookingStatus::Cancelled,
+        (Some("approved"), _) | (None, Some(true)) => BookingStatus::Confirmed,
+        (None, None) => {
+            return Err(PayloadError::Malformed(
+                "booking details carry neither is_confirmed nor approve_status".into(),
+            )
+            .into());
+        }
+        (Some(other), _) => {
+            return Err(PayloadError::Malformed(format!(
+                "unknown approve_status {other:?} (expected new, approved or canceled)"
+            ))
+            .into());
+        }
+    };
+    let label = d.status_label.as_ref();
+    let (status, unmapped_label) = match (base, label) {
+        (BookingStatus::Confirmed, Some(l)) => match mapped(labels, &l.name) {
+            Some(status) => (status, None),
+            None if l.is_default => (base, None),
+            None => (base, Some(l.name.clone())),
+        },
+        _ => (base, None),
+    };
+
+    let (price, currency) = match (&d.price, &d.promo, event) {
+        (Some((amount, currency)), _, _) => (*amount, currency.clone()),
+        (None, Some(promo), _) => {
+            return Err(DetailsError::PriceUnknown(format!(
+                "booking {} uses promotion {promo:?} and the company does not use SimplyBook's \
+                 payments feature, so the discounted price is not in its details; record its \
+                 value in SimplyBook's payments feature, or bill it by hand",
+                d.id
+            )));
+        }
+        (
+            None,
+            None,
+            Some(EventInfo {
+                price: Some(price),
+                currency,
+                ..
+            }),
+        ) => (*price, currency.clone()),
+        (None, None, Some(e)) => {
+            return Err(DetailsError::PriceUnknown(format!(
+                "booking {} has no price and its service {} lists none",
+                d.id, e.id
+            )));
+        }
+        (None, None, None) => {
+            return Err(DetailsError::PriceUnknown(format!(
+                "booking {} has no price and its service {} is not in the company's service list",
+                d.id,
+                d.event_id.as_deref().unwrap_or("(none named)")
+            )));
+        }
+    };
+    if d.id.trim().is_empty() || d.id.len() > 100 {
+        return Err(PayloadError::Malformed("booking id must be 1-100 characters".into()).into());
+    }
+    let service_name = d
+        .event_name
+        .clone()
+        .or_else(|| event.and_then(|e| e.name.clone()))
+        .unwrap_or_else(|| format!("service {}", d.event_id.as_deref().unwrap_or("?")));
+    Ok(Resolved {
+        payload: BookingPayload {
+            booking_id: d.id.clone(),
+            booking_hash: booking_hash.map(str::to_string),
+            status,
+            price,
+            currency,
+            datetime: d.start.clone(),
+            service: ServiceInfo {
+                id: d.event_id.clone(),
+                name: service_name,
+                duration: event.and_then(|e| e.duration),
+            },
+            client: Some(d.client.clone()),
+            provider: Some(ProviderInfo {
+                name: d.unit_name.clone(),
+            }),
+        },
+        status_label: label.map(|l| l.name.clone()),
+        unmapped_label,
+    })
+}
+
+/// One booking as the Company Administration API's `getBookings` lists it. The rows carry no
+/// booking hash and no price; what they do carry is compared with the ledger first, and only
+/// bookings that differ or are missing are fetched in full.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedBooking {
-    /// SimplyBook's booking id, as callbacks carry it.
     pub id: String,
-    /// The booking hash, as callbacks carry it (`booking_hash`).
-    pub hash: String,
-    /// When the session starts, `YYYY-MM-DD HH:MM:SS` in the company's local time, as listed.
+    /// When the session starts, `YYYY-MM-DD HH:MM:SS` in the company's local time.
     pub start: String,
+    /// `is_confirm`: false for a cancelled booking (or one awaiting approval).
+    pub is_confirmed: Option<bool>,
+    /// The Approve-booking feature's `new | approved | canceled`, when the company uses it.
+    pub approve_status: Option<String>,
+    pub event_id: Option<String>,
+}
+
+impl ListedBooking {
+    /// The state the row shows, in the terms [`resolve`] uses for details (without the Status
+    /// feature's label, which rows carry only as an id).
+    pub fn state(&self) -> Option<BookingStatus> {
+        match (self.approve_status.as_deref(), self.is_confirmed) {
+            (Some("new"), _) => Some(BookingStatus::Pending),
+            (Some("canceled" | "cancelled"), _) | (_, Some(false)) => {
+                Some(BookingStatus::Cancelled)
+            }
+            (_, Some(true)) => Some(BookingStatus::Confirmed),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -146,9 +544,28 @@ struct ListEntry {
     #[serde(default)]
     id: Option<Text>,
     #[serde(default)]
-    hash: Option<String>,
-    #[serde(default)]
     start_date: Option<String>,
+    #[serde(default)]
+    is_confirm: Option<Text>,
+    #[serde(default)]
+    approve_status: Option<String>,
+    #[serde(default)]
+    event_id: Option<Text>,
+}
+
+/// Turns a `getBookings` answer (an array of rows, or an object keyed by booking id) into the
+/// bookings it lists. The error names the entry and what is wrong with it.
+pub fn parse_booking_list(result: &RawValue) -> Result<Vec<ListedBooking>, PayloadError> {
+    keyed_entries("booking list", result)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, raw))| {
+            let at = key
+                .as_ref()
+                .map_or_else(|| format!("entry {i}"), |k| format!("entry {k:?}"));
+            listed_booking(&raw, key.as_deref(), &at)
+        })
+        .collect()
 }
 
 fn listed_booking(
@@ -171,187 +588,141 @@ fn listed_booking(
             "id {id:?} is not 1-64 letters or digits"
         )));
     }
-    let hash = e
-        .hash
-        .ok_or_else(|| malformed(format!("booking {id} has no hash")))?;
-    if !is_token_like(&hash) {
-        return Err(malformed(format!(
-            "booking {id} has a hash that is not 1-64 letters or digits"
-        )));
-    }
     let start = e
         .start_date
         .ok_or_else(|| malformed(format!("booking {id} has no start_date")))?;
-    Ok(ListedBooking { id, hash, start })
+    Ok(ListedBooking {
+        is_confirmed: e
+            .is_confirm
+            .map(flag)
+            .transpose()
+            .map_err(|err| malformed(err.to_string()))?,
+        approve_status: e.approve_status.filter(|s| !s.is_empty()),
+        event_id: e.event_id.map(Text::into_string),
+        id,
+        start,
+    })
 }
 
-/// Turns a `getBookings` result (an array of bookings, or an object keyed by booking id) into
-/// the bookings it lists, validating ids and hashes as callbacks are validated. The error names
-/// the entry and what is wrong with it.
-pub fn parse_booking_list(result: &RawValue) -> Result<Vec<ListedBooking>, PayloadError> {
-    let malformed = |e: serde_json::Error| PayloadError::Malformed(format!("booking list: {e}"));
-    // By the first character rather than an untagged enum: serde cannot buffer a `RawValue`.
-    match result.get().trim_start().chars().next() {
-        Some('[') => serde_json::from_str::<Vec<Box<RawValue>>>(result.get())
-            .map_err(malformed)?
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| listed_booking(entry, None, &format!("entry {i}")))
-            .collect(),
-        // Keyed by booking id: PHP encodes an array whose keys are not 0, 1, … as an object.
-        Some('{') => serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(result.get())
-            .map_err(malformed)?
-            .iter()
-            .map(|(key, entry)| listed_booking(entry, Some(key), &format!("entry {key:?}")))
-            .collect(),
-        _ => Err(PayloadError::Malformed(
-            "booking list is neither an array nor an object keyed by booking id".into(),
-        )),
+/// The company's time zone from `getCompanyInfo` (an IANA name, e.g. `Australia/Sydney`): the
+/// zone of every time SimplyBook sends. `None` when the answer has none.
+pub fn company_time_zone(result: &RawValue) -> Result<Option<String>, PayloadError> {
+    #[derive(Deserialize)]
+    struct Info {
+        #[serde(default)]
+        timezone: Option<String>,
     }
+    let info: Info = serde_json::from_str(result.get())
+        .map_err(|e| PayloadError::Malformed(format!("company info: {e}")))?;
+    Ok(info.timezone.filter(|t| !t.trim().is_empty()))
 }
 
-#[cfg(test)]
-mod tests {
-    use rust_decimal::Decimal;
-
-    use super::*;
-
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_string()).expect("json")
-    }
-
-    #[test]
-    fn sign_is_md5_of_id_hash_and_secret() {
-        // md5("1" + "abc" + "secret") computed independently (Python hashlib).
-        assert_eq!(
-            booking_sign("1", "abc", "secret"),
-            "b3aa6c13af81cef54aaa19b8131bc41a"
-        );
-    }
-
-    #[test]
-    fn details_become_a_payload_with_the_exact_price_and_state() {
-        let details = raw(
-            r#"{"id":"2262","code":"x7","start_date_time":"2026-10-14 10:00:00",
-                "end_date_time":"2026-10-14 11:00:00","is_confirmed":"1","event_id":"7",
-                "event_name":"Massage 60","event_duration":"60","unit_name":"Claire",
-                "client_name":"Test Client","client_email":"c@example.test","price":"10.01"}"#,
-        );
-        let p = details_to_payload(&details, "514c").expect("payload");
-        assert_eq!(p.booking_id, "2262");
-        assert_eq!(p.booking_hash.as_deref(), Some("514c"));
-        assert_eq!(p.price, Decimal::new(1001, 2));
-        assert_eq!(p.status, BookingStatus::Confirmed);
-        assert_eq!(p.service.name, "Massage 60");
-        assert_eq!(p.service.duration, Some(60));
-        let numeric = raw(
-            r#"{"id":2262,"start_date_time":"2026-10-14 10:00:00","status":"canceled",
-                "event_name":"Massage","price":150.10}"#,
-        );
-        let p = details_to_payload(&numeric, "h").expect("payload");
-        assert_eq!(p.status, BookingStatus::Cancelled);
-        assert_eq!(p.price.to_string(), "150.10");
-    }
-
-    #[test]
-    fn details_without_state_or_price_are_refused() {
-        let no_state = raw(
-            r#"{"id":"1","start_date_time":"2026-10-14 10:00:00","event_name":"M","price":"1"}"#,
-        );
-        assert!(details_to_payload(&no_state, "h").is_err());
-        let bad_price = raw(
-            r#"{"id":"1","start_date_time":"2026-10-14 10:00:00","event_name":"M",
-                "is_confirmed":"1","price":"ten"}"#,
-        );
-        assert!(matches!(
-            details_to_payload(&bad_price, "h"),
-            Err(PayloadError::Price(_))
-        ));
-    }
-
-    #[test]
-    fn a_booking_list_array_gives_id_hash_and_start_and_ignores_other_fields() {
-        let list = raw(r#"[{"id":"2262","hash":"514ccafaa45aa779ff50e4642c37ba5d",
-                 "start_date":"2026-10-14 10:00:00","end_date":"2026-10-14 11:00:00",
-                 "is_confirm":"1","event":"Massage 60","client":"Test Client"},
-                {"id":"2263","hash":"b1","start_date":"2026-10-15 09:30:00"}]"#);
-        let listed = parse_booking_list(&list).expect("list");
-        assert_eq!(
-            listed,
-            vec![
-                ListedBooking {
-                    id: "2262".into(),
-                    hash: "514ccafaa45aa779ff50e4642c37ba5d".into(),
-                    start: "2026-10-14 10:00:00".into(),
-                },
-                ListedBooking {
-                    id: "2263".into(),
-                    hash: "b1".into(),
-                    start: "2026-10-15 09:30:00".into(),
-                },
-            ]
-        );
-        assert_eq!(parse_booking_list(&raw("[]")).expect("empty"), vec![]);
-    }
-
-    #[test]
-    fn a_booking_list_keyed_by_id_is_accepted() {
-        let list = raw(
-            r#"{"2262":{"id":"2262","hash":"a1","start_date":"2026-10-14 10:00:00"},
-                "2263":{"hash":"b1","start_date":"2026-10-15 09:30:00"}}"#,
-        );
-        let listed = parse_booking_list(&list).expect("list");
-        let ids: Vec<_> = listed.iter().map(|b| b.id.as_str()).collect();
-        assert_eq!(ids, ["2262", "2263"]);
-        assert_eq!(listed[1].hash, "b1");
-        assert_eq!(parse_booking_list(&raw("{}")).expect("empty"), vec![]);
-    }
-
-    #[test]
-    fn numeric_booking_ids_are_read_as_text() {
-        let list = raw(r#"[{"id":2262,"hash":"a1","start_date":"2026-10-14 10:00:00"}]"#);
-        assert_eq!(parse_booking_list(&list).expect("list")[0].id, "2262");
-    }
-
-    #[test]
-    fn bad_booking_lists_are_refused_naming_what_is_wrong() {
-        let cases = [
-            (
-                r#"[{"id":"1","start_date":"2026-10-14 10:00:00"}]"#,
-                "booking 1 has no hash",
-            ),
-            (
-                r#"[{"id":"1","hash":"a/../b","start_date":"2026-10-14 10:00:00"}]"#,
-                "booking 1 has a hash that is not",
-            ),
-            (
-                r#"[{"id":"1","hash":"","start_date":"2026-10-14 10:00:00"}]"#,
-                "booking 1 has a hash that is not",
-            ),
-            (
-                r#"[{"id":"22 62","hash":"a1","start_date":"2026-10-14 10:00:00"}]"#,
-                r#"entry 0: id "22 62" is not 1-64 letters or digits"#,
-            ),
-            (
-                r#"[{"id":1.5,"hash":"a1","start_date":"2026-10-14 10:00:00"}]"#,
-                "entry 0",
-            ),
-            (
-                r#"[{"hash":"a1","start_date":"2026-10-14 10:00:00"}]"#,
-                "entry 0: missing id",
-            ),
-            (r#"[{"id":"1","hash":"a1"}]"#, "booking 1 has no start_date"),
-            (
-                r#"{"7":{"id":"8","hash":"a1","start_date":"2026-10-14 10:00:00"}}"#,
-                r#"entry "7": is keyed "7" but has id "8""#,
-            ),
-            ("null", "neither an array nor an object"),
-            (r#""none""#, "neither an array nor an object"),
-            ("[1]", "entry 0"),
-        ];
-        for (list, expected) in cases {
-            let err = parse_booking_list(&raw(list)).expect_err(list).to_string();
-            assert!(err.contains(expected), "{list}: {err}");
+/// The API base URL from `getServiceUrl`'s answer: SimplyBook's own app reads it as a bare host
+/// (`user-api.simplybook.me`) and calls `https://<host>/…`; a scheme, if one is sent, is kept.
+/// `scheme` is used for a bare host. Anything with a path, a user or spaces is refused, since
+/// the tenant's credentials are sent there.
+pub fn service_url(answer: &str, scheme: &str) -> Result<String, PayloadError> {
+    let answer = answer.trim().trim_end_matches('/');
+    let (scheme, host) = match answer.split_once("://") {
+        Some((s @ ("http" | "https"), host)) => (s, host),
+        Some(_) => {
+            return Err(PayloadError::Malformed(format!(
+                "service url {answer:?} is not http(s)"
+            )));
         }
+        None => (scheme, answer),
+    };
+    let ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    if !ok {
+        return Err(PayloadError::Malformed(format!(
+            "service url {answer:?} is not a host name"
+        )));
+    }
+    Ok(format!("{scheme}://{host}"))
+}
+
+/// The host of a base URL made by [`service_url`], without its port.
+pub fn host_of(url: &str) -> &str {
+    let host = url.split_once("://").map_or(url, |(_, h)| h);
+    host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    })
+}
+
+/// Error codes SimplyBook documents ("Errors handling" and "Authentication" in its help wiki).
+pub mod codes {
+    /// "Access denied" (also how an expired token is refused) or "Company does not exists".
+    pub const ACCESS_DENIED_OR_NO_COMPANY: i64 = -32600;
+    /// "Appointemnt couldn't be found" (sic).
+    pub const BOOKING_NOT_FOUND: i64 = -32080;
+    pub const SIGNATURE_ERROR: i64 = -32085;
+    /// Login API: "Company does not exist".
+    pub const COMPANY_NOT_FOUND: i64 = -33001;
+}
+
+impl RpcError {
+    /// SimplyBook says the company does not exist (on this API domain): its domain may have
+    /// changed, so ask `getServiceUrl` again.
+    pub fn is_unknown_company(&self) -> bool {
+        self.code == Some(codes::COMPANY_NOT_FOUND)
+            || (self.code == Some(codes::ACCESS_DENIED_OR_NO_COMPANY)
+                && self
+                    .message
+                    .to_ascii_lowercase()
+                    .contains("company does not exist"))
+    }
+}
+
+/// Members that hold a client's personal data in SimplyBook's answers.
+const PERSONAL: [&str; 14] = [
+    "client",
+    "client_name",
+    "client_email",
+    "client_phone",
+    "client_address1",
+    "client_address2",
+    "client_city",
+    "client_zip",
+    // A client's comment and intake-form answers (`additional_fields[].value`).
+    "comment",
+    "value",
+    // Who changed a booking (`history[]`).
+    "firstname",
+    "lastname",
+    "ip",
+    "agent",
+];
+
+/// A copy of an answer with every client name, email, phone and address replaced by a mask,
+/// at any depth, so a live account's shapes can be kept as fixtures.
+pub fn mask_personal(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let masked =
+                        if PERSONAL.contains(&k.as_str()) && !v.is_object() && !v.is_array() {
+                            match v {
+                                Value::Null => Value::Null,
+                                Value::String(s) if s.is_empty() => Value::String(String::new()),
+                                _ => Value::String(format!("<masked {k}>")),
+                            }
+                        } else {
+                            mask_personal(v)
+                        };
+                    (k.clone(), masked)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(mask_personal).collect()),
+        other => other.clone(),
     }
 }

@@ -34,6 +34,9 @@ pub const HDR_EVENT_TYPE: &str = "Billing-Event-Type";
 pub const AUTH_STANDARD_WEBHOOKS: &str = "standard-webhooks";
 /// `Billing-Auth` of a SimplyBook.me native callback (secret token in the URL; details unsigned).
 pub const AUTH_CALLBACK_TOKEN: &str = "callback-token";
+/// `Billing-Auth` of a booking reconciliation found missing or different: the body names the
+/// booking only, and the ledger confirms it through SimplyBook's Company Administration API.
+pub const AUTH_RECONCILIATION_REPAIR: &str = "reconciliation-repair";
 /// `Billing-Auth` of a Stripe event (`Stripe-Signature`).
 pub const AUTH_STRIPE_SIGNATURE: &str = "stripe-signature";
 /// Header on dead letters: why the event could not be processed.

@@ -13,7 +13,7 @@ pub mod stripe;
 
 pub use db::TestDatabase;
 pub use nats::PrivateNats;
-pub use simplybook::FakeSimplyBook;
+pub use simplybook::{Details, FakeSimplyBook};
 pub use smtp::{MailSink, ReceivedMail};
 pub use stripe::{FakeStripe, StripeCall};
 

@@ -5,6 +5,7 @@
 mod export;
 mod progress;
 mod reconcile;
+mod simplybook;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -121,6 +122,9 @@ enum Command {
     /// Compare SimplyBook with the ledger, or a bank statement with the invoices.
     #[command(subcommand)]
     Reconcile(ReconcileCmd),
+    /// A tenant's SimplyBook account: the go-live check.
+    #[command(subcommand)]
+    Simplybook(simplybook::SimplybookCmd),
 }
 
 #[derive(Subcommand)]
@@ -179,7 +183,8 @@ enum ReconcileCmd {
         /// YYYY-MM, `current` or `previous` (each tenant's month in its time zone).
         #[arg(long, default_value = "previous")]
         period: String,
-        /// Send each missing or differing booking through ingest as a SimplyBook callback.
+        /// Put each missing or differing booking on the webhook stream, where the ledger
+        /// confirms it with SimplyBook's admin API and records it as a repair.
         #[arg(long)]
         repair: bool,
         /// Raise an operator alert when gaps are found (the nightly CronJob does).
@@ -696,6 +701,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("wrote {written} record(s) to {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Simplybook(cmd) => {
+            let ok = simplybook::run(&cli.conn, cli.json, cmd).await?;
+            Ok(exit_attention(ok))
         }
         Command::Reconcile(ReconcileCmd::Simplybook {
             tenant,

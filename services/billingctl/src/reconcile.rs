@@ -39,6 +39,10 @@ pub async fn simplybook(
         println!("no tenant has SimplyBook admin credentials to reconcile with");
     }
     for r in &reports {
+        if r.outcome == "not_possible" {
+            println!("{} {}: {}", r.tenant_id, r.period, r.error);
+            continue;
+        }
         if !r.error.is_empty() {
             println!(
                 "{} {}: SimplyBook could not be asked: {}",
@@ -47,14 +51,21 @@ pub async fn simplybook(
             continue;
         }
         println!(
-            "{} {}: SimplyBook {} bookings ({} not billable), ledger {}, matched {}, {} gap(s)",
+            "{} {}: SimplyBook {} bookings ({} not billable), ledger {}, matched {}, {} gap(s); \
+             {} SimplyBook calls; company time zone {}",
             r.tenant_id,
             r.period,
             r.simplybook_bookings,
             r.not_billable,
             r.ledger_bookings,
             r.matched,
-            r.gaps.len()
+            r.gaps.len(),
+            r.simplybook_calls,
+            if r.simplybook_time_zone.is_empty() {
+                "unknown"
+            } else {
+                r.simplybook_time_zone.as_str()
+            }
         );
         if r.gaps.is_empty() {
             continue;
@@ -77,7 +88,8 @@ fn report_json(r: &TenantReconciliation) -> serde_json::Value {
     serde_json::json!({
         "tenant": r.tenant_id, "period": r.period, "simplybook_bookings": r.simplybook_bookings,
         "ledger_bookings": r.ledger_bookings, "matched": r.matched, "error": r.error,
-        "not_billable": r.not_billable,
+    "not_billable": r.not_billable, "outcome": r.outcome,
+        "simplybook_calls": r.simplybook_calls, "simplybook_time_zone": r.simplybook_time_zone,
         "gaps": r.gaps.iter().map(|g| serde_json::json!({
             "booking_ref": g.booking_ref, "kind": g.kind, "simplybook": g.simplybook,
             "ledger": g.ledger, "repair": g.repair,

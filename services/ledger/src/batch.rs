@@ -47,6 +47,7 @@ struct Current {
     platform_fee_rate: Decimal,
     service_id: Option<String>,
     service_name: String,
+    status_label: Option<String>,
     state_as_of: Option<DateTime<Utc>>,
     revision_no: i32,
     total_amount: Decimal,
@@ -135,6 +136,7 @@ struct BookingColumns {
     client_phone: Vec<Option<String>>,
     source_event_id: Vec<String>,
     state_as_of: Vec<DateTime<Utc>>,
+    status_label: Vec<Option<String>>,
 }
 
 #[derive(Default)]
@@ -164,6 +166,7 @@ struct HistoryColumns {
     status: Vec<String>,
     session_at: Vec<DateTime<Utc>>,
     service_name: Vec<String>,
+    status_label: Vec<Option<String>>,
     event_id: Vec<String>,
 }
 
@@ -173,7 +176,7 @@ struct AuditColumns {
     tenant_id: Vec<String>,
     outcome: Vec<&'static str>,
     booking_id: Vec<Option<Uuid>>,
-    reason: Vec<Option<&'static str>>,
+    reason: Vec<Option<String>>,
     stream_seq: Vec<i64>,
 }
 
@@ -186,6 +189,8 @@ impl AuditColumns {
         reason: Option<&'static str>,
         stream_seq: u64,
     ) {
+        // The event's own note (a repair, an unmapped label) when the outcome has no reason.
+        let reason = reason.map(str::to_string).or_else(|| b.note.clone());
         self.event_id.push(b.event_id.clone());
         self.tenant_id.push(b.tenant_id.clone());
         self.outcome.push(outcome.as_str());
@@ -240,7 +245,7 @@ pub async fn apply(
     let existing: Vec<Current> = sqlx::query_as(
         "select b.tenant_id, b.booking_ref, b.id, b.status, b.session_at, b.currency,
                 b.deposit_rate, b.platform_fee_rate, b.service_id, b.service_name,
-                b.state_as_of,
+                b.status_label, b.state_as_of,
                 coalesce(r.revision_no, 0) as revision_no,
                 coalesce(r.total_after, b.total_amount) as total_amount,
                 coalesce(r.deposit_after, b.deposit_amount) as deposit_amount,
@@ -377,6 +382,7 @@ fn new_booking(
     c.client_phone.push(client.and_then(|c| c.phone.clone()));
     c.source_event_id.push(b.event_id.clone());
     c.state_as_of.push(b.as_of);
+    c.status_label.push(b.status_label.clone());
     history(w, id, b);
     Current {
         tenant_id: b.tenant_id.clone(),
@@ -389,6 +395,7 @@ fn new_booking(
         platform_fee_rate: b.fee_rate.value(),
         service_id: b.service_id.clone(),
         service_name: b.service_name.clone(),
+        status_label: b.status_label.clone(),
         state_as_of: Some(b.as_of),
         revision_no: 0,
         total_amount: b.amounts.total,
@@ -403,6 +410,7 @@ fn history(w: &mut Writes, id: Uuid, b: &NewBooking) {
     w.history.status.push(b.status.as_str().to_string());
     w.history.session_at.push(b.session_at);
     w.history.service_name.push(b.service_name.clone());
+    w.history.status_label.push(b.status_label.clone());
     w.history.event_id.push(b.event_id.clone());
 }
 
@@ -440,9 +448,11 @@ fn change(
     let moved = current.status != b.status.as_str()
         || current.session_at != b.session_at
         || current.service_name != b.service_name
-        || current.service_id != b.service_id;
+        || current.service_id != b.service_id
+        || current.status_label != b.status_label;
     if moved {
         current.status = b.status.as_str().to_string();
+        current.status_label = b.status_label.clone();
         current.session_at = b.session_at;
         current.service_id = b.service_id.clone();
         current.service_name = b.service_name.clone();
@@ -540,12 +550,13 @@ async fn write(
                 total_amount, deposit_amount, cash_amount, platform_fee, deposit_rate,
                 platform_fee_rate, prev_hash, record_hash, status, session_at, service_id,
                 service_name, service_duration_minutes, provider_name, client_name,
-                client_email, client_phone, source_event_id, state_as_of)
+                client_email, client_phone, source_event_id, state_as_of, status_label)
              select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[],
                 $6::text[], $7::numeric[], $8::numeric[], $9::numeric[], $10::numeric[],
                 $11::numeric[], $12::numeric[], $13::text[], $14::text[], $15::text[],
                 $16::timestamptz[], $17::text[], $18::text[], $19::int4[], $20::text[],
-                $21::text[], $22::text[], $23::text[], $24::text[], $25::timestamptz[])",
+                $21::text[], $22::text[], $23::text[], $24::text[], $25::timestamptz[],
+                $26::text[])",
         )
         .bind(&c.id)
         .bind(&c.tenant_id)
@@ -572,6 +583,7 @@ async fn write(
         .bind(&c.client_phone)
         .bind(&c.source_event_id)
         .bind(&c.state_as_of)
+        .bind(&c.status_label)
         .execute(&mut **tx)
         .await?;
     }
@@ -614,12 +626,14 @@ async fn write(
         let service_ids: Vec<Option<&str>> = moved().map(|c| c.service_id.as_deref()).collect();
         let service_names: Vec<&str> = moved().map(|c| c.service_name.as_str()).collect();
         let as_of: Vec<Option<DateTime<Utc>>> = moved().map(|c| c.state_as_of).collect();
+        let labels: Vec<Option<&str>> = moved().map(|c| c.status_label.as_deref()).collect();
         sqlx::query(
             "update bookings b set status = m.status, session_at = m.session_at,
                 service_id = m.service_id, service_name = m.service_name,
-                state_as_of = m.as_of, updated_at = now()
+                state_as_of = m.as_of, status_label = m.label, updated_at = now()
              from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                $6::timestamptz[]) as m(id, status, session_at, service_id, service_name, as_of)
+                $6::timestamptz[], $7::text[])
+                as m(id, status, session_at, service_id, service_name, as_of, label)
              where b.id = m.id",
         )
         .bind(&ids)
@@ -628,6 +642,7 @@ async fn write(
         .bind(&service_ids)
         .bind(&service_names)
         .bind(&as_of)
+        .bind(&labels)
         .execute(&mut **tx)
         .await?;
     }
@@ -635,15 +650,16 @@ async fn write(
     if !h.booking_id.is_empty() {
         sqlx::query(
             "insert into booking_status_history (booking_id, status, session_at, service_name,
-                event_id)
+                event_id, status_label)
              select * from unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[],
-                $5::text[])",
+                $5::text[], $6::text[])",
         )
         .bind(&h.booking_id)
         .bind(&h.status)
         .bind(&h.session_at)
         .bind(&h.service_name)
         .bind(&h.event_id)
+        .bind(&h.status_label)
         .execute(&mut **tx)
         .await?;
     }

@@ -11,10 +11,11 @@ use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use billing_domain::Tenants;
 use billing_domain::callback::Callback;
+use billing_domain::simplybook::DetailsError;
 use billing_proto::events::WebhookRejectedV1;
 use billing_runtime::nats::{
-    self, AUTH_CALLBACK_TOKEN, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_SENT_AT, HDR_TENANT,
-    header,
+    self, AUTH_CALLBACK_TOKEN, AUTH_RECONCILIATION_REPAIR, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT,
+    HDR_SENT_AT, HDR_TENANT, header,
 };
 use billing_runtime::{Shutdown, Subjects, db, trace};
 use futures::StreamExt;
@@ -320,10 +321,20 @@ impl Consumer {
         msg: &jetstream::Message,
         meta: Meta<'_>,
     ) -> Result<NewBooking, Unapplied> {
-        if header(msg, HDR_AUTH) == Some(AUTH_CALLBACK_TOKEN) {
-            self.confirm_callback(meta.tenant, &meta.event_id, &msg.payload)
-                .await
-        } else {
+        match header(msg, HDR_AUTH) {
+            Some(AUTH_CALLBACK_TOKEN) => {
+                return self
+                    .confirm_callback(meta.tenant, &meta.event_id, &msg.payload)
+                    .await;
+            }
+            Some(AUTH_RECONCILIATION_REPAIR) => {
+                return self
+                    .confirm_repair(meta.tenant, &meta.event_id, &msg.payload)
+                    .await;
+            }
+            _ => {}
+        }
+        {
             events::decode(
                 &self.tenants,
                 meta.tenant,
@@ -337,15 +348,54 @@ impl Consumer {
 
     async fn dead_letter_booking(&self, msg: &jetstream::Message, reject: &Reject) -> Disposition {
         let meta = Meta::of(msg);
-        self.dead_letter(
-            msg,
-            CONSUMER,
-            "simplybook",
-            &meta.event_id,
-            meta.tenant,
-            reject,
-        )
-        .await
+        let disposition = self
+            .dead_letter(
+                msg,
+                CONSUMER,
+                "simplybook",
+                &meta.event_id,
+                meta.tenant,
+                reject,
+            )
+            .await;
+        if matches!(disposition, Disposition::Ack) && reject.code == "price_unknown" {
+            // A booking whose value nobody knows is not billed: someone must look now.
+            if let Err(err) = self
+                .alert_price_unknown(meta.tenant, &meta.event_id, reject)
+                .await
+            {
+                return Disposition::Retry(format!("database: {err}"));
+            }
+        }
+        disposition
+    }
+
+    async fn alert_price_unknown(
+        &self,
+        tenant: &str,
+        event_id: &str,
+        reject: &Reject,
+    ) -> Result<(), sqlx::Error> {
+        let now = chrono::Utc::now();
+        let alert = billing_proto::events::AlertV1 {
+            alert_id: format!("price_unknown:{tenant}:{event_id}"),
+            kind: "price_unknown".into(),
+            severity: "warning".into(),
+            summary: format!("A SimplyBook booking of tenant {tenant} has no known price"),
+            details: format!(
+                "{}. The booking is not recorded and will not be billed. Its event is in the \
+                 dead letters (`billingctl dlq list --consumer ledger`); once SimplyBook shows \
+                 its price (its payments feature, or the service's price), replay it with \
+                 `billingctl dlq replay`.",
+                reject.message
+            ),
+            tenant_id: tenant.to_string(),
+            source: "ledger".into(),
+            raised_at: Some(billing_proto::convert::timestamp(now)),
+        };
+        self.store.enqueue_alert(&alert).await?;
+        self.relay.notify_one();
+        Ok(())
     }
 
     /// A native callback names a booking without its details: fetch them from SimplyBook, which
@@ -362,29 +412,66 @@ impl Consumer {
             .map_err(|e| Unapplied::Reject(Reject::new("malformed_payload", e.to_string())))?;
         // The fetched details are SimplyBook's state as of now.
         let as_of = chrono::Utc::now();
-        let payload = match self.simplybook.booking_details(tenant, &callback).await {
-            Ok(payload) => payload,
-            Err(FetchError::Unavailable(reason)) => return Err(Unapplied::Retry(reason)),
-            Err(FetchError::Refused(reason)) => {
-                return Err(Unapplied::Reject(Reject::new(
-                    "unconfirmed_callback",
-                    format!(
-                        "SimplyBook does not confirm booking {}: {reason}",
-                        callback.booking_id
-                    ),
-                )));
-            }
-        };
-        if payload.booking_id != callback.booking_id {
+        let resolved = self
+            .simplybook
+            .session(tenant)
+            .confirm(&callback)
+            .await
+            .map_err(|e| fetch_unapplied(e, &callback.booking_id))?;
+        if resolved.payload.booking_id != callback.booking_id {
             return Err(Unapplied::Reject(Reject::new(
                 "unconfirmed_callback",
                 format!(
                     "SimplyBook answered booking {} for callback booking {}",
-                    payload.booking_id, callback.booking_id
+                    resolved.payload.booking_id, callback.booking_id
                 ),
             )));
         }
-        events::booking(tenant, event_id, as_of, payload).map_err(Unapplied::Reject)
+        events::resolved(tenant, event_id, as_of, resolved, None).map_err(Unapplied::Reject)
+    }
+
+    /// A booking reconciliation found missing or different: the message names it only, and
+    /// SimplyBook's Company Administration API says what it is now, so a forged repair message
+    /// can do no more than make the ledger look the booking up.
+    async fn confirm_repair(
+        &self,
+        tenant_id: &str,
+        event_id: &str,
+        body: &[u8],
+    ) -> Result<events::NewBooking, Unapplied> {
+        #[derive(serde::Deserialize)]
+        struct Repair {
+            booking_id: String,
+        }
+        let tenant = events::tenant(&self.tenants, tenant_id).map_err(Unapplied::Reject)?;
+        let repair: Repair = serde_json::from_slice(body)
+            .ok()
+            .filter(|r: &Repair| billing_domain::callback::is_token_like(&r.booking_id))
+            .ok_or_else(|| {
+                Unapplied::Reject(Reject::new(
+                    "malformed_payload",
+                    "a repair names no valid booking_id",
+                ))
+            })?;
+        let as_of = chrono::Utc::now();
+        let resolved = self
+            .simplybook
+            .session(tenant)
+            .admin_details(&repair.booking_id)
+            .await
+            .map_err(|e| fetch_unapplied(e, &repair.booking_id))?;
+        if resolved.payload.booking_id != repair.booking_id {
+            return Err(Unapplied::Reject(Reject::new(
+                "unconfirmed_callback",
+                format!(
+                    "SimplyBook answered booking {} for repair of booking {}",
+                    resolved.payload.booking_id, repair.booking_id
+                ),
+            )));
+        }
+        let note =
+            Some("repair: reconciliation with SimplyBook's Company Administration API".into());
+        events::resolved(tenant, event_id, as_of, resolved, note).map_err(Unapplied::Reject)
     }
 
     /// Writes ingest's record of a refused request to the audit log.
@@ -449,6 +536,25 @@ impl Consumer {
             "event dead-lettered"
         );
         Disposition::Ack
+    }
+}
+
+/// What a failed SimplyBook lookup means for the event.
+fn fetch_unapplied(e: FetchError, booking_id: &str) -> Unapplied {
+    match e {
+        FetchError::Unavailable(reason) => Unapplied::Retry(reason),
+        FetchError::Refused(reason) | FetchError::NotPossible(reason) => {
+            Unapplied::Reject(Reject::new(
+                "unconfirmed_callback",
+                format!("SimplyBook does not confirm booking {booking_id}: {reason}"),
+            ))
+        }
+        FetchError::Details(DetailsError::PriceUnknown(reason)) => {
+            Unapplied::Reject(Reject::new("price_unknown", reason))
+        }
+        FetchError::Details(DetailsError::Payload(e)) => {
+            Unapplied::Reject(events::payload_reject(e))
+        }
     }
 }
 

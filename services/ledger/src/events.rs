@@ -1,6 +1,7 @@
 //! Decoding a raw webhook message into a booking the ledger can record, or a reason it cannot.
 
 use billing_domain::booking::{ClientInfo, PayloadError};
+use billing_domain::simplybook::Resolved;
 use billing_domain::{
     BookingAmounts, BookingPayload, BookingStatus, Currency, Rate, TenantConfig, Tenants,
 };
@@ -16,7 +17,7 @@ pub struct Reject {
 
 /// Every `Reject::code` (each is also a `ledger_dead_letters_total` series, created at 0 when
 /// the ledger starts so the first dead letter of a kind raises the alert).
-pub const REJECT_CODES: [&str; 9] = [
+pub const REJECT_CODES: [&str; 10] = [
     "currency_change",
     "currency_mismatch",
     "database_refused",
@@ -24,6 +25,7 @@ pub const REJECT_CODES: [&str; 9] = [
     "invalid_session_time",
     "malformed_payload",
     "malformed_record",
+    "price_unknown",
     "unconfirmed_callback",
     "unknown_tenant",
 ];
@@ -59,6 +61,10 @@ pub struct NewBooking {
     pub service_duration_minutes: Option<i32>,
     pub provider_name: Option<String>,
     pub client: Option<ClientInfo>,
+    /// The label SimplyBook's Status feature shows, in the company's words.
+    pub status_label: Option<String>,
+    /// Said in the audit log beside the outcome (a repair, a label nobody has mapped).
+    pub note: Option<String>,
     /// When this state was true at the source (see [`billing_runtime::nats::HDR_SENT_AT`]).
     pub as_of: DateTime<Utc>,
     /// The `traceparent` the event arrived with; the booking event it causes carries it on.
@@ -73,6 +79,33 @@ pub fn tenant<'a>(tenants: &'a Tenants, tenant_id: &str) -> Result<&'a TenantCon
             format!("tenant {tenant_id:?} is not configured"),
         )
     })
+}
+
+/// A booking SimplyBook's details describe, with the Status feature's label; `note` goes to the
+/// audit log.
+pub fn resolved(
+    tenant: &TenantConfig,
+    event_id: &str,
+    as_of: DateTime<Utc>,
+    resolved: Resolved,
+    note: Option<String>,
+) -> Result<NewBooking, Reject> {
+    let mut booking = booking(tenant, event_id, as_of, resolved.payload)?;
+    booking.status_label = resolved.status_label;
+    let unmapped = resolved.unmapped_label.map(|label| {
+        metrics::counter!("ledger_simplybook_unmapped_labels_total", "tenant" => tenant.id.to_string())
+            .increment(1);
+        format!(
+            "SimplyBook status label {label:?} is not in the tenant's simplybook_status_labels; \
+             recorded as {} from SimplyBook's confirmation",
+            booking.status.as_str()
+        )
+    });
+    booking.note = match (note, unmapped) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
+    Ok(booking)
 }
 
 /// Why a payload (sent inline or fetched from SimplyBook) is not a booking.
@@ -137,6 +170,8 @@ pub fn booking(
         service_duration_minutes: payload.service.duration.and_then(|d| i32::try_from(d).ok()),
         provider_name: payload.provider.and_then(|p| p.name),
         client: payload.client,
+        status_label: None,
+        note: None,
         as_of,
         traceparent: None,
     })

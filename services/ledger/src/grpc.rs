@@ -8,12 +8,13 @@ use billing_domain::{BillingPeriod, BookingStatus, Currency, Tenants};
 use billing_proto::convert::{datetime, money, timestamp};
 use billing_proto::ledger::ledger_service_server::LedgerService;
 use billing_proto::ledger::{
-    AuditEvent, Booking, GetBookingRequest, GetBookingResponse, GetBookingsRequest,
-    GetBookingsResponse, IntegrityViolation, ListAuditEventsRequest, ListAuditEventsResponse,
-    ListBookingsRequest, ListBookingsResponse, ListDeadLettersRequest, ListDeadLettersResponse,
-    PriceRevision, ReconcileSimplyBookRequest, ReconcileSimplyBookResponse,
-    ReplayDeadLetterRequest, ReplayDeadLetterResponse, StatusChange, SummarizePeriodRequest,
-    SummarizePeriodResponse, TenantReconciliation, VerifyIntegrityRequest, VerifyIntegrityResponse,
+    AuditEvent, Booking, CheckSimplyBookRequest, CheckSimplyBookResponse, GetBookingRequest,
+    GetBookingResponse, GetBookingsRequest, GetBookingsResponse, IntegrityViolation,
+    ListAuditEventsRequest, ListAuditEventsResponse, ListBookingsRequest, ListBookingsResponse,
+    ListDeadLettersRequest, ListDeadLettersResponse, PriceRevision, ReconcileSimplyBookRequest,
+    ReconcileSimplyBookResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse, StatusChange,
+    SummarizePeriodRequest, SummarizePeriodResponse, TenantReconciliation, VerifyIntegrityRequest,
+    VerifyIntegrityResponse,
 };
 use billing_runtime::auth::Access;
 use chrono::Utc;
@@ -54,6 +55,8 @@ pub const ACCESS: &[(&str, Access)] = &[
         "/billing.ledger.v1.LedgerService/ReconcileSimplyBook",
         Access::Billing,
     ),
+    // CheckSimplyBook is left out, so it needs admin: it spends the tenant's SimplyBook quota
+    // and can return raw answers.
 ];
 
 const DEFAULT_LIMIT: u32 = 1000;
@@ -424,6 +427,30 @@ impl LedgerService for LedgerGrpc {
             tenants: reports,
         }))
     }
+
+    async fn check_simply_book(
+        &self,
+        request: Request<CheckSimplyBookRequest>,
+    ) -> Result<Response<CheckSimplyBookResponse>, Status> {
+        let req = request.into_inner();
+        let tenant = self
+            .reconciler
+            .tenants(&req.tenant_id)
+            .map_err(reconcile_status)?
+            .into_iter()
+            .next()
+            .filter(|_| !req.tenant_id.is_empty())
+            .ok_or_else(|| Status::invalid_argument("tenant_id is required"))?;
+        if tenant.simplybook_company.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "tenant {} has no simplybook_company",
+                tenant.id
+            )));
+        }
+        let checks =
+            crate::golive::check(self.reconciler.simplybook(), &tenant, req.raw_answers).await;
+        Ok(Response::new(CheckSimplyBookResponse { checks }))
+    }
 }
 
 /// Keyset paging over `(session_at, booking_ref)`: the last row's position, as text.
@@ -474,7 +501,6 @@ fn to_proto(row: &BookingRow) -> Result<Booking, Status> {
 fn reconcile_status(err: ReconcileError) -> Status {
     match err {
         ReconcileError::UnknownTenant(_) => Status::not_found(err.to_string()),
-        ReconcileError::NoIngest => Status::failed_precondition(err.to_string()),
         ReconcileError::Db(err) => internal(err),
     }
 }

@@ -6,6 +6,7 @@ mod batch;
 mod consumer;
 mod dlq;
 mod events;
+mod golive;
 mod grpc;
 mod integrity;
 mod reconcile;
@@ -55,23 +56,33 @@ pub struct Config {
     /// JSON file with the tenants (currency, rates, time zone).
     #[arg(long, env = "LEDGER_TENANTS_FILE")]
     pub tenants_file: PathBuf,
-    /// SimplyBook.me's JSON-RPC API, asked to confirm each native callback.
+    /// SimplyBook.me's login API, where each company's API domain is asked (`getServiceUrl`);
+    /// a bare host it answers is called with this URL's scheme.
     #[arg(
         long,
         env = "LEDGER_SIMPLYBOOK_URL",
         default_value = "https://user-api.simplybook.me"
     )]
     pub simplybook_url: String,
+    /// Domains a company's SimplyBook API may be on (the host or any subdomain of it), comma
+    /// separated: the tenant's API key and admin password are sent there.
+    #[arg(
+        long,
+        env = "LEDGER_SIMPLYBOOK_API_HOSTS",
+        default_value = "simplybook.me,simplybook.it,simplybook.asia,simplybook.net,simplybook.us",
+        value_delimiter = ','
+    )]
+    pub simplybook_api_hosts: Vec<String>,
+    /// Rows asked of SimplyBook's `getBookings` at once while reconciling; a day with more
+    /// bookings than this cannot be listed (the run says so).
+    #[arg(long, env = "LEDGER_SIMPLYBOOK_PAGE_SIZE", default_value_t = 500)]
+    pub simplybook_page_size: u32,
     /// Per-request timeout for SimplyBook's API.
     #[arg(long, env = "LEDGER_SIMPLYBOOK_TIMEOUT_MS", default_value_t = 5000)]
     pub simplybook_timeout_ms: u64,
     /// Messages pulled from JetStream per batch.
     #[arg(long, env = "LEDGER_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
-    /// ingest's base URL (e.g. http://ingest:8080), where reconciliation sends the callbacks
-    /// that repair gaps. Without it, reconciliation reports but cannot repair.
-    #[arg(long, env = "LEDGER_INGEST_URL")]
-    pub ingest_url: Option<String>,
     /// Who may call the gRPC API: `role:token` entries (roles admin, billing, viewer) separated
     /// by commas or whitespace. Required to serve.
     #[arg(
@@ -131,22 +142,19 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let relay = billing_runtime::outbox::Relay::new("ledger", pool.clone(), js.clone());
     let relay_waker = relay.waker();
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
-    let simplybook = Arc::new(simplybook::SimplyBook::new(
-        &config.simplybook_url,
-        Duration::from_millis(config.simplybook_timeout_ms),
-        3,
-        Duration::from_millis(200),
-    )?);
-    let ingest = config
-        .ingest_url
-        .as_deref()
-        .map(reconcile::IngestCallbacks::new)
-        .transpose()?;
+    let simplybook = Arc::new(simplybook::SimplyBook::new(simplybook::Settings {
+        login_url: config.simplybook_url.clone(),
+        api_hosts: config.simplybook_api_hosts.clone(),
+        timeout: Duration::from_millis(config.simplybook_timeout_ms),
+        attempts: 3,
+        backoff: Duration::from_millis(200),
+        page_size: config.simplybook_page_size,
+    })?);
     let reconciler = reconcile::Reconciler::new(
         store.clone(),
         tenants.clone(),
         simplybook.clone(),
-        ingest,
+        reconcile::Repairs::new(js.clone(), subjects.clone()),
         relay_waker.clone(),
     );
     let dead_letters = dlq::DeadLetters::new(js.clone(), subjects.clone());

@@ -1,29 +1,41 @@
 //! Reconciliation with SimplyBook: does the ledger hold every booking SimplyBook has for a
 //! tenant's month, in the same state and at the same price?
 //!
-//! SimplyBook's list for the month (its local dates) is compared with the ledger's bookings with
-//! sessions in the month, each listed booking's details fetched the way callbacks are confirmed.
-//! A gap is repaired by sending SimplyBook's own callback for the booking through ingest, so the
-//! repair takes the normal path (authentication, deduplication, confirmation with SimplyBook,
-//! audit) and never writes the ledger directly. A run that finds gaps can raise an operator
-//! alert; `ledger_reconciliation_gaps{tenant}` keeps the last count for Prometheus.
+//! SimplyBook's Company Administration API lists the month (`getBookings`, the company's local
+//! dates; its rows carry no booking hash and no price). Each row is compared with the ledger
+//! first: presence, state (cancelled, awaiting approval or active), session time, and the
+//! service's price from `getEventList`. Only a booking that is missing or differs there is
+//! fetched in full (`getBookingDetails(id)`), so a clean month costs a handful of calls, not one
+//! per booking. Bookings the ledger has in the month that the list left out are fetched too.
+//! The company's time zone (`getCompanyInfo`) is compared with the tenant's: a mismatch shifts
+//! sessions across month ends, so it is a gap.
+//!
+//! A gap is repaired by putting the booking's id on the webhook stream (`Billing-Auth:
+//! reconciliation-repair`): the ledger's consumer confirms it through the admin API and records
+//! it like any event (deduplication, audit as a repair), never writing the ledger directly and
+//! never forging a callback that would need a hash we do not have. A run that finds gaps can
+//! raise an operator alert; `ledger_reconciliation_gaps{tenant}` keeps the last count.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use billing_domain::callback::{Callback, NotificationType};
-use billing_domain::simplybook::ListedBooking;
-use billing_domain::{BillingPeriod, TenantConfig, Tenants};
+use async_nats::jetstream;
+use billing_domain::simplybook::{DetailsError, ListedBooking, Resolved};
+use billing_domain::{BillingPeriod, BookingStatus, TenantConfig, Tenants};
 use billing_proto::convert::timestamp;
 use billing_proto::events::AlertV1;
 use billing_proto::ledger::{ReconciliationGap, TenantReconciliation};
-use chrono::{DateTime, Utc};
+use billing_runtime::Subjects;
+use billing_runtime::nats::{
+    AUTH_RECONCILIATION_REPAIR, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_SOURCE, HDR_TENANT,
+};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::StreamExt;
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
 
-use crate::simplybook::{FetchError, SimplyBook};
+use crate::simplybook::{Api, FetchError, Session, SimplyBook};
 use crate::store::{ReconcileRow, Store};
 
 /// SimplyBook detail requests in flight at once for one tenant.
@@ -36,14 +48,20 @@ pub const STATUS_MISMATCH: &str = "status_mismatch";
 pub const AMOUNT_MISMATCH: &str = "amount_mismatch";
 pub const SESSION_MISMATCH: &str = "session_mismatch";
 pub const UNREADABLE_IN_SIMPLYBOOK: &str = "unreadable_in_simplybook";
-/// A gap's `repair` when ingest accepted its callback.
+pub const TIME_ZONE_MISMATCH: &str = "time_zone_mismatch";
+/// A gap's `repair` when the booking was put on the webhook stream.
 const REPAIR_SENT: &str = "sent";
+
+/// A run's outcomes.
+const CLEAN: &str = "clean";
+const GAPS: &str = "gaps";
+const FAILED: &str = "failed";
+const NOT_POSSIBLE: &str = "not_possible";
 
 /// A booking as SimplyBook has it now.
 #[derive(Debug, Clone)]
 struct Remote {
     id: String,
-    hash: String,
     status: String,
     session_at: DateTime<Utc>,
     price: Decimal,
@@ -51,6 +69,20 @@ struct Remote {
 }
 
 impl Remote {
+    fn of(resolved: Resolved, tenant: &TenantConfig) -> Result<Remote, String> {
+        let session_at = resolved
+            .payload
+            .session_at(tenant.time_zone)
+            .map_err(|e| e.to_string())?;
+        Ok(Remote {
+            id: resolved.payload.booking_id,
+            status: resolved.payload.status.as_str().to_string(),
+            session_at,
+            price: resolved.payload.price,
+            currency: resolved.payload.currency,
+        })
+    }
+
     /// Whether the ledger records this booking at all: it refuses prices of zero or less and
     /// other currencies than the tenant's (dead-lettered), so reconciliation must not call
     /// such a booking missing.
@@ -65,67 +97,54 @@ impl Remote {
 
 /// Why a booking's details could not be had.
 enum FetchFailure {
-    /// SimplyBook answered that it does not have it (or not with this hash).
-    Refused(String),
+    /// SimplyBook answered that it does not have it.
+    NotFound(String),
     /// SimplyBook could not be asked, or answered something unreadable.
     Unreadable(String),
 }
 
-impl FetchFailure {
-    fn message(self) -> String {
-        match self {
-            FetchFailure::Refused(m) | FetchFailure::Unreadable(m) => m,
-        }
+fn failure(e: FetchError) -> FetchFailure {
+    match e {
+        FetchError::Refused(m) if m.contains("-32080") => FetchFailure::NotFound(m),
+        FetchError::Details(DetailsError::PriceUnknown(m)) => FetchFailure::Unreadable(m),
+        other => FetchFailure::Unreadable(other.to_string()),
     }
 }
 
-/// Posts SimplyBook callbacks to ingest, as SimplyBook would.
-pub struct IngestCallbacks {
-    http: reqwest::Client,
-    base_url: String,
+/// Puts repairs on the webhook stream, where the ledger's consumer confirms them.
+pub struct Repairs {
+    js: jetstream::Context,
+    subjects: Subjects,
 }
 
-impl IngestCallbacks {
-    pub fn new(base_url: &str) -> Result<Self, reqwest::Error> {
-        Ok(IngestCallbacks {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
-            base_url: base_url.trim_end_matches('/').to_string(),
-        })
+impl Repairs {
+    pub fn new(js: jetstream::Context, subjects: Subjects) -> Self {
+        Repairs { js, subjects }
     }
 
-    /// `sent`, or why the callback was not accepted.
-    async fn send(&self, tenant: &TenantConfig, remote: &Remote, kind: NotificationType) -> String {
-        let (Some(company), Some(token)) = (
-            tenant.simplybook_company.as_deref(),
-            tenant.callback_tokens.first(),
-        ) else {
-            return "not repaired: the tenant has no callback token".into();
+    /// `sent`, or why the repair was not put on the stream.
+    async fn send(&self, tenant: &TenantConfig, booking_id: &str, run: &str) -> String {
+        let event_id = format!("repair:{}:{booking_id}:{run}", tenant.id);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", event_id.as_str());
+        headers.insert(HDR_EVENT_ID, event_id.as_str());
+        headers.insert(HDR_SOURCE, "simplybook");
+        headers.insert(HDR_AUTH, AUTH_RECONCILIATION_REPAIR);
+        headers.insert(HDR_TENANT, tenant.id.as_str());
+        headers.insert(HDR_RECEIVED_AT, Utc::now().to_rfc3339().as_str());
+        let body = serde_json::json!({"booking_id": booking_id}).to_string();
+        let subject = self.subjects.simplybook(tenant.id.as_str());
+        let published = async {
+            self.js
+                .publish_with_headers(subject, headers, body.into())
+                .await?
+                .await
+                .map_err(async_nats::Error::from)
         };
-        let url = format!(
-            "{}/api/v1/webhooks/simplybook/{}/callback/{}",
-            self.base_url,
-            tenant.id,
-            token.expose()
-        );
-        let body = serde_json::json!({
-            "booking_id": remote.id,
-            "booking_hash": remote.hash,
-            "company": company,
-            "notification_type": kind.as_str(),
-        });
-        let request = self
-            .http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        match request.send().await {
-            Ok(response) if response.status().is_success() => REPAIR_SENT.into(),
-            Ok(response) => format!("not repaired: ingest answered {}", response.status()),
-            // The error may name the URL, which holds the token: say only what kind it was.
-            Err(err) if err.is_timeout() => "not repaired: ingest timed out".into(),
-            Err(_) => "not repaired: ingest could not be reached".into(),
+        match tokio::time::timeout(Duration::from_secs(10), published).await {
+            Ok(Ok(_)) => REPAIR_SENT.into(),
+            Ok(Err(err)) => format!("not repaired: the webhook stream refused it: {err}"),
+            Err(_) => "not repaired: the webhook stream timed out".into(),
         }
     }
 }
@@ -134,7 +153,7 @@ pub struct Reconciler {
     store: Store,
     tenants: Arc<Tenants>,
     simplybook: Arc<SimplyBook>,
-    ingest: Option<IngestCallbacks>,
+    repairs: Repairs,
     relay: Arc<Notify>,
 }
 
@@ -142,8 +161,6 @@ pub struct Reconciler {
 pub enum ReconcileError {
     #[error("unknown tenant {0:?}")]
     UnknownTenant(String),
-    #[error("repair needs LEDGER_INGEST_URL (where to send the callbacks)")]
-    NoIngest,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -153,14 +170,14 @@ impl Reconciler {
         store: Store,
         tenants: Arc<Tenants>,
         simplybook: Arc<SimplyBook>,
-        ingest: Option<IngestCallbacks>,
+        repairs: Repairs,
         relay: Arc<Notify>,
     ) -> Self {
         Reconciler {
             store,
             tenants,
             simplybook,
-            ingest,
+            repairs,
             relay,
         }
     }
@@ -191,8 +208,13 @@ impl Reconciler {
             .ok_or_else(|| ReconcileError::UnknownTenant(tenant_id.to_string()))
     }
 
-    /// Reconciles one tenant's `period`; with `repair`, sends a callback for each gap SimplyBook
-    /// can fill; with `alert`, raises an operator alert when gaps remain.
+    /// The SimplyBook client, for the go-live check.
+    pub fn simplybook(&self) -> &SimplyBook {
+        &self.simplybook
+    }
+
+    /// Reconciles one tenant's `period`; with `repair`, sends each gap SimplyBook can fill
+    /// through the webhook stream; with `alert`, raises an operator alert when gaps remain.
     pub async fn run(
         &self,
         tenant: &TenantConfig,
@@ -200,26 +222,29 @@ impl Reconciler {
         repair: bool,
         alert: bool,
     ) -> Result<TenantReconciliation, ReconcileError> {
-        let ingest = match (repair, &self.ingest) {
-            (true, None) => return Err(ReconcileError::NoIngest),
-            (true, Some(ingest)) => Some(ingest),
-            (false, _) => None,
-        };
+        let session = self.simplybook.session(tenant);
         let mut report = TenantReconciliation {
             tenant_id: tenant.id.to_string(),
             period: period.to_string(),
             ..Default::default()
         };
-        let listed = match self
-            .simplybook
-            .list_bookings(tenant, period.first_day(), period.last_day())
+        let listed = match session
+            .list_bookings(period.first_day(), period.last_day())
             .await
         {
             Ok(listed) => listed,
             Err(err) => {
-                metrics::counter!("ledger_reconciliations_total", "result" => "failed")
-                    .increment(1);
-                report.error = err.to_string();
+                let outcome = match err {
+                    FetchError::NotPossible(_) => NOT_POSSIBLE,
+                    _ => FAILED,
+                };
+                metrics::counter!("ledger_reconciliations_total", "result" => outcome).increment(1);
+                report.outcome = outcome.into();
+                report.error = match outcome {
+                    NOT_POSSIBLE => format!("reconciliation not possible: {err}"),
+                    _ => err.to_string(),
+                };
+                report.simplybook_calls = session.calls();
                 self.store.record_reconciliation(&report, 0, 0).await?;
                 if alert {
                     self.alert_failed(tenant, period, &report.error).await?;
@@ -228,7 +253,26 @@ impl Reconciler {
             }
         };
         report.simplybook_bookings = listed.len() as u32;
-        let (remote, mut gaps) = self.details(tenant, &listed).await;
+        let mut gaps = Vec::new();
+        match session.company_time_zone().await {
+            Ok(Some(zone)) => {
+                if zone != tenant.time_zone.name() {
+                    gaps.push(ReconciliationGap {
+                        kind: TIME_ZONE_MISMATCH.into(),
+                        simplybook: zone.clone(),
+                        ledger: tenant.time_zone.name().to_string(),
+                        repair: String::new(),
+                        booking_ref: String::new(),
+                    });
+                }
+                report.simplybook_time_zone = zone;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(tenant = %tenant.id, error = %err, "simplybook company time zone unknown");
+            }
+        }
+
         let (start, end) = period.bounds(tenant.time_zone);
         let refs: Vec<String> = listed.iter().map(|b| b.id.clone()).collect();
         let rows = self
@@ -242,112 +286,114 @@ impl Reconciler {
         let ledger: HashMap<&str, &ReconcileRow> =
             rows.iter().map(|r| (r.booking_ref.as_str(), r)).collect();
 
-        // What SimplyBook has, against the ledger.
-        let mut to_repair: Vec<(usize, Remote, NotificationType)> = Vec::new();
-        for r in remote.values() {
-            if !r.billable_by(tenant) {
-                report.not_billable += 1;
-                continue;
-            }
-            let found = match ledger.get(r.id.as_str()) {
-                None => {
-                    gaps.push(gap(r, MISSING_IN_LEDGER, describe(r), String::new()));
-                    to_repair.push((gaps.len() - 1, r.clone(), NotificationType::Create));
-                    continue;
+        // From the list first: only what is missing or differs is fetched in full.
+        let mut to_fetch: Vec<String> = Vec::new();
+        for l in &listed {
+            match ledger.get(l.id.as_str()) {
+                Some(row) if self.list_agrees(&session, tenant, l, row).await => {
+                    report.matched += 1;
                 }
-                Some(row) => differences(r, row),
-            };
-            if found.is_empty() {
-                report.matched += 1;
-            }
-            for (kind, simplybook, ledger) in found {
-                gaps.push(gap(r, kind, simplybook, ledger));
-                to_repair.push((gaps.len() - 1, r.clone(), NotificationType::Change));
+                _ => to_fetch.push(l.id.clone()),
             }
         }
         // What the ledger has for the month and SimplyBook did not list for it.
         let listed_ids: HashSet<&str> = listed.iter().map(|l| l.id.as_str()).collect();
-        for row in rows
+        let unlisted: Vec<&ReconcileRow> = rows
             .iter()
             .filter(|row| row.session_at >= start && row.session_at < end)
             .filter(|row| !listed_ids.contains(row.booking_ref.as_str()))
-        {
-            let fetched = match row.booking_hash.as_deref() {
-                Some(hash) => self.fetch(tenant, &row.booking_ref, hash).await,
-                None => Err(FetchFailure::Refused(
-                    "the ledger has no booking hash".into(),
-                )),
-            };
-            match fetched {
-                // Moved to another month: SimplyBook listed it there.
-                Ok(r) if r.session_at < start || r.session_at >= end => {
-                    gaps.push(gap(
-                        &r,
-                        SESSION_MISMATCH,
-                        r.session_at.to_rfc3339(),
-                        row.session_at.to_rfc3339(),
-                    ));
-                    to_repair.push((gaps.len() - 1, r, NotificationType::Change));
+            .collect();
+        to_fetch.extend(unlisted.iter().map(|r| r.booking_ref.clone()));
+        let fetched = self.details(&session, tenant, &to_fetch).await;
+
+        let mut to_repair: Vec<(usize, String)> = Vec::new();
+        for id in &to_fetch {
+            let row = ledger.get(id.as_str()).copied();
+            let was_listed = listed_ids.contains(id.as_str());
+            match (fetched.get(id), row) {
+                (Some(Ok(r)), _) if !r.billable_by(tenant) => {
+                    report.not_billable += 1;
                 }
-                // Still in the month though the list left it out: compare it all the same.
-                Ok(r) => {
-                    report.simplybook_bookings += 1;
-                    let found = differences(&r, row);
-                    if found.is_empty() {
+                (Some(Ok(r)), None) => {
+                    gaps.push(gap(r, MISSING_IN_LEDGER, describe(r), String::new()));
+                    to_repair.push((gaps.len() - 1, r.id.clone()));
+                }
+                (Some(Ok(r)), Some(row)) => {
+                    let in_month = r.session_at >= start && r.session_at < end;
+                    if !was_listed && in_month {
+                        // Still in the month though the list left it out: compared all the same.
+                        report.simplybook_bookings += 1;
+                    }
+                    let found = differences(r, row);
+                    if found.is_empty() && (was_listed || in_month) {
                         report.matched += 1;
                     }
                     for (kind, simplybook, ledger) in found {
-                        gaps.push(gap(&r, kind, simplybook, ledger));
-                        to_repair.push((gaps.len() - 1, r.clone(), NotificationType::Change));
+                        gaps.push(gap(r, kind, simplybook, ledger));
+                        to_repair.push((gaps.len() - 1, r.id.clone()));
                     }
                 }
-                Err(FetchFailure::Refused(_)) => gaps.push(ReconciliationGap {
-                    booking_ref: row.booking_ref.clone(),
-                    kind: MISSING_IN_SIMPLYBOOK.into(),
-                    ledger: format!(
-                        "{} {} {}",
-                        row.status,
-                        row.session_at.to_rfc3339(),
-                        row.total_amount
-                    ),
-                    ..Default::default()
-                }),
-                Err(FetchFailure::Unreadable(message)) => gaps.push(ReconciliationGap {
-                    booking_ref: row.booking_ref.clone(),
-                    kind: UNREADABLE_IN_SIMPLYBOOK.into(),
-                    simplybook: message,
-                    ..Default::default()
-                }),
+                (Some(Err(FetchFailure::NotFound(_))), Some(row)) => {
+                    gaps.push(ReconciliationGap {
+                        booking_ref: row.booking_ref.clone(),
+                        kind: MISSING_IN_SIMPLYBOOK.into(),
+                        ledger: format!(
+                            "{} {} {}",
+                            row.status,
+                            row.session_at.to_rfc3339(),
+                            row.total_amount
+                        ),
+                        ..Default::default()
+                    });
+                }
+                (Some(Err(FetchFailure::NotFound(m) | FetchFailure::Unreadable(m))), _) => {
+                    gaps.push(ReconciliationGap {
+                        booking_ref: id.clone(),
+                        kind: UNREADABLE_IN_SIMPLYBOOK.into(),
+                        simplybook: m.clone(),
+                        ..Default::default()
+                    });
+                }
+                (None, _) => {}
             }
         }
 
-        if let Some(ingest) = ingest {
-            // One callback per booking, however many of its fields differ.
+        if repair {
+            // One repair per booking, however many of its fields differ; the run's id keeps a
+            // later run's repair of the same booking apart from this one's.
+            let run = Utc::now().timestamp_millis().to_string();
             let mut sent: HashMap<String, String> = HashMap::new();
-            for (index, r, kind) in to_repair {
-                let outcome = match sent.get(&r.id) {
+            for (index, id) in to_repair {
+                let outcome = match sent.get(&id) {
                     Some(outcome) => outcome.clone(),
                     None => {
-                        let outcome = ingest.send(tenant, &r, kind).await;
-                        sent.insert(r.id.clone(), outcome.clone());
+                        let outcome = self.repairs.send(tenant, &id, &run).await;
+                        sent.insert(id.clone(), outcome.clone());
                         outcome
                     }
                 };
                 gaps[index].repair = outcome;
             }
-            for g in gaps.iter_mut().filter(|g| g.kind == MISSING_IN_SIMPLYBOOK) {
-                g.repair =
-                    "not repaired: SimplyBook does not have it; check the booking by hand".into();
+            for g in gaps.iter_mut() {
+                g.repair = match g.kind.as_str() {
+                    MISSING_IN_SIMPLYBOOK => {
+                        "not repaired: SimplyBook does not have it; check the booking by hand"
+                            .into()
+                    }
+                    TIME_ZONE_MISMATCH => "not repaired: set the tenant's time_zone to the \
+                        company's in SimplyBook (or the company's to the tenant's), then \
+                        reconcile again"
+                        .into(),
+                    _ => std::mem::take(&mut g.repair),
+                };
             }
         }
         gaps.sort_by(|a, b| (&a.booking_ref, &a.kind).cmp(&(&b.booking_ref, &b.kind)));
         report.gaps = gaps;
+        report.simplybook_calls = session.calls();
 
-        let result = if report.gaps.is_empty() {
-            "clean"
-        } else {
-            "gaps"
-        };
+        let result = if report.gaps.is_empty() { CLEAN } else { GAPS };
+        report.outcome = result.into();
         metrics::counter!("ledger_reconciliations_total", "result" => result).increment(1);
         let missing = report
             .gaps
@@ -369,70 +415,59 @@ impl Reconciler {
         Ok(report)
     }
 
-    /// Each listed booking's details, by id; those SimplyBook would not give are gaps.
-    async fn details(
+    /// Whether a listed row agrees with the ledger's booking on what the row shows: the state
+    /// (cancelled, awaiting approval, active), the session time, and the service's price.
+    async fn list_agrees(
         &self,
+        session: &Session<'_>,
         tenant: &TenantConfig,
-        listed: &[ListedBooking],
-    ) -> (BTreeMap<String, Remote>, Vec<ReconciliationGap>) {
-        let fetches = listed.iter().cloned().map(|l| async move {
-            let result = self.fetch(tenant, &l.id, &l.hash).await;
-            (l, result)
-        });
-        let fetched: Vec<(ListedBooking, Result<Remote, FetchFailure>)> =
-            futures::stream::iter(fetches)
-                .buffer_unordered(FETCH_CONCURRENCY)
-                .collect()
-                .await;
-        let mut remote = BTreeMap::new();
-        let mut gaps = Vec::new();
-        for (l, result) in fetched {
-            match result {
-                Ok(r) => {
-                    remote.insert(r.id.clone(), r);
-                }
-                Err(err) => gaps.push(ReconciliationGap {
-                    booking_ref: l.id.clone(),
-                    kind: UNREADABLE_IN_SIMPLYBOOK.into(),
-                    simplybook: err.message(),
-                    ..Default::default()
-                }),
+        l: &ListedBooking,
+        row: &ReconcileRow,
+    ) -> bool {
+        let ledger_class = match BookingStatus::parse(&row.status) {
+            Some(BookingStatus::Completed | BookingStatus::NoShow) => {
+                Some(BookingStatus::Confirmed)
             }
+            other => other,
+        };
+        if l.state().is_none() || l.state() != ledger_class {
+            return false;
         }
-        (remote, gaps)
+        if local_to_utc(&l.start, tenant) != Some(row.session_at) {
+            return false;
+        }
+        // The row has no price: the service's price stands in. A booking priced otherwise (the
+        // payments feature's amount) differs here and is fetched to compare the real amount.
+        let Some(event_id) = &l.event_id else {
+            return false;
+        };
+        match session.event(Api::Admin, event_id).await {
+            Ok(Some(event)) => event
+                .price
+                .is_some_and(|p| p.normalize() == row.total_amount.normalize()),
+            _ => false,
+        }
     }
 
-    async fn fetch(
+    /// The details of `ids`, fetched through the Company Administration API.
+    async fn details(
         &self,
+        session: &Session<'_>,
         tenant: &TenantConfig,
-        id: &str,
-        hash: &str,
-    ) -> Result<Remote, FetchFailure> {
-        let callback = Callback {
-            booking_id: id.to_string(),
-            booking_hash: hash.to_string(),
-            company: tenant.simplybook_company.clone().unwrap_or_default(),
-            notification_type: NotificationType::Notify,
-        };
-        let payload = self
-            .simplybook
-            .booking_details(tenant, &callback)
+        ids: &[String],
+    ) -> BTreeMap<String, Result<Remote, FetchFailure>> {
+        let fetches = ids.iter().cloned().map(|id| async move {
+            let result = session
+                .admin_details(&id)
+                .await
+                .map_err(failure)
+                .and_then(|r| Remote::of(r, tenant).map_err(FetchFailure::Unreadable));
+            (id, result)
+        });
+        futures::stream::iter(fetches)
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
             .await
-            .map_err(|e| match e {
-                FetchError::Refused(m) => FetchFailure::Refused(m),
-                FetchError::Unavailable(_) => FetchFailure::Unreadable(e.to_string()),
-            })?;
-        let session_at = payload
-            .session_at(tenant.time_zone)
-            .map_err(|e| FetchFailure::Unreadable(e.to_string()))?;
-        Ok(Remote {
-            id: id.to_string(),
-            hash: hash.to_string(),
-            status: payload.status.as_str().to_string(),
-            session_at,
-            price: payload.price,
-            currency: payload.currency,
-        })
     }
 
     /// Tells the operator a run could not ask SimplyBook (bad credentials, an outage).
@@ -568,6 +603,13 @@ async fn refresh_gauges(store: &Store, tenants: &[String]) -> Result<(), sqlx::E
     Ok(())
 }
 
+/// A listed `YYYY-MM-DD HH:MM:SS` in the tenant's zone, as the ledger records session times
+/// (a time in a daylight-saving gap or overlap resolved by the same rule).
+fn local_to_utc(local: &str, tenant: &TenantConfig) -> Option<DateTime<Utc>> {
+    let naive = NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S").ok()?;
+    billing_domain::local_time::resolve(naive, tenant.time_zone).map(|t| t.with_timezone(&Utc))
+}
+
 fn describe(r: &Remote) -> String {
     format!("{} {} {}", r.status, r.session_at.to_rfc3339(), r.price)
 }
@@ -613,7 +655,6 @@ mod tests {
     fn remote(status: &str, price: &str, at: &str) -> Remote {
         Remote {
             id: "1".into(),
-            hash: "h".into(),
             status: status.into(),
             session_at: at.parse().expect("time"),
             price: price.parse().expect("price"),
@@ -624,7 +665,6 @@ mod tests {
     fn row(status: &str, total: &str, at: &str) -> ReconcileRow {
         ReconcileRow {
             booking_ref: "1".into(),
-            booking_hash: Some("h".into()),
             status: status.into(),
             session_at: at.parse().expect("time"),
             total_amount: total.parse().expect("total"),

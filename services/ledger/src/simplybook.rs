@@ -1,54 +1,76 @@
-//! A JSON-RPC client for SimplyBook.me's APIs.
+//! A JSON-RPC client for SimplyBook.me's APIs, built on SimplyBook's documented contract and its
+//! own clients (`docs/contracts/simplybook.md` names the source of each fact):
 //!
-//! To confirm callbacks, the user API: `getToken(company, api_key)` on `{base}/login`, then
-//! `getBookingDetails(id, sign)` on `{base}/` with the `X-Company-Login` and `X-Token` headers.
+//! - **Domains.** Companies live on different API hosts. `getServiceUrl(company)` on the login
+//!   API (`LEDGER_SIMPLYBOOK_URL`, `https://user-api.simplybook.me` by default) names the
+//!   company's host (a bare host such as `user-api.simplybook.asia`); everything else goes to
+//!   that host. The answer is cached per company and asked again when SimplyBook says the
+//!   company does not exist there. A tenant's `simplybook_api_url` overrides it. Since the
+//!   tenant's keys and passwords are sent to that host, it must be one of
+//!   `LEDGER_SIMPLYBOOK_API_HOSTS`.
+//! - **Tokens.** `getToken(company, api_key)` (public API, header `X-Token`) and
+//!   `getUserToken(company, login, password)` (Company Administration API, `X-User-Token`), on
+//!   `{host}/login`; cached, and renewed once when a call is refused (an expired token is refused
+//!   as "Access denied", with no code of its own).
+//! - **Errors.** `{"code", "message"}` with the code a string or a number; SimplyBook's code and
+//!   message travel in every error this client returns (never a credential).
+//! - **Calls.** Every HTTP request made for one piece of work is counted in a [`Session`], so a
+//!   reconciliation can report what it cost.
 //!
-//! To list a company's bookings for month-end reconciliation, the Company Administration API
-//! (as we understand it; check it against a live account): `getUserToken(company, user_login,
-//! user_password)` on `{base}/login`, then `getBookings(filter)` on `{base}/admin/` with the
-//! `X-Company-Login` and `X-User-Token` headers, where `filter` is `{"date_from": "YYYY-MM-DD",
-//! "date_to": "YYYY-MM-DD", "booking_type": "all"}` (dates inclusive, the company's local time).
-//! The result's fields are mapped in `billing_domain::simplybook`.
-//!
-//! Tokens are cached per company (user tokens per company and admin user, apart from API tokens)
-//! and renewed once when a call is refused (expired token). Network failures, timeouts and 5xx
-//! are retried with backoff; if SimplyBook stays unavailable the caller tries again later, so
-//! nothing is lost.
+//! Network failures, timeouts and 5xx are retried with backoff; if SimplyBook stays unavailable
+//! the caller tries again later, so nothing is lost.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use billing_domain::booking::BookingPayload;
+use billing_domain::TenantConfig;
+use billing_domain::booking::PayloadError;
 use billing_domain::callback::Callback;
-use billing_domain::simplybook::ListedBooking;
-use billing_domain::{TenantConfig, simplybook};
+use billing_domain::simplybook::{
+    self, BookingDetails, DetailsError, EventInfo, ListedBooking, Resolved, RpcError,
+};
 use chrono::NaiveDate;
 use serde_json::value::RawValue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// SimplyBook could not be asked (network, timeout, 5xx): try the event again later.
+    /// SimplyBook could not be asked (network, timeout, 5xx): try again later.
     #[error("simplybook unavailable: {0}")]
     Unavailable(String),
-    /// SimplyBook answered and does not confirm the booking (wrong hash, unknown id, details
-    /// that are not a booking): the callback must not become a booking. Also: the tenant has no
-    /// credentials for the call, SimplyBook refused them, or its answer is unusable.
+    /// SimplyBook answered no (wrong hash, unknown booking, refused credentials), or the tenant
+    /// lacks the credentials for the call: the booking is not confirmed.
     #[error("{0}")]
     Refused(String),
+    /// SimplyBook refuses the admin login this needs, whatever the credentials (its HIPAA
+    /// feature): the work is not possible for this company.
+    #[error("{0}")]
+    NotPossible(String),
+    /// SimplyBook's answer is not a booking we can record (malformed, or unknown value).
+    #[error(transparent)]
+    Details(#[from] DetailsError),
 }
 
 enum CallError {
     Transport(String),
-    Rpc(String),
+    Rpc { method: String, error: RpcError },
+    Unreadable(String),
 }
 
-#[derive(serde::Deserialize)]
-struct RpcError {
-    #[serde(default)]
-    code: i64,
-    #[serde(default)]
-    message: String,
+impl CallError {
+    fn into_fetch(self) -> FetchError {
+        match self {
+            CallError::Transport(m) => FetchError::Unavailable(m),
+            CallError::Rpc { method, error } if error.is_admin_login_refused() => {
+                FetchError::NotPossible(format!(
+                    "SimplyBook refuses the admin login for this company ({method}: {error})"
+                ))
+            }
+            CallError::Rpc { method, error } => FetchError::Refused(format!("{method}: {error}")),
+            CallError::Unreadable(m) => FetchError::Refused(m),
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -56,108 +78,142 @@ struct RpcResponse {
     #[serde(default)]
     result: Option<Box<RawValue>>,
     #[serde(default)]
-    error: Option<RpcError>,
+    error: Option<Box<RawValue>>,
+}
+
+/// Settings of the client.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The login API, where `getServiceUrl` is asked (e.g. `https://user-api.simplybook.me`).
+    pub login_url: String,
+    /// Hosts a company's API may be on: a host matches a name or any subdomain of it.
+    pub api_hosts: Vec<String>,
+    pub timeout: Duration,
+    /// Each request is tried this often, waiting `backoff`, then twice that, and so on.
+    pub attempts: u32,
+    pub backoff: Duration,
+    /// Rows asked of `getBookings` at once.
+    pub page_size: u32,
 }
 
 pub struct SimplyBook {
     http: reqwest::Client,
-    base_url: String,
-    attempts: u32,
-    backoff: Duration,
-    tokens: Mutex<Tokens>,
+    settings: Settings,
+    /// The scheme for a bare host from `getServiceUrl`: the login API's.
+    scheme: &'static str,
+    state: Mutex<Cache>,
 }
 
-/// Cached tokens: API tokens by company, user tokens by company and user login.
 #[derive(Default)]
-struct Tokens {
-    api: HashMap<String, String>,
-    user: HashMap<(String, String), String>,
+struct Cache {
+    /// company → API base URL
+    domains: HashMap<String, String>,
+    /// API tokens by company; user tokens by company and user login.
+    api_tokens: HashMap<String, String>,
+    user_tokens: HashMap<(String, String), String>,
+    /// company → its services, from `getEventList`
+    events: HashMap<String, Arc<BTreeMap<String, EventInfo>>>,
 }
 
-/// Which of SimplyBook's APIs a call goes to, with the credentials its token is issued for.
-enum Api<'a> {
-    /// The user API, with an API key's token.
-    User { company: &'a str, api_key: &'a str },
+/// Which of SimplyBook's APIs a call goes to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// The public API, with an API key's token.
+    User,
     /// The Company Administration API, with an admin user's token.
-    Admin {
-        company: &'a str,
-        login: &'a str,
-        password: &'a str,
-    },
+    Admin,
 }
 
-impl Api<'_> {
-    fn company(&self) -> &str {
+impl Api {
+    fn path(self) -> &'static str {
         match self {
-            Api::User { company, .. } | Api::Admin { company, .. } => company,
+            Api::User => "/",
+            Api::Admin => "/admin",
         }
     }
 
-    fn path(&self) -> &'static str {
+    fn token_header(self) -> &'static str {
         match self {
-            Api::User { .. } => "/",
-            Api::Admin { .. } => "/admin/",
-        }
-    }
-
-    fn token_header(&self) -> &'static str {
-        match self {
-            Api::User { .. } => "X-Token",
-            Api::Admin { .. } => "X-User-Token",
-        }
-    }
-
-    /// The `/login` method and parameters that issue this API's token.
-    fn login(&self) -> (&'static str, serde_json::Value) {
-        match self {
-            Api::User { company, api_key } => ("getToken", serde_json::json!([company, api_key])),
-            Api::Admin {
-                company,
-                login,
-                password,
-            } => (
-                "getUserToken",
-                serde_json::json!([company, login, password]),
-            ),
+            Api::User => "X-Token",
+            Api::Admin => "X-User-Token",
         }
     }
 }
 
 impl SimplyBook {
-    /// `base_url` is e.g. `https://user-api.simplybook.me`; each request gives up after `timeout`
-    /// and is tried `attempts` times, waiting `backoff`, then twice that, and so on.
-    pub fn new(
-        base_url: &str,
-        timeout: Duration,
-        attempts: u32,
-        backoff: Duration,
-    ) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: Settings) -> Result<Self, reqwest::Error> {
+        let scheme = if settings.login_url.starts_with("http://") {
+            "http"
+        } else {
+            "https"
+        };
         Ok(SimplyBook {
             http: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout)
+                .timeout(settings.timeout)
+                .connect_timeout(settings.timeout)
                 .build()?,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            attempts: attempts.max(1),
-            backoff,
-            tokens: Mutex::new(Tokens::default()),
+            settings: Settings {
+                login_url: settings.login_url.trim_end_matches('/').to_string(),
+                attempts: settings.attempts.max(1),
+                page_size: settings.page_size.max(1),
+                ..settings
+            },
+            scheme,
+            state: Mutex::new(Cache::default()),
         })
     }
 
-    /// The booking a callback names, as SimplyBook has it now.
-    pub async fn booking_details(
-        &self,
-        tenant: &TenantConfig,
-        callback: &Callback,
-    ) -> Result<BookingPayload, FetchError> {
-        let (Some(company), Some(api_key), Some(secret_key)) = (
-            tenant.simplybook_company.as_deref(),
-            tenant.simplybook_api_key.as_ref(),
-            tenant.simplybook_secret_key.as_ref(),
-        ) else {
+    /// Work for one tenant, its SimplyBook calls counted.
+    pub fn session<'a>(&'a self, tenant: &'a TenantConfig) -> Session<'a> {
+        Session {
+            client: self,
+            tenant,
+            calls: AtomicU32::new(0),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn host_allowed(&self, url: &str) -> bool {
+        let host = simplybook::host_of(url).to_ascii_lowercase();
+        self.settings.api_hosts.iter().any(|allowed| {
+            let allowed = allowed.trim().to_ascii_lowercase();
+            !allowed.is_empty() && (host == allowed || host.ends_with(&format!(".{allowed}")))
+        })
+    }
+}
+
+/// One tenant's calls to SimplyBook, counted.
+pub struct Session<'a> {
+    client: &'a SimplyBook,
+    tenant: &'a TenantConfig,
+    calls: AtomicU32,
+}
+
+/// The tenant's credentials for one API.
+enum Credentials<'a> {
+    User { api_key: &'a str },
+    Admin { login: &'a str, password: &'a str },
+}
+
+impl Session<'_> {
+    /// HTTP requests made to SimplyBook so far.
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// The booking a callback names, as SimplyBook has it now, confirmed by the callback's hash
+    /// (`getBookingDetails(id, sign)` on the public API).
+    pub async fn confirm(&self, callback: &Callback) -> Result<Resolved, FetchError> {
+        let Some(secret_key) = self.tenant.simplybook_secret_key.as_ref() else {
             return Err(FetchError::Refused(format!(
                 "tenant {} has no SimplyBook API credentials",
-                tenant.id
+                self.tenant.id
             )));
         };
         let sign = simplybook::booking_sign(
@@ -165,191 +221,413 @@ impl SimplyBook {
             &callback.booking_hash,
             secret_key.expose(),
         );
-        let details = self
+        let raw = self
             .rpc(
-                &Api::User {
-                    company,
-                    api_key: api_key.expose(),
-                },
+                Api::User,
                 "getBookingDetails",
                 &serde_json::json!([callback.booking_id, sign]),
             )
             .await?;
-        simplybook::details_to_payload(&details, &callback.booking_hash)
-            .map_err(|e| FetchError::Refused(format!("booking details: {e}")))
+        self.resolve(Api::User, &raw, Some(&callback.booking_hash))
+            .await
     }
 
-    /// The company's bookings that start from `from` to `to` (inclusive, dates in the company's
-    /// local time), whatever their state, as SimplyBook lists them now. An empty range lists
-    /// nothing and asks nothing.
+    /// A booking as SimplyBook has it now, through the Company Administration API
+    /// (`getBookingDetails(id)`, which needs no hash): what reconciliation repairs with.
+    pub async fn admin_details(&self, booking_id: &str) -> Result<Resolved, FetchError> {
+        let raw = self
+            .rpc(
+                Api::Admin,
+                "getBookingDetails",
+                &serde_json::json!([booking_id]),
+            )
+            .await?;
+        self.resolve(Api::Admin, &raw, None).await
+    }
+
+    async fn resolve(
+        &self,
+        api: Api,
+        raw: &RawValue,
+        hash: Option<&str>,
+    ) -> Result<Resolved, FetchError> {
+        let details = BookingDetails::parse(raw).map_err(DetailsError::from)?;
+        // The service's price is needed only when the details carry none.
+        let event = match (&details.price, &details.event_id) {
+            (None, Some(id)) => self.event(api, id).await?,
+            _ => None,
+        };
+        Ok(simplybook::resolve(
+            &details,
+            hash,
+            event.as_ref(),
+            &self.tenant.simplybook_status_labels,
+        )?)
+    }
+
+    /// The company's service `event_id`, from the cached `getEventList`, asked again when the
+    /// service is not in it (a service added since).
+    pub async fn event(&self, api: Api, event_id: &str) -> Result<Option<EventInfo>, FetchError> {
+        let company = self.company()?;
+        let cached = self.client.cache().events.get(company).cloned();
+        if let Some(found) = cached.as_ref().and_then(|e| e.get(event_id)) {
+            return Ok(Some(found.clone()));
+        }
+        let events = self.events(api).await?;
+        Ok(events.get(event_id).cloned())
+    }
+
+    /// The company's services, asked of SimplyBook now (and cached).
+    pub async fn events(&self, api: Api) -> Result<Arc<BTreeMap<String, EventInfo>>, FetchError> {
+        let raw = self
+            .rpc(api, "getEventList", &serde_json::json!([]))
+            .await?;
+        let events = Arc::new(
+            simplybook::parse_event_list(&raw)
+                .map_err(|e| FetchError::Details(DetailsError::Payload(e)))?,
+        );
+        self.client
+            .cache()
+            .events
+            .insert(self.company()?.to_string(), events.clone());
+        Ok(events)
+    }
+
+    /// The company's bookings that start from `from` to `to` (inclusive, the company's local
+    /// dates), whatever their state, as the Company Administration API lists them now.
+    ///
+    /// `getBookings` has no page cursor, only `limit`, so the month is paged by date: rows are
+    /// asked for in ascending start order (`order: date_start_asc`, as documented); a full page
+    /// means there may be more, and the next request starts on the last day the page reached
+    /// (that day's rows are asked again and merged by id). A full page that is not in
+    /// ascending order, or a single day with a full page of bookings, cannot be paged safely
+    /// and is refused with a message saying so, rather than reporting a partial month.
     pub async fn list_bookings(
         &self,
-        tenant: &TenantConfig,
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Vec<ListedBooking>, FetchError> {
-        let (Some(company), Some(login), Some(password)) = (
-            tenant.simplybook_company.as_deref(),
-            tenant.simplybook_user_login.as_deref(),
-            tenant.simplybook_user_password.as_ref(),
-        ) else {
-            return Err(FetchError::Refused(format!(
-                "tenant {} has no SimplyBook admin credentials \
-                 (simplybook_user_login, simplybook_user_password)",
-                tenant.id
-            )));
-        };
-        if from > to {
-            return Ok(Vec::new());
+        let page = self.client.settings.page_size;
+        let mut listed: BTreeMap<String, ListedBooking> = BTreeMap::new();
+        let mut day = from;
+        while day <= to {
+            let filter = serde_json::json!({
+                "date_from": day.format("%Y-%m-%d").to_string(),
+                "date_to": to.format("%Y-%m-%d").to_string(),
+                "booking_type": "all",
+                "order": "date_start_asc",
+                "limit": page,
+            });
+            let raw = self
+                .rpc(Api::Admin, "getBookings", &serde_json::json!([filter]))
+                .await?;
+            let rows = simplybook::parse_booking_list(&raw)
+                .map_err(|e| FetchError::Details(DetailsError::Payload(e)))?;
+            let full = rows.len() >= page as usize;
+            let last = rows.last().map(|r| r.start.clone());
+            let ascending = rows.windows(2).all(|w| w[0].start <= w[1].start);
+            for row in rows {
+                listed.insert(row.id.clone(), row);
+            }
+            if !full {
+                break;
+            }
+            if !ascending {
+                return Err(FetchError::Refused(format!(
+                    "getBookings returned a full page of {page} not in ascending start order, \
+                     so the rest of the month cannot be asked for safely"
+                )));
+            }
+            let next = last
+                .as_deref()
+                .and_then(|s| NaiveDate::parse_from_str(s.get(..10)?, "%Y-%m-%d").ok())
+                .ok_or_else(|| {
+                    FetchError::Refused("getBookings row without a readable start_date".into())
+                })?;
+            if next <= day {
+                return Err(FetchError::Refused(format!(
+                    "more than {page} bookings start on {day}: raise \
+                     LEDGER_SIMPLYBOOK_PAGE_SIZE to list them"
+                )));
+            }
+            day = next;
         }
-        let filter = serde_json::json!({
-            "date_from": from.format("%Y-%m-%d").to_string(),
-            "date_to": to.format("%Y-%m-%d").to_string(),
-            "booking_type": "all",
-        });
-        let list = self
-            .rpc(
-                &Api::Admin {
-                    company,
-                    login,
-                    password: password.expose(),
-                },
-                "getBookings",
-                &serde_json::json!([filter]),
-            )
-            .await?;
-        simplybook::parse_booking_list(&list)
-            .map_err(|e| FetchError::Refused(format!("booking list: {e}")))
+        Ok(listed.into_values().collect())
     }
 
-    /// `method` on `api` with a cached or new token: failures to reach SimplyBook are retried
-    /// with backoff up to `attempts` times, and a refusal with a cached token (which may only
-    /// have expired) is tried once more with a new one.
-    async fn rpc(
+    /// The company's time zone as SimplyBook reports it (`getCompanyInfo().timezone`).
+    pub async fn company_time_zone(&self) -> Result<Option<String>, FetchError> {
+        let raw = self
+            .rpc(Api::Admin, "getCompanyInfo", &serde_json::json!([]))
+            .await?;
+        simplybook::company_time_zone(&raw)
+            .map_err(|e| FetchError::Details(DetailsError::Payload(e)))
+    }
+
+    /// `method` with raw answers, for the go-live check: the `result`, or SimplyBook's `error`
+    /// object as text.
+    pub async fn raw(
         &self,
-        api: &Api<'_>,
+        api: Api,
         method: &str,
         params: &serde_json::Value,
     ) -> Result<Box<RawValue>, FetchError> {
-        let mut attempt = 0;
+        self.rpc(api, method, params).await
+    }
+
+    /// The company's API base URL (asked of `getServiceUrl` when not known).
+    pub async fn api_url(&self) -> Result<String, FetchError> {
+        self.base(false).await
+    }
+
+    fn company(&self) -> Result<&str, FetchError> {
+        self.tenant.simplybook_company.as_deref().ok_or_else(|| {
+            FetchError::Refused(format!(
+                "tenant {} has no SimplyBook company login",
+                self.tenant.id
+            ))
+        })
+    }
+
+    fn credentials(&self, api: Api) -> Result<Credentials<'_>, FetchError> {
+        match api {
+            Api::User => self
+                .tenant
+                .simplybook_api_key
+                .as_ref()
+                .map(|k| Credentials::User {
+                    api_key: k.expose(),
+                })
+                .ok_or_else(|| {
+                    FetchError::Refused(format!(
+                        "tenant {} has no SimplyBook API credentials",
+                        self.tenant.id
+                    ))
+                }),
+            Api::Admin => match (
+                self.tenant.simplybook_user_login.as_deref(),
+                self.tenant.simplybook_user_password.as_ref(),
+            ) {
+                (Some(login), Some(password)) => Ok(Credentials::Admin {
+                    login,
+                    password: password.expose(),
+                }),
+                _ => Err(FetchError::Refused(format!(
+                    "tenant {} has no SimplyBook admin credentials \
+                     (simplybook_user_login, simplybook_user_password)",
+                    self.tenant.id
+                ))),
+            },
+        }
+    }
+
+    /// The company's API base URL: the tenant's override, the cached answer, or
+    /// `getServiceUrl` asked now (`fresh` forgets the cached one).
+    async fn base(&self, fresh: bool) -> Result<String, FetchError> {
+        if let Some(url) = &self.tenant.simplybook_api_url {
+            return Ok(url.trim_end_matches('/').to_string());
+        }
+        let company = self.company()?;
+        if !fresh && let Some(url) = self.client.cache().domains.get(company) {
+            return Ok(url.clone());
+        }
+        let login = format!("{}/login", self.client.settings.login_url);
+        let raw = self
+            .call_with_retries(&login, &[], "getServiceUrl", &serde_json::json!([company]))
+            .await
+            .map_err(CallError::into_fetch)?;
+        let answer: String = serde_json::from_str(raw.get()).map_err(|_| {
+            FetchError::Refused(format!(
+                "getServiceUrl answered {} (not a string)",
+                raw.get()
+            ))
+        })?;
+        let url = simplybook::service_url(&answer, self.client.scheme)
+            .map_err(|e| FetchError::Refused(format!("getServiceUrl: {e}")))?;
+        if !self.client.host_allowed(&url) {
+            return Err(FetchError::Refused(format!(
+                "SimplyBook placed company {company} on {url}, which is not among \
+                 LEDGER_SIMPLYBOOK_API_HOSTS; add its domain there or set the tenant's \
+                 simplybook_api_url"
+            )));
+        }
+        let mut cache = self.client.cache();
+        if cache
+            .domains
+            .insert(company.to_string(), url.clone())
+            .as_ref()
+            != Some(&url)
+        {
+            tracing::info!(tenant = %self.tenant.id, api = %url, "simplybook api domain resolved");
+        }
+        Ok(url)
+    }
+
+    /// `method` on `api` with a cached or new token. A refusal with a cached token (which may
+    /// only have expired) is tried once more with a new one; "company does not exist" asks
+    /// `getServiceUrl` again, once.
+    async fn rpc(
+        &self,
+        api: Api,
+        method: &str,
+        params: &serde_json::Value,
+    ) -> Result<Box<RawValue>, FetchError> {
+        let company = self.company()?.to_string();
         let mut renewed = false;
+        let mut relocated = false;
+        let mut ask_domain = false;
         loop {
-            attempt += 1;
-            let result = match self.token(api).await {
-                Ok((token, fresh)) => {
-                    renewed |= fresh;
-                    self.call(
-                        api.path(),
-                        &[
-                            ("X-Company-Login", api.company()),
-                            (api.token_header(), &token),
-                        ],
-                        method,
-                        params,
-                    )
-                    .await
+            let base = self.base(std::mem::take(&mut ask_domain)).await?;
+            let (token, fresh) = match self.token(api, &base).await {
+                Ok(token) => token,
+                Err(CallError::Rpc { error, .. }) if error.is_unknown_company() && !relocated => {
+                    (relocated, ask_domain) = (true, true);
+                    continue;
                 }
-                // Refused credentials, not an expired token: a new one would be refused too.
-                Err(CallError::Rpc(message)) => return Err(FetchError::Refused(message)),
-                Err(err) => Err(err),
+                Err(err) => return Err(err.into_fetch()),
             };
-            match result {
+            renewed |= fresh;
+            let url = format!("{base}{}", api.path());
+            let headers = [
+                ("X-Company-Login", company.as_str()),
+                (api.token_header(), &token),
+            ];
+            match self.call_with_retries(&url, &headers, method, params).await {
                 Ok(result) => return Ok(result),
-                // A refusal with a cached token may only mean the token expired: renew once.
-                Err(CallError::Rpc(_)) if !renewed => {
+                Err(CallError::Rpc { error, .. }) if error.is_unknown_company() && !relocated => {
+                    (relocated, ask_domain) = (true, true);
                     self.forget_token(api);
                 }
-                Err(CallError::Rpc(message)) => return Err(FetchError::Refused(message)),
-                Err(CallError::Transport(message)) if attempt >= self.attempts => {
-                    return Err(FetchError::Unavailable(message));
+                Err(CallError::Rpc { .. }) if !renewed => {
+                    renewed = true;
+                    self.forget_token(api);
                 }
-                Err(CallError::Transport(message)) => {
-                    metrics::counter!("ledger_simplybook_retries_total").increment(1);
-                    tracing::warn!(
-                        method,
-                        attempt,
-                        error = %message,
-                        "simplybook call failed, retrying"
-                    );
-                    tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt - 1)).await;
-                }
+                Err(err) => return Err(err.into_fetch()),
             }
         }
     }
 
-    /// The cached token for `api`'s credentials, or a new one (`true` when new).
-    async fn token(&self, api: &Api<'_>) -> Result<(String, bool), CallError> {
+    /// The cached token for `api`, or a new one (`true` when new).
+    async fn token(&self, api: Api, base: &str) -> Result<(String, bool), CallError> {
+        let company = self
+            .company()
+            .map_err(|e| CallError::Unreadable(e.to_string()))?;
+        let credentials = self
+            .credentials(api)
+            .map_err(|e| CallError::Unreadable(e.to_string()))?;
         if let Some(token) = self.cached(api) {
             return Ok((token, false));
         }
-        let (method, params) = api.login();
-        let result = self.call("/login", &[], method, &params).await?;
+        let (method, params) = match credentials {
+            Credentials::User { api_key } => ("getToken", serde_json::json!([company, api_key])),
+            Credentials::Admin { login, password } => (
+                "getUserToken",
+                serde_json::json!([company, login, password]),
+            ),
+        };
+        let login = format!("{base}/login");
+        let result = self.call_with_retries(&login, &[], method, &params).await?;
         let token: String = serde_json::from_str(result.get())
-            .map_err(|e| CallError::Rpc(format!("{method} returned no token: {e}")))?;
-        let mut tokens = self.lock_tokens();
+            .ok()
+            .filter(|t: &String| !t.is_empty())
+            .ok_or_else(|| CallError::Unreadable(format!("{method} returned no token")))?;
+        let mut cache = self.client.cache();
         match api {
-            Api::User { company, .. } => {
-                tokens.api.insert(company.to_string(), token.clone());
+            Api::User => {
+                cache.api_tokens.insert(company.to_string(), token.clone());
             }
-            Api::Admin { company, login, .. } => {
-                tokens
-                    .user
-                    .insert((company.to_string(), login.to_string()), token.clone());
+            Api::Admin => {
+                let login = self
+                    .tenant
+                    .simplybook_user_login
+                    .clone()
+                    .unwrap_or_default();
+                cache
+                    .user_tokens
+                    .insert((company.to_string(), login), token.clone());
             }
         }
         Ok((token, true))
     }
 
-    fn cached(&self, api: &Api<'_>) -> Option<String> {
-        let tokens = self.lock_tokens();
+    fn cached(&self, api: Api) -> Option<String> {
+        let company = self.tenant.simplybook_company.clone()?;
+        let cache = self.client.cache();
         match api {
-            Api::User { company, .. } => tokens.api.get(*company).cloned(),
-            Api::Admin { company, login, .. } => tokens
-                .user
-                .get(&(company.to_string(), login.to_string()))
-                .cloned(),
-        }
-    }
-
-    fn forget_token(&self, api: &Api<'_>) {
-        let mut tokens = self.lock_tokens();
-        match api {
-            Api::User { company, .. } => {
-                tokens.api.remove(*company);
-            }
-            Api::Admin { company, login, .. } => {
-                tokens
-                    .user
-                    .remove(&(company.to_string(), login.to_string()));
+            Api::User => cache.api_tokens.get(&company).cloned(),
+            Api::Admin => {
+                let login = self.tenant.simplybook_user_login.clone()?;
+                cache.user_tokens.get(&(company, login)).cloned()
             }
         }
     }
 
-    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, Tokens> {
-        match self.tokens.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
+    fn forget_token(&self, api: Api) {
+        let Some(company) = self.tenant.simplybook_company.clone() else {
+            return;
+        };
+        let mut cache = self.client.cache();
+        match api {
+            Api::User => {
+                cache.api_tokens.remove(&company);
+            }
+            Api::Admin => {
+                let login = self
+                    .tenant
+                    .simplybook_user_login
+                    .clone()
+                    .unwrap_or_default();
+                cache.user_tokens.remove(&(company, login));
+            }
+        }
+    }
+
+    /// One JSON-RPC call, retried with backoff while SimplyBook cannot be reached.
+    async fn call_with_retries(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        method: &str,
+        params: &serde_json::Value,
+    ) -> Result<Box<RawValue>, CallError> {
+        let settings = &self.client.settings;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.call(url, headers, method, params).await {
+                Err(CallError::Transport(message)) if attempt < settings.attempts => {
+                    metrics::counter!("ledger_simplybook_retries_total").increment(1);
+                    tracing::warn!(method, attempt, error = %message, "simplybook call failed, retrying");
+                    tokio::time::sleep(settings.backoff * 2u32.saturating_pow(attempt - 1)).await;
+                }
+                other => return other,
+            }
         }
     }
 
     /// One JSON-RPC 2.0 call.
     async fn call(
         &self,
-        path: &str,
+        url: &str,
         headers: &[(&str, &str)],
         method: &str,
         params: &serde_json::Value,
     ) -> Result<Box<RawValue>, CallError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ledger_simplybook_calls_total", "method" => simplybook_method(method))
+            .increment(1);
         let body =
             serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
         let mut request = self
+            .client
             .http
-            .post(format!("{}{path}", self.base_url))
+            .post(url)
             .header("content-type", "application/json")
             .body(body.to_string());
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
+        // reqwest's errors name the URL, never the body or headers that hold credentials.
         let response = request
             .send()
             .await
@@ -363,210 +641,39 @@ impl SimplyBook {
             .await
             .map_err(|e| CallError::Transport(format!("{method}: {e}")))?;
         if !status.is_success() {
-            return Err(CallError::Rpc(format!("{method}: HTTP {status}")));
+            return Err(CallError::Unreadable(format!("{method}: HTTP {status}")));
         }
-        let parsed: RpcResponse = serde_json::from_slice(&bytes)
-            .map_err(|e| CallError::Rpc(format!("{method}: not a JSON-RPC response: {e}")))?;
+        let parsed: RpcResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            CallError::Unreadable(format!("{method}: not a JSON-RPC response: {e}"))
+        })?;
         match (parsed.result, parsed.error) {
-            (_, Some(error)) => Err(CallError::Rpc(format!(
-                "{method}: error {}: {}",
-                error.code, error.message
-            ))),
-            (Some(result), None) => Ok(result),
-            (None, None) => Err(CallError::Rpc(format!("{method}: empty response"))),
+            (_, Some(error)) if error.get().trim() != "null" => Err(CallError::Rpc {
+                method: method.to_string(),
+                error: RpcError::parse(&error),
+            }),
+            (Some(result), _) => Ok(result),
+            (None, _) => Err(CallError::Unreadable(format!("{method}: empty response"))),
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use billing_domain::Tenants;
-    use billing_testkit::FakeSimplyBook;
-    use serde_json::json;
+/// The method as a metric label: only SimplyBook methods this client calls.
+fn simplybook_method(method: &str) -> &'static str {
+    const KNOWN: [&str; 8] = [
+        "getServiceUrl",
+        "getToken",
+        "getUserToken",
+        "getBookingDetails",
+        "getEventList",
+        "getBookings",
+        "getCompanyInfo",
+        "getStatuses",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
 
-    use super::*;
-
-    const COMPANY: &str = "claire";
-    const API_KEY: &str = "fake-api-key";
-    const SECRET_KEY: &str = "fake-secret-key";
-    const LOGIN: &str = "admin";
-    const PASSWORD: &str = "fake-password";
-
-    async fn fake() -> FakeSimplyBook {
-        let fake = FakeSimplyBook::start(COMPANY, API_KEY, SECRET_KEY)
-            .await
-            .expect("fake simplybook");
-        fake.set_admin_user(LOGIN, PASSWORD);
-        fake
-    }
-
-    fn client(fake: &FakeSimplyBook, attempts: u32) -> SimplyBook {
-        SimplyBook::new(
-            &fake.url(),
-            Duration::from_secs(5),
-            attempts,
-            Duration::from_millis(1),
-        )
-        .expect("client")
-    }
-
-    /// Tenant `claire` with the given extra settings.
-    fn tenant(extra: serde_json::Value) -> TenantConfig {
-        let mut config = json!({"id": "claire", "name": "Claire",
-            "billing_email": "c@example.test", "currency": "AUD", "simplybook_company": COMPANY});
-        for (key, value) in extra.as_object().expect("object") {
-            config[key] = value.clone();
-        }
-        let tenants =
-            Tenants::from_json(&json!({"tenants": [config]}).to_string()).expect("tenants");
-        tenants.get("claire").expect("claire").clone()
-    }
-
-    fn admin_tenant(password: &str) -> TenantConfig {
-        tenant(json!({"simplybook_user_login": LOGIN, "simplybook_user_password": password}))
-    }
-
-    fn details(start: &str) -> serde_json::Value {
-        json!({"start_date_time": start, "end_date_time": start, "is_confirmed": "1",
-            "event_name": "Massage 60", "client_name": "Test Client", "price": "10.01"})
-    }
-
-    fn day(s: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date")
-    }
-
-    #[tokio::test]
-    async fn lists_only_the_bookings_that_start_in_the_date_range() {
-        let fake = fake().await;
-        fake.put_booking("100", "h100", details("2026-09-30 23:30:00"));
-        fake.put_booking("101", "h101", details("2026-10-01 00:00:00"));
-        fake.put_booking("102", "h102", details("2026-10-31 23:59:59"));
-        fake.put_booking("103", "h103", details("2026-11-01 00:00:00"));
-        fake.put_booking("104", "h104", details("2026-10-15 10:00:00"));
-        fake.remove_booking("104");
-        let listed = client(&fake, 3)
-            .list_bookings(
-                &admin_tenant(PASSWORD),
-                day("2026-10-01"),
-                day("2026-10-31"),
-            )
-            .await
-            .expect("list");
-        assert_eq!(
-            listed,
-            vec![
-                ListedBooking {
-                    id: "101".into(),
-                    hash: "h101".into(),
-                    start: "2026-10-01 00:00:00".into(),
-                },
-                ListedBooking {
-                    id: "102".into(),
-                    hash: "h102".into(),
-                    start: "2026-10-31 23:59:59".into(),
-                },
-            ]
-        );
-        assert_eq!(fake.calls("getUserToken"), 1);
-        assert_eq!(fake.calls("getToken"), 0);
-    }
-
-    #[tokio::test]
-    async fn an_expired_user_token_is_renewed_once_and_kept_apart_from_the_api_token() {
-        let fake = fake().await;
-        fake.put_booking("101", "h101", details("2026-10-01 10:00:00"));
-        let simplybook = client(&fake, 3);
-        let tenant = tenant(json!({"simplybook_api_key": API_KEY,
-            "simplybook_secret_key": SECRET_KEY, "simplybook_user_login": LOGIN,
-            "simplybook_user_password": PASSWORD}));
-        let (from, to) = (day("2026-10-01"), day("2026-10-31"));
-        simplybook
-            .list_bookings(&tenant, from, to)
-            .await
-            .expect("list");
-        let callback = Callback::parse(
-            br#"{"booking_id":"101","booking_hash":"h101","company":"claire",
-                "notification_type":"create"}"#,
-        )
-        .expect("callback");
-        simplybook
-            .booking_details(&tenant, &callback)
-            .await
-            .expect("details");
-        assert_eq!((fake.calls("getUserToken"), fake.calls("getToken")), (1, 1));
-
-        fake.expire_tokens();
-        let listed = simplybook
-            .list_bookings(&tenant, from, to)
-            .await
-            .expect("list after expiry");
-        assert_eq!(listed.len(), 1);
-        assert_eq!(fake.calls("getUserToken"), 2);
-        assert_eq!(fake.calls("getBookings"), 3, "refused once, then retried");
-        assert_eq!(fake.calls("getToken"), 1, "the API token is not renewed");
-    }
-
-    #[tokio::test]
-    async fn a_tenant_without_admin_credentials_is_refused_without_asking() {
-        let fake = fake().await;
-        let simplybook = client(&fake, 3);
-        let tenant = tenant(json!({"simplybook_api_key": API_KEY,
-            "simplybook_secret_key": SECRET_KEY}));
-        let err = simplybook
-            .list_bookings(&tenant, day("2026-10-01"), day("2026-10-31"))
-            .await
-            .expect_err("no admin user");
-        assert!(
-            matches!(&err, FetchError::Refused(m) if m == "tenant claire has no SimplyBook admin \
-                credentials (simplybook_user_login, simplybook_user_password)"),
-            "{err}"
-        );
-        assert_eq!(fake.calls("getUserToken"), 0);
-    }
-
-    #[tokio::test]
-    async fn an_unavailable_simplybook_is_unavailable_after_the_configured_attempts() {
-        let fake = fake().await;
-        fake.set_unavailable(true);
-        let err = client(&fake, 3)
-            .list_bookings(
-                &admin_tenant(PASSWORD),
-                day("2026-10-01"),
-                day("2026-10-31"),
-            )
-            .await
-            .expect_err("unavailable");
-        assert!(matches!(err, FetchError::Unavailable(_)), "{err}");
-        assert_eq!(fake.calls("getUserToken"), 3);
-    }
-
-    #[tokio::test]
-    async fn refused_credentials_are_refused_at_once_not_retried() {
-        let fake = fake().await;
-        let simplybook = client(&fake, 3);
-        let wrong_password = admin_tenant("wrong-password");
-        let listing =
-            simplybook.list_bookings(&wrong_password, day("2026-10-01"), day("2026-10-31"));
-        let err = tokio::time::timeout(Duration::from_secs(10), listing)
-            .await
-            .expect("no endless retry")
-            .expect_err("wrong password");
-        assert!(matches!(err, FetchError::Refused(_)), "{err}");
-        assert_eq!(fake.calls("getUserToken"), 1);
-
-        let tenant = tenant(json!({"simplybook_api_key": "wrong-key",
-            "simplybook_secret_key": SECRET_KEY}));
-        let callback = Callback::parse(
-            br#"{"booking_id":"1","booking_hash":"h1","company":"claire",
-                "notification_type":"create"}"#,
-        )
-        .expect("callback");
-        let fetch = simplybook.booking_details(&tenant, &callback);
-        let err = tokio::time::timeout(Duration::from_secs(10), fetch)
-            .await
-            .expect("no endless retry")
-            .expect_err("wrong api key");
-        assert!(matches!(err, FetchError::Refused(_)), "{err}");
-        assert_eq!(fake.calls("getToken"), 1);
+impl From<PayloadError> for FetchError {
+    fn from(e: PayloadError) -> Self {
+        FetchError::Details(DetailsError::Payload(e))
     }
 }

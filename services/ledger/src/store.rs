@@ -132,7 +132,6 @@ pub struct AuditEntry {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ReconcileRow {
     pub booking_ref: String,
-    pub booking_hash: Option<String>,
     pub status: String,
     pub session_at: DateTime<Utc>,
     pub total_amount: Decimal,
@@ -404,7 +403,7 @@ impl Store {
         refs: &[String],
     ) -> Result<Vec<ReconcileRow>, sqlx::Error> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select b.booking_ref, b.booking_hash, b.status, b.session_at,
+            "select b.booking_ref, b.status, b.session_at,
                     coalesce(r.total_after, b.total_amount) as total_amount, b.currency
              from {BOOKINGS_FROM}
              where b.tenant_id = $1
@@ -429,8 +428,8 @@ impl Store {
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
         sqlx::query(
             "insert into reconciliations (tenant_id, period, simplybook_bookings, ledger_bookings,
-                 matched, gaps, missing_in_ledger, repaired, error)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 matched, gaps, missing_in_ledger, repaired, error, simplybook_calls)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&r.tenant_id)
         .bind(&r.period)
@@ -441,6 +440,7 @@ impl Store {
         .bind(count(missing_in_ledger))
         .bind(count(repaired))
         .bind((!r.error.is_empty()).then_some(r.error.as_str()))
+        .bind(count(r.simplybook_calls as usize))
         .execute(&self.pool)
         .await?;
         Ok(())
