@@ -3,7 +3,8 @@
 
 Signs with the Standard Webhooks scheme using only Python's standard library: an independent
 implementation of the signature that ingest verifies. Usage:
-    send_sample_webhooks.py TENANTS_JSON INGEST_URL RUN_ID
+    send_sample_webhooks.py TENANTS_JSON INGEST_URL RUN_ID [TENANT_ID...]
+(only the named tenants when some are named).
 """
 import base64
 import datetime
@@ -42,8 +43,8 @@ def sign(secret, msg_id, ts, body):
     return "v1," + base64.b64encode(mac).decode()
 
 
-def main(tenants_file, url, run_id):
-    tenants = json.load(open(tenants_file))["tenants"]
+def main(tenants_file, url, run_id, *only):
+    tenants = [t for t in json.load(open(tenants_file))["tenants"] if not only or t["id"] in only]
     for n_tenant, tenant in enumerate(tenants):
         first, last = last_month(tenant.get("time_zone", "Australia/Sydney"))
         for n, (price, status, day, hhmm, service) in enumerate(SAMPLES.get(tenant["currency"], [])):
@@ -82,4 +83,4 @@ def main(tenants_file, url, run_id):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:])

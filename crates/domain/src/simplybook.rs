@@ -726,3 +726,361 @@ pub fn mask_personal(value: &serde_json::Value) -> serde_json::Value {
         other => other.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A contract fixture (tests/fixtures/simplybook/, each with its source in the README).
+    macro_rules! fixture {
+        ($path:literal) => {
+            include_str!(concat!(
+                "../../../tests/fixtures/simplybook/",
+                $path,
+                ".json"
+            ))
+        };
+    }
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_string()).expect("json")
+    }
+
+    fn labels() -> StatusLabels {
+        BTreeMap::from([
+            ("Completed".to_string(), BookingStatus::Completed),
+            (" no SHOW ".to_string(), BookingStatus::NoShow),
+        ])
+    }
+
+    fn resolved(details: &str) -> Result<Resolved, DetailsError> {
+        let events = parse_event_list(&raw(fixture!("events/event_list"))).expect("events");
+        let d = BookingDetails::parse(&raw(details)).expect("details");
+        let event = d.event_id.as_ref().and_then(|id| events.get(id));
+        resolve(&d, Some("h"), event, &labels())
+    }
+
+    #[test]
+    fn sign_is_md5_of_id_hash_and_secret() {
+        // md5("1" + "abc" + "secret") computed independently (Python hashlib).
+        assert_eq!(
+            booking_sign("1", "abc", "secret"),
+            "b3aa6c13af81cef54aaa19b8131bc41a"
+        );
+    }
+
+    #[test]
+    fn every_details_fixture_resolves_to_its_state_and_value() {
+        let d = |s: &str| Decimal::from_str_exact(s).expect("decimal");
+        // (fixture, status, price, label, unmapped)
+        let cases = [
+            (
+                fixture!("details/confirmed_plain"),
+                BookingStatus::Confirmed,
+                d("150.0000"),
+                None,
+                false,
+            ),
+            (
+                fixture!("details/confirmed_paid_price_object"),
+                BookingStatus::Confirmed,
+                d("150.0000"),
+                None,
+                false,
+            ),
+            (
+                fixture!("details/confirmed_pay_later_price_object"),
+                BookingStatus::Confirmed,
+                d("150.0000"),
+                None,
+                false,
+            ),
+            (
+                fixture!("details/confirmed_not_paid_price_object"),
+                BookingStatus::Confirmed,
+                d("150.0000"),
+                None,
+                false,
+            ),
+            (
+                fixture!("details/status_default"),
+                BookingStatus::Confirmed,
+                d("150.0000"),
+                Some("Approved"),
+                false,
+            ),
+            (
+                fixture!("details/status_label_completed"),
+                BookingStatus::Completed,
+                d("150.0000"),
+                Some("Completed"),
+                false,
+            ),
+            (
+                fixture!("details/status_label_no_show"),
+                BookingStatus::NoShow,
+                d("150.0000"),
+                Some("No show"),
+                false,
+            ),
+            (
+                fixture!("details/approval_pending"),
+                BookingStatus::Pending,
+                d("150.0000"),
+                None,
+                false,
+            ),
+            (
+                fixture!("details/approval_approved"),
+                BookingStatus::Confirmed,
+                d("150.0000"),
+                None,
+                false,
+            ),
+            (
+                fixture!("details/approval_canceled"),
+                BookingStatus::Cancelled,
+                d("150.0000"),
+                None,
+                false,
+            ),
+            (
+                fixture!("details/cancelled"),
+                BookingStatus::Cancelled,
+                d("150.0000"),
+                None,
+                false,
+            ),
+            (
+                fixture!("details/public_api_with_membership_package_keys"),
+                BookingStatus::Confirmed,
+                d("150.0000"),
+                None,
+                false,
+            ),
+        ];
+        for (text, status, price, label, unmapped) in cases {
+            let r = resolved(text).expect(text);
+            assert_eq!(r.payload.status, status, "{text}");
+            assert_eq!(r.payload.price, price, "{text}");
+            assert_eq!(r.payload.currency.as_deref(), Some("AUD"), "{text}");
+            assert_eq!(r.status_label.as_deref(), label, "{text}");
+            assert_eq!(r.unmapped_label.is_some(), unmapped, "{text}");
+            assert_eq!(r.payload.datetime, "2026-10-14 10:00:00");
+            assert_eq!(r.payload.booking_hash.as_deref(), Some("h"));
+        }
+    }
+
+    #[test]
+    fn an_unknown_label_stays_confirmed_and_is_flagged_but_never_overrides_a_cancellation() {
+        let arrived =
+            fixture!("details/status_label_completed").replace("\"Completed\"", "\"Arrived\"");
+        let r = resolved(&arrived).expect("details");
+        assert_eq!(r.payload.status, BookingStatus::Confirmed);
+        assert_eq!(r.unmapped_label.as_deref(), Some("Arrived"));
+        let cancelled = fixture!("details/status_label_completed")
+            .replace("\"is_confirmed\": \"1\"", "\"is_confirmed\": \"0\"");
+        let r = resolved(&cancelled).expect("details");
+        assert_eq!(
+            r.payload.status,
+            BookingStatus::Cancelled,
+            "a label refines confirmed only"
+        );
+        assert_eq!(r.unmapped_label, None);
+    }
+
+    #[test]
+    fn a_value_nobody_states_is_unknown_never_zero() {
+        let promo = resolved(fixture!("details/location_and_promo_objects"));
+        assert!(
+            matches!(&promo, Err(DetailsError::PriceUnknown(m)) if m.contains("SPRING10")),
+            "{promo:?}"
+        );
+        let unlisted = fixture!("details/confirmed_plain")
+            .replace("\"event_id\": \"7\"", "\"event_id\": \"99\"");
+        assert!(matches!(
+            resolved(&unlisted),
+            Err(DetailsError::PriceUnknown(_))
+        ));
+        let d = BookingDetails::parse(&raw(fixture!("details/confirmed_plain"))).expect("details");
+        let unpriced = EventInfo {
+            id: "7".into(),
+            name: None,
+            price: None,
+            currency: None,
+            duration: None,
+        };
+        assert!(matches!(
+            resolve(&d, None, Some(&unpriced), &labels()),
+            Err(DetailsError::PriceUnknown(_))
+        ));
+    }
+
+    #[test]
+    fn plugin_members_are_objects_or_empty_and_nothing_else() {
+        let base = fixture!("details/confirmed_plain");
+        for empty in ["null", "[]", "[ ]"] {
+            let text = base.replace("\"status\": []", &format!("\"status\": {empty}"));
+            assert!(
+                BookingDetails::parse(&raw(&text))
+                    .expect(empty)
+                    .status_label
+                    .is_none()
+            );
+        }
+        let odd = base.replace("\"price\": []", "\"price\": [1]");
+        let err = BookingDetails::parse(&raw(&odd)).expect_err("a non-empty array");
+        assert!(
+            err.to_string()
+                .contains("price is neither an object nor []"),
+            "{err}"
+        );
+        let bad_amount =
+            fixture!("details/confirmed_paid_price_object").replace("\"150.0000\"", "\"ten\"");
+        assert!(matches!(
+            BookingDetails::parse(&raw(&bad_amount)),
+            Err(PayloadError::Price(_))
+        ));
+        let numeric = base
+            .replace("\"id\": \"2262\"", "\"id\": 2262")
+            .replace("\"is_confirmed\": \"1\"", "\"is_confirmed\": 1");
+        let d = BookingDetails::parse(&raw(&numeric)).expect("numbers for strings");
+        assert_eq!((d.id.as_str(), d.is_confirmed), ("2262", Some(true)));
+    }
+
+    #[test]
+    fn error_codes_are_read_as_strings_or_numbers() {
+        let cases = [
+            (fixture!("errors/signature_error_string_code"), Some(-32085)),
+            (fixture!("errors/not_found_numeric_code"), Some(-32080)),
+            (fixture!("errors/hipaa_admin_login_refused"), Some(-33005)),
+            (r#"{"message":"no code"}"#, None),
+        ];
+        for (text, code) in cases {
+            assert_eq!(RpcError::parse(&raw(text)).code, code, "{text}");
+        }
+        let signature = RpcError::parse(&raw(fixture!("errors/signature_error_string_code")));
+        assert_eq!(signature.to_string(), "error -32085: Signature error");
+        assert!(
+            RpcError::parse(&raw(fixture!("errors/hipaa_admin_login_refused")))
+                .is_admin_login_refused()
+        );
+        assert!(RpcError::parse(&raw(fixture!("errors/company_not_found"))).is_unknown_company());
+        assert!(
+            RpcError::parse(&raw(fixture!("errors/company_not_found_api_32600")))
+                .is_unknown_company()
+        );
+        assert!(
+            !RpcError::parse(&raw(fixture!("errors/token_expired_or_invalid")))
+                .is_unknown_company()
+        );
+    }
+
+    #[test]
+    fn booking_lists_are_arrays_or_objects_keyed_by_id_without_hashes() {
+        let listed = parse_booking_list(&raw(fixture!("bookings/list_array"))).expect("list");
+        let rows: Vec<_> = listed
+            .iter()
+            .map(|b| (b.id.as_str(), b.start.as_str(), b.state()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "2262",
+                    "2026-10-14 10:00:00",
+                    Some(BookingStatus::Confirmed)
+                ),
+                (
+                    "2263",
+                    "2026-10-14 11:30:00",
+                    Some(BookingStatus::Cancelled)
+                ),
+            ]
+        );
+        let keyed =
+            parse_booking_list(&raw(fixture!("bookings/list_object_keyed"))).expect("keyed");
+        assert!(!keyed.is_empty());
+        assert_eq!(
+            parse_booking_list(&raw(fixture!("bookings/list_empty"))).expect("empty"),
+            vec![]
+        );
+        let pending = raw(
+            r#"[{"id":"1","start_date":"2026-10-14 10:00:00","is_confirm":"0","approve_status":"new"}]"#,
+        );
+        assert_eq!(
+            parse_booking_list(&pending).expect("pending")[0].state(),
+            Some(BookingStatus::Pending)
+        );
+        let cases = [
+            (
+                r#"[{"id":"22 62","start_date":"2026-10-14 10:00:00"}]"#,
+                r#"entry 0: id "22 62" is not"#,
+            ),
+            (
+                r#"[{"start_date":"2026-10-14 10:00:00"}]"#,
+                "entry 0: missing id",
+            ),
+            (r#"[{"id":"1"}]"#, "booking 1 has no start_date"),
+            (
+                r#"{"7":{"id":"8","start_date":"2026-10-14 10:00:00"}}"#,
+                r#"entry "7": is keyed "7" but has id "8""#,
+            ),
+            ("null", "neither an array nor an object"),
+        ];
+        for (list, expected) in cases {
+            let err = parse_booking_list(&raw(list)).expect_err(list).to_string();
+            assert!(err.contains(expected), "{list}: {err}");
+        }
+    }
+
+    #[test]
+    fn service_urls_are_hosts_given_a_scheme_and_nothing_else() {
+        let answer: String = serde_json::from_str(fixture!("login/service_url")).expect("string");
+        assert_eq!(
+            service_url(&answer, "https").expect("host"),
+            "https://user-api.simplybook.me"
+        );
+        assert_eq!(
+            service_url("http://127.0.0.1:8080/", "https").expect("url"),
+            "http://127.0.0.1:8080"
+        );
+        for bad in ["https://evil.test/path", "ftp://x", "user@host", "", "a b"] {
+            assert!(service_url(bad, "https").is_err(), "{bad}");
+        }
+        assert_eq!(host_of("http://127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(
+            host_of("https://user-api.simplybook.asia"),
+            "user-api.simplybook.asia"
+        );
+    }
+
+    #[test]
+    fn the_company_zone_comes_from_company_info() {
+        assert_eq!(
+            company_time_zone(&raw(fixture!("company/company_info")))
+                .expect("info")
+                .as_deref(),
+            Some("Australia/Sydney")
+        );
+    }
+
+    #[test]
+    fn masking_leaves_no_client_detail_and_keeps_the_shape() {
+        let value: serde_json::Value =
+            serde_json::from_str(fixture!("details/confirmed_plain")).expect("json");
+        let masked = mask_personal(&value);
+        let text = masked.to_string();
+        for personal in [
+            "Test Client",
+            "test.client@example.test",
+            "+61 400 000 000",
+            "192.0.2.10",
+        ] {
+            assert!(!text.contains(personal), "{personal} survived masking");
+        }
+        assert_eq!(masked["client_name"], "<masked client_name>");
+        assert_eq!(masked["price"], serde_json::json!([]));
+        assert_eq!(masked["event_name"], value["event_name"]);
+    }
+}

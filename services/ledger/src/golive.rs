@@ -224,7 +224,10 @@ async fn admin(session: &Session<'_>, tenant: &TenantConfig, report: &mut Report
                                 "booking {}: {} {} {}{}",
                                 row.id,
                                 r.payload.status.as_str(),
-                                r.payload.price,
+                                tenant
+                                    .currency
+                                    .check_amount(r.payload.price)
+                                    .unwrap_or(r.payload.price),
                                 r.payload
                                     .currency
                                     .as_deref()

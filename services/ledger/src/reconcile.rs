@@ -78,7 +78,11 @@ impl Remote {
             id: resolved.payload.booking_id,
             status: resolved.payload.status.as_str().to_string(),
             session_at,
-            price: resolved.payload.price,
+            // In the tenant's minor unit when it fits (SimplyBook writes "150.0000").
+            price: tenant
+                .currency
+                .check_amount(resolved.payload.price)
+                .unwrap_or(resolved.payload.price),
             currency: resolved.payload.currency,
         })
     }
