@@ -730,9 +730,9 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
     .await?;
     ledger_has(system, 2).await?;
 
-    // Stripe answers the customer, the invoice and its first item, then goes down: the invoice
-    // stays a draft.
-    system.stripe.set_unavailable_after(3);
+    // Stripe answers the customer, the invoice and its first item (each after a look-up for
+    // one an earlier attempt made), then goes down: the invoice stays a draft.
+    system.stripe.set_unavailable_after(6);
     let failed = close(&mut invoicing, "claire", "2026-07", false).await?;
     assert_eq!(failed.outcome(), Outcome::Failed, "{failed:?}");
     assert!(failed.error.contains("draft"), "{}", failed.error);
@@ -807,7 +807,7 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
     assert_eq!(si["status"], "open");
     assert_eq!(si["collection_method"], "send_invoice");
     assert_eq!(si["number"], "CLAIRE-2026-0001");
-    assert_eq!(si["sent"], true);
+    assert!(system.stripe.sent(&invoice.stripe_invoice_id));
     assert_eq!(
         si["metadata"]["invoice_id"].as_str(),
         Some(invoice.id.as_str())
@@ -838,15 +838,21 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
                     .as_deref()
                     .is_some_and(|k| k.ends_with(suffix))
             })
-            .count()
+            .collect::<Vec<_>>()
     };
-    assert_eq!((asked("-create"), asked("-item-0")), (1, 1));
+    assert_eq!((asked("-create").len(), asked("-item-0").len()), (1, 1));
+    let second = asked("-item-1");
     assert_eq!(
-        asked("-item-1"),
-        3,
-        "once per run: twice during the outage, then done"
+        second.iter().filter(|c| c.executed).count(),
+        1,
+        "{second:?}"
     );
-    assert_eq!(asked("-item-2"), 0, "fees and tax only: two items");
+    assert!(
+        second.len() > 1,
+        "tried during the outage, then done: {second:?}"
+    );
+    assert!(asked("-item-2").is_empty(), "fees and tax only: two items");
+    assert_eq!(system.stripe.items().len(), 2);
 
     // Stripe's events, through ingest: paid (twice, once past JetStream's dedup), a late
     // payment_failed and finalized, and a type invoicing does not act on.

@@ -11,4 +11,5 @@ mod invoicing;
 mod ledger_consumer;
 mod notifier;
 mod observability;
+mod stripe_contract;
 mod walking_skeleton;

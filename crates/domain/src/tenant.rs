@@ -17,6 +17,30 @@ use crate::standard_webhooks::SigningKey;
 #[error("invalid tenant id {0:?}: use 1-50 lowercase letters, digits, '-' or '_'")]
 pub struct TenantIdError(String);
 
+/// Longest invoice prefix. Stripe accepts an invoice `number` of at most 26 characters
+/// (`PostInvoices`, `number.maxLength` in stripe/openapi); `{prefix}-{year}-{seq:04}` with a
+/// 12-character prefix is 22 characters and stays within 26 up to sequence 99,999,999.
+/// See docs/contracts/stripe.md.
+pub const MAX_INVOICE_PREFIX: usize = 12;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invoice_prefix {0:?}: use 1-12 of A-Z, 0-9, '-', '_' (Stripe takes invoice numbers of at \
+     most 26 characters)"
+)]
+pub struct InvoicePrefixError(pub String);
+
+/// Checks an invoice prefix: 1 to [`MAX_INVOICE_PREFIX`] of `A-Z`, `0-9`, `-`, `_`.
+pub fn check_invoice_prefix(prefix: &str) -> Result<(), InvoicePrefixError> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= MAX_INVOICE_PREFIX
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    ok.then_some(())
+        .ok_or_else(|| InvoicePrefixError(prefix.to_string()))
+}
+
 /// A tenant's identifier as it appears in URLs and subjects: `[a-z0-9_-]{1,50}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TenantId(String);
@@ -94,6 +118,7 @@ pub struct TenantConfig {
     #[serde(default = "default_terms")]
     pub payment_terms_days: u32,
     /// Invoice numbers look like `{prefix}-{year}-{seq:04}`; defaults to the upper-cased id.
+    /// At most 12 characters (explicit or default: a tenant whose id is longer needs one).
     #[serde(default)]
     pub invoice_prefix: Option<String>,
     /// Standard Webhooks secrets (`whsec_…`) accepted for this tenant; several during a rotation.
@@ -176,6 +201,8 @@ pub enum TenantsError {
          or them without simplybook_company"
     )]
     BadAdminUser(TenantId),
+    #[error("tenant {0}: {1}; without invoice_prefix the prefix is the upper-cased tenant id")]
+    BadInvoicePrefix(TenantId, InvoicePrefixError),
 }
 
 #[derive(serde::Deserialize)]
@@ -236,6 +263,9 @@ impl Tenants {
                 (None, None) => {}
                 (Some(_), Some(_)) if tenant.simplybook_company.is_some() => {}
                 _ => return Err(TenantsError::BadAdminUser(tenant.id)),
+            }
+            if let Err(e) = check_invoice_prefix(&tenant.invoice_prefix()) {
+                return Err(TenantsError::BadInvoicePrefix(tenant.id, e));
             }
             let id = tenant.id.clone();
             if map.insert(id.clone(), tenant).is_some() {
@@ -304,6 +334,57 @@ mod tests {
             Tenants::from_json(no_company),
             Err(TenantsError::BadCallbackToken(_))
         ));
+    }
+
+    #[test]
+    fn invoice_prefixes_are_at_most_twelve_characters() {
+        let cases = [
+            ("CLAIRE", true),
+            ("ABCDEFGHIJKL", true),
+            ("A-1_B", true),
+            ("ABCDEFGHIJKLM", false),
+            ("", false),
+            ("claire", false),
+            ("CLAIRE 1", false),
+            ("CLAIRÉ", false),
+        ];
+        for (prefix, ok) in cases {
+            assert_eq!(check_invoice_prefix(prefix).is_ok(), ok, "{prefix:?}");
+        }
+        let err = check_invoice_prefix("ABCDEFGHIJKLM")
+            .expect_err("13")
+            .to_string();
+        assert!(err.contains("1-12") && err.contains("26"), "{err}");
+    }
+
+    #[test]
+    fn the_tenants_file_refuses_an_invoice_prefix_stripe_could_not_number() {
+        let file = |extra: &str, id: &str| {
+            format!(
+                r#"{{"tenants":[{{"id":"{id}","name":"A","billing_email":"a@example.test",
+                "currency":"AUD"{extra}}}]}}"#
+            )
+        };
+        let twelve = Tenants::from_json(&file(r#","invoice_prefix":"ABCDEFGHIJKL""#, "a"))
+            .expect("12 characters");
+        assert_eq!(
+            twelve.get("a").map(TenantConfig::invoice_prefix).as_deref(),
+            Some("ABCDEFGHIJKL")
+        );
+        for (extra, id) in [
+            (r#","invoice_prefix":"ABCDEFGHIJKLM""#, "a"),
+            (r#","invoice_prefix":"lower""#, "a"),
+            // No prefix: the upper-cased id, here 13 characters, would be the default.
+            ("", "physiotherapy"),
+        ] {
+            let err = Tenants::from_json(&file(extra, id)).expect_err(extra);
+            assert!(
+                matches!(err, TenantsError::BadInvoicePrefix(..)),
+                "{extra}: {err}"
+            );
+            assert!(err.to_string().contains("invoice_prefix"), "{err}");
+        }
+        assert!(Tenants::from_json(&file("", "physiother12")).is_ok());
     }
 
     #[test]

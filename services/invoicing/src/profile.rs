@@ -4,6 +4,7 @@
 
 use std::str::FromStr;
 
+use billing_domain::tenant::check_invoice_prefix;
 use billing_domain::{Currency, TenantId, Tenants};
 use billing_proto::convert::timestamp;
 use billing_proto::invoicing as pb;
@@ -95,19 +96,19 @@ impl Profile {
                 .filter(|r| *r >= Decimal::ZERO && *r < Decimal::ONE)
                 .ok_or_else(|| format!("tax_rate {rate:?} must be a decimal in [0, 1)"))?,
         };
-        let invoice_prefix = match p.invoice_prefix.trim() {
-            "" => tenant_id.as_str().to_ascii_uppercase(),
-            prefix => prefix.to_string(),
+        // At most 12 characters, so every number Stripe is given fits its 26 (see
+        // docs/contracts/stripe.md); checked on every write, existing profiles included.
+        let (invoice_prefix, defaulted) = match p.invoice_prefix.trim() {
+            "" => (tenant_id.as_str().to_ascii_uppercase(), true),
+            prefix => (prefix.to_string(), false),
         };
-        let prefix_ok = invoice_prefix.len() <= 50
-            && invoice_prefix
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !prefix_ok {
-            return Err(format!(
-                "invoice_prefix {invoice_prefix:?}: use 1-50 of A-Z, 0-9, '-', '_'"
-            ));
-        }
+        check_invoice_prefix(&invoice_prefix).map_err(|e| {
+            if defaulted {
+                format!("{e}; that is the upper-cased tenant id: set an invoice_prefix")
+            } else {
+                e.to_string()
+            }
+        })?;
         Ok(Profile {
             tenant_id: tenant_id.to_string(),
             legal_name: p.legal_name.trim().to_string(),
@@ -348,6 +349,31 @@ mod tests {
             let err = Profile::from_proto(p).expect_err(expected);
             assert!(err.contains(expected), "{err:?} should mention {expected}");
         }
+    }
+
+    #[test]
+    fn invoice_prefixes_stop_at_twelve_characters() {
+        let with = |tenant: &str, prefix: &str| {
+            let mut p = valid();
+            p.tenant_id = tenant.into();
+            p.invoice_prefix = prefix.into();
+            Profile::from_proto(p)
+        };
+        let twelve = with("claire", "ABCDEFGHIJKL").expect("12 characters");
+        assert_eq!(twelve.invoice_prefix, "ABCDEFGHIJKL");
+        let err = with("claire", "ABCDEFGHIJKLM").expect_err("13 characters");
+        assert!(
+            err.contains("invoice_prefix") && err.contains("1-12"),
+            "{err}"
+        );
+        // The default, the upper-cased id, obeys the same limit.
+        assert_eq!(
+            with("physiother12", "").map(|p| p.invoice_prefix),
+            Ok("PHYSIOTHER12".to_string())
+        );
+        let err = with("physiotherapy", "").expect_err("13-character id");
+        assert!(err.contains("set an invoice_prefix"), "{err}");
+        assert!(with("physiotherapy", "PHYSIO").is_ok());
     }
 
     #[test]

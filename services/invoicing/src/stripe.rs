@@ -2,13 +2,34 @@
 //! items, finalize, send) and becomes `issued` when Stripe has sent it. Every call carries an
 //! idempotency key derived from our invoice, and each step's result is saved before the next,
 //! so a retry after an outage resumes where it stopped and never makes a second Stripe invoice.
+//!
+//! Within Stripe's limits (docs/contracts/stripe.md has the sources):
+//! - the `number` is ours and at most 26 characters; a longer one is refused before any call;
+//! - `due_date` is a timestamp, the last second of our due date in the tenant's zone (the
+//!   overdue sweep's own boundary), never `days_until_due`, which would count from the day of
+//!   the push; Stripe refuses a due date in the past, so a push that runs after our due date
+//!   gives Stripe the end of the first day at least an hour ahead, keeps our due date on our
+//!   invoice and PDF, and says so in the invoice's history;
+//! - a request whose answer is lost (connection dropped, timeout, 409, 429, 5xx) is tried again
+//!   with the same key, which Stripe answers with the saved response;
+//! - Stripe forgets keys after 24 hours, so before creating anything the push looks for what an
+//!   earlier, unanswered attempt may have made: the customer by email and `tenant_id` metadata,
+//!   the invoice among the customer's by `invoice_id` metadata, the items by their `item`
+//!   metadata. Found objects are used, never duplicated;
+//! - a 401 is reported without Stripe's message, which quotes part of the key.
 
-use std::collections::HashMap;
+mod errors;
+mod find;
+mod limits;
+
+use std::collections::HashSet;
+use std::future::Future;
 use std::time::Duration;
 
 use billing_domain::Currency;
 use billing_domain::secret::Secret;
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use stripe::{RequestStrategy, StripeError, StripeRequest};
@@ -18,22 +39,19 @@ use stripe_billing::invoice::{
 };
 use stripe_billing::invoice_item::CreateInvoiceItem;
 use stripe_billing::{Invoice, InvoiceCollectionMethod, InvoiceStatus};
-use stripe_core::customer::CreateCustomer;
 
 use crate::profile::{Profile, Profiles};
 use crate::store::{InvoiceRow, LINE_ADJUSTMENT, LINE_BOOKING, Status, Store};
 
-#[derive(Debug, thiserror::Error)]
-pub enum PushError {
-    #[error("stripe: {0}")]
-    Stripe(#[from] StripeError),
-    #[error("stripe answered without {0}")]
-    Incomplete(&'static str),
-    #[error("amount {0} cannot be expressed in the currency's minor unit")]
-    Amount(Decimal),
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-}
+pub use errors::PushError;
+use errors::{maybe_executed, worth_retrying};
+use find::our_metadata;
+use limits::{check_number, end_of_day, stripe_due};
+
+/// Attempts per request when the answer is lost or Stripe says to come back.
+const ATTEMPTS: u32 = 3;
+/// Wait before the second attempt; twice as long before the third.
+const BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct StripeBilling {
@@ -71,42 +89,61 @@ impl StripeBilling {
         invoice: &InvoiceRow,
         now: DateTime<Utc>,
     ) -> Result<InvoiceRow, PushError> {
+        check_number(&invoice.number, &invoice.tenant_id)?;
         let currency = invoice
             .currency()
             .ok_or(PushError::Incomplete("a known currency"))?;
+        let zone: Tz = invoice.time_zone.parse().unwrap_or(profile.time_zone);
+        let due = stripe_due(invoice.due_date, zone, now);
         let customer = self.customer(profile).await?;
         let key = |step: &str| idempotent(&format!("invoice-{}-{step}", invoice.id));
 
         let stripe_id = match &invoice.stripe_invoice_id {
             Some(id) => id.clone(),
             None => {
-                let metadata = HashMap::from([
-                    ("invoice_id".to_string(), invoice.id.to_string()),
-                    ("tenant_id".to_string(), invoice.tenant_id.clone()),
-                ]);
-                let created = CreateInvoice::new()
-                    .customer(customer.as_str())
-                    .collection_method(InvoiceCollectionMethod::SendInvoice)
-                    .days_until_due(
-                        u32::try_from((invoice.due_date - invoice.issue_date).num_days().max(0))
-                            .unwrap_or(0),
-                    )
-                    .currency(stripe_currency(currency))
-                    .auto_advance(false)
-                    .pending_invoice_items_behavior(
-                        CreateInvoicePendingInvoiceItemsBehavior::Exclude,
-                    )
-                    .number(invoice.number.as_str())
-                    .description(format!("Platform fees for {}", invoice.period))
-                    .metadata(metadata)
-                    .customize()
-                    .request_strategy(key("create"))
-                    .send(&self.client)
-                    .await?;
-                let id = created
-                    .id
-                    .ok_or(PushError::Incomplete("an invoice id"))?
-                    .to_string();
+                let id = match self.find_invoice(&customer, invoice.id).await? {
+                    Some(id) => id,
+                    None => {
+                        if due.moved {
+                            tracing::warn!(due = %invoice.due_date, stripe_due = %due.at,
+                                "due date passed before the push: stripe gets a later one");
+                        }
+                        let create = CreateInvoice::new()
+                            .customer(customer.as_str())
+                            .collection_method(InvoiceCollectionMethod::SendInvoice)
+                            .due_date(due.at.timestamp())
+                            .currency(stripe_currency(currency))
+                            .auto_advance(false)
+                            .pending_invoice_items_behavior(
+                                CreateInvoicePendingInvoiceItemsBehavior::Exclude,
+                            )
+                            .number(invoice.number.as_str())
+                            .description(format!("Platform fees for {}", invoice.period))
+                            .metadata(our_metadata(invoice, None));
+                        let created = self
+                            .retrying(|| {
+                                create
+                                    .customize()
+                                    .request_strategy(key("create"))
+                                    .send(&self.client)
+                            })
+                            .await;
+                        match created {
+                            Ok(created) => created
+                                .id
+                                .ok_or(PushError::Incomplete("an invoice id"))?
+                                .to_string(),
+                            // Stripe may have made it: find it rather than make another.
+                            Err(err) if maybe_executed(&err) => {
+                                match self.find_invoice(&customer, invoice.id).await? {
+                                    Some(id) => id,
+                                    None => return Err(err.into()),
+                                }
+                            }
+                            Err(err) => return Err(err.into()),
+                        }
+                    }
+                };
                 self.store
                     .save_stripe(invoice.id, Some(&id), None, None, None)
                     .await?;
@@ -114,32 +151,46 @@ impl StripeBilling {
             }
         };
 
-        // Progress is saved after each item: a retry (perhaps after Stripe forgot the idempotency
-        // keys, 24 hours) creates only the items still missing.
+        // Progress is saved after each item; the items' metadata also finds one whose answer
+        // was lost after Stripe forgot its key (24 hours).
         let done = usize::try_from(invoice.stripe_items_created).unwrap_or(0);
         let items = self.items(invoice, currency).await?;
+        let on_stripe = if done < items.len() {
+            self.items_on(&stripe_id, invoice.id).await?
+        } else {
+            HashSet::new()
+        };
         for (n, (description, amount)) in items.iter().enumerate().skip(done) {
-            CreateInvoiceItem::new()
-                .customer(customer.as_str())
-                .invoice(stripe_id.as_str())
-                .amount(minor_units(*amount, currency)?)
-                .currency(stripe_currency(currency))
-                .description(description.as_str())
-                .customize()
-                .request_strategy(key(&format!("item-{n}")))
-                .send(&self.client)
+            if !on_stripe.contains(&n) {
+                let create = CreateInvoiceItem::new()
+                    .customer(customer.as_str())
+                    .invoice(stripe_id.as_str())
+                    .amount(minor_units(*amount, currency)?)
+                    .currency(stripe_currency(currency))
+                    .description(description.as_str())
+                    .metadata(our_metadata(invoice, Some(n)));
+                self.retrying(|| {
+                    create
+                        .customize()
+                        .request_strategy(key(&format!("item-{n}")))
+                        .send(&self.client)
+                })
                 .await?;
+            }
             let created = i32::try_from(n + 1).unwrap_or(i32::MAX);
             self.store
                 .save_stripe(invoice.id, None, Some(created), None, None)
                 .await?;
         }
 
-        let finalized = match FinalizeInvoiceInvoice::new(stripe_id.as_str())
-            .auto_advance(false)
-            .customize()
-            .request_strategy(key("finalize"))
-            .send(&self.client)
+        let finalize = FinalizeInvoiceInvoice::new(stripe_id.as_str()).auto_advance(false);
+        let finalized = match self
+            .retrying(|| {
+                finalize
+                    .customize()
+                    .request_strategy(key("finalize"))
+                    .send(&self.client)
+            })
             .await
         {
             Ok(finalized) => finalized,
@@ -160,13 +211,26 @@ impl StripeBilling {
             )
             .await?;
         if finalized.status == Some(InvoiceStatus::Open) {
-            SendInvoiceInvoice::new(stripe_id.as_str())
-                .customize()
-                .request_strategy(key("send"))
-                .send(&self.client)
-                .await?;
+            let send = SendInvoiceInvoice::new(stripe_id.as_str());
+            self.retrying(|| {
+                send.customize()
+                    .request_strategy(key("send"))
+                    .send(&self.client)
+            })
+            .await?;
         }
 
+        let mut reason = format!("sent by Stripe as {stripe_id}");
+        let stripes = finalized.due_date.unwrap_or(due.at.timestamp());
+        if stripes != end_of_day(invoice.due_date, zone).timestamp() {
+            let local = DateTime::from_timestamp(stripes, 0)
+                .map(|t| t.with_timezone(&zone).date_naive().to_string())
+                .unwrap_or_else(|| stripes.to_string());
+            reason.push_str(&format!(
+                "; Stripe's due date is {local}: ours, {}, had passed when it was pushed",
+                invoice.due_date
+            ));
+        }
         let mut tx = self.store.begin().await?;
         let current = self
             .store
@@ -175,13 +239,7 @@ impl StripeBilling {
             .ok_or(sqlx::Error::RowNotFound)?;
         let issued = if current.status() == Status::Draft {
             self.store
-                .transition(
-                    &mut tx,
-                    &current,
-                    Status::Issued,
-                    &format!("sent by Stripe as {stripe_id}"),
-                    now,
-                )
+                .transition(&mut tx, &current, Status::Issued, &reason, now)
                 .await?
         } else {
             current
@@ -193,56 +251,72 @@ impl StripeBilling {
     /// Voids the Stripe side of an invoice: a finalized Stripe invoice is voided, a Stripe
     /// draft deleted. Nothing to do when Stripe never got it.
     pub async fn void(&self, invoice: &InvoiceRow) -> Result<(), PushError> {
-        let Some(stripe_id) = &invoice.stripe_invoice_id else {
+        let stripe_id = match &invoice.stripe_invoice_id {
+            Some(id) => Some(id.clone()),
+            // A push whose answer was lost may have left a Stripe invoice we never saved.
+            None if invoice.invoicing_mode == "stripe" => {
+                match self
+                    .profiles
+                    .get(&invoice.tenant_id)
+                    .await?
+                    .and_then(|p| p.stripe_customer_id)
+                {
+                    Some(customer) => self.find_invoice(&customer, invoice.id).await?,
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let Some(stripe_id) = stripe_id else {
             return Ok(());
         };
-        let current = self.retrieve(stripe_id).await?;
+        let current = self.retrieve(&stripe_id).await?;
         let key = |step: &str| idempotent(&format!("invoice-{}-{step}", invoice.id));
         match current.status {
             Some(InvoiceStatus::Draft) => {
-                DeleteInvoice::new(stripe_id.as_str())
-                    .customize()
-                    .request_strategy(key("delete"))
-                    .send(&self.client)
+                let delete = DeleteInvoice::new(stripe_id.as_str());
+                self.retrying(|| delete.customize().send(&self.client))
                     .await?;
             }
             Some(InvoiceStatus::Void) => {}
             _ => {
-                VoidInvoiceInvoice::new(stripe_id.as_str())
-                    .customize()
-                    .request_strategy(key("void"))
-                    .send(&self.client)
-                    .await?;
+                let void = VoidInvoiceInvoice::new(stripe_id.as_str());
+                self.retrying(|| {
+                    void.customize()
+                        .request_strategy(key("void"))
+                        .send(&self.client)
+                })
+                .await?;
             }
         }
         Ok(())
     }
 
-    async fn retrieve(&self, stripe_id: &str) -> Result<Invoice, StripeError> {
-        RetrieveInvoice::new(stripe_id).send(&self.client).await
+    /// Sends a request (built afresh by `attempt`) up to [`ATTEMPTS`] times while its answer is
+    /// lost or Stripe says to come back; the idempotency key makes a repeat safe.
+    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, StripeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StripeError>>,
+    {
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(err) if tries < ATTEMPTS && worth_retrying(&err) => {
+                    tracing::warn!(attempt = tries, error = %PushError::from(err),
+                        "stripe request failed, trying again with the same key");
+                    tokio::time::sleep(BACKOFF * tries).await;
+                    tries += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
-    /// The tenant's Stripe customer, created (once, by idempotency key) when the profile has none.
-    async fn customer(&self, profile: &Profile) -> Result<String, PushError> {
-        if let Some(id) = &profile.stripe_customer_id {
-            return Ok(id.clone());
-        }
-        let created = CreateCustomer::new()
-            .name(profile.legal_name.as_str())
-            .email(profile.billing_email.as_str())
-            .metadata(HashMap::from([(
-                "tenant_id".to_string(),
-                profile.tenant_id.clone(),
-            )]))
-            .customize()
-            .request_strategy(idempotent(&format!("customer-{}", profile.tenant_id)))
-            .send(&self.client)
-            .await?;
-        let id = created.id.to_string();
-        self.profiles
-            .set_stripe_customer(&profile.tenant_id, &id)
-            .await?;
-        Ok(id)
+    async fn retrieve(&self, stripe_id: &str) -> Result<Invoice, StripeError> {
+        let retrieve = RetrieveInvoice::new(stripe_id);
+        self.retrying(|| retrieve.customize().send(&self.client))
+            .await
     }
 
     /// The Stripe invoice's items: the booking fees in one item, the adjustments in another,
