@@ -11,5 +11,6 @@ mod invoicing;
 mod ledger_consumer;
 mod notifier;
 mod observability;
+mod simplybook_contract;
 mod stripe_contract;
 mod walking_skeleton;

@@ -145,6 +145,16 @@ pub struct TenantConfig {
     /// That admin user's password. Optional; needs `simplybook_user_login`.
     #[serde(default)]
     pub simplybook_user_password: Option<Secret<String>>,
+    /// The company's API domain (e.g. `https://user-api.simplybook.asia`), when it must not be
+    /// asked of SimplyBook's `getServiceUrl` (which is what happens without it).
+    #[serde(default)]
+    pub simplybook_api_url: Option<String>,
+    /// What the company's SimplyBook Status-feature labels mean, e.g.
+    /// `{"Completed": "completed", "No show": "no_show"}` (matched ignoring case). A confirmed
+    /// booking showing a label not listed here stays confirmed, is recorded with the label and
+    /// is flagged; labels are the tenant's own words and are never guessed.
+    #[serde(default)]
+    pub simplybook_status_labels: crate::simplybook::StatusLabels,
 }
 
 impl TenantConfig {
@@ -201,6 +211,8 @@ pub enum TenantsError {
          or them without simplybook_company"
     )]
     BadAdminUser(TenantId),
+    #[error("tenant {0} has a simplybook_api_url that is not an http(s) URL without a path")]
+    BadApiUrl(TenantId),
     #[error("tenant {0}: {1}; without invoice_prefix the prefix is the upper-cased tenant id")]
     BadInvoicePrefix(TenantId, InvoicePrefixError),
 }
@@ -263,6 +275,18 @@ impl Tenants {
                 (None, None) => {}
                 (Some(_), Some(_)) if tenant.simplybook_company.is_some() => {}
                 _ => return Err(TenantsError::BadAdminUser(tenant.id)),
+            }
+            if let Some(url) = &tenant.simplybook_api_url {
+                let rest = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"));
+                let host_only = rest.is_some_and(|r| {
+                    let r = r.trim_end_matches('/');
+                    !r.is_empty() && !r.contains(['/', '?', '#', '@', ' '])
+                });
+                if !host_only {
+                    return Err(TenantsError::BadApiUrl(tenant.id));
+                }
             }
             if let Err(e) = check_invoice_prefix(&tenant.invoice_prefix()) {
                 return Err(TenantsError::BadInvoicePrefix(tenant.id, e));
@@ -438,6 +462,37 @@ mod tests {
             "currency":"AUD","simplybook_user_name":"admin"}]}"#;
         assert!(matches!(
             Tenants::from_json(misspelt),
+            Err(TenantsError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn status_labels_map_to_our_statuses_and_an_api_url_is_a_host() {
+        let ok = r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test",
+            "currency":"AUD","simplybook_company":"a",
+            "simplybook_api_url":"https://user-api.simplybook.asia/",
+            "simplybook_status_labels":{"Completed":"completed","No show":"no_show"}}]}"#;
+        let tenants = Tenants::from_json(ok).expect("tenants");
+        let a = tenants.get("a").expect("a");
+        assert_eq!(
+            a.simplybook_status_labels.get("No show"),
+            Some(&crate::BookingStatus::NoShow)
+        );
+        for url in [
+            "ftp://x",
+            "https://evil.test/path",
+            "https://user@host",
+            "https://",
+        ] {
+            let bad = ok.replace("https://user-api.simplybook.asia/", url);
+            assert!(
+                matches!(Tenants::from_json(&bad), Err(TenantsError::BadApiUrl(_))),
+                "{url}"
+            );
+        }
+        let unknown = ok.replace(r#""no_show"}"#, r#""arrived"}"#);
+        assert!(matches!(
+            Tenants::from_json(&unknown),
             Err(TenantsError::Parse { .. })
         ));
     }

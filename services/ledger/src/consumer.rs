@@ -529,10 +529,15 @@ impl Consumer {
             return Disposition::Retry(format!("database: {err}"));
         }
         metrics::counter!("ledger_dead_letters_total", "reason" => reject.code).increment(1);
+        // SimplyBook's own answer is logged (its code and message, never a credential); other
+        // reasons can quote the payload, which may hold a client's details, so only their code.
+        let detail = matches!(reject.code, "unconfirmed_callback" | "price_unknown")
+            .then_some(reject.message.as_str());
         tracing::warn!(
             event_id,
             tenant,
             reason = reject.code,
+            detail,
             "event dead-lettered"
         );
         Disposition::Ack
