@@ -15,7 +15,10 @@ INBOX = "_INBOX.demo_reset"
 
 def main(addr, prefix):
     host, port = addr.rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=5)
+    except OSError as err:
+        sys.exit(f"nats_delete_streams: cannot reach NATS at {addr}: {err}")
     reader = sock.makefile("rb")
     reader.readline()  # INFO {...}
     sock.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
@@ -33,7 +36,15 @@ def main(addr, prefix):
             if line.startswith("-ERR"):
                 sys.exit(f"nats: {line}")
 
-    names = request("$JS.API.STREAM.NAMES", b"{}").get("streams") or []
+    names = []
+    while True:  # the API answers a page of names at a time (total, offset, limit)
+        page = request("$JS.API.STREAM.NAMES", json.dumps({"offset": len(names)}).encode())
+        if "error" in page:
+            sys.exit(f"nats_delete_streams: {page['error']}")
+        got = page.get("streams") or []
+        names += got
+        if not got or len(names) >= page.get("total", 0):
+            break
     for name in names:
         if name.startswith(prefix):
             answer = request(f"$JS.API.STREAM.DELETE.{name}")

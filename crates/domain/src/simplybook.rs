@@ -366,6 +366,49 @@ fn mapped(labels: &StatusLabels, label: &str) -> Option<BookingStatus> {
         .map(|(_, s)| *s)
 }
 
+/// A confirmed booking's Status-feature label through the tenant's map: (status, the label when
+/// nobody has mapped it). Other states, the company's default label and no label leave the state
+/// as it is.
+fn refine(
+    base: BookingStatus,
+    label: Option<&StatusLabel>,
+    labels: &StatusLabels,
+) -> (BookingStatus, Option<String>) {
+    match (base, label) {
+        (BookingStatus::Confirmed, Some(l)) => match mapped(labels, &l.name) {
+            Some(status) => (status, None),
+            None if l.is_default => (base, None),
+            None => (base, Some(l.name.clone())),
+        },
+        _ => (base, None),
+    }
+}
+
+/// The company's Status-feature labels by id, from the admin `getStatuses` (an array of
+/// `{id, name, color, is_default, description}`): list rows name a booking's status by id.
+pub fn parse_statuses(result: &RawValue) -> Result<BTreeMap<String, StatusLabel>, PayloadError> {
+    #[derive(Deserialize)]
+    struct Wire {
+        id: Text,
+        name: String,
+        #[serde(default)]
+        is_default: Option<Text>,
+    }
+    let mut statuses = BTreeMap::new();
+    for (_, raw) in keyed_entries("status list", result)? {
+        let w: Wire = serde_json::from_str(raw.get())
+            .map_err(|e| PayloadError::Malformed(format!("status list entry: {e}")))?;
+        statuses.insert(
+            w.id.into_string(),
+            StatusLabel {
+                name: w.name,
+                is_default: w.is_default.is_some_and(|t| flag(t).unwrap_or(false)),
+            },
+        );
+    }
+    Ok(statuses)
+}
+
 /// Why a booking's details cannot become a booking.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DetailsError {
@@ -385,6 +428,9 @@ pub struct Resolved {
     /// Set when the label is not in the tenant's map (and not the company's default): the
     /// status was then taken from SimplyBook's confirmation alone, and someone should map it.
     pub unmapped_label: Option<String>,
+    /// The value is the service's list price (no price object): it values a booking when first
+    /// recorded, and a later change of the service's price does not re-price it.
+    pub priced_from_service: bool,
 }
 
 /// Decides a booking's state and value from its details, the service they name (from
@@ -436,14 +482,7 @@ pub fn resolve(
         }
     };
     let label = d.status_label.as_ref();
-    let (status, unmapped_label) = match (base, label) {
-        (BookingStatus::Confirmed, Some(l)) => match mapped(labels, &l.name) {
-            Some(status) => (status, None),
-            None if l.is_default => (base, None),
-            None => (base, Some(l.name.clone())),
-        },
-        _ => (base, None),
-    };
+    let (status, unmapped_label) = refine(base, label, labels);
 
     let (price, currency) = match (&d.price, &d.promo, event) {
         (Some((amount, currency)), _, _) => (*amount, currency.clone()),
@@ -506,6 +545,7 @@ pub fn resolve(
         },
         status_label: label.map(|l| l.name.clone()),
         unmapped_label,
+        priced_from_service: d.price.is_none(),
     })
 }
 
@@ -522,6 +562,8 @@ pub struct ListedBooking {
     /// The Approve-booking feature's `new | approved | canceled`, when the company uses it.
     pub approve_status: Option<String>,
     pub event_id: Option<String>,
+    /// The Status feature's status, by id (see [`parse_statuses`]).
+    pub status_id: Option<String>,
 }
 
 impl ListedBooking {
@@ -537,6 +579,17 @@ impl ListedBooking {
             _ => None,
         }
     }
+
+    /// The state the row shows with the Status feature's label (by id in `statuses`) refined
+    /// through the tenant's map, as [`resolve`] decides it from details.
+    pub fn status(
+        &self,
+        statuses: &BTreeMap<String, StatusLabel>,
+        labels: &StatusLabels,
+    ) -> Option<BookingStatus> {
+        let label = self.status_id.as_ref().and_then(|id| statuses.get(id));
+        self.state().map(|base| refine(base, label, labels).0)
+    }
 }
 
 #[derive(Deserialize)]
@@ -551,6 +604,8 @@ struct ListEntry {
     approve_status: Option<String>,
     #[serde(default)]
     event_id: Option<Text>,
+    #[serde(default)]
+    status: Option<Text>,
 }
 
 /// Turns a `getBookings` answer (an array of rows, or an object keyed by booking id) into the
@@ -599,6 +654,7 @@ fn listed_booking(
             .map_err(|err| malformed(err.to_string()))?,
         approve_status: e.approve_status.filter(|s| !s.is_empty()),
         event_id: e.event_id.map(Text::into_string),
+        status_id: e.status.map(Text::into_string).filter(|s| !s.is_empty()),
         id,
         start,
     })
@@ -618,24 +674,31 @@ pub fn company_time_zone(result: &RawValue) -> Result<Option<String>, PayloadErr
 }
 
 /// The API base URL from `getServiceUrl`'s answer: SimplyBook's own app reads it as a bare host
-/// (`user-api.simplybook.me`) and calls `https://<host>/…`; a scheme, if one is sent, is kept.
-/// `scheme` is used for a bare host. Anything with a path, a user or spaces is refused, since
-/// the tenant's credentials are sent there.
+/// (`user-api.simplybook.me`) and calls `https://<host>/…`. `scheme` is the login API's: a bare
+/// host gets it, and an answer with a scheme must have the same one (an `https` login never
+/// leads to plaintext `http`). Anything but a host name and port is refused, since the tenant's
+/// credentials are sent there.
 pub fn service_url(answer: &str, scheme: &str) -> Result<String, PayloadError> {
-    let answer = answer.trim().trim_end_matches('/');
-    let (scheme, host) = match answer.split_once("://") {
-        Some((s @ ("http" | "https"), host)) => (s, host),
+    let answer = answer.trim();
+    let host = match answer.split_once("://") {
+        Some((s, host)) if s.eq_ignore_ascii_case(scheme) => host,
         Some(_) => {
             return Err(PayloadError::Malformed(format!(
-                "service url {answer:?} is not http(s)"
+                "service url {answer:?} is not {scheme}"
             )));
         }
-        None => (scheme, answer),
+        None => answer,
+    }
+    .trim_end_matches('/');
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
     };
-    let ok = !host.is_empty()
-        && host
+    let ok = !name.is_empty()
+        && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if !ok {
         return Err(PayloadError::Malformed(format!(
             "service url {answer:?} is not a host name"
@@ -665,9 +728,22 @@ pub mod codes {
     pub const SIGNATURE_ERROR: i64 = -32085;
     /// Login API: "Company does not exist".
     pub const COMPANY_NOT_FOUND: i64 = -33001;
+    /// JSON-RPC's "Internal error".
+    pub const INTERNAL_ERROR: i64 = -32603;
 }
 
 impl RpcError {
+    /// "Access denied": how SimplyBook refuses an expired or invalid token (SimplyBook's own app
+    /// logs in again on it, and on nothing else).
+    pub fn is_access_denied(&self) -> bool {
+        self.code == Some(codes::ACCESS_DENIED_OR_NO_COMPANY) && !self.is_unknown_company()
+    }
+
+    /// "Internal error": SimplyBook's own failure, worth asking again later.
+    pub fn is_internal(&self) -> bool {
+        self.code == Some(codes::INTERNAL_ERROR)
+    }
+
     /// SimplyBook says the company does not exist (on this API domain): its domain may have
     /// changed, so ask `getServiceUrl` again.
     pub fn is_unknown_company(&self) -> bool {
@@ -680,8 +756,12 @@ impl RpcError {
     }
 }
 
+/// Members whose every value, at any depth, is masked: a client object, comments, intake-form
+/// answers, and who changed a booking and from where (`history`).
+const PERSONAL_SUBTREES: [&str; 4] = ["client", "comments", "additional_fields", "history"];
+
 /// Members that hold a client's personal data in SimplyBook's answers.
-const PERSONAL: [&str; 14] = [
+const PERSONAL: [&str; 10] = [
     "client",
     "client_name",
     "client_email",
@@ -690,40 +770,59 @@ const PERSONAL: [&str; 14] = [
     "client_address2",
     "client_city",
     "client_zip",
-    // A client's comment and intake-form answers (`additional_fields[].value`).
     "comment",
     "value",
-    // Who changed a booking (`history[]`).
-    "firstname",
-    "lastname",
-    "ip",
-    "agent",
 ];
 
-/// A copy of an answer with every client name, email, phone and address replaced by a mask,
-/// at any depth, so a live account's shapes can be kept as fixtures.
+/// A copy of an answer with every client name, email, phone, address, comment and form answer,
+/// and every trace of who changed a booking, replaced by a mask at any depth, so a live
+/// account's shapes can be kept as fixtures. Types are kept where they matter for a shape:
+/// `null` stays `null`, an empty string stays empty, containers keep their members.
 pub fn mask_personal(value: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let masked =
-                        if PERSONAL.contains(&k.as_str()) && !v.is_object() && !v.is_array() {
-                            match v {
-                                Value::Null => Value::Null,
-                                Value::String(s) if s.is_empty() => Value::String(String::new()),
-                                _ => Value::String(format!("<masked {k}>")),
-                            }
-                        } else {
-                            mask_personal(v)
-                        };
+                    let masked = match v {
+                        Value::Object(_) | Value::Array(_)
+                            if PERSONAL_SUBTREES.contains(&k.as_str()) =>
+                        {
+                            mask_all(v, k)
+                        }
+                        Value::Object(_) | Value::Array(_) => mask_personal(v),
+                        _ if PERSONAL.contains(&k.as_str()) => mask_scalar(v, k),
+                        _ => v.clone(),
+                    };
                     (k.clone(), masked)
                 })
                 .collect(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(mask_personal).collect()),
         other => other.clone(),
+    }
+}
+
+fn mask_scalar(v: &serde_json::Value, key: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Null => Value::Null,
+        Value::String(s) if s.is_empty() => Value::String(String::new()),
+        _ => Value::String(format!("<masked {key}>")),
+    }
+}
+
+/// Every scalar under `v` masked, its structure kept.
+fn mask_all(v: &serde_json::Value, key: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), mask_all(v, k)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|i| mask_all(i, key)).collect()),
+        scalar => mask_scalar(scalar, key),
     }
 }
 
@@ -1035,6 +1134,27 @@ mod tests {
     }
 
     #[test]
+    fn a_rows_status_id_is_read_through_the_companys_labels_and_the_tenants_map() {
+        let statuses = parse_statuses(&raw(fixture!("statuses/status_list"))).expect("statuses");
+        let listed = parse_booking_list(&raw(fixture!("bookings/list_array"))).expect("list");
+        // Row 2262 shows status 5, "Completed"; 2263 is cancelled whatever its label.
+        assert_eq!(listed[0].status_id.as_deref(), Some("5"));
+        assert_eq!(
+            listed[0].status(&statuses, &labels()),
+            Some(BookingStatus::Completed)
+        );
+        assert_eq!(
+            listed[0].status(&statuses, &StatusLabels::new()),
+            Some(BookingStatus::Confirmed),
+            "an unmapped label stays confirmed"
+        );
+        assert_eq!(
+            listed[1].status(&statuses, &labels()),
+            Some(BookingStatus::Cancelled)
+        );
+    }
+
+    #[test]
     fn service_urls_are_hosts_given_a_scheme_and_nothing_else() {
         let answer: String = serde_json::from_str(fixture!("login/service_url")).expect("string");
         assert_eq!(
@@ -1042,10 +1162,23 @@ mod tests {
             "https://user-api.simplybook.me"
         );
         assert_eq!(
-            service_url("http://127.0.0.1:8080/", "https").expect("url"),
+            service_url("http://127.0.0.1:8080/", "http").expect("url"),
             "http://127.0.0.1:8080"
         );
-        for bad in ["https://evil.test/path", "ftp://x", "user@host", "", "a b"] {
+        // An https login never leads to plaintext http, whatever SimplyBook answers.
+        assert!(service_url("http://user-api.simplybook.me", "https").is_err());
+        for bad in [
+            "https://evil.test/path",
+            "ftp://x",
+            "user@host",
+            "",
+            "a b",
+            r"evil.example\.simplybook.me",
+            "https://",
+            "https:",
+            "host:",
+            "host:80a",
+        ] {
             assert!(service_url(bad, "https").is_err(), "{bad}");
         }
         assert_eq!(host_of("http://127.0.0.1:8080"), "127.0.0.1");
@@ -1082,5 +1215,28 @@ mod tests {
         assert_eq!(masked["client_name"], "<masked client_name>");
         assert_eq!(masked["price"], serde_json::json!([]));
         assert_eq!(masked["event_name"], value["event_name"]);
+        assert_eq!(masked["history"][0]["login"], "<masked login>");
+        assert_eq!(
+            masked["history"][0]["id"], "<masked id>",
+            "history is masked whole"
+        );
+
+        // Members the fixtures show empty, filled in: comments, form answers, a client object.
+        let mut filled = value.clone();
+        filled["comments"] = serde_json::json!([{"text": "Back pain since March"}]);
+        filled["additional_fields"] =
+            serde_json::json!([{"field_title": "Allergies", "value": "Peanuts"}]);
+        filled["comment"] = serde_json::json!("Please call Jane on 0400 111 222");
+        filled["client"] = serde_json::json!({"name": "Jane Doe", "email": "jane@example.test"});
+        let text = mask_personal(&filled).to_string();
+        for personal in [
+            "Back pain",
+            "Peanuts",
+            "Jane",
+            "0400 111 222",
+            "jane@example.test",
+        ] {
+            assert!(!text.contains(personal), "{personal} survived masking");
+        }
     }
 }

@@ -277,14 +277,13 @@ impl Tenants {
                 _ => return Err(TenantsError::BadAdminUser(tenant.id)),
             }
             if let Some(url) = &tenant.simplybook_api_url {
-                let rest = url
-                    .strip_prefix("https://")
-                    .or_else(|| url.strip_prefix("http://"));
-                let host_only = rest.is_some_and(|r| {
-                    let r = r.trim_end_matches('/');
-                    !r.is_empty() && !r.contains(['/', '?', '#', '@', ' '])
-                });
-                if !host_only {
+                // The same check as getServiceUrl's answers get: a scheme and a host name only.
+                let scheme = if url.starts_with("http://") {
+                    "http"
+                } else {
+                    "https"
+                };
+                if !url.contains("://") || crate::simplybook::service_url(url, scheme).is_err() {
                     return Err(TenantsError::BadApiUrl(tenant.id));
                 }
             }

@@ -441,7 +441,9 @@ fn change(
             ),
         ));
     }
-    let revised = current.total_amount != b.amounts.total;
+    // A value from the service's price list values a booking when first recorded; a later
+    // change of the list does not re-price it (only SimplyBook's own price object does).
+    let revised = !b.priced_from_service && current.total_amount != b.amounts.total;
     if revised {
         revise(w, chain, b, current)?;
     }
@@ -449,10 +451,14 @@ fn change(
         || current.session_at != b.session_at
         || current.service_name != b.service_name
         || current.service_id != b.service_id
-        || current.status_label != b.status_label;
+        // Only an event that can carry a label (SimplyBook's details) changes it; a signed
+        // payload has none and leaves it, unless the status itself changed.
+        || (b.status_label.is_some() && current.status_label != b.status_label);
     if moved {
+        if b.status_label.is_some() || current.status != b.status.as_str() {
+            current.status_label = b.status_label.clone();
+        }
         current.status = b.status.as_str().to_string();
-        current.status_label = b.status_label.clone();
         current.session_at = b.session_at;
         current.service_id = b.service_id.clone();
         current.service_name = b.service_name.clone();

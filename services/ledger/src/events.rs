@@ -65,6 +65,8 @@ pub struct NewBooking {
     pub status_label: Option<String>,
     /// Said in the audit log beside the outcome (a repair, a label nobody has mapped).
     pub note: Option<String>,
+    /// The value is a service's list price: it values the booking when first recorded only.
+    pub priced_from_service: bool,
     /// When this state was true at the source (see [`billing_runtime::nats::HDR_SENT_AT`]).
     pub as_of: DateTime<Utc>,
     /// The `traceparent` the event arrived with; the booking event it causes carries it on.
@@ -92,6 +94,7 @@ pub fn resolved(
 ) -> Result<NewBooking, Reject> {
     let mut booking = booking(tenant, event_id, as_of, resolved.payload)?;
     booking.status_label = resolved.status_label;
+    booking.priced_from_service = resolved.priced_from_service;
     let unmapped = resolved.unmapped_label.map(|label| {
         metrics::counter!("ledger_simplybook_unmapped_labels_total", "tenant" => tenant.id.to_string())
             .increment(1);
@@ -172,6 +175,7 @@ pub fn booking(
         client: payload.client,
         status_label: None,
         note: None,
+        priced_from_service: false,
         as_of,
         traceparent: None,
     })

@@ -181,76 +181,76 @@ async fn admin(session: &Session<'_>, tenant: &TenantConfig, report: &mut Report
         }
     }
 
-    // The latest booking of the last 30 days, as the ledger would record it.
-    let month = serde_json::json!([{
-        "date_from": (today - Duration::days(30)).format("%Y-%m-%d").to_string(),
-        "date_to": today.format("%Y-%m-%d").to_string(),
-        "booking_type": "all",
-        "order": "record_date",
-        "limit": 1,
-    }]);
-    let latest = session
-        .raw(Api::Admin, "getBookings", &month)
-        .await
-        .ok()
-        .and_then(|raw| simplybook::parse_booking_list(&raw).ok())
-        .and_then(|rows| rows.into_iter().next());
-    match latest {
-        None => report.push(
-            "booking_details",
-            "getBookingDetails",
-            SKIPPED,
-            "no booking in the last 30 days to look at".into(),
-            None,
-        ),
-        Some(row) => {
-            match session
-                .raw(
-                    Api::Admin,
-                    "getBookingDetails",
-                    &serde_json::json!([row.id]),
-                )
-                .await
-            {
-                Ok(raw) => {
-                    let verdict = simplybook::BookingDetails::parse(&raw)
-                        .map_err(|e| e.to_string())
-                        .map(|d| d.id);
-                    let resolved = session.admin_details(&row.id).await;
-                    let (result, detail) = match (verdict, resolved) {
-                        (Ok(_), Ok(r)) => (
-                            OK,
-                            format!(
-                                "booking {}: {} {} {}{}",
-                                row.id,
-                                r.payload.status.as_str(),
-                                tenant
-                                    .currency
-                                    .check_amount(r.payload.price)
-                                    .unwrap_or(r.payload.price),
-                                r.payload
-                                    .currency
-                                    .as_deref()
-                                    .unwrap_or(tenant.currency.code()),
-                                r.unmapped_label
-                                    .map(|l| format!(
-                                        ", status label {l:?} not in simplybook_status_labels"
-                                    ))
-                                    .unwrap_or_default()
-                            ),
-                        ),
-                        (Err(e), _) => (FAILED, e),
-                        (_, Err(e)) => (FAILED, e.to_string()),
-                    };
-                    report.push(
-                        "booking_details",
+    // The latest booking of the last 30 days, listed the way reconciliation lists a month
+    // (ascending, paged), and looked at as the ledger would record it.
+    let listed = session
+        .list_bookings(today - Duration::days(30), today)
+        .await;
+    let latest = match listed {
+        Ok(rows) => Some(rows.into_iter().max_by(|a, b| a.start.cmp(&b.start))),
+        Err(err) => {
+            report.failed("booking_details", "getBookings", &err);
+            None
+        }
+    };
+    if let Some(latest) = latest {
+        match latest {
+            None => report.push(
+                "booking_details",
+                "getBookingDetails",
+                SKIPPED,
+                "no booking in the last 30 days to look at".into(),
+                None,
+            ),
+            Some(row) => {
+                match session
+                    .raw(
+                        Api::Admin,
                         "getBookingDetails",
-                        result,
-                        detail,
-                        Some(&raw),
-                    );
+                        &serde_json::json!([row.id]),
+                    )
+                    .await
+                {
+                    Ok(raw) => {
+                        let verdict = simplybook::BookingDetails::parse(&raw)
+                            .map_err(|e| e.to_string())
+                            .map(|d| d.id);
+                        let resolved = session.admin_details(&row.id).await;
+                        let (result, detail) = match (verdict, resolved) {
+                            (Ok(_), Ok(r)) => (
+                                OK,
+                                format!(
+                                    "booking {}: {} {} {}{}",
+                                    row.id,
+                                    r.payload.status.as_str(),
+                                    tenant
+                                        .currency
+                                        .check_amount(r.payload.price)
+                                        .unwrap_or(r.payload.price),
+                                    r.payload
+                                        .currency
+                                        .as_deref()
+                                        .unwrap_or(tenant.currency.code()),
+                                    r.unmapped_label
+                                        .map(|l| format!(
+                                            ", status label {l:?} not in simplybook_status_labels"
+                                        ))
+                                        .unwrap_or_default()
+                                ),
+                            ),
+                            (Err(e), _) => (FAILED, e),
+                            (_, Err(e)) => (FAILED, e.to_string()),
+                        };
+                        report.push(
+                            "booking_details",
+                            "getBookingDetails",
+                            result,
+                            detail,
+                            Some(&raw),
+                        );
+                    }
+                    Err(err) => report.failed("booking_details", "getBookingDetails", &err),
                 }
-                Err(err) => report.failed("booking_details", "getBookingDetails", &err),
             }
         }
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use billing_domain::simplybook::{DetailsError, ListedBooking, Resolved};
+use billing_domain::simplybook::{DetailsError, ListedBooking, Resolved, StatusLabel};
 use billing_domain::{BillingPeriod, BookingStatus, TenantConfig, Tenants};
 use billing_proto::convert::timestamp;
 use billing_proto::events::AlertV1;
@@ -49,6 +49,9 @@ pub const AMOUNT_MISMATCH: &str = "amount_mismatch";
 pub const SESSION_MISMATCH: &str = "session_mismatch";
 pub const UNREADABLE_IN_SIMPLYBOOK: &str = "unreadable_in_simplybook";
 pub const TIME_ZONE_MISMATCH: &str = "time_zone_mismatch";
+/// SimplyBook's list left out a booking whose details put it in the month: the list may be
+/// incomplete.
+pub const UNLISTED_IN_SIMPLYBOOK: &str = "unlisted_in_simplybook";
 /// A gap's `repair` when the booking was put on the webhook stream.
 const REPAIR_SENT: &str = "sent";
 
@@ -66,6 +69,8 @@ struct Remote {
     session_at: DateTime<Utc>,
     price: Decimal,
     currency: Option<String>,
+    /// The value is the service's list price (see `billing_domain::simplybook::Resolved`).
+    priced_from_service: bool,
 }
 
 impl Remote {
@@ -84,6 +89,7 @@ impl Remote {
                 .check_amount(resolved.payload.price)
                 .unwrap_or(resolved.payload.price),
             currency: resolved.payload.currency,
+            priced_from_service: resolved.priced_from_service,
         })
     }
 
@@ -251,7 +257,8 @@ impl Reconciler {
                 report.simplybook_calls = session.calls();
                 self.store.record_reconciliation(&report, 0, 0).await?;
                 if alert {
-                    self.alert_failed(tenant, period, &report.error).await?;
+                    self.alert_failed(tenant, period, outcome, &report.error)
+                        .await?;
                 }
                 return Ok(report);
             }
@@ -290,11 +297,21 @@ impl Reconciler {
         let ledger: HashMap<&str, &ReconcileRow> =
             rows.iter().map(|r| (r.booking_ref.as_str(), r)).collect();
 
+        // Rows name the Status feature's label by id: the company's labels, once, if any row
+        // has one.
+        let statuses = if listed.iter().any(|l| l.status_id.is_some()) {
+            session.statuses().await.unwrap_or_else(|err| {
+                tracing::warn!(tenant = %tenant.id, error = %err, "simplybook statuses unknown");
+                BTreeMap::new()
+            })
+        } else {
+            BTreeMap::new()
+        };
         // From the list first: only what is missing or differs is fetched in full.
         let mut to_fetch: Vec<String> = Vec::new();
         for l in &listed {
             match ledger.get(l.id.as_str()) {
-                Some(row) if self.list_agrees(&session, tenant, l, row).await => {
+                Some(row) if self.list_agrees(&session, tenant, &statuses, l, row).await => {
                     report.matched += 1;
                 }
                 _ => to_fetch.push(l.id.clone()),
@@ -315,7 +332,8 @@ impl Reconciler {
             let row = ledger.get(id.as_str()).copied();
             let was_listed = listed_ids.contains(id.as_str());
             match (fetched.get(id), row) {
-                (Some(Ok(r)), _) if !r.billable_by(tenant) => {
+                // Not recorded by design (the ledger refuses it); one the ledger has is compared.
+                (Some(Ok(r)), None) if !r.billable_by(tenant) => {
                     report.not_billable += 1;
                 }
                 (Some(Ok(r)), None) => {
@@ -325,11 +343,13 @@ impl Reconciler {
                 (Some(Ok(r)), Some(row)) => {
                     let in_month = r.session_at >= start && r.session_at < end;
                     if !was_listed && in_month {
-                        // Still in the month though the list left it out: compared all the same.
+                        // In the month by its details, yet the list left it out: the list may
+                        // be incomplete, which a person should know.
                         report.simplybook_bookings += 1;
+                        gaps.push(gap(r, UNLISTED_IN_SIMPLYBOOK, describe(r), String::new()));
                     }
                     let found = differences(r, row);
-                    if found.is_empty() && (was_listed || in_month) {
+                    if found.is_empty() && was_listed {
                         report.matched += 1;
                     }
                     for (kind, simplybook, ledger) in found {
@@ -425,16 +445,15 @@ impl Reconciler {
         &self,
         session: &Session<'_>,
         tenant: &TenantConfig,
+        statuses: &BTreeMap<String, StatusLabel>,
         l: &ListedBooking,
         row: &ReconcileRow,
     ) -> bool {
-        let ledger_class = match BookingStatus::parse(&row.status) {
-            Some(BookingStatus::Completed | BookingStatus::NoShow) => {
-                Some(BookingStatus::Confirmed)
-            }
-            other => other,
-        };
-        if l.state().is_none() || l.state() != ledger_class {
+        let shown = l.status(statuses, &tenant.simplybook_status_labels);
+        if shown.is_none() || shown != BookingStatus::parse(&row.status) {
+            return false;
+        }
+        if l.event_id.is_some() && l.event_id != row.service_id {
             return false;
         }
         if local_to_utc(&l.start, tenant) != Some(row.session_at) {
@@ -479,28 +498,47 @@ impl Reconciler {
         &self,
         tenant: &TenantConfig,
         period: BillingPeriod,
+        outcome: &str,
         error: &str,
     ) -> Result<(), ReconcileError> {
         let now = Utc::now();
+        let (kind, summary, details) = if outcome == NOT_POSSIBLE {
+            (
+                "reconciliation_not_possible",
+                format!(
+                    "Reconciliation with SimplyBook is not possible for tenant {}",
+                    tenant.id
+                ),
+                format!(
+                    "{error}. SimplyBook refuses its Company Administration API to this company \
+                     (its HIPAA feature), whatever the credentials, so the ledger cannot list \
+                     the month's bookings and lost callbacks go unnoticed. Compare the month by \
+                     hand in SimplyBook, or remove simplybook_user_login for this tenant to stop \
+                     the nightly attempts."
+                ),
+            )
+        } else {
+            (
+                "reconciliation_failed",
+                format!(
+                    "Reconciliation with SimplyBook failed for tenant {} in {period}",
+                    tenant.id
+                ),
+                format!(
+                    "SimplyBook could not be asked for the month's bookings: {error}. Until it \
+                     can, lost webhooks go unnoticed. Check the tenant's SimplyBook admin \
+                     credentials (simplybook_user_login, simplybook_user_password), then run \
+                     `billingctl reconcile simplybook --tenant {} --period {period}`.",
+                    tenant.id
+                ),
+            )
+        };
         let alert = AlertV1 {
-            alert_id: format!(
-                "reconciliation_failed:{}:{period}:{}",
-                tenant.id,
-                now.date_naive()
-            ),
-            kind: "reconciliation_failed".into(),
+            alert_id: format!("{kind}:{}:{period}:{}", tenant.id, now.date_naive()),
+            kind: kind.into(),
             severity: "warning".into(),
-            summary: format!(
-                "Reconciliation with SimplyBook failed for tenant {} in {period}",
-                tenant.id
-            ),
-            details: format!(
-                "SimplyBook could not be asked for the month's bookings: {error}. Until it can, \
-                 lost webhooks go unnoticed. Check the tenant's SimplyBook admin credentials \
-                 (simplybook_user_login, simplybook_user_password), then run `billingctl \
-                 reconcile simplybook --tenant {} --period {period}`.",
-                tenant.id
-            ),
+            summary,
+            details,
             tenant_id: tenant.id.to_string(),
             source: "ledger".into(),
             raised_at: Some(timestamp(now)),
@@ -634,11 +672,21 @@ fn differences(r: &Remote, row: &ReconcileRow) -> Vec<(&'static str, String, Str
     if r.status != row.status {
         found.push((STATUS_MISMATCH, r.status.clone(), row.status.clone()));
     }
-    // Numerically: SimplyBook's "150" and the ledger's 150.00 are the same price.
-    if r.price.normalize() != row.total_amount.normalize() {
+    // Numerically: SimplyBook's "150" and the ledger's 150.00 are the same price. A value from
+    // the service's price list is what the booking was worth when first recorded; a later
+    // change of the list is no gap (the ledger never re-prices from it).
+    let currency_differs = r
+        .currency
+        .as_deref()
+        .is_some_and(|c| !c.eq_ignore_ascii_case(row.currency.trim()));
+    if currency_differs
+        || (!r.priced_from_service && r.price.normalize() != row.total_amount.normalize())
+    {
         found.push((
             AMOUNT_MISMATCH,
-            r.price.to_string(),
+            format!("{} {}", r.price, r.currency.as_deref().unwrap_or(""))
+                .trim()
+                .to_string(),
             format!("{} {}", row.total_amount, row.currency),
         ));
     }
@@ -663,6 +711,7 @@ mod tests {
             session_at: at.parse().expect("time"),
             price: price.parse().expect("price"),
             currency: None,
+            priced_from_service: false,
         }
     }
 
@@ -670,6 +719,7 @@ mod tests {
         ReconcileRow {
             booking_ref: "1".into(),
             status: status.into(),
+            service_id: Some("7".into()),
             session_at: at.parse().expect("time"),
             total_amount: total.parse().expect("total"),
             currency: "AUD".into(),

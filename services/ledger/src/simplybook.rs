@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use billing_domain::TenantConfig;
 use billing_domain::booking::PayloadError;
@@ -62,6 +62,9 @@ impl CallError {
     fn into_fetch(self) -> FetchError {
         match self {
             CallError::Transport(m) => FetchError::Unavailable(m),
+            CallError::Rpc { method, error } if error.is_internal() => {
+                FetchError::Unavailable(format!("{method}: {error}"))
+            }
             CallError::Rpc { method, error } if error.is_admin_login_refused() => {
                 FetchError::NotPossible(format!(
                     "SimplyBook refuses the admin login for this company ({method}: {error})"
@@ -111,9 +114,16 @@ struct Cache {
     /// API tokens by company; user tokens by company and user login.
     api_tokens: HashMap<String, String>,
     user_tokens: HashMap<(String, String), String>,
-    /// company → its services, from `getEventList`
-    events: HashMap<String, Arc<BTreeMap<String, EventInfo>>>,
+    /// company → its services from `getEventList`, and when they were asked for
+    events: HashMap<String, (Instant, Arc<BTreeMap<String, EventInfo>>)>,
 }
+
+/// How long a company's service list is used before it is asked for again: prices change.
+const EVENTS_FRESH: Duration = Duration::from_secs(300);
+/// A service missing from a list at least this old asks for the list again (a new service);
+/// younger, it is missing (so a stream of bookings for an unlisted service does not ask for
+/// the list once each).
+const EVENTS_MISS_REFRESH: Duration = Duration::from_secs(60);
 
 /// Which of SimplyBook's APIs a call goes to.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -270,8 +280,13 @@ impl Session<'_> {
     pub async fn event(&self, api: Api, event_id: &str) -> Result<Option<EventInfo>, FetchError> {
         let company = self.company()?;
         let cached = self.client.cache().events.get(company).cloned();
-        if let Some(found) = cached.as_ref().and_then(|e| e.get(event_id)) {
-            return Ok(Some(found.clone()));
+        if let Some((at, events)) = cached {
+            let age = at.elapsed();
+            match events.get(event_id) {
+                Some(found) if age < EVENTS_FRESH => return Ok(Some(found.clone())),
+                None if age < EVENTS_MISS_REFRESH => return Ok(None),
+                _ => {}
+            }
         }
         let events = self.events(api).await?;
         Ok(events.get(event_id).cloned())
@@ -286,10 +301,10 @@ impl Session<'_> {
             simplybook::parse_event_list(&raw)
                 .map_err(|e| FetchError::Details(DetailsError::Payload(e)))?,
         );
-        self.client
-            .cache()
-            .events
-            .insert(self.company()?.to_string(), events.clone());
+        self.client.cache().events.insert(
+            self.company()?.to_string(),
+            (Instant::now(), events.clone()),
+        );
         Ok(events)
     }
 
@@ -310,7 +325,7 @@ impl Session<'_> {
         let page = self.client.settings.page_size;
         let mut listed: BTreeMap<String, ListedBooking> = BTreeMap::new();
         let mut day = from;
-        while day <= to {
+        loop {
             let filter = serde_json::json!({
                 "date_from": day.format("%Y-%m-%d").to_string(),
                 "date_to": to.format("%Y-%m-%d").to_string(),
@@ -321,38 +336,51 @@ impl Session<'_> {
             let raw = self
                 .rpc(Api::Admin, "getBookings", &serde_json::json!([filter]))
                 .await?;
-            let rows = simplybook::parse_booking_list(&raw)
-                .map_err(|e| FetchError::Details(DetailsError::Payload(e)))?;
+            let rows = simplybook::parse_booking_list(&raw)?;
             let full = rows.len() >= page as usize;
-            let last = rows.last().map(|r| r.start.clone());
-            let ascending = rows.windows(2).all(|w| w[0].start <= w[1].start);
-            for row in rows {
-                listed.insert(row.id.clone(), row);
-            }
-            if !full {
-                break;
-            }
-            if !ascending {
+            if full && !rows.windows(2).all(|w| w[0].start <= w[1].start) {
                 return Err(FetchError::Refused(format!(
                     "getBookings returned a full page of {page} not in ascending start order, \
                      so the rest of the month cannot be asked for safely"
                 )));
             }
-            let next = last
-                .as_deref()
-                .and_then(|s| NaiveDate::parse_from_str(s.get(..10)?, "%Y-%m-%d").ok())
-                .ok_or_else(|| {
-                    FetchError::Refused("getBookings row without a readable start_date".into())
-                })?;
-            if next <= day {
+            let last_day = rows
+                .iter()
+                .filter_map(|r| NaiveDate::parse_from_str(r.start.get(..10)?, "%Y-%m-%d").ok())
+                .max();
+            let before = listed.len();
+            for row in rows {
+                listed.insert(row.id.clone(), row);
+            }
+            // Done when a page brings nothing new. A short page is not taken as the end: the
+            // API documents no `limit`, so a smaller cap of SimplyBook's own would look the same;
+            // asking again from the last day reached costs one call and proves it.
+            let Some(last_day) = last_day else { break };
+            if listed.len() == before {
+                break;
+            }
+            if last_day <= day && full {
                 return Err(FetchError::Refused(format!(
                     "more than {page} bookings start on {day}: raise \
                      LEDGER_SIMPLYBOOK_PAGE_SIZE to list them"
                 )));
             }
-            day = next;
+            day = last_day.max(day);
         }
         Ok(listed.into_values().collect())
+    }
+
+    /// The company's Status-feature labels by id (admin `getStatuses`); none when the company
+    /// does not use the feature (SimplyBook answers "Plugin is not activated").
+    pub async fn statuses(&self) -> Result<BTreeMap<String, simplybook::StatusLabel>, FetchError> {
+        match self
+            .rpc(Api::Admin, "getStatuses", &serde_json::json!([]))
+            .await
+        {
+            Ok(raw) => Ok(simplybook::parse_statuses(&raw)?),
+            Err(FetchError::Refused(m)) if m.contains("-32001") => Ok(BTreeMap::new()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The company's time zone as SimplyBook reports it (`getCompanyInfo().timezone`).
@@ -425,7 +453,14 @@ impl Session<'_> {
     /// `getServiceUrl` asked now (`fresh` forgets the cached one).
     async fn base(&self, fresh: bool) -> Result<String, FetchError> {
         if let Some(url) = &self.tenant.simplybook_api_url {
-            return Ok(url.trim_end_matches('/').to_string());
+            let url = url.trim_end_matches('/').to_string();
+            if !self.client.host_allowed(&url) {
+                return Err(FetchError::Refused(format!(
+                    "the tenant's simplybook_api_url {url} is not among \
+                     LEDGER_SIMPLYBOOK_API_HOSTS; add its domain there"
+                )));
+            }
+            return Ok(url);
         }
         let company = self.company()?;
         if !fresh && let Some(url) = self.client.cache().domains.get(company) {
@@ -498,7 +533,7 @@ impl Session<'_> {
                     (relocated, ask_domain) = (true, true);
                     self.forget_token(api);
                 }
-                Err(CallError::Rpc { .. }) if !renewed => {
+                Err(CallError::Rpc { error, .. }) if error.is_access_denied() && !renewed => {
                     renewed = true;
                     self.forget_token(api);
                 }
@@ -633,7 +668,10 @@ impl Session<'_> {
             .await
             .map_err(|e| CallError::Transport(format!("{method}: {e}")))?;
         let status = response.status();
-        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        if status.is_server_error()
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        {
             return Err(CallError::Transport(format!("{method}: HTTP {status}")));
         }
         let bytes = response

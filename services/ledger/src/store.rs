@@ -133,6 +133,7 @@ pub struct AuditEntry {
 pub struct ReconcileRow {
     pub booking_ref: String,
     pub status: String,
+    pub service_id: Option<String>,
     pub session_at: DateTime<Utc>,
     pub total_amount: Decimal,
     pub currency: String,
@@ -403,7 +404,7 @@ impl Store {
         refs: &[String],
     ) -> Result<Vec<ReconcileRow>, sqlx::Error> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select b.booking_ref, b.status, b.session_at,
+            "select b.booking_ref, b.status, b.service_id, b.session_at,
                     coalesce(r.total_after, b.total_amount) as total_amount, b.currency
              from {BOOKINGS_FROM}
              where b.tenant_id = $1
