@@ -698,5 +698,38 @@ async fn go_live(system: &System) -> anyhow::Result<()> {
         !details.raw.contains("test.client@example.test"),
         "emails are masked"
     );
+
+    // The operator's way in: billingctl prints each step and saves the masked answers.
+    let dir = std::env::temp_dir().join(format!("golive-{}", system.namespace));
+    let dir_arg = dir.to_string_lossy().to_string();
+    let out = system
+        .billingctl(&[
+            "simplybook",
+            "check",
+            "--tenant",
+            "claire",
+            "--save-fixtures",
+            &dir_arg,
+        ])
+        .await?;
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("OK       company_time_zone"), "{printed}");
+    let saved = std::fs::read_to_string(dir.join("booking_details.json"))?;
+    assert!(saved.contains("\"start_date_time\""), "{saved}");
+    assert!(!saved.contains("Test Client"));
+    for secret in [
+        crate::harness::CLAIRE_API_KEY,
+        crate::harness::CLAIRE_ADMIN_PASSWORD,
+    ] {
+        assert!(!printed.contains(secret) && !saved.contains(secret));
+    }
+    // A company in another zone is a failed check: exit 3, something for a person.
+    system.simplybook.set_time_zone("Europe/London");
+    let out = system
+        .billingctl(&["simplybook", "check", "--tenant", "claire"])
+        .await?;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    std::fs::remove_dir_all(&dir).ok();
     Ok(())
 }

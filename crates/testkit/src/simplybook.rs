@@ -131,6 +131,8 @@ struct Inner {
     admin_user: Option<(String, String)>,
     /// `getUserToken` refuses every login as for a company with the HIPAA feature.
     hipaa: bool,
+    /// The company has moved to another API domain: this one no longer knows it.
+    moved: bool,
     /// Other companies `getServiceUrl` knows, and the host each lives on.
     directory: HashMap<String, String>,
     tokens: HashSet<String>,
@@ -226,6 +228,13 @@ impl FakeSimplyBook {
         self.shared.lock().hipaa = on;
     }
 
+    /// The company has moved to another domain: logins and calls here are answered "Company
+    /// does not exist" (`errors/company_not_found`, `errors/company_not_found_api_32600`), and
+    /// `getServiceUrl` here answers whatever [`FakeSimplyBook::add_company_host`] says.
+    pub fn set_moved(&self, moved: bool) {
+        self.shared.lock().moved = moved;
+    }
+
     /// `getServiceUrl(company)` answers `host` (another server's [`FakeSimplyBook::host`]).
     pub fn add_company_host(&self, company: &str, host: &str) {
         self.shared
@@ -316,13 +325,16 @@ async fn login(State(shared): State<Shared>, Json(body): Json<Value>) -> Respons
     }
     match method.as_str() {
         "getServiceUrl" => match params.as_slice() {
-            [company] if *company == inner.company => rpc_result(&id, json!(inner.host)),
+            [company] if *company == inner.company && !inner.moved => {
+                rpc_result(&id, json!(inner.host))
+            }
             [company] => match inner.directory.get(company) {
                 Some(host) => rpc_result(&id, json!(host)),
                 None => rpc_error(&id, "company_not_found"),
             },
             _ => rpc_error(&id, "invalid_params_string_code"),
         },
+        "getToken" | "getUserToken" if inner.moved => rpc_error(&id, "company_not_found"),
         "getToken" => {
             if params.len() != 2 || params[0] != inner.company || params[1] != inner.api_key {
                 return rpc_error(&id, "login_wrong_credentials");
@@ -368,7 +380,7 @@ fn refused(inner: &Inner, headers: &HeaderMap, token_header: &str, id: &Value) -
     } else {
         &inner.user_tokens
     };
-    if header(headers, "X-Company-Login") != inner.company {
+    if header(headers, "X-Company-Login") != inner.company || inner.moved {
         return Some(rpc_error(id, "company_not_found_api_32600"));
     }
     if !tokens.contains(header(headers, token_header)) {
