@@ -10,6 +10,8 @@ use tokio::process::{Child, Command};
 pub struct PrivateNats {
     port: u16,
     store: PathBuf,
+    /// A server configuration file and the environment it reads (passwords), if any.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
     child: Option<Child>,
 }
 
@@ -23,10 +25,41 @@ impl PrivateNats {
         let mut nats = PrivateNats {
             port,
             store,
+            config: None,
             child: None,
         };
         nats.resume().await?;
         Ok(nats)
+    }
+
+    /// Starts `nats-server -c config` (its users and permissions) on a free loopback port with
+    /// its own file store; `env` is the environment the configuration reads (`$VAR`).
+    pub async fn start_with_config(
+        config: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut nats = PrivateNats::start_later()?;
+        nats.config = Some((
+            config.to_path_buf(),
+            env.iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        ));
+        nats.resume().await?;
+        Ok(nats)
+    }
+
+    fn start_later() -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let store =
+            std::env::temp_dir().join(format!("billing-nats-{}", crate::unique_namespace()));
+        std::fs::create_dir_all(&store)?;
+        Ok(PrivateNats {
+            port,
+            store,
+            config: None,
+            child: None,
+        })
     }
 
     pub fn url(&self) -> String {
@@ -47,7 +80,12 @@ impl PrivateNats {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .unwrap_or("nats-server");
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some((config, env)) = &self.config {
+            // The file's users and permissions; the port, address and store from here.
+            command.arg("-c").arg(config).envs(env.iter().cloned());
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",

@@ -321,6 +321,17 @@ impl Consumer {
         msg: &jetstream::Message,
         meta: Meta<'_>,
     ) -> Result<NewBooking, Unapplied> {
+        // The subject is what NATS's permissions vouch for (only ingest, and the ledger's own
+        // replays and repairs, may publish there); a tenant header that disagrees is forged.
+        if msg.subject.as_str() != self.subjects.simplybook(meta.tenant) {
+            return Err(Unapplied::Reject(Reject::new(
+                "tenant_mismatch",
+                format!(
+                    "the tenant header says {:?} but the event was published on {}",
+                    meta.tenant, msg.subject
+                ),
+            )));
+        }
         match header(msg, HDR_AUTH) {
             Some(AUTH_CALLBACK_TOKEN) => {
                 return self

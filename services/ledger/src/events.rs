@@ -17,7 +17,7 @@ pub struct Reject {
 
 /// Every `Reject::code` (each is also a `ledger_dead_letters_total` series, created at 0 when
 /// the ledger starts so the first dead letter of a kind raises the alert).
-pub const REJECT_CODES: [&str; 10] = [
+pub const REJECT_CODES: [&str; 11] = [
     "currency_change",
     "currency_mismatch",
     "database_refused",
@@ -26,6 +26,7 @@ pub const REJECT_CODES: [&str; 10] = [
     "malformed_payload",
     "malformed_record",
     "price_unknown",
+    "tenant_mismatch",
     "unconfirmed_callback",
     "unknown_tenant",
 ];
