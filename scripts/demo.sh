@@ -4,7 +4,9 @@
 # shapes of tests/fixtures/simplybook/), send last month's bookings as SimplyBook's native
 # callbacks (Claire's and Kenji's, fetched back from the emulator) and as signed forwarder
 # payloads (Kenji's), reconcile with SimplyBook and repair a lost callback, run the monthly close,
-# and show the invoices that were emailed. Nothing leaves 127.0.0.1.
+# and show the invoices that were emailed. Nothing leaves 127.0.0.1. NATS is a server of the
+# demo's own (127.0.0.1:4223, store under .demo/) with the production permissions of
+# deploy/nats/nats-server.conf: each service logs in as itself.
 #
 # Everything it writes goes under .demo/ (logs, received emails, PDFs). Services are stopped at
 # the end unless KEEP_RUNNING=1.
@@ -24,22 +26,29 @@ scripts/services.sh
 echo "==> building (the first build takes several minutes)"
 cargo build --bins -q
 
-echo "==> fresh demo database, NATS streams and output directory"
+echo "==> fresh demo database, NATS server and output directory"
 for pidfile in "$DEMO_DIR"/pids/*.pid; do
   [ -e "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
 done
 rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR/logs" "$DEMO_DIR/mail" "$DEMO_DIR/pids"
 psql "$PG_ADMIN_URL" -qc "drop database if exists billing_demo with (force)" -c "create database billing_demo"
-# The last run's events (an invoice event the new database has never heard of would be
-# dead-lettered) go with it.
-python3 scripts/nats_delete_streams.py 127.0.0.1:4222 DEMO_
 
 export LOG_FORMAT=text RUST_LOG="${RUST_LOG:-info,sqlx=warn}"
 export INGEST_TENANTS_FILE="$TENANTS" LEDGER_TENANTS_FILE="$TENANTS" INVOICING_TENANTS_FILE="$TENANTS"
 export INGEST_LISTEN_ADDR=127.0.0.1:8080 LEDGER_LISTEN_ADDR=127.0.0.1:8081
 export INVOICING_LISTEN_ADDR=127.0.0.1:8082 NOTIFIER_LISTEN_ADDR=127.0.0.1:8083
 export LEDGER_DATABASE_URL="$DB_URL" INVOICING_DATABASE_URL="$DB_URL" NOTIFIER_DATABASE_URL="$DB_URL"
-export INGEST_NATS_NAMESPACE=demo LEDGER_NATS_NAMESPACE=demo INVOICING_NATS_NAMESPACE=demo NOTIFIER_NATS_NAMESPACE=demo
+# Each service its own NATS user, with a password made for this run in a file (as a Kubernetes
+# Secret volume would hold it); the server reads the same passwords from its environment.
+NATS_PORT=4223
+mkdir -p "$DEMO_DIR/nats/logins" "$DEMO_DIR/nats/store"
+for svc in ingest ledger invoicing notifier; do
+  SVC=$(echo "$svc" | tr a-z A-Z)
+  password="demo-$svc-$RUN_ID-$RANDOM$RANDOM"
+  printf '%s\n' "$password" >"$DEMO_DIR/nats/logins/$svc"
+  export "${SVC}_NATS_PASSWORD=$password" "${SVC}_NATS_USER=$svc"
+  export "${SVC}_NATS_PASSWORD_FILE=$DEMO_DIR/nats/logins/$svc" "${SVC}_NATS_URL=nats://127.0.0.1:$NATS_PORT"
+done
 export INVOICING_LEDGER_URL=http://127.0.0.1:8081 NOTIFIER_INVOICING_URL=http://127.0.0.1:8082
 export NOTIFIER_SMTP_HOST=127.0.0.1 NOTIFIER_SMTP_PORT=2525
 export NOTIFIER_FROM="Platform Billing <billing@platform.example.test>"
@@ -66,7 +75,16 @@ stop_all() {
 }
 [ "${KEEP_RUNNING:-0}" = 1 ] || trap stop_all EXIT
 
-echo "==> starting mailsink (SMTP on 127.0.0.1:2525), the SimplyBook emulator (127.0.0.1:8090) and the four services"
+echo "==> starting NATS (127.0.0.1:$NATS_PORT, deploy/nats/nats-server.conf), mailsink (SMTP on 127.0.0.1:2525), the SimplyBook emulator (127.0.0.1:8090) and the four services"
+NATS_SERVER=$(command -v nats-server || echo /usr/sbin/nats-server)
+start nats "$NATS_SERVER" -c deploy/nats/nats-server.conf -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$DEMO_DIR/nats/store"
+for i in $(seq 1 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$NATS_PORT") 2>/dev/null && break
+  [ "$i" = 50 ] && { echo "NATS did not start; see $DEMO_DIR/logs/nats.log" >&2; exit 1; }
+  sleep 0.2
+done
+# The server has the passwords now; the services only get their files.
+unset INGEST_NATS_PASSWORD LEDGER_NATS_PASSWORD INVOICING_NATS_PASSWORD NOTIFIER_NATS_PASSWORD
 start mailsink "$BIN/mailsink" 127.0.0.1:2525 "$DEMO_DIR/mail"
 start simplybook "$BIN/simplybook_emulator" 127.0.0.1:8090 "$TENANTS" "$DEMO_DIR"
 start ledger "$BIN/ledger"
