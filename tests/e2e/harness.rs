@@ -109,11 +109,22 @@ impl System {
 
     /// The whole system on the NATS server at `nats_url`.
     pub async fn start_with_nats(nats_url: String) -> anyhow::Result<Self> {
+        Self::start_as(nats_url, None, billing_testkit::unique_namespace()).await
+    }
+
+    /// The whole system on the NATS server at `nats_url`, each service logging in as the user
+    /// of its name with the password in `logins/<service>` when `logins` is given, in
+    /// `namespace`.
+    pub async fn start_as(
+        nats_url: String,
+        logins: Option<&std::path::Path>,
+        namespace: String,
+    ) -> anyhow::Result<Self> {
         billing_testkit::init_test_logging();
         let db = TestDatabase::create()
             .await
             .context("creating the test database")?;
-        let namespace = billing_testkit::unique_namespace();
+        let login = |service: &str| logins.map(|dir| (service.to_string(), dir.join(service)));
         let mail = MailSink::start().await?;
         let simplybook =
             FakeSimplyBook::start(CLAIRE_COMPANY, CLAIRE_API_KEY, CLAIRE_SECRET_KEY).await?;
@@ -170,6 +181,13 @@ impl System {
             listen_addr: ingest,
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
+            nats_identity: login("ingest")
+                .map(|(user, password_file)| ingest::IngestNats {
+                    user: Some(user),
+                    password_file: Some(password_file),
+                    ..Default::default()
+                })
+                .unwrap_or_default(),
             tenants_file: tenants_file.clone(),
             publish_timeout_ms: 2000,
             stripe_webhook_secrets: vec![
@@ -183,6 +201,11 @@ impl System {
             rejection_audit_per_sec: 50,
             rejection_audit_burst: 100,
             request_timeout_ms: REQUEST_TIMEOUT_MS,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_connections: 1024,
+            // /metrics on the webhook port, where the tests read it.
+            ops_addr: None,
         };
         let ingest_config = config.clone();
         let token = shutdown.clone();
@@ -191,13 +214,23 @@ impl System {
             tokio::spawn(async move { Ok(ingest::run(config, ingest_l, token).await?) }),
         ));
 
+        // The ledger's schema is migrated by its owner, and the ledger runs as its
+        // least-privilege runtime role, as in production.
+        ledger::migrate(&db.url).await?;
         let config = ledger::Config {
             listen_addr: ledger,
-            database_url: db.url.clone(),
+            database_url: db.runtime_url(ledger::SCHEMA),
             migrate_only: false,
             db_max_connections: 5,
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
+            nats_identity: login("ledger")
+                .map(|(user, password_file)| ledger::LedgerNats {
+                    user: Some(user),
+                    password_file: Some(password_file),
+                    ..Default::default()
+                })
+                .unwrap_or_default(),
             tenants_file: tenants_file.clone(),
             simplybook_url: simplybook.url(),
             // The fake answers getServiceUrl with its own loopback host.
@@ -221,6 +254,13 @@ impl System {
             db_max_connections: 5,
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
+            nats_identity: login("invoicing")
+                .map(|(user, password_file)| invoicing::InvoicingNats {
+                    user: Some(user),
+                    password_file: Some(password_file),
+                    ..Default::default()
+                })
+                .unwrap_or_default(),
             tenants_file: Some(tenants_file.clone()),
             ledger_url: format!("http://{ledger}"),
             bank_details: BANK_DETAILS.into(),
@@ -242,6 +282,13 @@ impl System {
             migrate_only: false,
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),
+            nats_identity: login("notifier")
+                .map(|(user, password_file)| notifier::NotifierNats {
+                    user: Some(user),
+                    password_file: Some(password_file),
+                    ..Default::default()
+                })
+                .unwrap_or_default(),
             invoicing_url: format!("http://{invoicing}"),
             invoicing_token: Some(Secret::new(VIEWER_TOKEN.to_string())),
             grpc_tokens: Some(grpc_tokens()),

@@ -267,3 +267,73 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
     assert_eq!((v.chain_seq, v.reason.as_str()), (4, "record 4 is missing"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_ledgers_runtime_role_cannot_change_or_delete_a_record_or_its_guards()
+-> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = least_privilege(&system).await;
+    system.finish(result).await
+}
+
+async fn least_privilege(system: &System) -> anyhow::Result<()> {
+    // The ledger runs as ledger_runtime (the harness, like production, migrates as the owner).
+    let response = system
+        .post_signed("claire", "msg_lp_1", &body("9101", "150.00"), CLAIRE_SECRET)
+        .await?;
+    assert_eq!(response.status(), 202);
+    let owner = system.db("ledger").await?;
+    eventually(Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from bookings")
+            .fetch_one(&owner)
+            .await?;
+        Ok((n == 1).then_some(()))
+    })
+    .await?;
+    let runtime_url = system
+        .db
+        .as_ref()
+        .map(|db| db.runtime_url(ledger::SCHEMA))
+        .ok_or_else(|| anyhow::anyhow!("no database"))?;
+    let runtime = billing_runtime::db::connect(&runtime_url, ledger::SCHEMA, 1).await?;
+    let user: String = sqlx::query_scalar("select current_user::text")
+        .fetch_one(&runtime)
+        .await?;
+    assert_eq!(user, "ledger_runtime");
+    // What the ledger does, it may: read, and move a booking's current state.
+    let n: i64 = sqlx::query_scalar("select count(*) from bookings")
+        .fetch_one(&runtime)
+        .await?;
+    assert_eq!(n, 1);
+    // What only a migration may, it may not: every attempt is refused by PostgreSQL itself
+    // (42501 insufficient privilege), before any trigger runs.
+    for attack in [
+        "update bookings set total_amount = 1",
+        "update bookings set record_hash = 'x'",
+        "delete from bookings",
+        "delete from audit_log",
+        "update audit_log set outcome = 'stored'",
+        "truncate bookings",
+        "alter table bookings disable trigger bookings_immutable",
+        "drop trigger bookings_immutable on bookings",
+        "update booking_revisions set total_after = 1",
+        "create table shadow (id int)",
+    ] {
+        let err = sqlx::query(sqlx::AssertSqlSafe(attack))
+            .execute(&runtime)
+            .await
+            .expect_err(attack);
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{attack}: {err}");
+    }
+    let total: Decimal = sqlx::query_scalar("select total_amount from bookings")
+        .fetch_one(&owner)
+        .await?;
+    assert_eq!(total, d("150.00"));
+    // And the chain still verifies.
+    assert!(verify(system).await?.intact);
+    Ok(())
+}

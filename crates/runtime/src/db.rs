@@ -1,5 +1,7 @@
 //! PostgreSQL: each service connects with its own schema first on the search path and applies
-//! its own migrations (with their own history table) before it serves.
+//! its own migrations (with their own history table) before it serves. Two roles: the schema's
+//! owner applies migrations (`--migrate-only`) and grants the service's runtime role
+//! (`<schema>_runtime`) only what the service does; the service runs as that role.
 
 use std::time::Duration;
 
@@ -20,14 +22,89 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
         .await
 }
 
-/// Applies `migrator` inside `schema`, creating the schema first.
+/// Applies `migrator` inside `schema`, creating the schema first — when connected as the role
+/// that owns the schema (or when there is none yet). Connected as another role (a service's
+/// least-privilege runtime role, which cannot change the schema), nothing is applied: every
+/// migration must already be, or start-up fails saying who must apply them.
 pub async fn migrate(
     pool: &PgPool,
     mut migrator: Migrator,
     schema: &'static str,
 ) -> Result<(), sqlx::migrate::MigrateError> {
-    migrator.create_schema(schema);
-    migrator.run(pool).await
+    if owns_schema(pool, schema).await? {
+        migrator.create_schema(schema);
+        return migrator.run(pool).await;
+    }
+    let applied: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select version from {schema}._sqlx_migrations where success"
+    )))
+    .fetch_all(pool)
+    .await?;
+    let missing: Vec<i64> = migrator
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(sqlx::migrate::MigrateError::Source(
+        format!(
+            "{} migration(s) of schema {schema} are not applied (first {}), and this role does \
+             not own the schema: run the service with --migrate-only as the schema's owner",
+            missing.len(),
+            missing[0]
+        )
+        .into(),
+    ))
+}
+
+/// Whether the connected role owns `schema` (true when it does not exist yet: it will).
+async fn owns_schema(pool: &PgPool, schema: &str) -> Result<bool, sqlx::Error> {
+    let owner: Option<bool> = sqlx::query_scalar(
+        "select pg_get_userbyid(nspowner) = current_user from pg_namespace where nspname = $1",
+    )
+    .bind(schema)
+    .fetch_optional(pool)
+    .await?;
+    Ok(owner.unwrap_or(true))
+}
+
+/// The least-privilege role a service runs as: `<schema>_runtime` (e.g. `ledger_runtime`),
+/// created by whoever administers the database, with LOGIN.
+pub fn runtime_role(schema: &str) -> String {
+    format!("{schema}_runtime")
+}
+
+/// Grants the service's runtime role ([`runtime_role`]) exactly `grants` (SQL statements that
+/// name the role as `{role}`), after revoking what it had, when that role exists and the
+/// connected role owns the schema. Run after every migration, so new tables get their grants.
+pub async fn grant_runtime(
+    pool: &PgPool,
+    schema: &'static str,
+    grants: &str,
+) -> Result<(), sqlx::Error> {
+    let role = runtime_role(schema);
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_roles where rolname = $1)")
+            .bind(&role)
+            .fetch_one(pool)
+            .await?;
+    if !exists || !owns_schema(pool, schema).await? {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "revoke all on all tables in schema {schema} from {role};
+         revoke all on all sequences in schema {schema} from {role};
+         {}",
+        grants.replace("{role}", &role)
+    )))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(schema, role, "runtime role granted");
+    Ok(())
 }
 
 /// Whether a database error is a violation of the named unique constraint or index.

@@ -32,11 +32,25 @@ impl TestDatabase {
         );
         conn.execute(sqlx::AssertSqlSafe(format!("create database {name}")))
             .await?;
+        ensure_runtime_roles(&mut conn).await?;
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
         Ok(TestDatabase {
             url: format!("{base}/{name}"),
             name,
         })
+    }
+
+    /// The database's URL for a service's least-privilege runtime role (`ledger_runtime` for
+    /// schema `ledger`), which the owner's migration step has granted what the service does.
+    pub fn runtime_url(&self, schema: &str) -> String {
+        let role = format!("{schema}_runtime");
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://{role}:{role}-dev-only@{host}")
+            }
+            None => self.url.clone(),
+        }
     }
 
     /// Drops the database, closing any connection still open to it.
@@ -79,4 +93,21 @@ async fn sweep_stale(conn: &mut PgConnection) {
                 .await;
         }
     }
+}
+
+/// The services' runtime roles exist on the test server (roles are server-wide), each able to
+/// log in with an obviously fake password; they own nothing.
+async fn ensure_runtime_roles(conn: &mut PgConnection) -> anyhow::Result<()> {
+    for schema in ["ledger"] {
+        let role = format!("{schema}_runtime");
+        // Tests start in parallel: a role another test just made is no error.
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "do $$ begin
+                 create role {role} login password '{role}-dev-only';
+             exception when duplicate_object or unique_violation then null;
+             end $$"
+        )))
+        .await?;
+    }
+    Ok(())
 }

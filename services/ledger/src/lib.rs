@@ -26,6 +26,10 @@ use tokio::net::TcpListener;
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "ledger";
+/// What the runtime role `ledger_runtime` may do (see `billing_runtime::db::grant_runtime`).
+const GRANTS: &str = include_str!("grants.sql");
+
+billing_runtime::nats_identity_settings!(LedgerNats, "LEDGER");
 
 /// ledger's configuration, from flags or `LEDGER_*` environment variables.
 #[derive(Debug, Clone, clap::Parser)]
@@ -39,7 +43,12 @@ pub struct Config {
     #[arg(long, env = "LEDGER_LISTEN_ADDR", default_value = "0.0.0.0:8081")]
     pub listen_addr: SocketAddr,
     /// PostgreSQL URL; the service works in its own `ledger` schema.
-    #[arg(long, env = "LEDGER_DATABASE_URL")]
+    #[arg(
+        long,
+        env = "LEDGER_DATABASE_URL",
+        hide_env_values = true,
+        value_parser = billing_runtime::config::UrlParser
+    )]
     pub database_url: String,
     /// Apply this service's database migrations, then exit (a deploy's migration step).
     #[arg(long, env = "LEDGER_MIGRATE_ONLY")]
@@ -48,11 +57,19 @@ pub struct Config {
     #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
     /// NATS server with JetStream.
-    #[arg(long, env = "LEDGER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "LEDGER_NATS_URL",
+        hide_env_values = true,
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
     /// Prefix for subjects and streams; empty in production.
     #[arg(long, env = "LEDGER_NATS_NAMESPACE", default_value = "")]
     pub nats_namespace: String,
+    /// This service's identity on NATS (user and password file, creds or nkey seed file).
+    #[command(flatten)]
+    pub nats_identity: LedgerNats,
     /// JSON file with the tenants (currency, rates, time zone).
     #[arg(long, env = "LEDGER_TENANTS_FILE")]
     pub tenants_file: PathBuf,
@@ -61,6 +78,7 @@ pub struct Config {
     #[arg(
         long,
         env = "LEDGER_SIMPLYBOOK_URL",
+        hide_env_values = true,
         default_value = "https://user-api.simplybook.me"
     )]
     pub simplybook_url: String,
@@ -88,7 +106,7 @@ pub struct Config {
     #[arg(
         long,
         env = "LEDGER_GRPC_TOKENS",
-        value_parser = billing_runtime::config::parse_secret,
+        value_parser = billing_runtime::config::SecretParser,
         hide_env_values = true,
         required_unless_present = "migrate_only"
     )]
@@ -98,6 +116,7 @@ pub struct Config {
 pub async fn migrate(database_url: &str) -> Result<(), Error> {
     let pool = db::connect(database_url, SCHEMA, 1).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
+    db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
     pool.close().await;
     Ok(())
 }
@@ -132,7 +151,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let tenants = Arc::new(Tenants::load(&config.tenants_file)?);
     let pool = db::connect(&config.database_url, SCHEMA, config.db_max_connections).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
-    let client = nats::connect(&config.nats_url, "ledger").await?;
+    db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
+    let client = config
+        .nats_identity
+        .connect(&config.nats_url, "ledger")
+        .await?;
     let js = nats::jetstream(client.clone(), Duration::from_secs(5));
     let subjects = Subjects::new(&config.nats_namespace);
     subjects.ensure_streams(&js).await?;
@@ -217,4 +240,63 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     }
     served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod config_tests {
+    use billing_runtime::config::env_values_shown_in_help;
+    use clap::{CommandFactory, Parser};
+
+    use super::Config;
+
+    const TOKENS: &str = "admin:an-admin-token-long-enough-0123456789";
+
+    /// The arguments to start with: the required ones, then `set` (which replaces them).
+    fn with<'a>(program: &'a str, set: [(&'a str, &'a str); 1]) -> Vec<&'a str> {
+        let mut args = vec![program];
+        for (flag, value) in [
+            ("--tenants-file", "tenants.json"),
+            ("--grpc-tokens", TOKENS),
+        ] {
+            if set.iter().all(|(f, _)| *f != flag) {
+                args.extend([flag, value]);
+            }
+        }
+        for (flag, value) in set {
+            args.extend([flag, value]);
+        }
+        args
+    }
+
+    #[test]
+    fn help_never_prints_a_secret_from_the_environment() {
+        assert_eq!(
+            env_values_shown_in_help(&Config::command()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn placeholder_secrets_refuse_to_start_without_being_echoed() {
+        for (flag, value) in [
+            ("--database-url", "postgres://billing:CHANGE-ME@db/billing"),
+            ("--grpc-tokens", "admin:CHANGE-ME-CHANGE-ME-CHANGE-ME"),
+        ] {
+            let args = with("ledger", [(flag, value)]);
+            let err = Config::try_parse_from(&args).expect_err(flag);
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag}"
+            );
+            let text = err.to_string();
+            assert!(text.contains("placeholder"), "{text}");
+            assert!(!text.contains(value), "{text}");
+        }
+        let args = with(
+            "ledger",
+            [("--database-url", "postgres://postgres@127.0.0.1:5432/test")],
+        );
+        assert!(Config::try_parse_from(&args).is_ok());
+    }
 }

@@ -1,0 +1,18 @@
+-- What the ledger's runtime role ({role}) may do, applied by the schema's owner after every
+-- migration (billing_runtime::db::grant_runtime). It records and reads; it never deletes a
+-- record, never changes a financial column (only the booking's current state), and as it owns
+-- nothing it cannot alter a table or disable the append-only triggers.
+grant usage on schema ledger to {role};
+grant select on all tables in schema ledger to {role};
+grant usage, select on all sequences in schema ledger to {role};
+grant insert on bookings, booking_revisions, booking_status_history, audit_log,
+    processed_events, chain_heads, outbox, reconciliations to {role};
+-- A booking's current state changes; its financial fields never do (the trigger also refuses).
+grant update (status, session_at, service_id, service_name, state_as_of, status_label, updated_at)
+    on bookings to {role};
+-- The head of each tenant's chain moves as records are appended.
+grant update (tenant_id, last_seq, last_hash) on chain_heads to {role};
+-- A rejected event's idempotency key is released so its dead letter can be replayed.
+grant delete on processed_events to {role};
+-- The outbox relay marks rows published.
+grant update (published_at) on outbox to {role};
