@@ -48,6 +48,39 @@ impl ChainRecord {
         }
     }
 
+    /// An amount stored finer than the currency's minor unit. Every amount is written at the
+    /// currency's exponent and hashed at it, so an edit below it (150.00 → 150.004) would keep
+    /// the hash: it is caught here instead.
+    fn finer_than_minor_unit(&self) -> Option<Decimal> {
+        let currency: Currency = self.currency.trim().parse().ok()?;
+        let amounts: Vec<Decimal> = match &self.fields {
+            Fields::Booking {
+                total,
+                deposit,
+                cash,
+                platform_fee,
+                ..
+            } => vec![*total, *deposit, *cash, *platform_fee],
+            Fields::Revision {
+                total_delta,
+                deposit_delta,
+                cash_delta,
+                fee_delta,
+                total_after,
+                fee_after,
+                ..
+            } => vec![
+                *total_delta,
+                *deposit_delta,
+                *cash_delta,
+                *fee_delta,
+                *total_after,
+                *fee_after,
+            ],
+        };
+        amounts.into_iter().find(|a| currency.round(*a) != *a)
+    }
+
     /// The hash this record should have when chained from `prev_hash`.
     fn expected_hash(&self, tenant_id: &str, prev_hash: &str) -> Option<String> {
         let currency: Currency = self.currency.trim().parse().ok()?;
@@ -178,6 +211,17 @@ pub fn verify(tenant_id: &str, records: &[ChainRecord], head: Option<(i64, Strin
                 Some(violation(r, reason, "", &r.record_hash)),
             );
         };
+        if let Some(amount) = r.finer_than_minor_unit() {
+            let reason = format!(
+                "amount {amount} is finer than {}'s minor unit: changed below the hash's precision",
+                r.currency.trim()
+            );
+            return report(
+                checked,
+                &prev,
+                Some(violation(r, reason, &expected, &r.record_hash)),
+            );
+        }
         if expected != r.record_hash {
             let reason = "financial fields do not match the record's hash".to_string();
             return report(
@@ -255,6 +299,31 @@ mod tests {
             records.push(r);
         }
         (records, (n, prev))
+    }
+
+    #[test]
+    fn an_edit_below_the_minor_unit_is_caught_though_the_hash_still_matches() {
+        let (mut records, head) = chain(3);
+        if let Fields::Booking { total, .. } = &mut records[1].fields {
+            *total = d("100.004");
+        }
+        // The rounded encoding hashes the same…
+        let prev = records[0].record_hash.clone();
+        assert_eq!(
+            records[1].expected_hash("t", &prev).as_deref(),
+            Some(records[1].record_hash.as_str())
+        );
+        // …but the record is reported.
+        let v = verify("t", &records, Some(head))
+            .violation
+            .expect("a violation");
+        assert_eq!(v.chain_seq, 2);
+        assert!(
+            v.reason
+                .contains("amount 100.004 is finer than AUD's minor unit"),
+            "{}",
+            v.reason
+        );
     }
 
     #[test]
