@@ -99,6 +99,8 @@ async fn tenants(system: &System) -> anyhow::Result<()> {
     Ok(())
 }
 
+const FORMULA_SERVICE: &str = "=HYPERLINK(\"https://evil.example/x\",\"Massage\")";
+
 /// The amount of a formatted money value, `AUD 54.02` → 54.02.
 fn money(v: &Value) -> anyhow::Result<Decimal> {
     let text = v.as_str().unwrap_or_default();
@@ -130,12 +132,22 @@ async fn month_end(system: &System) -> anyhow::Result<()> {
     for (id, price, status, at) in [
         ("5001", "100.00", "confirmed", "2026-10-05T10:00:00+11:00"),
         ("5002", "150.10", "confirmed", "2026-10-14T15:30:00+11:00"),
-        ("5003", "80.00", "cancelled", "2026-10-20T09:00:00+11:00"),
         ("5004", "10.01", "completed", "2026-10-31T23:30:00+11:00"),
         ("5005", "60.00", "confirmed", "2026-09-20T10:00:00+10:00"),
     ] {
         publisher.book("claire", id, price, status, at).await?;
     }
+    // A service named like a spreadsheet formula (SimplyBook takes any name).
+    publisher
+        .book_service(
+            "claire",
+            "5003",
+            "80.00",
+            "cancelled",
+            "2026-10-20T09:00:00+11:00",
+            FORMULA_SERVICE,
+        )
+        .await?;
     publisher
         .book(
             "kenji",
@@ -213,6 +225,10 @@ async fn month_end(system: &System) -> anyhow::Result<()> {
     // October in Sydney: not 5005 (September), and 5004 on the 31st at 23:30 local is in.
     assert_eq!(refs, ["5001", "5002", "5003", "5004"]);
     assert_eq!(&rows[3][column("session_at_local")], "2026-10-31 23:30");
+    // Opened in a spreadsheet, the formula is text; the amounts are still numbers.
+    assert_eq!(&rows[2][column("service")], format!("'{FORMULA_SERVICE}"));
+    assert_eq!(&rows[2][column("total")], "80.00");
+    assert_eq!(&rows[0][column("service")], "Remedial massage 60 min");
     assert_eq!(&rows[3][column("session_at_utc")], "2026-10-31T12:30:00Z");
     let billable_fees: Decimal = rows
         .iter()

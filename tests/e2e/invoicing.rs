@@ -51,10 +51,24 @@ impl Publisher {
         status: &str,
         at: &str,
     ) -> anyhow::Result<()> {
+        self.book_service(tenant, id, price, status, at, "Remedial massage 60 min")
+            .await
+    }
+
+    /// [`Publisher::book`] with the service's name.
+    pub(crate) async fn book_service(
+        &self,
+        tenant: &str,
+        id: &str,
+        price: &str,
+        status: &str,
+        at: &str,
+        service: &str,
+    ) -> anyhow::Result<()> {
         let body = serde_json::json!({
             "booking_id": id, "booking_hash": format!("hash-{id}"), "status": status,
             "price": price, "datetime": at,
-            "service": {"name": "Remedial massage 60 min"},
+            "service": {"name": service},
         });
         let event_id = format!("simplybook:{tenant}:{id}:{status}:{price}");
         let mut headers = HeaderMap::new();
@@ -683,7 +697,7 @@ async fn lifecycle(system: &System) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stripe_mode_makes_one_stripe_invoice_through_an_outage_and_applies_events_once()
+async fn stripe_mode_makes_one_stripe_invoice_through_an_outage_applies_its_events_once_and_refuses_others()
 -> anyhow::Result<()> {
     let system = System::start().await?;
     let result = stripe_mode(&system).await;
@@ -728,7 +742,16 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
         "2026-07-31T23:30:00+10:00",
     )
     .await?;
-    ledger_has(system, 2).await?;
+    // Kenji is invoiced by bank transfer: Stripe events can never touch his invoices.
+    pb.book(
+        "kenji",
+        "K1",
+        "12000",
+        "confirmed",
+        "2026-07-10T10:00:00+09:00",
+    )
+    .await?;
+    ledger_has(system, 3).await?;
 
     // Stripe answers the customer, the invoice and its first item (each after a look-up for
     // one an earlier attempt made), then goes down: the invoice stays a draft.
@@ -854,18 +877,22 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
     assert!(asked("-item-2").is_empty(), "fees and tax only: two items");
     assert_eq!(system.stripe.items().len(), 2);
 
+    let kenji = issued(&mut invoicing, "kenji", "2026-07").await?;
+    let now = chrono::Utc::now().timestamp();
+    forged_stripe_events_change_nothing(system, &mut invoicing, &invoice, &kenji, now).await?;
+
     // Stripe's events, through ingest: paid (twice, once past JetStream's dedup), a late
     // payment_failed and finalized, and a type invoicing does not act on.
     let stripe_event = |id: &str, kind: &str, created: i64| {
         serde_json::json!({
             "id": id, "object": "event", "type": kind, "created": created,
             "data": {"object": {"id": invoice.stripe_invoice_id, "object": "invoice",
+                "currency": "aud", "total": 3520,
                 "amount_paid": if kind == "invoice.paid" { 3520 } else { 0 },
                 "metadata": {"invoice_id": invoice.id}}}
         })
         .to_string()
     };
-    let now = chrono::Utc::now().timestamp();
     let events = [
         stripe_event("evt_paid", "invoice.paid", now),
         stripe_event("evt_failed", "invoice.payment_failed", now - 60),
@@ -894,10 +921,12 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
 
     let db = system.db("invoicing").await?;
     let outcomes: Vec<(String, String)> = eventually(Duration::from_secs(20), || async {
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("select event_id, outcome from stripe_events order by event_id")
-                .fetch_all(&db)
-                .await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select event_id, outcome from stripe_events where outcome <> 'refused'
+             order by event_id",
+        )
+        .fetch_all(&db)
+        .await?;
         Ok((rows.len() == 4).then_some(rows))
     })
     .await?;
@@ -924,5 +953,126 @@ async fn stripe_mode(system: &System) -> anyhow::Result<()> {
     assert_eq!(paid.payments.len(), 1, "{:?}", paid.payments);
     assert_eq!(paid.payments[0].method, "stripe");
     assert_eq!(money(paid.amount_paid.as_ref()), "35.20");
+    Ok(())
+}
+
+/// Signed Stripe events that are not bound to Claire's Stripe invoice: each is refused with its
+/// reason, changes nothing, and raises one alert per invoice named (or one for none).
+async fn forged_stripe_events_change_nothing(
+    system: &System,
+    invoicing: &mut Client,
+    claire: &Invoice,
+    kenji: &Invoice,
+    now: i64,
+) -> anyhow::Result<()> {
+    let event = |id: &str, kind: &str, object: serde_json::Value| {
+        let mut invoice = serde_json::json!({
+            "id": claire.stripe_invoice_id, "object": "invoice", "currency": "aud",
+            "total": 3520, "amount_paid": 3520, "metadata": {"invoice_id": claire.id}});
+        for (key, value) in object.as_object().into_iter().flatten() {
+            invoice[key] = value.clone();
+        }
+        serde_json::json!({"id": id, "object": "event", "type": kind, "created": now,
+            "data": {"object": invoice}})
+        .to_string()
+    };
+    let forged = [
+        (
+            event(
+                "evt_forged_other_stripe_invoice",
+                "invoice.paid",
+                serde_json::json!({"id": "in_forged_elsewhere"}),
+            ),
+            "the event is about Stripe invoice \"in_forged_elsewhere\"",
+        ),
+        (
+            event(
+                "evt_forged_void",
+                "invoice.voided",
+                serde_json::json!({"id": "in_forged_elsewhere", "amount_paid": 0}),
+            ),
+            "the event is about Stripe invoice \"in_forged_elsewhere\"",
+        ),
+        (
+            event(
+                "evt_forged_other_tenant",
+                "invoice.paid",
+                serde_json::json!({"metadata": {"invoice_id": kenji.id}}),
+            ),
+            "tenant kenji is in manual mode",
+        ),
+        (
+            event(
+                "evt_forged_unknown_invoice",
+                "invoice.paid",
+                serde_json::json!({"metadata": {"invoice_id": "0194f3c1-8b2e-7c4a-9d1e-3f5a6b7c8d9e"}}),
+            ),
+            "names no invoice of ours",
+        ),
+        (
+            event(
+                "evt_forged_overpaid",
+                "invoice.paid",
+                serde_json::json!({"amount_paid": 999_999}),
+            ),
+            "amount paid AUD 9999.99 is more than invoice",
+        ),
+        (
+            event(
+                "evt_forged_currency",
+                "invoice.paid",
+                serde_json::json!({"currency": "jpy"}),
+            ),
+            "the event's currency \"jpy\" is not the invoice's AUD",
+        ),
+    ];
+    for (body, _) in &forged {
+        let signature = stripe_signature::sign(STRIPE_SECRET, now, body.as_bytes());
+        assert_eq!(system.post_stripe(body, &signature).await?.status(), 202);
+    }
+    let db = system.db("invoicing").await?;
+    let refused: Vec<(String, String)> = eventually(Duration::from_secs(20), || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select event_id, reason from stripe_events
+                 where outcome = 'refused' order by event_id",
+        )
+        .fetch_all(&db)
+        .await?;
+        Ok((rows.len() == forged.len()).then_some(rows))
+    })
+    .await?;
+    for (body, expected) in &forged {
+        let id = serde_json::from_str::<serde_json::Value>(body)?["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (_, reason) = refused
+            .iter()
+            .find(|(event, _)| *event == id)
+            .ok_or_else(|| anyhow::anyhow!("{id} not refused: {refused:?}"))?;
+        assert!(reason.contains(expected), "{id}: {reason:?}");
+    }
+    // Nothing changed: both invoices are as issued, with no payment.
+    for issued in [claire, kenji] {
+        let now = invoicing
+            .get_invoice(GetInvoiceRequest {
+                invoice_id: issued.id.clone(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(now.status, "issued", "{}", issued.number);
+        assert!(now.payments.is_empty(), "{:?}", now.payments);
+        assert_eq!(
+            money(now.amount_paid.as_ref()),
+            money(issued.amount_paid.as_ref())
+        );
+        assert_eq!(now.history.len(), issued.history.len(), "{:?}", now.history);
+    }
+    // One alert for Claire's invoice, one for Kenji's, one for the invoice that does not exist.
+    let alert = system.subjects().alert("stripe_event_refused");
+    eventually(Duration::from_secs(20), || async {
+        Ok((system.count_in("ALERTS", &alert).await? == 3).then_some(()))
+    })
+    .await?;
     Ok(())
 }

@@ -1,7 +1,11 @@
 //! `billingctl export`: a tenant's bookings or invoices (with their lines) for a month, as CSV or
 //! JSON an accountant can import. Rows are written as pages arrive, so memory stays flat however
 //! large the month. The CSV columns are fixed: new ones may be added at the end, none renamed.
+//!
+//! CSV cells are safe to open in a spreadsheet ([`spreadsheet_safe`]): a client's or service's
+//! name such as `=HYPERLINK(…)` arrives as text, never as a formula. JSON is written as is.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use anyhow::Context as _;
@@ -77,6 +81,30 @@ fn rfc3339(t: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_default()
 }
 
+/// A CSV cell as a spreadsheet must show it: as text, never a formula (OWASP, CSV injection).
+/// A cell that starts with `=`, `+`, `-`, `@`, a tab or a carriage return (or the full-width
+/// `＝＋－＠` some spreadsheets also read as one) gets a leading `'`, which spreadsheets hide
+/// and which makes the rest plain text. A plain negative decimal (`-12.50`, a credit or an
+/// adjustment) is left as it is: it is a number, not a formula, and must add up as one.
+pub fn spreadsheet_safe(cell: &str) -> Cow<'_, str> {
+    let formula_like = cell.starts_with(['=', '+', '-', '@', '\t', '\r', '＝', '＋', '－', '＠']);
+    if formula_like && !is_negative_decimal(cell) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
+/// `-` then digits, optionally `.` and digits: `-12.50`, `-3`; not `-1+1`, `-`, `-.5`.
+fn is_negative_decimal(cell: &str) -> bool {
+    let Some(number) = cell.strip_prefix('-') else {
+        return false;
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, "0"));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && digits(fraction)
+}
+
 /// Writes CSV records or the elements of one JSON array, as they come.
 struct Sink<W: Write> {
     csv: Option<csv::Writer<W>>,
@@ -110,7 +138,7 @@ impl<W: Write> Sink<W> {
 
     fn csv_row(&mut self, row: &[String]) -> anyhow::Result<()> {
         if let Some(csv) = &mut self.csv {
-            csv.write_record(row)?;
+            csv.write_record(row.iter().map(|cell| spreadsheet_safe(cell).into_owned()))?;
         }
         Ok(())
     }
@@ -329,4 +357,52 @@ fn write_invoice<W: Write>(sink: &mut Sink<W>, i: &Invoice) -> anyhow::Result<()
         sink.csv_row(&row)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_neutralised_and_negative_amounts_stay_numbers() {
+        for (cell, safe) in [
+            (
+                "=HYPERLINK(\"http://evil.example\",\"Click\")",
+                "'=HYPERLINK(\"http://evil.example\",\"Click\")",
+            ),
+            ("+61 400 000 000", "'+61 400 000 000"),
+            ("-1+cmd|' /C calc'!A0", "'-1+cmd|' /C calc'!A0"),
+            ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+            ("\t=1+1", "'\t=1+1"),
+            ("\r=1+1", "'\r=1+1"),
+            ("＝1+1", "'＝1+1"),
+            ("-", "'-"),
+            ("-.5", "'-.5"),
+            ("-12.", "'-12."),
+            ("-12.50e3", "'-12.50e3"),
+            ("-12.50", "-12.50"),
+            ("-3", "-3"),
+            ("-0.01", "-0.01"),
+            ("12.50", "12.50"),
+            ("Remedial massage 60 min", "Remedial massage 60 min"),
+            ("a=b", "a=b"),
+            ("", ""),
+            ("2026-10-31T12:30:00Z", "2026-10-31T12:30:00Z"),
+        ] {
+            assert_eq!(spreadsheet_safe(cell), safe, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn csv_rows_are_written_neutralised() {
+        let mut out = Vec::new();
+        let mut sink = Sink::new(&mut out, Format::Csv, &["service", "amount"]).expect("sink");
+        sink.csv_row(&["=1+1".to_string(), "-12.50".to_string()])
+            .expect("row");
+        sink.finish().expect("finish");
+        assert_eq!(
+            String::from_utf8(out).expect("utf-8"),
+            "service,amount\n'=1+1,-12.50\n"
+        );
+    }
 }

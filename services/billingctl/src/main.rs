@@ -58,6 +58,7 @@ pub(crate) struct Conn {
         long,
         global = true,
         env = "BILLINGCTL_LEDGER_URL",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8081"
     )]
     ledger_url: String,
@@ -66,6 +67,7 @@ pub(crate) struct Conn {
         long,
         global = true,
         env = "BILLINGCTL_INVOICING_URL",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8082"
     )]
     invoicing_url: String,
@@ -74,6 +76,7 @@ pub(crate) struct Conn {
         long,
         global = true,
         env = "BILLINGCTL_NOTIFIER_URL",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8083"
     )]
     notifier_url: String,
@@ -84,7 +87,7 @@ pub(crate) struct Conn {
         global = true,
         env = "BILLINGCTL_TOKEN",
         hide_env_values = true,
-        value_parser = billing_runtime::config::parse_secret
+        value_parser = billing_runtime::config::SecretParser
     )]
     token: Option<Secret<String>>,
     /// How long one call may take (a reconciliation of many tenants takes minutes).

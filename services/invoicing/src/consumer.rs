@@ -2,7 +2,9 @@
 //! - `invoicing-bookings` (LEDGER, `ledger.booking.>`): marks bookings the ledger changed, so
 //!   the next close bills what changed after they were invoiced;
 //! - `invoicing-stripe` (WEBHOOKS, `webhooks.stripe`): Stripe's invoice events, verified by
-//!   ingest, applied once per event id.
+//!   ingest, applied once per event id and only to the invoice they are bound to (tenant in
+//!   Stripe mode, the stored Stripe invoice id, currency and amounts; see
+//!   `lifecycle::stripe_events`); any other is refused with its reason and an alert.
 //!
 //! An undecodable message is dead-lettered (`dlq.<stream>.<consumer>`) with its reason and the
 //! stream keeps flowing; a database failure leaves the message for redelivery.
@@ -161,10 +163,11 @@ async fn stripe_event(lifecycle: &Lifecycle, dlq: &DeadLetters, msg: jetstream::
         }
     };
     match lifecycle.apply_stripe_event(&event, Utc::now()).await {
-        Ok(outcome) => {
-            metrics::counter!("invoicing_stripe_events_total", "type" => event.event_type.clone(), "outcome" => outcome.as_str())
+        Ok(decision) => {
+            let outcome = decision.outcome.as_str();
+            metrics::counter!("invoicing_stripe_events_total", "type" => event.type_label().to_string(), "outcome" => outcome)
                 .increment(1);
-            tracing::info!(event = %event.event_id, kind = %event.event_type, outcome = outcome.as_str(), "stripe event");
+            tracing::info!(event = %event.event_id, kind = %event.event_type, outcome, reason = %decision.reason, "stripe event");
             ack(&msg, AckKind::Ack).await;
         }
         Err(err) => {
@@ -206,10 +209,12 @@ pub fn parse_stripe_event(body: &[u8]) -> Result<StripeInvoiceEvent, String> {
         event_type: raw.event_type,
         created,
         stripe_invoice_id: object["id"].as_str().unwrap_or_default().to_string(),
-        our_invoice_id: object["metadata"]["invoice_id"]
+        metadata_invoice_id: object["metadata"]["invoice_id"]
             .as_str()
-            .and_then(|id| id.parse::<Uuid>().ok()),
-        amount_paid: object["amount_paid"].as_i64().unwrap_or(0),
+            .map(str::to_string),
+        currency: object["currency"].as_str().map(str::to_string),
+        total: object["total"].as_i64(),
+        amount_paid: object["amount_paid"].as_i64(),
     })
 }
 
@@ -255,16 +260,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stripe_invoice_event_yields_ids_and_amount() {
+    fn a_stripe_invoice_event_yields_ids_currency_and_amounts() {
         let body = br#"{"id":"evt_1","type":"invoice.paid","created":1767225600,
-            "data":{"object":{"id":"in_9","object":"invoice","amount_paid":7510,
-            "metadata":{"invoice_id":"0194f3c1-8b2e-7c4a-9d1e-3f5a6b7c8d9e"}}}}"#;
+            "data":{"object":{"id":"in_9","object":"invoice","amount_paid":7510,"total":7510,
+            "currency":"aud","metadata":{"invoice_id":"0194f3c1-8b2e-7c4a-9d1e-3f5a6b7c8d9e"}}}}"#;
         let event = parse_stripe_event(body).expect("parses");
         assert_eq!(event.event_id, "evt_1");
         assert_eq!(event.event_type, "invoice.paid");
+        assert_eq!(event.type_label(), "invoice.paid");
         assert_eq!(event.stripe_invoice_id, "in_9");
-        assert_eq!(event.amount_paid, 7510);
-        assert!(event.our_invoice_id.is_some());
+        assert_eq!(event.currency.as_deref(), Some("aud"));
+        assert_eq!((event.total, event.amount_paid), (Some(7510), Some(7510)));
+        assert_eq!(
+            event.metadata_invoice_id.as_deref(),
+            Some("0194f3c1-8b2e-7c4a-9d1e-3f5a6b7c8d9e")
+        );
     }
 
     #[test]
@@ -272,7 +282,13 @@ mod tests {
         let body = br#"{"id":"evt_2","type":"customer.created","created":1767225600,
             "data":{"object":{"id":"cus_1","object":"customer"}}}"#;
         let event = parse_stripe_event(body).expect("parses");
-        assert_eq!(event.our_invoice_id, None);
+        assert_eq!(event.metadata_invoice_id, None);
+        assert_eq!(event.amount_paid, None);
+        assert_eq!(
+            event.type_label(),
+            "other",
+            "one label for Stripe's many other types"
+        );
         assert!(parse_stripe_event(b"{}").is_err());
         assert!(
             parse_stripe_event(br#"{"id":"x","type":"a","created":1,"data":{"object":{}}}"#)

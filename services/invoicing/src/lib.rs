@@ -41,7 +41,12 @@ pub struct Config {
     #[arg(long, env = "INVOICING_LISTEN_ADDR", default_value = "0.0.0.0:8082")]
     pub listen_addr: SocketAddr,
     /// PostgreSQL URL; the service works in its own `invoicing` schema.
-    #[arg(long, env = "INVOICING_DATABASE_URL")]
+    #[arg(
+        long,
+        env = "INVOICING_DATABASE_URL",
+        hide_env_values = true,
+        value_parser = billing_runtime::config::UrlParser
+    )]
     pub database_url: String,
     /// Apply this service's database migrations, then exit (a deploy's migration step).
     #[arg(long, env = "INVOICING_MIGRATE_ONLY")]
@@ -53,6 +58,7 @@ pub struct Config {
     #[arg(
         long,
         env = "INVOICING_NATS_URL",
+        hide_env_values = true,
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
@@ -71,7 +77,7 @@ pub struct Config {
         long,
         env = "INVOICING_STRIPE_API_KEY",
         hide_env_values = true,
-        value_parser = billing_runtime::config::parse_secret
+        value_parser = billing_runtime::config::SecretParser
     )]
     pub stripe_api_key: Option<Secret<String>>,
     /// Stripe's API base URL (a local fake in tests).
@@ -88,6 +94,7 @@ pub struct Config {
     #[arg(
         long,
         env = "INVOICING_LEDGER_URL",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8081"
     )]
     pub ledger_url: String,
@@ -95,7 +102,7 @@ pub struct Config {
     #[arg(
         long,
         env = "INVOICING_LEDGER_TOKEN",
-        value_parser = billing_runtime::config::parse_secret,
+        value_parser = billing_runtime::config::SecretParser,
         hide_env_values = true,
         required_unless_present = "migrate_only"
     )]
@@ -105,7 +112,7 @@ pub struct Config {
     #[arg(
         long,
         env = "INVOICING_GRPC_TOKENS",
-        value_parser = billing_runtime::config::parse_secret,
+        value_parser = billing_runtime::config::SecretParser,
         hide_env_values = true,
         required_unless_present = "migrate_only"
     )]
@@ -265,3 +272,60 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
 }
 
 const LEDGER_MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+#[cfg(test)]
+mod config_tests {
+    use billing_runtime::config::env_values_shown_in_help;
+    use clap::{CommandFactory, Parser};
+
+    use super::Config;
+
+    const TOKENS: &str = "admin:an-admin-token-long-enough-0123456789";
+
+    /// The arguments to start with: the required ones, then `set` (which replaces them).
+    fn with<'a>(program: &'a str, set: [(&'a str, &'a str); 1]) -> Vec<&'a str> {
+        let mut args = vec![program];
+        for (flag, value) in [("--ledger-token", TOKENS), ("--grpc-tokens", TOKENS)] {
+            if set.iter().all(|(f, _)| *f != flag) {
+                args.extend([flag, value]);
+            }
+        }
+        for (flag, value) in set {
+            args.extend([flag, value]);
+        }
+        args
+    }
+
+    #[test]
+    fn help_never_prints_a_secret_from_the_environment() {
+        assert_eq!(
+            env_values_shown_in_help(&Config::command()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn placeholder_secrets_refuse_to_start_without_being_echoed() {
+        for (flag, value) in [
+            ("--database-url", "postgres://billing:CHANGE-ME@db/billing"),
+            ("--stripe-api-key", "sk_test_CHANGE-ME"),
+            ("--ledger-token", "ledger-token-CHANGE-ME"),
+        ] {
+            let args = with("invoicing", [(flag, value)]);
+            let err = Config::try_parse_from(&args).expect_err(flag);
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag}"
+            );
+            let text = err.to_string();
+            assert!(text.contains("placeholder"), "{text}");
+            assert!(!text.contains(value), "{text}");
+        }
+        let args = with(
+            "invoicing",
+            [("--database-url", "postgres://postgres@127.0.0.1:5432/test")],
+        );
+        assert!(Config::try_parse_from(&args).is_ok());
+    }
+}

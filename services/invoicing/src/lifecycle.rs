@@ -1,17 +1,21 @@
 //! What happens to an invoice after it is issued: bank transfers recorded by hand, voiding, the
 //! overdue sweep, and Stripe's invoice events. Every status change goes through
-//! `Store::transition` (history row and outbox event in the same transaction).
+//! `Store::transition` (history row and outbox event in the same transaction). Stripe's events
+//! are in [`stripe_events`].
+
+mod stripe_events;
 
 use std::sync::Arc;
 
-use billing_domain::Currency;
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::store::{InvoiceRow, Status, Store};
-use crate::stripe::{PushError, StripeBilling, from_minor_units};
+use crate::stripe::{PushError, StripeBilling};
+
+pub use stripe_events::StripeInvoiceEvent;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -290,158 +294,6 @@ impl Lifecycle {
         }
         Ok(marked)
     }
-
-    /// Applies one Stripe invoice event, once per event id. Events only move an invoice
-    /// forward (draft → issued → paid | void), so one that arrives late changes nothing.
-    pub async fn apply_stripe_event(
-        &self,
-        event: &StripeInvoiceEvent,
-        now: DateTime<Utc>,
-    ) -> Result<StripeOutcome, sqlx::Error> {
-        let handled = HANDLED_STRIPE_EVENTS.contains(&event.event_type.as_str());
-        let invoice_id = match event.our_invoice_id {
-            Some(id) if handled => Some(id),
-            _ if handled => self.store.by_stripe_id(&event.stripe_invoice_id).await?,
-            _ => None,
-        };
-        let mut tx = self.store.begin().await?;
-        if !self
-            .store
-            .claim_stripe_event(&mut tx, &event.event_id, &event.event_type, event.created)
-            .await?
-        {
-            return Ok(StripeOutcome::Duplicate);
-        }
-        if event.event_type == "invoice.voided"
-            && let Some(id) = invoice_id
-            && let Some(unlocked) = self.store.invoice(id).await?
-        {
-            // Voiding takes the tenant's lock first, as a close and a manual void do.
-            self.store.lock_tenant(&mut tx, &unlocked.tenant_id).await?;
-        }
-        let invoice = match invoice_id {
-            Some(id) => self.store.lock_invoice(&mut tx, id).await?,
-            None => None,
-        };
-        let outcome = match invoice {
-            None if !handled => StripeOutcome::Ignored,
-            None => StripeOutcome::Unmatched,
-            Some(invoice) => self.apply_to(&mut tx, invoice, event, now).await?,
-        };
-        self.store
-            .stripe_event_outcome(&mut tx, &event.event_id, invoice_id, outcome.as_str())
-            .await?;
-        tx.commit().await?;
-        self.relay.notify_one();
-        Ok(outcome)
-    }
-
-    async fn apply_to(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        invoice: InvoiceRow,
-        event: &StripeInvoiceEvent,
-        now: DateTime<Utc>,
-    ) -> Result<StripeOutcome, sqlx::Error> {
-        let status = invoice.status();
-        let stripe_ref = &event.stripe_invoice_id;
-        // A draft Stripe finalized or settled was issued, whatever else the event says.
-        let invoice = if status == Status::Draft
-            && matches!(
-                event.event_type.as_str(),
-                "invoice.finalized" | "invoice.paid" | "invoice.payment_failed"
-            ) {
-            self.store
-                .transition(
-                    tx,
-                    &invoice,
-                    Status::Issued,
-                    &format!("finalized in Stripe as {stripe_ref}"),
-                    now,
-                )
-                .await?
-        } else {
-            invoice
-        };
-        Ok(match event.event_type.as_str() {
-            "invoice.finalized" if status == Status::Draft => StripeOutcome::Applied,
-            "invoice.paid" if invoice.status().is_open() => {
-                let Some(currency) = invoice.currency() else {
-                    return Ok(StripeOutcome::Ignored);
-                };
-                let paid = from_minor_units(event.amount_paid, currency);
-                let owed = paid - invoice.amount_paid;
-                let (invoice, payment) = if owed > Decimal::ZERO {
-                    match self
-                        .store
-                        .add_payment(
-                            tx,
-                            &invoice,
-                            "stripe",
-                            owed,
-                            event.created.date_naive(),
-                            stripe_ref,
-                            &format!("stripe:{}", event.event_id),
-                        )
-                        .await?
-                    {
-                        Some((updated, payment)) => (updated, Some(payment)),
-                        None => (invoice, None),
-                    }
-                } else {
-                    (invoice, None)
-                };
-                metrics::counter!("invoicing_payments_recorded_total", "method" => "stripe")
-                    .increment(1);
-                // Stripe says it is paid (perhaps from the customer's credit balance or out of
-                // band, with less or nothing collected): it is paid.
-                let reason = format!("paid in Stripe ({} collected)", format_paid(paid, currency));
-                let invoice = self
-                    .store
-                    .transition(tx, &invoice, Status::Paid, &reason, now)
-                    .await?;
-                if let Some(payment) = payment {
-                    self.store
-                        .payment_recorded(tx, &invoice, &payment, now)
-                        .await?;
-                }
-                StripeOutcome::Applied
-            }
-            "invoice.payment_failed" if invoice.status().is_open() => {
-                self.store
-                    .note(
-                        tx,
-                        &invoice,
-                        "payment_failed",
-                        "a payment attempt failed in Stripe",
-                        now,
-                    )
-                    .await?;
-                StripeOutcome::Applied
-            }
-            "invoice.voided" if !invoice.status().is_final() => {
-                let voided = self
-                    .store
-                    .transition(tx, &invoice, Status::Void, "voided in Stripe", now)
-                    .await?;
-                self.store.remark_lines(tx, &voided).await?;
-                StripeOutcome::Applied
-            }
-            _ => StripeOutcome::Stale,
-        })
-    }
-}
-
-/// The Stripe events invoicing acts on; others are recorded as ignored.
-pub const HANDLED_STRIPE_EVENTS: [&str; 4] = [
-    "invoice.finalized",
-    "invoice.paid",
-    "invoice.payment_failed",
-    "invoice.voided",
-];
-
-fn format_paid(amount: Decimal, currency: Currency) -> String {
-    format!("{} {}", currency.code(), currency.format(amount))
 }
 
 fn check_voidable(invoice: &InvoiceRow) -> Result<(), LifecycleError> {
@@ -458,42 +310,4 @@ fn check_voidable(invoice: &InvoiceRow) -> Result<(), LifecycleError> {
         status,
         why,
     })
-}
-
-/// The parts of a Stripe `invoice.*` event invoicing acts on.
-#[derive(Debug, Clone)]
-pub struct StripeInvoiceEvent {
-    pub event_id: String,
-    pub event_type: String,
-    pub created: DateTime<Utc>,
-    pub stripe_invoice_id: String,
-    /// From the Stripe invoice's metadata, which invoicing sets when it creates it.
-    pub our_invoice_id: Option<Uuid>,
-    /// Minor units, as Stripe reports them.
-    pub amount_paid: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StripeOutcome {
-    Applied,
-    /// Already seen (same event id).
-    Duplicate,
-    /// Arrived after a later state was reached; nothing to do.
-    Stale,
-    /// No invoice of ours matches.
-    Unmatched,
-    /// An event type invoicing does not act on.
-    Ignored,
-}
-
-impl StripeOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StripeOutcome::Applied => "applied",
-            StripeOutcome::Duplicate => "duplicate",
-            StripeOutcome::Stale => "stale",
-            StripeOutcome::Unmatched => "unmatched",
-            StripeOutcome::Ignored => "ignored",
-        }
-    }
 }

@@ -948,19 +948,38 @@ impl Store {
         Ok(inserted.rows_affected() == 1)
     }
 
+    /// What became of a claimed Stripe event and why; `invoice_id` only for an invoice that
+    /// exists.
     pub async fn stripe_event_outcome(
         &self,
         tx: &mut PgConnection,
         event_id: &str,
         invoice_id: Option<Uuid>,
         outcome: &str,
+        reason: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query("update stripe_events set invoice_id = $2, outcome = $3 where event_id = $1")
-            .bind(event_id)
-            .bind(invoice_id)
-            .bind(outcome)
-            .execute(tx)
-            .await?;
+        sqlx::query(
+            "update stripe_events set invoice_id = $2, outcome = $3, reason = $4
+             where event_id = $1",
+        )
+        .bind(event_id)
+        .bind(invoice_id)
+        .bind(outcome)
+        .bind(reason)
+        .execute(tx)
+        .await?;
         Ok(())
+    }
+
+    /// The tenant's invoicing mode now (`manual` or `stripe`); `None` without a profile.
+    pub async fn tenant_mode(
+        &self,
+        conn: &mut PgConnection,
+        tenant_id: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("select invoicing_mode from tenant_profiles where tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(conn)
+            .await
     }
 }

@@ -53,14 +53,10 @@ pub struct Key {
 }
 
 impl Key {
-    /// `<kind.reference.version@domain>`: the same for every attempt at this email.
+    /// The same for every attempt at this email, and no internal id in it
+    /// ([`crate::mail::message_id`]).
     pub fn message_id(&self, domain: &str) -> String {
-        format!(
-            "<{}.{}.{}@{domain}>",
-            self.kind.as_str(),
-            self.reference,
-            self.version
-        )
+        crate::mail::message_id(self.kind.as_str(), &self.reference, self.version, domain)
     }
 }
 

@@ -36,7 +36,12 @@ pub struct Config {
     #[arg(long, env = "NOTIFIER_LISTEN_ADDR", default_value = "0.0.0.0:8083")]
     pub listen_addr: SocketAddr,
     /// PostgreSQL URL; the service works in its own `notifier` schema.
-    #[arg(long, env = "NOTIFIER_DATABASE_URL")]
+    #[arg(
+        long,
+        env = "NOTIFIER_DATABASE_URL",
+        hide_env_values = true,
+        value_parser = billing_runtime::config::UrlParser
+    )]
     pub database_url: String,
     /// Apply this service's database migrations, then exit (a deploy's migration step).
     #[arg(long, env = "NOTIFIER_MIGRATE_ONLY")]
@@ -45,6 +50,7 @@ pub struct Config {
     #[arg(
         long,
         env = "NOTIFIER_NATS_URL",
+        hide_env_values = true,
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
@@ -55,6 +61,7 @@ pub struct Config {
     #[arg(
         long,
         env = "NOTIFIER_INVOICING_URL",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8082"
     )]
     pub invoicing_url: String,
@@ -62,7 +69,7 @@ pub struct Config {
     #[arg(
         long,
         env = "NOTIFIER_INVOICING_TOKEN",
-        value_parser = billing_runtime::config::parse_secret,
+        value_parser = billing_runtime::config::SecretParser,
         hide_env_values = true,
         required_unless_present = "migrate_only"
     )]
@@ -72,7 +79,7 @@ pub struct Config {
     #[arg(
         long,
         env = "NOTIFIER_GRPC_TOKENS",
-        value_parser = billing_runtime::config::parse_secret,
+        value_parser = billing_runtime::config::SecretParser,
         hide_env_values = true,
         required_unless_present = "migrate_only"
     )]
@@ -90,7 +97,12 @@ pub struct Config {
     #[arg(long, env = "NOTIFIER_SMTP_USERNAME")]
     pub smtp_username: Option<String>,
     /// SMTP password (optional; never logged).
-    #[arg(long, env = "NOTIFIER_SMTP_PASSWORD", hide_env_values = true, value_parser = billing_runtime::config::parse_secret)]
+    #[arg(
+        long,
+        env = "NOTIFIER_SMTP_PASSWORD",
+        hide_env_values = true,
+        value_parser = billing_runtime::config::SecretParser
+    )]
     pub smtp_password: Option<Secret<String>>,
     /// Sender of every email, e.g. `Billing <billing@example.com>`; also printed on invoices.
     #[arg(
@@ -265,4 +277,61 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     }
     served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod config_tests {
+    use billing_runtime::config::env_values_shown_in_help;
+    use clap::{CommandFactory, Parser};
+
+    use super::Config;
+
+    const TOKENS: &str = "admin:an-admin-token-long-enough-0123456789";
+
+    /// The arguments to start with: the required ones, then `set` (which replaces them).
+    fn with<'a>(program: &'a str, set: [(&'a str, &'a str); 1]) -> Vec<&'a str> {
+        let mut args = vec![program];
+        for (flag, value) in [("--invoicing-token", TOKENS), ("--grpc-tokens", TOKENS)] {
+            if set.iter().all(|(f, _)| *f != flag) {
+                args.extend([flag, value]);
+            }
+        }
+        for (flag, value) in set {
+            args.extend([flag, value]);
+        }
+        args
+    }
+
+    #[test]
+    fn help_never_prints_a_secret_from_the_environment() {
+        assert_eq!(
+            env_values_shown_in_help(&Config::command()),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn placeholder_secrets_refuse_to_start_without_being_echoed() {
+        for (flag, value) in [
+            ("--database-url", "postgres://billing:CHANGE-ME@db/billing"),
+            ("--smtp-password", "smtp-CHANGE-ME"),
+            ("--invoicing-token", "invoicing-token-CHANGE-ME"),
+        ] {
+            let args = with("notifier", [(flag, value)]);
+            let err = Config::try_parse_from(&args).expect_err(flag);
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag}"
+            );
+            let text = err.to_string();
+            assert!(text.contains("placeholder"), "{text}");
+            assert!(!text.contains(value), "{text}");
+        }
+        let args = with(
+            "notifier",
+            [("--database-url", "postgres://postgres@127.0.0.1:5432/test")],
+        );
+        assert!(Config::try_parse_from(&args).is_ok());
+    }
 }

@@ -11,6 +11,7 @@ use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sha2::{Digest, Sha256};
 
 use crate::text::{long_date, money};
 
@@ -52,6 +53,24 @@ pub enum MailError {
     Address(String),
     #[error("building the message: {0}")]
     Build(String),
+}
+
+/// The Message-ID of one logical email, named by its kind, reference (an invoice or alert id)
+/// and version: `<32 hex digits@domain>`, the first 128 bits of a SHA-256 over the three parts.
+/// Stable, so every attempt at the same email carries the same id and a resend shows as one
+/// message; opaque, so recipients and the mail servers on the way learn no internal id (the old
+/// `<kind.reference.version@domain>` showed the invoice's UUID).
+pub fn message_id(kind: &str, reference: &str, version: u32, domain: &str) -> String {
+    let mut sha = Sha256::new();
+    sha.update(b"billing-tracker/message-id/v1");
+    for part in [kind, reference, &version.to_string()] {
+        // Length-prefixed, so no two different triples hash the same bytes.
+        sha.update(u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
+        sha.update(part.as_bytes());
+    }
+    let digest = sha.finalize();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("<{hex}@{domain}>")
 }
 
 pub fn transport(s: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
@@ -428,6 +447,32 @@ mod tests {
         assert!(!html.contains("<Jones>"), "{html}");
         assert!(plain.contains("Please quote CLAIRE-2026-0010"), "{plain}");
         assert_eq!(parsed.attachment_count(), 1);
+    }
+
+    #[test]
+    fn message_ids_are_stable_opaque_and_distinct() {
+        let invoice = "0194f3c1-8b2e-7c4a-9d1e-3f5a6b7c8d9e";
+        let id = message_id("invoice_issued", invoice, 0, "example.test");
+        // Pinned (Python: sha256 over the tag and each part as a big-endian u32 length and
+        // its bytes): changing the derivation would give every unsent email a new id.
+        assert_eq!(id, "<ce705203f2d5704409dfc0b7233f3c28@example.test>");
+        assert_eq!(id, message_id("invoice_issued", invoice, 0, "example.test"));
+        assert!(!id.contains(invoice) && !id.contains("8b2e") && !id.contains("invoice"));
+        let others = [
+            message_id("invoice_issued", invoice, 1, "example.test"),
+            message_id("payment_reminder", invoice, 0, "example.test"),
+            message_id(
+                "invoice_issued",
+                "0194f3c1-8b2e-7c4a-9d1e-3f5a6b7c8d9f",
+                0,
+                "example.test",
+            ),
+            // The parts are length-prefixed: moving a character between them changes the id.
+            message_id("invoice_issued0", invoice, 0, "example.test"),
+        ];
+        for other in &others {
+            assert_ne!(&id, other);
+        }
     }
 
     #[test]
