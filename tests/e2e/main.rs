@@ -9,6 +9,7 @@ mod ingest;
 mod integrity;
 mod invoicing;
 mod ledger_consumer;
+mod nats_auth;
 mod notifier;
 mod observability;
 mod simplybook_contract;

@@ -498,20 +498,6 @@ pub async fn dead_letter(
 /// The header name JetStream deduplicates by.
 pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delay_grows_by_a_second_per_delivery_up_to_the_cap() {
-        let max = Duration::from_secs(30);
-        assert_eq!(retry_delay(0, max), Duration::from_secs(1));
-        assert_eq!(retry_delay(1, max), Duration::from_secs(1));
-        assert_eq!(retry_delay(7, max), Duration::from_secs(7));
-        assert_eq!(retry_delay(500, max), max);
-    }
-}
-
 /// Declares a service's NATS identity settings, `<PREFIX>_NATS_USER`,
 /// `<PREFIX>_NATS_PASSWORD_FILE`, `<PREFIX>_NATS_CREDS_FILE`, `<PREFIX>_NATS_NKEY_SEED_FILE` and
 /// `<PREFIX>_NATS_TLS_CA_FILE`, as a struct to `#[command(flatten)]` into its config. All
@@ -570,4 +556,18 @@ macro_rules! nats_identity_settings {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_by_a_second_per_delivery_up_to_the_cap() {
+        let max = Duration::from_secs(30);
+        assert_eq!(retry_delay(0, max), Duration::from_secs(1));
+        assert_eq!(retry_delay(1, max), Duration::from_secs(1));
+        assert_eq!(retry_delay(7, max), Duration::from_secs(7));
+        assert_eq!(retry_delay(500, max), max);
+    }
 }

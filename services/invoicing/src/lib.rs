@@ -29,6 +29,8 @@ use tonic::transport::Endpoint;
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "invoicing";
 
+billing_runtime::nats_identity_settings!(InvoicingNats, "INVOICING");
+
 /// invoicing's configuration, from flags or `INVOICING_*` environment variables.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -65,6 +67,9 @@ pub struct Config {
     /// Prefix for subjects and streams; empty in production.
     #[arg(long, env = "INVOICING_NATS_NAMESPACE", default_value = "")]
     pub nats_namespace: String,
+    /// This service's identity on NATS (user and password file, creds or nkey seed file).
+    #[command(flatten)]
+    pub nats_identity: InvoicingNats,
     /// JSON file of tenants: a billing profile is created for each tenant that has none
     /// (profiles are then managed over gRPC). Optional.
     #[arg(long, env = "INVOICING_TENANTS_FILE")]
@@ -173,7 +178,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         let created = profiles.seed(tenants).await?;
         tracing::info!(created, "billing profiles seeded from the tenants file");
     }
-    let client = nats::connect(&config.nats_url, "invoicing").await?;
+    let client = config
+        .nats_identity
+        .connect(&config.nats_url, "invoicing")
+        .await?;
     let js = nats::jetstream(client.clone(), Duration::from_secs(5));
     let subjects = Subjects::new(&config.nats_namespace);
     subjects.ensure_streams(&js).await?;

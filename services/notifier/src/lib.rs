@@ -28,6 +28,8 @@ pub const SCHEMA: &str = "notifier";
 /// The gRPC service name (for health checks).
 pub const SERVICE_NAME: &str = "billing.notifier.v1.NotifierService";
 
+billing_runtime::nats_identity_settings!(NotifierNats, "NOTIFIER");
+
 /// notifier's configuration, from flags or `NOTIFIER_*` environment variables.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "notifier", version, about = "Emails invoice PDFs")]
@@ -57,6 +59,9 @@ pub struct Config {
     /// Prefix for subjects and streams; empty in production.
     #[arg(long, env = "NOTIFIER_NATS_NAMESPACE", default_value = "")]
     pub nats_namespace: String,
+    /// This service's identity on NATS (user and password file, creds or nkey seed file).
+    #[command(flatten)]
+    pub nats_identity: NotifierNats,
     /// The invoicing service's gRPC address.
     #[arg(
         long,
@@ -183,7 +188,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         .ok_or(Error::Missing("NOTIFIER_INVOICING_TOKEN"))?;
     let pool = db::connect(&config.database_url, SCHEMA, 5).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/notifier"), SCHEMA).await?;
-    let client = nats::connect(&config.nats_url, "notifier").await?;
+    let client = config
+        .nats_identity
+        .connect(&config.nats_url, "notifier")
+        .await?;
     let js = nats::jetstream(client.clone(), Duration::from_secs(5));
     let subjects = Subjects::new(&config.nats_namespace);
     subjects.ensure_streams(&js).await?;
