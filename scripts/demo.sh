@@ -37,13 +37,15 @@ export LOG_FORMAT=text RUST_LOG="${RUST_LOG:-info,sqlx=warn}"
 export INGEST_TENANTS_FILE="$TENANTS" LEDGER_TENANTS_FILE="$TENANTS" INVOICING_TENANTS_FILE="$TENANTS"
 export INGEST_LISTEN_ADDR=127.0.0.1:8080 LEDGER_LISTEN_ADDR=127.0.0.1:8081
 export INVOICING_LISTEN_ADDR=127.0.0.1:8082 NOTIFIER_LISTEN_ADDR=127.0.0.1:8083
-export INVOICING_DATABASE_URL="$DB_URL" NOTIFIER_DATABASE_URL="$DB_URL"
-# The ledger runs as its least-privilege role (deploy/postgres/roles.sql), after its schema's
-# owner applied the migrations and granted that role only what the ledger does.
-psql "$PG_ADMIN_URL" -qc "do \$\$ begin create role ledger_runtime; exception when duplicate_object then null; end \$\$" \
-  -c "alter role ledger_runtime login password 'ledger_runtime-dev-only'"
-LEDGER_DATABASE_URL="$DB_URL" "$BIN/ledger" --migrate-only
-export LEDGER_DATABASE_URL="${DB_URL%%://*}://ledger_runtime:ledger_runtime-dev-only@${DB_URL#*@}"
+# Each service runs as its least-privilege role (deploy/postgres/roles.sql), after its schema's
+# owner applied the migrations and granted that role only what the service does.
+for svc in ledger invoicing notifier; do
+  SVC=$(echo "$svc" | tr a-z A-Z)
+  psql "$PG_ADMIN_URL" -qc "do \$\$ begin create role ${svc}_runtime; exception when duplicate_object then null; end \$\$" \
+    -c "alter role ${svc}_runtime login password '${svc}_runtime-dev-only'"
+  env "${SVC}_DATABASE_URL=$DB_URL" "$BIN/$svc" --migrate-only
+  export "${SVC}_DATABASE_URL=${DB_URL%%://*}://${svc}_runtime:${svc}_runtime-dev-only@${DB_URL#*@}"
+done
 # Each service its own NATS user, with a password made for this run in a file (as a Kubernetes
 # Secret volume would hold it); the server reads the same passwords from its environment.
 NATS_PORT=4223

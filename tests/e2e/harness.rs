@@ -247,9 +247,10 @@ impl System {
             tokio::spawn(async move { Ok(ledger::run(config, ledger_l, token).await?) }),
         ));
 
+        invoicing::migrate(&db.url).await?;
         let config = invoicing::Config {
             listen_addr: invoicing,
-            database_url: db.url.clone(),
+            database_url: db.runtime_url(invoicing::SCHEMA),
             migrate_only: false,
             db_max_connections: 5,
             nats_url: nats_url.clone(),
@@ -276,9 +277,10 @@ impl System {
             tokio::spawn(async move { Ok(invoicing::run(config, invoicing_l, token).await?) }),
         ));
 
+        notifier::migrate(&db.url).await?;
         let config = notifier::Config {
             listen_addr: notifier,
-            database_url: db.url.clone(),
+            database_url: db.runtime_url(notifier::SCHEMA),
             migrate_only: false,
             nats_url: nats_url.clone(),
             nats_namespace: namespace.clone(),

@@ -98,7 +98,7 @@ async fn sweep_stale(conn: &mut PgConnection) {
 /// The services' runtime roles exist on the test server (roles are server-wide), each able to
 /// log in with an obviously fake password; they own nothing.
 async fn ensure_runtime_roles(conn: &mut PgConnection) -> anyhow::Result<()> {
-    for schema in ["ledger"] {
+    for schema in ["ledger", "invoicing", "notifier"] {
         let role = format!("{schema}_runtime");
         // Tests start in parallel: a role another test just made is no error.
         conn.execute(sqlx::AssertSqlSafe(format!(

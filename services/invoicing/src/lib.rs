@@ -28,6 +28,8 @@ use tonic::transport::Endpoint;
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "invoicing";
+/// What the runtime role `invoicing_runtime` may do (see `billing_runtime::db::grant_runtime`).
+const GRANTS: &str = include_str!("grants.sql");
 
 billing_runtime::nats_identity_settings!(InvoicingNats, "INVOICING");
 
@@ -127,6 +129,7 @@ pub struct Config {
 pub async fn migrate(database_url: &str) -> Result<(), Error> {
     let pool = db::connect(database_url, SCHEMA, 1).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/invoicing"), SCHEMA).await?;
+    db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
     pool.close().await;
     Ok(())
 }
@@ -173,6 +176,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         .transpose()?;
     let pool = db::connect(&config.database_url, SCHEMA, config.db_max_connections).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/invoicing"), SCHEMA).await?;
+    db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
     let profiles = profile::Profiles::new(pool.clone());
     if let Some(tenants) = &tenants {
         let created = profiles.seed(tenants).await?;

@@ -25,6 +25,8 @@ use tonic::transport::Endpoint;
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "notifier";
+/// What the runtime role `notifier_runtime` may do (see `billing_runtime::db::grant_runtime`).
+const GRANTS: &str = include_str!("grants.sql");
 /// The gRPC service name (for health checks).
 pub const SERVICE_NAME: &str = "billing.notifier.v1.NotifierService";
 
@@ -149,6 +151,7 @@ impl Config {
 pub async fn migrate(database_url: &str) -> Result<(), Error> {
     let pool = db::connect(database_url, SCHEMA, 1).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/notifier"), SCHEMA).await?;
+    db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
     pool.close().await;
     Ok(())
 }
@@ -188,6 +191,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         .ok_or(Error::Missing("NOTIFIER_INVOICING_TOKEN"))?;
     let pool = db::connect(&config.database_url, SCHEMA, 5).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/notifier"), SCHEMA).await?;
+    db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
     let client = config
         .nats_identity
         .connect(&config.nats_url, "notifier")
