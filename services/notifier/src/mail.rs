@@ -74,6 +74,14 @@ pub fn message_id(kind: &str, reference: &str, version: u32, domain: &str) -> St
 }
 
 pub fn transport(s: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
+    // SMTP AUTH over a plain connection hands the password to anyone on the path.
+    if s.tls == SmtpTls::None && (s.username.is_some() || s.password.is_some()) {
+        return Err(MailError::Build(
+            "NOTIFIER_SMTP_USERNAME/NOTIFIER_SMTP_PASSWORD with NOTIFIER_SMTP_TLS=none would send \
+             the password in clear: use starttls or tls"
+                .into(),
+        ));
+    }
     let builder = match s.tls {
         SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host),
         SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
@@ -413,6 +421,23 @@ fn escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test]
+    async fn credentials_are_never_sent_over_a_plain_connection() {
+        let settings = |tls| SmtpSettings {
+            host: "smtp.example.test".into(),
+            port: 587,
+            tls,
+            username: Some("billing".into()),
+            password: Some(Secret::new("fake-smtp-password".into())),
+        };
+        let err = transport(&settings(SmtpTls::None)).expect_err("plain with AUTH");
+        assert!(err.to_string().contains("in clear"), "{err}");
+        assert!(!err.to_string().contains("fake-smtp-password"));
+        assert!(transport(&settings(SmtpTls::Starttls)).is_ok());
+        assert!(transport(&settings(SmtpTls::Tls)).is_ok());
+    }
+
     use super::*;
 
     fn invoice() -> Invoice {
