@@ -236,6 +236,7 @@ impl System {
             // The fake answers getServiceUrl with its own loopback host.
             simplybook_api_hosts: vec!["127.0.0.1".into()],
             simplybook_page_size: 500,
+            anchor_every_secs: 1,
             simplybook_timeout_ms: 2000,
             batch_size: 100,
             grpc_tokens: Some(grpc_tokens()),

@@ -337,3 +337,95 @@ async fn least_privilege(system: &System) -> anyhow::Result<()> {
     assert!(verify(system).await?.intact);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rewritten_and_rechained_history_is_caught_by_the_anchored_head() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = rechained(&system).await;
+    system.finish(result).await
+}
+
+async fn rechained(system: &System) -> anyhow::Result<()> {
+    for (webhook_id, id, price) in [
+        ("a-1", "8101", "150.00"),
+        ("a-2", "8102", "80.00"),
+        ("a-3", "8103", "60.00"),
+    ] {
+        let response = system
+            .post_signed("claire", webhook_id, &body(id, price), CLAIRE_SECRET)
+            .await?;
+        anyhow::ensure!(response.status() == 202, "{webhook_id}");
+    }
+    // The ledger anchors the head outside the database (every second in tests).
+    eventually(Duration::from_secs(30), || async {
+        let report = verify(system).await?;
+        Ok((report.intact && report.anchored_seq == 3).then_some(()))
+    })
+    .await?;
+
+    // Someone with the owner's power lowers booking 8102 to 8.00 behind the triggers' back and
+    // re-chains every record after it, so each hash matches its fields and links again.
+    let db = system.db("ledger").await?;
+    let records: Vec<(
+        i64,
+        String,
+        Decimal,
+        Decimal,
+        Decimal,
+        Decimal,
+        Decimal,
+        Decimal,
+    )> = sqlx::query_as(
+        "select chain_seq, booking_ref, total_amount, deposit_amount, cash_amount,
+                    platform_fee, deposit_rate, platform_fee_rate
+             from bookings order by chain_seq",
+    )
+    .fetch_all(&db)
+    .await?;
+    let mut prev = billing_domain::hash::GENESIS_HASH.to_string();
+    let mut rewrite = String::from("alter table bookings disable trigger bookings_immutable;");
+    for (seq, booking_ref, mut total, mut deposit, mut cash, mut fee, deposit_rate, fee_rate) in
+        records
+    {
+        if booking_ref == "8102" {
+            (total, deposit, cash, fee) = (d("8.00"), d("1.60"), d("6.40"), d("1.60"));
+        }
+        let hash = billing_domain::hash::FinancialFields {
+            tenant_id: "claire",
+            booking_ref: &booking_ref,
+            currency: billing_domain::Currency::AUD,
+            total,
+            deposit,
+            cash,
+            platform_fee: fee,
+            deposit_rate,
+            fee_rate,
+        }
+        .chained_hash(&prev);
+        rewrite.push_str(&format!(
+            "update bookings set total_amount = {total}, deposit_amount = {deposit},
+                cash_amount = {cash}, platform_fee = {fee}, prev_hash = '{prev}',
+                record_hash = '{hash}' where chain_seq = {seq};"
+        ));
+        prev = hash;
+    }
+    rewrite.push_str(&format!(
+        "update chain_heads set last_hash = '{prev}' where tenant_id = 'claire';
+         alter table bookings enable trigger bookings_immutable;"
+    ));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(rewrite))
+        .execute(&db)
+        .await?;
+
+    // Every link holds, so only the anchor can tell: the anchored record's hash changed.
+    let report = verify(system).await?;
+    assert!(!report.intact, "{report:?}");
+    let v = report.first_violation.expect("violation");
+    assert_eq!(v.chain_seq, 3);
+    assert!(
+        v.reason.contains("no longer has the hash anchored"),
+        "{}",
+        v.reason
+    );
+    Ok(())
+}

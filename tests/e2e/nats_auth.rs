@@ -172,5 +172,19 @@ async fn refusals(
             .fetch_one(&db)
             .await?;
     assert_eq!(recorded, 0);
+
+    // The ledger anchors its chain head on its own stream and reads it back to verify.
+    let anchored = eventually(Duration::from_secs(30), || async {
+        let report = system
+            .ledger_client()?
+            .verify_integrity(billing_proto::ledger::VerifyIntegrityRequest {
+                tenant_id: "claire".into(),
+            })
+            .await?
+            .into_inner();
+        Ok((report.intact && report.anchored_seq == 1).then_some(report))
+    })
+    .await?;
+    assert_eq!(anchored.records_checked, 1);
     Ok(())
 }

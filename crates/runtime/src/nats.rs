@@ -95,6 +95,11 @@ impl Subjects {
         format!("{}ledger.booking.{kind}", self.prefix)
     }
 
+    /// Anchors of a tenant's hash-chain head (`ChainAnchorV1`), kept outside the database.
+    pub fn chain_anchor(&self, tenant: &str) -> String {
+        format!("{}ledger.chain.anchored.{tenant}", self.prefix)
+    }
+
     pub fn invoice(&self, status: &str) -> String {
         format!("{}invoicing.invoice.{status}", self.prefix)
     }

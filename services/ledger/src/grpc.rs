@@ -21,6 +21,7 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
+use crate::anchors::Anchors;
 use crate::dlq::DeadLetters;
 use crate::integrity;
 use crate::reconcile::{ReconcileError, Reconciler};
@@ -67,6 +68,7 @@ pub struct LedgerGrpc {
     tenants: Arc<Tenants>,
     dead_letters: DeadLetters,
     reconciler: Reconciler,
+    anchors: Anchors,
 }
 
 impl LedgerGrpc {
@@ -75,12 +77,14 @@ impl LedgerGrpc {
         tenants: Arc<Tenants>,
         dead_letters: DeadLetters,
         reconciler: Reconciler,
+        anchors: Anchors,
     ) -> Self {
         LedgerGrpc {
             store,
             tenants,
             dead_letters,
             reconciler,
+            anchors,
         }
     }
 
@@ -262,7 +266,12 @@ impl LedgerService for LedgerGrpc {
         let tenant_id = request.into_inner().tenant_id;
         self.tenant_currency(&tenant_id)?;
         let (records, head) = self.store.chain(&tenant_id).await.map_err(internal)?;
-        let report = integrity::verify(&tenant_id, &records, head);
+        // Without the stream the anchor cannot be read: the check would be weaker than asked.
+        let anchor = self.anchors.latest(&tenant_id).await.map_err(|err| {
+            tracing::warn!(tenant_id, error = %err, "reading the chain anchor failed");
+            Status::unavailable("the chain anchors cannot be read now, retry later")
+        })?;
+        let report = integrity::verify_anchored(&tenant_id, &records, head, anchor.as_ref());
         let outcome = if report.violation.is_some() {
             "violated"
         } else {
@@ -273,6 +282,9 @@ impl LedgerService for LedgerGrpc {
             tracing::error!(tenant_id, chain_seq = v.chain_seq, reason = %v.reason, "hash chain violated");
         }
         Ok(Response::new(VerifyIntegrityResponse {
+            anchored_seq: anchor
+                .map(|a| u64::try_from(a.chain_seq).unwrap_or_default())
+                .unwrap_or_default(),
             tenant_id,
             intact: report.violation.is_none(),
             records_checked: report.records_checked,

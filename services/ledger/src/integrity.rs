@@ -160,6 +160,52 @@ fn violation(r: &ChainRecord, reason: String, expected: &str, stored: &str) -> V
     }
 }
 
+/// Checks `records` (in chain order), the chain head `(last_seq, last_hash)`, and the latest
+/// head anchored outside the database: the record at its position must still have its hash (a
+/// rewritten history, re-chained so every link holds, does not).
+pub fn verify_anchored(
+    tenant_id: &str,
+    records: &[ChainRecord],
+    head: Option<(i64, String)>,
+    anchor: Option<&crate::anchors::Anchor>,
+) -> Report {
+    let report = verify(tenant_id, records, head);
+    let Some(anchor) = anchor else { return report };
+    if report.violation.is_some() {
+        return report;
+    }
+    let at = records.iter().find(|r| r.chain_seq == anchor.chain_seq);
+    let when = anchor
+        .anchored_at
+        .map(|t| format!(" at {}", t.to_rfc3339()))
+        .unwrap_or_default();
+    let reason = match at {
+        None => format!(
+            "the chain was anchored{when} with {} records; only {} remain",
+            anchor.chain_seq,
+            records.len()
+        ),
+        Some(r) if r.record_hash != anchor.record_hash => format!(
+            "record {} no longer has the hash anchored{when}: the chain was rewritten and \
+             re-chained",
+            anchor.chain_seq
+        ),
+        Some(_) => return report,
+    };
+    Report {
+        violation: Some(Violation {
+            chain_seq: anchor.chain_seq,
+            kind: at.map_or("", ChainRecord::kind),
+            record_id: at.map(|r| r.id),
+            booking_ref: at.map(|r| r.booking_ref.clone()).unwrap_or_default(),
+            reason,
+            expected_hash: anchor.record_hash.clone(),
+            stored_hash: at.map(|r| r.record_hash.clone()).unwrap_or_default(),
+        }),
+        ..report
+    }
+}
+
 /// Checks `records` (in chain order) and the chain head `(last_seq, last_hash)`.
 pub fn verify(tenant_id: &str, records: &[ChainRecord], head: Option<(i64, String)>) -> Report {
     let mut prev = GENESIS_HASH.to_string();

@@ -2,6 +2,7 @@
 //! trail, and serves them over gRPC (`billing.ledger.v1.LedgerService`).
 #![forbid(unsafe_code)]
 
+mod anchors;
 mod batch;
 mod consumer;
 mod dlq;
@@ -98,6 +99,10 @@ pub struct Config {
     /// Per-request timeout for SimplyBook's API.
     #[arg(long, env = "LEDGER_SIMPLYBOOK_TIMEOUT_MS", default_value_t = 5000)]
     pub simplybook_timeout_ms: u64,
+    /// How often each tenant's hash-chain head is anchored on the LEDGER stream (when it moved,
+    /// and daily), so a rewrite behind the database's triggers is detected.
+    #[arg(long, env = "LEDGER_ANCHOR_EVERY_SECS", default_value_t = 300)]
+    pub anchor_every_secs: u64,
     /// Messages pulled from JetStream per batch.
     #[arg(long, env = "LEDGER_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
@@ -214,7 +219,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         reconciler.covered(),
         shutdown.clone(),
     ));
-    let grpc = grpc::LedgerGrpc::new(store, tenants, dead_letters, reconciler);
+    let anchors = anchors::Anchors::new(js.clone(), subjects.clone());
+    tokio::spawn(anchors.clone().run(
+        store.clone(),
+        Duration::from_secs(config.anchor_every_secs.max(1)),
+        shutdown.clone(),
+    ));
+    let grpc = grpc::LedgerGrpc::new(store, tenants, dead_letters, reconciler, anchors);
     let routes = tonic::service::Routes::new(LedgerServiceServer::new(grpc));
     let probes = Probes {
         db: Some(pool),

@@ -233,6 +233,13 @@ impl Store {
     }
 
     /// Every record of a tenant's hash chain in chain order, and the chain head.
+    /// Every tenant's chain head: (tenant, last position, last hash).
+    pub async fn chain_heads(&self) -> Result<Vec<(String, i64, String)>, sqlx::Error> {
+        sqlx::query_as("select tenant_id, last_seq, last_hash from chain_heads order by tenant_id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
     pub async fn chain(
         &self,
         tenant_id: &str,
