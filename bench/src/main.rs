@@ -4,8 +4,10 @@
 //! own) as child processes, drives both with the same genuine signed SimplyBook and Stripe
 //! requests, then drives ingest at half its measured rate for latency. Prints accepted requests
 //! per second, p50/p99 latency, the ratio to the ceiling, and checks that the stream holds
-//! exactly as many messages as ingest accepted. Run it with `bench/run.sh`.
+//! exactly as many messages as ingest accepted. Then times the signature amplification attack
+//! against a genuine request (`amplification`). Run it with `bench/run.sh`.
 
+mod amplification;
 mod ceiling;
 mod cpu;
 mod load;
@@ -63,6 +65,9 @@ struct RunArgs {
     /// The ingest binary; defaults to the one next to this executable.
     #[arg(long)]
     ingest_bin: Option<PathBuf>,
+    /// Requests per case of the amplification comparison (0: skip it).
+    #[arg(long, default_value_t = 200)]
+    amplification_requests: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -206,6 +211,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let at_half = measure(&ingest, half).await?;
     tally(&at_half);
+    let amplification = if args.amplification_requests > 0 {
+        let comparison = amplification::run(
+            ingest.addr,
+            &ingest.processes,
+            &namespace,
+            args.amplification_requests,
+        )
+        .await?;
+        accepted += comparison.accepted;
+        Some(comparison)
+    } else {
+        None
+    };
     let stored = stream_messages(&args.nats_url, &namespace).await?;
 
     let mut out = std::io::stdout().lock();
@@ -274,6 +292,45 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "stream messages: {stored}, accepted (202): {accepted}, failed requests: {failures} {}",
         verdict(stored == accepted && failures == 0)
     )?;
+    if let Some(comparison) = &amplification {
+        writeln!(
+            out,
+            "\n## Signature amplification (issue 17): the attack against a genuine request\n\n\
+             The same ~250 KiB booking body each time, {} requests per case, one per connection, \
+             one at a time, against the same ingest in the same run.\n",
+            args.amplification_requests
+        )?;
+        writeln!(
+            out,
+            "| request | answers | server CPU µs/req | median µs | p99 µs |"
+        )?;
+        writeln!(out, "|---|---|---:|---:|---:|")?;
+        for row in &comparison.rows {
+            let answers: Vec<String> = row
+                .statuses
+                .iter()
+                .map(|(status, n)| match status {
+                    0 => format!("{n} closed"),
+                    s => format!("{n}× {s}"),
+                })
+                .collect();
+            writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.0} | {:.0} |",
+                row.name,
+                answers.join(", "),
+                row.server_cpu_us,
+                row.median_us,
+                row.p99_us
+            )?;
+        }
+        let worst = comparison.worst_ratio();
+        writeln!(
+            out,
+            "\ncostliest attack / genuine, server CPU per request: {worst:.2} (goal <= 1.0) {}",
+            verdict(worst <= 1.0)
+        )?;
+    }
     drop(out);
     summary::record(&summary::Figure {
         bench: "ingest",
@@ -361,12 +418,20 @@ async fn start_ingest(
     Ok((child, addr))
 }
 
-/// Messages in the namespace's WEBHOOKS stream; the streams are deleted afterwards.
+/// Webhooks in the namespace's WEBHOOKS stream (not counting the audit records of refused
+/// requests, which share it); the streams are deleted afterwards.
 async fn stream_messages(nats_url: &str, namespace: &str) -> anyhow::Result<u64> {
+    use futures::TryStreamExt;
     let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
     let subjects = Subjects::new(namespace);
     let mut stream = js.get_stream(subjects.stream_name("WEBHOOKS")).await?;
     let messages = stream.info().await?.state.messages;
+    let rejected: usize = stream
+        .info_with_subjects(subjects.rejected_all())
+        .await?
+        .map_ok(|(_, n)| n)
+        .try_fold(0, |sum, n| async move { Ok(sum + n) })
+        .await?;
     subjects.delete_streams(&js).await;
-    Ok(messages)
+    Ok(messages - rejected as u64)
 }

@@ -621,3 +621,296 @@ async fn drain(system: &System) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A signed booking with a long note, near the body limit: the body the amplification attack
+/// makes ingest hash once per candidate.
+fn big_booking(booking_id: &str) -> Vec<u8> {
+    serde_json::json!({
+        "booking_id": booking_id,
+        "price": "120.00",
+        "datetime": "2026-10-14 10:00:00",
+        "service": {"name": "Massage"},
+        "notes": "x".repeat(200 * 1024),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The `webhook-signature` header of `headers`.
+fn signature_of(headers: &Headers) -> String {
+    headers
+        .iter()
+        .find(|(name, _)| *name == "webhook-signature")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_default()
+}
+
+/// `headers` with its `webhook-signature` replaced by `signature`.
+fn with_signature(headers: &Headers, signature: String) -> Headers {
+    let mut headers: Headers = headers
+        .iter()
+        .filter(|(name, _)| *name != "webhook-signature")
+        .cloned()
+        .collect();
+    headers.push(("webhook-signature", signature));
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signature_amplification_is_refused_with_its_own_reason_and_genuine_requests_pass()
+-> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = amplification(&system).await;
+    system.finish(result).await
+}
+
+async fn amplification(system: &System) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().timestamp();
+    let body = big_booking("9001");
+    let genuine = signed_headers(CLAIRE_SECRET, "amp-1", now, &body);
+    let good = signature_of(&genuine);
+    let wrong = signature_of(&signed_headers(CLAIRE_OLD_SECRET, "other", now, &body));
+    let candidates = |n: usize, last: &str| {
+        let mut all = vec![wrong.clone(); n - 1];
+        all.push(last.to_string());
+        all.join(" ")
+    };
+    let cases: Vec<(&str, Headers, u16)> = vec![
+        // The attack: more candidates than any sender sends, the genuine one among them.
+        (
+            "nine candidates",
+            with_signature(&genuine, candidates(9, &good)),
+            401,
+        ),
+        (
+            "an empty candidate",
+            with_signature(&genuine, format!("{good} v1,")),
+            401,
+        ),
+        ("genuine", genuine.clone(), 202),
+        // Eight is allowed: a rotation's worth and more.
+        (
+            "eight candidates",
+            with_signature(
+                &signed_headers(CLAIRE_SECRET, "amp-2", now, &body),
+                candidates(
+                    8,
+                    &signature_of(&signed_headers(CLAIRE_SECRET, "amp-2", now, &body)),
+                ),
+            ),
+            202,
+        ),
+    ];
+    for (name, headers, expected) in cases {
+        let response = system
+            .post_simplybook_raw("claire", &headers, body.clone())
+            .await?;
+        assert_eq!(response.status().as_u16(), expected, "{name}");
+    }
+
+    // Stripe's header, the same way.
+    let event = r#"{"id":"evt_amp","object":"event","type":"invoice.paid"}"#;
+    let signed = stripe_signature::sign(STRIPE_SECRET, now, event.as_bytes());
+    let v1 = &signed[signed.find(",v1=").unwrap_or(0)..];
+    let nine = format!("t={now}{}", v1.repeat(9));
+    assert_eq!(system.post_stripe(event, &nine).await?.status(), 401);
+    assert_eq!(
+        system
+            .post_stripe(event, &format!("{signed},v1="))
+            .await?
+            .status(),
+        401
+    );
+    let eight = format!("t={now}{}", v1.repeat(8));
+    assert_eq!(system.post_stripe(event, &eight).await?.status(), 202);
+
+    // Headers larger than ingest takes are refused before the body is read.
+    let huge = vec![wrong.as_str(); 500].join(" ");
+    let mut stream = TcpStream::connect(system.ingest).await?;
+    stream
+        .write_all(
+            format!(
+                "POST /api/v1/webhooks/simplybook/claire HTTP/1.1\r\nhost: ingest\r\n\
+                 webhook-id: amp-3\r\nwebhook-timestamp: {now}\r\nwebhook-signature: {huge}\r\n\
+                 content-length: 2\r\n\r\n{{}}"
+            )
+            .as_bytes(),
+        )
+        .await?;
+    assert_eq!(
+        read_status(&mut stream).await?,
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+
+    assert_eq!(
+        system
+            .stream_count(&system.subjects().simplybook("claire"))
+            .await?,
+        2,
+        "only the genuine deliveries are stored"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", system.ingest))
+        .await?
+        .text()
+        .await?;
+    for line in [
+        r#"ingest_webhooks_rejected_total{source="simplybook",reason="too_many_signatures"} 1"#,
+        r#"ingest_webhooks_rejected_total{source="simplybook",reason="empty_signature"} 1"#,
+        r#"ingest_webhooks_rejected_total{source="stripe",reason="too_many_signatures"} 1"#,
+        r#"ingest_webhooks_rejected_total{source="stripe",reason="empty_signature"} 1"#,
+        r#"ingest_connections_refused_total{reason="header_too_large"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    Ok(())
+}
+
+/// One request on a connection of its own, closed after the answer: its status line and body.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(String, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: ingest\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await??;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.lines().next().unwrap_or_default().to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_headers_are_cut_off_connections_beyond_the_cap_wait_and_metrics_stay_internal()
+-> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = abuse(&system).await;
+    system.finish(result).await
+}
+
+async fn abuse(system: &System) -> anyhow::Result<()> {
+    // A replica of its own, with a short header timeout, a cap of two connections and metrics
+    // on an internal listener.
+    const HEADER_TIMEOUT: Duration = Duration::from_millis(1000);
+    let public = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let (addr, ops_addr) = (public.local_addr()?, ops.local_addr()?);
+    let config = ingest::Config {
+        listen_addr: addr,
+        ops_addr: None,
+        nats_url: system.nats_url.clone(),
+        nats_namespace: system.namespace.clone(),
+        nats_identity: Default::default(),
+        tenants_file: system.tenants_file.clone(),
+        publish_timeout_ms: 2000,
+        stripe_webhook_secrets: vec![],
+        tenants_reload_secs: 1,
+        rate_limit_per_sec: 100,
+        rate_limit_burst: 100,
+        rejection_audit_per_sec: 50,
+        rejection_audit_burst: 100,
+        request_timeout_ms: 30_000,
+        max_body_bytes: 256 * 1024,
+        header_read_timeout_ms: HEADER_TIMEOUT.as_millis().try_into()?,
+        max_header_bytes: 16 * 1024,
+        max_connections: 2,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(ingest::run_with_ops(
+        config,
+        public,
+        Some(ops),
+        stop.clone(),
+    ));
+    eventually(Duration::from_secs(20), || async {
+        Ok(raw_get(ops_addr, "/readyz")
+            .await
+            .is_ok_and(|(status, _)| status == "HTTP/1.1 200 OK")
+            .then_some(()))
+    })
+    .await?;
+
+    // /metrics answers on the internal listener only; the probes answer on both.
+    let (status, page) = raw_get(ops_addr, "/metrics").await?;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(page.contains("ingest_webhooks_accepted_total"), "{page}");
+    assert_eq!(raw_get(addr, "/metrics").await?.0, "HTTP/1.1 404 Not Found");
+    assert_eq!(raw_get(addr, "/readyz").await?.0, "HTTP/1.1 200 OK");
+    assert_eq!(raw_get(addr, "/healthz").await?.0, "HTTP/1.1 200 OK");
+
+    // A client trickling its headers a byte at a time is disconnected once the timeout is up.
+    let mut slow = TcpStream::connect(addr).await?;
+    let started = tokio::time::Instant::now();
+    let (mut reader, mut writer) = slow.split();
+    let trickle = async {
+        for byte in
+            b"POST /api/v1/webhooks/simplybook/claire HTTP/1.1\r\nhost: ingest\r\nwebhook-id: slow-"
+                .iter()
+                .cycle()
+        {
+            if writer.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(HEADER_TIMEOUT * 5, async {
+        tokio::select! {
+            read = reader.read_to_end(&mut answer) => read.map(|_| ()),
+            () = trickle => Ok(()),
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a slow client was still connected after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= HEADER_TIMEOUT.mul_f32(0.9),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+    drop(slow);
+
+    // Two requests in flight (their bodies half sent) take both connections; a third
+    // connection is not served until one of them closes.
+    let mut first = start_slow_request(addr, "cap-1").await?.0;
+    let _second = start_slow_request(addr, "cap-2").await?.0;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(addr).await?;
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: ingest\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), third.read(&mut byte))
+            .await
+            .is_err(),
+        "a connection beyond the cap was served"
+    );
+    first.shutdown().await?;
+    drop(first);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), read_status(&mut third)).await??,
+        "HTTP/1.1 200 OK",
+        "served once a connection closed"
+    );
+
+    let (_, page) = raw_get(ops_addr, "/metrics").await?;
+    for line in [
+        r#"ingest_connections_refused_total{reason="header_timeout"} 1"#,
+        "ingest_connection_limit_reached_total",
+    ] {
+        assert!(page.contains(line), "{line} in {page}");
+    }
+    stop.cancel();
+    drop(_second);
+    tokio::time::timeout(Duration::from_secs(10), task).await???;
+    Ok(())
+}

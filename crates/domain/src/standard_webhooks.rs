@@ -1,16 +1,30 @@
 //! The Standard Webhooks signature scheme (standardwebhooks.com): HMAC-SHA256 over
 //! `{webhook-id}.{webhook-timestamp}.{body}`, keyed by the base64 part of a `whsec_…` secret,
 //! sent as `webhook-signature: v1,<base64> [v1,<base64> …]`.
+//!
+//! The cost of a verification is bounded by the body, not by the header: each key's MAC is
+//! computed once and compared with at most [`MAX_SIGNATURES`] candidates; a header with more, or
+//! with an empty one, is refused before any MAC is computed.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
 /// How far a timestamp may be from our clock, either way.
 pub const TOLERANCE_SECS: i64 = 5 * 60;
+
+/// The most `v1` signatures one header may carry. A sender signs with each of its active
+/// secrets, one or two during a rotation; eight leaves room without letting a header multiply
+/// the work.
+pub const MAX_SIGNATURES: usize = 8;
+
+/// An HMAC-SHA256 tag, and its length in standard base64 (with padding).
+const TAG_LEN: usize = 32;
+const TAG_B64_LEN: usize = 44;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
@@ -22,6 +36,10 @@ pub enum VerifyError {
     Stale,
     #[error("webhook-timestamp is in the future")]
     Future,
+    #[error("more than {MAX_SIGNATURES} signatures")]
+    TooManySignatures,
+    #[error("an empty signature")]
+    EmptySignature,
     #[error("no signature matches")]
     Mismatch,
 }
@@ -34,6 +52,8 @@ impl VerifyError {
             VerifyError::BadTimestamp => "bad_timestamp",
             VerifyError::Stale => "stale_timestamp",
             VerifyError::Future => "future_timestamp",
+            VerifyError::TooManySignatures => "too_many_signatures",
+            VerifyError::EmptySignature => "empty_signature",
             VerifyError::Mismatch => "bad_signature",
         }
     }
@@ -91,6 +111,31 @@ pub struct SignedHeaders<'a> {
     pub signature: &'a str,
 }
 
+/// The `v1` candidates of a `webhook-signature` header, decoded; at most [`MAX_SIGNATURES`].
+/// A candidate that cannot be a tag (wrong length, not base64) is kept as `None`: it counts
+/// towards the limit but never matches.
+fn candidates(header: &str) -> Result<Vec<Option<[u8; TAG_LEN]>>, VerifyError> {
+    let mut found = Vec::new();
+    for part in header.split(' ') {
+        // Other versions (and the empty parts of doubled spaces) are not ours to check.
+        let Some(b64) = part.strip_prefix("v1,") else {
+            continue;
+        };
+        if found.len() == MAX_SIGNATURES {
+            return Err(VerifyError::TooManySignatures);
+        }
+        if b64.is_empty() {
+            return Err(VerifyError::EmptySignature);
+        }
+        let tag = (b64.len() == TAG_B64_LEN)
+            .then(|| B64.decode(b64).ok())
+            .flatten()
+            .and_then(|bytes| <[u8; TAG_LEN]>::try_from(bytes).ok());
+        found.push(tag);
+    }
+    Ok(found)
+}
+
 /// Verifies a request against any of `keys` (several during a rotation).
 /// Returns the parsed timestamp on success.
 pub fn verify(
@@ -106,28 +151,28 @@ pub fn verify(
         .timestamp
         .parse()
         .map_err(|_| VerifyError::BadTimestamp)?;
+    let candidates = candidates(headers.signature)?;
     if ts < now_unix - TOLERANCE_SECS {
         return Err(VerifyError::Stale);
     }
     if ts > now_unix + TOLERANCE_SECS {
         return Err(VerifyError::Future);
     }
-    let candidates: Vec<Vec<u8>> = headers
-        .signature
-        .split(' ')
-        .filter_map(|part| part.strip_prefix("v1,"))
-        .filter_map(|b64| B64.decode(b64).ok())
-        .collect();
+    let tags: Vec<[u8; TAG_LEN]> = candidates.into_iter().flatten().collect();
+    if tags.is_empty() {
+        return Err(VerifyError::Mismatch);
+    }
     for key in keys {
-        for candidate in &candidates {
-            // verify_slice compares in constant time.
-            if key
-                .mac(headers.id, headers.timestamp, body)
-                .verify_slice(candidate)
-                .is_ok()
-            {
-                return Ok(ts);
-            }
+        // Once per key, whatever the number of candidates; each compared in constant time.
+        let expected = key
+            .mac(headers.id, headers.timestamp, body)
+            .finalize()
+            .into_bytes();
+        let matched = tags.iter().fold(subtle::Choice::from(0), |any, tag| {
+            any | expected.as_slice().ct_eq(tag)
+        });
+        if bool::from(matched) {
+            return Ok(ts);
         }
     }
     Err(VerifyError::Mismatch)
@@ -217,6 +262,80 @@ mod tests {
             check("", &ts, body, &current),
             Err(VerifyError::MissingHeader)
         );
+    }
+
+    #[test]
+    fn the_number_and_shape_of_candidates_are_bounded() {
+        let body = b"{\"booking_id\":\"1\"}";
+        let ts = NOW.to_string();
+        let good = key(SECRET).sign("msg_1", NOW, body);
+        let wrong = key(OLD_SECRET).sign("msg_1", NOW, body);
+        let keys = [key(SECRET)];
+        let header = |candidates: &[&str]| candidates.join(" ");
+        // Eight candidates, the genuine one last: accepted.
+        let mut eight = vec![wrong.as_str(); MAX_SIGNATURES - 1];
+        eight.push(&good);
+        assert_eq!(check(&header(&eight), &ts, body, &keys), Ok(NOW));
+        // Nine, the genuine one first: refused before any MAC is computed.
+        let mut nine = vec![good.as_str()];
+        nine.extend(vec![wrong.as_str(); MAX_SIGNATURES]);
+        assert_eq!(
+            check(&header(&nine), &ts, body, &keys),
+            Err(VerifyError::TooManySignatures)
+        );
+        // Even nine candidates that are not tags at all, or a stale header with nine, say so.
+        let junk = vec!["v1,AAAA"; MAX_SIGNATURES + 1];
+        assert_eq!(
+            check(&header(&junk), &ts, body, &keys),
+            Err(VerifyError::TooManySignatures)
+        );
+        assert_eq!(
+            check(&header(&nine), &(NOW - 3600).to_string(), body, &keys),
+            Err(VerifyError::TooManySignatures)
+        );
+        // Other versions and doubled spaces are no candidates.
+        let others = format!("{}  {good}", vec!["v2,AAAA"; 20].join(" "));
+        assert_eq!(check(&others, &ts, body, &keys), Ok(NOW));
+        // An empty candidate, wherever it is, is refused.
+        for sig in ["v1,", &format!("{good} v1,"), &format!("v1, {good}")] {
+            assert_eq!(
+                check(sig, &ts, body, &keys),
+                Err(VerifyError::EmptySignature),
+                "{sig}"
+            );
+        }
+        // The genuine candidate repeated is still the genuine candidate.
+        let repeated = header(&[good.as_str(); MAX_SIGNATURES]);
+        assert_eq!(check(&repeated, &ts, body, &keys), Ok(NOW));
+        // Tampered: a tag one bit off, a tag cut short, a tag with more after it.
+        let mut tag = B64.decode(&good[3..]).expect("base64");
+        tag[0] ^= 1;
+        let flipped = format!("v1,{}", B64.encode(&tag));
+        for sig in [
+            flipped,
+            good[..good.len() - 4].to_string(),
+            format!("{good}AAAA"),
+        ] {
+            assert_eq!(
+                check(&sig, &ts, body, &keys),
+                Err(VerifyError::Mismatch),
+                "{sig}"
+            );
+        }
+        // Rotation with the limit: two keys, the old one signed, eight candidates.
+        let rotated = [key(SECRET), key(OLD_SECRET)];
+        let mut eight = vec!["v1,AAAA"; MAX_SIGNATURES - 1];
+        eight.push(&wrong);
+        assert_eq!(check(&header(&eight), &ts, body, &rotated), Ok(NOW));
+    }
+
+    #[test]
+    fn refusals_have_their_own_reasons() {
+        assert_eq!(
+            VerifyError::TooManySignatures.reason(),
+            "too_many_signatures"
+        );
+        assert_eq!(VerifyError::EmptySignature.reason(), "empty_signature");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+pub mod checks;
 mod limiter;
+mod serve;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -16,6 +18,8 @@ use billing_domain::{Secret, Tenants};
 use billing_runtime::{Probes, Shutdown, Subjects, nats, ops, server};
 use tokio::net::TcpListener;
 
+billing_runtime::nats_identity_settings!(IngestNats, "INGEST");
+
 /// ingest's configuration, from flags or `INGEST_*` environment variables.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -24,15 +28,30 @@ use tokio::net::TcpListener;
     about = "Receives and authenticates webhooks"
 )]
 pub struct Config {
-    /// Address for the webhook API and the ops endpoints.
+    /// Address for the webhook API and `/healthz` and `/readyz` (and `/metrics` unless
+    /// `INGEST_OPS_ADDR` is set).
     #[arg(long, env = "INGEST_LISTEN_ADDR", default_value = "0.0.0.0:8080")]
     pub listen_addr: SocketAddr,
-    /// NATS server with JetStream.
-    #[arg(long, env = "INGEST_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// An internal address for `/metrics` (and the probes again), so metrics are not served on
+    /// the public port. Unset: everything on `INGEST_LISTEN_ADDR`.
+    #[arg(long, env = "INGEST_OPS_ADDR")]
+    pub ops_addr: Option<SocketAddr>,
+    /// NATS server with JetStream. (Its value is not shown in `--help`: a URL may carry a
+    /// password.)
+    #[arg(
+        long,
+        env = "INGEST_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true,
+        value_parser = billing_runtime::config::UrlParser
+    )]
     pub nats_url: String,
     /// Prefix for subjects and streams; empty in production.
     #[arg(long, env = "INGEST_NATS_NAMESPACE", default_value = "")]
     pub nats_namespace: String,
+    /// This service's identity on NATS (user and password file, creds or nkey seed file).
+    #[command(flatten)]
+    pub nats_identity: IngestNats,
     /// JSON file with the tenants and their webhook secrets.
     #[arg(long, env = "INGEST_TENANTS_FILE")]
     pub tenants_file: PathBuf,
@@ -40,13 +59,14 @@ pub struct Config {
     #[arg(long, env = "INGEST_PUBLISH_TIMEOUT_MS", default_value_t = 2000)]
     pub publish_timeout_ms: u64,
     /// Stripe webhook signing secrets (`whsec_…`), comma-separated; several during a rotation.
-    /// Without any, the Stripe endpoint refuses every request.
+    /// Without any, the Stripe endpoint refuses every request. A placeholder, or a value that is
+    /// not `whsec_` and 24 characters or more, stops ingest at start.
     #[arg(
         long,
         env = "INGEST_STRIPE_WEBHOOK_SECRETS",
         value_delimiter = ',',
         hide_env_values = true,
-        value_parser = billing_runtime::config::parse_secret
+        value_parser = billing_runtime::config::SecretParser
     )]
     pub stripe_webhook_secrets: Vec<Secret<String>>,
     /// How often the tenants file is re-read; changed secrets apply without a restart.
@@ -71,6 +91,39 @@ pub struct Config {
     /// Largest accepted request body; larger ones get 413.
     #[arg(long, env = "INGEST_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
+    /// A client that has not sent its request line and headers within this time is
+    /// disconnected; so is a keep-alive connection idle for as long (keep the load balancer's
+    /// upstream idle timeout below it).
+    #[arg(long, env = "INGEST_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+    /// Largest request line and headers together; larger ones get 431 before any body is read.
+    #[arg(long, env = "INGEST_MAX_HEADER_BYTES", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_header_bytes: u64,
+    /// Connections served at once per listener; more wait in the accept queue until one closes.
+    #[arg(long, env = "INGEST_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+}
+
+impl Config {
+    /// Checks what clap cannot check without echoing a value; run before anything starts.
+    pub fn validate(&self) -> Result<(), checks::ConfigError> {
+        checks::stripe_secrets(
+            self.stripe_webhook_secrets
+                .iter()
+                .map(|s| s.expose().as_str()),
+        )
+    }
+
+    fn limits(&self) -> serve::Limits {
+        serve::Limits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,14 +136,42 @@ pub enum Error {
     Streams(#[from] async_nats::jetstream::context::CreateStreamError),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
+    #[error("binding INGEST_OPS_ADDR {addr}: {source}")]
+    BindOps {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
-/// Runs ingest on `listener` until `shutdown` is cancelled.
+/// Runs ingest on `listener` (and on `config.ops_addr`, bound here, when set) until `shutdown`
+/// is cancelled.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    let ops = match config.ops_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::BindOps { addr, source })?,
+        ),
+        None => None,
+    };
+    run_with_ops(config, listener, ops, shutdown).await
+}
+
+/// Runs ingest on `listener`, with `/metrics` on `ops` instead when given, until `shutdown` is
+/// cancelled.
+pub async fn run_with_ops(
+    config: Config,
+    listener: TcpListener,
+    ops: Option<TcpListener>,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
     let tenants = Tenants::load(&config.tenants_file)?;
-    let client = nats::connect(&config.nats_url, "ingest").await?;
+    let client = config
+        .nats_identity
+        .connect(&config.nats_url, "ingest")
+        .await?;
     let js = nats::jetstream(
         client.clone(),
         Duration::from_millis(config.publish_timeout_ms),
@@ -112,24 +193,41 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         js,
         subjects,
     ));
+    let probes = Probes {
+        db: None,
+        nats: Some(client),
+        streams: Some(ready_streams),
+    };
     let app = webhooks::router(
         state.clone(),
         config.max_body_bytes,
         Duration::from_millis(config.request_timeout_ms),
-    )
-    .merge(ops::router(Probes {
-        db: None,
-        nats: Some(client),
-        streams: Some(ready_streams),
-    }));
+    );
+    // The probes stay on the public port either way (kubelet and compose check them there).
+    let (app, ops_app) = match ops {
+        Some(ops) => (
+            app.merge(serve::probes(probes.clone())),
+            Some((ops, ops::router(probes))),
+        ),
+        None => (app.merge(ops::router(probes)), None),
+    };
     tokio::spawn(reload_tenants(
         config.tenants_file.clone(),
         Duration::from_secs(config.tenants_reload_secs.max(1)),
         state.clone(),
         shutdown.clone(),
     ));
+    let limits = config.limits();
     tracing::info!(addr = %listener.local_addr().map_err(server::ServeError::from)?, "ingest listening");
-    server::serve(listener, app, shutdown).await?;
+    let public = serve::serve(listener, app, limits, shutdown.clone());
+    match ops_app {
+        Some((ops, ops_app)) => {
+            tracing::info!(addr = %ops.local_addr().map_err(server::ServeError::from)?, "ingest ops listening");
+            tokio::try_join!(public, serve::serve(ops, ops_app, limits, shutdown))
+                .map_err(server::ServeError::from)?;
+        }
+        None => public.await.map_err(server::ServeError::from)?,
+    }
     Ok(())
 }
 

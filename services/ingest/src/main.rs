@@ -11,6 +11,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = config::parse_or_exit();
+    if let Err(err) = config.validate() {
+        return config::config_error("ingest", &err);
+    }
     let _telemetry = telemetry::init("ingest");
     let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
         Ok(l) => l,
@@ -18,7 +21,9 @@ async fn main() -> ExitCode {
     };
     match ingest::run(config, listener, shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(ingest::Error::Tenants(err)) => config::config_error("ingest", &err),
+        Err(err @ (ingest::Error::Tenants(_) | ingest::Error::BindOps { .. })) => {
+            config::config_error("ingest", &err)
+        }
         Err(err) => {
             tracing::error!(error = %err, "ingest stopped");
             ExitCode::FAILURE
