@@ -366,7 +366,7 @@ async fn rechained(system: &System) -> anyhow::Result<()> {
     // Someone with the owner's power lowers booking 8102 to 8.00 behind the triggers' back and
     // re-chains every record after it, so each hash matches its fields and links again.
     let db = system.db("ledger").await?;
-    let records: Vec<(
+    type Stored = (
         i64,
         String,
         Decimal,
@@ -375,7 +375,8 @@ async fn rechained(system: &System) -> anyhow::Result<()> {
         Decimal,
         Decimal,
         Decimal,
-    )> = sqlx::query_as(
+    );
+    let records: Vec<Stored> = sqlx::query_as(
         "select chain_seq, booking_ref, total_amount, deposit_amount, cash_amount,
                     platform_fee, deposit_rate, platform_fee_rate
              from bookings order by chain_seq",
