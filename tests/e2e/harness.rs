@@ -236,6 +236,8 @@ impl System {
             // The fake answers getServiceUrl with its own loopback host.
             simplybook_api_hosts: vec!["127.0.0.1".into()],
             simplybook_page_size: 500,
+            simplybook_lookups_per_sec: 0,
+            simplybook_lookup_burst: 1,
             anchor_every_secs: 1,
             simplybook_timeout_ms: 2000,
             batch_size: 100,

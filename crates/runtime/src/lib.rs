@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod limiter;
 pub mod nats;
 pub mod ops;
 pub mod outbox;

@@ -12,7 +12,7 @@ use billing_runtime::Subjects;
 use chrono::{DateTime, Utc};
 use prost::Message;
 
-use crate::limiter::RateLimiter;
+use billing_runtime::limiter::RateLimiter;
 
 pub struct RejectionAudit {
     js: jetstream::Context,

@@ -5,7 +5,6 @@
 
 mod audit;
 pub mod checks;
-mod limiter;
 mod serve;
 mod webhooks;
 
@@ -183,12 +182,18 @@ pub async fn run_with_ops(
     let audit = audit::RejectionAudit::new(
         js.clone(),
         subjects.clone(),
-        limiter::RateLimiter::new(config.rejection_audit_per_sec, config.rejection_audit_burst),
+        billing_runtime::limiter::RateLimiter::new(
+            config.rejection_audit_per_sec,
+            config.rejection_audit_burst,
+        ),
     );
     let state = Arc::new(webhooks::AppState::new(
         &tenants,
         config.stripe_webhook_secrets.clone(),
-        limiter::RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst),
+        billing_runtime::limiter::RateLimiter::new(
+            config.rate_limit_per_sec,
+            config.rate_limit_burst,
+        ),
         audit,
         js,
         subjects,

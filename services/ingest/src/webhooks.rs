@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::{Rejection, RejectionAudit};
-use crate::limiter::RateLimiter;
+use billing_runtime::limiter::RateLimiter;
 
 /// A tenant's settings with its signing keys decoded once, when the tenants file is (re)loaded.
 struct TenantAuth {

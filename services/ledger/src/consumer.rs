@@ -421,6 +421,9 @@ impl Consumer {
         let tenant = events::tenant(&self.tenants, tenant_id).map_err(Unapplied::Reject)?;
         let callback = Callback::parse(body)
             .map_err(|e| Unapplied::Reject(Reject::new("malformed_payload", e.to_string())))?;
+        self.simplybook
+            .admit_lookup(tenant)
+            .map_err(|e| fetch_unapplied(e, &callback.booking_id))?;
         // The fetched details are SimplyBook's state as of now.
         let as_of = chrono::Utc::now();
         let resolved = self
@@ -464,6 +467,9 @@ impl Consumer {
                     "a repair names no valid booking_id",
                 ))
             })?;
+        self.simplybook
+            .admit_lookup(tenant)
+            .map_err(|e| fetch_unapplied(e, &repair.booking_id))?;
         let as_of = chrono::Utc::now();
         let resolved = self
             .simplybook

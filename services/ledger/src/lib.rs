@@ -96,6 +96,13 @@ pub struct Config {
     /// bookings than this cannot be listed (the run says so).
     #[arg(long, env = "LEDGER_SIMPLYBOOK_PAGE_SIZE", default_value_t = 500)]
     pub simplybook_page_size: u32,
+    /// SimplyBook lookups one tenant's callbacks may cause per second on this replica (0: no
+    /// limit); over it, callbacks wait and are delivered again.
+    #[arg(long, env = "LEDGER_SIMPLYBOOK_LOOKUPS_PER_SEC", default_value_t = 20)]
+    pub simplybook_lookups_per_sec: u32,
+    /// Lookups one tenant's callbacks may cause at once.
+    #[arg(long, env = "LEDGER_SIMPLYBOOK_LOOKUP_BURST", default_value_t = 200)]
+    pub simplybook_lookup_burst: u32,
     /// Per-request timeout for SimplyBook's API.
     #[arg(long, env = "LEDGER_SIMPLYBOOK_TIMEOUT_MS", default_value_t = 5000)]
     pub simplybook_timeout_ms: u64,
@@ -177,6 +184,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         attempts: 3,
         backoff: Duration::from_millis(200),
         page_size: config.simplybook_page_size,
+        lookups_per_sec: config.simplybook_lookups_per_sec,
+        lookup_burst: config.simplybook_lookup_burst,
     })?);
     let reconciler = reconcile::Reconciler::new(
         store.clone(),

@@ -31,6 +31,7 @@ use billing_domain::callback::Callback;
 use billing_domain::simplybook::{
     self, BookingDetails, DetailsError, EventInfo, ListedBooking, Resolved, RpcError,
 };
+use billing_runtime::limiter::RateLimiter;
 use chrono::NaiveDate;
 use serde_json::value::RawValue;
 
@@ -97,6 +98,10 @@ pub struct Settings {
     pub backoff: Duration,
     /// Rows asked of `getBookings` at once.
     pub page_size: u32,
+    /// SimplyBook lookups a tenant's callbacks may cause per second, sustained (0: no limit),
+    /// and at once.
+    pub lookups_per_sec: u32,
+    pub lookup_burst: u32,
 }
 
 pub struct SimplyBook {
@@ -105,6 +110,7 @@ pub struct SimplyBook {
     /// The scheme for a bare host from `getServiceUrl`: the login API's.
     scheme: &'static str,
     state: Mutex<Cache>,
+    lookups: RateLimiter,
 }
 
 #[derive(Default)]
@@ -170,7 +176,23 @@ impl SimplyBook {
             },
             scheme,
             state: Mutex::new(Cache::default()),
+            lookups: RateLimiter::new(settings.lookups_per_sec, settings.lookup_burst),
         })
+    }
+
+    /// Whether one more SimplyBook lookup for `tenant`'s callbacks may go out now: a flood of
+    /// genuine-looking callbacks (a leaked callback URL) must not make the ledger hammer
+    /// SimplyBook. A refusal is `Unavailable`, so the event is delivered again later, not lost.
+    pub fn admit_lookup(&self, tenant: &TenantConfig) -> Result<(), FetchError> {
+        if self.lookups.allow(tenant.id.as_str()) {
+            return Ok(());
+        }
+        metrics::counter!("ledger_simplybook_lookups_throttled_total", "tenant" => tenant.id.to_string())
+            .increment(1);
+        Err(FetchError::Unavailable(format!(
+            "tenant {}'s SimplyBook lookups are over LEDGER_SIMPLYBOOK_LOOKUPS_PER_SEC",
+            tenant.id
+        )))
     }
 
     /// Work for one tenant, its SimplyBook calls counted.
@@ -748,6 +770,8 @@ mod tests {
             attempts,
             backoff: Duration::from_millis(1),
             page_size,
+            lookups_per_sec: 0,
+            lookup_burst: 1,
         })
         .expect("client")
     }
@@ -889,6 +913,29 @@ mod tests {
         assert_eq!(resolved.payload.booking_id, "101");
         assert_eq!(login.calls("getServiceUrl"), 2, "asked again once");
         assert_eq!(elsewhere.calls("getBookingDetails"), 1);
+    }
+
+    #[test]
+    fn a_tenants_lookups_are_limited_and_the_refusal_is_a_retry() {
+        let simplybook = SimplyBook::new(Settings {
+            login_url: "http://127.0.0.1:9".into(),
+            api_hosts: vec![],
+            timeout: Duration::from_secs(1),
+            attempts: 1,
+            backoff: Duration::from_millis(1),
+            page_size: 500,
+            lookups_per_sec: 1,
+            lookup_burst: 3,
+        })
+        .expect("client");
+        let claire = tenant(json!({}));
+        for _ in 0..3 {
+            simplybook.admit_lookup(&claire).expect("within the burst");
+        }
+        let err = simplybook
+            .admit_lookup(&claire)
+            .expect_err("over the limit");
+        assert!(matches!(err, FetchError::Unavailable(_)), "{err}");
     }
 
     #[tokio::test]

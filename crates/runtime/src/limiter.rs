@@ -1,6 +1,7 @@
-//! Per-sender rate limits: a token bucket per (source, tenant), refilled continuously. Applied
-//! after authentication, so forged requests cannot spend a tenant's budget. Limits are per
-//! ingest replica.
+//! Rate limits: a token bucket per key (a tenant, a source), refilled continuously. Ingest
+//! limits each sender after authentication, so forged requests cannot spend a tenant's budget;
+//! the ledger limits each tenant's SimplyBook lookups, so a flood of genuine-looking callbacks
+//! cannot make it hammer SimplyBook. Limits are per replica.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
