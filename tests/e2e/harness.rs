@@ -137,37 +137,53 @@ impl System {
         let dir = std::env::temp_dir().join(format!("billing-e2e-{namespace}"));
         std::fs::create_dir_all(&dir)?;
         let tenants_file = dir.join("tenants.json");
+        // Each service reads only its secrets, as in production: the profile (no secrets) is
+        // shared; ingest's file adds webhook secrets and callback tokens (tests rotate them in
+        // place); the ledger's secrets file holds SimplyBook's keys and admin user.
+        let profile = serde_json::json!({"tenants": [{
+            "id": "claire",
+            "name": "Claire Hamilton Therapies",
+            "billing_email": CLAIRE_EMAIL,
+            "time_zone": "Australia/Sydney",
+            "currency": "AUD",
+            "deposit_rate": "0.20",
+            "platform_fee_rate": "0.20",
+            "payment_terms_days": 7,
+            "simplybook_company": CLAIRE_COMPANY,
+            "simplybook_status_labels": {"Completed": "completed", "No show": "no_show"}
+        }, {
+            "id": "kenji",
+            "name": "Kenji Sato Shiatsu",
+            "billing_email": "kenji.billing@example.test",
+            "time_zone": "Asia/Tokyo",
+            "currency": "JPY",
+            "simplybook_company": KENJI_COMPANY
+        }]});
+        let profile_file = dir.join("profile.json");
+        std::fs::write(&profile_file, profile.to_string())?;
+        let mut ingest_tenants = profile.clone();
+        ingest_tenants["tenants"][0]["webhook_secrets"] =
+            serde_json::json!([CLAIRE_SECRET, CLAIRE_OLD_SECRET]);
+        ingest_tenants["tenants"][0]["callback_tokens"] =
+            serde_json::json!([CLAIRE_CALLBACK_TOKEN]);
+        ingest_tenants["tenants"][1]["webhook_secrets"] = serde_json::json!([KENJI_SECRET]);
+        ingest_tenants["tenants"][1]["callback_tokens"] = serde_json::json!([KENJI_CALLBACK_TOKEN]);
+        std::fs::write(&tenants_file, ingest_tenants.to_string())?;
+        let ledger_secrets = dir.join("ledger-secrets.json");
         std::fs::write(
-            &tenants_file,
-            serde_json::json!({"tenants": [{
-                "id": "claire",
-                "name": "Claire Hamilton Therapies",
-                "billing_email": CLAIRE_EMAIL,
-                "time_zone": "Australia/Sydney",
-                "currency": "AUD",
-                "deposit_rate": "0.20",
-                "platform_fee_rate": "0.20",
-                "payment_terms_days": 7,
-                "webhook_secrets": [CLAIRE_SECRET, CLAIRE_OLD_SECRET],
-                "simplybook_company": CLAIRE_COMPANY,
-                "callback_tokens": [CLAIRE_CALLBACK_TOKEN],
-                "simplybook_api_key": CLAIRE_API_KEY,
-                "simplybook_secret_key": CLAIRE_SECRET_KEY,
-                "simplybook_user_login": CLAIRE_ADMIN_LOGIN,
-                "simplybook_user_password": CLAIRE_ADMIN_PASSWORD,
-                "simplybook_status_labels": {"Completed": "completed", "No show": "no_show"}
-            }, {
-                "id": "kenji",
-                "name": "Kenji Sato Shiatsu",
-                "billing_email": "kenji.billing@example.test",
-                "time_zone": "Asia/Tokyo",
-                "currency": "JPY",
-                "webhook_secrets": [KENJI_SECRET],
-                "simplybook_company": KENJI_COMPANY,
-                "callback_tokens": [KENJI_CALLBACK_TOKEN],
-                "simplybook_api_key": KENJI_API_KEY,
-                "simplybook_secret_key": KENJI_SECRET_KEY
-            }]})
+            &ledger_secrets,
+            serde_json::json!({"tenants": {
+                "claire": {
+                    "simplybook_api_key": CLAIRE_API_KEY,
+                    "simplybook_secret_key": CLAIRE_SECRET_KEY,
+                    "simplybook_user_login": CLAIRE_ADMIN_LOGIN,
+                    "simplybook_user_password": CLAIRE_ADMIN_PASSWORD
+                },
+                "kenji": {
+                    "simplybook_api_key": KENJI_API_KEY,
+                    "simplybook_secret_key": KENJI_SECRET_KEY
+                }
+            }})
             .to_string(),
         )?;
         let shutdown = CancellationToken::new();
@@ -189,6 +205,7 @@ impl System {
                 })
                 .unwrap_or_default(),
             tenants_file: tenants_file.clone(),
+            tenant_secrets_file: None,
             publish_timeout_ms: 2000,
             stripe_webhook_secrets: vec![
                 Secret::new(STRIPE_SECRET.to_string()),
@@ -231,7 +248,8 @@ impl System {
                     ..Default::default()
                 })
                 .unwrap_or_default(),
-            tenants_file: tenants_file.clone(),
+            tenants_file: profile_file.clone(),
+            tenant_secrets_file: Some(ledger_secrets.clone()),
             simplybook_url: simplybook.url(),
             // The fake answers getServiceUrl with its own loopback host.
             simplybook_api_hosts: vec!["127.0.0.1".into()],
@@ -265,7 +283,7 @@ impl System {
                     ..Default::default()
                 })
                 .unwrap_or_default(),
-            tenants_file: Some(tenants_file.clone()),
+            tenants_file: Some(profile_file.clone()),
             ledger_url: format!("http://{ledger}"),
             bank_details: BANK_DETAILS.into(),
             stripe_api_key: Some(Secret::new(STRIPE_API_KEY.to_string())),

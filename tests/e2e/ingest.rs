@@ -806,6 +806,7 @@ async fn abuse(system: &System) -> anyhow::Result<()> {
         nats_namespace: system.namespace.clone(),
         nats_identity: Default::default(),
         tenants_file: system.tenants_file.clone(),
+        tenant_secrets_file: None,
         publish_timeout_ms: 2000,
         stripe_webhook_secrets: vec![],
         tenants_reload_secs: 1,

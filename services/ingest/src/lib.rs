@@ -54,6 +54,10 @@ pub struct Config {
     /// JSON file with the tenants and their webhook secrets.
     #[arg(long, env = "INGEST_TENANTS_FILE")]
     pub tenants_file: PathBuf,
+    /// Ingest's secrets (each tenant's `webhook_secrets` and `callback_tokens`) in a file of
+    /// their own, merged into the tenants file; optional (they may be in the tenants file).
+    #[arg(long, env = "INGEST_TENANT_SECRETS_FILE")]
+    pub tenant_secrets_file: Option<PathBuf>,
     /// How long to wait for JetStream's publish ack before answering 503.
     #[arg(long, env = "INGEST_PUBLISH_TIMEOUT_MS", default_value_t = 2000)]
     pub publish_timeout_ms: u64,
@@ -166,7 +170,8 @@ pub async fn run_with_ops(
 ) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
-    let tenants = Tenants::load(&config.tenants_file)?;
+    let tenants =
+        Tenants::load_with_secrets(&config.tenants_file, config.tenant_secrets_file.as_deref())?;
     let client = config
         .nats_identity
         .connect(&config.nats_url, "ingest")
@@ -218,6 +223,7 @@ pub async fn run_with_ops(
     };
     tokio::spawn(reload_tenants(
         config.tenants_file.clone(),
+        config.tenant_secrets_file.clone(),
         Duration::from_secs(config.tenants_reload_secs.max(1)),
         state.clone(),
         shutdown.clone(),
@@ -240,21 +246,26 @@ pub async fn run_with_ops(
 /// that does not parse is ignored with an error, and the previous secrets stay in force.
 async fn reload_tenants(
     path: PathBuf,
+    secrets: Option<PathBuf>,
     every: Duration,
     state: Arc<webhooks::AppState>,
     shutdown: Shutdown,
 ) {
-    let mut last = std::fs::read(&path).ok();
+    let read = || {
+        let secrets = secrets.as_ref().map(|p| std::fs::read(p).ok());
+        std::fs::read(&path).ok().map(|profile| (profile, secrets))
+    };
+    let mut last = read();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let current = std::fs::read(&path).ok();
+        let current = read();
         if current.is_none() || current == last {
             continue;
         }
-        match Tenants::load(&path) {
+        match Tenants::load_with_secrets(&path, secrets.as_deref()) {
             Ok(tenants) => {
                 state.set_tenants(&tenants);
                 metrics::counter!("ingest_tenants_reloads_total", "result" => "ok").increment(1);

@@ -74,6 +74,10 @@ pub struct Config {
     /// JSON file with the tenants (currency, rates, time zone).
     #[arg(long, env = "LEDGER_TENANTS_FILE")]
     pub tenants_file: PathBuf,
+    /// The ledger's secrets (each tenant's SimplyBook API key, secret key and admin user) in a
+    /// file of their own, merged into the tenants file; optional.
+    #[arg(long, env = "LEDGER_TENANT_SECRETS_FILE")]
+    pub tenant_secrets_file: Option<PathBuf>,
     /// SimplyBook.me's login API, where each company's API domain is asked (`getServiceUrl`);
     /// a bare host it answers is called with this URL's scheme.
     #[arg(
@@ -160,7 +164,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
     let tokens = Tokens::from_setting(config.grpc_tokens.as_ref(), "LEDGER_GRPC_TOKENS")?;
-    let tenants = Arc::new(Tenants::load(&config.tenants_file)?);
+    let tenants = Arc::new(Tenants::load_with_secrets(
+        &config.tenants_file,
+        config.tenant_secrets_file.as_deref(),
+    )?);
+    for tenant in tenants.missing_simplybook_api() {
+        tracing::warn!(
+            tenant = %tenant,
+            "tenant has a SimplyBook company but no simplybook_api_key and simplybook_secret_key: its callbacks cannot be confirmed"
+        );
+    }
     let pool = db::connect(&config.database_url, SCHEMA, config.db_max_connections).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
     db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
