@@ -39,6 +39,9 @@ export INGEST_LISTEN_ADDR=127.0.0.1:8080 LEDGER_LISTEN_ADDR=127.0.0.1:8081
 export INVOICING_LISTEN_ADDR=127.0.0.1:8082 NOTIFIER_LISTEN_ADDR=127.0.0.1:8083
 # Each service runs as its least-privilege role (deploy/postgres/roles.sql), after its schema's
 # owner applied the migrations and granted that role only what the service does.
+# The ledger's hash-chain key for this run (the database never holds it).
+head -c 48 /dev/urandom | base64 >"$DEMO_DIR/chain.key"
+export LEDGER_CHAIN_KEY_FILE="$DEMO_DIR/chain.key"
 for svc in ledger invoicing notifier; do
   SVC=$(echo "$svc" | tr a-z A-Z)
   psql "$PG_ADMIN_URL" -qc "do \$\$ begin create role ${svc}_runtime; exception when duplicate_object then null; end \$\$" \

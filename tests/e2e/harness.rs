@@ -34,6 +34,8 @@ pub const CLAIRE_SECRET_KEY: &str = "fake-simplybook-secret-key";
 pub const CLAIRE_ADMIN_LOGIN: &str = "fake-admin";
 pub const CLAIRE_ADMIN_PASSWORD: &str = "fake-admin-password";
 pub const CLAIRE_EMAIL: &str = "claire.billing@example.test";
+/// Obviously fake key of the ledger's keyed hash chain (`LEDGER_CHAIN_KEY_FILE`).
+pub const CHAIN_KEY: &str = "fake-ledger-chain-key-for-tests-not-secret-0123";
 /// Kenji's SimplyBook company lives on another API domain (a second fake, which SimplyBook's
 /// `getServiceUrl` on the first one names); obviously fake credentials.
 pub const KENJI_COMPANY: &str = "kenjisato";
@@ -233,7 +235,9 @@ impl System {
 
         // The ledger's schema is migrated by its owner, and the ledger runs as its
         // least-privilege runtime role, as in production.
-        ledger::migrate(&db.url).await?;
+        let chain_key = dir.join("chain.key");
+        std::fs::write(&chain_key, format!("{CHAIN_KEY}\n"))?;
+        ledger::migrate(&db.url, Some(&chain_key)).await?;
         let config = ledger::Config {
             listen_addr: ledger,
             database_url: db.runtime_url(ledger::SCHEMA),
@@ -257,6 +261,7 @@ impl System {
             simplybook_lookups_per_sec: 0,
             simplybook_lookup_burst: 1,
             anchor_every_secs: 1,
+            chain_key_file: Some(chain_key.clone()),
             simplybook_timeout_ms: 2000,
             batch_size: 100,
             grpc_tokens: Some(grpc_tokens()),

@@ -21,6 +21,12 @@ fn body(id: &str, price: &str) -> String {
     .to_string()
 }
 
+fn chain_key() -> anyhow::Result<billing_domain::hash::ChainKey> {
+    Ok(billing_domain::hash::ChainKey::new(
+        crate::harness::CHAIN_KEY.as_bytes().to_vec(),
+    )?)
+}
+
 fn d(s: &str) -> Decimal {
     Decimal::from_str_exact(s).unwrap_or_default()
 }
@@ -363,8 +369,10 @@ async fn rechained(system: &System) -> anyhow::Result<()> {
     })
     .await?;
 
-    // Someone with the owner's power lowers booking 8102 to 8.00 behind the triggers' back and
-    // re-chains every record after it, so each hash matches its fields and links again.
+    // Someone with the owner's power — and, worst case, the chain key — lowers booking 8102 to
+    // 8.00 behind the triggers' back and re-chains every record after it, so each hash matches
+    // its fields and links again.
+    let key = chain_key()?;
     let db = system.db("ledger").await?;
     type Stored = (
         i64,
@@ -402,7 +410,7 @@ async fn rechained(system: &System) -> anyhow::Result<()> {
             deposit_rate,
             fee_rate,
         }
-        .chained_hash(&prev);
+        .chained_hash_with(&prev, Some(&key));
         rewrite.push_str(&format!(
             "update bookings set total_amount = {total}, deposit_amount = {deposit},
                 cash_amount = {cash}, platform_fee = {fee}, prev_hash = '{prev}',
@@ -428,5 +436,114 @@ async fn rechained(system: &System) -> anyhow::Result<()> {
         "{}",
         v.reason
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chains_are_keyed_and_a_key_set_later_rekeys_intact_chains_only() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = rekeyed(&system).await;
+    system.finish(result).await
+}
+
+/// Rewrites every booking's hashes the way an unkeyed ledger wrote them (the database before
+/// LEDGER_CHAIN_KEY_FILE was set).
+async fn unkey(db: &sqlx::PgPool) -> anyhow::Result<()> {
+    type Stored = (
+        i64,
+        String,
+        Decimal,
+        Decimal,
+        Decimal,
+        Decimal,
+        Decimal,
+        Decimal,
+    );
+    let records: Vec<Stored> = sqlx::query_as(
+        "select chain_seq, booking_ref, total_amount, deposit_amount, cash_amount,
+                platform_fee, deposit_rate, platform_fee_rate
+         from bookings order by chain_seq",
+    )
+    .fetch_all(db)
+    .await?;
+    let mut prev = billing_domain::hash::GENESIS_HASH.to_string();
+    let mut sql = String::from("alter table bookings disable trigger bookings_immutable;");
+    for (seq, booking_ref, total, deposit, cash, fee, deposit_rate, fee_rate) in records {
+        let hash = billing_domain::hash::FinancialFields {
+            tenant_id: "claire",
+            booking_ref: &booking_ref,
+            currency: billing_domain::Currency::AUD,
+            total,
+            deposit,
+            cash,
+            platform_fee: fee,
+            deposit_rate,
+            fee_rate,
+        }
+        .chained_hash(&prev);
+        sql.push_str(&format!(
+            "update bookings set prev_hash = '{prev}', record_hash = '{hash}'
+             where chain_seq = {seq};"
+        ));
+        prev = hash;
+    }
+    sql.push_str(&format!(
+        "update chain_heads set last_hash = '{prev}' where tenant_id = 'claire';
+         alter table bookings enable trigger bookings_immutable;"
+    ));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(db).await?;
+    Ok(())
+}
+
+async fn rekeyed(system: &System) -> anyhow::Result<()> {
+    for (webhook_id, id, price) in [("k-1", "8201", "150.00"), ("k-2", "8202", "80.00")] {
+        let response = system
+            .post_signed("claire", webhook_id, &body(id, price), CLAIRE_SECRET)
+            .await?;
+        anyhow::ensure!(response.status() == 202, "{webhook_id}");
+    }
+    let db = system.db("ledger").await?;
+    eventually(Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from bookings")
+            .fetch_one(&db)
+            .await?;
+        Ok((n == 2).then_some(()))
+    })
+    .await?;
+    // The harness's ledger keys its chain: records hashed without the key do not verify.
+    assert!(verify(system).await?.intact);
+    unkey(&db).await?;
+    let report = verify(system).await?;
+    assert!(!report.intact, "an unkeyed record must not pass as keyed");
+    assert_eq!(report.first_violation.map(|v| v.chain_seq), Some(1));
+
+    // As if the key were set for the first time: the migration step re-keys the intact chain.
+    let url = system
+        .db
+        .as_ref()
+        .map(|d| d.url.clone())
+        .unwrap_or_default();
+    let key_file = std::env::temp_dir().join(format!("chain-{}.key", system.namespace));
+    std::fs::write(&key_file, crate::harness::CHAIN_KEY)?;
+    ledger::migrate(&url, Some(&key_file)).await?;
+    assert!(verify(system).await?.intact, "re-keyed");
+
+    // An unkeyed chain that does not verify is refused, not laundered into a keyed one.
+    unkey(&db).await?;
+    sqlx::raw_sql(
+        "alter table bookings disable trigger bookings_immutable;
+         update bookings set platform_fee = 0.01 where booking_ref = '8202';
+         alter table bookings enable trigger bookings_immutable;",
+    )
+    .execute(&db)
+    .await?;
+    let refused = ledger::migrate(&url, Some(&key_file))
+        .await
+        .expect_err("a tampered chain is not re-keyed");
+    assert!(
+        refused.to_string().contains("is not intact (record 2"),
+        "{refused}"
+    );
+    std::fs::remove_file(&key_file).ok();
     Ok(())
 }

@@ -1,10 +1,51 @@
 //! Tamper evidence for financial records: SHA-256 over a canonical, unambiguous encoding of a
 //! record's financial fields and the previous record's hash in the tenant's chain.
 
+use hmac::{KeyInit, Mac};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
+use crate::secret::Secret;
+
 use crate::money::Currency;
+
+/// The key of a keyed chain: each record's hash is HMAC-SHA256 over its canonical encoding, with
+/// a key the database does not hold, so whoever can write the tables (even with the triggers
+/// disabled) cannot compute a valid hash for a record they changed or made up.
+#[derive(Clone)]
+pub struct ChainKey(Secret<Vec<u8>>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a chain key must be at least 32 bytes (it has {0})")]
+pub struct ChainKeyError(usize);
+
+impl ChainKey {
+    pub fn new(bytes: Vec<u8>) -> Result<Self, ChainKeyError> {
+        if bytes.len() < 32 {
+            return Err(ChainKeyError(bytes.len()));
+        }
+        Ok(ChainKey(Secret::new(bytes)))
+    }
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
+/// Lowercase hex of SHA-256 over `bytes`, or of HMAC-SHA256 with `key`.
+fn digest(bytes: &[u8], key: Option<&ChainKey>) -> String {
+    match key {
+        None => hex::encode(Sha256::digest(bytes)),
+        Some(key) => {
+            let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key.0.expose())
+                .expect("HMAC takes a key of any length");
+            mac.update(bytes);
+            hex::encode(mac.finalize().into_bytes())
+        }
+    }
+}
 
 /// The hash a tenant's first record chains from.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -56,7 +97,12 @@ impl FinancialFields<'_> {
 
     /// Lowercase hex SHA-256 of the canonical encoding chained to `prev_hash`.
     pub fn chained_hash(&self, prev_hash: &str) -> String {
-        hex::encode(Sha256::digest(self.canonical(prev_hash)))
+        self.chained_hash_with(prev_hash, None)
+    }
+
+    /// The hash chained to `prev_hash`, keyed when `key` is given (see [`ChainKey`]).
+    pub fn chained_hash_with(&self, prev_hash: &str, key: Option<&ChainKey>) -> String {
+        digest(&self.canonical(prev_hash), key)
     }
 }
 
@@ -98,7 +144,12 @@ impl RevisionFields<'_> {
     }
 
     pub fn chained_hash(&self, prev_hash: &str) -> String {
-        hex::encode(Sha256::digest(self.canonical(prev_hash)))
+        self.chained_hash_with(prev_hash, None)
+    }
+
+    /// The hash chained to `prev_hash`, keyed when `key` is given (see [`ChainKey`]).
+    pub fn chained_hash_with(&self, prev_hash: &str, key: Option<&ChainKey>) -> String {
+        digest(&self.canonical(prev_hash), key)
     }
 }
 
@@ -168,6 +219,35 @@ mod tests {
         other.fee_delta = d("-6.01");
         assert_ne!(other.chained_hash(GENESIS_HASH), hash);
         assert!(String::from_utf8_lossy(&revision.canonical(GENESIS_HASH)).contains("6:-30.00;"));
+    }
+
+    #[test]
+    fn the_encoding_is_pinned_by_a_test_vector() {
+        // SHA-256 of the canonical bytes, computed independently (Python hashlib): a change of
+        // the encoding would break every stored chain, so it must fail here first.
+        assert_eq!(
+            fields().chained_hash(GENESIS_HASH),
+            "af913fc4f9676be80f17a6941e27aa16ea53264267db9dd4fd65211215c1df80"
+        );
+    }
+
+    #[test]
+    fn a_keyed_hash_is_hmac_sha256_and_needs_the_key() {
+        let key = ChainKey::new(b"fake-chain-key-for-tests-0123456789".to_vec()).expect("key");
+        let keyed = fields().chained_hash_with(GENESIS_HASH, Some(&key));
+        // Pinned: HMAC-SHA256(key, canonical bytes), computed independently (Python hmac).
+        assert_eq!(
+            keyed,
+            "94b08a77ef9f5ad4d6b007a0aacc3f097de1270c776a59e4309a839ba2138535"
+        );
+        assert_ne!(keyed, fields().chained_hash(GENESIS_HASH));
+        let other = ChainKey::new(b"another-fake-chain-key-0123456789ab".to_vec()).expect("key");
+        assert_ne!(
+            fields().chained_hash_with(GENESIS_HASH, Some(&other)),
+            keyed
+        );
+        assert!(ChainKey::new(b"short".to_vec()).is_err());
+        assert_eq!(format!("{key:?}"), "ChainKey(..)");
     }
 
     #[test]

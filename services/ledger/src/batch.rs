@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use billing_domain::hash::{FinancialFields, GENESIS_HASH, RevisionFields};
+use billing_domain::hash::{ChainKey, FinancialFields, GENESIS_HASH, RevisionFields};
 use billing_domain::{BookingAmounts, Currency, Rate};
 use billing_proto::convert::{money, timestamp};
 use billing_proto::events::BookingEventV1;
@@ -207,6 +207,7 @@ pub async fn apply(
     pool: &PgPool,
     subjects: &Subjects,
     events: &[(NewBooking, u64)],
+    chain_key: Option<&ChainKey>,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut tx = pool.begin().await?;
 
@@ -286,7 +287,7 @@ pub async fn apply(
         let key = (b.tenant_id.clone(), b.booking_ref.clone());
         let outcome = match state.get_mut(&key) {
             None => {
-                let current = new_booking(&mut w, &mut chain, b);
+                let current = new_booking(&mut w, &mut chain, b, chain_key);
                 let id = current.id;
                 w.outbox.push(subjects, Applied::Stored, b, &current);
                 state.insert(key, current);
@@ -294,7 +295,7 @@ pub async fn apply(
                     .push(b, Applied::Stored, Some(id), None, *stream_seq);
                 Outcome::Applied(Applied::Stored, Some(id))
             }
-            Some(current) => match change(&mut w, &mut chain, b, current) {
+            Some(current) => match change(&mut w, &mut chain, b, current, chain_key) {
                 Ok(applied) => {
                     let reason = match applied {
                         Applied::Duplicate => Some("booking already in this state"),
@@ -339,6 +340,7 @@ fn new_booking(
     w: &mut Writes,
     chain: &mut HashMap<String, (i64, String)>,
     b: &NewBooking,
+    key: Option<&ChainKey>,
 ) -> Current {
     let (seq, prev) = chain_link(chain, &b.tenant_id);
     let record_hash = FinancialFields {
@@ -352,7 +354,7 @@ fn new_booking(
         deposit_rate: b.deposit_rate.value(),
         fee_rate: b.fee_rate.value(),
     }
-    .chained_hash(&prev);
+    .chained_hash_with(&prev, key);
     let id = Uuid::now_v7();
     let c = &mut w.bookings;
     c.id.push(id);
@@ -421,6 +423,7 @@ fn change(
     chain: &mut HashMap<String, (i64, String)>,
     b: &NewBooking,
     current: &mut Current,
+    key: Option<&ChainKey>,
 ) -> Result<Applied, Reject> {
     // Same second counts as newer: senders' timestamps are whole seconds, and two events of
     // one second are applied in the order they were received.
@@ -445,7 +448,7 @@ fn change(
     // change of the list does not re-price it (only SimplyBook's own price object does).
     let revised = !b.priced_from_service && current.total_amount != b.amounts.total;
     if revised {
-        revise(w, chain, b, current)?;
+        revise(w, chain, b, current, key)?;
     }
     let moved = current.status != b.status.as_str()
         || current.session_at != b.session_at
@@ -482,6 +485,7 @@ fn revise(
     chain: &mut HashMap<String, (i64, String)>,
     b: &NewBooking,
     current: &mut Current,
+    key: Option<&ChainKey>,
 ) -> Result<(), Reject> {
     let rate = |r: Decimal| {
         Rate::new(r).map_err(|e| Reject::new("invalid_amount", format!("stored rate: {e}")))
@@ -507,7 +511,7 @@ fn revise(
         total_after: after.total,
         fee_after: after.platform_fee,
     };
-    let record_hash = fields.chained_hash(&prev);
+    let record_hash = fields.chained_hash_with(&prev, key);
     let r = &mut w.revisions;
     r.id.push(Uuid::now_v7());
     r.booking_id.push(current.id);

@@ -271,7 +271,13 @@ impl LedgerService for LedgerGrpc {
             tracing::warn!(tenant_id, error = %err, "reading the chain anchor failed");
             Status::unavailable("the chain anchors cannot be read now, retry later")
         })?;
-        let report = integrity::verify_anchored(&tenant_id, &records, head, anchor.as_ref());
+        let report = integrity::verify_anchored(
+            &tenant_id,
+            &records,
+            head,
+            anchor.as_ref(),
+            self.store.chain_key(),
+        );
         let outcome = if report.violation.is_some() {
             "violated"
         } else {

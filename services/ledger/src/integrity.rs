@@ -3,7 +3,7 @@
 //! head must agree with the last record. The first record that does not is reported.
 
 use billing_domain::Currency;
-use billing_domain::hash::{FinancialFields, GENESIS_HASH, RevisionFields};
+use billing_domain::hash::{ChainKey, FinancialFields, GENESIS_HASH, RevisionFields};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -82,7 +82,12 @@ impl ChainRecord {
     }
 
     /// The hash this record should have when chained from `prev_hash`.
-    fn expected_hash(&self, tenant_id: &str, prev_hash: &str) -> Option<String> {
+    pub(crate) fn expected_hash(
+        &self,
+        tenant_id: &str,
+        prev_hash: &str,
+        key: Option<&ChainKey>,
+    ) -> Option<String> {
         let currency: Currency = self.currency.trim().parse().ok()?;
         Some(match &self.fields {
             Fields::Booking {
@@ -103,7 +108,7 @@ impl ChainRecord {
                 deposit_rate: *deposit_rate,
                 fee_rate: *fee_rate,
             }
-            .chained_hash(prev_hash),
+            .chained_hash_with(prev_hash, key),
             Fields::Revision {
                 revision_no,
                 total_delta,
@@ -124,7 +129,7 @@ impl ChainRecord {
                 total_after: *total_after,
                 fee_after: *fee_after,
             }
-            .chained_hash(prev_hash),
+            .chained_hash_with(prev_hash, key),
         })
     }
 }
@@ -168,8 +173,9 @@ pub fn verify_anchored(
     records: &[ChainRecord],
     head: Option<(i64, String)>,
     anchor: Option<&crate::anchors::Anchor>,
+    key: Option<&ChainKey>,
 ) -> Report {
-    let report = verify(tenant_id, records, head);
+    let report = verify(tenant_id, records, head, key);
     let Some(anchor) = anchor else { return report };
     if report.violation.is_some() {
         return report;
@@ -207,7 +213,14 @@ pub fn verify_anchored(
 }
 
 /// Checks `records` (in chain order) and the chain head `(last_seq, last_hash)`.
-pub fn verify(tenant_id: &str, records: &[ChainRecord], head: Option<(i64, String)>) -> Report {
+/// With `key`, every record must carry its keyed hash (HMAC): one written by anyone without the
+/// key fails.
+pub fn verify(
+    tenant_id: &str,
+    records: &[ChainRecord],
+    head: Option<(i64, String)>,
+    key: Option<&ChainKey>,
+) -> Report {
     let mut prev = GENESIS_HASH.to_string();
     let mut expected_seq = 1;
     let mut checked = 0;
@@ -249,7 +262,7 @@ pub fn verify(tenant_id: &str, records: &[ChainRecord], head: Option<(i64, Strin
                 Some(violation(r, reason, &prev, &r.prev_hash)),
             );
         }
-        let Some(expected) = r.expected_hash(tenant_id, &prev) else {
+        let Some(expected) = r.expected_hash(tenant_id, &prev, key) else {
             let reason = format!("unknown currency {:?}", r.currency);
             return report(
                 checked,
@@ -340,7 +353,7 @@ mod tests {
                 prev_hash: prev.clone(),
                 record_hash: String::new(),
             };
-            r.record_hash = r.expected_hash("t", &prev).expect("hash");
+            r.record_hash = r.expected_hash("t", &prev, None).expect("hash");
             prev = r.record_hash.clone();
             records.push(r);
         }
@@ -356,11 +369,11 @@ mod tests {
         // The rounded encoding hashes the same…
         let prev = records[0].record_hash.clone();
         assert_eq!(
-            records[1].expected_hash("t", &prev).as_deref(),
+            records[1].expected_hash("t", &prev, None).as_deref(),
             Some(records[1].record_hash.as_str())
         );
         // …but the record is reported.
-        let v = verify("t", &records, Some(head))
+        let v = verify("t", &records, Some(head), None)
             .violation
             .expect("a violation");
         assert_eq!(v.chain_seq, 2);
@@ -375,11 +388,11 @@ mod tests {
     #[test]
     fn an_untouched_chain_is_intact() {
         let (records, head) = chain(3);
-        let report = verify("t", &records, Some(head.clone()));
+        let report = verify("t", &records, Some(head.clone()), None);
         assert_eq!(report.violation, None);
         assert_eq!(report.records_checked, 3);
         assert_eq!(report.head_hash, head.1);
-        assert!(verify("t", &[], None).violation.is_none());
+        assert!(verify("t", &[], None, None).violation.is_none());
     }
 
     #[test]
@@ -389,7 +402,9 @@ mod tests {
         if let Fields::Booking { platform_fee, .. } = &mut records[1].fields {
             *platform_fee = d("0.01");
         }
-        let v = verify("t", &records, Some(head)).violation.expect("caught");
+        let v = verify("t", &records, Some(head), None)
+            .violation
+            .expect("caught");
         assert_eq!((v.chain_seq, v.booking_ref.as_str()), (2, "b2"));
         assert!(v.reason.contains("do not match"), "{}", v.reason);
 
@@ -399,8 +414,8 @@ mod tests {
             *platform_fee = d("0.01");
         }
         let prev = records[0].record_hash.clone();
-        records[1].record_hash = records[1].expected_hash("t", &prev).expect("hash");
-        let v = verify("t", &records, Some(head2))
+        records[1].record_hash = records[1].expected_hash("t", &prev, None).expect("hash");
+        let v = verify("t", &records, Some(head2), None)
             .violation
             .expect("caught");
         assert_eq!(v.chain_seq, 3);
@@ -413,13 +428,13 @@ mod tests {
         // A deleted record in the middle, and at the end.
         let (mut records, head3) = chain(3);
         records.remove(1);
-        let v = verify("t", &records, Some(head3))
+        let v = verify("t", &records, Some(head3), None)
             .violation
             .expect("caught");
         assert_eq!((v.chain_seq, v.reason.as_str()), (2, "record 2 is missing"));
         let (mut records, head4) = chain(3);
         records.pop();
-        let v = verify("t", &records, Some(head4))
+        let v = verify("t", &records, Some(head4), None)
             .violation
             .expect("caught");
         assert_eq!(v.chain_seq, 3);
@@ -431,6 +446,6 @@ mod tests {
 
         // Another tenant's records do not verify as this tenant's.
         let (records, head5) = chain(1);
-        assert!(verify("u", &records, Some(head5)).violation.is_some());
+        assert!(verify("u", &records, Some(head5), None).violation.is_some());
     }
 }

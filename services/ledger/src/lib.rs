@@ -11,14 +11,16 @@ mod golive;
 mod grpc;
 mod integrity;
 mod reconcile;
+mod rekey;
 mod simplybook;
 mod store;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use billing_domain::hash::ChainKey;
 use billing_domain::{Secret, Tenants};
 use billing_proto::ledger::ledger_service_server::{LedgerServiceServer, SERVICE_NAME};
 use billing_runtime::auth::{Policy, Tokens};
@@ -110,6 +112,12 @@ pub struct Config {
     /// Per-request timeout for SimplyBook's API.
     #[arg(long, env = "LEDGER_SIMPLYBOOK_TIMEOUT_MS", default_value_t = 5000)]
     pub simplybook_timeout_ms: u64,
+    /// File holding the hash chain's key (at least 32 bytes; a trailing newline is ignored):
+    /// every record's hash becomes HMAC-SHA256 with it, so a record written without the key
+    /// fails VerifyIntegrity. The database never holds it. Setting it for the first time,
+    /// `--migrate-only` re-keys every intact chain (and refuses one that is not).
+    #[arg(long, env = "LEDGER_CHAIN_KEY_FILE")]
+    pub chain_key_file: Option<PathBuf>,
     /// How often each tenant's hash-chain head is anchored on the LEDGER stream (when it moved,
     /// and daily), so a rewrite behind the database's triggers is detected.
     #[arg(long, env = "LEDGER_ANCHOR_EVERY_SECS", default_value_t = 300)]
@@ -129,10 +137,18 @@ pub struct Config {
     pub grpc_tokens: Option<Secret<String>>,
 }
 /// Applies this service's migrations to its schema and returns: what `--migrate-only` runs.
-pub async fn migrate(database_url: &str) -> Result<(), Error> {
-    let pool = db::connect(database_url, SCHEMA, 1).await?;
+pub async fn migrate(database_url: &str, chain_key_file: Option<&Path>) -> Result<(), Error> {
+    let key = chain_key(chain_key_file)?;
+    // Two connections: re-keying reads a chain while it holds the chain's head.
+    let pool = db::connect(database_url, SCHEMA, 2).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
     db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
+    if let Some(key) = key {
+        let rekeyed = rekey::rekey_chains(&pool, &key).await?;
+        if !rekeyed.is_empty() {
+            tracing::info!(tenants = ?rekeyed, "hash chains re-keyed");
+        }
+    }
     pool.close().await;
     Ok(())
 }
@@ -157,6 +173,23 @@ pub enum Error {
     Serve(#[from] server::ServeError),
     #[error(transparent)]
     Token(#[from] billing_runtime::auth::TokensError),
+    #[error("LEDGER_CHAIN_KEY_FILE: {0}")]
+    ChainKey(String),
+    #[error(transparent)]
+    Rekey(#[from] rekey::RekeyError),
+}
+
+/// The chain key from its file, if one is configured.
+fn chain_key(path: Option<&Path>) -> Result<Option<ChainKey>, Error> {
+    let Some(path) = path else { return Ok(None) };
+    let mut bytes = std::fs::read(path)
+        .map_err(|e| Error::ChainKey(format!("reading {}: {e}", path.display())))?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    ChainKey::new(bytes)
+        .map(Some)
+        .map_err(|e| Error::ChainKey(e.to_string()))
 }
 
 /// Runs the consumer and the gRPC server until `shutdown` is cancelled.
@@ -186,7 +219,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     subjects.ensure_streams(&js).await?;
     let ready_streams = (js.clone(), subjects.stream_names());
 
-    let store = store::Store::new(pool.clone(), subjects.clone());
+    let store = store::Store::new(pool.clone(), subjects.clone())
+        .with_chain_key(chain_key(config.chain_key_file.as_deref())?);
     let relay = billing_runtime::outbox::Relay::new("ledger", pool.clone(), js.clone());
     let relay_waker = relay.waker();
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::batch;
 use crate::events::NewBooking;
 use crate::integrity::{ChainRecord, Fields};
+use billing_domain::hash::ChainKey;
 
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,11 +144,29 @@ pub struct ReconcileRow {
 pub struct Store {
     pool: PgPool,
     subjects: Subjects,
+    /// The key of the hash chain, when it is keyed (`LEDGER_CHAIN_KEY_FILE`).
+    chain_key: Option<ChainKey>,
 }
 
 impl Store {
     pub fn new(pool: PgPool, subjects: Subjects) -> Self {
-        Store { pool, subjects }
+        Store {
+            pool,
+            subjects,
+            chain_key: None,
+        }
+    }
+
+    /// Records are hashed, and verified, with `key` (HMAC) from now on.
+    pub fn with_chain_key(self, key: Option<ChainKey>) -> Self {
+        Store {
+            chain_key: key,
+            ..self
+        }
+    }
+
+    pub fn chain_key(&self) -> Option<&ChainKey> {
+        self.chain_key.as_ref()
     }
 
     /// Applies a batch of booking events in one transaction (see [`crate::batch`]).
@@ -155,7 +174,7 @@ impl Store {
         &self,
         events: &[(NewBooking, u64)],
     ) -> Result<Vec<batch::Outcome>, sqlx::Error> {
-        batch::apply(&self.pool, &self.subjects, events).await
+        batch::apply(&self.pool, &self.subjects, events, self.chain_key.as_ref()).await
     }
 
     /// Records that an event was dead-lettered (once, however often it is redelivered). The

@@ -1,0 +1,112 @@
+//! Re-keying the hash chains when a chain key is set for the first time: every record of every
+//! intact chain gets its keyed hash (HMAC-SHA256 with `LEDGER_CHAIN_KEY_FILE`'s key), in chain
+//! order. Run by the schema's owner (`ledger --migrate-only`), since it rewrites hash columns
+//! behind the triggers. A chain that does not verify unkeyed is refused, never laundered into a
+//! keyed one: someone must look at it first.
+
+use billing_domain::hash::{ChainKey, GENESIS_HASH};
+use billing_runtime::Subjects;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::integrity;
+use crate::store::Store;
+
+/// A record's new link: (id, previous hash, keyed hash).
+type Rehash = (Uuid, String, String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RekeyError {
+    #[error(
+        "tenant {tenant}'s hash chain is not intact (record {chain_seq}: {reason}); it is not \
+         re-keyed: check it with billingctl bookings verify"
+    )]
+    NotIntact {
+        tenant: String,
+        chain_seq: i64,
+        reason: String,
+    },
+    #[error("re-keying the hash chains: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Re-keys every chain not yet keyed with `key`; returns the tenants re-keyed.
+pub async fn rekey_chains(pool: &PgPool, key: &ChainKey) -> Result<Vec<String>, RekeyError> {
+    let store = Store::new(pool.clone(), Subjects::new(""));
+    let tenants: Vec<String> =
+        sqlx::query_scalar("select tenant_id from chain_heads order by tenant_id")
+            .fetch_all(pool)
+            .await?;
+    let mut rekeyed = Vec::new();
+    for tenant in tenants {
+        let mut tx = pool.begin().await?;
+        // Appends to this chain wait until it is re-keyed.
+        sqlx::query("select 1 from chain_heads where tenant_id = $1 for update")
+            .bind(&tenant)
+            .execute(&mut *tx)
+            .await?;
+        let (records, head) = store.chain(&tenant).await?;
+        let keyed = integrity::verify(&tenant, &records, head.clone(), Some(key));
+        if keyed.violation.is_none() {
+            continue;
+        }
+        if let Some(v) = integrity::verify(&tenant, &records, head, None).violation {
+            return Err(RekeyError::NotIntact {
+                tenant,
+                chain_seq: v.chain_seq,
+                reason: v.reason,
+            });
+        }
+        let mut prev = GENESIS_HASH.to_string();
+        // (record id, previous hash, keyed hash) per table.
+        let mut bookings: Vec<Rehash> = Vec::new();
+        let mut revisions: Vec<Rehash> = Vec::new();
+        for r in &records {
+            let hash = r
+                .expected_hash(&tenant, &prev, Some(key))
+                .unwrap_or_default();
+            let row = (r.id, prev.clone(), hash.clone());
+            match r.kind() {
+                "booking" => bookings.push(row),
+                _ => revisions.push(row),
+            }
+            prev = hash;
+        }
+        sqlx::raw_sql(
+            "alter table bookings disable trigger bookings_immutable;
+             alter table booking_revisions disable trigger booking_revisions_append_only;",
+        )
+        .execute(&mut *tx)
+        .await?;
+        for (table, rows) in [("bookings", &bookings), ("booking_revisions", &revisions)] {
+            let (ids, (prevs, hashes)): (Vec<Uuid>, (Vec<String>, Vec<String>)) = rows
+                .iter()
+                .map(|(id, p, h)| (*id, (p.clone(), h.clone())))
+                .unzip();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "update {table} t set prev_hash = n.prev, record_hash = n.hash
+                 from unnest($1::uuid[], $2::text[], $3::text[]) as n(id, prev, hash)
+                 where t.id = n.id"
+            )))
+            .bind(&ids)
+            .bind(&prevs)
+            .bind(&hashes)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("update chain_heads set last_hash = $2 where tenant_id = $1")
+            .bind(&tenant)
+            .bind(&prev)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(
+            "alter table bookings enable trigger bookings_immutable;
+             alter table booking_revisions enable trigger booking_revisions_append_only;",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rekeyed.push(tenant);
+    }
+    Ok(rekeyed)
+}
