@@ -237,7 +237,7 @@ impl System {
         // least-privilege runtime role, as in production.
         let chain_key = dir.join("chain.key");
         std::fs::write(&chain_key, format!("{CHAIN_KEY}\n"))?;
-        ledger::migrate(&db.url, Some(&chain_key)).await?;
+        ledger::migrate(&db.url).await?;
         let config = ledger::Config {
             listen_addr: ledger,
             database_url: db.runtime_url(ledger::SCHEMA),
@@ -261,6 +261,7 @@ impl System {
             simplybook_lookups_per_sec: 0,
             simplybook_lookup_burst: 1,
             anchor_every_secs: 1,
+            rekey_chains: false,
             chain_key_file: Some(chain_key.clone()),
             simplybook_timeout_ms: 2000,
             batch_size: 100,

@@ -440,7 +440,7 @@ async fn rechained(system: &System) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn chains_are_keyed_and_a_key_set_later_rekeys_intact_chains_only() -> anyhow::Result<()> {
+async fn chains_are_keyed_and_only_an_explicit_rekey_keys_an_intact_chain() -> anyhow::Result<()> {
     let system = System::start().await?;
     let result = rekeyed(&system).await;
     system.finish(result).await
@@ -517,15 +517,23 @@ async fn rekeyed(system: &System) -> anyhow::Result<()> {
     assert!(!report.intact, "an unkeyed record must not pass as keyed");
     assert_eq!(report.first_violation.map(|v| v.chain_seq), Some(1));
 
-    // As if the key were set for the first time: the migration step re-keys the intact chain.
+    // A migration never re-keys: a chain rewritten without the key stays broken.
     let url = system
         .db
         .as_ref()
         .map(|d| d.url.clone())
         .unwrap_or_default();
+    ledger::migrate(&url).await?;
+    assert!(
+        !verify(system).await?.intact,
+        "not laundered by a migration"
+    );
+    // The operator's explicit one-off, as when the key is first set: the intact chain is
+    // re-keyed (to the same hashes its anchor names).
     let key_file = std::env::temp_dir().join(format!("chain-{}.key", system.namespace));
     std::fs::write(&key_file, crate::harness::CHAIN_KEY)?;
-    ledger::migrate(&url, Some(&key_file)).await?;
+    let rekeyed = ledger::rekey(&url, Some(&key_file)).await?;
+    assert_eq!(rekeyed, ["claire"]);
     assert!(verify(system).await?.intact, "re-keyed");
 
     // An unkeyed chain that does not verify is refused, not laundered into a keyed one.
@@ -537,7 +545,7 @@ async fn rekeyed(system: &System) -> anyhow::Result<()> {
     )
     .execute(&db)
     .await?;
-    let refused = ledger::migrate(&url, Some(&key_file))
+    let refused = ledger::rekey(&url, Some(&key_file))
         .await
         .expect_err("a tampered chain is not re-keyed");
     assert!(

@@ -56,6 +56,12 @@ pub struct Config {
     /// Apply this service's database migrations, then exit (a deploy's migration step).
     #[arg(long, env = "LEDGER_MIGRATE_ONLY")]
     pub migrate_only: bool,
+    /// Re-key every intact unkeyed hash chain with LEDGER_CHAIN_KEY_FILE's key, then exit: once,
+    /// when the key is first set, with the ledger stopped, after `billingctl bookings verify`
+    /// reported every chain intact. Needs the schema's owner. Never run automatically, since a
+    /// history rewritten and re-chained without the key would verify unkeyed and be re-keyed.
+    #[arg(long)]
+    pub rekey_chains: bool,
     /// Connections in the pool.
     #[arg(long, env = "LEDGER_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
@@ -132,23 +138,15 @@ pub struct Config {
         env = "LEDGER_GRPC_TOKENS",
         value_parser = billing_runtime::config::SecretParser,
         hide_env_values = true,
-        required_unless_present = "migrate_only"
+        required_unless_present_any = ["migrate_only", "rekey_chains"]
     )]
     pub grpc_tokens: Option<Secret<String>>,
 }
 /// Applies this service's migrations to its schema and returns: what `--migrate-only` runs.
-pub async fn migrate(database_url: &str, chain_key_file: Option<&Path>) -> Result<(), Error> {
-    let key = chain_key(chain_key_file)?;
-    // Two connections: re-keying reads a chain while it holds the chain's head.
-    let pool = db::connect(database_url, SCHEMA, 2).await?;
+pub async fn migrate(database_url: &str) -> Result<(), Error> {
+    let pool = db::connect(database_url, SCHEMA, 1).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/ledger"), SCHEMA).await?;
     db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
-    if let Some(key) = key {
-        let rekeyed = rekey::rekey_chains(&pool, &key).await?;
-        if !rekeyed.is_empty() {
-            tracing::info!(tenants = ?rekeyed, "hash chains re-keyed");
-        }
-    }
     pool.close().await;
     Ok(())
 }
@@ -177,6 +175,22 @@ pub enum Error {
     ChainKey(String),
     #[error(transparent)]
     Rekey(#[from] rekey::RekeyError),
+}
+
+/// Re-keys the intact unkeyed chains with the key in `chain_key_file` (`--rekey-chains`);
+/// returns the tenants re-keyed.
+pub async fn rekey(
+    database_url: &str,
+    chain_key_file: Option<&Path>,
+) -> Result<Vec<String>, Error> {
+    let key = chain_key(chain_key_file)?
+        .ok_or_else(|| Error::ChainKey("--rekey-chains needs the key".into()))?;
+    // Two connections: re-keying reads a chain while it holds the chain's head.
+    let pool = db::connect(database_url, SCHEMA, 2).await?;
+    let rekeyed = rekey::rekey_chains(&pool, &key).await?;
+    pool.close().await;
+    tracing::info!(tenants = ?rekeyed, "hash chains re-keyed");
+    Ok(rekeyed)
 }
 
 /// The chain key from its file, if one is configured.

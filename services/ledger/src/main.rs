@@ -8,11 +8,11 @@ async fn main() -> ExitCode {
     let config: Config = config::parse_or_exit();
     let _telemetry = telemetry::init("ledger");
     if config.migrate_only {
-        return config::migrate_only(ledger::migrate(
-            &config.database_url,
-            config.chain_key_file.as_deref(),
-        ))
-        .await;
+        return config::migrate_only(ledger::migrate(&config.database_url)).await;
+    }
+    if config.rekey_chains {
+        let rekey = ledger::rekey(&config.database_url, config.chain_key_file.as_deref());
+        return config::migrate_only(async { rekey.await.map(|_| ()) }).await;
     }
     let listener = match tokio::net::TcpListener::bind(config.listen_addr).await {
         Ok(l) => l,

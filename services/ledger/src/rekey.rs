@@ -1,8 +1,10 @@
 //! Re-keying the hash chains when a chain key is set for the first time: every record of every
 //! intact chain gets its keyed hash (HMAC-SHA256 with `LEDGER_CHAIN_KEY_FILE`'s key), in chain
-//! order. Run by the schema's owner (`ledger --migrate-only`), since it rewrites hash columns
-//! behind the triggers. A chain that does not verify unkeyed is refused, never laundered into a
-//! keyed one: someone must look at it first.
+//! order. An explicit operator command (`ledger --rekey-chains`), never automatic: a history
+//! rewritten and re-chained by someone without the key verifies unkeyed, and re-keying it
+//! would launder it. Run it once, with the ledger stopped, after `billingctl bookings verify`
+//! reported every chain intact, as the schema's owner (it rewrites hash columns behind the
+//! triggers). A chain that does not verify unkeyed is refused.
 
 use billing_domain::hash::{ChainKey, GENESIS_HASH};
 use billing_runtime::Subjects;
