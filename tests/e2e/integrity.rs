@@ -339,6 +339,23 @@ async fn least_privilege(system: &System) -> anyhow::Result<()> {
         .fetch_one(&owner)
         .await?;
     assert_eq!(total, d("150.00"));
+    // It may write the outbox (the ledger's events go through it), but the relay publishes
+    // only the ledger's own subjects: a forged invoice event never leaves.
+    let forged = system.subjects().invoice("paid");
+    sqlx::query("insert into outbox (subject, message_id, payload) values ($1, 'forged-1', '')")
+        .bind(&forged)
+        .execute(&runtime)
+        .await?;
+    eventually(Duration::from_secs(30), || async {
+        let done: Option<bool> = sqlx::query_scalar(
+            "select published_at is not null from outbox where message_id = 'forged-1'",
+        )
+        .fetch_optional(&owner)
+        .await?;
+        Ok((done == Some(true)).then_some(()))
+    })
+    .await?;
+    assert_eq!(system.stream_count(&forged).await?, 0, "never published");
     // And the chain still verifies.
     assert!(verify(system).await?.intact);
     Ok(())

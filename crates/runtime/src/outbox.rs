@@ -37,18 +37,32 @@ pub struct Relay {
     pool: PgPool,
     js: jetstream::Context,
     wake: Arc<Notify>,
+    /// Subject prefixes this service's events may have; anything else in the table was not
+    /// written by the service's own code and is never published.
+    allowed: Vec<String>,
 }
 
 impl Relay {
     /// `service` labels the relay's metrics.
-    pub fn new(service: &'static str, pool: PgPool, js: jetstream::Context) -> Self {
+    /// `allowed` are the subject prefixes of the events the service writes (e.g. its
+    /// `ledger.booking.` and `alerts.`): a row with another subject — one someone with the
+    /// runtime role's INSERT put there to borrow the service's NATS identity — is refused,
+    /// counted in `outbox_refused_total` and logged, never published.
+    pub fn new(
+        service: &'static str,
+        pool: PgPool,
+        js: jetstream::Context,
+        allowed: Vec<String>,
+    ) -> Self {
         // At 0 from the start, so the first failure raises the alert.
         metrics::counter!("outbox_failures_total", "service" => service).increment(0);
+        metrics::counter!("outbox_refused_total", "service" => service).increment(0);
         Relay {
             service,
             pool,
             js,
             wake: Arc::new(Notify::new()),
+            allowed,
         }
     }
 
@@ -98,6 +112,18 @@ impl Relay {
                 traceparent,
             } in rows
             {
+                if !self.allowed.iter().any(|p| subject.starts_with(p.as_str())) {
+                    metrics::counter!("outbox_refused_total", "service" => self.service)
+                        .increment(1);
+                    tracing::error!(
+                        id,
+                        subject,
+                        "outbox row with a subject this service never writes, not published"
+                    );
+                    // Marked done so it cannot block the outbox; the log and counter keep it.
+                    ids.push(id);
+                    continue;
+                }
                 let mut headers = HeaderMap::new();
                 headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
                 headers.insert("Content-Type", "application/protobuf");

@@ -214,7 +214,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
             )
         })
         .transpose()?;
-    let relay = billing_runtime::outbox::Relay::new("invoicing", pool.clone(), js.clone());
+    let relay = billing_runtime::outbox::Relay::new(
+        "invoicing",
+        pool.clone(),
+        js.clone(),
+        vec![subjects.invoice(""), subjects.alert("")],
+    );
     let closer = close::MonthlyClose::new(
         store.clone(),
         ledger,

@@ -115,6 +115,14 @@ impl Anchors {
             Err(err) => return Err(err.into()),
         };
         let anchor = ChainAnchorV1::decode(message.payload.as_ref())?;
+        if anchor.tenant_id != tenant {
+            return Err(format!(
+                "the latest anchor on {} names tenant {:?}",
+                self.subjects.chain_anchor(tenant),
+                anchor.tenant_id
+            )
+            .into());
+        }
         Ok(Some(Anchor {
             chain_seq: i64::try_from(anchor.chain_seq).unwrap_or(i64::MAX),
             record_hash: anchor.record_hash,

@@ -235,7 +235,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
 
     let store = store::Store::new(pool.clone(), subjects.clone())
         .with_chain_key(chain_key(config.chain_key_file.as_deref())?);
-    let relay = billing_runtime::outbox::Relay::new("ledger", pool.clone(), js.clone());
+    let relay = billing_runtime::outbox::Relay::new(
+        "ledger",
+        pool.clone(),
+        js.clone(),
+        vec![subjects.booking_event(""), subjects.alert("")],
+    );
     let relay_waker = relay.waker();
     let relay_task = tokio::spawn(relay.run(shutdown.clone()));
     let simplybook = Arc::new(simplybook::SimplyBook::new(simplybook::Settings {
