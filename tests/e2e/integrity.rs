@@ -355,7 +355,11 @@ async fn least_privilege(system: &System) -> anyhow::Result<()> {
         Ok((done == Some(true)).then_some(()))
     })
     .await?;
-    assert_eq!(system.stream_count(&forged).await?, 0, "never published");
+    assert_eq!(
+        system.count_in("INVOICING", &forged).await?,
+        0,
+        "never published"
+    );
     // And the chain still verifies.
     assert!(verify(system).await?.intact);
     Ok(())
@@ -453,6 +457,24 @@ async fn rechained(system: &System) -> anyhow::Result<()> {
         "{}",
         v.reason
     );
+
+    // New bookings move the head, but a rewritten chain is never anchored again: the rewrite
+    // stays visible however long the ledger keeps running.
+    let response = system
+        .post_signed("claire", "a-4", &body("8104", "40.00"), CLAIRE_SECRET)
+        .await?;
+    anyhow::ensure!(response.status() == 202);
+    eventually(Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from bookings")
+            .fetch_one(&db)
+            .await?;
+        Ok((n == 4).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = verify(system).await?;
+    assert!(!later.intact, "{later:?}");
+    assert_eq!(later.anchored_seq, 3, "the head was not re-anchored");
     Ok(())
 }
 

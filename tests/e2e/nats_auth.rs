@@ -58,7 +58,9 @@ async fn publish(
     tenant: &str,
     body: String,
 ) -> anyhow::Result<()> {
-    let client = nats::connect_as(url, "test", identity).await?;
+    // As the service itself: its inboxes are the only ones it may use.
+    let name = identity.user.clone().unwrap_or_default();
+    let client = nats::connect_as(url, &name, identity).await?;
     let js = nats::jetstream(client, Duration::from_secs(2));
     let mut headers = async_nats::HeaderMap::new();
     let id = format!("forged-{}", billing_testkit::unique_namespace());
@@ -71,6 +73,25 @@ async fn publish(
         .await?
         .await?;
     Ok(())
+}
+
+/// Messages stored in `stream` under `subject`, asked as the ledger (stream info is allowed to
+/// every service).
+async fn count(
+    server: &PrivateNats,
+    dir: &std::path::Path,
+    stream: &str,
+    subject: &str,
+) -> anyhow::Result<u64> {
+    let client = nats::connect_as(&server.url(), "ledger", &identity(dir, "ledger")).await?;
+    let js = nats::jetstream(client, Duration::from_secs(5));
+    let info = js.get_stream(stream).await?;
+    let mut subjects = info.info_with_subjects(subject).await?;
+    let mut total = 0;
+    while let Some((_, n)) = futures::TryStreamExt::try_next(&mut subjects).await? {
+        total += n as u64;
+    }
+    Ok(total)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -125,6 +146,7 @@ async fn refusals(
 
     // A service only where its permissions say: the notifier cannot forge a booking, ingest
     // cannot forge an invoice payment.
+    let before = count(server, dir, "WEBHOOKS", "webhooks.simplybook.claire").await?;
     let forged = publish(
         &server.url(),
         &identity(dir, "notifier"),
@@ -134,6 +156,11 @@ async fn refusals(
     )
     .await;
     assert!(forged.is_err(), "the notifier may not publish webhooks");
+    assert_eq!(
+        count(server, dir, "WEBHOOKS", "webhooks.simplybook.claire").await?,
+        before,
+        "nothing stored"
+    );
     let paid = publish(
         &server.url(),
         &identity(dir, "ingest"),
@@ -143,6 +170,25 @@ async fn refusals(
     )
     .await;
     assert!(paid.is_err(), "ingest may not publish invoice events");
+    assert_eq!(
+        count(server, dir, "INVOICING", "invoicing.invoice.paid").await?,
+        0
+    );
+
+    // Nor may one service read another's deliveries: its inboxes are its own.
+    let ingest = nats::connect_as(&server.url(), "ingest", &identity(dir, "ingest")).await?;
+    let snoop = ingest.subscribe("_INBOX_ledger.>").await;
+    let refused = match snoop {
+        Err(_) => true,
+        Ok(mut sub) => {
+            ingest.flush().await.ok();
+            // The server refuses the subscription asynchronously: nothing ever arrives.
+            tokio::time::timeout(Duration::from_secs(2), futures::StreamExt::next(&mut sub))
+                .await
+                .map_or(true, |m| m.is_none())
+        }
+    };
+    assert!(refused, "ingest may not subscribe to the ledger's inboxes");
 
     // Even on its own subjects, an event whose tenant header disagrees with the subject is
     // refused by the ledger (dead-lettered with the reason), never recorded.

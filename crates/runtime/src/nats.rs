@@ -275,6 +275,9 @@ pub async fn connect_as(
     }
     options
         .name(name)
+        // Each service's replies (pulled messages, acks of its publishes, API answers) come to
+        // inboxes of its own: the server lets no other identity subscribe to them.
+        .custom_inbox_prefix(format!("_INBOX_{name}"))
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
         .connect(url)

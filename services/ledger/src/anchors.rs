@@ -4,7 +4,9 @@
 //! head (`ChainAnchorV1`: position and hash) to the LEDGER stream, where only the ledger may
 //! publish (`deploy/nats/nats-server.conf`); `VerifyIntegrity` checks that the record at the
 //! latest anchor's position still has the anchored hash. A head is anchored again when it moved,
-//! and at least daily, so the stream's retention never leaves a tenant without one.
+//! and at least daily, so the stream's retention never leaves a tenant without one. A head is
+//! anchored only if the chain still has the hash the last anchor names, so a rewrite is not
+//! blessed by the next anchor (`ledger_chain_anchors_refused_total` counts refusals).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -53,6 +55,26 @@ impl Anchors {
                         if fresh || seq == 0 {
                             continue;
                         }
+                        // A new anchor only extends the last one: if the record it names no
+                        // longer has its hash, the history was rewritten, and anchoring the new
+                        // head would bless the rewrite.
+                        match self.extends_last(&store, &tenant, seq).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                metrics::counter!("ledger_chain_anchors_refused_total")
+                                    .increment(1);
+                                tracing::error!(
+                                    tenant,
+                                    "the chain no longer matches its last anchor; not anchoring \
+                                     (run billingctl bookings verify)"
+                                );
+                                continue;
+                            }
+                            Err(err) => {
+                                tracing::warn!(tenant, error = %err, "reading the last anchor failed");
+                                continue;
+                            }
+                        }
                         match self.publish(&tenant, seq, &hash).await {
                             Ok(()) => {
                                 anchored.insert(tenant, (seq, std::time::Instant::now()));
@@ -70,6 +92,23 @@ impl Anchors {
                 _ = tokio::time::sleep(every) => {}
             }
         }
+    }
+
+    /// Whether the chain, now `seq` records long, still has the hash its latest anchor names.
+    async fn extends_last(
+        &self,
+        store: &Store,
+        tenant: &str,
+        seq: i64,
+    ) -> Result<bool, async_nats::Error> {
+        let Some(last) = self.latest(tenant).await? else {
+            return Ok(true);
+        };
+        if last.chain_seq > seq {
+            return Ok(false);
+        }
+        let stored = store.record_hash_at(tenant, last.chain_seq).await?;
+        Ok(stored.as_deref() == Some(last.record_hash.as_str()))
     }
 
     async fn publish(&self, tenant: &str, seq: i64, hash: &str) -> Result<(), async_nats::Error> {

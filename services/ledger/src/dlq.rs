@@ -99,6 +99,26 @@ impl DeadLetters {
         Ok(found)
     }
 
+    /// Whether `consumer`'s dead letters may be replayed on `subject`: the subjects each durable
+    /// consumer reads.
+    fn replayable(&self, consumer: &str, subject: &str) -> bool {
+        let s = &self.subjects;
+        let prefixes: Vec<String> = match consumer {
+            "ledger" => vec![s.simplybook("")],
+            "ledger-rejections" => vec![s.rejected("")],
+            "invoicing-stripe" => return subject == s.stripe(),
+            "invoicing-bookings" => vec![s.booking_event("")],
+            "notifier-invoices" => vec![s.invoice("")],
+            "notifier-alerts" => vec![s.alert("")],
+            _ => return false,
+        };
+        prefixes.iter().any(|p| {
+            subject
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('.'))
+        })
+    }
+
     /// Publishes dead letter `sequence`'s event again on its original subject. Replaying the same
     /// one twice within JetStream's dedup window publishes it once.
     pub async fn replay(&self, sequence: u64) -> Result<(DeadLetter, bool), Status> {
@@ -114,6 +134,14 @@ impl DeadLetters {
         let letter = self.describe(&m).ok_or_else(|| {
             Status::failed_precondition(format!("message {sequence} is not a dead letter"))
         })?;
+        // Only onto a subject its consumer reads: a dead letter someone forged to name another
+        // subject (an invoice event, an anchor) is never published by the ledger.
+        if !self.replayable(&letter.consumer, &letter.original_subject) {
+            return Err(Status::failed_precondition(format!(
+                "dead letter {sequence} of {} names subject {}, which that consumer does not read",
+                letter.consumer, letter.original_subject
+            )));
+        }
         let mut headers = headers_without(
             Some(&m.headers),
             &[NATS_MSG_ID, HDR_DLQ_REASON, HDR_DLQ_SUBJECT],

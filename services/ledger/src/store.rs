@@ -252,6 +252,23 @@ impl Store {
     }
 
     /// Every record of a tenant's hash chain in chain order, and the chain head.
+    /// The stored hash of `tenant`'s record at chain position `seq` (a booking or a revision).
+    pub async fn record_hash_at(
+        &self,
+        tenant_id: &str,
+        seq: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "select record_hash from bookings where tenant_id = $1 and chain_seq = $2
+             union all
+             select record_hash from booking_revisions where tenant_id = $1 and chain_seq = $2",
+        )
+        .bind(tenant_id)
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     /// Every tenant's chain head: (tenant, last position, last hash).
     pub async fn chain_heads(&self) -> Result<Vec<(String, i64, String)>, sqlx::Error> {
         sqlx::query_as("select tenant_id, last_seq, last_hash from chain_heads order by tenant_id")
