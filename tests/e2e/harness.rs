@@ -400,6 +400,11 @@ impl System {
         .await
     }
 
+    /// The configuration the system's ledger runs with.
+    pub fn ledger_config(&self) -> ledger::Config {
+        self.ledger_config.clone()
+    }
+
     /// Starts one more ledger replica on the same database and durable consumer, with its own
     /// shutdown token.
     pub async fn spawn_ledger(&self) -> anyhow::Result<Replica> {

@@ -556,6 +556,17 @@ async fn rekeyed(system: &System) -> anyhow::Result<()> {
     assert!(!report.intact, "an unkeyed record must not pass as keyed");
     assert_eq!(report.first_violation.map(|v| v.chain_seq), Some(1));
 
+    // A keyed ledger refuses to start appending to a chain that is not keyed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let config = ledger::Config {
+        listen_addr: listener.local_addr()?,
+        ..system.ledger_config()
+    };
+    let refused = ledger::run(config, listener, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect_err("an unkeyed chain");
+    assert!(refused.to_string().contains("not keyed yet"), "{refused}");
+
     // A migration never re-keys: a chain rewritten without the key stays broken.
     let url = system
         .db

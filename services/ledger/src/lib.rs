@@ -193,6 +193,30 @@ pub async fn rekey(
     Ok(rekeyed)
 }
 
+/// With a chain key, a chain whose head was hashed without it must be re-keyed before the ledger
+/// appends to it (`--rekey-chains`): keyed records after unkeyed ones would make the chain fail
+/// verification for good. A head that verifies neither way is left to VerifyIntegrity.
+async fn refuse_unkeyed_chains(store: &store::Store) -> Result<(), Error> {
+    let Some(key) = store.chain_key() else {
+        return Ok(());
+    };
+    for (tenant, _, _) in store.chain_heads().await? {
+        let (records, _) = store.chain(&tenant).await?;
+        let Some(head) = records.last() else { continue };
+        let keyed = head.expected_hash(&tenant, &head.prev_hash, Some(key));
+        let unkeyed = head.expected_hash(&tenant, &head.prev_hash, None);
+        if keyed.as_deref() != Some(head.record_hash.as_str())
+            && unkeyed.as_deref() == Some(head.record_hash.as_str())
+        {
+            return Err(Error::ChainKey(format!(
+                "tenant {tenant}'s hash chain is not keyed yet: stop the ledger and run \
+                 ledger --rekey-chains"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The chain key from its file, if one is configured.
 fn chain_key(path: Option<&Path>) -> Result<Option<ChainKey>, Error> {
     let Some(path) = path else { return Ok(None) };
@@ -235,6 +259,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
 
     let store = store::Store::new(pool.clone(), subjects.clone())
         .with_chain_key(chain_key(config.chain_key_file.as_deref())?);
+    refuse_unkeyed_chains(&store).await?;
     let relay = billing_runtime::outbox::Relay::new(
         "ledger",
         pool.clone(),
