@@ -286,7 +286,7 @@ async fn run(
         verdict(small_total == expected_small),
     )?;
     // Each booking becomes one invoice line, so inserting the lines is a floor of a close: at
-    // PERFORMANCE.md's unnest insert rates, 25k rows/s on one connection (one tenant) and
+    // docs/performance.md's unnest insert rates, 25k rows/s on one connection (one tenant) and
     // 47k rows/s on four (invoicing closes four tenants at a time). An estimate from a probe,
     // not a bound measured here, and a close can beat it.
     let one_connection = |lines: f64| lines / 25_000.0;
@@ -298,7 +298,7 @@ async fn run(
         value: large_time.as_secs_f64(),
         unit: "s",
         ceiling: one_connection(args.large as f64),
-        ceiling_source: "estimate: its lines at PERFORMANCE.md's unnest insert rate, 25k rows/s on 1 connection",
+        ceiling_source: "estimate: its lines at docs/performance.md's unnest insert rate, 25k rows/s on 1 connection",
         higher_is_better: false,
     })?;
     summary::record(&summary::Figure {
@@ -310,7 +310,7 @@ async fn run(
         value: all_time.as_secs_f64(),
         unit: "s",
         ceiling: four_connections(small_lines),
-        ceiling_source: "estimate: its lines at PERFORMANCE.md's unnest insert rate, 47k rows/s on 4 connections (4 tenants at a time)",
+        ceiling_source: "estimate: its lines at docs/performance.md's unnest insert rate, 47k rows/s on 4 connections (4 tenants at a time)",
         higher_is_better: false,
     })?;
     anyhow::ensure!(

@@ -250,7 +250,7 @@ async fn run(
         value: drained_per_sec,
         unit: "bookings/s",
         ceiling: 22_000.0,
-        ceiling_source: "PERFORMANCE.md probe: pull consumer, fetch 500, one unnest insert, ack, 1 worker",
+        ceiling_source: "docs/performance.md probe: pull consumer, fetch 500, one unnest insert, ack, 1 worker",
         higher_is_better: true,
     })?;
     summary::record(&summary::Figure {

@@ -75,7 +75,7 @@ fn render(dir: &Path, figures: &[serde_json::Value]) -> anyhow::Result<String> {
         md,
         "Written by `bench/run.sh report` on {}. Each figure is judged by its ratio to a ceiling: \
          a bound measured in the same run where one exists (ingest), otherwise an estimate from \
-         the probes of these machines in the team's `PERFORMANCE.md` (which a figure can beat) \
+         the probes of these machines in `docs/performance.md` (which a figure can beat) \
          or a goal, as the table says. For throughputs the ratio is value / ceiling, for times \
          ceiling / value: 1.0 is at the ceiling, more is better.",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")

@@ -1,7 +1,7 @@
 //! One line of JSON per headline figure, appended to the file `BENCH_SUMMARY` names (set by
 //! `bench/run.sh report`), for `bench-report` to turn into `bench/RESULTS.md`. Each figure
 //! carries the ceiling it is judged against: a bound measured in the same run, a probe of this
-//! machine from PERFORMANCE.md, or a goal, and says which.
+//! machine from docs/performance.md, or a goal, and says which.
 
 use std::io::Write;
 

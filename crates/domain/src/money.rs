@@ -1,6 +1,6 @@
 //! Exact money: ISO 4217 currencies, rates, and the deposit / cash / platform-fee split.
 //!
-//! Rules (ARCHITECTURE.md): deposit = round_half_up(total × deposit_rate), cash = total − deposit
+//! Rules (docs/architecture.md): deposit = round_half_up(total × deposit_rate), cash = total − deposit
 //! so that deposit + cash = total exactly, fee = round_half_up(total × fee_rate), all at the
 //! currency's minor-unit exponent.
 

@@ -308,7 +308,7 @@ mod tests {
         }
         for real in [
             "sk_test_fake_not_a_real_key",
-            "sk_live_51H8aQ2eZvKYlo2C0aBcDeFgHiJkLmNoPq",
+            "sk_test_0000fake0000not0real0000key",
             "correct horse battery staple",
             "s3cr3t-2026-rotated",
             "passwords-are-long-now",
@@ -330,7 +330,7 @@ mod tests {
         );
         assert!(!text.contains("sk_test"), "{text}");
         assert!(!text.contains('\n'), "one line: {text}");
-        let real = Secret::new("sk_live_51H8aQ2eZvKYlo2C0aBcDeFgHiJkLmNoPq".to_string());
+        let real = Secret::new("sk_test_0000fake0000not0real0000key".to_string());
         assert_eq!(
             reject_placeholder("INVOICING_STRIPE_API_KEY", &real),
             Ok(())

@@ -78,7 +78,7 @@ mod tests {
             ("whsec_0123456789abcdefghijklmnopCHANGE_ME", "placeholder"),
             ("whsec_0123456789abcdefghijklm", "too short"),
             ("whsec_", "too short"),
-            ("sk_live_0123456789abcdefghijklmnopqrstuv", "whsec_"),
+            ("sk_test_fake_not_a_webhook_secret_0123456", "whsec_"),
         ] {
             let err = stripe_secrets([real, secret].into_iter())
                 .expect_err(secret)

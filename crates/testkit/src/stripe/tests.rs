@@ -211,7 +211,7 @@ fn lists_are_newest_first_in_pages() {
 #[test]
 fn keys_are_masked_as_stripe_quotes_them() {
     assert_eq!(mask("sk_test_abcdefgh1234"), "sk_test_********1234");
-    assert_eq!(mask("sk_live_1234"), "************");
+    assert_eq!(mask("sk_test_1234"), "************");
     // Without a recognisable prefix Stripe keeps only the last four ("*****ined" for
     // "undefined", withspectrum/spectrum#2716).
     assert_eq!(mask("undefined"), "*****ined");
