@@ -395,57 +395,8 @@ async fn rechained(system: &System) -> anyhow::Result<()> {
     // its fields and links again.
     let key = chain_key()?;
     let db = system.db("ledger").await?;
-    type Stored = (
-        i64,
-        String,
-        Decimal,
-        Decimal,
-        Decimal,
-        Decimal,
-        Decimal,
-        Decimal,
-    );
-    let records: Vec<Stored> = sqlx::query_as(
-        "select chain_seq, booking_ref, total_amount, deposit_amount, cash_amount,
-                    platform_fee, deposit_rate, platform_fee_rate
-             from bookings order by chain_seq",
-    )
-    .fetch_all(&db)
-    .await?;
-    let mut prev = billing_domain::hash::GENESIS_HASH.to_string();
-    let mut rewrite = String::from("alter table bookings disable trigger bookings_immutable;");
-    for (seq, booking_ref, mut total, mut deposit, mut cash, mut fee, deposit_rate, fee_rate) in
-        records
-    {
-        if booking_ref == "8102" {
-            (total, deposit, cash, fee) = (d("8.00"), d("1.60"), d("6.40"), d("1.60"));
-        }
-        let hash = billing_domain::hash::FinancialFields {
-            tenant_id: "claire",
-            booking_ref: &booking_ref,
-            currency: billing_domain::Currency::AUD,
-            total,
-            deposit,
-            cash,
-            platform_fee: fee,
-            deposit_rate,
-            fee_rate,
-        }
-        .chained_hash_with(&prev, Some(&key));
-        rewrite.push_str(&format!(
-            "update bookings set total_amount = {total}, deposit_amount = {deposit},
-                cash_amount = {cash}, platform_fee = {fee}, prev_hash = '{prev}',
-                record_hash = '{hash}' where chain_seq = {seq};"
-        ));
-        prev = hash;
-    }
-    rewrite.push_str(&format!(
-        "update chain_heads set last_hash = '{prev}' where tenant_id = 'claire';
-         alter table bookings enable trigger bookings_immutable;"
-    ));
-    sqlx::raw_sql(sqlx::AssertSqlSafe(rewrite))
-        .execute(&db)
-        .await?;
+    let lowered = ("8102", [d("8.00"), d("1.60"), d("6.40"), d("1.60")]);
+    rechain(&db, Some(&key), Some(lowered)).await?;
 
     // Every link holds, so only the anchor can tell: the anchored record's hash changed.
     let report = verify(system).await?;
@@ -485,9 +436,15 @@ async fn chains_are_keyed_and_only_an_explicit_rekey_keys_an_intact_chain() -> a
     system.finish(result).await
 }
 
-/// Rewrites every booking's hashes the way an unkeyed ledger wrote them (the database before
-/// LEDGER_CHAIN_KEY_FILE was set).
-async fn unkey(db: &sqlx::PgPool) -> anyhow::Result<()> {
+/// Rewrites Claire's bookings behind the triggers' back, as someone with the owner's power
+/// would: `change` gives one booking new amounts (total, deposit, cash, fee), and every record is
+/// re-chained so each hash matches its fields and links again — keyed with `key`, or unkeyed as
+/// a ledger wrote them before a chain key was set.
+async fn rechain(
+    db: &sqlx::PgPool,
+    key: Option<&billing_domain::hash::ChainKey>,
+    change: Option<(&str, [Decimal; 4])>,
+) -> anyhow::Result<()> {
     type Stored = (
         i64,
         String,
@@ -507,7 +464,12 @@ async fn unkey(db: &sqlx::PgPool) -> anyhow::Result<()> {
     .await?;
     let mut prev = billing_domain::hash::GENESIS_HASH.to_string();
     let mut sql = String::from("alter table bookings disable trigger bookings_immutable;");
-    for (seq, booking_ref, total, deposit, cash, fee, deposit_rate, fee_rate) in records {
+    for (seq, booking_ref, mut total, mut deposit, mut cash, mut fee, deposit_rate, fee_rate) in
+        records
+    {
+        if let Some((_, [t, dp, c, f])) = change.filter(|(r, _)| *r == booking_ref) {
+            (total, deposit, cash, fee) = (t, dp, c, f);
+        }
         let hash = billing_domain::hash::FinancialFields {
             tenant_id: "claire",
             booking_ref: &booking_ref,
@@ -519,10 +481,11 @@ async fn unkey(db: &sqlx::PgPool) -> anyhow::Result<()> {
             deposit_rate,
             fee_rate,
         }
-        .chained_hash(&prev);
+        .chained_hash_with(&prev, key);
         sql.push_str(&format!(
-            "update bookings set prev_hash = '{prev}', record_hash = '{hash}'
-             where chain_seq = {seq};"
+            "update bookings set total_amount = {total}, deposit_amount = {deposit},
+                cash_amount = {cash}, platform_fee = {fee}, prev_hash = '{prev}',
+                record_hash = '{hash}' where chain_seq = {seq};"
         ));
         prev = hash;
     }
@@ -551,7 +514,7 @@ async fn rekeyed(system: &System) -> anyhow::Result<()> {
     .await?;
     // The harness's ledger keys its chain: records hashed without the key do not verify.
     assert!(verify(system).await?.intact);
-    unkey(&db).await?;
+    rechain(&db, None, None).await?;
     let report = verify(system).await?;
     assert!(!report.intact, "an unkeyed record must not pass as keyed");
     assert_eq!(report.first_violation.map(|v| v.chain_seq), Some(1));
@@ -587,7 +550,7 @@ async fn rekeyed(system: &System) -> anyhow::Result<()> {
     assert!(verify(system).await?.intact, "re-keyed");
 
     // An unkeyed chain that does not verify is refused, not laundered into a keyed one.
-    unkey(&db).await?;
+    rechain(&db, None, None).await?;
     sqlx::raw_sql(
         "alter table bookings disable trigger bookings_immutable;
          update bookings set platform_fee = 0.01 where booking_ref = '8202';

@@ -98,6 +98,16 @@ async fn fixture_shapes(system: &System) -> anyhow::Result<()> {
     let db = system.db("ledger").await?;
     let at = "2026-10-14 10:00:00";
     let ten_am = sydney(2026, 10, 14, 10, 0);
+    // The booking a fixture becomes: its status and label, at 10:00 Sydney, in AUD.
+    let booked = |status: &str, label: Option<&str>, total: &str| -> Result<Row, &str> {
+        Ok((
+            status.into(),
+            label.map(str::to_string),
+            ten_am,
+            aud(total),
+            "AUD".into(),
+        ))
+    };
     // (id, details, expected booking or the dead letter's reason)
     let unknown_label = Details::fixture("status_label_completed").with("status.name", "Arrived");
     let cases: Vec<(&str, Details, Result<Row, &str>)> = vec![
@@ -105,134 +115,74 @@ async fn fixture_shapes(system: &System) -> anyhow::Result<()> {
         (
             "5001",
             Details::fixture("confirmed_plain"),
-            Ok((
-                "confirmed".into(),
-                None,
-                ten_am,
-                aud("150.00"),
-                "AUD".into(),
-            )),
+            booked("confirmed", None, "150.00"),
         ),
         // The payments feature's price object: its amount, whatever the service costs.
         (
             "5002",
             Details::fixture("confirmed_paid_price_object").with("price.amount", "99.5000"),
-            Ok(("confirmed".into(), None, ten_am, aud("99.50"), "AUD".into())),
+            booked("confirmed", None, "99.50"),
         ),
         (
             "5003",
             Details::fixture("confirmed_pay_later_price_object"),
-            Ok((
-                "confirmed".into(),
-                None,
-                ten_am,
-                aud("150.00"),
-                "AUD".into(),
-            )),
+            booked("confirmed", None, "150.00"),
         ),
         (
             "5004",
             Details::fixture("confirmed_not_paid_price_object"),
-            Ok((
-                "confirmed".into(),
-                None,
-                ten_am,
-                aud("150.00"),
-                "AUD".into(),
-            )),
+            booked("confirmed", None, "150.00"),
         ),
         // The Status feature: the company's default label needs no mapping; the tenant maps
         // "Completed" and "No show"; an unknown label is kept as text, never guessed.
         (
             "5005",
             Details::fixture("status_default"),
-            Ok((
-                "confirmed".into(),
-                Some("Approved".into()),
-                ten_am,
-                aud("150.00"),
-                "AUD".into(),
-            )),
+            booked("confirmed", Some("Approved"), "150.00"),
         ),
         (
             "5006",
             Details::fixture("status_label_completed"),
-            Ok((
-                "completed".into(),
-                Some("Completed".into()),
-                ten_am,
-                aud("150.00"),
-                "AUD".into(),
-            )),
+            booked("completed", Some("Completed"), "150.00"),
         ),
         (
             "5007",
             Details::fixture("status_label_no_show"),
-            Ok((
-                "no_show".into(),
-                Some("No show".into()),
-                ten_am,
-                aud("150.00"),
-                "AUD".into(),
-            )),
+            booked("no_show", Some("No show"), "150.00"),
         ),
         (
             "5008",
             unknown_label,
-            Ok((
-                "confirmed".into(),
-                Some("Arrived".into()),
-                ten_am,
-                aud("150.00"),
-                "AUD".into(),
-            )),
+            booked("confirmed", Some("Arrived"), "150.00"),
         ),
         // The Approve-booking feature: awaiting approval is pending (not billed, not
         // cancelled); approved is confirmed; canceled is cancelled.
         (
             "5009",
             Details::fixture("approval_pending"),
-            Ok(("pending".into(), None, ten_am, aud("150.00"), "AUD".into())),
+            booked("pending", None, "150.00"),
         ),
         (
             "5010",
             Details::fixture("approval_approved"),
-            Ok((
-                "confirmed".into(),
-                None,
-                ten_am,
-                aud("150.00"),
-                "AUD".into(),
-            )),
+            booked("confirmed", None, "150.00"),
         ),
         (
             "5011",
             Details::fixture("approval_canceled"),
-            Ok((
-                "cancelled".into(),
-                None,
-                ten_am,
-                aud("150.00"),
-                "AUD".into(),
-            )),
+            booked("cancelled", None, "150.00"),
         ),
         (
             "5012",
             Details::fixture("cancelled"),
-            Ok((
-                "cancelled".into(),
-                None,
-                ten_am,
-                aud("150.00"),
-                "AUD".into(),
-            )),
+            booked("cancelled", None, "150.00"),
         ),
         // The public API's answer with membership and package keys, for the follow-up
         // service ("80.0000").
         (
             "5013",
             Details::fixture("public_api_with_membership_package_keys").with("event_id", "8"),
-            Ok(("confirmed".into(), None, ten_am, aud("80.00"), "AUD".into())),
+            booked("confirmed", None, "80.00"),
         ),
         // Inside Sydney's daylight-saving gap: shifted forward by the gap, not lost.
         (

@@ -730,6 +730,8 @@ pub mod codes {
     pub const COMPANY_NOT_FOUND: i64 = -33001;
     /// JSON-RPC's "Internal error".
     pub const INTERNAL_ERROR: i64 = -32603;
+    /// "Plugin is not activated": the company does not use the feature asked about.
+    pub const PLUGIN_NOT_ACTIVATED: i64 = -32001;
 }
 
 impl RpcError {

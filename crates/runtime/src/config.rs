@@ -279,6 +279,45 @@ pub fn env_values_shown_in_help(cmd: &clap::Command) -> Vec<String> {
     shown
 }
 
+/// For each service's tests: starting from the arguments `required` (flag, value pairs), each
+/// `(flag, placeholder)` of `placeholders` set in their place must make `C` refuse to parse with
+/// a message that says "placeholder" and never quotes the value; `C` must also parse with
+/// `required` alone (plus `valid`). Returns what went wrong, empty when nothing did.
+pub fn placeholder_refusals<C: clap::Parser>(
+    program: &str,
+    required: &[(&str, &str)],
+    placeholders: &[(&str, &str)],
+    valid: (&str, &str),
+) -> Vec<String> {
+    let args = |set: (&str, &str)| {
+        let mut args = vec![program.to_string()];
+        for (flag, value) in required.iter().filter(|(f, _)| *f != set.0) {
+            args.extend([flag.to_string(), value.to_string()]);
+        }
+        args.extend([set.0.to_string(), set.1.to_string()]);
+        args
+    };
+    let mut problems = Vec::new();
+    for &(flag, value) in placeholders {
+        match C::try_parse_from(args((flag, value))) {
+            Ok(_) => problems.push(format!("{flag}: a placeholder was accepted")),
+            Err(err) => {
+                let text = err.to_string();
+                if err.kind() != clap::error::ErrorKind::ValueValidation
+                    || !text.contains("placeholder")
+                    || text.contains(value)
+                {
+                    problems.push(format!("{flag}: {text}"));
+                }
+            }
+        }
+    }
+    if let Err(err) = C::try_parse_from(args(valid)) {
+        problems.push(format!("valid arguments refused: {err}"));
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use clap::builder::TypedValueParser;

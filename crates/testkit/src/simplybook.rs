@@ -142,6 +142,8 @@ struct Inner {
     bookings: BTreeMap<String, (String, Value)>,
     events: Value,
     company_info: Value,
+    /// `bookings/list_array`'s first row: the keys a `getBookings` row has.
+    row_template: Value,
     unavailable: bool,
     calls: HashMap<String, u64>,
 }
@@ -180,6 +182,7 @@ impl FakeSimplyBook {
             inner.events = fixture("events/event_list");
             inner.company_info = fixture("company/company_info");
             inner.company_info["login"] = json!(company);
+            inner.row_template = fixture("bookings/list_array")[0].clone();
         }
         let app = Router::new()
             .route("/login", post(login))
@@ -479,7 +482,7 @@ fn bookings(inner: &Inner, filter: &Value, id: &Value) -> Response {
                 .and_then(|s| NaiveDate::parse_from_str(s.get(..10)?, "%Y-%m-%d").ok())
                 .is_some_and(|day| from <= day && day <= to)
         })
-        .map(|(_, d)| list_row(d))
+        .map(|(_, d)| list_row(&inner.row_template, d))
         .collect();
     let order = filter["order"].as_str().unwrap_or("date_start");
     let field = if order == "record_date" {
@@ -507,9 +510,8 @@ fn bookings(inner: &Inner, filter: &Value, id: &Value) -> Response {
 
 /// A `getBookings` row for a booking: `bookings/list_array`'s first row's keys, filled from the
 /// details (plugin members only when the booking's details have the plugin's object).
-fn list_row(d: &Value) -> Value {
-    let template = fixture("bookings/list_array");
-    let mut row = template[0].clone();
+fn list_row(template: &Value, d: &Value) -> Value {
+    let mut row = template.clone();
     let from = [
         ("id", "id"),
         ("record_date", "record_date"),

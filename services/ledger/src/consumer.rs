@@ -565,12 +565,13 @@ impl Consumer {
 fn fetch_unapplied(e: FetchError, booking_id: &str) -> Unapplied {
     match e {
         FetchError::Unavailable(reason) => Unapplied::Retry(reason),
-        FetchError::Refused(reason) | FetchError::NotPossible(reason) => {
-            Unapplied::Reject(Reject::new(
-                "unconfirmed_callback",
-                format!("SimplyBook does not confirm booking {booking_id}: {reason}"),
-            ))
-        }
+        FetchError::Refused(reason)
+        | FetchError::NotFound(reason)
+        | FetchError::FeatureOff(reason)
+        | FetchError::NotPossible(reason) => Unapplied::Reject(Reject::new(
+            "unconfirmed_callback",
+            format!("SimplyBook does not confirm booking {booking_id}: {reason}"),
+        )),
         FetchError::Details(DetailsError::PriceUnknown(reason)) => {
             Unapplied::Reject(Reject::new("price_unknown", reason))
         }

@@ -115,7 +115,7 @@ enum FetchFailure {
 
 fn failure(e: FetchError) -> FetchFailure {
     match e {
-        FetchError::Refused(m) if m.contains("-32080") => FetchFailure::NotFound(m),
+        FetchError::NotFound(m) => FetchFailure::NotFound(m),
         FetchError::Details(DetailsError::PriceUnknown(m)) => FetchFailure::Unreadable(m),
         other => FetchFailure::Unreadable(other.to_string()),
     }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use billing_domain::TenantConfig;
 use billing_domain::booking::PayloadError;
 use billing_domain::callback::Callback;
+use billing_domain::simplybook::codes;
 use billing_domain::simplybook::{
     self, BookingDetails, DetailsError, EventInfo, ListedBooking, Resolved, RpcError,
 };
@@ -44,6 +45,12 @@ pub enum FetchError {
     /// lacks the credentials for the call: the booking is not confirmed.
     #[error("{0}")]
     Refused(String),
+    /// SimplyBook has no such booking ("Appointment couldn't be found").
+    #[error("{0}")]
+    NotFound(String),
+    /// The company does not use the feature asked about ("Plugin is not activated").
+    #[error("{0}")]
+    FeatureOff(String),
     /// SimplyBook refuses the admin login this needs, whatever the credentials (its HIPAA
     /// feature): the work is not possible for this company.
     #[error("{0}")]
@@ -71,7 +78,14 @@ impl CallError {
                     "SimplyBook refuses the admin login for this company ({method}: {error})"
                 ))
             }
-            CallError::Rpc { method, error } => FetchError::Refused(format!("{method}: {error}")),
+            CallError::Rpc { method, error } => {
+                let message = format!("{method}: {error}");
+                match error.code {
+                    Some(codes::BOOKING_NOT_FOUND) => FetchError::NotFound(message),
+                    Some(codes::PLUGIN_NOT_ACTIVATED) => FetchError::FeatureOff(message),
+                    _ => FetchError::Refused(message),
+                }
+            }
             CallError::Unreadable(m) => FetchError::Refused(m),
         }
     }
@@ -400,7 +414,7 @@ impl Session<'_> {
             .await
         {
             Ok(raw) => Ok(simplybook::parse_statuses(&raw)?),
-            Err(FetchError::Refused(m)) if m.contains("-32001") => Ok(BTreeMap::new()),
+            Err(FetchError::FeatureOff(_)) => Ok(BTreeMap::new()),
             Err(e) => Err(e),
         }
     }
@@ -762,9 +776,10 @@ mod tests {
         fake
     }
 
-    fn client(fake: &FakeSimplyBook, attempts: u32, page_size: u32) -> SimplyBook {
-        SimplyBook::new(Settings {
-            login_url: fake.url(),
+    /// Settings for a client of the fake at `login_url`, without a lookup limit.
+    fn settings(login_url: String, attempts: u32, page_size: u32) -> Settings {
+        Settings {
+            login_url,
             api_hosts: vec!["127.0.0.1".into()],
             timeout: Duration::from_secs(5),
             attempts,
@@ -772,8 +787,11 @@ mod tests {
             page_size,
             lookups_per_sec: 0,
             lookup_burst: 1,
-        })
-        .expect("client")
+        }
+    }
+
+    fn client(fake: &FakeSimplyBook, attempts: u32, page_size: u32) -> SimplyBook {
+        SimplyBook::new(settings(fake.url(), attempts, page_size)).expect("client")
     }
 
     /// Tenant `claire` with every credential, then `extra` on top.
@@ -918,14 +936,9 @@ mod tests {
     #[test]
     fn a_tenants_lookups_are_limited_and_the_refusal_is_a_retry() {
         let simplybook = SimplyBook::new(Settings {
-            login_url: "http://127.0.0.1:9".into(),
-            api_hosts: vec![],
-            timeout: Duration::from_secs(1),
-            attempts: 1,
-            backoff: Duration::from_millis(1),
-            page_size: 500,
             lookups_per_sec: 1,
             lookup_burst: 3,
+            ..settings("http://127.0.0.1:9".into(), 1, 500)
         })
         .expect("client");
         let claire = tenant(json!({}));

@@ -280,6 +280,15 @@ impl Store {
         &self,
         tenant_id: &str,
     ) -> Result<(Vec<ChainRecord>, Option<(i64, String)>), sqlx::Error> {
+        self.chain_from(tenant_id, 1).await
+    }
+
+    /// The records of `tenant_id`'s chain from position `from` on, and its head.
+    pub async fn chain_from(
+        &self,
+        tenant_id: &str,
+        from: i64,
+    ) -> Result<(Vec<ChainRecord>, Option<(i64, String)>), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         // One snapshot for records and head, so a concurrent append cannot look like tampering.
         sqlx::query("set transaction isolation level repeatable read, read only")
@@ -303,9 +312,10 @@ impl Store {
             "select chain_seq, id, booking_ref, currency, total_amount, deposit_amount,
                     cash_amount, platform_fee, deposit_rate, platform_fee_rate, prev_hash,
                     record_hash
-             from bookings where tenant_id = $1",
+             from bookings where tenant_id = $1 and chain_seq >= $2",
         )
         .bind(tenant_id)
+        .bind(from)
         .fetch_all(&mut *tx)
         .await?;
         type RevisionTuple = (
@@ -328,9 +338,10 @@ impl Store {
                     r.deposit_delta, r.cash_delta, r.fee_delta, r.total_after, r.fee_after,
                     r.prev_hash, r.record_hash
              from booking_revisions r join bookings b on b.id = r.booking_id
-             where r.tenant_id = $1",
+             where r.tenant_id = $1 and r.chain_seq >= $2",
         )
         .bind(tenant_id)
+        .bind(from)
         .fetch_all(&mut *tx)
         .await?;
         let head: Option<(i64, String)> =
