@@ -262,6 +262,46 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
         .billingctl(&["bookings", "verify", "--tenant", "claire"])
         .await?;
     assert!(out.status.success(), "{out:?}");
+    // A revision's deposit and cash after it are not in its hash, but must follow from what is:
+    // moving a unit from cash to deposit (the split still adds up) is named.
+    let shift = |by: &str| {
+        format!(
+            "alter table booking_revisions disable trigger booking_revisions_append_only;
+             update booking_revisions set deposit_after = deposit_after + {by},
+                 cash_after = cash_after - {by} where revision_no = 1;
+             alter table booking_revisions enable trigger booking_revisions_append_only;"
+        )
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(shift("1")))
+        .execute(&db)
+        .await?;
+    let v = verify(system).await?.first_violation.expect("violation");
+    assert_eq!((v.chain_seq, v.record_kind.as_str()), (4, "revision"));
+    assert!(
+        v.reason.contains("deposit after the revision is"),
+        "{}",
+        v.reason
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(shift("-1")))
+        .execute(&db)
+        .await?;
+    assert!(verify(system).await?.intact);
+    // An amount finer than the currency's minor unit is refused by the table itself, even for
+    // the owner with the triggers off.
+    let err = sqlx::raw_sql(
+        "alter table bookings disable trigger bookings_immutable;
+         update bookings set total_amount = total_amount + 0.004,
+             cash_amount = cash_amount + 0.004 where booking_ref = '8002';
+         alter table bookings enable trigger bookings_immutable;",
+    )
+    .execute(&db)
+    .await
+    .expect_err("sub-cent amount");
+    assert!(
+        err.to_string()
+            .contains("bookings_amounts_at_currency_scale"),
+        "{err}"
+    );
     sqlx::raw_sql(
         "alter table booking_revisions disable trigger booking_revisions_append_only;
          delete from booking_revisions where revision_no = 1;
@@ -311,6 +351,55 @@ async fn least_privilege(system: &System) -> anyhow::Result<()> {
         .fetch_one(&runtime)
         .await?;
     assert_eq!(n, 1);
+    // Started as the runtime role, a service applies nothing: it checks that every migration
+    // of this build is applied, exactly as built (same checksum), and otherwise says who must
+    // apply them.
+    billing_runtime::db::migrate(
+        &runtime,
+        sqlx::migrate!("../migrations/ledger"),
+        ledger::SCHEMA,
+    )
+    .await?;
+    let mut edited = sqlx::migrate!("../migrations/ledger");
+    let mut migrations = edited.migrations.to_vec();
+    migrations[0].checksum = std::borrow::Cow::Owned(vec![0; 48]);
+    edited.migrations = std::borrow::Cow::Owned(migrations);
+    let err = billing_runtime::db::migrate(&runtime, edited, ledger::SCHEMA)
+        .await
+        .expect_err("an edited migration");
+    assert!(
+        matches!(err, sqlx::migrate::MigrateError::VersionMismatch(1)),
+        "{err}"
+    );
+    let elsewhere = billing_runtime::db::connect(&runtime_url, "no_such_schema", 1).await?;
+    let err = billing_runtime::db::migrate(
+        &elsewhere,
+        sqlx::migrate!("../migrations/ledger"),
+        "no_such_schema",
+    )
+    .await
+    .expect_err("a schema the runtime role may not create");
+    assert!(
+        err.to_string()
+            .contains("does not exist and this role may not create it"),
+        "{err}"
+    );
+    // The tables' currency-scale check knows exactly the currencies the code knows.
+    for currency in billing_domain::Currency::all() {
+        let exponent: Option<i32> = sqlx::query_scalar("select currency_exponent($1)")
+            .bind(currency.code())
+            .fetch_one(&runtime)
+            .await?;
+        assert_eq!(
+            exponent,
+            i32::try_from(currency.exponent()).ok(),
+            "{currency}"
+        );
+    }
+    let unknown: Option<i32> = sqlx::query_scalar("select currency_exponent('XXX')")
+        .fetch_one(&runtime)
+        .await?;
+    assert_eq!(unknown, None);
     // What only a migration may, it may not: every attempt is refused by PostgreSQL itself
     // (42501 insufficient privilege), before any trigger runs.
     for attack in [

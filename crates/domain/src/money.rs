@@ -56,6 +56,13 @@ impl Currency {
         exponent: 2,
     };
 
+    /// Every currency the ledger knows (the migration's `currency_exponent` lists the same).
+    pub fn all() -> impl Iterator<Item = Currency> {
+        CURRENCIES
+            .iter()
+            .map(|(code, _)| code.parse().expect("every listed currency parses"))
+    }
+
     pub fn code(&self) -> &str {
         // The code is always ASCII: it comes from the CURRENCIES table.
         std::str::from_utf8(&self.code).unwrap_or("???")

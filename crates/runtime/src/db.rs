@@ -31,43 +31,72 @@ pub async fn migrate(
     mut migrator: Migrator,
     schema: &'static str,
 ) -> Result<(), sqlx::migrate::MigrateError> {
-    if owns_schema(pool, schema).await? {
-        migrator.create_schema(schema);
-        return migrator.run(pool).await;
+    match schema_owner(pool, schema).await? {
+        Owner::Nobody if !may_create_schemas(pool).await? => {
+            return Err(refusal(format!(
+                "schema {schema} does not exist and this role may not create it: run the \
+                 service with --migrate-only as the role that is to own it"
+            )));
+        }
+        Owner::Us | Owner::Nobody => {
+            migrator.create_schema(schema);
+            return migrator.run(pool).await;
+        }
+        Owner::Other => {}
     }
-    let applied: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "select version from {schema}._sqlx_migrations where success"
+    let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select version, checksum from {schema}._sqlx_migrations where success"
     )))
     .fetch_all(pool)
     .await?;
-    let missing: Vec<i64> = migrator
-        .iter()
-        .map(|m| m.version)
-        .filter(|v| !applied.contains(v))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
+    for m in migrator.iter() {
+        match applied.iter().find(|(version, _)| *version == m.version) {
+            None => {
+                return Err(refusal(format!(
+                    "migration {} of schema {schema} is not applied, and this role does not \
+                     own the schema: run the service with --migrate-only as the schema's owner",
+                    m.version
+                )));
+            }
+            // The same check sqlx makes as the owner: what was applied is what this build has.
+            Some((_, checksum)) if *checksum != *m.checksum => {
+                return Err(sqlx::migrate::MigrateError::VersionMismatch(m.version));
+            }
+            Some(_) => {}
+        }
     }
-    Err(sqlx::migrate::MigrateError::Source(
-        format!(
-            "{} migration(s) of schema {schema} are not applied (first {}), and this role does \
-             not own the schema: run the service with --migrate-only as the schema's owner",
-            missing.len(),
-            missing[0]
-        )
-        .into(),
-    ))
+    Ok(())
 }
 
-/// Whether the connected role owns `schema` (true when it does not exist yet: it will).
-async fn owns_schema(pool: &PgPool, schema: &str) -> Result<bool, sqlx::Error> {
-    let owner: Option<bool> = sqlx::query_scalar(
+async fn may_create_schemas(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select has_database_privilege(current_database(), 'CREATE')")
+        .fetch_one(pool)
+        .await
+}
+
+fn refusal(message: String) -> sqlx::migrate::MigrateError {
+    sqlx::migrate::MigrateError::Source(message.into())
+}
+
+enum Owner {
+    Us,
+    Other,
+    /// The schema does not exist yet: whoever may create it will own it.
+    Nobody,
+}
+
+async fn schema_owner(pool: &PgPool, schema: &str) -> Result<Owner, sqlx::Error> {
+    let ours: Option<bool> = sqlx::query_scalar(
         "select pg_get_userbyid(nspowner) = current_user from pg_namespace where nspname = $1",
     )
     .bind(schema)
     .fetch_optional(pool)
     .await?;
-    Ok(owner.unwrap_or(true))
+    Ok(match ours {
+        Some(true) => Owner::Us,
+        Some(false) => Owner::Other,
+        None => Owner::Nobody,
+    })
 }
 
 /// The least-privilege role a service runs as: `<schema>_runtime` (e.g. `ledger_runtime`),
@@ -90,7 +119,7 @@ pub async fn grant_runtime(
             .bind(&role)
             .fetch_one(pool)
             .await?;
-    if !exists || !owns_schema(pool, schema).await? {
+    if !exists || !matches!(schema_owner(pool, schema).await?, Owner::Us) {
         return Ok(());
     }
     let mut tx = pool.begin().await?;

@@ -265,7 +265,20 @@ impl LedgerService for LedgerGrpc {
     ) -> Result<Response<VerifyIntegrityResponse>, Status> {
         let tenant_id = request.into_inner().tenant_id;
         self.tenant_currency(&tenant_id)?;
-        let (records, head) = self.store.chain(&tenant_id).await.map_err(internal)?;
+        let (records, head) = self.store.chain(&tenant_id).await.map_err(|err| {
+            if !matches!(err, sqlx::Error::ColumnDecode { .. }) {
+                return internal(err);
+            }
+            // Every amount the ledger writes fits its decimals; one that does not was written
+            // by someone else, past the tables' checks.
+            metrics::counter!("ledger_integrity_checks_total", "outcome" => "violated")
+                .increment(1);
+            tracing::error!(tenant_id, error = %err, "hash chain holds an unreadable value");
+            Status::data_loss(
+                "the chain holds a value the ledger never writes (an amount outside its range): \
+                 it was changed outside the ledger",
+            )
+        })?;
         // Without the stream the anchor cannot be read: the check would be weaker than asked.
         let anchor = self.anchors.latest(&tenant_id).await.map_err(|err| {
             tracing::warn!(tenant_id, error = %err, "reading the chain anchor failed");

@@ -24,9 +24,20 @@ pub enum Fields {
         deposit_delta: Decimal,
         cash_delta: Decimal,
         fee_delta: Decimal,
-        total_after: Decimal,
-        fee_after: Decimal,
+        after: Amounts,
+        /// The booking's amounts before this revision: the original record's for revision 1,
+        /// else revision `revision_no - 1`'s after-amounts; `None` when that record is missing.
+        before: Option<Amounts>,
     },
+}
+
+/// A booking's amounts at one point of its history (the original record, or after a revision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amounts {
+    pub total: Decimal,
+    pub deposit: Decimal,
+    pub cash: Decimal,
+    pub fee: Decimal,
 }
 
 #[derive(Debug, Clone)]
@@ -66,19 +77,61 @@ impl ChainRecord {
                 deposit_delta,
                 cash_delta,
                 fee_delta,
-                total_after,
-                fee_after,
+                after,
                 ..
             } => vec![
                 *total_delta,
                 *deposit_delta,
                 *cash_delta,
                 *fee_delta,
-                *total_after,
-                *fee_after,
+                after.total,
+                after.deposit,
+                after.cash,
+                after.fee,
             ],
         };
         amounts.into_iter().find(|a| currency.round(*a) != *a)
+    }
+
+    /// A revision's after-amounts that do not follow from the amounts before it and its deltas.
+    /// The hash covers the deltas and the total and fee after, not the deposit and cash after
+    /// (the encoding is fixed by every stored chain), so those two are held to the hashed values
+    /// here: by induction from the booking's hashed original, every after-amount is covered.
+    fn unexplained_after_amounts(&self) -> Option<String> {
+        let Fields::Revision {
+            revision_no,
+            total_delta,
+            deposit_delta,
+            cash_delta,
+            fee_delta,
+            after,
+            before,
+        } = &self.fields
+        else {
+            return None;
+        };
+        let Some(before) = before else {
+            return Some(if *revision_no == 1 {
+                "its booking's original record is missing".to_string()
+            } else {
+                format!("revision {} of its booking is missing", revision_no - 1)
+            });
+        };
+        [
+            ("total", before.total, *total_delta, after.total),
+            ("deposit", before.deposit, *deposit_delta, after.deposit),
+            ("cash", before.cash, *cash_delta, after.cash),
+            ("fee", before.fee, *fee_delta, after.fee),
+        ]
+        .into_iter()
+        .find(|(_, before, delta, after)| before + delta != *after)
+        .map(|(name, before, delta, after)| {
+            format!(
+                "{name} after the revision is {after}, but {before} + ({delta}) is {}: changed \
+                 outside the chain",
+                before + delta
+            )
+        })
     }
 
     /// The hash this record should have when chained from `prev_hash`.
@@ -115,8 +168,8 @@ impl ChainRecord {
                 deposit_delta,
                 cash_delta,
                 fee_delta,
-                total_after,
-                fee_after,
+                after,
+                ..
             } => RevisionFields {
                 tenant_id,
                 booking_ref: &self.booking_ref,
@@ -126,8 +179,8 @@ impl ChainRecord {
                 deposit_delta: *deposit_delta,
                 cash_delta: *cash_delta,
                 fee_delta: *fee_delta,
-                total_after: *total_after,
-                fee_after: *fee_after,
+                total_after: after.total,
+                fee_after: after.fee,
             }
             .chained_hash_with(prev_hash, key),
         })
@@ -289,6 +342,13 @@ pub fn verify(
                 Some(violation(r, reason, &expected, &r.record_hash)),
             );
         }
+        if let Some(reason) = r.unexplained_after_amounts() {
+            return report(
+                checked,
+                &prev,
+                Some(violation(r, reason, &expected, &r.record_hash)),
+            );
+        }
         prev = r.record_hash.clone();
         expected_seq += 1;
     }
@@ -383,6 +443,70 @@ mod tests {
             "{}",
             v.reason
         );
+    }
+
+    #[test]
+    fn a_revisions_deposit_and_cash_after_must_follow_from_its_hashed_fields() {
+        let amounts = |total, deposit, cash, fee| Amounts {
+            total: d(total),
+            deposit: d(deposit),
+            cash: d(cash),
+            fee: d(fee),
+        };
+        let (mut records, _) = chain(1);
+        let prev = records[0].record_hash.clone();
+        let mut revision = ChainRecord {
+            chain_seq: 2,
+            id: Uuid::now_v7(),
+            booking_ref: "b1".into(),
+            currency: "AUD".into(),
+            fields: Fields::Revision {
+                revision_no: 1,
+                total_delta: d("-20.00"),
+                deposit_delta: d("-4.00"),
+                cash_delta: d("-16.00"),
+                fee_delta: d("-4.00"),
+                after: amounts("80.00", "16.00", "64.00", "16.00"),
+                before: Some(amounts("100.00", "20.00", "80.00", "20.00")),
+            },
+            prev_hash: prev.clone(),
+            record_hash: String::new(),
+        };
+        revision.record_hash = revision.expected_hash("t", &prev, None).expect("hash");
+        let head = (2, revision.record_hash.clone());
+        records.push(revision);
+        assert_eq!(
+            verify("t", &records, Some(head.clone()), None).violation,
+            None
+        );
+
+        // A unit moved from cash to deposit: the split still adds up and the hash still
+        // matches (neither is in it), but the deposit no longer follows from the delta.
+        let mut shifted = records.clone();
+        if let Fields::Revision { after, .. } = &mut shifted[1].fields {
+            after.deposit += Decimal::ONE;
+            after.cash -= Decimal::ONE;
+        }
+        let v = verify("t", &shifted, Some(head.clone()), None)
+            .violation
+            .expect("a violation");
+        assert_eq!((v.chain_seq, v.kind), (2, "revision"));
+        assert!(
+            v.reason
+                .starts_with("deposit after the revision is 17.00, but 20.00 + (-4.00) is 16.00"),
+            "{}",
+            v.reason
+        );
+
+        // Without the record before it, a revision cannot be explained.
+        let mut orphan = records.clone();
+        if let Fields::Revision { before, .. } = &mut orphan[1].fields {
+            *before = None;
+        }
+        let v = verify("t", &orphan, Some(head), None)
+            .violation
+            .expect("a violation");
+        assert_eq!(v.reason, "its booking's original record is missing");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::batch;
 use crate::events::NewBooking;
-use crate::integrity::{ChainRecord, Fields};
+use crate::integrity::{Amounts, ChainRecord, Fields};
 use billing_domain::hash::ChainKey;
 
 /// What applying an event did.
@@ -102,6 +102,71 @@ const BOOKINGS_FROM: &str = "bookings b left join lateral (
         select revision_no, total_after, deposit_after, cash_after, fee_after
         from booking_revisions where booking_id = b.id
         order by revision_no desc limit 1) r on true";
+
+/// A price revision as the verifier reads it: its chained fields and the amounts before it.
+#[derive(sqlx::FromRow)]
+struct ChainRevisionRow {
+    chain_seq: i64,
+    id: Uuid,
+    booking_ref: String,
+    currency: String,
+    revision_no: i32,
+    total_delta: Decimal,
+    deposit_delta: Decimal,
+    cash_delta: Decimal,
+    fee_delta: Decimal,
+    total_after: Decimal,
+    deposit_after: Decimal,
+    cash_after: Decimal,
+    fee_after: Decimal,
+    prev_hash: String,
+    record_hash: String,
+    total_before: Option<Decimal>,
+    deposit_before: Option<Decimal>,
+    cash_before: Option<Decimal>,
+    fee_before: Option<Decimal>,
+}
+
+impl ChainRevisionRow {
+    fn into_record(self) -> ChainRecord {
+        let before = match (
+            self.total_before,
+            self.deposit_before,
+            self.cash_before,
+            self.fee_before,
+        ) {
+            (Some(total), Some(deposit), Some(cash), Some(fee)) => Some(Amounts {
+                total,
+                deposit,
+                cash,
+                fee,
+            }),
+            _ => None,
+        };
+        ChainRecord {
+            chain_seq: self.chain_seq,
+            id: self.id,
+            booking_ref: self.booking_ref,
+            currency: self.currency,
+            fields: Fields::Revision {
+                revision_no: self.revision_no,
+                total_delta: self.total_delta,
+                deposit_delta: self.deposit_delta,
+                cash_delta: self.cash_delta,
+                fee_delta: self.fee_delta,
+                after: Amounts {
+                    total: self.total_after,
+                    deposit: self.deposit_after,
+                    cash: self.cash_after,
+                    fee: self.fee_after,
+                },
+                before,
+            },
+            prev_hash: self.prev_hash,
+            record_hash: self.record_hash,
+        }
+    }
+}
 
 /// Which audit log entries to list.
 #[derive(Debug, Default)]
@@ -318,26 +383,22 @@ impl Store {
         .bind(from)
         .fetch_all(&mut *tx)
         .await?;
-        type RevisionTuple = (
-            i64,
-            Uuid,
-            String,
-            String,
-            i32,
-            Decimal,
-            Decimal,
-            Decimal,
-            Decimal,
-            Decimal,
-            Decimal,
-            String,
-            String,
-        );
-        let revisions: Vec<RevisionTuple> = sqlx::query_as(
+        let revisions: Vec<ChainRevisionRow> = sqlx::query_as(
             "select r.chain_seq, r.id, b.booking_ref, r.currency, r.revision_no, r.total_delta,
-                    r.deposit_delta, r.cash_delta, r.fee_delta, r.total_after, r.fee_after,
-                    r.prev_hash, r.record_hash
-             from booking_revisions r join bookings b on b.id = r.booking_id
+                    r.deposit_delta, r.cash_delta, r.fee_delta, r.total_after, r.deposit_after,
+                    r.cash_after, r.fee_after, r.prev_hash, r.record_hash,
+                    case when r.revision_no = 1 then b.total_amount else p.total_after end
+                        as total_before,
+                    case when r.revision_no = 1 then b.deposit_amount else p.deposit_after end
+                        as deposit_before,
+                    case when r.revision_no = 1 then b.cash_amount else p.cash_after end
+                        as cash_before,
+                    case when r.revision_no = 1 then b.platform_fee else p.fee_after end
+                        as fee_before
+             from booking_revisions r
+             join bookings b on b.id = r.booking_id
+             left join booking_revisions p
+                 on p.booking_id = r.booking_id and p.revision_no = r.revision_no - 1
              where r.tenant_id = $1 and r.chain_seq >= $2",
         )
         .bind(tenant_id)
@@ -368,23 +429,7 @@ impl Store {
                 prev_hash: b.10,
                 record_hash: b.11,
             })
-            .chain(revisions.into_iter().map(|r| ChainRecord {
-                chain_seq: r.0,
-                id: r.1,
-                booking_ref: r.2,
-                currency: r.3,
-                fields: Fields::Revision {
-                    revision_no: r.4,
-                    total_delta: r.5,
-                    deposit_delta: r.6,
-                    cash_delta: r.7,
-                    fee_delta: r.8,
-                    total_after: r.9,
-                    fee_after: r.10,
-                },
-                prev_hash: r.11,
-                record_hash: r.12,
-            }))
+            .chain(revisions.into_iter().map(ChainRevisionRow::into_record))
             .collect();
         records.sort_by_key(|r| r.chain_seq);
         Ok((records, head))
