@@ -17,6 +17,10 @@ DEMO_DIR="$PWD/.demo"
 PG_ADMIN_URL="${TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
 DB_URL="${PG_ADMIN_URL%/*}/billing_demo"
 TENANTS="$PWD/deploy/tenants.example.json"
+# Each service only its own tenant secrets (webhook secrets and callback tokens for ingest, the
+# SimplyBook keys for the ledger); the tenants file itself holds none.
+INGEST_SECRETS="$PWD/deploy/tenant-secrets/ingest.example.json"
+LEDGER_SECRETS="$PWD/deploy/tenant-secrets/ledger.example.json"
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 BIN="$TARGET/debug"
 RUN_ID="$(date +%s)"
@@ -97,11 +101,11 @@ done
 # The server has the passwords now; the services only get their files.
 unset INGEST_NATS_PASSWORD LEDGER_NATS_PASSWORD INVOICING_NATS_PASSWORD NOTIFIER_NATS_PASSWORD
 start mailsink "$BIN/mailsink" 127.0.0.1:2525 "$DEMO_DIR/mail"
-start simplybook "$BIN/simplybook_emulator" 127.0.0.1:8090 "$TENANTS" "$DEMO_DIR"
-start ledger "$BIN/ledger"
+start simplybook "$BIN/simplybook_emulator" 127.0.0.1:8090 "$TENANTS" "$DEMO_DIR" "$INGEST_SECRETS" "$LEDGER_SECRETS"
+start ledger env LEDGER_TENANT_SECRETS_FILE="$LEDGER_SECRETS" "$BIN/ledger"
 start invoicing "$BIN/invoicing"
 start notifier "$BIN/notifier"
-start ingest "$BIN/ingest"
+start ingest env INGEST_TENANT_SECRETS_FILE="$INGEST_SECRETS" "$BIN/ingest"
 for port in 8080 8081 8082 8083; do
   for i in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
@@ -128,7 +132,7 @@ for cb in json.load(open(sys.argv[1])):
         print(f"  {cb['tenant']:<8} booking {cb['body']['booking_id']}  callback -> HTTP {response.status}")
 PY
 echo "==> signed forwarder payloads for last month (Kenji's)"
-python3 scripts/send_sample_webhooks.py "$TENANTS" http://127.0.0.1:8080 "$RUN_ID" kenji
+python3 scripts/send_sample_webhooks.py "$TENANTS" "$INGEST_SECRETS" http://127.0.0.1:8080 "$RUN_ID" kenji
 
 echo "==> waiting for the ledger to record them"
 expected=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))) + 2)' "$DEMO_DIR/callbacks.json")

@@ -3,8 +3,9 @@
 
 Signs with the Standard Webhooks scheme using only Python's standard library: an independent
 implementation of the signature that ingest verifies. Usage:
-    send_sample_webhooks.py TENANTS_JSON INGEST_URL RUN_ID [TENANT_ID...]
-(only the named tenants when some are named).
+    send_sample_webhooks.py TENANTS_JSON SECRETS_JSON INGEST_URL RUN_ID [TENANT_ID...]
+(only the named tenants when some are named). SECRETS_JSON is ingest's tenant secrets file
+(deploy/tenant-secrets/ingest.example.json): the webhook secrets are there, not in TENANTS_JSON.
 """
 import base64
 import datetime
@@ -43,8 +44,10 @@ def sign(secret, msg_id, ts, body):
     return "v1," + base64.b64encode(mac).decode()
 
 
-def main(tenants_file, url, run_id, *only):
-    tenants = [t for t in json.load(open(tenants_file))["tenants"] if not only or t["id"] in only]
+def main(tenants_file, secrets_file, url, run_id, *only):
+    secrets = json.load(open(secrets_file))["tenants"]
+    tenants = [{**t, **secrets.get(t["id"], {})} for t in json.load(open(tenants_file))["tenants"]
+               if not only or t["id"] in only]
     for n_tenant, tenant in enumerate(tenants):
         first, last = last_month(tenant.get("time_zone", "Australia/Sydney"))
         for n, (price, status, day, hhmm, service) in enumerate(SAMPLES.get(tenant["currency"], [])):

@@ -1,7 +1,11 @@
 //! `simplybook_emulator`: a local SimplyBook.me for the demo, answering only in the shapes of the
 //! contract fixtures (`tests/fixtures/simplybook/`), so the demo never talks to SimplyBook.
 //!
-//! Usage: `simplybook_emulator ADDR TENANTS_JSON OUT_DIR`
+//! Usage: `simplybook_emulator ADDR TENANTS_JSON OUT_DIR [SECRETS_JSON ...]`
+//!
+//! SECRETS_JSON are the services' tenant secrets files (`{"tenants": {"<id>": {…}}}`, as
+//! `deploy/tenant-secrets/`): SimplyBook knows a company's API keys, admin user and callback
+//! tokens, which the tenants file itself no longer holds.
 //!
 //! Every tenant of the file with a SimplyBook company and API keys gets a company: the first on
 //! ADDR (also the login API every `getServiceUrl` is asked on), the others on a port of their
@@ -34,6 +38,18 @@ fn last_month(zone: Tz) -> (NaiveDate, NaiveDate) {
     (last.with_day(1).unwrap_or(last), last)
 }
 
+/// Each tenant's entry in `secrets["tenants"][<id>]` merged into its profile in `tenants`.
+fn merge_secrets(tenants: &mut Value, secrets: &Value) {
+    for tenant in tenants["tenants"].as_array_mut().into_iter().flatten() {
+        let id = tenant["id"].as_str().unwrap_or_default().to_string();
+        if let (Some(profile), Some(fields)) =
+            (tenant.as_object_mut(), secrets["tenants"][&id].as_object())
+        {
+            profile.extend(fields.clone());
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -41,10 +57,14 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [addr, tenants_file, out_dir] = args.as_slice() else {
-        anyhow::bail!("usage: simplybook_emulator ADDR TENANTS_JSON OUT_DIR");
+    let [addr, tenants_file, out_dir, secrets_files @ ..] = args.as_slice() else {
+        anyhow::bail!("usage: simplybook_emulator ADDR TENANTS_JSON OUT_DIR [SECRETS_JSON ...]");
     };
-    let tenants: Value = serde_json::from_str(&std::fs::read_to_string(tenants_file)?)?;
+    let mut tenants: Value = serde_json::from_str(&std::fs::read_to_string(tenants_file)?)?;
+    for file in secrets_files {
+        let secrets: Value = serde_json::from_str(&std::fs::read_to_string(file)?)?;
+        merge_secrets(&mut tenants, &secrets);
+    }
     let mut companies: Vec<FakeSimplyBook> = Vec::new();
     let mut callbacks = Vec::new();
     let mut next_id = 1001u32;
