@@ -12,6 +12,7 @@ use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
 use billing_runtime::Subjects;
 use billing_runtime::trace::{TracedChannel, traced};
+use billing_testkit::smtp::Options as MailOptions;
 use billing_testkit::{FakeSimplyBook, FakeStripe, MailSink, TestDatabase};
 use futures::StreamExt;
 use tokio::net::TcpListener;
@@ -60,6 +61,29 @@ pub const BILLING_TOKEN: &str = "fake-billing-grpc-token-not-secret-0002";
 pub const VIEWER_TOKEN: &str = "fake-viewer-grpc-token-not-secret-0003";
 /// ingest answers 408 to a request not done within this time.
 pub const REQUEST_TIMEOUT_MS: u64 = 3000;
+
+/// The system's mail server and how the notifier talks to it. The default is a plain server
+/// that takes mail from anyone, and a notifier without TLS or credentials.
+pub struct Mail {
+    /// What the mail sink offers and requires (STARTTLS, AUTH).
+    pub sink: MailOptions,
+    pub tls: notifier::mail::SmtpTls,
+    /// The notifier's SMTP user and password.
+    pub login: Option<(String, String)>,
+    /// The notifier trusts the sink's test CA (`NOTIFIER_SMTP_TLS_CA_FILE`).
+    pub trust_sink_ca: bool,
+}
+
+impl Default for Mail {
+    fn default() -> Self {
+        Mail {
+            sink: MailOptions::default(),
+            tls: notifier::mail::SmtpTls::None,
+            login: None,
+            trust_sink_ca: false,
+        }
+    }
+}
 
 /// A service started next to the system: its address, its own shutdown token, its task.
 pub type Replica = (
@@ -114,6 +138,13 @@ impl System {
         Self::start_as(nats_url, None, billing_testkit::unique_namespace()).await
     }
 
+    /// The whole system on the shared NATS server, with the mail server and notifier settings
+    /// of `mail`.
+    pub async fn start_with_mail(mail: Mail) -> anyhow::Result<Self> {
+        let namespace = billing_testkit::unique_namespace();
+        Self::launch(billing_testkit::nats_url(), None, namespace, mail).await
+    }
+
     /// The whole system on the NATS server at `nats_url`, each service logging in as the user
     /// of its name with the password in `logins/<service>` when `logins` is given, in
     /// `namespace`.
@@ -122,12 +153,21 @@ impl System {
         logins: Option<&std::path::Path>,
         namespace: String,
     ) -> anyhow::Result<Self> {
+        Self::launch(nats_url, logins, namespace, Mail::default()).await
+    }
+
+    async fn launch(
+        nats_url: String,
+        logins: Option<&std::path::Path>,
+        namespace: String,
+        mail_settings: Mail,
+    ) -> anyhow::Result<Self> {
         billing_testkit::init_test_logging();
         let db = TestDatabase::create()
             .await
             .context("creating the test database")?;
         let login = |service: &str| logins.map(|dir| (service.to_string(), dir.join(service)));
-        let mail = MailSink::start().await?;
+        let mail = MailSink::start_with(mail_settings.sink.clone()).await?;
         let simplybook =
             FakeSimplyBook::start(CLAIRE_COMPANY, CLAIRE_API_KEY, CLAIRE_SECRET_KEY).await?;
         simplybook.set_admin_user(CLAIRE_ADMIN_LOGIN, CLAIRE_ADMIN_PASSWORD);
@@ -138,6 +178,15 @@ impl System {
         let stripe = FakeStripe::start().await?;
         let dir = std::env::temp_dir().join(format!("billing-e2e-{namespace}"));
         std::fs::create_dir_all(&dir)?;
+        let smtp_ca_file = match (mail_settings.trust_sink_ca, mail.ca_pem()) {
+            (true, Some(pem)) => {
+                let path = dir.join("smtp-ca.pem");
+                std::fs::write(&path, pem)?;
+                Some(path)
+            }
+            (true, None) => anyhow::bail!("the notifier cannot trust a sink without STARTTLS"),
+            (false, _) => None,
+        };
         let tenants_file = dir.join("tenants.json");
         // Each service reads only its secrets, as in production: the profile (no secrets) is
         // shared; ingest's file adds webhook secrets and callback tokens (tests rotate them in
@@ -323,9 +372,13 @@ impl System {
             grpc_tokens: Some(grpc_tokens()),
             smtp_host: "127.0.0.1".into(),
             smtp_port: mail.addr().port(),
-            smtp_tls: notifier::mail::SmtpTls::None,
-            smtp_username: None,
-            smtp_password: None,
+            smtp_tls: mail_settings.tls,
+            smtp_username: mail_settings.login.as_ref().map(|(user, _)| user.clone()),
+            smtp_password: mail_settings
+                .login
+                .as_ref()
+                .map(|(_, password)| Secret::new(password.clone())),
+            smtp_tls_ca_file: smtp_ca_file,
             from: "Platform Billing <billing@platform.example.test>".parse()?,
             operator_email: Some(OPERATOR_EMAIL.parse()?),
             operator_name: Some("Platform Operator Pty Ltd".into()),
@@ -422,7 +475,17 @@ impl System {
     /// Starts one more notifier replica on the same database and durable consumers, with its
     /// own shutdown token.
     pub async fn spawn_notifier(&self) -> anyhow::Result<Replica> {
-        let config = self.notifier_config.clone();
+        self.spawn_notifier_with(|_| {}).await
+    }
+
+    /// Starts one more notifier replica as [`System::spawn_notifier`] does, its settings
+    /// changed by `change` (a corrected configuration being rolled out).
+    pub async fn spawn_notifier_with(
+        &self,
+        change: impl FnOnce(&mut notifier::Config),
+    ) -> anyhow::Result<Replica> {
+        let mut config = self.notifier_config.clone();
+        change(&mut config);
         self.spawn_replica(move |addr, l, stop| async move {
             let config = notifier::Config {
                 listen_addr: addr,

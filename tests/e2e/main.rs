@@ -13,5 +13,6 @@ mod nats_auth;
 mod notifier;
 mod observability;
 mod simplybook_contract;
+mod smtp_tls;
 mod stripe_contract;
 mod walking_skeleton;

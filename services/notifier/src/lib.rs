@@ -111,6 +111,10 @@ pub struct Config {
         value_parser = billing_runtime::config::SecretParser
     )]
     pub smtp_password: Option<Secret<String>>,
+    /// CA certificate(s) to trust for the SMTP server (PEM), besides the public roots: an
+    /// internal relay's private CA. Only with starttls or tls.
+    #[arg(long, env = "NOTIFIER_SMTP_TLS_CA_FILE")]
+    pub smtp_tls_ca_file: Option<std::path::PathBuf>,
     /// Sender of every email, e.g. `Billing <billing@example.com>`; also printed on invoices.
     #[arg(
         long,
@@ -189,6 +193,16 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         .invoicing_token
         .as_ref()
         .ok_or(Error::Missing("NOTIFIER_INVOICING_TOKEN"))?;
+    // A wrong SMTP setting or CA file stops the notifier before it connects to anything (the
+    // transport itself connects only for the first email).
+    let smtp = mail::transport(&mail::SmtpSettings {
+        host: config.smtp_host.clone(),
+        port: config.smtp_port,
+        tls: config.smtp_tls,
+        username: config.smtp_username.clone(),
+        password: config.smtp_password.clone(),
+        tls_ca_file: config.smtp_tls_ca_file.clone(),
+    })?;
     let pool = db::connect(&config.database_url, SCHEMA, 5).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/notifier"), SCHEMA).await?;
     db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
@@ -210,13 +224,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     )?)
     // An invoice with every line of a busy month is large.
     .max_decoding_message_size(256 * 1024 * 1024);
-    let smtp = mail::transport(&mail::SmtpSettings {
-        host: config.smtp_host.clone(),
-        port: config.smtp_port,
-        tls: config.smtp_tls,
-        username: config.smtp_username.clone(),
-        password: config.smtp_password.clone(),
-    })?;
     let notifier = Arc::new(consumer::Notifier {
         js,
         subjects,
@@ -295,6 +302,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
 mod config_tests {
     use billing_runtime::config::{env_values_shown_in_help, placeholder_refusals};
     use clap::CommandFactory;
+    use tokio::net::TcpListener;
 
     use super::Config;
 
@@ -306,6 +314,60 @@ mod config_tests {
             env_values_shown_in_help(&Config::command()),
             Vec::<String>::new()
         );
+    }
+
+    /// SMTP settings that cannot be used stop the notifier before it connects to anything:
+    /// the database URL leads nowhere, and the SMTP refusal comes first.
+    #[tokio::test]
+    async fn unusable_smtp_settings_stop_the_notifier_before_it_connects() {
+        use clap::Parser;
+
+        let base = [
+            "notifier",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/nowhere",
+            "--grpc-tokens",
+            TOKENS,
+            "--invoicing-token",
+            "a-viewer-token-long-enough-0123456789",
+        ];
+        let cases: [(&[&str], &str); 3] = [
+            (
+                &[
+                    "--smtp-username",
+                    "billing",
+                    "--smtp-password",
+                    "fake-smtp-password",
+                ],
+                "would send the password in clear",
+            ),
+            (
+                &["--smtp-tls-ca-file", "/etc/ssl/certs/ca-certificates.crt"],
+                "NOTIFIER_SMTP_TLS=none: no certificate would be checked",
+            ),
+            (
+                &[
+                    "--smtp-tls",
+                    "starttls",
+                    "--smtp-tls-ca-file",
+                    "/nonexistent/ca.pem",
+                ],
+                "NOTIFIER_SMTP_TLS_CA_FILE /nonexistent/ca.pem",
+            ),
+        ];
+        for (settings, expected) in cases {
+            let config = Config::try_parse_from(base.iter().chain(settings)).expect("parses");
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("listener");
+            let started = super::run(config, listener, billing_runtime::Shutdown::new());
+            let refused = tokio::time::timeout(std::time::Duration::from_secs(5), started)
+                .await
+                .expect("refused at once")
+                .expect_err("refused");
+            let message = refused.to_string();
+            assert!(matches!(refused, super::Error::Smtp(_)), "{message}");
+            assert!(message.contains(expected), "{message}");
+            assert!(!message.contains("fake-smtp-password"), "{message}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use billing_proto::invoicing::Invoice;
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use sha2::{Digest, Sha256};
 
@@ -33,6 +34,9 @@ pub struct SmtpSettings {
     pub tls: SmtpTls,
     pub username: Option<String>,
     pub password: Option<Secret<String>>,
+    /// PEM file of CA certificates to trust besides the public roots (an internal relay's
+    /// private CA); only with `starttls` or `tls`.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,18 +86,53 @@ pub fn transport(s: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>,
                 .into(),
         ));
     }
+    if s.tls == SmtpTls::None && s.tls_ca_file.is_some() {
+        return Err(MailError::Build(
+            "NOTIFIER_SMTP_TLS_CA_FILE with NOTIFIER_SMTP_TLS=none: no certificate would be \
+             checked; use starttls or tls"
+                .into(),
+        ));
+    }
+    // What lettre's `starttls_relay` and `relay` build, with our trusted roots.
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host);
     let builder = match s.tls {
-        SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host),
-        SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
-            .map_err(|e| MailError::Build(e.to_string()))?,
-        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)
-            .map_err(|e| MailError::Build(e.to_string()))?,
+        SmtpTls::None => builder,
+        SmtpTls::Starttls => builder.tls(Tls::Required(tls_parameters(s)?)),
+        SmtpTls::Tls => builder.tls(Tls::Wrapper(tls_parameters(s)?)),
     };
     let mut builder = builder.port(s.port).timeout(Some(Duration::from_secs(30)));
     if let (Some(user), Some(password)) = (&s.username, &s.password) {
         builder = builder.credentials(Credentials::new(user.clone(), password.expose().clone()));
     }
     Ok(builder.build())
+}
+
+/// The server's certificate must name `host` and chain to a public root (webpki-roots) or to a
+/// CA in `NOTIFIER_SMTP_TLS_CA_FILE`. The file is read once, here, at start.
+fn tls_parameters(s: &SmtpSettings) -> Result<TlsParameters, MailError> {
+    let builder = TlsParameters::builder(s.host.clone());
+    let Some(path) = &s.tls_ca_file else {
+        return builder.build().map_err(|e| MailError::Build(e.to_string()));
+    };
+    let refused = |why: String| {
+        MailError::Build(format!(
+            "NOTIFIER_SMTP_TLS_CA_FILE {}: {why}",
+            path.display()
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|e| refused(e.to_string()))?;
+    // lettre reads a file without any certificate as an empty list: nothing would be trusted,
+    // and nothing said.
+    const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
+        return Err(refused("no PEM certificate in it".into()));
+    }
+    let ca = Certificate::from_pem(&pem).map_err(|e| refused(e.to_string()))?;
+    // A certificate that does not parse is refused here.
+    builder
+        .add_root_certificate(ca)
+        .build()
+        .map_err(|e| refused(e.to_string()))
 }
 
 /// An email ready to be built: who gets it, what it says, what is attached.
@@ -430,6 +469,7 @@ mod tests {
             tls,
             username: Some("billing".into()),
             password: Some(Secret::new("fake-smtp-password".into())),
+            tls_ca_file: None,
         };
         let err = transport(&settings(SmtpTls::None)).expect_err("plain with AUTH");
         assert!(err.to_string().contains("in clear"), "{err}");
@@ -438,7 +478,118 @@ mod tests {
         assert!(transport(&settings(SmtpTls::Tls)).is_ok());
     }
 
+    use billing_testkit::smtp::{MailSink, Options};
+
     use super::*;
+
+    const SMTP_USER: &str = "billing";
+    const SMTP_PASSWORD: &str = "fake-smtp-password";
+
+    /// Settings for `sink` on loopback (its certificate names 127.0.0.1).
+    fn loopback(
+        sink: &MailSink,
+        tls: SmtpTls,
+        password: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> SmtpSettings {
+        SmtpSettings {
+            host: "127.0.0.1".into(),
+            port: sink.addr().port(),
+            tls,
+            username: password.map(|_| SMTP_USER.to_string()),
+            password: password.map(|p| Secret::new(p.to_string())),
+            tls_ca_file: ca_file.map(std::path::Path::to_path_buf),
+        }
+    }
+
+    /// A file of `contents` in a directory of the test's own.
+    fn file(name: &str, contents: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("notifier-mail-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, contents).expect("write");
+        path
+    }
+
+    #[tokio::test]
+    async fn the_smtp_ca_file_is_read_at_start_and_refused_when_it_cannot_be_used() {
+        let sink = MailSink::start_with(Options::default().starttls())
+            .await
+            .expect("sink");
+        let ca = file("ca.pem", sink.ca_pem().expect("CA"));
+        let refusal = |tls, path: &std::path::Path| match transport(&loopback(
+            &sink,
+            tls,
+            None,
+            Some(path),
+        )) {
+            Ok(_) => String::new(),
+            Err(err) => err.to_string(),
+        };
+        assert_eq!(refusal(SmtpTls::Starttls, &ca), "");
+        assert_eq!(refusal(SmtpTls::Tls, &ca), "");
+        let none = refusal(SmtpTls::None, &ca);
+        assert!(none.contains("NOTIFIER_SMTP_TLS=none"), "{none}");
+        let missing = ca.with_file_name("missing.pem");
+        let err = refusal(SmtpTls::Starttls, &missing);
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+        let err = refusal(SmtpTls::Starttls, &file("key.pem", "not a certificate\n"));
+        assert!(err.contains("no PEM certificate"), "{err}");
+        let garbage =
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+        let err = refusal(SmtpTls::Starttls, &file("garbage.pem", garbage));
+        assert!(err.contains("NOTIFIER_SMTP_TLS_CA_FILE"), "{err}");
+    }
+
+    /// Over real loopback SMTP: STARTTLS to a server whose certificate only the CA file
+    /// vouches for, AUTH, and what each refusal is taken for.
+    #[tokio::test]
+    async fn starttls_and_auth_to_a_relay_with_a_private_ca() {
+        let sink = MailSink::start_with(Options::default().require_auth(SMTP_USER, SMTP_PASSWORD))
+            .await
+            .expect("sink");
+        let ca = file("ca.pem", sink.ca_pem().expect("CA"));
+        let attempt = |password: Option<&str>, ca: Option<&std::path::Path>| {
+            let settings = loopback(&sink, SmtpTls::Starttls, password, ca);
+            async move {
+                let smtp = transport(&settings).expect("transport");
+                let alert = AlertV1 {
+                    alert_id: "a1".into(),
+                    summary: "test".into(),
+                    ..AlertV1::default()
+                };
+                let message = operator_alert(&from(), &alert)
+                    .build(&from(), "<a1@example.test>")
+                    .expect("message");
+                send(&smtp, message).await
+            }
+        };
+
+        let sent = attempt(Some(SMTP_PASSWORD), Some(&ca)).await;
+        assert!(sent.is_ok(), "{sent:?}");
+        let mails = sink.mails();
+        assert_eq!(mails.len(), 1);
+        assert!(mails[0].tls);
+        assert_eq!(mails[0].authenticated_as.as_deref(), Some(SMTP_USER));
+
+        // About the session, not the message: retried until the settings are fixed.
+        match attempt(Some("wrong-password"), Some(&ca)).await {
+            Err(MailError::Server(text)) => assert!(text.contains("535"), "{text}"),
+            other => panic!("wrong password: {other:?}"),
+        }
+        match attempt(None, Some(&ca)).await {
+            Err(MailError::Server(text)) => assert!(text.contains("530"), "{text}"),
+            other => panic!("no credentials: {other:?}"),
+        }
+        // Without the CA the handshake fails before any password is sent.
+        let refusals = sink.refusals().len();
+        match attempt(Some(SMTP_PASSWORD), None).await {
+            Err(MailError::Transient(text)) => assert!(text.contains("certificate"), "{text}"),
+            other => panic!("untrusted certificate: {other:?}"),
+        }
+        assert_eq!(sink.refusals().len(), refusals);
+        assert_eq!(sink.mails().len(), 1);
+    }
 
     fn invoice() -> Invoice {
         let mut invoice = billing_testkit::invoices::sample_invoice(3, rust_decimal::Decimal::ZERO);
