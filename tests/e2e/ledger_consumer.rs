@@ -428,3 +428,29 @@ async fn daylight_saving(system: &System) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A stream someone else created first with weaker settings (here a work queue, which deletes a
+/// message once one consumer acks it, so the ledger and the rejections consumer would starve
+/// each other) stops a service at start-up, naming the setting, instead of being used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_precreated_with_weaker_settings_stops_start_up() -> anyhow::Result<()> {
+    use async_nats::jetstream::stream;
+
+    let js = async_nats::jetstream::new(async_nats::connect(billing_testkit::nats_url()).await?);
+    let subjects = billing_runtime::Subjects::new(&billing_testkit::unique_namespace());
+    js.create_stream(stream::Config {
+        name: subjects.stream_name("WEBHOOKS"),
+        subjects: vec![format!("{}.webhooks.>", subjects.namespace())],
+        retention: stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    })
+    .await?;
+    let result = subjects.ensure_streams(&js).await;
+    subjects.delete_streams(&js).await;
+    let err = result.expect_err("a work-queue WEBHOOKS stream");
+    assert!(
+        err.to_string().contains("exists with retention WorkQueue"),
+        "{err}"
+    );
+    Ok(())
+}

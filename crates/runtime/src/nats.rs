@@ -148,13 +148,26 @@ impl Subjects {
         self.streams().into_iter().map(|c| c.name).collect()
     }
 
-    /// Creates the streams if they do not exist (existing ones are left as they are).
+    /// Creates the streams if they do not exist. An existing one is left as it is, unless a
+    /// setting the system's guarantees rest on differs (see [`weakened`]): then start-up stops,
+    /// naming it. Whoever may create a stream (every service, by name) could have created it
+    /// first with other settings, or an operator changed it.
     pub async fn ensure_streams(
         &self,
         js: &jetstream::Context,
     ) -> Result<(), jetstream::context::CreateStreamError> {
         for config in self.streams() {
-            js.get_or_create_stream(config).await?;
+            let stream = js.get_or_create_stream(config.clone()).await?;
+            if let Some(why) = weakened(&config, &stream.cached_info().config) {
+                return Err(jetstream::context::CreateStreamError::with_source(
+                    jetstream::context::CreateStreamErrorKind::Response,
+                    format!(
+                        "stream {} exists with {why}: fix the stream (nats stream edit) or \
+                         remove it while nothing uses it",
+                        config.name
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -164,6 +177,47 @@ impl Subjects {
         for config in self.streams() {
             let _ = js.delete_stream(&config.name).await;
         }
+    }
+}
+
+/// How an existing stream's settings fall short of `wanted`, if they do: other subjects, a
+/// retention that deletes messages another consumer still needs (work queue, interest), memory
+/// storage, a shorter de-duplication window or age, or a size limit that drops messages. Larger
+/// windows and ages, or unlimited age, are fine.
+fn weakened(wanted: &stream::Config, actual: &stream::Config) -> Option<String> {
+    let mut subjects = actual.subjects.clone();
+    subjects.sort();
+    let shorter = |actual: Duration, wanted: Duration| !actual.is_zero() && actual < wanted;
+    if subjects != wanted.subjects {
+        Some(format!(
+            "subjects {:?}, not {:?}",
+            actual.subjects, wanted.subjects
+        ))
+    } else if actual.retention != wanted.retention {
+        Some(format!(
+            "retention {:?}, not {:?}",
+            actual.retention, wanted.retention
+        ))
+    } else if actual.storage != wanted.storage {
+        Some(format!(
+            "storage {:?}, not {:?}",
+            actual.storage, wanted.storage
+        ))
+    } else if actual.duplicate_window < wanted.duplicate_window {
+        Some(format!(
+            "a duplicate window of {:?}, shorter than {:?}",
+            actual.duplicate_window, wanted.duplicate_window
+        ))
+    } else if shorter(actual.max_age, wanted.max_age) {
+        Some(format!(
+            "a maximum age of {:?}, shorter than {:?}",
+            actual.max_age, wanted.max_age
+        ))
+    } else if actual.max_messages > 0 || actual.max_bytes > 0 || actual.max_messages_per_subject > 0
+    {
+        Some("a size limit (messages would be discarded)".to_string())
+    } else {
+        None
     }
 }
 
@@ -577,5 +631,48 @@ mod tests {
         assert_eq!(retry_delay(1, max), Duration::from_secs(1));
         assert_eq!(retry_delay(7, max), Duration::from_secs(7));
         assert_eq!(retry_delay(500, max), max);
+    }
+
+    #[test]
+    fn a_stream_with_weaker_settings_is_named_and_a_stronger_one_accepted() {
+        let subjects = Subjects::new("t1");
+        let wanted = subjects.streams()[0].clone();
+        assert_eq!(weakened(&wanted, &wanted), None);
+        let with = |change: fn(&mut stream::Config)| {
+            let mut actual = wanted.clone();
+            change(&mut actual);
+            weakened(&wanted, &actual)
+        };
+        // Longer windows, unlimited age: stronger, accepted.
+        assert_eq!(with(|c| c.duplicate_window *= 2), None);
+        assert_eq!(with(|c| c.max_age = Duration::ZERO), None);
+        assert_eq!(with(|c| c.max_messages = -1), None);
+        let named = [
+            (
+                with(|c| c.retention = stream::RetentionPolicy::WorkQueue),
+                "retention WorkQueue",
+            ),
+            (
+                with(|c| c.storage = stream::StorageType::Memory),
+                "storage Memory",
+            ),
+            (
+                with(|c| c.duplicate_window = Duration::from_secs(60)),
+                "a duplicate window of 60s",
+            ),
+            (
+                with(|c| c.max_age = Duration::from_secs(3600)),
+                "a maximum age of 3600s",
+            ),
+            (with(|c| c.max_messages = 1000), "a size limit"),
+            (with(|c| c.subjects = vec!["other.>".into()]), "subjects"),
+        ];
+        for (why, expected) in named {
+            let why = why.unwrap_or_default();
+            assert!(
+                why.starts_with(expected),
+                "{why:?} does not start with {expected:?}"
+            );
+        }
     }
 }
