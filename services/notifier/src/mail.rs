@@ -433,12 +433,32 @@ pub async fn send(
 ) -> Result<(), MailError> {
     match transport.send(message).await {
         Ok(_) => Ok(()),
+        // A certificate we do not trust or that names another host, or a relay that offers no
+        // mechanism for our credentials: our settings, not an outage, so counted and alerted
+        // as a server refusal rather than deferred without end.
+        Err(err) if err.is_tls() || err.is_client() || tls_refused(&err) => {
+            Err(MailError::Server(format!(
+                "our SMTP settings do not work with this server (TLS or authentication): {err}"
+            )))
+        }
         Err(err) => Err(classify(
             err.is_permanent(),
             err.status().map(u16::from),
             err.to_string(),
         )),
     }
+}
+
+/// Whether a TLS session failed (lettre reports an untrusted certificate as a connection
+/// error): the rustls error sits inside an `io::Error` in the chain of sources.
+fn tls_refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let is_tls = |e: &(dyn std::error::Error + 'static)| {
+        e.is::<rustls::Error>()
+            || e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+    };
+    std::iter::successors(Some(err), |e| e.source()).any(is_tls)
 }
 
 /// 550–556 refuse the recipient or this message; other 5xx (530/535 authentication, 500–504
@@ -583,8 +603,9 @@ mod tests {
         }
         // Without the CA the handshake fails before any password is sent.
         let refusals = sink.refusals().len();
+        // That is our settings, not an outage: a server refusal, alerted on.
         match attempt(Some(SMTP_PASSWORD), None).await {
-            Err(MailError::Transient(text)) => assert!(text.contains("certificate"), "{text}"),
+            Err(MailError::Server(text)) => assert!(text.contains("certificate"), "{text}"),
             other => panic!("untrusted certificate: {other:?}"),
         }
         assert_eq!(sink.refusals().len(), refusals);
