@@ -18,6 +18,7 @@ use billing_runtime::{Shutdown, Subjects};
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 
+use crate::integrity::Anchor;
 use crate::store::Store;
 
 /// A head already anchored is anchored again after this long, unchanged.
@@ -27,14 +28,6 @@ const REANCHOR_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 pub struct Anchors {
     js: jetstream::Context,
     subjects: Subjects,
-}
-
-/// The latest anchor of a tenant's chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Anchor {
-    pub chain_seq: i64,
-    pub record_hash: String,
-    pub anchored_at: Option<DateTime<Utc>>,
 }
 
 impl Anchors {

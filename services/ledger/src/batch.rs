@@ -23,16 +23,8 @@ use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::events::{NewBooking, Reject};
-use crate::store::Applied;
-
-/// What one event of a batch did.
-#[derive(Debug)]
-pub enum Outcome {
-    Applied(Applied, Option<Uuid>),
-    /// The event contradicts the record (e.g. another currency) and must be dead-lettered.
-    Rejected(Reject),
-}
+use crate::events::NewBooking;
+use crate::outcome::{Applied, Outcome, Reject};
 
 /// A recorded booking as it stands, updated in memory as the batch is walked.
 #[derive(Debug, Clone, sqlx::FromRow)]

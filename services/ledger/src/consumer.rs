@@ -22,11 +22,10 @@ use futures::StreamExt;
 use prost::Message as _;
 use tracing::Instrument;
 
-use crate::batch::Outcome;
-use crate::events::NewBooking;
-use crate::events::{self, Reject};
+use crate::events::{self, NewBooking};
+use crate::outcome::{Applied, Outcome, Reject};
 use crate::simplybook::{FetchError, SimplyBook};
-use crate::store::{Applied, Store};
+use crate::store::Store;
 
 /// See the consumer config in [`Consumer::create`].
 const ACK_WAIT: Duration = Duration::from_secs(10);

@@ -7,42 +7,7 @@ use billing_domain::{
 };
 use chrono::{DateTime, Utc};
 
-/// Why an event cannot become a booking. `code` is a small fixed set (metrics label);
-/// `message` explains this event in particular.
-#[derive(Debug, Clone)]
-pub struct Reject {
-    pub code: &'static str,
-    pub message: String,
-}
-
-/// Every `Reject::code` (each is also a `ledger_dead_letters_total` series, created at 0 when
-/// the ledger starts so the first dead letter of a kind raises the alert).
-pub const REJECT_CODES: [&str; 11] = [
-    "currency_change",
-    "currency_mismatch",
-    "database_refused",
-    "invalid_amount",
-    "invalid_session_time",
-    "malformed_payload",
-    "malformed_record",
-    "price_unknown",
-    "tenant_mismatch",
-    "unconfirmed_callback",
-    "unknown_tenant",
-];
-
-impl Reject {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        debug_assert!(
-            REJECT_CODES.contains(&code),
-            "{code} is missing from REJECT_CODES"
-        );
-        Reject {
-            code,
-            message: message.into(),
-        }
-    }
-}
+use crate::outcome::Reject;
 
 /// A booking ready to be recorded, amounts already split by the tenant's rates.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 
 use billing_domain::Currency;
 use billing_domain::hash::{ChainKey, FinancialFields, GENESIS_HASH, RevisionFields};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -187,6 +188,14 @@ impl ChainRecord {
     }
 }
 
+/// The latest head of a tenant's chain anchored outside the database (see [`crate::anchors`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub chain_seq: i64,
+    pub record_hash: String,
+    pub anchored_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     pub chain_seq: i64,
@@ -225,7 +234,7 @@ pub fn verify_anchored(
     tenant_id: &str,
     records: &[ChainRecord],
     head: Option<(i64, String)>,
-    anchor: Option<&crate::anchors::Anchor>,
+    anchor: Option<&Anchor>,
     key: Option<&ChainKey>,
 ) -> Report {
     let report = verify(tenant_id, records, head, key);

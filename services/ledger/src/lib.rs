@@ -10,6 +10,7 @@ mod events;
 mod golive;
 mod grpc;
 mod integrity;
+mod outcome;
 mod reconcile;
 mod rekey;
 mod simplybook;
@@ -301,7 +302,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
     // The series the alert rules read exist from the start, at 0 (a counter that first appears
     // at 1 shows no increase to Prometheus).
-    for reason in events::REJECT_CODES {
+    for reason in outcome::REJECT_CODES {
         metrics::counter!("ledger_dead_letters_total", "reason" => reason).increment(0);
     }
     for kind in ["unavailable", "refused"] {

@@ -15,34 +15,8 @@ use uuid::Uuid;
 use crate::batch;
 use crate::events::NewBooking;
 use crate::integrity::{Amounts, ChainRecord, Fields};
+use crate::outcome::Outcome;
 use billing_domain::hash::ChainKey;
-
-/// What applying an event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// A new booking record was appended to the tenant's chain.
-    Stored,
-    /// The booking's status, session time or service changed (financial fields untouched).
-    StatusChanged,
-    /// The price changed: a revision with the delta was appended (and any status change applied).
-    Revised,
-    /// Older than the booking's recorded state: changes nothing (a late delivery).
-    Stale,
-    /// Nothing new: the event was seen before, or the booking already says this.
-    Duplicate,
-}
-
-impl Applied {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Applied::Stored => "stored",
-            Applied::StatusChanged => "status_changed",
-            Applied::Revised => "revised",
-            Applied::Stale => "stale",
-            Applied::Duplicate => "duplicate",
-        }
-    }
-}
 
 /// A booking as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -238,7 +212,7 @@ impl Store {
     pub async fn apply_batch(
         &self,
         events: &[(NewBooking, u64)],
-    ) -> Result<Vec<batch::Outcome>, sqlx::Error> {
+    ) -> Result<Vec<Outcome>, sqlx::Error> {
         batch::apply(&self.pool, &self.subjects, events, self.chain_key.as_ref()).await
     }
 
