@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::lifecycle::{Lifecycle, LifecycleError, PaymentLimit, Transfer};
-use crate::store::{InvoiceRow, Status, Store};
+use crate::store::{InvoiceRow, InvoiceStatus, Store};
 
 const RECORDED: &str = "recorded";
 const ALREADY_RECORDED: &str = "already_recorded";
@@ -59,7 +59,7 @@ impl BankMatcher<'_> {
             .list(None, None, None)
             .await?
             .into_iter()
-            .filter(|i| i.status().is_open() || i.status() == Status::Paid)
+            .filter(|i| i.status.is_open() || i.status == InvoiceStatus::Paid)
             .collect();
         let mut results = Vec::with_capacity(transfers.len());
         for t in transfers {
@@ -153,11 +153,11 @@ impl BankMatcher<'_> {
             && paid_invoice == invoice.id
         {
             result.outcome = ALREADY_RECORDED.into();
-            result.detail = invoice.status.clone();
+            result.detail = invoice.status.to_string();
             result.balance_after = Some(invoice.money(balance));
             return Ok(result);
         }
-        if invoice.status() == Status::Paid {
+        if invoice.status == InvoiceStatus::Paid {
             result.outcome = UNMATCHED.into();
             result.detail = format!(
                 "invoice {} is already paid: a duplicate transfer? refund or record it by hand",
@@ -177,17 +177,9 @@ impl BankMatcher<'_> {
         }
         if dry_run {
             // Later lines of the statement see this one as paid, as they would for real.
-            let mut after = invoice.clone();
-            after.amount_paid += amount;
-            after.status = if amount == balance {
-                Status::Paid
-            } else {
-                Status::PartiallyPaid
-            }
-            .as_str()
-            .into();
+            let after = paid(&invoice, amount);
             result.outcome = WOULD_RECORD.into();
-            result.detail = after.status.clone();
+            result.detail = after.status.to_string();
             result.balance_after = Some(after.money(after.total - after.amount_paid));
             replace(invoices, after);
             return Ok(result);
@@ -217,7 +209,7 @@ impl BankMatcher<'_> {
             ALREADY_RECORDED
         }
         .into();
-        result.detail = updated.status.clone();
+        result.detail = updated.status.to_string();
         result.balance_after = Some(updated.money(updated.total - updated.amount_paid));
         replace(invoices, updated);
         Ok(result)
@@ -228,7 +220,7 @@ impl BankMatcher<'_> {
     fn no_number(&self, t: &BankTransfer, invoices: &[InvoiceRow]) -> String {
         let same: Vec<&InvoiceRow> = invoices
             .iter()
-            .filter(|i| i.status().is_open())
+            .filter(|i| i.status.is_open())
             .filter(|i| {
                 i.currency()
                     .and_then(|c| c.parse_amount(t.amount.trim()).ok())
@@ -246,9 +238,44 @@ impl BankMatcher<'_> {
     }
 }
 
+/// The invoice as recording `amount` leaves it (what a dry run reports): the status the
+/// lifecycle would settle it in, by the same rule.
+fn paid(invoice: &InvoiceRow, amount: Decimal) -> InvoiceRow {
+    let mut after = invoice.clone();
+    after.amount_paid += amount;
+    after.status = invoice
+        .status
+        .after_payment(after.amount_paid >= after.total);
+    after
+}
+
 fn replace(invoices: &mut [InvoiceRow], updated: InvoiceRow) {
     let id: Uuid = updated.id;
     if let Some(slot) = invoices.iter_mut().find(|i| i.id == id) {
         *slot = updated;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+
+    use super::paid;
+    use crate::store::{InvoiceStatus, example_invoice};
+
+    #[test]
+    fn a_dry_run_settles_the_invoice_as_recording_the_payment_would() {
+        // Total 35.20, 10.00 paid: 25.20 due.
+        let part = Decimal::new(500, 2);
+        let rest = Decimal::new(2520, 2);
+        let mut invoice = example_invoice();
+        assert_eq!(paid(&invoice, part).status, InvoiceStatus::PartiallyPaid);
+        assert_eq!(paid(&invoice, part).amount_paid, Decimal::new(1500, 2));
+        assert_eq!(paid(&invoice, rest).status, InvoiceStatus::Paid);
+        // An overdue invoice stays overdue until paid in full (the dry run said
+        // partially_paid, which recording it never does).
+        invoice.status = InvoiceStatus::Overdue;
+        assert_eq!(paid(&invoice, part).status, InvoiceStatus::Overdue);
+        assert_eq!(paid(&invoice, rest).status, InvoiceStatus::Paid);
     }
 }

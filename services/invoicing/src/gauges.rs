@@ -10,8 +10,9 @@ use std::time::Duration;
 use billing_runtime::Shutdown;
 use sqlx::PgPool;
 
+use crate::store::InvoiceStatus;
+
 const EVERY: Duration = Duration::from_secs(60);
-const OPEN: [&str; 4] = ["draft", "issued", "partially_paid", "overdue"];
 
 pub async fn report(pool: PgPool, shutdown: Shutdown) {
     loop {
@@ -27,24 +28,34 @@ pub async fn report(pool: PgPool, shutdown: Shutdown) {
 
 #[allow(clippy::cast_precision_loss)] // counts far below 2^53
 async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let counts: Vec<(String, i64)> = sqlx::query_as(
+    // Not final: drafts, and the open (issued, part paid, overdue).
+    let unsettled: Vec<InvoiceStatus> = InvoiceStatus::ALL
+        .into_iter()
+        .filter(|s| !s.is_final())
+        .collect();
+    let open: Vec<InvoiceStatus> = InvoiceStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_open())
+        .collect();
+    let counts: Vec<(InvoiceStatus, i64)> = sqlx::query_as(
         "select status, count(*) from invoices where status = any($1) group by status",
     )
-    .bind(OPEN)
+    .bind(&unsettled)
     .fetch_all(pool)
     .await?;
-    for status in OPEN {
+    for status in unsettled {
         let count = counts
             .iter()
-            .find(|(s, _)| s == status)
+            .find(|(s, _)| *s == status)
             .map_or(0, |(_, n)| *n);
-        metrics::gauge!("invoicing_open_invoices", "status" => status).set(count as f64);
+        metrics::gauge!("invoicing_open_invoices", "status" => status.as_str()).set(count as f64);
     }
     let late: i64 = sqlx::query_scalar(
         "select count(*) from invoices
-         where status in ('issued', 'partially_paid', 'overdue')
+         where status = any($1)
            and due_date + 2 < (now() at time zone time_zone)::date",
     )
+    .bind(&open)
     .fetch_one(pool)
     .await?;
     metrics::gauge!("invoicing_unpaid_past_due_48h_invoices").set(late as f64);

@@ -1,8 +1,6 @@
 //! `billing.invoicing.v1.InvoicingService`: the monthly close and overdue sweep (CronJobs,
 //! billingctl), payments and voids, invoice reads (notifier, billingctl) and tenant profiles.
 
-use std::str::FromStr;
-
 use billing_domain::BillingPeriod;
 use billing_proto::convert::timestamp;
 use billing_proto::invoicing::invoicing_service_server::InvoicingService;
@@ -25,7 +23,9 @@ use crate::bank::BankMatcher;
 use crate::close::{CloseError, Closed, MonthlyClose};
 use crate::lifecycle::{Lifecycle, LifecycleError, PaymentLimit, Transfer};
 use crate::profile::{Profile, Profiles};
-use crate::store::{HistoryRow, InvoiceRow, LineRow, PaymentRow, Store};
+use crate::store::{
+    CloseOutcome, HistoryRow, InvoiceRow, InvoiceStatus, LineRow, NewInvoice, PaymentRow, Store,
+};
 
 /// Who may call what (see [`billing_runtime::auth`]); methods not listed need `admin`
 /// (PutTenantProfile).
@@ -112,11 +112,11 @@ impl InvoicingGrpc {
         let started = std::time::Instant::now();
         let result = self.close.close(profile, period, now, dry_run).await;
         let label = match &result {
-            Ok(Closed::Issued(_)) => "issued",
-            Ok(Closed::AlreadyIssued(_)) => "already_issued",
-            Ok(Closed::NothingBillable) => "nothing_billable",
+            Ok(Closed::Issued(_)) => CloseOutcome::Issued.as_str(),
+            Ok(Closed::AlreadyIssued(_)) => CloseOutcome::AlreadyIssued.as_str(),
+            Ok(Closed::NothingBillable) => CloseOutcome::NothingBillable.as_str(),
             Ok(Closed::WouldIssue(_)) => "would_issue",
-            Err(_) => "failed",
+            Err(_) => CloseOutcome::Failed.as_str(),
         };
         if !dry_run {
             metrics::counter!("invoicing_close_outcomes_total", "outcome" => label).increment(1);
@@ -131,7 +131,8 @@ impl InvoicingGrpc {
                 outcome.set_outcome(Outcome::AlreadyIssued);
                 outcome.invoice = Some(to_proto(&row));
                 if !dry_run {
-                    self.record(&outcome, "already_issued", &row.number).await;
+                    self.record(&outcome, CloseOutcome::AlreadyIssued, &row.number)
+                        .await;
                 }
             }
             Ok(Closed::NothingBillable) => outcome.set_outcome(Outcome::NoBillableBookings),
@@ -175,7 +176,7 @@ impl InvoicingGrpc {
 
     /// Keeps an outcome the close itself did not write (it writes issued and nothing_billable
     /// in its own transaction, failures through `record_failure`).
-    async fn record(&self, outcome: &TenantOutcome, label: &str, detail: &str) {
+    async fn record(&self, outcome: &TenantOutcome, closed: CloseOutcome, detail: &str) {
         let recorded = async {
             let mut conn = self.store.pool().acquire().await?;
             let invoice_id = outcome.invoice.as_ref().and_then(|i| i.id.parse().ok());
@@ -184,7 +185,7 @@ impl InvoicingGrpc {
                     &mut conn,
                     &outcome.tenant_id,
                     &outcome.period,
-                    label,
+                    closed,
                     invoice_id,
                     detail,
                 )
@@ -264,14 +265,15 @@ impl InvoicingService for InvoicingGrpc {
     ) -> Result<Response<ListInvoicesResponse>, Status> {
         let req = request.into_inner();
         let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
-        if let Some(status) = some(&req.status) {
-            crate::store::Status::from_str(&status).map_err(Status::invalid_argument)?;
-        }
+        let status = some(&req.status)
+            .map(|s| s.parse::<InvoiceStatus>())
+            .transpose()
+            .map_err(Status::invalid_argument)?;
         let rows = self
             .store
             .list(
                 some(&req.tenant_id).as_deref(),
-                some(&req.status).as_deref(),
+                status,
                 some(&req.period).as_deref(),
             )
             .await
@@ -441,7 +443,7 @@ pub fn to_proto(row: &InvoiceRow) -> Invoice {
         period_start: Some(timestamp(row.period_start)),
         period_end: Some(timestamp(row.period_end)),
         time_zone: row.time_zone.clone(),
-        status: row.status.clone(),
+        status: row.status.to_string(),
         issue_date: row.issue_date.to_string(),
         due_date: row.due_date.to_string(),
         booking_count: u32::try_from(row.booking_count).unwrap_or(0),
@@ -468,7 +470,7 @@ pub fn to_proto(row: &InvoiceRow) -> Invoice {
 }
 
 /// A dry run's would-be invoice: no number, no status yet.
-fn draft_to_proto(draft: &crate::store::NewInvoice) -> Invoice {
+fn draft_to_proto(draft: &NewInvoice) -> Invoice {
     let code = draft.currency.code();
     let m = |amount: Decimal| billing_proto::convert::money(code, draft.currency.format(amount));
     Invoice {
@@ -515,8 +517,8 @@ fn line_to_proto(money: &impl Fn(Decimal) -> billing_proto::Money, l: &LineRow) 
 
 fn history_to_proto(h: &HistoryRow) -> StatusChange {
     StatusChange {
-        from_status: h.from_status.clone().unwrap_or_default(),
-        to_status: h.to_status.clone(),
+        from_status: h.from_status.map(|s| s.to_string()).unwrap_or_default(),
+        to_status: h.to_status.to_string(),
         reason: h.reason.clone(),
         changed_at: Some(timestamp(h.changed_at)),
     }

@@ -2,6 +2,22 @@
 //! invoice per tenant and month from the ledger's bookings (by bank transfer or through
 //! Stripe); payments, voids, the overdue sweep and Stripe's events move invoices through their
 //! lifecycle; every change is announced on JetStream through an outbox.
+//!
+//! # Layout
+//!
+//! - `bank`: bank-statement transfers matched to invoices by number and recorded as payments.
+//! - `close`: the monthly close; `close::ledger` asks the ledger, `close::plan` plans the lines.
+//! - `consumer`: the JetStream consumers (booking changes become marks; Stripe's events).
+//! - `gauges`: open and past-due invoice gauges, refreshed from the database.
+//! - `grpc`: `InvoicingService`, its access rules and the proto conversions.
+//! - `lifecycle`: payments, voids, the overdue sweep; `lifecycle::stripe_events`: Stripe's.
+//! - `profile`: tenant billing profiles, managed over gRPC, seeded from the tenants file.
+//! - `store`: the tables, one submodule per aggregate (see its docs), and the outbox.
+//! - `stripe`: pushing invoices to Stripe; `stripe::{errors, find, limits}`.
+//!
+//! No cycles: `grpc` uses the others; `bank` and `consumer` use `lifecycle`; `lifecycle` and
+//! `close` use `stripe`; `stripe` uses `profile` and `store`; `gauges` uses `store`; `store` and
+//! `profile` use no other module.
 #![forbid(unsafe_code)]
 
 mod bank;

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::store::{InvoiceRow, Status, Store};
+use crate::store::{InvoiceRow, InvoiceStatus, Store};
 use crate::stripe::{PushError, StripeBilling};
 
 pub use stripe_events::StripeInvoiceEvent;
@@ -26,7 +26,7 @@ pub enum LifecycleError {
     #[error("invoice {number} is {status}: {why}")]
     WrongStatus {
         number: String,
-        status: Status,
+        status: InvoiceStatus,
         why: &'static str,
     },
     #[error("stripe: {0}")]
@@ -35,7 +35,6 @@ pub enum LifecycleError {
     Db(#[from] sqlx::Error),
 }
 
-/// The result of recording a payment.
 /// A bank transfer to record against an invoice.
 #[derive(Debug, Clone, Copy)]
 pub struct Transfer<'a> {
@@ -57,6 +56,7 @@ pub enum PaymentLimit {
     Balance,
 }
 
+/// The result of recording a payment.
 pub struct Recorded {
     pub invoice: InvoiceRow,
     /// False when the idempotency key had been recorded before (nothing changed).
@@ -114,8 +114,8 @@ impl Lifecycle {
         let amount = currency
             .parse_amount(amount_text)
             .map_err(|e| LifecycleError::Invalid(format!("amount {amount_text:?}: {e}")))?;
-        let status = invoice.status();
-        if !(status.is_open() || status == Status::Paid) {
+        let status = invoice.status;
+        if !(status.is_open() || status == InvoiceStatus::Paid) {
             return Err(LifecycleError::WrongStatus {
                 number: invoice.number,
                 status,
@@ -201,14 +201,8 @@ impl Lifecycle {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<InvoiceRow, sqlx::Error> {
-        let status = invoice.status();
-        let target = if invoice.amount_paid >= invoice.total {
-            Status::Paid
-        } else if status == Status::Issued {
-            Status::PartiallyPaid
-        } else {
-            status
-        };
+        let status = invoice.status;
+        let target = status.after_payment(invoice.amount_paid >= invoice.total);
         if target == status {
             return Ok(invoice);
         }
@@ -254,7 +248,7 @@ impl Lifecycle {
         check_voidable(&invoice)?;
         let voided = self
             .store
-            .transition(&mut tx, &invoice, Status::Void, reason, now)
+            .transition(&mut tx, &invoice, InvoiceStatus::Void, reason, now)
             .await?;
         self.store.remark_lines(&mut tx, &voided).await?;
         tx.commit().await?;
@@ -276,13 +270,13 @@ impl Lifecycle {
                 continue;
             };
             // Paid or voided since the list was read.
-            if !matches!(invoice.status(), Status::Issued | Status::PartiallyPaid) {
+            if !InvoiceStatus::FALLS_OVERDUE.contains(&invoice.status) {
                 continue;
             }
             let reason = format!("due {} and unpaid", invoice.due_date);
             let overdue = self
                 .store
-                .transition(&mut tx, &invoice, Status::Overdue, &reason, now)
+                .transition(&mut tx, &invoice, InvoiceStatus::Overdue, &reason, now)
                 .await?;
             tx.commit().await?;
             marked.push(overdue);
@@ -297,7 +291,7 @@ impl Lifecycle {
 }
 
 fn check_voidable(invoice: &InvoiceRow) -> Result<(), LifecycleError> {
-    let status = invoice.status();
+    let status = invoice.status;
     let why = if status.is_final() {
         "paid and void invoices cannot be voided"
     } else if invoice.amount_paid > Decimal::ZERO {

@@ -38,10 +38,10 @@ use stripe_billing::invoice::{
     RetrieveInvoice, SendInvoiceInvoice, VoidInvoiceInvoice,
 };
 use stripe_billing::invoice_item::CreateInvoiceItem;
-use stripe_billing::{Invoice, InvoiceCollectionMethod, InvoiceStatus};
+use stripe_billing::{Invoice, InvoiceCollectionMethod, InvoiceStatus as StripeInvoiceStatus};
 
 use crate::profile::{Profile, Profiles};
-use crate::store::{InvoiceRow, LINE_ADJUSTMENT, LINE_BOOKING, Status, Store};
+use crate::store::{InvoiceRow, InvoiceStatus, LINE_ADJUSTMENT, LINE_BOOKING, Store};
 
 pub use errors::PushError;
 use errors::{maybe_executed, worth_retrying};
@@ -198,7 +198,7 @@ impl StripeBilling {
             Err(StripeError::Stripe(_, 400)) => self.retrieve(&stripe_id).await?,
             Err(err) => return Err(err.into()),
         };
-        if finalized.status == Some(InvoiceStatus::Draft) {
+        if finalized.status == Some(StripeInvoiceStatus::Draft) {
             return Err(PushError::Incomplete("a finalized invoice"));
         }
         self.store
@@ -210,7 +210,7 @@ impl StripeBilling {
                 finalized.hosted_invoice_url.as_deref(),
             )
             .await?;
-        if finalized.status == Some(InvoiceStatus::Open) {
+        if finalized.status == Some(StripeInvoiceStatus::Open) {
             let send = SendInvoiceInvoice::new(stripe_id.as_str());
             self.retrying(|| {
                 send.customize()
@@ -237,9 +237,9 @@ impl StripeBilling {
             .lock_invoice(&mut tx, invoice.id)
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
-        let issued = if current.status() == Status::Draft {
+        let issued = if current.status == InvoiceStatus::Draft {
             self.store
-                .transition(&mut tx, &current, Status::Issued, &reason, now)
+                .transition(&mut tx, &current, InvoiceStatus::Issued, &reason, now)
                 .await?
         } else {
             current
@@ -273,12 +273,12 @@ impl StripeBilling {
         let current = self.retrieve(&stripe_id).await?;
         let key = |step: &str| idempotent(&format!("invoice-{}-{step}", invoice.id));
         match current.status {
-            Some(InvoiceStatus::Draft) => {
+            Some(StripeInvoiceStatus::Draft) => {
                 let delete = DeleteInvoice::new(stripe_id.as_str());
                 self.retrying(|| delete.customize().send(&self.client))
                     .await?;
             }
-            Some(InvoiceStatus::Void) => {}
+            Some(StripeInvoiceStatus::Void) => {}
             _ => {
                 let void = VoidInvoiceInvoice::new(stripe_id.as_str());
                 self.retrying(|| {

@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::Lifecycle;
-use crate::store::{InvoiceRow, Status};
+use crate::store::{InvoiceRow, InvoiceStatus};
 use crate::stripe::{from_minor_units, minor_units};
 
 /// The Stripe events invoicing acts on; others are recorded as ignored.
@@ -255,10 +255,10 @@ impl Lifecycle {
         event: &StripeInvoiceEvent,
         now: DateTime<Utc>,
     ) -> Result<StripeOutcome, sqlx::Error> {
-        let status = invoice.status();
+        let status = invoice.status;
         let stripe_ref = &event.stripe_invoice_id;
         // A draft Stripe finalized or settled was issued, whatever else the event says.
-        let invoice = if status == Status::Draft
+        let invoice = if status == InvoiceStatus::Draft
             && matches!(
                 event.event_type.as_str(),
                 "invoice.finalized" | "invoice.paid" | "invoice.payment_failed"
@@ -267,7 +267,7 @@ impl Lifecycle {
                 .transition(
                     tx,
                     &invoice,
-                    Status::Issued,
+                    InvoiceStatus::Issued,
                     &format!("finalized in Stripe as {stripe_ref}"),
                     now,
                 )
@@ -276,8 +276,8 @@ impl Lifecycle {
             invoice
         };
         Ok(match event.event_type.as_str() {
-            "invoice.finalized" if status == Status::Draft => StripeOutcome::Applied,
-            "invoice.paid" if invoice.status().is_open() => {
+            "invoice.finalized" if status == InvoiceStatus::Draft => StripeOutcome::Applied,
+            "invoice.paid" if invoice.status.is_open() => {
                 let Some(currency) = invoice.currency() else {
                     return Ok(StripeOutcome::Ignored);
                 };
@@ -311,7 +311,7 @@ impl Lifecycle {
                 let reason = format!("paid in Stripe ({} collected)", format_paid(paid, currency));
                 let invoice = self
                     .store
-                    .transition(tx, &invoice, Status::Paid, &reason, now)
+                    .transition(tx, &invoice, InvoiceStatus::Paid, &reason, now)
                     .await?;
                 if let Some(payment) = payment {
                     self.store
@@ -320,7 +320,7 @@ impl Lifecycle {
                 }
                 StripeOutcome::Applied
             }
-            "invoice.payment_failed" if invoice.status().is_open() => {
+            "invoice.payment_failed" if invoice.status.is_open() => {
                 self.store
                     .note(
                         tx,
@@ -332,10 +332,10 @@ impl Lifecycle {
                     .await?;
                 StripeOutcome::Applied
             }
-            "invoice.voided" if !invoice.status().is_final() => {
+            "invoice.voided" if !invoice.status.is_final() => {
                 let voided = self
                     .store
-                    .transition(tx, &invoice, Status::Void, "voided in Stripe", now)
+                    .transition(tx, &invoice, InvoiceStatus::Void, "voided in Stripe", now)
                     .await?;
                 self.store.remark_lines(tx, &voided).await?;
                 StripeOutcome::Applied
@@ -445,47 +445,10 @@ fn clip(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use chrono::NaiveDate;
-
     use super::*;
+    use crate::store::example_invoice as invoice;
 
     const OURS: &str = "in_ours";
-
-    fn invoice() -> InvoiceRow {
-        let date = NaiveDate::from_ymd_opt(2026, 8, 1).expect("date");
-        InvoiceRow {
-            id: Uuid::nil(),
-            number: "CLAIRE-2026-0001".into(),
-            tenant_id: "claire".into(),
-            tenant_name: "Claire".into(),
-            billing_email: "claire@example.test".into(),
-            address: String::new(),
-            tax_id: String::new(),
-            period: "2026-07".into(),
-            period_start: DateTime::UNIX_EPOCH,
-            period_end: DateTime::UNIX_EPOCH,
-            time_zone: "Australia/Sydney".into(),
-            currency: "AUD".into(),
-            status: "issued".into(),
-            issue_date: date,
-            due_date: date,
-            booking_count: 1,
-            total_booking_value: Decimal::new(16000, 2),
-            subtotal: Decimal::new(3200, 2),
-            tax_rate: Decimal::new(1, 1),
-            tax: Decimal::new(320, 2),
-            total: Decimal::new(3520, 2),
-            amount_paid: Decimal::new(1000, 2),
-            issued_at: None,
-            invoicing_mode: "stripe".into(),
-            payment_instructions: String::new(),
-            void_reason: None,
-            stripe_invoice_id: Some(OURS.into()),
-            stripe_items_created: 2,
-            stripe_number: None,
-            stripe_hosted_url: None,
-        }
-    }
 
     fn paid(amount: i64) -> StripeInvoiceEvent {
         StripeInvoiceEvent {

@@ -1,0 +1,135 @@
+//! Payments against an invoice: recorded once per idempotency key, added to the invoice's amount
+//! paid, and announced on `invoicing.invoice.payment_recorded`.
+
+use billing_proto::convert::timestamp;
+use billing_proto::events::PaymentRecordedV1;
+use chrono::{DateTime, NaiveDate, Utc};
+use prost::Message;
+use rust_decimal::Decimal;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::Store;
+use super::invoices::{INVOICE_COLUMNS, InvoiceRow};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PaymentRow {
+    pub id: Uuid,
+    pub method: String,
+    pub amount: Decimal,
+    pub received_on: NaiveDate,
+    pub reference: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A payment just recorded.
+#[derive(Debug, Clone)]
+pub struct NewPayment {
+    pub id: Uuid,
+    /// `bank_transfer` or `stripe`.
+    pub method: String,
+    pub amount: Decimal,
+    pub received_on: NaiveDate,
+    pub reference: String,
+}
+
+impl Store {
+    pub async fn payments(&self, id: Uuid) -> Result<Vec<PaymentRow>, sqlx::Error> {
+        sqlx::query_as(
+            "select id, method, amount, received_on, reference, recorded_at
+             from payments where invoice_id = $1 order by recorded_at, id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Records a payment once per idempotency key and adds it to the invoice's amount paid.
+    /// `None` when the key was already recorded.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_payment(
+        &self,
+        tx: &mut PgConnection,
+        invoice: &InvoiceRow,
+        method: &str,
+        amount: Decimal,
+        received_on: NaiveDate,
+        reference: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<(InvoiceRow, NewPayment)>, sqlx::Error> {
+        let payment = NewPayment {
+            id: Uuid::now_v7(),
+            method: method.to_string(),
+            amount,
+            received_on,
+            reference: reference.to_string(),
+        };
+        let inserted = sqlx::query(
+            "insert into payments (id, invoice_id, method, amount, received_on, reference,
+                idempotency_key)
+             values ($1, $2, $3, $4, $5, $6, $7)
+             on conflict (idempotency_key) do nothing",
+        )
+        .bind(payment.id)
+        .bind(invoice.id)
+        .bind(method)
+        .bind(amount)
+        .bind(received_on)
+        .bind(reference)
+        .bind(idempotency_key)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update invoices set amount_paid = amount_paid + $2 where id = $1
+             returning {INVOICE_COLUMNS}"
+        )))
+        .bind(invoice.id)
+        .bind(amount)
+        .fetch_one(tx)
+        .await
+        .map(|row| Some((row, payment)))
+    }
+
+    /// Announces a recorded payment on `invoicing.invoice.payment_recorded`, with `invoice` as
+    /// it stands after the payment (status settled).
+    pub async fn payment_recorded(
+        &self,
+        tx: &mut PgConnection,
+        invoice: &InvoiceRow,
+        payment: &NewPayment,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let event = PaymentRecordedV1 {
+            payment_id: payment.id.to_string(),
+            invoice_id: invoice.id.to_string(),
+            tenant_id: invoice.tenant_id.clone(),
+            invoice_number: invoice.number.clone(),
+            method: payment.method.clone(),
+            amount: Some(invoice.money(payment.amount)),
+            received_on: payment.received_on.to_string(),
+            reference: payment.reference.clone(),
+            status: invoice.status.as_str().to_string(),
+            total: Some(invoice.money(invoice.total)),
+            amount_paid: Some(invoice.money(invoice.amount_paid)),
+            recorded_at: Some(timestamp(now)),
+        };
+        self.enqueue(
+            tx,
+            self.subjects.invoice("payment_recorded"),
+            format!("payment:{}", payment.id),
+            event.encode_to_vec(),
+        )
+        .await
+    }
+
+    /// The invoice and amount a payment idempotency key was recorded with.
+    pub async fn payment_by_key(&self, key: &str) -> Result<Option<(Uuid, Decimal)>, sqlx::Error> {
+        sqlx::query_as("select invoice_id, amount from payments where idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+    }
+}
