@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod limiter;
+pub mod metric_docs;
 pub mod nats;
 pub mod ops;
 pub mod outbox;

@@ -17,17 +17,24 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// The process-wide Prometheus recorder, installed on first use, with the runtime's own metrics
+/// described ([`crate::metric_docs::describe`]). A service describes its metrics right after
+/// calling this, before anything serves `/metrics`.
 pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
+        // Names already end in their unit, so the exporter's unit suffix (and its
+        // "recommended naming") stays off: a description's unit documents the name and
+        // changes no series.
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .unwrap_or_else(|_| PrometheusBuilder::new());
-        match builder.install_recorder() {
+        let handle = match builder.install_recorder() {
             Ok(handle) => handle,
             // Another recorder is installed (cannot happen in our binaries): render an empty one.
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-        }
+        };
+        crate::metric_docs::describe();
+        handle
     })
 }
 

@@ -1,7 +1,11 @@
-//! Logging and traces. Logs are JSON lines by default (`LOG_FORMAT=text` for humans), filtered
-//! by `RUST_LOG`. Spans are exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
-//! (e.g. `http://otel-collector:4317`); without it no spans are made (they cost CPU on every
-//! request), so a trace only continues through services that export too.
+//! Logging and traces. Logs are JSON lines on stdout by default (`LOG_FORMAT=text` for humans,
+//! coloured only on a terminal and without `NO_COLOR`), filtered by `RUST_LOG`. Spans are
+//! exported over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (e.g.
+//! `http://otel-collector:4317`); without it no spans are made (they cost CPU on every request),
+//! so a trace only continues through services that export too.
+
+use std::ffi::OsStr;
+use std::io::IsTerminal as _;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -56,9 +60,19 @@ pub fn init_with(service: &'static str, otlp_endpoint: Option<String>) -> Teleme
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,async_nats=warn,h2=warn,tower=warn"));
     let text = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "text");
     let fmt = if text {
-        tracing_subscriber::fmt::layer().with_filter(logs).boxed()
+        let colour = colour(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stdout)
+            .with_ansi(colour)
+            .with_filter(logs)
+            .boxed()
     } else {
         tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stdout)
+            .with_ansi(false)
             .json()
             .flatten_event(true)
             .with_current_span(false)
@@ -80,6 +94,13 @@ pub fn init_with(service: &'static str, otlp_endpoint: Option<String>) -> Teleme
     Telemetry { provider }
 }
 
+/// Whether text logs are coloured: only when they go to a terminal (written to a file or a pipe,
+/// escape codes would only garble them), and never with `NO_COLOR` set to anything but the
+/// empty string (<https://no-color.org>).
+fn colour(to_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    to_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
 fn otlp_provider(
     service: &'static str,
     endpoint: &str,
@@ -97,4 +118,24 @@ fn otlp_provider(
         )
         .with_batch_exporter(exporter)
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::colour;
+
+    #[test]
+    fn text_logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        // NO_COLOR set to anything, even "0", turns colour off; set but empty, it does not.
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(true, Some(OsStr::new("0"))));
+        assert!(colour(true, Some(OsStr::new(""))));
+        // A file or a pipe never gets escape codes.
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some(OsStr::new(""))));
+        assert!(!colour(false, Some(OsStr::new("1"))));
+    }
 }

@@ -5,6 +5,7 @@
 
 mod audit;
 pub mod checks;
+mod metrics;
 mod serve;
 mod webhooks;
 
@@ -170,6 +171,7 @@ pub async fn run_with_ops(
 ) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
+    metrics::describe();
     let tenants =
         Tenants::load_with_secrets(&config.tenants_file, config.tenant_secrets_file.as_deref())?;
     let client = config

@@ -26,6 +26,7 @@ mod consumer;
 mod gauges;
 mod grpc;
 mod lifecycle;
+mod metrics;
 mod profile;
 mod store;
 mod stripe;
@@ -180,6 +181,7 @@ pub enum Error {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
+    metrics::describe();
     let tokens = Tokens::from_setting(config.grpc_tokens.as_ref(), "INVOICING_GRPC_TOKENS")?;
     let ledger_token = config
         .ledger_token

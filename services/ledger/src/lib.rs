@@ -10,6 +10,7 @@ mod events;
 mod golive;
 mod grpc;
 mod integrity;
+mod metrics;
 mod outcome;
 mod reconcile;
 mod rekey;
@@ -236,6 +237,7 @@ fn chain_key(path: Option<&Path>) -> Result<Option<ChainKey>, Error> {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
+    metrics::describe();
     let tokens = Tokens::from_setting(config.grpc_tokens.as_ref(), "LEDGER_GRPC_TOKENS")?;
     let tenants = Arc::new(Tenants::load_with_secrets(
         &config.tenants_file,

@@ -7,6 +7,7 @@ mod consumer;
 pub mod deliveries;
 mod grpc;
 pub mod mail;
+mod metrics;
 pub mod pdf;
 mod text;
 
@@ -188,6 +189,7 @@ pub enum Error {
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
+    metrics::describe();
     let tokens = Tokens::from_setting(config.grpc_tokens.as_ref(), "NOTIFIER_GRPC_TOKENS")?;
     let invoicing_token = config
         .invoicing_token
