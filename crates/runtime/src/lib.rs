@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod error;
 pub mod limiter;
 pub mod metric_docs;
 pub mod nats;

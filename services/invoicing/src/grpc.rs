@@ -13,6 +13,7 @@ use billing_proto::invoicing::{
     TenantProfile, VoidInvoiceRequest,
 };
 use billing_runtime::auth::Access;
+use billing_runtime::error::to_status;
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
 use rust_decimal::Decimal;
@@ -21,7 +22,7 @@ use uuid::Uuid;
 
 use crate::bank::BankMatcher;
 use crate::close::{CloseError, Closed, MonthlyClose};
-use crate::lifecycle::{Lifecycle, LifecycleError, PaymentLimit, Transfer};
+use crate::lifecycle::{Lifecycle, PaymentLimit, Transfer};
 use crate::profile::{Profile, Profiles};
 use crate::store::{
     CloseOutcome, HistoryRow, InvoiceRow, InvoiceStatus, LineRow, NewInvoice, PaymentRow, Store,
@@ -197,9 +198,9 @@ impl InvoicingGrpc {
     }
 
     async fn full_invoice(&self, row: &InvoiceRow) -> Result<Invoice, Status> {
-        let lines = self.store.lines(row.id).await.map_err(internal)?;
-        let history = self.store.history(row.id).await.map_err(internal)?;
-        let payments = self.store.payments(row.id).await.map_err(internal)?;
+        let lines = self.store.lines(row.id).await.map_err(to_status)?;
+        let history = self.store.history(row.id).await.map_err(to_status)?;
+        let payments = self.store.payments(row.id).await.map_err(to_status)?;
         let mut invoice = to_proto(row);
         let money = |amount| row.money(amount);
         invoice.lines = lines.iter().map(|l| line_to_proto(&money, l)).collect();
@@ -224,12 +225,12 @@ impl InvoicingService for InvoicingGrpc {
             ),
         };
         let profiles = match req.tenant_id.as_str() {
-            "" => self.profiles.list().await.map_err(internal)?,
+            "" => self.profiles.list().await.map_err(to_status)?,
             id => vec![
                 self.profiles
                     .get(id)
                     .await
-                    .map_err(internal)?
+                    .map_err(to_status)?
                     .ok_or_else(|| {
                         Status::not_found(format!("no billing profile for tenant {id:?}"))
                     })?,
@@ -254,7 +255,7 @@ impl InvoicingService for InvoicingGrpc {
             .store
             .invoice(id)
             .await
-            .map_err(internal)?
+            .map_err(to_status)?
             .ok_or_else(|| Status::not_found("no such invoice"))?;
         Ok(Response::new(self.full_invoice(&row).await?))
     }
@@ -277,7 +278,7 @@ impl InvoicingService for InvoicingGrpc {
                 some(&req.period).as_deref(),
             )
             .await
-            .map_err(internal)?;
+            .map_err(to_status)?;
         Ok(Response::new(ListInvoicesResponse {
             invoices: rows.iter().map(to_proto).collect(),
         }))
@@ -300,7 +301,7 @@ impl InvoicingService for InvoicingGrpc {
         let matches = matcher
             .run(&req.transfers, req.dry_run)
             .await
-            .map_err(lifecycle_status)?;
+            .map_err(to_status)?;
         for m in &matches {
             metrics::counter!("invoicing_bank_transfers_total", "outcome" => m.outcome.clone())
                 .increment(1);
@@ -329,7 +330,7 @@ impl InvoicingService for InvoicingGrpc {
                 Utc::now(),
             )
             .await
-            .map_err(lifecycle_status)?;
+            .map_err(to_status)?;
         Ok(Response::new(RecordPaymentResponse {
             invoice: Some(self.full_invoice(&recorded.invoice).await?),
             recorded: recorded.recorded,
@@ -347,7 +348,7 @@ impl InvoicingService for InvoicingGrpc {
             .lifecycle
             .void(id, &req.reason, Utc::now())
             .await
-            .map_err(lifecycle_status)?;
+            .map_err(to_status)?;
         Ok(Response::new(self.full_invoice(&voided).await?))
     }
 
@@ -364,7 +365,7 @@ impl InvoicingService for InvoicingGrpc {
             .lifecycle
             .sweep_overdue(as_of, Utc::now())
             .await
-            .map_err(lifecycle_status)?;
+            .map_err(to_status)?;
         Ok(Response::new(SweepOverdueResponse {
             marked: marked.iter().map(to_proto).collect(),
         }))
@@ -379,7 +380,7 @@ impl InvoicingService for InvoicingGrpc {
             .profile
             .ok_or_else(|| Status::invalid_argument("profile is required"))?;
         let profile = Profile::from_proto(input).map_err(Status::invalid_argument)?;
-        let saved = self.profiles.put(&profile).await.map_err(internal)?;
+        let saved = self.profiles.put(&profile).await.map_err(to_status)?;
         tracing::info!(tenant = %saved.tenant_id, mode = saved.mode.as_str(), "billing profile saved");
         Ok(Response::new(saved.to_proto()))
     }
@@ -393,7 +394,7 @@ impl InvoicingService for InvoicingGrpc {
             .profiles
             .get(&id)
             .await
-            .map_err(internal)?
+            .map_err(to_status)?
             .ok_or_else(|| Status::not_found(format!("no billing profile for tenant {id:?}")))?;
         Ok(Response::new(profile.to_proto()))
     }
@@ -402,7 +403,7 @@ impl InvoicingService for InvoicingGrpc {
         &self,
         _request: Request<ListTenantProfilesRequest>,
     ) -> Result<Response<ListTenantProfilesResponse>, Status> {
-        let profiles = self.profiles.list().await.map_err(internal)?;
+        let profiles = self.profiles.list().await.map_err(to_status)?;
         Ok(Response::new(ListTenantProfilesResponse {
             profiles: profiles.iter().map(Profile::to_proto).collect(),
         }))
@@ -417,19 +418,6 @@ fn parse_id(id: &str) -> Result<Uuid, Status> {
 fn parse_date(field: &str, text: &str) -> Result<NaiveDate, Status> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map_err(|_| Status::invalid_argument(format!("{field} must be YYYY-MM-DD, not {text:?}")))
-}
-
-fn lifecycle_status(err: LifecycleError) -> Status {
-    match err {
-        LifecycleError::NotFound => Status::not_found("no such invoice"),
-        LifecycleError::Invalid(msg) => Status::invalid_argument(msg),
-        LifecycleError::WrongStatus { .. } => Status::failed_precondition(err.to_string()),
-        LifecycleError::Stripe(err) => {
-            tracing::warn!(error = %err, "stripe call failed");
-            Status::unavailable(format!("stripe: {err}"))
-        }
-        LifecycleError::Db(err) => internal(err),
-    }
 }
 
 pub fn to_proto(row: &InvoiceRow) -> Invoice {
@@ -533,9 +521,4 @@ fn payment_to_proto(invoice: &InvoiceRow, p: &PaymentRow) -> Payment {
         reference: p.reference.clone(),
         recorded_at: Some(timestamp(p.recorded_at)),
     }
-}
-
-fn internal(err: sqlx::Error) -> Status {
-    tracing::error!(error = %err, "invoicing query failed");
-    Status::internal("internal error")
 }

@@ -5,6 +5,7 @@
 
 mod stripe_events;
 
+use billing_runtime::error::{ErrorCode, ServiceError};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -33,6 +34,25 @@ pub enum LifecycleError {
     Stripe(#[from] PushError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+impl ServiceError for LifecycleError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            LifecycleError::NotFound => ErrorCode::NotFound,
+            LifecycleError::Invalid(_) => ErrorCode::InvalidArgument,
+            LifecycleError::WrongStatus { .. } => ErrorCode::FailedPrecondition,
+            LifecycleError::Stripe(_) => ErrorCode::Unavailable,
+            LifecycleError::Db(err) => err.error_code(),
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            LifecycleError::Db(err) => err.public_message(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// A bank transfer to record against an invoice.

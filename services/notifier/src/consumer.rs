@@ -12,6 +12,7 @@
 //! retried with a growing delay; a refusal of the message or its recipient (550–556) or an
 //! invalid address dead-letters the event and raises an operator alert.
 
+use billing_runtime::error::{ErrorCode, ServiceError};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -55,8 +56,9 @@ pub struct Notifier {
     pub issuer: Issuer,
 }
 
+/// Getting an invoice from invoicing, or rendering its PDF.
 #[derive(Debug, thiserror::Error)]
-pub enum FetchError {
+pub enum InvoiceError {
     #[error("invoice {0} does not exist")]
     NotFound(String),
     #[error("invoicing: {0}")]
@@ -65,6 +67,16 @@ pub enum FetchError {
     Pdf(#[from] pdf::PdfError),
     #[error("pdf task: {0}")]
     Task(String),
+}
+
+impl ServiceError for InvoiceError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            InvoiceError::NotFound(_) => ErrorCode::NotFound,
+            InvoiceError::Unavailable(_) => ErrorCode::Unavailable,
+            InvoiceError::Pdf(_) | InvoiceError::Task(_) => ErrorCode::Internal,
+        }
+    }
 }
 
 /// What to do with a message once handled.
@@ -96,7 +108,7 @@ struct Wanted {
 }
 
 impl Notifier {
-    pub async fn invoice(&self, invoice_id: &str) -> Result<Invoice, FetchError> {
+    pub async fn invoice(&self, invoice_id: &str) -> Result<Invoice, InvoiceError> {
         match self
             .invoicing
             .clone()
@@ -107,20 +119,20 @@ impl Notifier {
         {
             Ok(response) => Ok(response.into_inner()),
             Err(status) if status.code() == tonic::Code::NotFound => {
-                Err(FetchError::NotFound(invoice_id.to_string()))
+                Err(InvoiceError::NotFound(invoice_id.to_string()))
             }
-            Err(status) => Err(FetchError::Unavailable(status)),
+            Err(status) => Err(InvoiceError::Unavailable(status)),
         }
     }
 
     /// Renders on the blocking pool: a long invoice is seconds of CPU the runtime must not
     /// spend.
-    pub async fn render(&self, invoice: Invoice) -> Result<Rendered, FetchError> {
+    pub async fn render(&self, invoice: Invoice) -> Result<Rendered, InvoiceError> {
         let issuer = self.issuer.clone();
         let started = Instant::now();
         let rendered = tokio::task::spawn_blocking(move || pdf::render(&invoice, &issuer))
             .await
-            .map_err(|e| FetchError::Task(e.to_string()))??;
+            .map_err(|e| InvoiceError::Task(e.to_string()))??;
         metrics::histogram!("notifier_pdf_render_seconds").record(started.elapsed().as_secs_f64());
         Ok(rendered)
     }
@@ -290,7 +302,7 @@ impl Notifier {
         }
         let invoice = match self.invoice(&wanted.invoice_id.to_string()).await {
             Ok(invoice) => invoice,
-            Err(err @ FetchError::NotFound(_)) => return Disposition::dead(err.to_string()),
+            Err(err @ InvoiceError::NotFound(_)) => return Disposition::dead(err.to_string()),
             Err(err) => return Disposition::Retry(err.to_string()),
         };
         if let Some(why) = stale(key.kind, &invoice.status) {

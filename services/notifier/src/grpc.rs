@@ -9,10 +9,11 @@ use billing_proto::notifier::{
     RenderInvoicePdfResponse,
 };
 use billing_runtime::auth::Access;
+use billing_runtime::error::to_status;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::consumer::{FetchError, Notifier};
+use crate::consumer::Notifier;
 
 /// Who may call what (see [`billing_runtime::auth`]): reading PDFs and deliveries.
 pub const ACCESS: &[(&str, Access)] = &[
@@ -49,16 +50,13 @@ impl NotifierService for NotifierGrpc {
         request: Request<RenderInvoicePdfRequest>,
     ) -> Result<Response<RenderInvoicePdfResponse>, Status> {
         let id = invoice_id(&request.get_ref().invoice_id)?;
-        let invoice = match self.notifier.invoice(&id.to_string()).await {
-            Ok(invoice) => invoice,
-            Err(err @ FetchError::NotFound(_)) => return Err(Status::not_found(err.to_string())),
-            Err(err) => return Err(Status::unavailable(err.to_string())),
-        };
+        let invoice = self
+            .notifier
+            .invoice(&id.to_string())
+            .await
+            .map_err(to_status)?;
         let file_name = format!("{}.pdf", invoice.number);
-        let rendered = self.notifier.render(invoice).await.map_err(|err| {
-            tracing::error!(error = %err, invoice = %id, "rendering failed");
-            Status::internal(err.to_string())
-        })?;
+        let rendered = self.notifier.render(invoice).await.map_err(to_status)?;
         Ok(Response::new(RenderInvoicePdfResponse {
             pdf: rendered.bytes,
             file_name,
@@ -76,7 +74,7 @@ impl NotifierService for NotifierGrpc {
             .deliveries
             .for_invoice(id)
             .await
-            .map_err(|err| Status::unavailable(format!("database: {err}")))?;
+            .map_err(to_status)?;
         let deliveries = rows
             .into_iter()
             .map(|d| Delivery {
