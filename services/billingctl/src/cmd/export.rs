@@ -15,13 +15,76 @@ use billing_proto::convert::{datetime, timestamp};
 use billing_proto::invoicing::{GetInvoiceRequest, Invoice, ListInvoicesRequest};
 use billing_proto::ledger::{Booking, ListBookingsRequest};
 
+use crate::clients::{self, Conn};
+use crate::exit::{InputError, Outcome};
+use crate::output::invoice_json;
 use crate::progress::Progress;
-use crate::{Conn, InputError, invoice_json};
+
+#[derive(clap::Subcommand)]
+pub enum ExportWhat {
+    /// Bookings with sessions in the month (tenant's time zone), one row each.
+    Bookings(ExportArgs),
+    /// The month's invoices, one row per invoice line.
+    Invoices(ExportArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    #[arg(long)]
+    tenant: String,
+    /// YYYY-MM
+    #[arg(long)]
+    period: String,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: Format,
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    out: Option<std::path::PathBuf>,
+}
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Format {
     Csv,
     Json,
+}
+
+/// Writes the export to standard output, or to `--out` under a temporary name renamed when
+/// complete, so a failed export never leaves a partial month that looks whole.
+pub async fn run(conn: &Conn, what: ExportWhat) -> anyhow::Result<Outcome> {
+    let (is_bookings, args) = match what {
+        ExportWhat::Bookings(args) => (true, args),
+        ExportWhat::Invoices(args) => (false, args),
+    };
+    let partial = args.out.as_ref().map(|path| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".partial");
+        std::path::PathBuf::from(name)
+    });
+    let out: Box<dyn Write> = match &partial {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let written = if is_bookings {
+        bookings(conn, &args.tenant, &args.period, args.format, out).await
+    } else {
+        invoices(conn, &args.tenant, &args.period, args.format, out).await
+    };
+    let written = match (written, &partial) {
+        (Ok(n), _) => n,
+        (Err(err), Some(path)) => {
+            let _ = std::fs::remove_file(path);
+            return Err(err);
+        }
+        (Err(err), None) => return Err(err),
+    };
+    if let (Some(partial), Some(path)) = (&partial, &args.out) {
+        std::fs::rename(partial, path)
+            .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))?;
+        eprintln!("wrote {written} record(s) to {}", path.display());
+    }
+    Ok(Outcome::Done)
 }
 
 /// The bookings CSV's columns, in order.
@@ -180,7 +243,7 @@ async fn month(
     let period: BillingPeriod = period
         .parse()
         .map_err(|e: billing_domain::period::PeriodParseError| InputError(e.to_string()))?;
-    let profile = crate::profile(&mut conn.invoicing()?, tenant).await?;
+    let profile = clients::profile(&mut conn.invoicing()?, tenant).await?;
     let tz: chrono_tz::Tz = profile
         .time_zone
         .parse()
@@ -190,7 +253,7 @@ async fn month(
 }
 
 /// Every booking of `tenant` with a session in `period`, oldest first.
-pub async fn bookings(
+async fn bookings(
     conn: &Conn,
     tenant: &str,
     period: &str,
@@ -272,7 +335,7 @@ fn write_booking<W: Write>(
 }
 
 /// Every invoice of `tenant` for `period` with its lines.
-pub async fn invoices(
+async fn invoices(
     conn: &Conn,
     tenant: &str,
     period: &str,
@@ -284,7 +347,7 @@ pub async fn invoices(
         .map_err(|e| InputError(e.to_string()))?;
     let mut invoicing = conn.invoicing()?;
     // An unknown tenant is an error that names it, not an empty export.
-    crate::profile(&mut invoicing, tenant).await?;
+    clients::profile(&mut invoicing, tenant).await?;
     let list = invoicing
         .list_invoices(ListInvoicesRequest {
             tenant_id: tenant.to_string(),

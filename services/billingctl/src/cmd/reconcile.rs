@@ -8,14 +8,96 @@ use billing_domain::bank::{self, StatementFormat};
 use billing_proto::invoicing::{BankTransfer, MatchBankTransfersRequest, TransferMatch};
 use billing_proto::ledger::{ReconcileSimplyBookRequest, TenantReconciliation};
 
+use crate::clients::Conn;
+use crate::exit::{InputError, Outcome};
+use crate::output::{self, Table, amount, last, left, right};
 use crate::progress::Progress;
-use crate::{Conn, InputError};
 
-/// Exit status when something needs a person: gaps found, transfers left unmatched.
-pub const EXIT_ATTENTION: u8 = 3;
+#[derive(clap::Subcommand)]
+pub enum ReconcileCmd {
+    /// SimplyBook's bookings of a month against the ledger's. Exits 3 when they differ.
+    Simplybook {
+        /// Default: every tenant with SimplyBook admin credentials.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// YYYY-MM, `current` or `previous` (each tenant's month in its time zone).
+        #[arg(long, default_value = "previous")]
+        period: String,
+        /// Put each missing or differing booking on the webhook stream, where the ledger
+        /// confirms it with SimplyBook's admin API and records it as a repair.
+        #[arg(long)]
+        repair: bool,
+        /// Raise an operator alert when gaps are found (the nightly CronJob does).
+        #[arg(long)]
+        alert: bool,
+    },
+    /// Match a bank statement (CSV with a header row) to open invoices and record the
+    /// payments. Exits 3 when some transfers did not match.
+    Bank {
+        /// The statement; `-` for standard input.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        columns: Columns,
+        /// Show what would be recorded without recording anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Needs attention when a tenant has gaps (or could not be reconciled), or a transfer did not
+/// match.
+pub async fn run(conn: &Conn, json: bool, cmd: ReconcileCmd) -> anyhow::Result<Outcome> {
+    let ok = match cmd {
+        ReconcileCmd::Simplybook {
+            tenant,
+            period,
+            repair,
+            alert,
+        } => {
+            let request = ReconcileSimplyBookRequest {
+                tenant_id: tenant.unwrap_or_default(),
+                period,
+                repair,
+                alert,
+            };
+            simplybook(conn, json, request).await?
+        }
+        ReconcileCmd::Bank {
+            file,
+            columns,
+            dry_run,
+        } => {
+            let (transfers, debits) = read_statement(&file, &columns)?;
+            bank(conn, json, transfers, debits, dry_run).await?
+        }
+    };
+    Ok(Outcome::attention_unless(ok))
+}
+
+const GAPS: Table<5> = Table::indented(
+    "  ",
+    [
+        left("BOOKING", 12),
+        left("GAP", 24),
+        left("SIMPLYBOOK", 40),
+        left("LEDGER", 40),
+        last("REPAIR"),
+    ],
+);
+
+const MATCHES: Table<8> = Table::new([
+    right("LINE", 5),
+    left("DATE", 10),
+    right("AMOUNT", 12),
+    left("REFERENCE", 24),
+    left("OUTCOME", 16),
+    left("INVOICE", 18),
+    right("BALANCE AFTER", 16),
+    last("DETAIL"),
+]);
 
 /// Runs the SimplyBook reconciliation; true when every tenant reconciled without a gap.
-pub async fn simplybook(
+async fn simplybook(
     conn: &Conn,
     json: bool,
     request: ReconcileSimplyBookRequest,
@@ -30,15 +112,16 @@ pub async fn simplybook(
     let clean = reports
         .iter()
         .all(|r| r.gaps.is_empty() && r.error.is_empty());
-    if json {
-        let rows: Vec<_> = reports.iter().map(report_json).collect();
-        crate::print_json(&rows)?;
-        return Ok(clean);
-    }
+    output::print_list(json, &reports, report_json, print_reports)?;
+    Ok(clean)
+}
+
+/// The reports as a person reads them: one line a tenant, then its gaps.
+fn print_reports(reports: &[TenantReconciliation]) {
     if reports.is_empty() {
         println!("no tenant has SimplyBook admin credentials to reconcile with");
     }
-    for r in &reports {
+    for r in reports {
         if r.outcome == "not_possible" {
             println!("{} {}: {}", r.tenant_id, r.period, r.error);
             continue;
@@ -70,25 +153,18 @@ pub async fn simplybook(
         if r.gaps.is_empty() {
             continue;
         }
-        println!(
-            "  {:<12} {:<24} {:<40} {:<40} REPAIR",
-            "BOOKING", "GAP", "SIMPLYBOOK", "LEDGER"
-        );
+        GAPS.header();
         for g in &r.gaps {
-            println!(
-                "  {:<12} {:<24} {:<40} {:<40} {}",
-                g.booking_ref, g.kind, g.simplybook, g.ledger, g.repair
-            );
+            GAPS.row([&g.booking_ref, &g.kind, &g.simplybook, &g.ledger, &g.repair]);
         }
     }
-    Ok(clean)
 }
 
 fn report_json(r: &TenantReconciliation) -> serde_json::Value {
     serde_json::json!({
         "tenant": r.tenant_id, "period": r.period, "simplybook_bookings": r.simplybook_bookings,
         "ledger_bookings": r.ledger_bookings, "matched": r.matched, "error": r.error,
-    "not_billable": r.not_billable, "outcome": r.outcome,
+        "not_billable": r.not_billable, "outcome": r.outcome,
         "simplybook_calls": r.simplybook_calls, "simplybook_time_zone": r.simplybook_time_zone,
         "gaps": r.gaps.iter().map(|g| serde_json::json!({
             "booking_ref": g.booking_ref, "kind": g.kind, "simplybook": g.simplybook,
@@ -127,7 +203,7 @@ pub struct Columns {
 }
 
 /// Reads a statement file (`-` for standard input) into the transfers to match.
-pub fn read_statement(
+fn read_statement(
     path: &std::path::Path,
     columns: &Columns,
 ) -> anyhow::Result<(Vec<BankTransfer>, usize)> {
@@ -173,7 +249,7 @@ pub fn read_statement(
 const CHUNK: usize = 500;
 
 /// Matches a statement's transfers to invoices; true when every transfer matched.
-pub async fn bank(
+async fn bank(
     conn: &Conn,
     json: bool,
     transfers: Vec<BankTransfer>,
@@ -198,52 +274,43 @@ pub async fn bank(
     progress.done();
     let by_line: HashMap<u32, &BankTransfer> = transfers.iter().map(|t| (t.line, t)).collect();
     let all_matched = matches.iter().all(|m| m.outcome != "unmatched");
-    if json {
-        let rows: Vec<_> = matches
-            .iter()
-            .map(|m| {
-                let t = by_line.get(&m.line);
-                serde_json::json!({
-                    "line": m.line, "outcome": m.outcome, "invoice_id": m.invoice_id,
-                    "invoice_number": m.invoice_number, "detail": m.detail,
-                    "amount": t.map(|t| t.amount.clone()), "reference": t.map(|t| t.reference.clone()),
-                    "received_on": t.map(|t| t.received_on.clone()),
-                    "balance_after": crate::amount(m.balance_after.as_ref()),
-                })
-            })
-            .collect();
-        crate::print_json(&rows)?;
-        return Ok(all_matched);
-    }
-    println!(
-        "{:>5} {:<10} {:>12} {:<24} {:<16} {:<18} {:>16} DETAIL",
-        "LINE", "DATE", "AMOUNT", "REFERENCE", "OUTCOME", "INVOICE", "BALANCE AFTER"
-    );
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for m in &matches {
-        *counts.entry(m.outcome.as_str()).or_default() += 1;
+    let match_json = |m: &TransferMatch| {
         let t = by_line.get(&m.line);
+        serde_json::json!({
+            "line": m.line, "outcome": m.outcome, "invoice_id": m.invoice_id,
+            "invoice_number": m.invoice_number, "detail": m.detail,
+            "amount": t.map(|t| t.amount.clone()), "reference": t.map(|t| t.reference.clone()),
+            "received_on": t.map(|t| t.received_on.clone()),
+            "balance_after": amount(m.balance_after.as_ref()),
+        })
+    };
+    output::print_list(json, &matches, match_json, |matches| {
+        MATCHES.header();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for m in matches {
+            *counts.entry(m.outcome.as_str()).or_default() += 1;
+            let t = by_line.get(&m.line);
+            MATCHES.row([
+                &m.line,
+                &t.map_or("", |t| t.received_on.as_str()),
+                &t.map_or("", |t| t.amount.as_str()),
+                &t.map_or("", |t| t.reference.as_str()),
+                &m.outcome,
+                &m.invoice_number,
+                &amount(m.balance_after.as_ref()),
+                &m.detail,
+            ]);
+        }
+        let count = |k: &str| counts.get(k).copied().unwrap_or(0);
         println!(
-            "{:>5} {:<10} {:>12} {:<24} {:<16} {:<18} {:>16} {}",
-            m.line,
-            t.map_or("", |t| t.received_on.as_str()),
-            t.map_or("", |t| t.amount.as_str()),
-            t.map_or("", |t| t.reference.as_str()),
-            m.outcome,
-            m.invoice_number,
-            crate::amount(m.balance_after.as_ref()),
-            m.detail
+            "{} transfer(s): {} recorded, {} already recorded, {} would be recorded, {} unmatched; {} debit(s) skipped",
+            matches.len(),
+            count("recorded"),
+            count("already_recorded"),
+            count("would_record"),
+            count("unmatched"),
+            debits
         );
-    }
-    let count = |k: &str| counts.get(k).copied().unwrap_or(0);
-    println!(
-        "{} transfer(s): {} recorded, {} already recorded, {} would be recorded, {} unmatched; {} debit(s) skipped",
-        matches.len(),
-        count("recorded"),
-        count("already_recorded"),
-        count("would_record"),
-        count("unmatched"),
-        debits
-    );
+    })?;
     Ok(all_matched)
 }

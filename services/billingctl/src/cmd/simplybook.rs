@@ -6,9 +6,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use billing_proto::ledger::CheckSimplyBookRequest;
+use billing_proto::ledger::{CheckSimplyBookRequest, SimplyBookCheck};
 
-use crate::Conn;
+use crate::clients::Conn;
+use crate::exit::Outcome;
+use crate::output::{self, Table, last, left};
 
 #[derive(clap::Subcommand)]
 pub enum SimplybookCmd {
@@ -25,8 +27,19 @@ pub enum SimplybookCmd {
     },
 }
 
-/// Runs the command; true when nothing failed.
-pub async fn run(conn: &Conn, json: bool, cmd: SimplybookCmd) -> anyhow::Result<bool> {
+/// One line a call: its result, step, method and what came back. No header.
+const CHECKS: Table<4> = Table::indented(
+    "  ",
+    [
+        left("RESULT", 8),
+        left("STEP", 18),
+        left("METHOD", 18),
+        last("DETAIL"),
+    ],
+);
+
+/// Runs the command; needs attention when a call failed.
+pub async fn run(conn: &Conn, json: bool, cmd: SimplybookCmd) -> anyhow::Result<Outcome> {
     let SimplybookCmd::Check {
         tenant,
         save_fixtures,
@@ -51,26 +64,15 @@ pub async fn run(conn: &Conn, json: bool, cmd: SimplybookCmd) -> anyhow::Result<
             eprintln!("wrote {} ({})", path.display(), c.method);
         }
     }
-    if json {
-        let rows: Vec<_> = checks
-            .iter()
-            .map(|c| {
-                serde_json::json!({"step": c.step, "method": c.method, "result": c.result,
-                    "detail": c.detail})
-            })
-            .collect();
-        crate::print_json(&rows)?;
-        return Ok(ok);
-    }
-    println!("SimplyBook account of tenant {tenant}:");
-    for c in &checks {
-        println!(
-            "  {:<8} {:<18} {:<18} {}",
-            c.result.to_uppercase(),
-            c.step,
-            c.method,
-            c.detail
-        );
-    }
-    Ok(ok)
+    let check_json = |c: &SimplyBookCheck| {
+        serde_json::json!({"step": c.step, "method": c.method, "result": c.result,
+            "detail": c.detail})
+    };
+    output::print_list(json, &checks, check_json, |checks| {
+        println!("SimplyBook account of tenant {tenant}:");
+        for c in checks {
+            CHECKS.row([&c.result.to_uppercase(), &c.step, &c.method, &c.detail]);
+        }
+    })?;
+    Ok(Outcome::attention_unless(ok))
 }

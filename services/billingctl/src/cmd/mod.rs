@@ -1,0 +1,11 @@
+//! One module a noun, each with its clap subcommands and its `run`. They depend on `clients`,
+//! `output`, `exit` and `progress`, never on each other.
+
+pub mod bookings;
+pub mod dlq;
+pub mod events;
+pub mod export;
+pub mod invoices;
+pub mod reconcile;
+pub mod simplybook;
+pub mod tenants;

@@ -1,0 +1,171 @@
+//! How a run ends: its exit status, in one table ([`status`]), and the error on stderr.
+
+use std::process::ExitCode;
+
+/// What a command found when it ran to its end (an error is the `Err` beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything done.
+    Done,
+    /// Ran, but part of it failed (`invoices generate`: a tenant's close).
+    Failed,
+    /// Ran, and found something a person must look at.
+    NeedsAttention,
+}
+
+impl Outcome {
+    /// [`Outcome::Done`] when `ok`, else [`Outcome::NeedsAttention`].
+    pub fn attention_unless(ok: bool) -> Self {
+        if ok {
+            Outcome::Done
+        } else {
+            Outcome::NeedsAttention
+        }
+    }
+
+    /// [`Outcome::Failed`] when `failed`, else [`Outcome::Done`].
+    pub fn failed_if(failed: bool) -> Self {
+        if failed {
+            Outcome::Failed
+        } else {
+            Outcome::Done
+        }
+    }
+}
+
+/// An error found in the user's input (exit status 65).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// The table below in words, shown at the end of `billingctl --help`.
+pub const SUMMARY: &str = "Exit status: 0 done, 1 failed, 3 something needs a person \
+    (reconciliation gaps, unmatched transfers, a broken hash chain), 64 bad argument, 65 bad \
+    input file, 69 a service is unreachable or too slow, 77 no token or a too narrow role.";
+
+/// `EX_USAGE` from sysexits.h, as every service of the workspace uses it.
+const EXIT_USAGE: u8 = billing_runtime::config::EXIT_CONFIG;
+/// `EX_DATAERR`.
+const EXIT_DATA: u8 = 65;
+/// `EX_UNAVAILABLE`.
+const EXIT_UNAVAILABLE: u8 = 69;
+/// `EX_NOPERM`.
+const EXIT_NOPERM: u8 = 77;
+/// Not in sysexits.h: the command worked and found something for a person.
+const EXIT_ATTENTION: u8 = 3;
+
+/// The exit status of a run, and a hint at the fix (`{urls}` stands for the services' addresses):
+///
+/// | status | meaning | from |
+/// |-------:|---------|------|
+/// | 0  | done | [`Outcome::Done`] (also `--help` and `--version`) |
+/// | 1  | failed | [`Outcome::Failed`]; an error not listed below (no token, an unreadable file, an invalid address); a gRPC code not listed below |
+/// | 3  | something needs a person | [`Outcome::NeedsAttention`]: reconciliation gaps, unmatched transfers, a broken hash chain, a failed SimplyBook check |
+/// | 64 | bad argument (`EX_USAGE`) | clap refused the command line (`parse_or_exit` exits before this); gRPC `InvalidArgument` |
+/// | 65 | bad input (`EX_DATAERR`) | an [`InputError`] anywhere in the error's chain (checked first) |
+/// | 69 | unreachable or too slow (`EX_UNAVAILABLE`) | gRPC `Unavailable`, `DeadlineExceeded`; with a hint |
+/// | 77 | no token or a too narrow role (`EX_NOPERM`) | gRPC `Unauthenticated`, `PermissionDenied`; with a hint |
+///
+/// The first gRPC status in the error's chain decides. [`SUMMARY`] says the same for `--help`.
+pub fn status(result: &anyhow::Result<Outcome>) -> (u8, Option<&'static str>) {
+    let err = match result {
+        Ok(Outcome::Done) => return (0, None),
+        Ok(Outcome::Failed) => return (1, None),
+        Ok(Outcome::NeedsAttention) => return (EXIT_ATTENTION, None),
+        Err(err) => err,
+    };
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<InputError>().is_some())
+    {
+        return (EXIT_DATA, None);
+    }
+    let Some(status) = err.chain().find_map(|c| c.downcast_ref::<tonic::Status>()) else {
+        return (1, None);
+    };
+    match status.code() {
+        tonic::Code::DeadlineExceeded => (
+            EXIT_UNAVAILABLE,
+            Some("the call took longer than --timeout-secs (BILLINGCTL_TIMEOUT_SECS) allows"),
+        ),
+        tonic::Code::Unavailable => (
+            EXIT_UNAVAILABLE,
+            Some(
+                "is the service running at the address used? ({urls}; set with --ledger-url, --invoicing-url, --notifier-url or BILLINGCTL_*_URL)",
+            ),
+        ),
+        tonic::Code::Unauthenticated => (
+            EXIT_NOPERM,
+            Some("set BILLINGCTL_TOKEN (or --token) to a token the services accept"),
+        ),
+        tonic::Code::PermissionDenied => (
+            EXIT_NOPERM,
+            Some("this needs a token with a wider role (viewer < billing < admin)"),
+        ),
+        tonic::Code::InvalidArgument => (EXIT_USAGE, None),
+        _ => (1, None),
+    }
+}
+
+/// Ends the run: an error and its hint on stderr (`urls` in place of `{urls}`), then the exit
+/// status from [`status`].
+pub fn finish(result: anyhow::Result<Outcome>, urls: &str) -> ExitCode {
+    let (code, hint) = status(&result);
+    if let Err(err) = &result {
+        eprintln!("billingctl: {}", describe(err));
+        if let Some(hint) = hint {
+            eprintln!("hint: {}", hint.replace("{urls}", urls));
+        }
+    }
+    ExitCode::from(code)
+}
+
+/// The error chain in words, a gRPC status shown by its message (not its debug dump).
+fn describe(err: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in err.chain() {
+        if let Some(status) = cause.downcast_ref::<tonic::Status>() {
+            parts.push(format!("{} ({:?})", status.message(), status.code()));
+            break;
+        }
+        parts.push(cause.to_string());
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grpc(code: tonic::Code) -> anyhow::Result<Outcome> {
+        Err(anyhow::Error::new(tonic::Status::new(code, "no")).context("calling"))
+    }
+
+    #[test]
+    fn the_table() {
+        let code = |result: anyhow::Result<Outcome>| status(&result).0;
+        assert_eq!(code(Ok(Outcome::Done)), 0);
+        assert_eq!(code(Ok(Outcome::Failed)), 1);
+        assert_eq!(code(Ok(Outcome::NeedsAttention)), 3);
+        assert_eq!(code(Err(anyhow::anyhow!("no token"))), 1);
+        assert_eq!(code(grpc(tonic::Code::InvalidArgument)), 64);
+        assert_eq!(
+            code(Err(
+                anyhow::Error::new(InputError("bad".into())).context("reading")
+            )),
+            65
+        );
+        assert_eq!(code(grpc(tonic::Code::Unavailable)), 69);
+        assert_eq!(code(grpc(tonic::Code::DeadlineExceeded)), 69);
+        assert_eq!(code(grpc(tonic::Code::Unauthenticated)), 77);
+        assert_eq!(code(grpc(tonic::Code::PermissionDenied)), 77);
+        assert_eq!(code(grpc(tonic::Code::NotFound)), 1);
+        assert_eq!(code(grpc(tonic::Code::Internal)), 1);
+    }
+
+    #[test]
+    fn a_grpc_status_is_described_by_its_message() {
+        let err = grpc(tonic::Code::NotFound).expect_err("an error");
+        assert_eq!(describe(&err), "calling: no (NotFound)");
+    }
+}

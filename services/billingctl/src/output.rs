@@ -1,0 +1,196 @@
+//! What billingctl prints on stdout: JSON (pretty, or one compact object a line), fixed-width
+//! tables, and the money and time formats they share.
+
+use std::fmt::{Display, Write as _};
+
+use billing_proto::convert::datetime;
+use billing_proto::invoicing::Invoice;
+
+/// Pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Compact JSON on one line of stdout (a command's single result, or one of a stream of them).
+pub fn print_json_line(value: &serde_json::Value) {
+    println!("{value}");
+}
+
+/// `items` as one pretty JSON array when `json`, else as `table` prints them.
+pub fn print_list<T>(
+    json: bool,
+    items: &[T],
+    to_json: impl Fn(&T) -> serde_json::Value,
+    table: impl FnOnce(&[T]),
+) -> anyhow::Result<()> {
+    if json {
+        print_json(&items.iter().map(to_json).collect::<Vec<_>>())
+    } else {
+        table(items);
+        Ok(())
+    }
+}
+
+/// How a column's cells line up.
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// A table column: its title and width (cells are padded to it, never cut).
+#[derive(Clone, Copy)]
+pub struct Column {
+    title: &'static str,
+    width: usize,
+    align: Align,
+}
+
+/// A left-aligned column.
+pub const fn left(title: &'static str, width: usize) -> Column {
+    Column {
+        title,
+        width,
+        align: Align::Left,
+    }
+}
+
+/// A right-aligned column (amounts, counts).
+pub const fn right(title: &'static str, width: usize) -> Column {
+    Column {
+        title,
+        width,
+        align: Align::Right,
+    }
+}
+
+/// The last column: not padded, so lines carry no trailing spaces.
+pub const fn last(title: &'static str) -> Column {
+    left(title, 0)
+}
+
+/// A fixed-width table: columns separated by one space, each line after `indent`.
+pub struct Table<const N: usize> {
+    indent: &'static str,
+    columns: [Column; N],
+}
+
+impl<const N: usize> Table<N> {
+    pub const fn new(columns: [Column; N]) -> Self {
+        Table {
+            indent: "",
+            columns,
+        }
+    }
+
+    /// The same table, each line starting with `indent`.
+    pub const fn indented(indent: &'static str, columns: [Column; N]) -> Self {
+        Table { indent, columns }
+    }
+
+    /// Prints the titles.
+    pub fn header(&self) {
+        let titles = self.columns.each_ref().map(|c| &c.title as &dyn Display);
+        println!("{}", self.line(titles));
+    }
+
+    /// Prints one row.
+    pub fn row(&self, cells: [&dyn Display; N]) {
+        println!("{}", self.line(cells));
+    }
+
+    fn line(&self, cells: [&dyn Display; N]) -> String {
+        let mut line = String::from(self.indent);
+        for (i, (column, cell)) in self.columns.iter().zip(cells).enumerate() {
+            if i > 0 {
+                line.push(' ');
+            }
+            let width = column.width;
+            let _ = match column.align {
+                Align::Left => write!(line, "{cell:<width$}"),
+                Align::Right => write!(line, "{cell:>width$}"),
+            };
+        }
+        line
+    }
+}
+
+/// `AUD 54.02`, or empty when the amount is missing.
+pub fn amount(m: Option<&billing_proto::Money>) -> String {
+    m.map(|m| format!("{} {}", m.currency_code, m.amount))
+        .unwrap_or_default()
+}
+
+/// `2026-10-14 23:30` (UTC), or empty when the timestamp is missing.
+pub fn utc_minute(t: Option<&prost_types::Timestamp>) -> String {
+    datetime(t)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+/// A time in JSON output: RFC 3339, or null when the timestamp is missing.
+pub fn json_time(t: Option<&prost_types::Timestamp>) -> Option<String> {
+    datetime(t).map(|t| t.to_rfc3339())
+}
+
+/// An invoice with its lines, history and payments, as every `invoices` command and the JSON
+/// export print it.
+pub fn invoice_json(i: &Invoice) -> serde_json::Value {
+    serde_json::json!({
+        "id": i.id, "number": i.number, "tenant": i.tenant_id, "period": i.period,
+        "status": i.status, "issue_date": i.issue_date, "due_date": i.due_date,
+        "booking_count": i.booking_count, "total_booking_value": amount(i.total_booking_value.as_ref()),
+        "subtotal": amount(i.subtotal.as_ref()), "tax": amount(i.tax.as_ref()),
+        "total": amount(i.total.as_ref()), "amount_paid": amount(i.amount_paid.as_ref()),
+        "balance": amount(i.balance.as_ref()), "stripe_invoice_id": i.stripe_invoice_id,
+        "payment_instructions": i.payment_instructions,
+        "lines": i.lines.iter().map(|l| serde_json::json!({
+            "position": l.position, "booking_ref": l.booking_ref,
+            "session_at": json_time(l.session_at.as_ref()),
+            "service": l.service_name, "booking_amount": amount(l.booking_amount.as_ref()),
+            "platform_fee": amount(l.platform_fee.as_ref()), "kind": l.kind,
+            "description": l.description,
+        })).collect::<Vec<_>>(),
+        "history": i.history.iter().map(|h| serde_json::json!({
+            "from": h.from_status, "to": h.to_status, "reason": h.reason,
+            "at": json_time(h.changed_at.as_ref()),
+        })).collect::<Vec<_>>(),
+        "payments": i.payments.iter().map(|p| serde_json::json!({
+            "method": p.method, "amount": amount(p.amount.as_ref()), "received_on": p.received_on,
+            "reference": p.reference,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_lines_up_as_format_would() {
+        const T: Table<4> = Table::new([
+            left("ID", 4),
+            right("TOTAL", 8),
+            left("NAME", 6),
+            last("WHY"),
+        ]);
+        let (id, total, name, why) = (7u64, "AUD 1.00", "Zoë", "late");
+        assert_eq!(
+            T.line([&"ID", &"TOTAL", &"NAME", &"WHY"]),
+            format!("{:<4} {:>8} {:<6} WHY", "ID", "TOTAL", "NAME")
+        );
+        assert_eq!(
+            T.line([&id, &total, &name, &why]),
+            format!("{id:<4} {total:>8} {name:<6} {why}")
+        );
+        // A cell wider than its column pushes the rest right; it is never cut.
+        let long = "a name longer than six";
+        assert_eq!(
+            T.line([&12345u64, &total, &long, &why]),
+            format!("12345 {total:>8} {long:<6} {why}")
+        );
+        const I: Table<2> = Table::indented("  ", [left("A", 3), last("B")]);
+        assert_eq!(I.line([&"x", &"y"]), "  x   y");
+    }
+}
