@@ -53,7 +53,7 @@ pub const EXIT_ATTENTION: u8 = 3;
 /// | Unauthenticated | UNAUTHENTICATED | 401 | 77 |
 /// | PermissionDenied | PERMISSION_DENIED | 403 | 77 |
 /// | ResourceExhausted | RESOURCE_EXHAUSTED | 429 | 69 |
-/// | Unavailable | UNAVAILABLE (and DEADLINE_EXCEEDED in) | 503 | 69 |
+/// | Unavailable | UNAVAILABLE (and DEADLINE_EXCEEDED, CANCELLED in) | 503 | 69 |
 /// | DataLoss | DATA_LOSS | 500 | 3 |
 /// | Internal | INTERNAL (and every other code in) | 500 | 1 |
 const TABLE: [(ErrorCode, Code, u16, u8); 10] = [
@@ -120,10 +120,11 @@ impl ErrorCode {
         self.row().3
     }
 
-    /// The code of a gRPC status a client received. A deadline the client gave up on counts as
-    /// [`ErrorCode::Unavailable`] (too slow); a code outside the table as internal.
+    /// The code of a gRPC status a client received. A deadline the client gave up on (tonic
+    /// reports its own timeout as `Cancelled`) counts as [`ErrorCode::Unavailable`] (too slow);
+    /// a code outside the table as internal.
     pub fn from_grpc(code: Code) -> Self {
-        if code == Code::DeadlineExceeded {
+        if matches!(code, Code::DeadlineExceeded | Code::Cancelled) {
             return ErrorCode::Unavailable;
         }
         TABLE

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{PullConsumer, pull};
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
@@ -555,6 +556,78 @@ pub async fn dead_letter(
         .await?
         .await?;
     Ok(())
+}
+
+/// What becomes of a consumed message. Every consumer decides one of these for each message, and
+/// [`settle`] carries it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done (or a duplicate of something done): acknowledged.
+    Ack,
+    /// A transient failure (the database, the broker, an outside API): delivered again after a
+    /// delay that grows with each delivery ([`retry_delay`]).
+    Retry(String),
+    /// It can never succeed: published with its reason to the consumer's dead-letter subject,
+    /// then acknowledged, so the messages behind it keep flowing.
+    DeadLetter(String),
+}
+
+/// What [`settle`] did, for the consumer's own metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Acked,
+    Retried(Duration),
+    DeadLettered,
+    /// The dead-letter publish failed: the message comes back in 5 s to be dead-lettered again.
+    DeadLetterFailed,
+}
+
+/// A consumer's dead-letter subject (`Subjects::dead_letter`) and its longest retry delay.
+pub struct Settler {
+    pub js: jetstream::Context,
+    pub dead_letter_subject: String,
+    pub max_retry_delay: Duration,
+}
+
+impl Settler {
+    /// Carries out `disposition` for `msg`. A failed acknowledgement is only logged: the
+    /// message is delivered again after its ack wait, and handling it is idempotent.
+    pub async fn settle(&self, msg: &jetstream::Message, disposition: Disposition) -> Settled {
+        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+        let (settled, result) = match disposition {
+            Disposition::Ack => (Settled::Acked, msg.ack().await),
+            Disposition::Retry(reason) => {
+                let delay = retry_delay(delivered, self.max_retry_delay);
+                tracing::warn!(delivered, reason, ?delay, "event will be retried");
+                (
+                    Settled::Retried(delay),
+                    msg.ack_with(AckKind::Nak(Some(delay))).await,
+                )
+            }
+            Disposition::DeadLetter(reason) => {
+                let message_id = msg
+                    .info()
+                    .map(|i| format!("dlq:{}:{}", i.stream, i.stream_sequence))
+                    .unwrap_or_else(|_| format!("dlq:{}", uuid::Uuid::now_v7()));
+                let subject = self.dead_letter_subject.clone();
+                match dead_letter(&self.js, subject, msg, &message_id, &reason).await {
+                    Ok(()) => {
+                        tracing::warn!(reason, subject = %self.dead_letter_subject, "event dead-lettered");
+                        (Settled::DeadLettered, msg.ack().await)
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "dead-letter publish failed, will retry");
+                        let retry = AckKind::Nak(Some(Duration::from_secs(5)));
+                        (Settled::DeadLetterFailed, msg.ack_with(retry).await)
+                    }
+                }
+            }
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "acknowledging failed");
+        }
+        settled
+    }
 }
 
 /// The header name JetStream deduplicates by.

@@ -66,9 +66,12 @@ impl Conn {
     /// A channel to `url` that sends the token with every call. It connects on the first call,
     /// so an unreachable service shows as that call's `Unavailable`.
     fn channel(&self, url: &str) -> anyhow::Result<TracedChannel> {
-        let token = self.token.as_ref().context(
-            "no token: set BILLINGCTL_TOKEN (or --token) to a token of role viewer, billing or admin",
-        )?;
+        // As the services would answer a call without one (exit status 77, with the hint).
+        let token = self.token.as_ref().ok_or_else(|| {
+            tonic::Status::unauthenticated(
+                "no token: set BILLINGCTL_TOKEN (or --token) to a token of role viewer, billing or admin",
+            )
+        })?;
         let channel = Endpoint::from_shared(url.to_string())
             .with_context(|| format!("invalid service address {url:?}"))?
             .connect_timeout(Duration::from_secs(5))

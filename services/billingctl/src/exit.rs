@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use billing_runtime::error::ErrorCode;
+
 /// What a command found when it ran to its end (an error is the `Err` beside it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -43,29 +45,24 @@ pub const SUMMARY: &str = "Exit status: 0 done, 1 failed, 3 something needs a pe
     (reconciliation gaps, unmatched transfers, a broken hash chain), 64 bad argument, 65 bad \
     input file, 69 a service is unreachable or too slow, 77 no token or a too narrow role.";
 
-/// `EX_USAGE` from sysexits.h, as every service of the workspace uses it.
-const EXIT_USAGE: u8 = billing_runtime::config::EXIT_CONFIG;
 /// `EX_DATAERR`.
 const EXIT_DATA: u8 = 65;
-/// `EX_UNAVAILABLE`.
-const EXIT_UNAVAILABLE: u8 = 69;
-/// `EX_NOPERM`.
-const EXIT_NOPERM: u8 = 77;
 /// Not in sysexits.h: the command worked and found something for a person.
-const EXIT_ATTENTION: u8 = 3;
+const EXIT_ATTENTION: u8 = billing_runtime::error::EXIT_ATTENTION;
 
 /// The exit status of a run, and a hint at the fix (`{urls}` stands for the services' addresses):
 ///
 /// | status | meaning | from |
 /// |-------:|---------|------|
 /// | 0  | done | [`Outcome::Done`] (also `--help` and `--version`) |
-/// | 1  | failed | [`Outcome::Failed`]; an error not listed below (no token, an unreadable file, an invalid address); a gRPC code not listed below |
-/// | 3  | something needs a person | [`Outcome::NeedsAttention`]: reconciliation gaps, unmatched transfers, a broken hash chain, a failed SimplyBook check |
+/// | 1  | failed | [`Outcome::Failed`]; an error not listed below (an invalid address); gRPC `NotFound`, `AlreadyExists`, `FailedPrecondition`, `Internal` and codes not listed |
+/// | 3  | something needs a person | [`Outcome::NeedsAttention`]: reconciliation gaps, unmatched transfers, a broken hash chain, a failed SimplyBook check; gRPC `DataLoss` (a chain holding a value the ledger never writes) |
 /// | 64 | bad argument (`EX_USAGE`) | clap refused the command line (`parse_or_exit` exits before this); gRPC `InvalidArgument` |
-/// | 65 | bad input (`EX_DATAERR`) | an [`InputError`] anywhere in the error's chain (checked first) |
-/// | 69 | unreachable or too slow (`EX_UNAVAILABLE`) | gRPC `Unavailable`, `DeadlineExceeded`; with a hint |
-/// | 77 | no token or a too narrow role (`EX_NOPERM`) | gRPC `Unauthenticated`, `PermissionDenied`; with a hint |
+/// | 65 | bad input (`EX_DATAERR`) | an [`InputError`] anywhere in the error's chain (checked first): a file that cannot be read or parsed |
+/// | 69 | unreachable or too slow (`EX_UNAVAILABLE`) | gRPC `Unavailable`, `ResourceExhausted`, `DeadlineExceeded`, `Cancelled` (`--timeout-secs` ran out); with a hint |
+/// | 77 | no token or a too narrow role (`EX_NOPERM`) | no token configured; gRPC `Unauthenticated`, `PermissionDenied`; with a hint |
 ///
+/// gRPC codes map through the workspace's one table, [`ErrorCode`].
 /// The first gRPC status in the error's chain decides. [`SUMMARY`] says the same for `--help`.
 pub fn status(result: &anyhow::Result<Outcome>) -> (u8, Option<&'static str>) {
     let err = match result {
@@ -83,28 +80,22 @@ pub fn status(result: &anyhow::Result<Outcome>) -> (u8, Option<&'static str>) {
     let Some(status) = err.chain().find_map(|c| c.downcast_ref::<tonic::Status>()) else {
         return (1, None);
     };
-    match status.code() {
-        tonic::Code::DeadlineExceeded => (
-            EXIT_UNAVAILABLE,
-            Some("the call took longer than --timeout-secs (BILLINGCTL_TIMEOUT_SECS) allows"),
+    let hint = match status.code() {
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            Some("the call took longer than --timeout-secs (BILLINGCTL_TIMEOUT_SECS) allows")
+        }
+        tonic::Code::Unavailable => Some(
+            "is the service running at the address used? ({urls}; set with --ledger-url, --invoicing-url, --notifier-url or BILLINGCTL_*_URL)",
         ),
-        tonic::Code::Unavailable => (
-            EXIT_UNAVAILABLE,
-            Some(
-                "is the service running at the address used? ({urls}; set with --ledger-url, --invoicing-url, --notifier-url or BILLINGCTL_*_URL)",
-            ),
-        ),
-        tonic::Code::Unauthenticated => (
-            EXIT_NOPERM,
-            Some("set BILLINGCTL_TOKEN (or --token) to a token the services accept"),
-        ),
-        tonic::Code::PermissionDenied => (
-            EXIT_NOPERM,
-            Some("this needs a token with a wider role (viewer < billing < admin)"),
-        ),
-        tonic::Code::InvalidArgument => (EXIT_USAGE, None),
-        _ => (1, None),
-    }
+        tonic::Code::Unauthenticated => {
+            Some("set BILLINGCTL_TOKEN (or --token) to a token the services accept")
+        }
+        tonic::Code::PermissionDenied => {
+            Some("this needs a token with a wider role (viewer < billing < admin)")
+        }
+        _ => None,
+    };
+    (ErrorCode::from_grpc(status.code()).exit_status(), hint)
 }
 
 /// Ends the run: an error and its hint on stderr (`urls` in place of `{urls}`), then the exit
@@ -147,7 +138,7 @@ mod tests {
         assert_eq!(code(Ok(Outcome::Done)), 0);
         assert_eq!(code(Ok(Outcome::Failed)), 1);
         assert_eq!(code(Ok(Outcome::NeedsAttention)), 3);
-        assert_eq!(code(Err(anyhow::anyhow!("no token"))), 1);
+        assert_eq!(code(Err(anyhow::anyhow!("invalid service address"))), 1);
         assert_eq!(code(grpc(tonic::Code::InvalidArgument)), 64);
         assert_eq!(
             code(Err(
@@ -157,6 +148,13 @@ mod tests {
         );
         assert_eq!(code(grpc(tonic::Code::Unavailable)), 69);
         assert_eq!(code(grpc(tonic::Code::DeadlineExceeded)), 69);
+        assert_eq!(
+            code(grpc(tonic::Code::Cancelled)),
+            69,
+            "the client's timeout"
+        );
+        assert_eq!(code(grpc(tonic::Code::ResourceExhausted)), 69);
+        assert_eq!(code(grpc(tonic::Code::DataLoss)), 3);
         assert_eq!(code(grpc(tonic::Code::Unauthenticated)), 77);
         assert_eq!(code(grpc(tonic::Code::PermissionDenied)), 77);
         assert_eq!(code(grpc(tonic::Code::NotFound)), 1);

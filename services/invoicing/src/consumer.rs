@@ -11,15 +11,15 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::{self, AckKind};
 use billing_proto::convert::datetime;
 use billing_proto::events::BookingEventV1;
+use billing_runtime::nats::{Disposition, Settled, Settler};
 use billing_runtime::{Shutdown, Subjects, nats, trace};
 use chrono::{DateTime, Utc};
 use prost::Message;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::lifecycle::{Lifecycle, StripeInvoiceEvent};
 use crate::store::{MarkUpdate, Store};
@@ -92,23 +92,34 @@ impl Consumers {
         lifecycle: Lifecycle,
         shutdown: Shutdown,
     ) {
-        let dlq = DeadLetters { js, subjects };
+        let settler = |stream: &str, consumer: &'static str| Consumer {
+            name: consumer,
+            settler: Settler {
+                js: js.clone(),
+                dead_letter_subject: subjects.dead_letter(stream, consumer),
+                max_retry_delay: MAX_RETRY_DELAY,
+            },
+        };
+        let (bookings, stripe) = (
+            settler("ledger", BOOKINGS_CONSUMER),
+            settler("webhooks", STRIPE_CONSUMER),
+        );
         let marks =
             nats::consume_batches(&self.bookings, MARK_BATCH, MARK_WAIT, &shutdown, |batch| {
-                mark_bookings(&store, &dlq, batch)
+                mark_bookings(&store, &bookings, batch)
             });
         let payments = nats::consume(&self.stripe, 50, &shutdown, |msg| {
             // Continues the trace of ingest's request that published the event.
             let span = trace::span(|| tracing::info_span!("invoicing.stripe_event"));
             trace::follow_nats(&span, msg.headers.as_ref());
-            stripe_event(&lifecycle, &dlq, msg).instrument(span)
+            stripe_event(&lifecycle, &stripe, msg).instrument(span)
         });
         tokio::join!(marks, payments);
         tracing::info!("invoicing consumers stopped");
     }
 }
 
-async fn mark_bookings(store: &Store, dlq: &DeadLetters, batch: Vec<jetstream::Message>) {
+async fn mark_bookings(store: &Store, consumer: &Consumer, batch: Vec<jetstream::Message>) {
     let mut updates = Vec::with_capacity(batch.len());
     let mut good = Vec::with_capacity(batch.len());
     for msg in batch {
@@ -117,26 +128,18 @@ async fn mark_bookings(store: &Store, dlq: &DeadLetters, batch: Vec<jetstream::M
                 updates.push(update);
                 good.push(msg);
             }
-            Err(reason) => dlq.send(&msg, BOOKINGS_CONSUMER, "LEDGER", &reason).await,
+            Err(reason) => consumer.settle(&msg, Disposition::DeadLetter(reason)).await,
         }
     }
     if good.is_empty() {
         return;
     }
-    match store.mark(&updates).await {
-        Ok(()) => {
-            for msg in &good {
-                ack(msg, AckKind::Ack).await;
-            }
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "marking changed bookings failed, will retry");
-            for msg in &good {
-                let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-                let delay = nats::retry_delay(delivered, MAX_RETRY_DELAY);
-                ack(msg, AckKind::Nak(Some(delay))).await;
-            }
-        }
+    let disposition = match store.mark(&updates).await {
+        Ok(()) => Disposition::Ack,
+        Err(err) => Disposition::Retry(format!("marking changed bookings failed: {err}")),
+    };
+    for msg in &good {
+        consumer.settle(msg, disposition.clone()).await;
     }
 }
 
@@ -154,29 +157,22 @@ fn decode_booking_event(payload: &[u8]) -> Result<MarkUpdate, String> {
     })
 }
 
-async fn stripe_event(lifecycle: &Lifecycle, dlq: &DeadLetters, msg: jetstream::Message) {
+async fn stripe_event(lifecycle: &Lifecycle, consumer: &Consumer, msg: jetstream::Message) {
     let event = match parse_stripe_event(&msg.payload) {
         Ok(event) => event,
-        Err(reason) => {
-            dlq.send(&msg, STRIPE_CONSUMER, "WEBHOOKS", &reason).await;
-            return;
-        }
+        Err(reason) => return consumer.settle(&msg, Disposition::DeadLetter(reason)).await,
     };
-    match lifecycle.apply_stripe_event(&event, Utc::now()).await {
+    let disposition = match lifecycle.apply_stripe_event(&event, Utc::now()).await {
         Ok(decision) => {
             let outcome = decision.outcome.as_str();
             metrics::counter!("invoicing_stripe_events_total", "type" => event.type_label().to_string(), "outcome" => outcome)
                 .increment(1);
             tracing::info!(event = %event.event_id, kind = %event.event_type, outcome, reason = %decision.reason, "stripe event");
-            ack(&msg, AckKind::Ack).await;
+            Disposition::Ack
         }
-        Err(err) => {
-            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-            let delay = nats::retry_delay(delivered, MAX_RETRY_DELAY);
-            tracing::warn!(error = %err, event = %event.event_id, ?delay, "stripe event will be retried");
-            ack(&msg, AckKind::Nak(Some(delay))).await;
-        }
-    }
+        Err(err) => Disposition::Retry(format!("stripe event {}: {err}", event.event_id)),
+    };
+    consumer.settle(&msg, disposition).await;
 }
 
 #[derive(serde::Deserialize)]
@@ -218,39 +214,16 @@ pub fn parse_stripe_event(body: &[u8]) -> Result<StripeInvoiceEvent, String> {
     })
 }
 
-async fn ack(msg: &jetstream::Message, kind: AckKind) {
-    if let Err(err) = msg.ack_with(kind).await {
-        tracing::warn!(error = %err, "acknowledging failed");
-    }
+/// One of the two consumers: where its dead letters go, and its dead-letter count.
+struct Consumer {
+    name: &'static str,
+    settler: Settler,
 }
 
-struct DeadLetters {
-    js: jetstream::Context,
-    subjects: Subjects,
-}
-
-impl DeadLetters {
-    /// Dead-letters `msg` and acknowledges it; if the dead-letter publish fails the message is
-    /// left for redelivery instead.
-    async fn send(&self, msg: &jetstream::Message, consumer: &str, stream: &str, reason: &str) {
-        let message_id = msg
-            .info()
-            .map(|i| format!("dlq:{}:{}", i.stream, i.stream_sequence))
-            .unwrap_or_else(|_| format!("dlq:{}", Uuid::now_v7()));
-        let subject = self
-            .subjects
-            .dead_letter(&stream.to_ascii_lowercase(), consumer);
-        match nats::dead_letter(&self.js, subject, msg, &message_id, reason).await {
-            Ok(()) => {
-                metrics::counter!("invoicing_dead_letters_total", "consumer" => consumer.to_string())
-                    .increment(1);
-                tracing::warn!(reason, consumer, "event dead-lettered");
-                ack(msg, AckKind::Ack).await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "dead-letter publish failed, will retry");
-                ack(msg, AckKind::Nak(Some(Duration::from_secs(5)))).await;
-            }
+impl Consumer {
+    async fn settle(&self, msg: &jetstream::Message, disposition: Disposition) {
+        if self.settler.settle(msg, disposition).await == Settled::DeadLettered {
+            metrics::counter!("invoicing_dead_letters_total", "consumer" => self.name).increment(1);
         }
     }
 }

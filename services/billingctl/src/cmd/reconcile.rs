@@ -224,8 +224,8 @@ fn read_statement(
     let statement = if path.as_os_str() == "-" {
         bank::read_statement(std::io::stdin().lock(), &format)
     } else {
-        let file =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let file = std::fs::File::open(path)
+            .map_err(|e| InputError(format!("opening {}: {e}", path.display())))?;
         bank::read_statement(std::io::BufReader::new(file), &format)
     }
     .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
