@@ -1,14 +1,18 @@
 //! End-to-end tests: the four services in-process on loopback ports, against the real
 //! PostgreSQL, NATS JetStream and an SMTP server, each test in its own database and namespace.
 
+mod bank_statements;
 mod billingctl;
+mod duplicate_delivery;
 mod fetch_on_notify;
 mod grpc_discovery;
+mod grpc_roles;
 mod harness;
 mod ingest;
 mod integrity;
 mod invoicing;
 mod ledger_consumer;
+mod ledger_dead_letters;
 mod nats_auth;
 mod notifier;
 mod observability;
