@@ -12,7 +12,7 @@
 mod load;
 mod plan;
 #[cfg(test)]
-mod plan_tests;
+mod tests;
 mod write;
 
 use billing_domain::hash::ChainKey;

@@ -14,7 +14,8 @@
 //!   the rates snapshotted on the booking, never the event's, and appended to the chain as the
 //!   change from the current amounts.
 //! - **Change.** A new status, session time or service (or Status-feature label) updates the
-//!   booking's current state and adds a history row; anything else is a duplicate.
+//!   booking's current state and adds a history row; anything else is a duplicate. Either way
+//!   the booking's state is now known as of the event's time, so an older event is stale.
 //! - **Chain.** Each tenant's records take consecutive positions after the locked head, each
 //!   linked to the hash before it, in the batch's order.
 
@@ -344,7 +345,12 @@ impl<'e> Planner<'_, 'e> {
             current.service_name = b.service_name.clone();
             self.history(current.id, b);
         }
-        if revised || moved {
+        // An event saying what the booking already says still confirms that state as of its
+        // own time: an older event delivered after it must then be stale, not applied over it.
+        let newer = current
+            .state_as_of
+            .is_none_or(|recorded| b.as_of > recorded);
+        if revised || moved || newer {
             current.state_as_of = Some(b.as_of);
             self.changed(current);
         }
