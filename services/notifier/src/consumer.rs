@@ -12,17 +12,18 @@
 //! retried with a growing delay; a refusal of the message or its recipient (550–556) or an
 //! invalid address dead-letters the event and raises an operator alert.
 
-use billing_runtime::error::{ErrorCode, ServiceError};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
-use async_nats::jetstream::{self, AckKind};
 use billing_proto::convert::{Timestamp, timestamp};
 use billing_proto::events::{AlertV1, InvoiceIssuedV1, InvoiceStatusChangedV1, PaymentRecordedV1};
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{GetInvoiceRequest, Invoice};
+use billing_runtime::error::{ErrorCode, ServiceError};
+use billing_runtime::nats::{Disposition, Settled, Settler};
 use billing_runtime::trace::TracedChannel;
 use billing_runtime::{Shutdown, Subjects, nats, trace};
 use lettre::message::Mailbox;
@@ -75,26 +76,6 @@ impl ServiceError for InvoiceError {
             InvoiceError::NotFound(_) => ErrorCode::NotFound,
             InvoiceError::Unavailable(_) => ErrorCode::Unavailable,
             InvoiceError::Pdf(_) | InvoiceError::Task(_) => ErrorCode::Internal,
-        }
-    }
-}
-
-/// What to do with a message once handled.
-enum Disposition {
-    Ack,
-    Retry(String),
-    /// Park it in the dead-letter stream; with an alert, the operator is told as well.
-    DeadLetter {
-        reason: String,
-        alert: Option<AlertV1>,
-    },
-}
-
-impl Disposition {
-    fn dead(reason: impl Into<String>) -> Self {
-        Disposition::DeadLetter {
-            reason: reason.into(),
-            alert: None,
         }
     }
 }
@@ -289,7 +270,7 @@ impl Notifier {
         let wanted = match Self::wanted(msg) {
             Ok(Some(wanted)) => wanted,
             Ok(None) => return Disposition::Ack,
-            Err(reason) => return Disposition::dead(reason),
+            Err(reason) => return Disposition::DeadLetter(reason),
         };
         let key = &wanted.key;
         match self.deliveries.is_sent(key).await {
@@ -302,7 +283,9 @@ impl Notifier {
         }
         let invoice = match self.invoice(&wanted.invoice_id.to_string()).await {
             Ok(invoice) => invoice,
-            Err(err @ InvoiceError::NotFound(_)) => return Disposition::dead(err.to_string()),
+            Err(err @ InvoiceError::NotFound(_)) => {
+                return Disposition::DeadLetter(err.to_string());
+            }
             Err(err) => return Disposition::Retry(err.to_string()),
         };
         if let Some(why) = stale(key.kind, &invoice.status) {
@@ -314,7 +297,11 @@ impl Notifier {
                 let pdf = match self.render(invoice.clone()).await {
                     Ok(rendered) => rendered.bytes,
                     // Rendering is deterministic: a second try would fail the same way.
-                    Err(err) => return self.refused(key, &invoice, delivery, &err.to_string()),
+                    Err(err) => {
+                        return self
+                            .refused(key, &invoice, delivery, &err.to_string())
+                            .await;
+                    }
                 };
                 if key.kind == Kind::InvoiceIssued {
                     mail::invoice_issued(&invoice, pdf)
@@ -324,9 +311,11 @@ impl Notifier {
             }
             Kind::PaymentReceived => match &wanted.payment {
                 Some(payment) => mail::payment_received(&invoice, payment),
-                None => return Disposition::dead("a receipt without its payment"),
+                None => return Disposition::DeadLetter("a receipt without its payment".into()),
             },
-            Kind::OperatorAlert => return Disposition::dead("an alert on an invoice subject"),
+            Kind::OperatorAlert => {
+                return Disposition::DeadLetter("an alert on an invoice subject".into());
+            }
         };
         let email = match email {
             Ok(email) => email,
@@ -342,7 +331,7 @@ impl Notifier {
                 if let Err(err) = recorded {
                     return Disposition::Retry(format!("database: {err}"));
                 }
-                return self.refused(key, &invoice, delivery, &reason);
+                return self.refused(key, &invoice, delivery, &reason).await;
             }
         };
         match self.send(key, Some(wanted.invoice_id), email).await {
@@ -353,7 +342,10 @@ impl Notifier {
             Ok(Outcome::AlreadySent) => Disposition::Ack,
             Err(DeliveryError::Mail(
                 err @ (MailError::Permanent(_) | MailError::Address(_) | MailError::Build(_)),
-            )) => self.refused(key, &invoice, delivery, &err.to_string()),
+            )) => {
+                self.refused(key, &invoice, delivery, &err.to_string())
+                    .await
+            }
             Err(err) => Disposition::Retry(err.to_string()),
         }
     }
@@ -361,8 +353,8 @@ impl Notifier {
     async fn alert_event(&self, msg: &jetstream::Message) -> Disposition {
         let alert = match AlertV1::decode(msg.payload.as_ref()) {
             Ok(alert) if !alert.alert_id.is_empty() => alert,
-            Ok(_) => return Disposition::dead("alert without an alert_id"),
-            Err(err) => return Disposition::dead(format!("undecodable AlertV1: {err}")),
+            Ok(_) => return Disposition::DeadLetter("alert without an alert_id".into()),
+            Err(err) => return Disposition::DeadLetter(format!("undecodable AlertV1: {err}")),
         };
         let key = Key {
             kind: Kind::OperatorAlert,
@@ -375,7 +367,7 @@ impl Notifier {
             // No alert about an alert the mail server refused: that would loop.
             Err(DeliveryError::Mail(
                 err @ (MailError::Permanent(_) | MailError::Address(_) | MailError::Build(_)),
-            )) => Disposition::dead(format!("operator alert refused: {err}")),
+            )) => Disposition::DeadLetter(format!("operator alert refused: {err}")),
             Err(err) => Disposition::Retry(err.to_string()),
         }
     }
@@ -417,9 +409,16 @@ impl Notifier {
         outcome
     }
 
-    /// The mail server (or the address) refused an email for good: dead-letter the event and
-    /// tell the operator.
-    fn refused(&self, key: &Key, invoice: &Invoice, delivery: u64, error: &str) -> Disposition {
+    /// The mail server (or the address) refused an email for good: tell the operator, then
+    /// dead-letter the event. If the alert cannot be raised, the event is retried (the alert's
+    /// id makes raising it again harmless).
+    async fn refused(
+        &self,
+        key: &Key,
+        invoice: &Invoice,
+        delivery: u64,
+        error: &str,
+    ) -> Disposition {
         let kind = key.kind.as_str();
         let alert = AlertV1 {
             alert_id: format!(
@@ -447,76 +446,35 @@ impl Notifier {
             source: "notifier".into(),
             raised_at: Some(now()),
         };
-        Disposition::DeadLetter {
-            reason: format!("{kind} email refused: {error}"),
-            alert: Some(alert),
+        match self.raise(&alert).await {
+            Ok(()) => Disposition::DeadLetter(format!("{kind} email refused: {error}")),
+            Err(err) => Disposition::Retry(format!("raising the operator alert failed: {err}")),
         }
     }
 
-    /// Acknowledges, schedules a retry, or dead-letters (and alerts), as decided.
+    /// Acknowledges, schedules a retry, or dead-letters, as decided.
     async fn settle(
         &self,
         msg: jetstream::Message,
         disposition: Disposition,
         stream: &str,
-        consumer: &str,
+        consumer: &'static str,
     ) {
-        let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-        let result = match disposition {
-            Disposition::Ack => msg.ack().await,
-            Disposition::Retry(reason) => {
-                metrics::counter!("notifier_retries_total", "consumer" => consumer.to_string())
-                    .increment(1);
-                let delay = nats::retry_delay(delivered, MAX_RETRY_DELAY);
-                tracing::warn!(delivered, reason, ?delay, "email will be retried");
-                msg.ack_with(AckKind::Nak(Some(delay))).await
-            }
-            Disposition::DeadLetter { reason, alert } => {
-                match self
-                    .dead_letter(&msg, stream, consumer, &reason, alert)
-                    .await
-                {
-                    Ok(()) => msg.ack().await,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "dead-letter publish failed, will retry");
-                        msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-                            .await
-                    }
-                }
-            }
+        let settler = Settler {
+            js: self.js.clone(),
+            dead_letter_subject: self.subjects.dead_letter(stream, consumer),
+            max_retry_delay: MAX_RETRY_DELAY,
         };
-        if let Err(err) = result {
-            tracing::warn!(error = %err, "acknowledging failed");
+        match settler.settle(&msg, disposition).await {
+            Settled::Retried(_) => {
+                metrics::counter!("notifier_retries_total", "consumer" => consumer).increment(1);
+            }
+            Settled::DeadLettered => {
+                metrics::counter!("notifier_dead_letters_total", "consumer" => consumer)
+                    .increment(1);
+            }
+            Settled::Acked | Settled::DeadLetterFailed => {}
         }
-    }
-
-    async fn dead_letter(
-        &self,
-        msg: &jetstream::Message,
-        stream: &str,
-        consumer: &str,
-        reason: &str,
-        alert: Option<AlertV1>,
-    ) -> Result<(), async_nats::Error> {
-        if let Some(alert) = alert {
-            self.raise(&alert).await?;
-        }
-        let message_id = msg
-            .info()
-            .map(|i| format!("dlq:{}:{}", i.stream, i.stream_sequence))
-            .unwrap_or_else(|_| format!("dlq:{}", Uuid::now_v7()));
-        nats::dead_letter(
-            &self.js,
-            self.subjects.dead_letter(stream, consumer),
-            msg,
-            &message_id,
-            reason,
-        )
-        .await?;
-        metrics::counter!("notifier_dead_letters_total", "consumer" => consumer.to_string())
-            .increment(1);
-        tracing::warn!(reason, consumer, "event dead-lettered");
-        Ok(())
     }
 
     /// Publishes an alert; its id is the message id, so raising it again is deduplicated.
