@@ -205,10 +205,6 @@ async fn voided(system: &System) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "bug: a transfer naming a voided invoice is reported unmatched as \"no invoice number \
-            in reference or description\" (MatchBankTransfers leaves void invoices out of the \
-            candidates it matches numbers against), not as a transfer for a voided invoice, \
-            contrary to the README's month-end step 4"]
 async fn a_transfer_for_a_voided_invoice_is_reported_as_such() -> anyhow::Result<()> {
     let system = System::start().await?;
     let result = voided_reason(&system).await;

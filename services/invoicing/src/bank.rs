@@ -59,7 +59,9 @@ impl BankMatcher<'_> {
             .list(None, None, None)
             .await?
             .into_iter()
-            .filter(|i| i.status.is_open() || i.status == InvoiceStatus::Paid)
+            .filter(|i| {
+                i.status.is_open() || matches!(i.status, InvoiceStatus::Paid | InvoiceStatus::Void)
+            })
             .collect();
         let mut results = Vec::with_capacity(transfers.len());
         for t in transfers {
@@ -102,8 +104,23 @@ impl BankMatcher<'_> {
             t.occurrence.max(1),
         );
         let named = named(t, invoices);
+        // A voided invoice is named only to say so: a transfer is never recorded against one.
+        let (void, named): (Vec<_>, Vec<_>) = named
+            .into_iter()
+            .partition(|i| i.status == InvoiceStatus::Void);
         let invoice = match named.as_slice() {
             [one] => (*one).clone(),
+            [] if !void.is_empty() => {
+                let numbers: Vec<&str> = void.iter().map(|i| i.number.as_str()).collect();
+                return Ok(unmatched(
+                    t.line,
+                    format!(
+                        "names invoice {}, which is void: refund it, or record it against the \
+                         invoice that replaced it with `billingctl invoices pay`",
+                        numbers.join(", ")
+                    ),
+                ));
+            }
             [] => return Ok(unmatched(t.line, self.no_number(t, invoices))),
             several => {
                 let numbers: Vec<&str> = several.iter().map(|i| i.number.as_str()).collect();
