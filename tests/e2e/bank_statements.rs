@@ -1,4 +1,4 @@
-//! Bank statements end to end, as the operator imports them (`billingctl reconcile bank`, README
+//! Bank statements end to end, as the operator imports them (`billingctl reconcile bank`, docs/operations.md
 //! "Month end with billingctl" step 4): what may not be recorded (more than the balance, a voided
 //! invoice, another currency) is left for a person and records nothing, `--dry-run` records
 //! nothing, and identical transfers are two payments in one statement but never twice across
@@ -212,7 +212,7 @@ async fn a_transfer_for_a_voided_invoice_is_reported_as_such() -> anyhow::Result
 }
 
 async fn voided_reason(system: &System) -> anyhow::Result<()> {
-    // The README: "one that cannot be recorded (a voided invoice, more than the balance) is
+    // docs/operations.md: "one that cannot be recorded (a voided invoice, more than the balance) is
     // reported unmatched with the reason". The person reading the report must learn that the
     // invoice the transfer names is void, not that it names none.
     let (first, _, _, rows) = pay_a_voided_invoice(system).await?;
