@@ -1,6 +1,18 @@
 //! ingest: the front door. Authenticates webhooks, publishes the raw body with its verified
 //! metadata to JetStream, and answers 2xx only once JetStream has acknowledged the message.
 //! No database on this path; stateless, so it scales horizontally.
+//!
+//! # Layout
+//!
+//! - `serve`: the HTTP listener the internet reaches, defending itself first (header-read
+//!   timeout, connection cap, header size) before a request reaches a handler.
+//! - `webhooks`: the endpoints (SimplyBook forwarder, SimplyBook callbacks, Stripe): verify,
+//!   check the shape, publish to JetStream, answer after the ack.
+//! - `audit`: refused webhooks, published for the ledger's audit log (rate limited).
+//! - `checks`: configuration checks clap cannot make without echoing a secret.
+//! - `metrics`: what each metric means.
+//!
+//! `webhooks` uses `audit`; no other module uses another.
 #![forbid(unsafe_code)]
 
 mod audit;

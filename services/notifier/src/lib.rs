@@ -1,6 +1,20 @@
 //! notifier: turns invoice events and operator alerts into emails. Renders invoice PDFs, sends
 //! them over SMTP to the tenant's billing address, and records each delivery so that every
 //! logical email goes out once. Serves the PDFs on demand over gRPC.
+//!
+//! # Layout
+//!
+//! - `consumer`: the two JetStream consumers (invoice events, operator alerts): what email an
+//!   event asks for, and what becomes of the event.
+//! - `deliveries`: the table that makes each logical email go out once.
+//! - `mail`: what each email says, and the SMTP transport.
+//! - `pdf`: the invoice PDF (krilla, embedded fonts).
+//! - `text`: how amounts, rates and dates read in PDFs and emails.
+//! - `grpc`: `NotifierService` (PDFs on demand, deliveries) and its access rules.
+//! - `metrics`: what each metric means.
+//!
+//! No cycles: `grpc` uses `consumer`; `consumer` uses `deliveries`, `mail` and `pdf`;
+//! `deliveries` uses `mail`; `mail` and `pdf` use `text`.
 #![forbid(unsafe_code)]
 
 mod consumer;
