@@ -86,3 +86,41 @@ pub async fn serve(
         .await?;
     Ok(())
 }
+
+/// A gRPC service as `run` ends it: its routes, the service names health reports, who may call
+/// what, and what readiness checks.
+pub struct GrpcService {
+    pub routes: Routes,
+    pub names: &'static [&'static str],
+    pub policy: crate::auth::Policy,
+    pub probes: crate::Probes,
+}
+
+/// The end of every gRPC service's `run`: serves `service` (with health, reflection and the
+/// token policy) on `listener` until `shutdown`; then, whatever stopped the server, cancels
+/// `shutdown` so consumers stop pulling and finish in flight, and waits for each of `tasks`
+/// (a task that panicked is logged under its name).
+pub async fn serve_until_shutdown(
+    what: &'static str,
+    listener: TcpListener,
+    service: GrpcService,
+    shutdown: Shutdown,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+) -> Result<(), ServeError> {
+    let app = grpc_app(
+        service.routes,
+        service.names,
+        service.policy,
+        service.probes,
+    )
+    .await?;
+    tracing::info!(service = what, addr = ?listener.local_addr().ok(), "listening");
+    let served = serve(listener, app, shutdown.clone()).await;
+    shutdown.cancel();
+    for (task, handle) in tasks {
+        if let Err(err) = handle.await {
+            tracing::error!(service = what, task, error = %err, "task failed");
+        }
+    }
+    served
+}

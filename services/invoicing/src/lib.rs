@@ -280,29 +280,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     ));
 
     let grpc = grpc::InvoicingGrpc::new(closer, lifecycle, store, profiles);
-    let routes = tonic::service::Routes::new(InvoicingServiceServer::new(grpc));
-    let probes = Probes {
-        db: Some(pool),
-        nats: Some(client),
-        streams: Some(ready_streams),
+    let service = server::GrpcService {
+        routes: tonic::service::Routes::new(InvoicingServiceServer::new(grpc)),
+        names: &[SERVICE_NAME],
+        policy: Policy::new(tokens, grpc::ACCESS),
+        probes: Probes {
+            db: Some(pool),
+            nats: Some(client),
+            streams: Some(ready_streams),
+        },
     };
-    let app = server::grpc_app(
-        routes,
-        &[SERVICE_NAME],
-        Policy::new(tokens, grpc::ACCESS),
-        probes,
-    )
-    .await?;
-    tracing::info!(addr = ?listener.local_addr().ok(), "invoicing listening");
-    let served = server::serve(listener, app, shutdown.clone()).await;
-    shutdown.cancel();
-    if let Err(err) = relay_task.await {
-        tracing::error!(error = %err, "outbox relay task failed");
-    }
-    if let Err(err) = consumers.await {
-        tracing::error!(error = %err, "consumer task failed");
-    }
-    served?;
+    let tasks = vec![("outbox relay", relay_task), ("consumers", consumers)];
+    server::serve_until_shutdown("invoicing", listener, service, shutdown, tasks).await?;
     Ok(())
 }
 

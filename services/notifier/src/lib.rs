@@ -288,29 +288,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         tokio::spawn(async move { notifier.run(invoices, alerts, shutdown).await })
     };
 
-    let routes = tonic::service::Routes::new(
-        NotifierServiceServer::new(grpc::NotifierGrpc::new(notifier))
-            .max_encoding_message_size(256 * 1024 * 1024),
-    );
-    let probes = Probes {
-        db: Some(pool),
-        nats: Some(client),
-        streams: Some(ready_streams),
+    let service = server::GrpcService {
+        routes: tonic::service::Routes::new(
+            NotifierServiceServer::new(grpc::NotifierGrpc::new(notifier))
+                .max_encoding_message_size(256 * 1024 * 1024),
+        ),
+        names: &[SERVICE_NAME],
+        policy: Policy::new(tokens, grpc::ACCESS),
+        probes: Probes {
+            db: Some(pool),
+            nats: Some(client),
+            streams: Some(ready_streams),
+        },
     };
-    let app = server::grpc_app(
-        routes,
-        &[SERVICE_NAME],
-        Policy::new(tokens, grpc::ACCESS),
-        probes,
-    )
-    .await?;
-    tracing::info!(addr = ?listener.local_addr().ok(), "notifier listening");
-    let served = server::serve(listener, app, shutdown.clone()).await;
-    shutdown.cancel();
-    if let Err(err) = consumer_task.await {
-        tracing::error!(error = %err, "notifier consumer task failed");
-    }
-    served?;
+    let tasks = vec![("consumers", consumer_task)];
+    server::serve_until_shutdown("notifier", listener, service, shutdown, tasks).await?;
     Ok(())
 }
 
