@@ -6,7 +6,7 @@ use billing_domain::hash::GENESIS_HASH;
 use sqlx::PgConnection;
 
 use super::plan::{Current, Head, Loaded};
-use crate::events::NewBooking;
+use crate::incoming::NewBooking;
 
 /// Claims every event id (a redelivered event finds its key and claims nothing), locks the
 /// chain head of every tenant in the batch in tenant order (two replicas working on the same

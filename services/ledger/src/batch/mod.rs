@@ -20,7 +20,7 @@ use billing_runtime::Subjects;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::events::NewBooking;
+use crate::incoming::NewBooking;
 use crate::outcome::Outcome;
 
 /// Applies `events` (each with its stream sequence) in one transaction; one outcome per event,

@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::events::NewBooking;
+use crate::incoming::NewBooking;
 use crate::outcome::{Applied, Outcome, Reject};
 
 /// A recorded booking as it stands (its latest revision's amounts), updated in memory as the

@@ -17,7 +17,7 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 
 use super::testkit::{Model, Says, at, event, tenants};
-use crate::events::NewBooking;
+use crate::incoming::NewBooking;
 use crate::outcome::{Applied, Outcome};
 
 /// Tenant settings the histories are drawn from: (currency, deposit rate, fee rate).

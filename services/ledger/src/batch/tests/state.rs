@@ -4,7 +4,7 @@
 use billing_domain::BookingStatus::{Cancelled, Completed, Confirmed};
 
 use super::testkit::{Ids, Model, Says, applied, at, d, event, numbered, plan_of, tenants};
-use crate::events::NewBooking;
+use crate::incoming::NewBooking;
 use crate::outcome::{Applied, Outcome};
 
 /// (case, the recorded booking's label, what the event says, whether its price is the list's,

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::batch::plan::{Current, Head, HistoryInsert, Loaded, Plan, RevisionInsert, plan};
-use crate::events::{self, NewBooking};
+use crate::incoming::{self, NewBooking};
 use crate::integrity::{self, Amounts, ChainRecord, Fields};
 use crate::outcome::{Applied, Outcome};
 
@@ -98,7 +98,7 @@ pub fn event(
         "price": says.price.to_string(), "datetime": session(says.session),
         "service": {"id": says.service.to_string(), "name": format!("Service {}", says.service)},
         "client": {"name": "A client"}});
-    let mut b = events::decode(
+    let mut b = incoming::decode(
         tenants,
         tenant,
         event_id,

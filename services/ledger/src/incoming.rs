@@ -1,4 +1,6 @@
-//! Decoding a raw webhook message into a booking the ledger can record, or a reason it cannot.
+//! Incoming webhooks: decoding a raw message (a signed payload, or the details SimplyBook confirms
+//! for a callback) into a booking the ledger can record, or a reason it cannot. Not to be confused
+//! with `billing_proto::events`, the events the services publish.
 
 use billing_domain::booking::{ClientInfo, PayloadError};
 use billing_domain::simplybook::Resolved;

@@ -1,0 +1,194 @@
+//! Each tenant's hash chain as the verifier reads it: booking and revision records in chain order
+//! with the chain head, read in one snapshot; the heads alone; one record's stored hash.
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::handle::Store;
+use crate::integrity::{Amounts, ChainRecord, Fields};
+
+/// A price revision as the verifier reads it: its chained fields and the amounts before it.
+#[derive(sqlx::FromRow)]
+struct ChainRevisionRow {
+    chain_seq: i64,
+    id: Uuid,
+    booking_ref: String,
+    currency: String,
+    revision_no: i32,
+    total_delta: Decimal,
+    deposit_delta: Decimal,
+    cash_delta: Decimal,
+    fee_delta: Decimal,
+    total_after: Decimal,
+    deposit_after: Decimal,
+    cash_after: Decimal,
+    fee_after: Decimal,
+    prev_hash: String,
+    record_hash: String,
+    total_before: Option<Decimal>,
+    deposit_before: Option<Decimal>,
+    cash_before: Option<Decimal>,
+    fee_before: Option<Decimal>,
+}
+
+impl ChainRevisionRow {
+    fn into_record(self) -> ChainRecord {
+        let before = match (
+            self.total_before,
+            self.deposit_before,
+            self.cash_before,
+            self.fee_before,
+        ) {
+            (Some(total), Some(deposit), Some(cash), Some(fee)) => Some(Amounts {
+                total,
+                deposit,
+                cash,
+                fee,
+            }),
+            _ => None,
+        };
+        ChainRecord {
+            chain_seq: self.chain_seq,
+            id: self.id,
+            booking_ref: self.booking_ref,
+            currency: self.currency,
+            fields: Fields::Revision {
+                revision_no: self.revision_no,
+                total_delta: self.total_delta,
+                deposit_delta: self.deposit_delta,
+                cash_delta: self.cash_delta,
+                fee_delta: self.fee_delta,
+                after: Amounts {
+                    total: self.total_after,
+                    deposit: self.deposit_after,
+                    cash: self.cash_after,
+                    fee: self.fee_after,
+                },
+                before,
+            },
+            prev_hash: self.prev_hash,
+            record_hash: self.record_hash,
+        }
+    }
+}
+
+impl Store {
+    /// The stored hash of `tenant`'s record at chain position `seq` (a booking or a revision).
+    pub async fn record_hash_at(
+        &self,
+        tenant_id: &str,
+        seq: i64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "select record_hash from bookings where tenant_id = $1 and chain_seq = $2
+             union all
+             select record_hash from booking_revisions where tenant_id = $1 and chain_seq = $2",
+        )
+        .bind(tenant_id)
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Every tenant's chain head: (tenant, last position, last hash).
+    pub async fn chain_heads(&self) -> Result<Vec<(String, i64, String)>, sqlx::Error> {
+        sqlx::query_as("select tenant_id, last_seq, last_hash from chain_heads order by tenant_id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Every record of a tenant's hash chain in chain order, and the chain head.
+    pub async fn chain(
+        &self,
+        tenant_id: &str,
+    ) -> Result<(Vec<ChainRecord>, Option<(i64, String)>), sqlx::Error> {
+        self.chain_from(tenant_id, 1).await
+    }
+
+    /// The records of `tenant_id`'s chain from position `from` on, and its head.
+    pub async fn chain_from(
+        &self,
+        tenant_id: &str,
+        from: i64,
+    ) -> Result<(Vec<ChainRecord>, Option<(i64, String)>), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // One snapshot for records and head, so a concurrent append cannot look like tampering.
+        sqlx::query("set transaction isolation level repeatable read, read only")
+            .execute(&mut *tx)
+            .await?;
+        type BookingTuple = (
+            i64,
+            Uuid,
+            String,
+            String,
+            Decimal,
+            Decimal,
+            Decimal,
+            Decimal,
+            Decimal,
+            Decimal,
+            String,
+            String,
+        );
+        let bookings: Vec<BookingTuple> = sqlx::query_as(
+            "select chain_seq, id, booking_ref, currency, total_amount, deposit_amount,
+                    cash_amount, platform_fee, deposit_rate, platform_fee_rate, prev_hash,
+                    record_hash
+             from bookings where tenant_id = $1 and chain_seq >= $2",
+        )
+        .bind(tenant_id)
+        .bind(from)
+        .fetch_all(&mut *tx)
+        .await?;
+        let revisions: Vec<ChainRevisionRow> = sqlx::query_as(
+            "select r.chain_seq, r.id, b.booking_ref, r.currency, r.revision_no, r.total_delta,
+                    r.deposit_delta, r.cash_delta, r.fee_delta, r.total_after, r.deposit_after,
+                    r.cash_after, r.fee_after, r.prev_hash, r.record_hash,
+                    case when r.revision_no = 1 then b.total_amount else p.total_after end
+                        as total_before,
+                    case when r.revision_no = 1 then b.deposit_amount else p.deposit_after end
+                        as deposit_before,
+                    case when r.revision_no = 1 then b.cash_amount else p.cash_after end
+                        as cash_before,
+                    case when r.revision_no = 1 then b.platform_fee else p.fee_after end
+                        as fee_before
+             from booking_revisions r
+             join bookings b on b.id = r.booking_id
+             left join booking_revisions p
+                 on p.booking_id = r.booking_id and p.revision_no = r.revision_no - 1
+             where r.tenant_id = $1 and r.chain_seq >= $2",
+        )
+        .bind(tenant_id)
+        .bind(from)
+        .fetch_all(&mut *tx)
+        .await?;
+        let head: Option<(i64, String)> =
+            sqlx::query_as("select last_seq, last_hash from chain_heads where tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let mut records: Vec<ChainRecord> = bookings
+            .into_iter()
+            .map(|b| ChainRecord {
+                chain_seq: b.0,
+                id: b.1,
+                booking_ref: b.2,
+                currency: b.3,
+                fields: Fields::Booking {
+                    total: b.4,
+                    deposit: b.5,
+                    cash: b.6,
+                    platform_fee: b.7,
+                    deposit_rate: b.8,
+                    fee_rate: b.9,
+                },
+                prev_hash: b.10,
+                record_hash: b.11,
+            })
+            .chain(revisions.into_iter().map(ChainRevisionRow::into_record))
+            .collect();
+        records.sort_by_key(|r| r.chain_seq);
+        Ok((records, head))
+    }
+}

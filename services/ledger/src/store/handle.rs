@@ -1,0 +1,48 @@
+//! The store's handle: the pool, the subjects the outbox writes to, and the chain key; each
+//! aggregate's queries are methods on it, in the sibling modules.
+
+use billing_domain::hash::ChainKey;
+use billing_runtime::Subjects;
+use sqlx::PgPool;
+
+use crate::batch;
+use crate::incoming::NewBooking;
+use crate::outcome::Outcome;
+
+#[derive(Clone)]
+pub struct Store {
+    pub(super) pool: PgPool,
+    pub(super) subjects: Subjects,
+    /// The key of the hash chain, when it is keyed (`LEDGER_CHAIN_KEY_FILE`).
+    pub(super) chain_key: Option<ChainKey>,
+}
+
+impl Store {
+    pub fn new(pool: PgPool, subjects: Subjects) -> Self {
+        Store {
+            pool,
+            subjects,
+            chain_key: None,
+        }
+    }
+
+    /// Records are hashed, and verified, with `key` (HMAC) from now on.
+    pub fn with_chain_key(self, key: Option<ChainKey>) -> Self {
+        Store {
+            chain_key: key,
+            ..self
+        }
+    }
+
+    pub fn chain_key(&self) -> Option<&ChainKey> {
+        self.chain_key.as_ref()
+    }
+
+    /// Applies a batch of booking events in one transaction (see [`crate::batch`]).
+    pub async fn apply_batch(
+        &self,
+        events: &[(NewBooking, u64)],
+    ) -> Result<Vec<Outcome>, sqlx::Error> {
+        batch::apply(&self.pool, &self.subjects, events, self.chain_key.as_ref()).await
+    }
+}

@@ -1,0 +1,102 @@
+//! Reconciliation with SimplyBook: the bookings a run compares, and each run's result with the
+//! numbers the gauges report.
+
+use billing_proto::ledger::TenantReconciliation;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::bookings::BOOKINGS_FROM;
+use super::handle::Store;
+
+/// A booking as reconciliation compares it with SimplyBook's.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReconcileRow {
+    pub booking_ref: String,
+    pub status: String,
+    pub service_id: Option<String>,
+    pub session_at: DateTime<Utc>,
+    pub total_amount: Decimal,
+    pub currency: String,
+}
+
+impl Store {
+    /// What reconciliation compares of a tenant's bookings: those with sessions in `[from, to)`
+    /// and those named in `refs` (wherever their session is now).
+    pub async fn reconcile_rows(
+        &self,
+        tenant_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        refs: &[String],
+    ) -> Result<Vec<ReconcileRow>, sqlx::Error> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select b.booking_ref, b.status, b.service_id, b.session_at,
+                    coalesce(r.total_after, b.total_amount) as total_amount, b.currency
+             from {BOOKINGS_FROM}
+             where b.tenant_id = $1
+               and ((b.session_at >= $2 and b.session_at < $3) or b.booking_ref = any($4))
+             order by b.session_at, b.booking_ref"
+        )))
+        .bind(tenant_id)
+        .bind(from)
+        .bind(to)
+        .bind(refs)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Records a reconciliation run's result.
+    pub async fn record_reconciliation(
+        &self,
+        r: &TenantReconciliation,
+        missing_in_ledger: usize,
+        repaired: usize,
+    ) -> Result<(), sqlx::Error> {
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        sqlx::query(
+            "insert into reconciliations (tenant_id, period, simplybook_bookings, ledger_bookings,
+                 matched, gaps, missing_in_ledger, repaired, error, simplybook_calls)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&r.tenant_id)
+        .bind(&r.period)
+        .bind(count(r.simplybook_bookings as usize))
+        .bind(count(r.ledger_bookings as usize))
+        .bind(count(r.matched as usize))
+        .bind(count(r.gaps.len()))
+        .bind(count(missing_in_ledger))
+        .bind(count(repaired))
+        .bind((!r.error.is_empty()).then_some(r.error.as_str()))
+        .bind(count(r.simplybook_calls as usize))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Per tenant: gaps and bookings missing from the ledger in the latest run of each month,
+    /// over runs of the last three days (older findings are stale, not current).
+    pub async fn reconciliation_gaps(&self) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "select tenant_id, sum(gaps)::bigint, sum(missing_in_ledger)::bigint
+             from (select distinct on (tenant_id, period) tenant_id, gaps, missing_in_ledger
+                   from reconciliations
+                   where ran_at > now() - interval '3 days' and error is null
+                   order by tenant_id, period, ran_at desc) latest
+             group by tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// When each tenant's last successful reconciliation ran.
+    pub async fn reconciliation_successes(
+        &self,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
+        sqlx::query_as(
+            "select tenant_id, max(ran_at) from reconciliations where error is null
+             group by tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+}
