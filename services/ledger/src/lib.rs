@@ -1,5 +1,24 @@
 //! ledger: turns booking events into immutable, hash-chained financial records with a full audit
 //! trail, and serves them over gRPC (`billing.ledger.v1.LedgerService`).
+//!
+//! # Layout
+//!
+//! An event's way in, the records, then what guards and serves them:
+//!
+//! - `consumer`: the durable JetStream consumers (webhooks in batches; ingest's refusals).
+//! - `incoming`: a webhook message decoded into a booking to record, or why it cannot be one.
+//! - `simplybook`: SimplyBook's JSON-RPC client (sign-in, one booking, a month's listing).
+//! - `batch`: a batch in one transaction: load, plan (pure: every money and order rule), write.
+//! - `outcome`: what an event did (applied how, or rejected why); a leaf every module may use.
+//! - `store`: the tables by aggregate: bookings, chain, audit, reconciliations, alerts.
+//! - `integrity`: verifying a tenant's hash chain from its records, head and latest anchor.
+//! - `anchors`: each chain's head published on the LEDGER stream, outside the database.
+//! - `rekey`: the one-off re-keying of unkeyed chains when a chain key is first set.
+//! - `reconcile`: a tenant's month compared with SimplyBook's, gaps repaired via the stream.
+//! - `golive`: the go-live check of a tenant's SimplyBook account, call by call.
+//! - `dlq`: every service's dead letters, listed and replayed.
+//! - `grpc`: `LedgerService`, over the store, the checks, the dead letters and reconciliation.
+//! - `metrics`: the HELP text and unit of every metric the ledger emits.
 #![forbid(unsafe_code)]
 
 mod anchors;
