@@ -2,6 +2,7 @@
 //! billingctl, the integrity check, the dead letters, the audit log and reconciliation with
 //! SimplyBook.
 
+use billing_runtime::error::to_status;
 use std::sync::Arc;
 
 use billing_domain::{BillingPeriod, BookingStatus, Currency, Tenants};
@@ -131,7 +132,7 @@ impl LedgerService for LedgerGrpc {
                 i64::from(limit),
             )
             .await
-            .map_err(internal)?;
+            .map_err(to_status)?;
         let next_page_token = match rows.last() {
             Some(last) if rows.len() == limit as usize => page_token(last),
             _ => String::new(),
@@ -153,15 +154,15 @@ impl LedgerService for LedgerGrpc {
             .store
             .booking(&req.tenant_id, &req.booking_ref)
             .await
-            .map_err(internal)?
+            .map_err(to_status)?
             .ok_or_else(|| {
                 Status::not_found(format!(
                     "no booking {:?} for tenant {:?}",
                     req.booking_ref, req.tenant_id
                 ))
             })?;
-        let history = self.store.history(row.id).await.map_err(internal)?;
-        let revisions = self.store.revisions(row.id).await.map_err(internal)?;
+        let history = self.store.history(row.id).await.map_err(to_status)?;
+        let revisions = self.store.revisions(row.id).await.map_err(to_status)?;
         let m = |amount: Decimal| Some(money(currency.code(), currency.format(amount)));
         Ok(Response::new(GetBookingResponse {
             booking: Some(to_proto(&row)?),
@@ -212,7 +213,7 @@ impl LedgerService for LedgerGrpc {
             .store
             .by_ids(&req.tenant_id, &ids)
             .await
-            .map_err(internal)?;
+            .map_err(to_status)?;
         Ok(Response::new(GetBookingsResponse {
             bookings: rows.iter().map(to_proto).collect::<Result<_, _>>()?,
         }))
@@ -235,7 +236,7 @@ impl LedgerService for LedgerGrpc {
             .store
             .billable(&req.tenant_id, start, end)
             .await
-            .map_err(internal)?;
+            .map_err(to_status)?;
         let mut total = Decimal::ZERO;
         let mut fees = Decimal::ZERO;
         for row in &rows {
@@ -267,7 +268,7 @@ impl LedgerService for LedgerGrpc {
         self.tenant_currency(&tenant_id)?;
         let (records, head) = self.store.chain(&tenant_id).await.map_err(|err| {
             if !matches!(err, sqlx::Error::ColumnDecode { .. }) {
-                return internal(err);
+                return to_status(err);
             }
             // Every amount the ledger writes fits its decimals; one that does not was written
             // by someone else, past the tables' checks.
@@ -354,7 +355,7 @@ impl LedgerService for LedgerGrpc {
             self.store
                 .record_replay(&letter.event_id, &letter.tenant_id, sequence)
                 .await
-                .map_err(internal)?;
+                .map_err(to_status)?;
         }
         Ok(Response::new(ReplayDeadLetterResponse {
             dead_letter: Some(letter),
@@ -386,7 +387,7 @@ impl LedgerService for LedgerGrpc {
                 n => n.min(1000),
             }),
         };
-        let rows = self.store.audit(&filter).await.map_err(internal)?;
+        let rows = self.store.audit(&filter).await.map_err(to_status)?;
         let events = rows
             .into_iter()
             .map(|r| AuditEvent {
@@ -422,10 +423,7 @@ impl LedgerService for LedgerGrpc {
             ),
         };
         let current = req.period == "current";
-        let tenants = self
-            .reconciler
-            .tenants(&req.tenant_id)
-            .map_err(reconcile_status)?;
+        let tenants = self.reconciler.tenants(&req.tenant_id).map_err(to_status)?;
         let mut reports = Vec::with_capacity(tenants.len());
         for tenant in &tenants {
             let now = Utc::now();
@@ -450,7 +448,7 @@ impl LedgerService for LedgerGrpc {
                         ..Default::default()
                     }
                 }
-                Err(err) => return Err(reconcile_status(err)),
+                Err(err) => return Err(to_status(err)),
             };
             reports.push(report);
         }
@@ -467,7 +465,7 @@ impl LedgerService for LedgerGrpc {
         let tenant = self
             .reconciler
             .tenants(&req.tenant_id)
-            .map_err(reconcile_status)?
+            .map_err(to_status)?
             .into_iter()
             .next()
             .filter(|_| !req.tenant_id.is_empty())
@@ -526,17 +524,4 @@ fn to_proto(row: &BookingRow) -> Result<Booking, Status> {
         recorded_at: Some(timestamp(row.recorded_at)),
         revision: u32::try_from(row.revision_no).unwrap_or_default(),
     })
-}
-
-/// Logs the cause; callers only learn that something failed inside.
-fn reconcile_status(err: ReconcileError) -> Status {
-    match err {
-        ReconcileError::UnknownTenant(_) => Status::not_found(err.to_string()),
-        ReconcileError::Db(err) => internal(err),
-    }
-}
-
-fn internal(err: sqlx::Error) -> Status {
-    tracing::error!(error = %err, "ledger query failed");
-    Status::internal("internal error")
 }

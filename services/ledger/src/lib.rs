@@ -349,30 +349,19 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         shutdown.clone(),
     ));
     let grpc = grpc::LedgerGrpc::new(store, tenants, dead_letters, reconciler, anchors);
-    let routes = tonic::service::Routes::new(LedgerServiceServer::new(grpc));
-    let probes = Probes {
-        db: Some(pool),
-        nats: Some(client),
-        streams: Some(ready_streams),
+    let service = server::GrpcService {
+        routes: tonic::service::Routes::new(LedgerServiceServer::new(grpc)),
+        names: &[SERVICE_NAME],
+        policy: Policy::new(tokens, grpc::ACCESS),
+        probes: Probes {
+            db: Some(pool),
+            nats: Some(client),
+            streams: Some(ready_streams),
+        },
     };
-    let app = server::grpc_app(
-        routes,
-        &[SERVICE_NAME],
-        Policy::new(tokens, grpc::ACCESS),
-        probes,
-    )
-    .await?;
-    tracing::info!(addr = ?listener.local_addr().ok(), "ledger listening");
-    let served = server::serve(listener, app, shutdown.clone()).await;
-    // Whatever stopped the server, stop pulling and let the in-flight batch finish.
-    shutdown.cancel();
-    if let Err(err) = consumer_task.await {
-        tracing::error!(error = %err, "ledger consumer task failed");
-    }
-    if let Err(err) = relay_task.await {
-        tracing::error!(error = %err, "outbox relay task failed");
-    }
-    served?;
+    // Whatever stops the server, the consumers stop pulling and finish the batch in hand.
+    let tasks = vec![("consumers", consumer_task), ("outbox relay", relay_task)];
+    server::serve_until_shutdown("ledger", listener, service, shutdown, tasks).await?;
     Ok(())
 }
 

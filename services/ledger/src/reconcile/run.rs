@@ -1,6 +1,7 @@
 //! A reconciliation run: list the month, compare each listed row with the ledger, fetch only
 //! what is missing or differs, report the gaps, repair and alert when asked.
 
+use billing_runtime::error::{ErrorCode, ServiceError};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -46,6 +47,22 @@ pub enum ReconcileError {
     UnknownTenant(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+}
+
+impl ServiceError for ReconcileError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            ReconcileError::UnknownTenant(_) => ErrorCode::NotFound,
+            ReconcileError::Db(err) => err.error_code(),
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            ReconcileError::Db(err) => err.public_message(),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl Reconciler {
