@@ -2,6 +2,13 @@
 //! its own migrations (with their own history table) before it serves. Two roles: the schema's
 //! owner applies migrations (`--migrate-only`) and grants the service's runtime role
 //! (`<schema>_runtime`) only what the service does; the service runs as that role.
+//!
+//! Services' queries are checked at build time (`sqlx::query!` and its siblings, against the
+//! offline data in `.sqlx/` that `scripts/sqlx.sh prepare` writes from one database holding every
+//! schema), so they name their tables with the schema (`notifier.emails`): tables of different
+//! schemas share names (`outbox`). The search path stays for what is not checked at build time
+//! (the outbox relay, the ledger's runtime queries). [`text_enum!`](crate::text_enum) gives a
+//! status enum stored as `text` its SQL type.
 
 use std::time::Duration;
 
@@ -160,4 +167,53 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         _ => false,
     }
+}
+
+/// Makes an enum stored as `text` (a column whose check constraint lists the spellings) a SQL type
+/// of its own for PostgreSQL: it binds as `as_str()` and decodes through `FromStr` (whose error
+/// becomes the decode error), so a query reads it directly (in `query!`, with the column override
+/// `status as "status: InvoiceStatus"`) and binds it (`query!(…, status as InvoiceStatus)`).
+/// The type needs `fn as_str(self) -> &'static str`, `Copy` and `FromStr` with a `String` (or
+/// other boxable) error. Its SQL type is `text` itself, so no type is looked up by name on a new
+/// connection, and arrays (`status = any($1)`) bind as `text[]`.
+#[macro_export]
+macro_rules! text_enum {
+    ($ty:ty) => {
+        impl ::sqlx::Type<::sqlx::Postgres> for $ty {
+            fn type_info() -> ::sqlx::postgres::PgTypeInfo {
+                <&str as ::sqlx::Type<::sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &::sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as ::sqlx::Type<::sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl ::sqlx::postgres::PgHasArrayType for $ty {
+            fn array_type_info() -> ::sqlx::postgres::PgTypeInfo {
+                <&str as ::sqlx::postgres::PgHasArrayType>::array_type_info()
+            }
+
+            fn array_compatible(ty: &::sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as ::sqlx::postgres::PgHasArrayType>::array_compatible(ty)
+            }
+        }
+
+        impl ::sqlx::Encode<'_, ::sqlx::Postgres> for $ty {
+            fn encode_by_ref(
+                &self,
+                buf: &mut ::sqlx::postgres::PgArgumentBuffer,
+            ) -> ::std::result::Result<::sqlx::encode::IsNull, ::sqlx::error::BoxDynError> {
+                <&str as ::sqlx::Encode<::sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+
+        impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for $ty {
+            fn decode(
+                value: ::sqlx::postgres::PgValueRef<'r>,
+            ) -> ::std::result::Result<Self, ::sqlx::error::BoxDynError> {
+                Ok(<&str as ::sqlx::Decode<::sqlx::Postgres>>::decode(value)?.parse()?)
+            }
+        }
+    };
 }

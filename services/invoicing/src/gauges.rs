@@ -37,25 +37,26 @@ async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
         .into_iter()
         .filter(|s| s.is_open())
         .collect();
-    let counts: Vec<(InvoiceStatus, i64)> = sqlx::query_as(
-        "select status, count(*) from invoices where status = any($1) group by status",
+    let counts = sqlx::query!(
+        r#"select status as "status: InvoiceStatus", count(*) as "count!"
+           from invoicing.invoices where status = any($1) group by status"#,
+        &unsettled as &[InvoiceStatus]
     )
-    .bind(&unsettled)
     .fetch_all(pool)
     .await?;
     for status in unsettled {
         let count = counts
             .iter()
-            .find(|(s, _)| *s == status)
-            .map_or(0, |(_, n)| *n);
+            .find(|row| row.status == status)
+            .map_or(0, |row| row.count);
         metrics::gauge!("invoicing_open_invoices", "status" => status.as_str()).set(count as f64);
     }
-    let late: i64 = sqlx::query_scalar(
-        "select count(*) from invoices
-         where status = any($1)
-           and due_date + 2 < (now() at time zone time_zone)::date",
+    let late = sqlx::query_scalar!(
+        r#"select count(*) as "late!" from invoicing.invoices
+           where status = any($1)
+             and due_date + 2 < (now() at time zone time_zone)::date"#,
+        &open as &[InvoiceStatus]
     )
-    .bind(&open)
     .fetch_one(pool)
     .await?;
     metrics::gauge!("invoicing_unpaid_past_due_48h_invoices").set(late as f64);

@@ -146,7 +146,6 @@ impl Profile {
     }
 }
 
-#[derive(sqlx::FromRow)]
 struct ProfileRow {
     tenant_id: String,
     legal_name: String,
@@ -193,8 +192,21 @@ impl TryFrom<ProfileRow> for Profile {
     }
 }
 
-const COLUMNS: &str = "tenant_id, legal_name, billing_email, address, tax_id, time_zone, currency, \
-    payment_terms_days, tax_rate, invoicing_mode, stripe_customer_id, invoice_prefix, updated_at";
+/// `sqlx::query_as!` into `ProfileRow`, checked at build time: the SQL is `$before`, the row's
+/// columns, then `$after` (a macro, as the query macros take only literals).
+macro_rules! query_profile {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            ProfileRow,
+            $before
+                + " tenant_id, legal_name, billing_email, address, tax_id, time_zone, currency,
+                    payment_terms_days, tax_rate, invoicing_mode, stripe_customer_id,
+                    invoice_prefix, updated_at "
+                + $after
+            $(, $arg)*
+        )
+    };
+}
 
 #[derive(Clone)]
 pub struct Profiles {
@@ -207,19 +219,21 @@ impl Profiles {
     }
 
     pub async fn get(&self, tenant_id: &str) -> Result<Option<Profile>, sqlx::Error> {
-        let row: Option<ProfileRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {COLUMNS} from tenant_profiles where tenant_id = $1"
-        )))
-        .bind(tenant_id)
+        let row = query_profile!(
+            "select",
+            "from invoicing.tenant_profiles where tenant_id = $1",
+            tenant_id
+        )
         .fetch_optional(&self.pool)
         .await?;
         row.map(Profile::try_from).transpose()
     }
 
     pub async fn list(&self) -> Result<Vec<Profile>, sqlx::Error> {
-        let rows: Vec<ProfileRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {COLUMNS} from tenant_profiles order by tenant_id"
-        )))
+        let rows = query_profile!(
+            "select",
+            "from invoicing.tenant_profiles order by tenant_id"
+        )
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(Profile::try_from).collect()
@@ -227,8 +241,10 @@ impl Profiles {
 
     /// Creates or replaces a profile. Invoices already made keep the details they were made with.
     pub async fn put(&self, p: &Profile) -> Result<Profile, sqlx::Error> {
-        let row: ProfileRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "insert into tenant_profiles ({COLUMNS})
+        let row = query_profile!(
+            "insert into invoicing.tenant_profiles (tenant_id, legal_name, billing_email, address,
+                tax_id, time_zone, currency, payment_terms_days, tax_rate, invoicing_mode,
+                stripe_customer_id, invoice_prefix, updated_at)
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
              on conflict (tenant_id) do update set
                 legal_name = excluded.legal_name, billing_email = excluded.billing_email,
@@ -239,20 +255,21 @@ impl Profiles {
                 stripe_customer_id = coalesce(excluded.stripe_customer_id,
                     tenant_profiles.stripe_customer_id),
                 invoice_prefix = excluded.invoice_prefix, updated_at = now()
-             returning {COLUMNS}"
-        )))
-        .bind(&p.tenant_id)
-        .bind(&p.legal_name)
-        .bind(&p.billing_email)
-        .bind(&p.address)
-        .bind(&p.tax_id)
-        .bind(p.time_zone.name())
-        .bind(p.currency.code())
-        .bind(i32::try_from(p.payment_terms_days).unwrap_or(365))
-        .bind(p.tax_rate)
-        .bind(p.mode.as_str())
-        .bind(&p.stripe_customer_id)
-        .bind(&p.invoice_prefix)
+             returning",
+            "",
+            p.tenant_id,
+            p.legal_name,
+            p.billing_email,
+            p.address,
+            p.tax_id,
+            p.time_zone.name(),
+            p.currency.code(),
+            i32::try_from(p.payment_terms_days).unwrap_or(365),
+            p.tax_rate,
+            p.mode.as_str(),
+            p.stripe_customer_id,
+            p.invoice_prefix
+        )
         .fetch_one(&self.pool)
         .await?;
         Profile::try_from(row)
@@ -264,12 +281,12 @@ impl Profiles {
         tenant_id: &str,
         customer_id: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "update tenant_profiles set stripe_customer_id = $2, updated_at = now()
+        sqlx::query!(
+            "update invoicing.tenant_profiles set stripe_customer_id = $2, updated_at = now()
              where tenant_id = $1",
+            tenant_id,
+            customer_id
         )
-        .bind(tenant_id)
-        .bind(customer_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -281,25 +298,31 @@ impl Profiles {
         let column = |f: fn(&billing_domain::TenantConfig) -> String| -> Vec<String> {
             tenants.iter().map(f).collect()
         };
+        let ids = column(|t| t.id.to_string());
+        let names = column(|t| t.name.clone());
+        let emails = column(|t| t.billing_email.clone());
+        let zones = column(|t| t.time_zone.name().to_string());
+        let currencies = column(|t| t.currency.code().to_string());
+        let prefixes = column(|t| t.invoice_prefix());
         let terms: Vec<i32> = tenants
             .iter()
             .map(|t| i32::try_from(t.payment_terms_days).unwrap_or(365))
             .collect();
         // One statement for the whole file: start-up stays one round trip however many tenants.
-        let inserted = sqlx::query(
-            "insert into tenant_profiles (tenant_id, legal_name, billing_email, time_zone,
-                currency, payment_terms_days, invoice_prefix)
+        let inserted = sqlx::query!(
+            "insert into invoicing.tenant_profiles (tenant_id, legal_name, billing_email,
+                time_zone, currency, payment_terms_days, invoice_prefix)
              select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                 $6::int[], $7::text[])
              on conflict (tenant_id) do nothing",
+            ids.as_slice(),
+            names.as_slice(),
+            emails.as_slice(),
+            zones.as_slice(),
+            currencies.as_slice(),
+            terms.as_slice(),
+            prefixes.as_slice()
         )
-        .bind(column(|t| t.id.to_string()))
-        .bind(column(|t| t.name.clone()))
-        .bind(column(|t| t.billing_email.clone()))
-        .bind(column(|t| t.time_zone.name().to_string()))
-        .bind(column(|t| t.currency.code().to_string()))
-        .bind(terms)
-        .bind(column(|t| t.invoice_prefix()))
         .execute(&self.pool)
         .await?;
         Ok(inserted.rows_affected())

@@ -9,6 +9,7 @@
 //! with the same Message-ID, and mail clients show one message per Message-ID.
 
 use std::future::Future;
+use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -42,6 +43,57 @@ impl Kind {
         }
     }
 }
+
+impl FromStr for Kind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| format!("unknown email kind {s:?}"))
+    }
+}
+
+// `emails.kind`, bound and read as its `text`.
+billing_runtime::text_enum!(Kind);
+
+/// Where an email stands (`emails.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not handed to SMTP yet, or the last attempt failed.
+    Pending,
+    /// Accepted by the server.
+    Sent,
+    /// Refused for good (550–556, or an invalid address); its event was dead-lettered.
+    Rejected,
+}
+
+impl State {
+    pub const ALL: [State; 3] = [State::Pending, State::Sent, State::Rejected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Sent => "sent",
+            State::Rejected => "rejected",
+        }
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        State::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown email state {s:?}"))
+    }
+}
+
+// `emails.state`, bound and read as its `text`.
+billing_runtime::text_enum!(State);
 
 /// Names one logical email.
 #[derive(Debug, Clone)]
@@ -86,12 +138,12 @@ pub enum DeliveryError {
 }
 
 /// One email's record, for the operator.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Delivery {
-    pub kind: String,
+    pub kind: Kind,
     pub reference: String,
     pub version: i32,
-    pub state: String,
+    pub state: State,
     pub message_id: String,
     pub attempts: i32,
     pub last_error: Option<String>,
@@ -110,13 +162,14 @@ impl Deliveries {
 
     /// A cheap check before any work (fetching the invoice, rendering the PDF).
     pub async fn is_sent(&self, key: &Key) -> Result<bool, sqlx::Error> {
-        sqlx::query_scalar(
-            "select exists (select 1 from emails
-                 where kind = $1 and reference = $2 and version = $3 and state = 'sent')",
+        sqlx::query_scalar!(
+            r#"select exists (select 1 from notifier.emails
+                   where kind = $1 and reference = $2 and version = $3 and state = $4) as "sent!""#,
+            key.kind as Kind,
+            key.reference,
+            version(key),
+            State::Sent as State
         )
-        .bind(key.kind.as_str())
-        .bind(&key.reference)
-        .bind(version(key))
         .fetch_one(&self.pool)
         .await
     }
@@ -134,56 +187,59 @@ impl Deliveries {
         Fut: Future<Output = Result<(), MailError>>,
     {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "insert into emails (kind, reference, version, invoice_id, state, message_id,
+        sqlx::query!(
+            "insert into notifier.emails (kind, reference, version, invoice_id, state, message_id,
                 recipient, subject)
-             values ($1, $2, $3, $4, 'pending', $5, $6, $7)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)
              on conflict (kind, reference, version) do nothing",
+            key.kind as Kind,
+            key.reference,
+            version(key),
+            envelope.invoice_id,
+            State::Pending as State,
+            envelope.message_id,
+            envelope.recipient,
+            envelope.subject
         )
-        .bind(key.kind.as_str())
-        .bind(&key.reference)
-        .bind(version(key))
-        .bind(envelope.invoice_id)
-        .bind(&envelope.message_id)
-        .bind(&envelope.recipient)
-        .bind(&envelope.subject)
         .execute(&mut *tx)
         .await?;
-        let state: String = sqlx::query_scalar(
-            "select state from emails where kind = $1 and reference = $2 and version = $3
-             for update",
+        let state = sqlx::query_scalar!(
+            r#"select state as "state: State" from notifier.emails
+               where kind = $1 and reference = $2 and version = $3
+               for update"#,
+            key.kind as Kind,
+            key.reference,
+            version(key)
         )
-        .bind(key.kind.as_str())
-        .bind(&key.reference)
-        .bind(version(key))
         .fetch_one(&mut *tx)
         .await?;
-        if state == "sent" {
+        if state == State::Sent {
             tx.commit().await?;
             return Ok(Outcome::AlreadySent);
         }
 
         let result = send().await;
         let (state, error) = match &result {
-            Ok(()) => ("sent", None),
+            Ok(()) => (State::Sent, None),
             Err(err @ (MailError::Permanent(_) | MailError::Address(_) | MailError::Build(_))) => {
-                ("rejected", Some(err.to_string()))
+                (State::Rejected, Some(err.to_string()))
             }
-            Err(err) => ("pending", Some(err.to_string())),
+            Err(err) => (State::Pending, Some(err.to_string())),
         };
-        sqlx::query(
-            "update emails set state = $4, attempts = attempts + 1, last_error = $5,
+        sqlx::query!(
+            "update notifier.emails set state = $4, attempts = attempts + 1, last_error = $5,
                 recipient = $6, subject = $7,
-                sent_at = case when $4 = 'sent' then now() else sent_at end
+                sent_at = case when $8 then now() else sent_at end
              where kind = $1 and reference = $2 and version = $3",
+            key.kind as Kind,
+            key.reference,
+            version(key),
+            state as State,
+            error,
+            envelope.recipient,
+            envelope.subject,
+            state == State::Sent
         )
-        .bind(key.kind.as_str())
-        .bind(&key.reference)
-        .bind(version(key))
-        .bind(state)
-        .bind(error)
-        .bind(&envelope.recipient)
-        .bind(&envelope.subject)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -200,23 +256,25 @@ impl Deliveries {
         envelope: &Envelope,
         error: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "insert into emails (kind, reference, version, invoice_id, state, message_id,
+        sqlx::query!(
+            "insert into notifier.emails (kind, reference, version, invoice_id, state, message_id,
                 recipient, subject, attempts, last_error)
-             values ($1, $2, $3, $4, 'rejected', $5, $6, $7, 1, $8)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9)
              on conflict (kind, reference, version) do update
-                set state = 'rejected', attempts = emails.attempts + 1,
+                set state = excluded.state, attempts = emails.attempts + 1,
                     last_error = excluded.last_error, recipient = excluded.recipient
-                where emails.state <> 'sent'",
+                where emails.state <> $10",
+            key.kind as Kind,
+            key.reference,
+            version(key),
+            envelope.invoice_id,
+            State::Rejected as State,
+            envelope.message_id,
+            envelope.recipient,
+            envelope.subject,
+            error,
+            State::Sent as State
         )
-        .bind(key.kind.as_str())
-        .bind(&key.reference)
-        .bind(version(key))
-        .bind(envelope.invoice_id)
-        .bind(&envelope.message_id)
-        .bind(&envelope.recipient)
-        .bind(&envelope.subject)
-        .bind(error)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -224,11 +282,13 @@ impl Deliveries {
 
     /// Every email about `invoice_id`, oldest first.
     pub async fn for_invoice(&self, invoice_id: Uuid) -> Result<Vec<Delivery>, sqlx::Error> {
-        sqlx::query_as(
-            "select kind, reference, version, state, message_id, attempts, last_error, sent_at
-             from emails where invoice_id = $1 order by created_at, kind, version",
+        sqlx::query_as!(
+            Delivery,
+            r#"select kind as "kind: Kind", reference, version, state as "state: State",
+                      message_id, attempts, last_error, sent_at
+               from notifier.emails where invoice_id = $1 order by created_at, kind, version"#,
+            invoice_id
         )
-        .bind(invoice_id)
         .fetch_all(&self.pool)
         .await
     }
@@ -236,4 +296,24 @@ impl Deliveries {
 
 fn version(key: &Key) -> i32 {
     i32::try_from(key.version).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Kind, State};
+
+    #[test]
+    fn every_kind_and_state_parses_back_from_its_name_and_nothing_else_parses() {
+        for kind in Kind::ALL {
+            assert_eq!(kind.as_str().parse(), Ok(kind));
+        }
+        for state in State::ALL {
+            assert_eq!(state.as_str().parse(), Ok(state));
+        }
+        assert_eq!(
+            "Sent".parse::<State>(),
+            Err("unknown email state \"Sent\"".to_string())
+        );
+        assert!("invoice-issued".parse::<Kind>().is_err());
+    }
 }

@@ -78,10 +78,10 @@ impl NotifierService for NotifierGrpc {
         let deliveries = rows
             .into_iter()
             .map(|d| Delivery {
-                kind: d.kind,
+                kind: d.kind.as_str().to_string(),
                 reference: d.reference,
                 version: d.version.unsigned_abs(),
-                state: d.state,
+                state: d.state.as_str().to_string(),
                 message_id: d.message_id,
                 attempts: d.attempts.unsigned_abs(),
                 last_error: d.last_error.unwrap_or_default(),

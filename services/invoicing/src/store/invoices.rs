@@ -50,7 +50,7 @@ impl NewInvoice {
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct InvoiceRow {
     pub id: Uuid,
     pub number: String,
@@ -102,7 +102,7 @@ impl InvoiceRow {
 pub const LINE_BOOKING: &str = "booking";
 pub const LINE_ADJUSTMENT: &str = "adjustment";
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct LineRow {
     pub position: i32,
     pub booking_id: Uuid,
@@ -117,7 +117,7 @@ pub struct LineRow {
 }
 
 /// One step of an invoice's status history.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct HistoryRow {
     pub from_status: Option<InvoiceStatus>,
     pub to_status: InvoiceStatus,
@@ -134,19 +134,31 @@ pub struct Billed {
     pub last_number: String,
 }
 
-/// The columns of [`InvoiceRow`], for `select` and `returning`.
-pub(super) const INVOICE_COLUMNS: &str = "id, number, tenant_id, tenant_name, billing_email, \
-    address, tax_id, period, period_start, period_end, time_zone, currency, status, issue_date, \
-    due_date, booking_count, total_booking_value, subtotal, tax_rate, tax, total, amount_paid, \
-    issued_at, invoicing_mode, payment_instructions, void_reason, stripe_invoice_id, \
-    stripe_items_created, stripe_number, stripe_hosted_url";
-
-/// SQL saying the invoice whose status is `column` is live (not void). A literal rather than a
-/// parameter: PostgreSQL uses the partial unique index `invoices_one_per_period` (`where status
-/// <> 'void'`) only for a query whose own predicate implies it, which a parameter may not.
-pub(super) fn live(column: &str) -> String {
-    format!("{column} <> '{}'", InvoiceStatus::Void)
+/// `sqlx::query_as!` into [`InvoiceRow`], checked at build time: the SQL is `$before`, the row's
+/// columns, then `$after` — `("select", "from invoicing.invoices where …")` or
+/// `("update invoicing.invoices … returning", "")`. A macro rather than a view: `returning` cannot
+/// name a view, and the query macros take only literals.
+///
+/// A live (not void) invoice is `status <> 'void'` in SQL, spelled out: PostgreSQL uses the
+/// partial unique index `invoices_one_per_period` (`where status <> 'void'`) only for a query
+/// whose own predicate implies it, which a parameter may not.
+macro_rules! query_invoice {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::store::InvoiceRow,
+            $before
+                + " id, number, tenant_id, tenant_name, billing_email, address, tax_id, period,
+                    period_start, period_end, time_zone, currency,
+                    status as \"status: crate::store::InvoiceStatus\", issue_date, due_date,
+                    booking_count, total_booking_value, subtotal, tax_rate, tax, total,
+                    amount_paid, issued_at, invoicing_mode, payment_instructions, void_reason,
+                    stripe_invoice_id, stripe_items_created, stripe_number, stripe_hosted_url "
+                + $after
+            $(, $arg)*
+        )
+    };
 }
+pub(super) use query_invoice;
 
 impl Store {
     /// The live (not void) invoice of a tenant for a period.
@@ -156,24 +168,21 @@ impl Store {
         tenant_id: &str,
         period: &str,
     ) -> Result<Option<InvoiceRow>, sqlx::Error> {
-        let live = live("status");
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {INVOICE_COLUMNS} from invoices
-             where tenant_id = $1 and period = $2 and {live}"
-        )))
-        .bind(tenant_id)
-        .bind(period)
+        query_invoice!(
+            "select",
+            "from invoicing.invoices
+             where tenant_id = $1 and period = $2 and status <> 'void'",
+            tenant_id,
+            period
+        )
         .fetch_optional(conn)
         .await
     }
 
     pub async fn invoice(&self, id: Uuid) -> Result<Option<InvoiceRow>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {INVOICE_COLUMNS} from invoices where id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
+        query_invoice!("select", "from invoicing.invoices where id = $1", id)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// The invoice, locked until the transaction ends.
@@ -182,31 +191,35 @@ impl Store {
         tx: &mut PgConnection,
         id: Uuid,
     ) -> Result<Option<InvoiceRow>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {INVOICE_COLUMNS} from invoices where id = $1 for update"
-        )))
-        .bind(id)
+        query_invoice!(
+            "select",
+            "from invoicing.invoices where id = $1 for update",
+            id
+        )
         .fetch_optional(tx)
         .await
     }
 
     pub async fn lines(&self, id: Uuid) -> Result<Vec<LineRow>, sqlx::Error> {
-        sqlx::query_as(
+        sqlx::query_as!(
+            LineRow,
             "select position, booking_id, booking_ref, session_at, service_name, booking_amount,
                     platform_fee, kind, description
-             from invoice_lines where invoice_id = $1 order by position",
+             from invoicing.invoice_lines where invoice_id = $1 order by position",
+            id
         )
-        .bind(id)
         .fetch_all(&self.pool)
         .await
     }
 
     pub async fn history(&self, id: Uuid) -> Result<Vec<HistoryRow>, sqlx::Error> {
-        sqlx::query_as(
-            "select from_status, to_status, reason, changed_at
-             from invoice_status_history where invoice_id = $1 order by seq",
+        sqlx::query_as!(
+            HistoryRow,
+            r#"select from_status as "from_status: InvoiceStatus",
+                      to_status as "to_status: InvoiceStatus", reason, changed_at
+               from invoicing.invoice_status_history where invoice_id = $1 order by seq"#,
+            id
         )
-        .bind(id)
         .fetch_all(&self.pool)
         .await
     }
@@ -217,16 +230,17 @@ impl Store {
         status: Option<InvoiceStatus>,
         period: Option<&str>,
     ) -> Result<Vec<InvoiceRow>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {INVOICE_COLUMNS} from invoices
+        query_invoice!(
+            "select",
+            "from invoicing.invoices
              where ($1::text is null or tenant_id = $1)
                and ($2::text is null or status = $2)
                and ($3::text is null or period = $3)
-             order by tenant_id, seq"
-        )))
-        .bind(tenant_id)
-        .bind(status)
-        .bind(period)
+             order by tenant_id, seq",
+            tenant_id,
+            status as Option<InvoiceStatus>,
+            period
+        )
         .fetch_all(&self.pool)
         .await
     }
@@ -238,15 +252,15 @@ impl Store {
         as_of: Option<NaiveDate>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, sqlx::Error> {
-        sqlx::query_scalar(
-            "select id from invoices
+        sqlx::query_scalar!(
+            "select id from invoicing.invoices
              where status = any($3)
                and due_date < coalesce($1, ($2 at time zone time_zone)::date)
              order by due_date, tenant_id, seq",
+            as_of,
+            now,
+            &InvoiceStatus::FALLS_OVERDUE as &[InvoiceStatus]
         )
-        .bind(as_of)
-        .bind(now)
-        .bind(InvoiceStatus::FALLS_OVERDUE)
         .fetch_all(&self.pool)
         .await
     }
@@ -258,17 +272,19 @@ impl Store {
         tx: &mut PgConnection,
         tenant_id: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "insert into invoice_counters (tenant_id, last_seq) values ($1, 0)
+        sqlx::query!(
+            "insert into invoicing.invoice_counters (tenant_id, last_seq) values ($1, 0)
              on conflict (tenant_id) do nothing",
+            tenant_id
         )
-        .bind(tenant_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("select last_seq from invoice_counters where tenant_id = $1 for update")
-            .bind(tenant_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "select last_seq from invoicing.invoice_counters where tenant_id = $1 for update",
+            tenant_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         Ok(())
     }
 
@@ -280,28 +296,27 @@ impl Store {
         tenant_id: &str,
         booking_ids: &[Uuid],
     ) -> Result<HashMap<Uuid, Billed>, sqlx::Error> {
-        let live = live("i.status");
-        let rows: Vec<(Uuid, Decimal, Decimal, String)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "select l.booking_id, sum(l.platform_fee), sum(l.booking_amount),
-                        (array_agg(i.number order by i.seq desc))[1]
-                 from invoice_lines l join invoices i on i.id = l.invoice_id
-                 where i.tenant_id = $1 and {live} and l.booking_id = any($2)
-                 group by l.booking_id"
-            )))
-            .bind(tenant_id)
-            .bind(booking_ids)
-            .fetch_all(conn)
-            .await?;
+        let rows = sqlx::query!(
+            r#"select l.booking_id, sum(l.platform_fee) as "fee!",
+                      sum(l.booking_amount) as "amount!",
+                      (array_agg(i.number order by i.seq desc))[1] as "last_number!"
+               from invoicing.invoice_lines l join invoicing.invoices i on i.id = l.invoice_id
+               where i.tenant_id = $1 and i.status <> 'void' and l.booking_id = any($2)
+               group by l.booking_id"#,
+            tenant_id,
+            booking_ids
+        )
+        .fetch_all(conn)
+        .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, fee, amount, last_number)| {
+            .map(|row| {
                 (
-                    id,
+                    row.booking_id,
                     Billed {
-                        fee,
-                        amount,
-                        last_number,
+                        fee: row.fee,
+                        amount: row.amount,
+                        last_number: row.last_number,
                     },
                 )
             })
@@ -316,81 +331,77 @@ impl Store {
         tx: &mut PgConnection,
         inv: &NewInvoice,
     ) -> Result<InvoiceRow, sqlx::Error> {
-        let seq: i32 = sqlx::query_scalar(
-            "update invoice_counters set last_seq = last_seq + 1 where tenant_id = $1
+        let seq = sqlx::query_scalar!(
+            "update invoicing.invoice_counters set last_seq = last_seq + 1 where tenant_id = $1
              returning last_seq",
+            inv.tenant_id
         )
-        .bind(&inv.tenant_id)
         .fetch_one(&mut *tx)
         .await?;
         let number = format!("{}-{}-{seq:04}", inv.number_prefix, inv.number_year);
         let instructions = inv.payment_instructions.replace("{number}", &number);
-        let row: InvoiceRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "insert into invoices (id, tenant_id, period, seq, number, tenant_name, billing_email,
-                address, tax_id, time_zone, currency, period_start, period_end, status,
-                issue_date, due_date, booking_count, total_booking_value, subtotal, tax_rate, tax,
-                total, invoicing_mode, payment_instructions)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $24, $14, $15,
-                $16, $17, $18, $19, $20, $21, $22, $23)
-             returning {INVOICE_COLUMNS}"
-        )))
-        .bind(inv.id)
-        .bind(&inv.tenant_id)
-        .bind(&inv.period)
-        .bind(seq)
-        .bind(&number)
-        .bind(&inv.tenant_name)
-        .bind(&inv.billing_email)
-        .bind(&inv.address)
-        .bind(&inv.tax_id)
-        .bind(&inv.time_zone)
-        .bind(inv.currency.code())
-        .bind(inv.period_start)
-        .bind(inv.period_end)
-        .bind(inv.issue_date)
-        .bind(inv.due_date)
-        .bind(inv.booking_count())
-        .bind(inv.total_booking_value)
-        .bind(inv.subtotal)
-        .bind(inv.tax_rate)
-        .bind(inv.tax)
-        .bind(inv.total)
-        .bind(&inv.invoicing_mode)
-        .bind(&instructions)
-        .bind(InvoiceStatus::Draft)
+        let row = query_invoice!(
+            "insert into invoicing.invoices (id, tenant_id, period, seq, number, tenant_name,
+                billing_email, address, tax_id, time_zone, currency, period_start, period_end,
+                status, issue_date, due_date, booking_count, total_booking_value, subtotal,
+                tax_rate, tax, total, invoicing_mode, payment_instructions)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                $17, $18, $19, $20, $21, $22, $23, $24)
+             returning",
+            "",
+            inv.id,
+            inv.tenant_id,
+            inv.period,
+            seq,
+            number,
+            inv.tenant_name,
+            inv.billing_email,
+            inv.address,
+            inv.tax_id,
+            inv.time_zone,
+            inv.currency.code(),
+            inv.period_start,
+            inv.period_end,
+            InvoiceStatus::Draft as InvoiceStatus,
+            inv.issue_date,
+            inv.due_date,
+            inv.booking_count(),
+            inv.total_booking_value,
+            inv.subtotal,
+            inv.tax_rate,
+            inv.tax,
+            inv.total,
+            inv.invoicing_mode,
+            instructions
+        )
         .fetch_one(&mut *tx)
         .await?;
+        // One statement for all lines, each column an array.
         let lines = &inv.lines;
-        sqlx::query(
-            "insert into invoice_lines (invoice_id, position, booking_id, booking_ref, session_at,
-                service_name, booking_amount, platform_fee, kind, description)
+        let positions: Vec<i32> = lines.iter().map(|l| l.position).collect();
+        let booking_ids: Vec<Uuid> = lines.iter().map(|l| l.booking_id).collect();
+        let sessions: Vec<DateTime<Utc>> = lines.iter().map(|l| l.session_at).collect();
+        let amounts: Vec<Decimal> = lines.iter().map(|l| l.booking_amount).collect();
+        let fees: Vec<Decimal> = lines.iter().map(|l| l.platform_fee).collect();
+        // `text[]` is `&[String]` to the query macros; borrowed `&str`s bind the same.
+        let texts = |field: fn(&LineRow) -> &str| lines.iter().map(field).collect::<Vec<_>>();
+        let (refs, services) = (texts(|l| &l.booking_ref), texts(|l| &l.service_name));
+        let (kinds, descriptions) = (texts(|l| &l.kind), texts(|l| &l.description));
+        sqlx::query!(
+            "insert into invoicing.invoice_lines (invoice_id, position, booking_id, booking_ref,
+                session_at, service_name, booking_amount, platform_fee, kind, description)
              select $1, * from unnest($2::int[], $3::uuid[], $4::text[], $5::timestamptz[],
                 $6::text[], $7::numeric[], $8::numeric[], $9::text[], $10::text[])",
-        )
-        .bind(inv.id)
-        .bind(lines.iter().map(|l| l.position).collect::<Vec<_>>())
-        .bind(lines.iter().map(|l| l.booking_id).collect::<Vec<_>>())
-        .bind(
-            lines
-                .iter()
-                .map(|l| l.booking_ref.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(lines.iter().map(|l| l.session_at).collect::<Vec<_>>())
-        .bind(
-            lines
-                .iter()
-                .map(|l| l.service_name.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(lines.iter().map(|l| l.booking_amount).collect::<Vec<_>>())
-        .bind(lines.iter().map(|l| l.platform_fee).collect::<Vec<_>>())
-        .bind(lines.iter().map(|l| l.kind.as_str()).collect::<Vec<_>>())
-        .bind(
-            lines
-                .iter()
-                .map(|l| l.description.as_str())
-                .collect::<Vec<_>>(),
+            inv.id,
+            positions.as_slice(),
+            booking_ids.as_slice(),
+            refs.as_slice() as &[&str],
+            sessions.as_slice(),
+            services.as_slice() as &[&str],
+            amounts.as_slice(),
+            fees.as_slice(),
+            kinds.as_slice() as &[&str],
+            descriptions.as_slice() as &[&str],
         )
         .execute(&mut *tx)
         .await?;
@@ -414,16 +425,17 @@ impl Store {
         to: InvoiceStatus,
         reason: &str,
     ) -> Result<i32, sqlx::Error> {
-        sqlx::query_scalar(
-            "insert into invoice_status_history (invoice_id, seq, from_status, to_status, reason)
+        sqlx::query_scalar!(
+            "insert into invoicing.invoice_status_history
+                (invoice_id, seq, from_status, to_status, reason)
              select $1, coalesce(max(seq), 0) + 1, $2, $3, $4
-             from invoice_status_history where invoice_id = $1
+             from invoicing.invoice_status_history where invoice_id = $1
              returning seq",
+            invoice_id,
+            from as Option<InvoiceStatus>,
+            to as InvoiceStatus,
+            reason
         )
-        .bind(invoice_id)
-        .bind(from)
-        .bind(to)
-        .bind(reason)
         .fetch_one(tx)
         .await
     }
@@ -437,8 +449,8 @@ impl Store {
         stripe_number: Option<&str>,
         hosted_url: Option<&str>,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "update invoices set
+        sqlx::query!(
+            "update invoicing.invoices set
                 stripe_invoice_id = coalesce($2, stripe_invoice_id),
                 stripe_items_created = greatest(stripe_items_created, coalesce($3, 0)),
                 stripe_number = coalesce($4, stripe_number),
@@ -446,12 +458,12 @@ impl Store {
                 payment_instructions = case when $5::text is null then payment_instructions
                     else 'Pay online: ' || $5 end
              where id = $1",
+            id,
+            stripe_invoice_id,
+            items_created,
+            stripe_number,
+            hosted_url
         )
-        .bind(id)
-        .bind(stripe_invoice_id)
-        .bind(items_created)
-        .bind(stripe_number)
-        .bind(hosted_url)
         .execute(&self.pool)
         .await?;
         Ok(())

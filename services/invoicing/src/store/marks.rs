@@ -36,22 +36,15 @@ impl Store {
         tenant_id: &str,
         end: DateTime<Utc>,
     ) -> Result<Vec<Mark>, sqlx::Error> {
-        let rows: Vec<(Uuid, DateTime<Utc>, i64)> = sqlx::query_as(
-            "select booking_id, session_at, mark_seq from booking_marks
-             where tenant_id = $1 and session_at < $2",
+        sqlx::query_as!(
+            Mark,
+            r#"select booking_id, session_at, mark_seq as "seq" from invoicing.booking_marks
+               where tenant_id = $1 and session_at < $2"#,
+            tenant_id,
+            end
         )
-        .bind(tenant_id)
-        .bind(end)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(booking_id, session_at, seq)| Mark {
-                booking_id,
-                session_at,
-                seq,
-            })
-            .collect())
+        .await
     }
 
     /// Records that these bookings changed; a booking already marked gets a new mark.
@@ -63,16 +56,16 @@ impl Store {
         }
         let (keys, sessions): (Vec<_>, Vec<_>) = latest.into_iter().unzip();
         let (tenants, ids): (Vec<String>, Vec<Uuid>) = keys.into_iter().unzip();
-        sqlx::query(
-            "insert into booking_marks (tenant_id, booking_id, session_at)
+        sqlx::query!(
+            "insert into invoicing.booking_marks (tenant_id, booking_id, session_at)
              select * from unnest($1::text[], $2::uuid[], $3::timestamptz[])
              on conflict (tenant_id, booking_id) do update
-                set session_at = excluded.session_at, mark_seq = nextval('booking_mark_seq'),
-                    marked_at = now()",
+                set session_at = excluded.session_at,
+                    mark_seq = nextval('invoicing.booking_mark_seq'), marked_at = now()",
+            tenants.as_slice(),
+            ids.as_slice(),
+            sessions.as_slice()
         )
-        .bind(tenants)
-        .bind(ids)
-        .bind(sessions)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -88,14 +81,16 @@ impl Store {
         if marks.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "delete from booking_marks m
+        let ids: Vec<Uuid> = marks.iter().map(|m| m.booking_id).collect();
+        let seqs: Vec<i64> = marks.iter().map(|m| m.seq).collect();
+        sqlx::query!(
+            "delete from invoicing.booking_marks m
              using unnest($2::uuid[], $3::bigint[]) as seen (booking_id, seq)
              where m.tenant_id = $1 and m.booking_id = seen.booking_id and m.mark_seq = seen.seq",
+            tenant_id,
+            ids.as_slice(),
+            seqs.as_slice()
         )
-        .bind(tenant_id)
-        .bind(marks.iter().map(|m| m.booking_id).collect::<Vec<_>>())
-        .bind(marks.iter().map(|m| m.seq).collect::<Vec<_>>())
         .execute(tx)
         .await?;
         Ok(())
@@ -108,14 +103,14 @@ impl Store {
         tx: &mut PgConnection,
         invoice: &InvoiceRow,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "insert into booking_marks (tenant_id, booking_id, session_at)
-             select $2, booking_id, session_at from invoice_lines where invoice_id = $1
+        sqlx::query!(
+            "insert into invoicing.booking_marks (tenant_id, booking_id, session_at)
+             select $2, booking_id, session_at from invoicing.invoice_lines where invoice_id = $1
              on conflict (tenant_id, booking_id) do update
-                set mark_seq = nextval('booking_mark_seq'), marked_at = now()",
+                set mark_seq = nextval('invoicing.booking_mark_seq'), marked_at = now()",
+            invoice.id,
+            invoice.tenant_id
         )
-        .bind(invoice.id)
-        .bind(&invoice.tenant_id)
         .execute(tx)
         .await?;
         Ok(())

@@ -85,15 +85,15 @@ impl Store {
         message_id: String,
         payload: Vec<u8>,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "insert into outbox (subject, message_id, payload, traceparent)
+        sqlx::query!(
+            "insert into invoicing.outbox (subject, message_id, payload, traceparent)
              values ($1, $2, $3, $4)
              on conflict (message_id) do nothing",
+            subject,
+            message_id,
+            payload,
+            trace::current_traceparent()
         )
-        .bind(subject)
-        .bind(message_id)
-        .bind(payload)
-        .bind(trace::current_traceparent())
         .execute(tx)
         .await?;
         Ok(())

@@ -2,12 +2,12 @@
 //! the periods that are closed because of it.
 
 use std::collections::HashSet;
+use std::str::FromStr;
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Store;
-use super::invoices::live;
 
 /// What a close did for one tenant and period, as `close_outcomes.outcome` stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,13 @@ pub enum CloseOutcome {
 }
 
 impl CloseOutcome {
+    pub const ALL: [CloseOutcome; 4] = [
+        CloseOutcome::Issued,
+        CloseOutcome::AlreadyIssued,
+        CloseOutcome::NothingBillable,
+        CloseOutcome::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CloseOutcome::Issued => "issued",
@@ -28,6 +35,20 @@ impl CloseOutcome {
         }
     }
 }
+
+impl FromStr for CloseOutcome {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CloseOutcome::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == s)
+            .ok_or_else(|| format!("unknown close outcome {s:?}"))
+    }
+}
+
+// Bound as the `text` it is stored as: `query!(…, outcome as CloseOutcome)`.
+billing_runtime::text_enum!(CloseOutcome);
 
 impl Store {
     pub async fn record_outcome(
@@ -39,15 +60,15 @@ impl Store {
         invoice_id: Option<Uuid>,
         detail: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "insert into close_outcomes (tenant_id, period, outcome, invoice_id, detail)
+        sqlx::query!(
+            "insert into invoicing.close_outcomes (tenant_id, period, outcome, invoice_id, detail)
              values ($1, $2, $3, $4, $5)",
+            tenant_id,
+            period,
+            outcome as CloseOutcome,
+            invoice_id,
+            detail
         )
-        .bind(tenant_id)
-        .bind(period)
-        .bind(outcome.as_str())
-        .bind(invoice_id)
-        .bind(detail)
         .execute(conn)
         .await?;
         Ok(())
@@ -56,16 +77,29 @@ impl Store {
     /// Periods of the tenant that are closed: a live invoice exists, or a close found nothing
     /// to bill.
     pub async fn closed_periods(&self, tenant_id: &str) -> Result<HashSet<String>, sqlx::Error> {
-        let live = live("status");
-        let periods: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "select period from invoices where tenant_id = $1 and {live}
-             union
-             select period from close_outcomes where tenant_id = $1 and outcome = $2"
-        )))
-        .bind(tenant_id)
-        .bind(CloseOutcome::NothingBillable.as_str())
+        let periods = sqlx::query_scalar!(
+            r#"select period as "period!" from invoicing.invoices
+               where tenant_id = $1 and status <> 'void'
+               union
+               select period from invoicing.close_outcomes where tenant_id = $1 and outcome = $2"#,
+            tenant_id,
+            CloseOutcome::NothingBillable as CloseOutcome
+        )
         .fetch_all(&self.pool)
         .await?;
         Ok(periods.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CloseOutcome;
+
+    #[test]
+    fn every_close_outcome_parses_back_from_its_name() {
+        for outcome in CloseOutcome::ALL {
+            assert_eq!(outcome.as_str().parse(), Ok(outcome));
+        }
+        assert!("issued ".parse::<CloseOutcome>().is_err());
     }
 }

@@ -10,9 +10,9 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Store;
-use super::invoices::{INVOICE_COLUMNS, InvoiceRow};
+use super::invoices::{InvoiceRow, query_invoice};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct PaymentRow {
     pub id: Uuid,
     pub method: String,
@@ -35,11 +35,12 @@ pub struct NewPayment {
 
 impl Store {
     pub async fn payments(&self, id: Uuid) -> Result<Vec<PaymentRow>, sqlx::Error> {
-        sqlx::query_as(
+        sqlx::query_as!(
+            PaymentRow,
             "select id, method, amount, received_on, reference, recorded_at
-             from payments where invoice_id = $1 order by recorded_at, id",
+             from invoicing.payments where invoice_id = $1 order by recorded_at, id",
+            id
         )
-        .bind(id)
         .fetch_all(&self.pool)
         .await
     }
@@ -64,30 +65,31 @@ impl Store {
             received_on,
             reference: reference.to_string(),
         };
-        let inserted = sqlx::query(
-            "insert into payments (id, invoice_id, method, amount, received_on, reference,
-                idempotency_key)
+        let inserted = sqlx::query!(
+            "insert into invoicing.payments (id, invoice_id, method, amount, received_on,
+                reference, idempotency_key)
              values ($1, $2, $3, $4, $5, $6, $7)
              on conflict (idempotency_key) do nothing",
+            payment.id,
+            invoice.id,
+            method,
+            amount,
+            received_on,
+            reference,
+            idempotency_key
         )
-        .bind(payment.id)
-        .bind(invoice.id)
-        .bind(method)
-        .bind(amount)
-        .bind(received_on)
-        .bind(reference)
-        .bind(idempotency_key)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
             return Ok(None);
         }
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "update invoices set amount_paid = amount_paid + $2 where id = $1
-             returning {INVOICE_COLUMNS}"
-        )))
-        .bind(invoice.id)
-        .bind(amount)
+        query_invoice!(
+            "update invoicing.invoices set amount_paid = amount_paid + $2 where id = $1
+             returning",
+            "",
+            invoice.id,
+            amount
+        )
         .fetch_one(tx)
         .await
         .map(|row| Some((row, payment)))
@@ -127,9 +129,12 @@ impl Store {
 
     /// The invoice and amount a payment idempotency key was recorded with.
     pub async fn payment_by_key(&self, key: &str) -> Result<Option<(Uuid, Decimal)>, sqlx::Error> {
-        sqlx::query_as("select invoice_id, amount from payments where idempotency_key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
+        let row = sqlx::query!(
+            "select invoice_id, amount from invoicing.payments where idempotency_key = $1",
+            key
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| (row.invoice_id, row.amount)))
     }
 }

@@ -1,15 +1,12 @@
 //! An invoice's status. [`InvoiceStatus::as_str`] is the only spelling of the statuses (the
 //! `invoices.status` column, history rows, event subjects and payloads, metric labels);
-//! [`FromStr`] is its inverse. In SQL the type binds and decodes as `text`, so the column and
-//! its check constraint are unchanged.
+//! [`FromStr`] is its inverse. In SQL the type binds and decodes as `text`
+//! (`billing_runtime::text_enum!`), so the column and its check constraint are unchanged. One
+//! spelling is also written into SQL: `status <> 'void'`, which PostgreSQL needs as a literal to
+//! use the partial index `invoices_one_per_period`; a test below pins it.
 
 use std::fmt;
 use std::str::FromStr;
-
-use sqlx::encode::IsNull;
-use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
-use sqlx::{Decode, Encode, Postgres, Type};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InvoiceStatus {
@@ -91,39 +88,9 @@ impl fmt::Display for InvoiceStatus {
     }
 }
 
-// Encoded and decoded as the `text` it is stored as (what `derive(sqlx::Type)` with
-// `type_name = "text"` would do, without looking the type's OID up on every new connection).
-impl Type<Postgres> for InvoiceStatus {
-    fn type_info() -> PgTypeInfo {
-        <&str as Type<Postgres>>::type_info()
-    }
-
-    fn compatible(ty: &PgTypeInfo) -> bool {
-        <&str as Type<Postgres>>::compatible(ty)
-    }
-}
-
-impl PgHasArrayType for InvoiceStatus {
-    fn array_type_info() -> PgTypeInfo {
-        <&str as PgHasArrayType>::array_type_info()
-    }
-
-    fn array_compatible(ty: &PgTypeInfo) -> bool {
-        <&str as PgHasArrayType>::array_compatible(ty)
-    }
-}
-
-impl Encode<'_, Postgres> for InvoiceStatus {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <&str as Encode<Postgres>>::encode(self.as_str(), buf)
-    }
-}
-
-impl<'r> Decode<'r, Postgres> for InvoiceStatus {
-    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
-    }
-}
+// Bound and read as the `text` it is stored as: `query!(…, status as InvoiceStatus)`, and
+// `status as "status: InvoiceStatus"` in a query's columns.
+billing_runtime::text_enum!(InvoiceStatus);
 
 #[cfg(test)]
 mod tests {
@@ -140,6 +107,12 @@ mod tests {
             Err("unknown invoice status \"Paid\"".to_string())
         );
         assert!("".parse::<InvoiceStatus>().is_err());
+    }
+
+    #[test]
+    fn void_is_spelled_as_the_live_invoice_queries_write_it() {
+        // `status <> 'void'` in the store's queries (a literal, for the partial index).
+        assert_eq!(Void.as_str(), "void");
     }
 
     #[test]

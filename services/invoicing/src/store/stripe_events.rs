@@ -16,13 +16,13 @@ impl Store {
         event_type: &str,
         created: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
-        let inserted = sqlx::query(
-            "insert into stripe_events (event_id, event_type, created, outcome)
+        let inserted = sqlx::query!(
+            "insert into invoicing.stripe_events (event_id, event_type, created, outcome)
              values ($1, $2, $3, 'received') on conflict do nothing",
+            event_id,
+            event_type,
+            created
         )
-        .bind(event_id)
-        .bind(event_type)
-        .bind(created)
         .execute(tx)
         .await?;
         Ok(inserted.rows_affected() == 1)
@@ -38,14 +38,14 @@ impl Store {
         outcome: &str,
         reason: &str,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "update stripe_events set invoice_id = $2, outcome = $3, reason = $4
+        sqlx::query!(
+            "update invoicing.stripe_events set invoice_id = $2, outcome = $3, reason = $4
              where event_id = $1",
+            event_id,
+            invoice_id,
+            outcome,
+            reason
         )
-        .bind(event_id)
-        .bind(invoice_id)
-        .bind(outcome)
-        .bind(reason)
         .execute(tx)
         .await?;
         Ok(())
@@ -53,10 +53,12 @@ impl Store {
 
     /// Our invoice whose Stripe invoice id is `stripe_id`, for an event that names none.
     pub async fn by_stripe_id(&self, stripe_id: &str) -> Result<Option<Uuid>, sqlx::Error> {
-        sqlx::query_scalar("select id from invoices where stripe_invoice_id = $1")
-            .bind(stripe_id)
-            .fetch_optional(&self.pool)
-            .await
+        sqlx::query_scalar!(
+            "select id from invoicing.invoices where stripe_invoice_id = $1",
+            stripe_id
+        )
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// The tenant's invoicing mode now (`manual` or `stripe`); `None` without a profile.
@@ -65,9 +67,11 @@ impl Store {
         conn: &mut PgConnection,
         tenant_id: &str,
     ) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar("select invoicing_mode from tenant_profiles where tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_optional(conn)
-            .await
+        sqlx::query_scalar!(
+            "select invoicing_mode from invoicing.tenant_profiles where tenant_id = $1",
+            tenant_id
+        )
+        .fetch_optional(conn)
+        .await
     }
 }

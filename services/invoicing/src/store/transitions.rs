@@ -9,7 +9,7 @@ use prost::Message;
 use sqlx::PgConnection;
 
 use super::Store;
-use super::invoices::{INVOICE_COLUMNS, InvoiceRow};
+use super::invoices::{InvoiceRow, query_invoice};
 use super::status::InvoiceStatus;
 
 /// What an outbox event about an invoice announces.
@@ -33,22 +33,23 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<InvoiceRow, sqlx::Error> {
         let from = invoice.status;
-        let row: InvoiceRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "update invoices set status = $2,
+        let row = query_invoice!(
+            "update invoicing.invoices set status = $2,
                 issued_at = case when $5 then coalesce(issued_at, $3) else issued_at end,
                 paid_at = case when $6 then $3 else paid_at end,
                 voided_at = case when $7 then $3 else voided_at end,
                 void_reason = case when $7 then $4 else void_reason end
              where id = $1
-             returning {INVOICE_COLUMNS}"
-        )))
-        .bind(invoice.id)
-        .bind(to)
-        .bind(now)
-        .bind(reason)
-        .bind(to == InvoiceStatus::Issued)
-        .bind(to == InvoiceStatus::Paid)
-        .bind(to == InvoiceStatus::Void)
+             returning",
+            "",
+            invoice.id,
+            to as InvoiceStatus,
+            now,
+            reason,
+            to == InvoiceStatus::Issued,
+            to == InvoiceStatus::Paid,
+            to == InvoiceStatus::Void
+        )
         .fetch_one(&mut *tx)
         .await?;
         let seq = self
