@@ -1,188 +1,11 @@
-//! Tenants: the practitioners who take bookings, with the settings every service reads.
+//! Every configured tenant, by id: the tenants file read, each tenant checked (secrets, callback
+//! tokens, admin user, API URL, invoice prefix) and the ids made unique.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
-use chrono_tz::Tz;
-use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
-
-use crate::money::{Currency, Rate};
+use super::config::{InvoicePrefixError, TenantConfig, TenantId, check_invoice_prefix};
 use crate::secret::Secret;
-use crate::standard_webhooks::SigningKey;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid tenant id {0:?}: use 1-50 lowercase letters, digits, '-' or '_'")]
-pub struct TenantIdError(String);
-
-/// Longest invoice prefix. Stripe accepts an invoice `number` of at most 26 characters
-/// (`PostInvoices`, `number.maxLength` in stripe/openapi); `{prefix}-{year}-{seq:04}` with a
-/// 12-character prefix is 22 characters and stays within 26 up to sequence 99,999,999.
-/// See docs/contracts/stripe.md.
-pub const MAX_INVOICE_PREFIX: usize = 12;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invoice_prefix {0:?}: use 1-12 of A-Z, 0-9, '-', '_' (Stripe takes invoice numbers of at \
-     most 26 characters)"
-)]
-pub struct InvoicePrefixError(pub String);
-
-/// Checks an invoice prefix: 1 to [`MAX_INVOICE_PREFIX`] of `A-Z`, `0-9`, `-`, `_`.
-pub fn check_invoice_prefix(prefix: &str) -> Result<(), InvoicePrefixError> {
-    let ok = !prefix.is_empty()
-        && prefix.len() <= MAX_INVOICE_PREFIX
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    ok.then_some(())
-        .ok_or_else(|| InvoicePrefixError(prefix.to_string()))
-}
-
-/// A tenant's identifier as it appears in URLs and subjects: `[a-z0-9_-]{1,50}`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TenantId(String);
-
-impl TenantId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for TenantId {
-    type Err = TenantIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = !s.is_empty()
-            && s.len() <= 50
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        ok.then(|| TenantId(s.to_string()))
-            .ok_or_else(|| TenantIdError(s.to_string()))
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for TenantId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-fn default_time_zone() -> Tz {
-    chrono_tz::Australia::Sydney
-}
-
-fn default_rate() -> Rate {
-    Rate::twenty_percent()
-}
-
-fn default_terms() -> u32 {
-    7
-}
-
-fn deserialize_tz<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Tz, D::Error> {
-    use serde::Deserialize;
-    let s = String::deserialize(d)?;
-    s.parse()
-        .map_err(|_| serde::de::Error::custom(format!("unknown IANA time zone {s:?}")))
-}
-
-/// One tenant's settings.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantConfig {
-    pub id: TenantId,
-    /// Legal or trading name, printed on invoices.
-    pub name: String,
-    /// Where invoices are emailed.
-    pub billing_email: String,
-    /// IANA zone that defines the tenant's billing months.
-    #[serde(default = "default_time_zone", deserialize_with = "deserialize_tz")]
-    pub time_zone: Tz,
-    pub currency: Currency,
-    #[serde(default = "default_rate")]
-    pub deposit_rate: Rate,
-    #[serde(default = "default_rate")]
-    pub platform_fee_rate: Rate,
-    /// Days from issue to due date.
-    #[serde(default = "default_terms")]
-    pub payment_terms_days: u32,
-    /// Invoice numbers look like `{prefix}-{year}-{seq:04}`; defaults to the upper-cased id.
-    /// At most 12 characters (explicit or default: a tenant whose id is longer needs one).
-    #[serde(default)]
-    pub invoice_prefix: Option<String>,
-    /// Standard Webhooks secrets (`whsec_…`) accepted for this tenant; several during a rotation.
-    #[serde(default)]
-    pub webhook_secrets: Vec<Secret<String>>,
-    /// The tenant's SimplyBook.me company login; callbacks naming another company are refused.
-    #[serde(default)]
-    pub simplybook_company: Option<String>,
-    /// Secret tokens accepted in the SimplyBook callback URL; several during a rotation.
-    /// Callbacks are refused for a tenant without a company login and at least one token.
-    #[serde(default)]
-    pub callback_tokens: Vec<Secret<String>>,
-    /// SimplyBook API key (`getToken`) and secret key (`getBookingDetails`' sign), with which the
-    /// ledger confirms each callback. Required with `callback_tokens`.
-    #[serde(default)]
-    pub simplybook_api_key: Option<Secret<String>>,
-    #[serde(default)]
-    pub simplybook_secret_key: Option<Secret<String>>,
-    /// Login of the SimplyBook admin user with which the ledger lists the company's bookings
-    /// (Company Administration API) for reconciliation. Optional; needs `simplybook_company` and
-    /// `simplybook_user_password`.
-    #[serde(default)]
-    pub simplybook_user_login: Option<String>,
-    /// That admin user's password. Optional; needs `simplybook_user_login`.
-    #[serde(default)]
-    pub simplybook_user_password: Option<Secret<String>>,
-    /// The company's API domain (e.g. `https://user-api.simplybook.asia`), when it must not be
-    /// asked of SimplyBook's `getServiceUrl` (which is what happens without it).
-    #[serde(default)]
-    pub simplybook_api_url: Option<String>,
-    /// What the company's SimplyBook Status-feature labels mean, e.g.
-    /// `{"Completed": "completed", "No show": "no_show"}` (matched ignoring case). A confirmed
-    /// booking showing a label not listed here stays confirmed, is recorded with the label and
-    /// is flagged; labels are the tenant's own words and are never guessed.
-    #[serde(default)]
-    pub simplybook_status_labels: crate::simplybook::StatusLabels,
-}
-
-impl TenantConfig {
-    pub fn invoice_prefix(&self) -> String {
-        self.invoice_prefix
-            .clone()
-            .unwrap_or_else(|| self.id.as_str().to_ascii_uppercase())
-    }
-
-    /// Whether `token` is one of the tenant's callback tokens. Compares SHA-256 digests in
-    /// constant time and checks every token, so timing reveals neither a token nor which matched.
-    pub fn accepts_callback_token(&self, token: &str) -> bool {
-        let presented = Sha256::digest(token.as_bytes());
-        self.callback_tokens
-            .iter()
-            .map(|t| Sha256::digest(t.expose().as_bytes()).ct_eq(&presented))
-            .fold(Choice::from(0), |any, this| any | this)
-            .into()
-    }
-
-    pub fn signing_keys(&self) -> Vec<SigningKey> {
-        // Validated at load time, so parsing cannot fail here.
-        self.webhook_secrets
-            .iter()
-            .filter_map(|s| SigningKey::parse(s.expose()).ok())
-            .collect()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantsError {
@@ -235,22 +58,6 @@ fn parse_message(e: &serde_json::Error) -> String {
     }
 }
 
-/// The settings that are secrets, and may come from a service's own secrets file.
-const SECRET_SETTINGS: [&str; 6] = [
-    "webhook_secrets",
-    "callback_tokens",
-    "simplybook_api_key",
-    "simplybook_secret_key",
-    "simplybook_user_login",
-    "simplybook_user_password",
-];
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SecretsFile {
-    tenants: BTreeMap<TenantId, serde_json::Map<String, serde_json::Value>>,
-}
-
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TenantsFile {
@@ -262,66 +69,6 @@ struct TenantsFile {
 pub struct Tenants(BTreeMap<TenantId, TenantConfig>);
 
 impl Tenants {
-    /// The tenants file at `path` with the secrets file at `secrets` merged in, when given: the
-    /// profile (names, zones, rates, company logins) is shared, and each service mounts only the
-    /// secrets it uses — ingest its webhook secrets and callback tokens, the ledger SimplyBook's
-    /// keys and admin user — so a service's compromise exposes no other's.
-    pub fn load_with_secrets(path: &Path, secrets: Option<&Path>) -> Result<Self, TenantsError> {
-        let Some(secrets) = secrets else {
-            return Self::load(path);
-        };
-        let read = |p: &Path| {
-            std::fs::read_to_string(p).map_err(|source| TenantsError::Read {
-                path: p.display().to_string(),
-                source,
-            })
-        };
-        let (profile, secret_text) = (read(path)?, read(secrets)?);
-        Self::from_json_with_secrets(&profile, &secret_text).map_err(|e| match e {
-            TenantsError::Parse { source, path: p } if p == "<secrets>" => TenantsError::Parse {
-                path: secrets.display().to_string(),
-                source,
-            },
-            TenantsError::Parse { source, .. } => TenantsError::Parse {
-                path: path.display().to_string(),
-                source,
-            },
-            other => other,
-        })
-    }
-
-    /// [`Tenants::from_json`] of `profile` with `secrets` (`{"tenants": {"<id>": {…}}}`, only
-    /// the secret settings) merged into it. A secret given in both, or for an unknown tenant,
-    /// is refused.
-    pub fn from_json_with_secrets(profile: &str, secrets: &str) -> Result<Self, TenantsError> {
-        let parse = |path: &str, e| TenantsError::Parse {
-            path: path.into(),
-            source: e,
-        };
-        let mut profile: serde_json::Value =
-            serde_json::from_str(profile).map_err(|e| parse("<inline>", e))?;
-        let secrets: SecretsFile =
-            serde_json::from_str(secrets).map_err(|e| parse("<secrets>", e))?;
-        let entries = profile["tenants"].as_array_mut();
-        let mut entries = entries.into_iter().flatten().collect::<Vec<_>>();
-        for (id, fields) in secrets.tenants {
-            let entry = entries
-                .iter_mut()
-                .find(|t| t["id"].as_str() == Some(id.as_str()))
-                .ok_or_else(|| TenantsError::SecretsForUnknownTenant(id.clone()))?;
-            for (key, value) in fields {
-                if !SECRET_SETTINGS.contains(&key.as_str()) {
-                    return Err(TenantsError::NotASecret(id.clone(), key));
-                }
-                if entry.get(&key).is_some() {
-                    return Err(TenantsError::SecretTwice(id.clone(), key));
-                }
-                entry[key.as_str()] = value;
-            }
-        }
-        Self::from_json(&profile.to_string())
-    }
-
     /// Tenants with a SimplyBook company but without the API key and secret key that confirm
     /// their callbacks: the ledger says so at start-up (their callbacks would be refused).
     pub fn missing_simplybook_api(&self) -> Vec<&TenantId> {
@@ -413,7 +160,6 @@ impl Tenants {
         self.0.values()
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,27 +209,6 @@ mod tests {
             Tenants::from_json(no_company),
             Err(TenantsError::BadCallbackToken(_))
         ));
-    }
-
-    #[test]
-    fn invoice_prefixes_are_at_most_twelve_characters() {
-        let cases = [
-            ("CLAIRE", true),
-            ("ABCDEFGHIJKL", true),
-            ("A-1_B", true),
-            ("ABCDEFGHIJKLM", false),
-            ("", false),
-            ("claire", false),
-            ("CLAIRE 1", false),
-            ("CLAIRÉ", false),
-        ];
-        for (prefix, ok) in cases {
-            assert_eq!(check_invoice_prefix(prefix).is_ok(), ok, "{prefix:?}");
-        }
-        let err = check_invoice_prefix("ABCDEFGHIJKLM")
-            .expect_err("13")
-            .to_string();
-        assert!(err.contains("1-12") && err.contains("26"), "{err}");
     }
 
     #[test]
@@ -600,51 +325,6 @@ mod tests {
             Tenants::from_json(&unknown),
             Err(TenantsError::Parse { .. })
         ));
-    }
-
-    #[test]
-    fn each_service_gets_its_secrets_from_its_own_file() {
-        let profile = r#"{"tenants":[{"id":"a","name":"A","billing_email":"a@example.test",
-            "currency":"AUD","simplybook_company":"a"}]}"#;
-        let ingest = r#"{"tenants":{"a":{"webhook_secrets":["whsec_ZmFrZS10ZXN0LXNlY3JldA=="],
-            "callback_tokens":["fake-token-0123456789-0123456789-abcdef"]}}}"#;
-        let tenants = Tenants::from_json_with_secrets(profile, ingest).expect("merged");
-        let a = tenants.get("a").expect("a");
-        assert_eq!(a.webhook_secrets.len(), 1);
-        assert!(a.accepts_callback_token("fake-token-0123456789-0123456789-abcdef"));
-        assert!(
-            a.simplybook_api_key.is_none(),
-            "ingest never sees SimplyBook's keys"
-        );
-        assert_eq!(tenants.missing_simplybook_api().len(), 1);
-
-        let ledger = r#"{"tenants":{"a":{"simplybook_api_key":"fake-key",
-            "simplybook_secret_key":"fake-secret"}}}"#;
-        let tenants = Tenants::from_json_with_secrets(profile, ledger).expect("merged");
-        assert!(tenants.missing_simplybook_api().is_empty());
-        assert!(tenants.get("a").expect("a").webhook_secrets.is_empty());
-
-        let cases = [
-            (
-                r#"{"tenants":{"b":{"simplybook_api_key":"k"}}}"#,
-                "names tenant b",
-            ),
-            (
-                r#"{"tenants":{"a":{"currency":"NZD"}}}"#,
-                "currency for tenant a",
-            ),
-        ];
-        for (secrets, expected) in cases {
-            let err = Tenants::from_json_with_secrets(profile, secrets).expect_err(secrets);
-            assert!(err.to_string().contains(expected), "{err}");
-        }
-        let twice = profile.replace(
-            r#""simplybook_company":"a""#,
-            r#""simplybook_company":"a","simplybook_api_key":"k""#,
-        );
-        let err = Tenants::from_json_with_secrets(&twice, ledger).expect_err("twice");
-        assert!(matches!(err, TenantsError::SecretTwice(_, _)), "{err}");
-        assert!(!err.to_string().contains("fake-key"), "never the value");
     }
 
     #[test]
