@@ -1,0 +1,231 @@
+//! Subject and stream names, each inside a namespace when one is given, and the streams every
+//! service relies on: created when missing, and refused at start-up when an existing one is
+//! weaker than the system's guarantees need.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+/// Subject and stream names, optionally inside a namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Subjects {
+    prefix: String,
+    stream_prefix: String,
+}
+
+impl Subjects {
+    /// `namespace` is empty in production; tests use a unique one. Letters, digits and `_` only.
+    pub fn new(namespace: &str) -> Self {
+        if namespace.is_empty() {
+            Subjects::default()
+        } else {
+            Subjects {
+                prefix: format!("{namespace}."),
+                stream_prefix: format!("{}_", namespace.to_ascii_uppercase()),
+            }
+        }
+    }
+
+    /// The namespace these names were made with (empty in production).
+    pub fn namespace(&self) -> &str {
+        self.prefix.trim_end_matches('.')
+    }
+
+    pub fn simplybook(&self, tenant: &str) -> String {
+        format!("{}webhooks.simplybook.{tenant}", self.prefix)
+    }
+
+    pub fn simplybook_all(&self) -> String {
+        format!("{}webhooks.simplybook.>", self.prefix)
+    }
+
+    pub fn stripe(&self) -> String {
+        format!("{}webhooks.stripe", self.prefix)
+    }
+
+    /// Audit records of webhooks ingest refused, by source.
+    pub fn rejected(&self, source: &str) -> String {
+        format!("{}webhooks.rejected.{source}", self.prefix)
+    }
+
+    pub fn rejected_all(&self) -> String {
+        format!("{}webhooks.rejected.>", self.prefix)
+    }
+
+    /// The ledger's booking events (`recorded`, `changed`, `revised`).
+    pub fn booking_event(&self, kind: &str) -> String {
+        format!("{}ledger.booking.{kind}", self.prefix)
+    }
+
+    /// Anchors of a tenant's hash-chain head (`ChainAnchorV1`), kept outside the database.
+    pub fn chain_anchor(&self, tenant: &str) -> String {
+        format!("{}ledger.chain.anchored.{tenant}", self.prefix)
+    }
+
+    pub fn invoice(&self, status: &str) -> String {
+        format!("{}invoicing.invoice.{status}", self.prefix)
+    }
+
+    /// Operator alerts (`AlertV1`), by kind.
+    pub fn alert(&self, kind: &str) -> String {
+        format!("{}alerts.{kind}", self.prefix)
+    }
+
+    pub fn alerts_all(&self) -> String {
+        format!("{}alerts.>", self.prefix)
+    }
+
+    pub fn dead_letter(&self, stream: &str, consumer: &str) -> String {
+        format!("{}dlq.{stream}.{consumer}", self.prefix)
+    }
+
+    pub fn stream_name(&self, base: &str) -> String {
+        format!("{}{base}", self.stream_prefix)
+    }
+
+    /// Stream configurations: raw webhooks, ledger and invoice events, operator alerts and dead
+    /// letters.
+    fn streams(&self) -> [stream::Config; 5] {
+        const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+        let config = |base: &str, subjects: &str, max_age: Duration| stream::Config {
+            name: self.stream_name(base),
+            subjects: vec![format!("{}{subjects}", self.prefix)],
+            storage: stream::StorageType::File,
+            // Dedup by Nats-Msg-Id inside this window; the databases keep unique keys for longer.
+            duplicate_window: Duration::from_secs(10 * 60),
+            max_age,
+            ..Default::default()
+        };
+        [
+            config("WEBHOOKS", "webhooks.>", 30 * DAY),
+            config("LEDGER", "ledger.>", 90 * DAY),
+            config("INVOICING", "invoicing.>", 90 * DAY),
+            config("ALERTS", "alerts.>", 90 * DAY),
+            config("DLQ", "dlq.>", 365 * DAY),
+        ]
+    }
+
+    /// Names of every stream the services use, for readiness checks.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.streams().into_iter().map(|c| c.name).collect()
+    }
+
+    /// Creates the streams if they do not exist. An existing one is left as it is, unless a
+    /// setting the system's guarantees rest on differs (see [`weakened`]): then start-up stops,
+    /// naming it. Whoever may create a stream (every service, by name) could have created it
+    /// first with other settings, or an operator changed it.
+    pub async fn ensure_streams(
+        &self,
+        js: &jetstream::Context,
+    ) -> Result<(), jetstream::context::CreateStreamError> {
+        for config in self.streams() {
+            let stream = js.get_or_create_stream(config.clone()).await?;
+            if let Some(why) = weakened(&config, &stream.cached_info().config) {
+                return Err(jetstream::context::CreateStreamError::with_source(
+                    jetstream::context::CreateStreamErrorKind::Response,
+                    format!(
+                        "stream {} exists with {why}: fix the stream (nats stream edit) or \
+                         remove it while nothing uses it",
+                        config.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes this namespace's streams (tests clean up after themselves).
+    pub async fn delete_streams(&self, js: &jetstream::Context) {
+        for config in self.streams() {
+            let _ = js.delete_stream(&config.name).await;
+        }
+    }
+}
+
+/// How an existing stream's settings fall short of `wanted`, if they do: other subjects, a
+/// retention that deletes messages another consumer still needs (work queue, interest), memory
+/// storage, a shorter de-duplication window or age, or a size limit that drops messages. Larger
+/// windows and ages, or unlimited age, are fine.
+fn weakened(wanted: &stream::Config, actual: &stream::Config) -> Option<String> {
+    let mut subjects = actual.subjects.clone();
+    subjects.sort();
+    let shorter = |actual: Duration, wanted: Duration| !actual.is_zero() && actual < wanted;
+    if subjects != wanted.subjects {
+        Some(format!(
+            "subjects {:?}, not {:?}",
+            actual.subjects, wanted.subjects
+        ))
+    } else if actual.retention != wanted.retention {
+        Some(format!(
+            "retention {:?}, not {:?}",
+            actual.retention, wanted.retention
+        ))
+    } else if actual.storage != wanted.storage {
+        Some(format!(
+            "storage {:?}, not {:?}",
+            actual.storage, wanted.storage
+        ))
+    } else if actual.duplicate_window < wanted.duplicate_window {
+        Some(format!(
+            "a duplicate window of {:?}, shorter than {:?}",
+            actual.duplicate_window, wanted.duplicate_window
+        ))
+    } else if shorter(actual.max_age, wanted.max_age) {
+        Some(format!(
+            "a maximum age of {:?}, shorter than {:?}",
+            actual.max_age, wanted.max_age
+        ))
+    } else if actual.max_messages > 0 || actual.max_bytes > 0 || actual.max_messages_per_subject > 0
+    {
+        Some("a size limit (messages would be discarded)".to_string())
+    } else {
+        None
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_with_weaker_settings_is_named_and_a_stronger_one_accepted() {
+        let subjects = Subjects::new("t1");
+        let wanted = subjects.streams()[0].clone();
+        assert_eq!(weakened(&wanted, &wanted), None);
+        let with = |change: fn(&mut stream::Config)| {
+            let mut actual = wanted.clone();
+            change(&mut actual);
+            weakened(&wanted, &actual)
+        };
+        // Longer windows, unlimited age: stronger, accepted.
+        assert_eq!(with(|c| c.duplicate_window *= 2), None);
+        assert_eq!(with(|c| c.max_age = Duration::ZERO), None);
+        assert_eq!(with(|c| c.max_messages = -1), None);
+        let named = [
+            (
+                with(|c| c.retention = stream::RetentionPolicy::WorkQueue),
+                "retention WorkQueue",
+            ),
+            (
+                with(|c| c.storage = stream::StorageType::Memory),
+                "storage Memory",
+            ),
+            (
+                with(|c| c.duplicate_window = Duration::from_secs(60)),
+                "a duplicate window of 60s",
+            ),
+            (
+                with(|c| c.max_age = Duration::from_secs(3600)),
+                "a maximum age of 3600s",
+            ),
+            (with(|c| c.max_messages = 1000), "a size limit"),
+            (with(|c| c.subjects = vec!["other.>".into()]), "subjects"),
+        ];
+        for (why, expected) in named {
+            let why = why.unwrap_or_default();
+            assert!(
+                why.starts_with(expected),
+                "{why:?} does not start with {expected:?}"
+            );
+        }
+    }
+}
