@@ -19,7 +19,7 @@ fn json(out: &std::process::Output) -> anyhow::Result<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tenants_are_listed_shown_created_and_changed_field_by_field() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().invoicing().start().await?;
     let result = tenants(&system).await;
     system.finish(result).await
 }
@@ -122,7 +122,7 @@ fn output_json(out: &std::process::Output) -> anyhow::Result<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn month_end_with_billingctl_close_export_bank_statement_pay_and_void() -> anyhow::Result<()>
 {
-    let system = System::start().await?;
+    let system = System::builder().ledger().invoicing().start().await?;
     let result = month_end(&system).await;
     system.finish(result).await
 }
@@ -376,15 +376,10 @@ async fn month_end(system: &System) -> anyhow::Result<()> {
 
 /// Claire's `ledger_reconciliation_missing_bookings` on the ledger's /metrics.
 async fn missing_gauge(system: &System) -> anyhow::Result<Option<f64>> {
-    let text = reqwest::get(format!("http://{}/metrics", system.ledger))
+    Ok(system
+        .metrics(system.ledger)
         .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with("ledger_reconciliation_missing_bookings{tenant=\"claire\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok()))
+        .value(r#"ledger_reconciliation_missing_bookings{tenant="claire"}"#))
 }
 
 /// SimplyBook's booking as `getBookingDetails` returns it.
@@ -397,7 +392,9 @@ fn details(start: &str, status: &str, price: &str) -> Details {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reconciliation_finds_what_the_ledger_missed_and_repairs_it_through_ingest()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    // Alone: it reads Claire's gauge on the process's metrics, which another test's
+    // reconciliation would set too.
+    let system = System::builder().everything().alone().start().await?;
     let result = reconciliation(&system).await;
     system.finish(result).await
 }

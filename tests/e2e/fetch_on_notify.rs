@@ -73,7 +73,7 @@ async fn booking(db: &sqlx::PgPool, id: &str) -> anyhow::Result<Option<Row>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn callbacks_follow_the_booking_through_its_lifecycle_in_any_order() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = lifecycle(&system).await;
     system.finish(result).await
 }
@@ -287,7 +287,7 @@ async fn lifecycle(system: &System) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_callbacks_are_dead_lettered_and_an_unavailable_api_delays_without_loss()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = forged_and_unavailable(&system).await;
     system.finish(result).await
 }
@@ -351,7 +351,7 @@ async fn forged_and_unavailable(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_letter_can_be_listed_and_replayed_once_its_cause_is_fixed() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = replay(&system).await;
     system.finish(result).await
 }

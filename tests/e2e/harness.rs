@@ -1,7 +1,17 @@
-//! Starts the whole system for one test and tears it down afterwards.
+//! Starts the system, or the part of it a test needs ([`System::builder`]), for one test and
+//! tears it down afterwards. Each service's settings are parsed by its own parser from the few
+//! flags a test sets ([`parse_config`]); the rest keep the defaults production has.
+//!
+//! Under nextest every test has a process of its own; under `cargo test` they share one, and
+//! with it the metrics recorder every service records into: a test that reads `/metrics` starts
+//! its system [`alone`](Builder::alone) and reads counts since its start
+//! ([`Metrics::since_start`]).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,6 +26,7 @@ use billing_testkit::smtp::Options as MailOptions;
 use billing_testkit::{FakeSimplyBook, FakeStripe, MailSink, TestDatabase};
 use futures::StreamExt;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +58,7 @@ pub const KENJI_SECRET_KEY: &str = "fake-kenji-simplybook-secret-key";
 pub const RATE_LIMIT_PER_SEC: u32 = 20;
 pub const RATE_LIMIT_BURST: u32 = 40;
 /// Obviously fake Stripe signing secrets (current and previous).
-pub const STRIPE_SECRET: &str = "whsec_test_fake_stripe_secret";
+pub const STRIPE_SECRET: &str = "whsec_test_fake_stripe_signing_secret";
 pub const STRIPE_OLD_SECRET: &str = "whsec_test_fake_stripe_old_secret";
 /// Obviously fake Stripe API key invoicing calls the fake Stripe with.
 pub const STRIPE_API_KEY: &str = "sk_test_fake_not_a_real_key";
@@ -92,7 +103,12 @@ pub type Replica = (
     JoinHandle<anyhow::Result<()>>,
 );
 
+/// Where a service the builder did not start "listens": nothing answers there.
+const NOT_STARTED: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
 pub struct System {
+    /// The test's database; `None` when no service that has one (the ledger, invoicing, the
+    /// notifier) was started.
     pub db: Option<TestDatabase>,
     pub namespace: String,
     pub nats_url: String,
@@ -102,23 +118,27 @@ pub struct System {
     /// The API domain of Kenji's company (see [`KENJI_COMPANY`]).
     pub simplybook_kenji: FakeSimplyBook,
     pub stripe: FakeStripe,
+    /// Where each service listens; `127.0.0.1:0`, where nothing answers, for one the builder did
+    /// not start.
     pub ingest: SocketAddr,
     pub ledger: SocketAddr,
     pub invoicing: SocketAddr,
     pub notifier: SocketAddr,
-    ingest_config: ingest::Config,
-    ledger_config: ledger::Config,
-    notifier_config: notifier::Config,
+    ingest_config: Option<ingest::Config>,
+    ledger_config: Option<ledger::Config>,
+    notifier_config: Option<notifier::Config>,
     shutdown: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     dir: PathBuf,
+    /// The process's metrics when the system started, for a system alone in the process.
+    metrics_at_start: Option<Arc<BTreeMap<String, f64>>>,
+    /// Released last, once the services have stopped.
+    _occupant: Occupant,
 }
 
 /// The tokens every service of the test system accepts.
-fn grpc_tokens() -> Secret<String> {
-    Secret::new(format!(
-        "admin:{ADMIN_TOKEN} billing:{BILLING_TOKEN} viewer:{VIEWER_TOKEN}"
-    ))
+fn grpc_tokens() -> String {
+    format!("admin:{ADMIN_TOKEN} billing:{BILLING_TOKEN} viewer:{VIEWER_TOKEN}")
 }
 
 async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
@@ -127,47 +147,159 @@ async fn listener() -> anyhow::Result<(TcpListener, SocketAddr)> {
     Ok((l, addr))
 }
 
-impl System {
-    /// The whole system on the shared NATS server.
-    pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with_nats(billing_testkit::nats_url()).await
+/// A loopback listener and its address for a service the system runs.
+async fn listener_if(wanted: bool) -> anyhow::Result<Option<(TcpListener, SocketAddr)>> {
+    Ok(if wanted {
+        Some(listener().await?)
+    } else {
+        None
+    })
+}
+
+/// A service's configuration parsed by its own clap parser, as its `main` parses it (a setting
+/// the arguments do not name keeps its default, and a value is refused as the service would
+/// refuse it), except that nothing is read from the environment: each `env = "…"` of `C` is
+/// dropped before parsing, so a developer's `LEDGER_BATCH_SIZE` or `INGEST_RATE_LIMIT_PER_SEC`
+/// never reaches a test.
+pub fn parse_config<C: clap::Parser>(args: &[OsString]) -> anyhow::Result<C> {
+    let command = without_env(C::command());
+    let program = OsString::from(command.get_name());
+    let mut matches =
+        command.try_get_matches_from(std::iter::once(program).chain(args.iter().cloned()))?;
+    Ok(C::from_arg_matches_mut(&mut matches)?)
+}
+
+/// `command` with no argument read from the environment.
+fn without_env(command: clap::Command) -> clap::Command {
+    command.mut_args(|arg| arg.env(None::<&'static str>))
+}
+
+/// Command-line arguments of one service.
+#[derive(Debug, Clone, Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn set(mut self, flag: &str, value: impl AsRef<OsStr>) -> Self {
+        self.0.push(flag.into());
+        self.0.push(value.as_ref().to_owned());
+        self
     }
 
-    /// The whole system on the NATS server at `nats_url`.
-    pub async fn start_with_nats(nats_url: String) -> anyhow::Result<Self> {
-        Self::start_as(nats_url, None, billing_testkit::unique_namespace()).await
+    fn set_some(self, flag: &str, value: Option<impl AsRef<OsStr>>) -> Self {
+        match value {
+            Some(value) => self.set(flag, value),
+            None => self,
+        }
     }
 
-    /// The whole system on the shared NATS server, with the mail server and notifier settings
-    /// of `mail`.
-    pub async fn start_with_mail(mail: Mail) -> anyhow::Result<Self> {
-        let namespace = billing_testkit::unique_namespace();
-        Self::launch(billing_testkit::nats_url(), None, namespace, mail).await
+    fn parse<C: clap::Parser>(&self) -> anyhow::Result<C> {
+        parse_config(&self.0)
+    }
+}
+
+/// Which services a system runs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Services {
+    ingest: bool,
+    ledger: bool,
+    invoicing: bool,
+    notifier: bool,
+}
+
+/// A system with only the services a test needs: [`System::builder`]. The fakes (SimplyBook,
+/// Stripe, the mail sink) always run; the database is made when a service that has a schema
+/// runs. A service does not bring the ones it calls: invoicing asks the ledger, the notifier
+/// invoicing, so a test that goes that far names them too.
+#[must_use]
+pub struct Builder {
+    services: Services,
+    nats_url: Option<String>,
+    logins: Option<PathBuf>,
+    namespace: Option<String>,
+    mail: Mail,
+    alone: bool,
+}
+
+impl Builder {
+    /// ingest, on the webhook port (`/metrics` there too).
+    pub fn ingest(mut self) -> Self {
+        self.services.ingest = true;
+        self
     }
 
-    /// The whole system on the NATS server at `nats_url`, each service logging in as the user
-    /// of its name with the password in `logins/<service>` when `logins` is given, in
-    /// `namespace`.
-    pub async fn start_as(
-        nats_url: String,
-        logins: Option<&std::path::Path>,
-        namespace: String,
-    ) -> anyhow::Result<Self> {
-        Self::launch(nats_url, logins, namespace, Mail::default()).await
+    pub fn ledger(mut self) -> Self {
+        self.services.ledger = true;
+        self
     }
 
-    async fn launch(
-        nats_url: String,
-        logins: Option<&std::path::Path>,
-        namespace: String,
-        mail_settings: Mail,
-    ) -> anyhow::Result<Self> {
+    pub fn invoicing(mut self) -> Self {
+        self.services.invoicing = true;
+        self
+    }
+
+    pub fn notifier(mut self) -> Self {
+        self.services.notifier = true;
+        self
+    }
+
+    /// All four services.
+    pub fn everything(self) -> Self {
+        self.ingest().ledger().invoicing().notifier()
+    }
+
+    /// The NATS server at `url` rather than the shared one.
+    pub fn nats(mut self, url: String) -> Self {
+        self.nats_url = Some(url);
+        self
+    }
+
+    /// Each service logs in to NATS as the user of its name, with the password in
+    /// `dir/<service>`.
+    pub fn logins(mut self, dir: &Path) -> Self {
+        self.logins = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Subjects and streams in `namespace` (empty: production's) rather than a fresh one.
+    pub fn namespace(mut self, namespace: String) -> Self {
+        self.namespace = Some(namespace);
+        self
+    }
+
+    /// The mail server and the notifier's SMTP settings of `mail`.
+    pub fn mail(mut self, mail: Mail) -> Self {
+        self.mail = mail;
+        self
+    }
+
+    /// No other test's services run in this process while this system does, so the test may
+    /// read the process-wide metrics recorder ([`System::metrics`]). Under nextest every test
+    /// has a process of its own and this changes nothing; under `cargo test` it waits for the
+    /// systems running to stop, and they for it. A test alone starts only this one system.
+    pub fn alone(mut self) -> Self {
+        self.alone = true;
+        self
+    }
+
+    /// Starts the services named and returns once each answers `/readyz`.
+    pub async fn start(self) -> anyhow::Result<System> {
+        let occupant = Occupant::enter(self.alone).await;
+        // The services record into this process's recorder: what is in it now is not theirs.
+        let metrics_at_start = self
+            .alone
+            .then(|| Arc::new(samples(&billing_runtime::ops::prometheus().render())));
         billing_testkit::init_test_logging();
-        let db = TestDatabase::create()
-            .await
-            .context("creating the test database")?;
-        let login = |service: &str| logins.map(|dir| (service.to_string(), dir.join(service)));
-        let mail = MailSink::start_with(mail_settings.sink.clone()).await?;
+        let services = self.services;
+        let db = if services.ledger || services.invoicing || services.notifier {
+            Some(
+                TestDatabase::create()
+                    .await
+                    .context("creating the test database")?,
+            )
+        } else {
+            None
+        };
+        let mail = MailSink::start_with(self.mail.sink.clone()).await?;
         let simplybook =
             FakeSimplyBook::start(CLAIRE_COMPANY, CLAIRE_API_KEY, CLAIRE_SECRET_KEY).await?;
         simplybook.set_admin_user(CLAIRE_ADMIN_LOGIN, CLAIRE_ADMIN_PASSWORD);
@@ -176,18 +308,73 @@ impl System {
         simplybook_kenji.set_time_zone("Asia/Tokyo");
         simplybook.add_company_host(KENJI_COMPANY, &simplybook_kenji.host());
         let stripe = FakeStripe::start().await?;
-        let dir = std::env::temp_dir().join(format!("billing-e2e-{namespace}"));
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(billing_testkit::unique_namespace);
+        let dir = std::env::temp_dir().join(format!(
+            "billing-e2e-{}",
+            billing_testkit::unique_namespace()
+        ));
         std::fs::create_dir_all(&dir)?;
-        let smtp_ca_file = match (mail_settings.trust_sink_ca, mail.ca_pem()) {
-            (true, Some(pem)) => {
-                let path = dir.join("smtp-ca.pem");
-                std::fs::write(&path, pem)?;
-                Some(path)
-            }
-            (true, None) => anyhow::bail!("the notifier cannot trust a sink without STARTTLS"),
-            (false, _) => None,
+        let mut system = System {
+            db,
+            namespace,
+            nats_url: self
+                .nats_url
+                .clone()
+                .unwrap_or_else(billing_testkit::nats_url),
+            tenants_file: dir.join("tenants.json"),
+            mail,
+            simplybook,
+            simplybook_kenji,
+            stripe,
+            ingest: NOT_STARTED,
+            ledger: NOT_STARTED,
+            invoicing: NOT_STARTED,
+            notifier: NOT_STARTED,
+            ingest_config: None,
+            ledger_config: None,
+            notifier_config: None,
+            shutdown: CancellationToken::new(),
+            tasks: Vec::new(),
+            dir,
+            metrics_at_start,
+            _occupant: occupant,
         };
-        let tenants_file = dir.join("tenants.json");
+        match system.launch(&self).await {
+            Ok(()) => Ok(system),
+            // What did start is stopped, and the database and files removed.
+            Err(err) => Err(match system.stop().await {
+                Ok(()) => err,
+                Err(stopping) => anyhow::anyhow!("{err:#} (and stopping: {stopping:#})"),
+            }),
+        }
+    }
+}
+
+impl System {
+    /// A system of the services `builder` names: `System::builder().ingest().ledger().start()`.
+    pub fn builder() -> Builder {
+        Builder {
+            services: Services::default(),
+            nats_url: None,
+            logins: None,
+            namespace: None,
+            mail: Mail::default(),
+            alone: false,
+        }
+    }
+
+    /// The whole system on the shared NATS server.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::builder().everything().start().await
+    }
+
+    /// Writes the tenants files, then starts the services `builder` names, each with its
+    /// settings parsed from the few flags a test sets, and waits until they are ready.
+    async fn launch(&mut self, builder: &Builder) -> anyhow::Result<()> {
+        let services = builder.services;
         // Each service reads only its secrets, as in production: the profile (no secrets) is
         // shared; ingest's file adds webhook secrets and callback tokens (tests rotate them in
         // place); the ledger's secrets file holds SimplyBook's keys and admin user.
@@ -210,7 +397,7 @@ impl System {
             "currency": "JPY",
             "simplybook_company": KENJI_COMPANY
         }]});
-        let profile_file = dir.join("profile.json");
+        let profile_file = self.dir.join("profile.json");
         std::fs::write(&profile_file, profile.to_string())?;
         let mut ingest_tenants = profile.clone();
         ingest_tenants["tenants"][0]["webhook_secrets"] =
@@ -219,8 +406,8 @@ impl System {
             serde_json::json!([CLAIRE_CALLBACK_TOKEN]);
         ingest_tenants["tenants"][1]["webhook_secrets"] = serde_json::json!([KENJI_SECRET]);
         ingest_tenants["tenants"][1]["callback_tokens"] = serde_json::json!([KENJI_CALLBACK_TOKEN]);
-        std::fs::write(&tenants_file, ingest_tenants.to_string())?;
-        let ledger_secrets = dir.join("ledger-secrets.json");
+        std::fs::write(&self.tenants_file, ingest_tenants.to_string())?;
+        let ledger_secrets = self.dir.join("ledger-secrets.json");
         std::fs::write(
             &ledger_secrets,
             serde_json::json!({"tenants": {
@@ -237,190 +424,172 @@ impl System {
             }})
             .to_string(),
         )?;
-        let shutdown = CancellationToken::new();
-        let (ingest_l, ingest) = listener().await?;
-        let (ledger_l, ledger) = listener().await?;
-        let (invoicing_l, invoicing) = listener().await?;
-        let (notifier_l, notifier) = listener().await?;
-        let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
 
-        let config = ingest::Config {
-            listen_addr: ingest,
-            nats_url: nats_url.clone(),
-            nats_namespace: namespace.clone(),
-            nats_identity: login("ingest")
-                .map(|(user, password_file)| ingest::IngestNats {
-                    user: Some(user),
-                    password_file: Some(password_file),
-                    ..Default::default()
-                })
-                .unwrap_or_default(),
-            tenants_file: tenants_file.clone(),
-            tenant_secrets_file: None,
-            publish_timeout_ms: 2000,
-            stripe_webhook_secrets: vec![
-                Secret::new(STRIPE_SECRET.to_string()),
-                Secret::new(STRIPE_OLD_SECRET.to_string()),
-            ],
-            max_body_bytes: 256 * 1024,
-            tenants_reload_secs: 1,
-            rate_limit_per_sec: RATE_LIMIT_PER_SEC,
-            rate_limit_burst: RATE_LIMIT_BURST,
-            rejection_audit_per_sec: 50,
-            rejection_audit_burst: 100,
-            request_timeout_ms: REQUEST_TIMEOUT_MS,
-            header_read_timeout_ms: 10_000,
-            max_header_bytes: 16 * 1024,
-            max_connections: 1024,
-            // /metrics on the webhook port, where the tests read it.
-            ops_addr: None,
+        // Addresses are known before any service starts, so each can name the others.
+        let ingest_l = listener_if(services.ingest).await?;
+        let ledger_l = listener_if(services.ledger).await?;
+        let invoicing_l = listener_if(services.invoicing).await?;
+        let notifier_l = listener_if(services.notifier).await?;
+        let addr = |l: &Option<(TcpListener, SocketAddr)>| l.as_ref().map_or(NOT_STARTED, |l| l.1);
+        self.ingest = addr(&ingest_l);
+        self.ledger = addr(&ledger_l);
+        self.invoicing = addr(&invoicing_l);
+        self.notifier = addr(&notifier_l);
+        // What every service is told: where it listens, and its NATS server, namespace and
+        // login.
+        let common = |service: &str, addr: SocketAddr| {
+            let args = Args::default()
+                .set("--listen-addr", addr.to_string())
+                .set("--nats-url", &self.nats_url)
+                .set("--nats-namespace", &self.namespace);
+            match &builder.logins {
+                Some(dir) => args
+                    .set("--nats-user", service)
+                    .set("--nats-password-file", dir.join(service)),
+                None => args,
+            }
         };
-        let ingest_config = config.clone();
-        let token = shutdown.clone();
-        tasks.push((
-            "ingest",
-            tokio::spawn(async move { Ok(ingest::run(config, ingest_l, token).await?) }),
-        ));
-
-        // The ledger's schema is migrated by its owner, and the ledger runs as its
-        // least-privilege runtime role, as in production.
-        let chain_key = dir.join("chain.key");
-        std::fs::write(&chain_key, format!("{CHAIN_KEY}\n"))?;
-        ledger::migrate(&db.url).await?;
-        let config = ledger::Config {
-            listen_addr: ledger,
-            database_url: db.runtime_url(ledger::SCHEMA),
-            migrate_only: false,
-            db_max_connections: 5,
-            nats_url: nats_url.clone(),
-            nats_namespace: namespace.clone(),
-            nats_identity: login("ledger")
-                .map(|(user, password_file)| ledger::LedgerNats {
-                    user: Some(user),
-                    password_file: Some(password_file),
-                    ..Default::default()
-                })
-                .unwrap_or_default(),
-            tenants_file: profile_file.clone(),
-            tenant_secrets_file: Some(ledger_secrets.clone()),
-            simplybook_url: simplybook.url(),
-            // The fake answers getServiceUrl with its own loopback host.
-            simplybook_api_hosts: vec!["127.0.0.1".into()],
-            simplybook_page_size: 500,
-            simplybook_lookups_per_sec: 0,
-            simplybook_lookup_burst: 1,
-            anchor_every_secs: 1,
-            rekey_chains: false,
-            chain_key_file: Some(chain_key.clone()),
-            simplybook_timeout_ms: 2000,
-            batch_size: 100,
-            grpc_tokens: Some(grpc_tokens()),
-        };
-        let ledger_config = config.clone();
-        let token = shutdown.clone();
-        tasks.push((
-            "ledger",
-            tokio::spawn(async move { Ok(ledger::run(config, ledger_l, token).await?) }),
-        ));
-
-        invoicing::migrate(&db.url).await?;
-        let config = invoicing::Config {
-            listen_addr: invoicing,
-            database_url: db.runtime_url(invoicing::SCHEMA),
-            migrate_only: false,
-            db_max_connections: 5,
-            nats_url: nats_url.clone(),
-            nats_namespace: namespace.clone(),
-            nats_identity: login("invoicing")
-                .map(|(user, password_file)| invoicing::InvoicingNats {
-                    user: Some(user),
-                    password_file: Some(password_file),
-                    ..Default::default()
-                })
-                .unwrap_or_default(),
-            tenants_file: Some(profile_file.clone()),
-            ledger_url: format!("http://{ledger}"),
-            bank_details: BANK_DETAILS.into(),
-            stripe_api_key: Some(Secret::new(STRIPE_API_KEY.to_string())),
-            stripe_api_base: stripe.url(),
-            stripe_timeout_ms: 2000,
-            ledger_token: Some(Secret::new(VIEWER_TOKEN.to_string())),
-            grpc_tokens: Some(grpc_tokens()),
-        };
-        let token = shutdown.clone();
-        tasks.push((
-            "invoicing",
-            tokio::spawn(async move { Ok(invoicing::run(config, invoicing_l, token).await?) }),
-        ));
-
-        notifier::migrate(&db.url).await?;
-        let config = notifier::Config {
-            listen_addr: notifier,
-            database_url: db.runtime_url(notifier::SCHEMA),
-            migrate_only: false,
-            nats_url: nats_url.clone(),
-            nats_namespace: namespace.clone(),
-            nats_identity: login("notifier")
-                .map(|(user, password_file)| notifier::NotifierNats {
-                    user: Some(user),
-                    password_file: Some(password_file),
-                    ..Default::default()
-                })
-                .unwrap_or_default(),
-            invoicing_url: format!("http://{invoicing}"),
-            invoicing_token: Some(Secret::new(VIEWER_TOKEN.to_string())),
-            grpc_tokens: Some(grpc_tokens()),
-            smtp_host: "127.0.0.1".into(),
-            smtp_port: mail.addr().port(),
-            smtp_tls: mail_settings.tls,
-            smtp_username: mail_settings.login.as_ref().map(|(user, _)| user.clone()),
-            smtp_password: mail_settings
-                .login
+        let database = |schema: &str| -> anyhow::Result<String> {
+            Ok(self
+                .db
                 .as_ref()
-                .map(|(_, password)| Secret::new(password.clone())),
-            smtp_tls_ca_file: smtp_ca_file,
-            from: "Platform Billing <billing@platform.example.test>".parse()?,
-            operator_email: Some(OPERATOR_EMAIL.parse()?),
-            operator_name: Some("Platform Operator Pty Ltd".into()),
-            operator_address: "1 Example Street; Sydney NSW 2000".into(),
-            operator_tax_id: "ABN 00 000 000 000 (fake)".into(),
+                .context("no test database")?
+                .runtime_url(schema))
         };
-        let notifier_config = config.clone();
-        let token = shutdown.clone();
-        tasks.push((
-            "notifier",
-            tokio::spawn(async move { Ok(notifier::run(config, notifier_l, token).await?) }),
-        ));
 
-        let system = System {
-            db: Some(db),
-            namespace,
-            nats_url,
-            tenants_file,
-            mail,
-            simplybook,
-            simplybook_kenji,
-            stripe,
-            ingest,
-            ledger,
-            invoicing,
-            notifier,
-            ingest_config,
-            ledger_config,
-            notifier_config,
-            shutdown,
-            tasks,
-            dir,
-        };
-        for addr in [
-            system.ingest,
-            system.ledger,
-            system.invoicing,
-            system.notifier,
-        ] {
-            system.wait_ready(addr).await?;
+        if let Some((listener, _)) = ingest_l {
+            let config: ingest::Config = common("ingest", self.ingest)
+                .set("--tenants-file", &self.tenants_file)
+                .set(
+                    "--stripe-webhook-secrets",
+                    format!("{STRIPE_SECRET},{STRIPE_OLD_SECRET}"),
+                )
+                .set("--tenants-reload-secs", "1")
+                .set("--rate-limit-per-sec", RATE_LIMIT_PER_SEC.to_string())
+                .set("--rate-limit-burst", RATE_LIMIT_BURST.to_string())
+                .set("--rejection-audit-per-sec", "50")
+                .set("--rejection-audit-burst", "100")
+                .set("--request-timeout-ms", REQUEST_TIMEOUT_MS.to_string())
+                .parse()?;
+            // What ingest's main checks after parsing.
+            config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.ingest_config = Some(config.clone());
+            let token = self.shutdown.clone();
+            self.tasks.push((
+                "ingest",
+                tokio::spawn(async move { Ok(ingest::run(config, listener, token).await?) }),
+            ));
         }
-        Ok(system)
+
+        // Each schema is migrated by its owner, and each service runs as its least-privilege
+        // runtime role, as in production.
+        let owner_url = self
+            .db
+            .as_ref()
+            .map(|db| db.url.clone())
+            .unwrap_or_default();
+        if let Some((listener, _)) = ledger_l {
+            let chain_key = self.dir.join("chain.key");
+            std::fs::write(&chain_key, format!("{CHAIN_KEY}\n"))?;
+            ledger::migrate(&owner_url).await?;
+            let config: ledger::Config = common("ledger", self.ledger)
+                .set("--database-url", database(ledger::SCHEMA)?)
+                .set("--db-max-connections", "5")
+                .set("--tenants-file", &profile_file)
+                .set("--tenant-secrets-file", &ledger_secrets)
+                .set("--simplybook-url", self.simplybook.url())
+                // The fake answers getServiceUrl with its own loopback host.
+                .set("--simplybook-api-hosts", "127.0.0.1")
+                .set("--simplybook-lookups-per-sec", "0")
+                .set("--simplybook-lookup-burst", "1")
+                .set("--simplybook-timeout-ms", "2000")
+                .set("--anchor-every-secs", "1")
+                .set("--chain-key-file", &chain_key)
+                .set("--batch-size", "100")
+                .set("--grpc-tokens", grpc_tokens())
+                .parse()?;
+            self.ledger_config = Some(config.clone());
+            let token = self.shutdown.clone();
+            self.tasks.push((
+                "ledger",
+                tokio::spawn(async move { Ok(ledger::run(config, listener, token).await?) }),
+            ));
+        }
+
+        if let Some((listener, _)) = invoicing_l {
+            invoicing::migrate(&owner_url).await?;
+            let config: invoicing::Config = common("invoicing", self.invoicing)
+                .set("--database-url", database(invoicing::SCHEMA)?)
+                .set("--db-max-connections", "5")
+                .set("--tenants-file", &profile_file)
+                .set("--ledger-url", format!("http://{}", self.ledger))
+                .set("--ledger-token", VIEWER_TOKEN)
+                .set("--bank-details", BANK_DETAILS)
+                .set("--stripe-api-key", STRIPE_API_KEY)
+                .set("--stripe-api-base", self.stripe.url())
+                .set("--stripe-timeout-ms", "2000")
+                .set("--grpc-tokens", grpc_tokens())
+                .parse()?;
+            let token = self.shutdown.clone();
+            self.tasks.push((
+                "invoicing",
+                tokio::spawn(async move { Ok(invoicing::run(config, listener, token).await?) }),
+            ));
+        }
+
+        if let Some((listener, _)) = notifier_l {
+            notifier::migrate(&owner_url).await?;
+            let mail = &builder.mail;
+            let smtp_ca_file = match (mail.trust_sink_ca, self.mail.ca_pem()) {
+                (true, Some(pem)) => {
+                    let path = self.dir.join("smtp-ca.pem");
+                    std::fs::write(&path, pem)?;
+                    Some(path)
+                }
+                (true, None) => anyhow::bail!("the notifier cannot trust a sink without STARTTLS"),
+                (false, _) => None,
+            };
+            let tls = clap::ValueEnum::to_possible_value(&mail.tls)
+                .context("an SMTP TLS mode without a name")?;
+            let config: notifier::Config = common("notifier", self.notifier)
+                .set("--invoicing-url", format!("http://{}", self.invoicing))
+                .set("--invoicing-token", VIEWER_TOKEN)
+                .set("--grpc-tokens", grpc_tokens())
+                .set("--database-url", database(notifier::SCHEMA)?)
+                .set("--smtp-host", "127.0.0.1")
+                .set("--smtp-port", self.mail.addr().port().to_string())
+                .set("--smtp-tls", tls.get_name())
+                .set_some("--smtp-username", mail.login.as_ref().map(|(user, _)| user))
+                .set_some(
+                    "--smtp-password",
+                    mail.login.as_ref().map(|(_, password)| password),
+                )
+                .set_some("--smtp-tls-ca-file", smtp_ca_file)
+                .set("--from", "Platform Billing <billing@platform.example.test>")
+                .set("--operator-email", OPERATOR_EMAIL)
+                .set("--operator-name", "Platform Operator Pty Ltd")
+                .set("--operator-address", "1 Example Street; Sydney NSW 2000")
+                .set("--operator-tax-id", "ABN 00 000 000 000 (fake)")
+                .parse()?;
+            self.notifier_config = Some(config.clone());
+            let token = self.shutdown.clone();
+            self.tasks.push((
+                "notifier",
+                tokio::spawn(async move { Ok(notifier::run(config, listener, token).await?) }),
+            ));
+        }
+
+        for (started, addr) in [
+            (services.ingest, self.ingest),
+            (services.ledger, self.ledger),
+            (services.invoicing, self.invoicing),
+            (services.notifier, self.notifier),
+        ] {
+            if started {
+                self.wait_ready(addr).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Waits for `/readyz` to answer 200 (the service migrated and connected).
@@ -440,9 +609,16 @@ impl System {
         anyhow::bail!("{url} never became ready")
     }
 
+    /// The configuration the system's ingest runs with (e.g. for a replica with other limits).
+    pub fn ingest_config(&self) -> ingest::Config {
+        self.ingest_config
+            .clone()
+            .unwrap_or_else(|| panic!("this system runs no ingest: start it with .ingest()"))
+    }
+
     /// Starts one more ingest replica with its own shutdown token (for tests that stop it).
     pub async fn spawn_ingest(&self) -> anyhow::Result<Replica> {
-        let config = self.ingest_config.clone();
+        let config = self.ingest_config();
         self.spawn_replica(move |addr, l, stop| async move {
             let config = ingest::Config {
                 listen_addr: addr,
@@ -455,13 +631,15 @@ impl System {
 
     /// The configuration the system's ledger runs with.
     pub fn ledger_config(&self) -> ledger::Config {
-        self.ledger_config.clone()
+        self.ledger_config
+            .clone()
+            .unwrap_or_else(|| panic!("this system runs no ledger: start it with .ledger()"))
     }
 
     /// Starts one more ledger replica on the same database and durable consumer, with its own
     /// shutdown token.
     pub async fn spawn_ledger(&self) -> anyhow::Result<Replica> {
-        let config = self.ledger_config.clone();
+        let config = self.ledger_config();
         self.spawn_replica(move |addr, l, stop| async move {
             let config = ledger::Config {
                 listen_addr: addr,
@@ -484,7 +662,10 @@ impl System {
         &self,
         change: impl FnOnce(&mut notifier::Config),
     ) -> anyhow::Result<Replica> {
-        let mut config = self.notifier_config.clone();
+        let mut config = self
+            .notifier_config
+            .clone()
+            .context("this system runs no notifier: start it with .notifier()")?;
         change(&mut config);
         self.spawn_replica(move |addr, l, stop| async move {
             let config = notifier::Config {
@@ -507,6 +688,26 @@ impl System {
         let task = tokio::spawn(service(addr, l, token.clone()));
         self.wait_ready(addr).await?;
         Ok((addr, token, task))
+    }
+
+    /// The `/metrics` page of the service at `addr`, for a system started
+    /// [`alone`](Builder::alone): every service of a process records into one recorder, so
+    /// under `cargo test` another test's services would count into what this one reads.
+    pub async fn metrics(&self, addr: SocketAddr) -> anyhow::Result<Metrics> {
+        let at_start = self.metrics_at_start.clone().context(
+            "metrics are process-wide: start the system .alone() to read them \
+             (other tests' services record into them under cargo test)",
+        )?;
+        let page = reqwest::get(format!("http://{addr}/metrics"))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(Metrics {
+            samples: samples(&page),
+            page,
+            at_start,
+        })
     }
 
     /// Runs `billingctl` (built with the workspace) against this system, as an operator would.
@@ -551,7 +752,14 @@ impl System {
             "{} is missing: build it first (`cargo build -p billingctl`; scripts/test.sh does)",
             bin.display()
         );
-        tokio::process::Command::new(&bin)
+        let mut command = tokio::process::Command::new(&bin);
+        // Only what the test sets: none of the developer's own billingctl settings.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("BILLINGCTL_") {
+                command.env_remove(name);
+            }
+        }
+        command
             .args(args)
             .env("BILLINGCTL_LEDGER_URL", format!("http://{}", self.ledger))
             .env(
@@ -597,7 +805,11 @@ impl System {
 
     /// A connection to the test database with `schema` on the search path.
     pub async fn db(&self, schema: &str) -> anyhow::Result<sqlx::PgPool> {
-        let url = &self.db.as_ref().context("database already dropped")?.url;
+        let url = &self
+            .db
+            .as_ref()
+            .context("no database: this system runs no ledger, invoicing or notifier")?
+            .url;
         Ok(billing_runtime::db::connect(url, schema, 2).await?)
     }
 
@@ -706,6 +918,164 @@ impl System {
         anyhow::ensure!(failures.is_empty(), "services failed: {failures:?}");
         Ok(())
     }
+}
+
+/// Whose services run in this process now: systems sharing it, or one alone.
+#[derive(Debug, Default)]
+struct Occupancy {
+    sharing: usize,
+    alone: bool,
+}
+
+static OCCUPANCY: LazyLock<watch::Sender<Occupancy>> =
+    LazyLock::new(|| watch::Sender::new(Occupancy::default()));
+
+/// A system's place in the process, shared or alone ([`Builder::alone`]); given up when the
+/// system is dropped. A system that shares waits while one is alone; one alone waits until no
+/// other runs (systems that share may start meanwhile, so a test holding one never waits for
+/// itself).
+struct Occupant {
+    alone: bool,
+}
+
+impl Occupant {
+    async fn enter(alone: bool) -> Self {
+        let mut changed = OCCUPANCY.subscribe();
+        loop {
+            let entered = OCCUPANCY.send_if_modified(|now| {
+                let free = !now.alone && (!alone || now.sharing == 0);
+                if free && alone {
+                    now.alone = true;
+                } else if free {
+                    now.sharing += 1;
+                }
+                free
+            });
+            if entered {
+                return Occupant { alone };
+            }
+            if changed.changed().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+impl Drop for Occupant {
+    fn drop(&mut self) {
+        OCCUPANCY.send_modify(|now| {
+            if self.alone {
+                now.alone = false;
+            } else {
+                now.sharing = now.sharing.saturating_sub(1);
+            }
+        });
+    }
+}
+
+/// One service's `/metrics` page ([`System::metrics`]).
+pub struct Metrics {
+    page: String,
+    samples: BTreeMap<String, f64>,
+    at_start: Arc<BTreeMap<String, f64>>,
+}
+
+impl Metrics {
+    /// The value of `series` (its name and labels as the page prints them, e.g.
+    /// `ingest_webhooks_accepted_total{source="simplybook"}`) as the page shows it: what to read
+    /// of a gauge.
+    pub fn value(&self, series: &str) -> Option<f64> {
+        self.samples.get(series).copied()
+    }
+
+    /// What the counter `series` (or a histogram's `_count` or `_sum`) counted since the
+    /// system started: its value less the process's when the system started (0 if it had none
+    /// then). In a process of its own, the value itself. `None` when the page lacks the series.
+    pub fn since_start(&self, series: &str) -> Option<f64> {
+        let before = self.at_start.get(series).copied().unwrap_or(0.0);
+        Some(self.value(series)? - before)
+    }
+
+    pub fn text(&self) -> &str {
+        &self.page
+    }
+}
+
+impl std::fmt::Display for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.page)
+    }
+}
+
+/// Every sample of a Prometheus text page: the series as printed, and its value.
+fn samples(page: &str) -> BTreeMap<String, f64> {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn service_configurations_read_nothing_from_the_environment() {
+    use clap::CommandFactory as _;
+    for command in [
+        ingest::Config::command(),
+        ledger::Config::command(),
+        invoicing::Config::command(),
+        notifier::Config::command(),
+    ] {
+        let name = command.get_name().to_string();
+        assert!(
+            command.get_arguments().any(|arg| arg.get_env().is_some()),
+            "{name} reads its settings from the environment"
+        );
+        let read: Vec<_> = without_env(command)
+            .get_arguments()
+            .filter_map(|arg| arg.get_env().map(|env| env.to_owned()))
+            .collect();
+        assert!(read.is_empty(), "{name} still reads {read:?}");
+    }
+}
+
+/// Set in a test process [`in_own_process`] started.
+const OWN_PROCESS: &str = "BILLING_E2E_OWN_PROCESS";
+
+/// For a test that changes what is process-wide beyond the metrics (as a service's `main`
+/// installing the global subscriber): `None` when the test has its process to itself (nextest
+/// runs every test so), and the caller runs it; otherwise (`cargo test` runs all tests as
+/// threads of one process) its outcome run alone in a process of its own, `name` being its
+/// path as `cargo test` lists it.
+pub fn in_own_process(name: &str) -> Option<anyhow::Result<()>> {
+    let nextest =
+        std::env::var_os("NEXTEST_EXECUTION_MODE").is_some_and(|m| m == "process-per-test");
+    if nextest || std::env::var_os(OWN_PROCESS).is_some() {
+        return None;
+    }
+    let run = || {
+        // The binary running, even if a build has replaced its file since (Linux).
+        let exe = Path::new("/proc/self/exe");
+        let exe = if exe.exists() {
+            exe.to_path_buf()
+        } else {
+            std::env::current_exe()?
+        };
+        let out = std::process::Command::new(exe)
+            .args(["--exact", name, "--test-threads", "1"])
+            .env(OWN_PROCESS, "1")
+            .output()?;
+        let said = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(
+            out.status.success() && said.contains("test result: ok. 1 passed"),
+            "{name}, in a process of its own: {}\n{said}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    Some(run())
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.

@@ -34,7 +34,8 @@ fn signed_headers(secret: &str, id: &str, ts: i64, body: &[u8]) -> Headers {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signed_booking_webhooks_get_the_right_status_and_only_genuine_ones_are_stored()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    // Alone: it counts refusals on the process's metrics.
+    let system = System::builder().ingest().alone().start().await?;
     let result = signed_bookings(&system).await;
     system.finish(result).await
 }
@@ -129,28 +130,28 @@ async fn signed_bookings(system: &System) -> anyhow::Result<()> {
             .await?,
         2
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", system.ingest))
-        .await?
-        .text()
-        .await?;
+    let metrics = system.metrics(system.ingest).await?;
     for (reason, count) in [
-        ("bad_signature", 2),
-        ("stale_timestamp", 1),
-        ("future_timestamp", 1),
-        ("missing_header", 1),
-        ("malformed", 2),
+        ("bad_signature", 2.0),
+        ("stale_timestamp", 1.0),
+        ("future_timestamp", 1.0),
+        ("missing_header", 1.0),
+        ("malformed", 2.0),
     ] {
-        let line = format!(
-            r#"ingest_webhooks_rejected_total{{source="simplybook",reason="{reason}"}} {count}"#
+        let series =
+            format!(r#"ingest_webhooks_rejected_total{{source="simplybook",reason="{reason}"}}"#);
+        assert_eq!(
+            metrics.since_start(&series),
+            Some(count),
+            "{series} in {metrics}"
         );
-        assert!(metrics.contains(&line), "{line} in {metrics}");
     }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stripe_events_are_verified_by_any_v1_signature_and_stored_once() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().start().await?;
     let result = stripe_events(&system).await;
     system.finish(result).await
 }
@@ -217,7 +218,12 @@ async fn stripe_events(system: &System) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_down_answers_503_and_nothing_is_lost_once_it_returns() -> anyhow::Result<()> {
     let mut nats = PrivateNats::start().await?;
-    let system = System::start_with_nats(nats.url()).await?;
+    let system = System::builder()
+        .ingest()
+        .ledger()
+        .nats(nats.url())
+        .start()
+        .await?;
     let result = broker_down(&system, &mut nats).await;
     system.finish(result).await
 }
@@ -288,7 +294,7 @@ async fn broker_down(system: &System, nats: &mut PrivateNats) -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rotated_secret_applies_without_a_restart() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().start().await?;
     let result = rotation(&system).await;
     system.finish(result).await
 }
@@ -334,7 +340,7 @@ async fn rotation(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sender_over_its_rate_limit_gets_429_and_nothing_extra_is_stored() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().start().await?;
     let result = rate_limit(&system).await;
     system.finish(result).await
 }
@@ -380,7 +386,7 @@ async fn rate_limit(system: &System) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn simplybook_callbacks_need_the_token_and_the_company_and_refusals_are_audited()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = callbacks(&system).await;
     system.finish(result).await
 }
@@ -583,7 +589,7 @@ async fn read_status(stream: &mut TcpStream) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stopping_ingest_finishes_requests_in_flight_and_slow_requests_time_out()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().start().await?;
     let result = drain(&system).await;
     system.finish(result).await
 }
@@ -659,7 +665,8 @@ fn with_signature(headers: &Headers, signature: String) -> Headers {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signature_amplification_is_refused_with_its_own_reason_and_genuine_requests_pass()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    // Alone: it counts refusals on the process's metrics.
+    let system = System::builder().ingest().alone().start().await?;
     let result = amplification(&system).await;
     system.finish(result).await
 }
@@ -749,18 +756,19 @@ async fn amplification(system: &System) -> anyhow::Result<()> {
         2,
         "only the genuine deliveries are stored"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", system.ingest))
-        .await?
-        .text()
-        .await?;
-    for line in [
-        r#"ingest_webhooks_rejected_total{source="simplybook",reason="too_many_signatures"} 1"#,
-        r#"ingest_webhooks_rejected_total{source="simplybook",reason="empty_signature"} 1"#,
-        r#"ingest_webhooks_rejected_total{source="stripe",reason="too_many_signatures"} 1"#,
-        r#"ingest_webhooks_rejected_total{source="stripe",reason="empty_signature"} 1"#,
-        r#"ingest_connections_refused_total{reason="header_too_large"} 1"#,
+    let metrics = system.metrics(system.ingest).await?;
+    for series in [
+        r#"ingest_webhooks_rejected_total{source="simplybook",reason="too_many_signatures"}"#,
+        r#"ingest_webhooks_rejected_total{source="simplybook",reason="empty_signature"}"#,
+        r#"ingest_webhooks_rejected_total{source="stripe",reason="too_many_signatures"}"#,
+        r#"ingest_webhooks_rejected_total{source="stripe",reason="empty_signature"}"#,
+        r#"ingest_connections_refused_total{reason="header_too_large"}"#,
     ] {
-        assert!(metrics.contains(line), "{line} in {metrics}");
+        assert_eq!(
+            metrics.since_start(series),
+            Some(1.0),
+            "{series} in {metrics}"
+        );
     }
     Ok(())
 }
@@ -787,7 +795,8 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_headers_are_cut_off_connections_beyond_the_cap_wait_and_metrics_stay_internal()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    // Alone: it counts cut-off connections on the process's metrics.
+    let system = System::builder().ingest().alone().start().await?;
     let result = abuse(&system).await;
     system.finish(result).await
 }
@@ -801,24 +810,12 @@ async fn abuse(system: &System) -> anyhow::Result<()> {
     let (addr, ops_addr) = (public.local_addr()?, ops.local_addr()?);
     let config = ingest::Config {
         listen_addr: addr,
-        ops_addr: None,
-        nats_url: system.nats_url.clone(),
-        nats_namespace: system.namespace.clone(),
-        nats_identity: Default::default(),
-        tenants_file: system.tenants_file.clone(),
-        tenant_secrets_file: None,
-        publish_timeout_ms: 2000,
-        stripe_webhook_secrets: vec![],
-        tenants_reload_secs: 1,
         rate_limit_per_sec: 100,
         rate_limit_burst: 100,
-        rejection_audit_per_sec: 50,
-        rejection_audit_burst: 100,
         request_timeout_ms: 30_000,
-        max_body_bytes: 256 * 1024,
         header_read_timeout_ms: HEADER_TIMEOUT.as_millis().try_into()?,
-        max_header_bytes: 16 * 1024,
         max_connections: 2,
+        ..system.ingest_config()
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(ingest::run_with_ops(
@@ -903,13 +900,14 @@ async fn abuse(system: &System) -> anyhow::Result<()> {
         "served once a connection closed"
     );
 
-    let (_, page) = raw_get(ops_addr, "/metrics").await?;
-    for line in [
-        r#"ingest_connections_refused_total{reason="header_timeout"} 1"#,
-        "ingest_connection_limit_reached_total",
-    ] {
-        assert!(page.contains(line), "{line} in {page}");
-    }
+    let metrics = system.metrics(ops_addr).await?;
+    let timeouts = r#"ingest_connections_refused_total{reason="header_timeout"}"#;
+    assert_eq!(metrics.since_start(timeouts), Some(1.0), "{metrics}");
+    let limit = "ingest_connection_limit_reached_total";
+    assert!(
+        metrics.since_start(limit).is_some_and(|n| n >= 1.0),
+        "{limit} in {metrics}"
+    );
     stop.cancel();
     drop(_second);
     tokio::time::timeout(Duration::from_secs(10), task).await???;

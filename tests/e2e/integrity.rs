@@ -43,7 +43,7 @@ async fn verify(system: &System) -> anyhow::Result<VerifyIntegrityResponse> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn price_changes_are_revisions_and_tampering_is_named() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = scenario(&system).await;
     system.finish(result).await
 }
@@ -317,7 +317,7 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_ledgers_runtime_role_cannot_change_or_delete_a_record_or_its_guards()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = least_privilege(&system).await;
     system.finish(result).await
 }
@@ -456,7 +456,7 @@ async fn least_privilege(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rewritten_and_rechained_history_is_caught_by_the_anchored_head() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = rechained(&system).await;
     system.finish(result).await
 }
@@ -520,7 +520,7 @@ async fn rechained(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chains_are_keyed_and_only_an_explicit_rekey_keys_an_intact_chain() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = rekeyed(&system).await;
     system.finish(result).await
 }

@@ -170,7 +170,7 @@ fn utc(t: Option<&billing_proto::convert::Timestamp>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn months_follow_each_tenants_zone_across_dst_leap_years_and_yen() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ledger().invoicing().start().await?;
     let result = periods(&system).await;
     system.finish(result).await
 }
@@ -284,7 +284,7 @@ async fn periods(system: &System) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_bookings_sum_to_the_cent_and_concurrent_closes_issue_one_invoice()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ledger().invoicing().start().await?;
     let result = exactly_once(&system).await;
     system.finish(result).await
 }
@@ -367,7 +367,12 @@ async fn exactly_once(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn voids_payments_overdue_and_changes_after_invoicing() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder()
+        .ledger()
+        .invoicing()
+        .notifier()
+        .start()
+        .await?;
     let result = lifecycle(&system).await;
     system.finish(result).await
 }

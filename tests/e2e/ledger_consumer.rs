@@ -29,7 +29,7 @@ fn body(id: &str, price: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redelivered_and_poison_events_neither_double_count_nor_block_the_stream()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ledger().start().await?;
     let result = scenario(&system).await;
     system.finish(result).await
 }
@@ -124,7 +124,7 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_ledger_replicas_share_the_stream_and_never_double_insert() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ledger().start().await?;
     let result = replicas(&system).await;
     system.finish(result).await
 }
@@ -222,7 +222,7 @@ async fn replicas(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_older_event_does_not_undo_a_newer_state() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = late_events(&system).await;
     system.finish(result).await
 }
@@ -279,7 +279,7 @@ async fn late_events(system: &System) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_the_database_refuses_is_dead_lettered_without_holding_up_its_batch()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ledger().start().await?;
     let result = database_poison(&system).await;
     system.finish(result).await
 }
@@ -370,7 +370,7 @@ async fn an_older_consumer_gets_the_current_delivery_settings() -> anyhow::Resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_booking_at_a_local_time_the_clock_skipped_is_recorded_forward_by_the_gap()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = daylight_saving(&system).await;
     system.finish(result).await
 }

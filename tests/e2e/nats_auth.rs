@@ -104,7 +104,13 @@ async fn each_service_is_its_own_nats_user_and_the_server_refuses_the_rest() -> 
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let server = PrivateNats::start_with_config(&config(), &env).await?;
     // Production subjects: the permissions name them without a namespace.
-    let system = System::start_as(server.url(), Some(&dir), String::new()).await?;
+    let system = System::builder()
+        .everything()
+        .nats(server.url())
+        .logins(&dir)
+        .namespace(String::new())
+        .start()
+        .await?;
     let result = refusals(&system, &server, &dir).await;
     let finished = system.finish(result).await;
     std::fs::remove_dir_all(&dir).ok();

@@ -123,7 +123,12 @@ async fn redeliver_issued(system: &System, copy: u32) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_invoice_is_emailed_once_then_receipts_and_a_reminder_follow() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder()
+        .ledger()
+        .invoicing()
+        .notifier()
+        .start()
+        .await?;
     let result = emailed_once(&system).await;
     system.finish(result).await
 }
@@ -356,7 +361,12 @@ async fn emailed_once(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_smtp_outage_delays_the_email_which_then_arrives_once() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder()
+        .ledger()
+        .invoicing()
+        .notifier()
+        .start()
+        .await?;
     let result = smtp_outage(&system).await;
     system.finish(result).await
 }
@@ -395,7 +405,12 @@ async fn smtp_outage(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_recipient_is_dead_lettered_and_the_operator_alerted() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder()
+        .ledger()
+        .invoicing()
+        .notifier()
+        .start()
+        .await?;
     let result = refused(&system).await;
     system.finish(result).await
 }

@@ -3,8 +3,9 @@
 //! passes `promtool check metrics`. Traces: one trace across services: W3C trace context travels from ingest's webhook request through
 //! NATS headers into the ledger's handling of that event; from one service's gRPC call into the
 //! service it calls; and through an outbox, from the monthly close to the notifier that emails
-//! the invoice. Spans are collected in memory (nextest runs each test in its own
-//! process, so this test owns the global subscriber).
+//! the invoice. Spans are collected in memory by a subscriber of the test's own: the default on
+//! every thread of its runtime, where its services run (under `cargo test` other tests run in
+//! the same process, on threads of their own).
 
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::harness::{CLAIRE_SECRET, System, eventually};
+use crate::harness::{CLAIRE_SECRET, System, eventually, in_own_process};
 
 fn attribute(span: &SpanData, key: &str) -> String {
     span.attributes
@@ -30,9 +31,29 @@ fn attribute(span: &SpanData, key: &str) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn traces_follow_webhooks_grpc_calls_and_outbox_events_across_services() -> anyhow::Result<()>
-{
+thread_local! {
+    /// This thread's default subscriber while it is one of a test runtime's threads.
+    static SUBSCRIBER: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A multi-threaded runtime, like `#[tokio::test(flavor = "multi_thread", worker_threads = 4)]`,
+/// on whose every thread (workers and blocking pool) `dispatch` is the default subscriber.
+fn runtime_traced_by(dispatch: &tracing::Dispatch) -> std::io::Result<tokio::runtime::Runtime> {
+    let dispatch = dispatch.clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .on_thread_start(move || {
+            let guard = tracing::dispatcher::set_default(&dispatch);
+            SUBSCRIBER.with(|s| *s.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(|| drop(SUBSCRIBER.with(|s| s.borrow_mut().take())))
+        .build()
+}
+
+#[test]
+fn traces_follow_webhooks_grpc_calls_and_outbox_events_across_services() -> anyhow::Result<()> {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
@@ -41,14 +62,20 @@ async fn traces_follow_webhooks_grpc_calls_and_outbox_events_across_services() -
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::EnvFilter::new("info"))
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("e2e")));
+    let dispatch = tracing::Dispatch::new(subscriber);
+    // With one subscriber in the process, tracing-core registers a callsite with the subscriber
+    // of whichever thread reaches it first (none, on another test's thread) and keeps that
+    // answer for good (tokio-rs/tracing#3611); with two it asks each of them.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     billing_runtime::trace::set_recording(true);
-    tracing::subscriber::set_global_default(subscriber).map_err(|e| {
-        anyhow::anyhow!("{e}: this test needs its own process (run it with cargo nextest)")
-    })?;
-
-    let system = System::start().await?;
-    let result = traced(&system, &provider, &exporter).await;
-    system.finish(result).await
+    let runtime = runtime_traced_by(&dispatch)?;
+    tracing::dispatcher::with_default(&dispatch, || {
+        runtime.block_on(async {
+            let system = System::start().await?;
+            let result = traced(&system, &provider, &exporter).await;
+            system.finish(result).await
+        })
+    })
 }
 
 async fn traced(
@@ -172,17 +199,9 @@ fn names(spans: &[SpanData]) -> Vec<String> {
     spans.iter().map(|s| s.name.to_string()).collect()
 }
 
-/// One service's `/metrics` page.
-async fn metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    Ok(reqwest::get(format!("http://{addr}/metrics"))
-        .await?
-        .text()
-        .await?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_alerting_metrics_are_exported() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().everything().alone().start().await?;
     let result = alerting_metrics(&system).await;
     system.finish(result).await
 }
@@ -203,33 +222,40 @@ async fn alerting_metrics(system: &System) -> anyhow::Result<()> {
     }
     let failed = r#"ingest_webhooks_failed_total{source="simplybook"}"#;
     let accepted = r#"ingest_webhooks_accepted_total{source="simplybook"}"#;
-    let page = metrics(system.ingest).await?;
-    assert!(page.contains(&format!("{failed} 3")), "{page}");
+    let page = system.metrics(system.ingest).await?;
+    assert_eq!(page.since_start(failed), Some(3.0), "{page}");
     // Series the alerts read exist before anything happens to them.
-    assert!(page.contains(&format!("{accepted} 0")), "{page}");
-    assert!(
-        page.contains(r#"ingest_webhooks_failed_total{source="stripe"} 0"#),
+    assert_eq!(page.since_start(accepted), Some(0.0), "{page}");
+    assert_eq!(
+        page.since_start(r#"ingest_webhooks_failed_total{source="stripe"}"#),
+        Some(0.0),
         "{page}"
     );
     let genuine = system
         .post_signed("claire", "genuine-1", body, CLAIRE_SECRET)
         .await?;
     assert_eq!(genuine.status(), 202);
-    let page = metrics(system.ingest).await?;
-    assert!(page.contains(&format!("{accepted} 1")), "{page}");
-    assert!(page.contains(&format!("{failed} 3")), "{page}");
-    assert!(page.contains("http_server_seconds_count{route=\"/api/v1/webhooks/simplybook/{tenant}\",status=\"202\"}"), "{page}");
+    let page = system.metrics(system.ingest).await?;
+    assert_eq!(page.since_start(accepted), Some(1.0), "{page}");
+    assert_eq!(page.since_start(failed), Some(3.0), "{page}");
+    assert_eq!(
+        page.since_start(
+            r#"http_server_seconds_count{route="/api/v1/webhooks/simplybook/{tenant}",status="202"}"#
+        ),
+        Some(1.0),
+        "{page}"
+    );
 
-    // Consumer lag, per durable; invoice gauges; gRPC latencies.
-    let ledger = eventually(Duration::from_secs(20), || async {
-        let page = metrics(system.ledger).await?;
-        Ok(page.contains("consumer=\"ledger\"").then_some(page))
+    // Consumer lag, per durable (of this system's stream); invoice gauges; gRPC latencies.
+    let lag = format!(
+        r#"nats_consumer_pending_messages{{stream="{}",consumer="ledger"}}"#,
+        system.subjects().stream_name("WEBHOOKS")
+    );
+    eventually(Duration::from_secs(20), || async {
+        let page = system.metrics(system.ledger).await?;
+        Ok(page.value(&lag).map(|_| ()))
     })
     .await?;
-    assert!(
-        ledger.contains("nats_consumer_pending_messages{stream="),
-        "{ledger}"
-    );
     system
         .invoicing_client()?
         .generate_monthly_invoices(GenerateMonthlyInvoicesRequest {
@@ -239,18 +265,20 @@ async fn alerting_metrics(system: &System) -> anyhow::Result<()> {
         })
         .await?;
     let invoicing = eventually(Duration::from_secs(20), || async {
-        let page = metrics(system.invoicing).await?;
-        Ok(page
-            .contains("invoicing_unpaid_past_due_48h_invoices 0")
-            .then_some(page))
+        let page = system.metrics(system.invoicing).await?;
+        Ok((page.value("invoicing_unpaid_past_due_48h_invoices") == Some(0.0)).then_some(page))
     })
     .await?;
-    assert!(
-        invoicing.contains("invoicing_open_invoices{status=\"overdue\"} 0"),
+    assert_eq!(
+        invoicing.value(r#"invoicing_open_invoices{status="overdue"}"#),
+        Some(0.0),
         "{invoicing}"
     );
-    assert!(
-        invoicing.contains("grpc_server_seconds_count{rpc=\"/billing.invoicing.v1.InvoicingService/GenerateMonthlyInvoices\"} 1"),
+    assert_eq!(
+        invoicing.since_start(
+            r#"grpc_server_seconds_count{rpc="/billing.invoicing.v1.InvoicingService/GenerateMonthlyInvoices"}"#
+        ),
+        Some(1.0),
         "{invoicing}"
     );
     Ok(())
@@ -348,7 +376,7 @@ fn emitted_in_workspace() -> anyhow::Result<std::collections::BTreeSet<String>> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_metric_has_help_text_and_passes_promtool() -> anyhow::Result<()> {
     let promtool = promtool()?;
-    let system = System::start().await?;
+    let system = System::builder().everything().alone().start().await?;
     let result = described_metrics(&system, &promtool).await;
     system.finish(result).await
 }
@@ -372,10 +400,11 @@ async fn described_metrics(system: &System, promtool: &std::path::Path) -> anyho
         .await?;
     assert_eq!(genuine.status(), 202);
     eventually(Duration::from_secs(20), || async {
-        let page = metrics(system.ledger).await?;
-        Ok(page
-            .contains("ledger_events_total{outcome=\"stored\"} 1")
-            .then_some(()))
+        let page = system.metrics(system.ledger).await?;
+        Ok(
+            (page.since_start(r#"ledger_events_total{outcome="stored"}"#) == Some(1.0))
+                .then_some(()),
+        )
     })
     .await?;
     let wrong_token = billing_runtime::trace::traced(
@@ -421,15 +450,17 @@ async fn described_metrics(system: &System, promtool: &std::path::Path) -> anyho
         // The notifier counts its email once the send returns; the page may lag the inbox.
         let page = if service == "notifier" {
             eventually(Duration::from_secs(10), || async {
-                let page = metrics(addr).await?;
+                let page = system.metrics(addr).await?;
                 Ok(page
-                    .contains("notifier_pdf_render_seconds_count")
+                    .since_start("notifier_pdf_render_seconds_count")
+                    .is_some_and(|n| n > 0.0)
                     .then_some(page))
             })
             .await?
         } else {
-            metrics(addr).await?
+            system.metrics(addr).await?
         };
+        let page = page.text().to_string();
         for (name, kind, help) in families(&page) {
             if help.is_none() {
                 problems.push(format!("{service}: {kind} {name} has no HELP text"));
@@ -488,8 +519,23 @@ impl TraceService for Receiver {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() -> anyhow::Result<()> {
+#[test]
+fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() -> anyhow::Result<()> {
+    // It installs the process's global subscriber, as a service's main does: in a process
+    // shared with other tests, their services' logs would all go to stdout from then on.
+    if let Some(outcome) =
+        in_own_process("observability::spans_are_exported_over_otlp_when_an_endpoint_is_configured")
+    {
+        return outcome;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?
+        .block_on(exported_over_otlp())
+}
+
+async fn exported_over_otlp() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     let receiver = Receiver::default();
@@ -501,7 +547,7 @@ async fn spans_are_exported_over_otlp_when_an_endpoint_is_configured() -> anyhow
     // What every service's main does with OTEL_EXPORTER_OTLP_ENDPOINT set.
     let telemetry = billing_runtime::telemetry::init_with("ingest", Some(endpoint));
 
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let response = system
         .post_signed(
             "claire",

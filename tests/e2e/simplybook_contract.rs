@@ -88,7 +88,12 @@ fn aud(s: &str) -> Decimal {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_fixture_shape_becomes_the_right_booking_or_the_right_dead_letter()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder()
+        .ingest()
+        .ledger()
+        .notifier()
+        .start()
+        .await?;
     let result = fixture_shapes(&system).await;
     system.finish(result).await
 }
@@ -291,7 +296,7 @@ async fn fixture_shapes(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_company_on_another_api_domain_is_found_through_get_service_url() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = second_domain(&system).await;
     system.finish(result).await
 }
@@ -359,7 +364,7 @@ fn gaps(report: &TenantReconciliation) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reconciliation_without_hashes_compares_lists_first_and_repairs_through_the_stream()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ingest().ledger().start().await?;
     let result = reconciliation(&system).await;
     system.finish(result).await
 }
@@ -590,7 +595,7 @@ async fn reconciliation(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_go_live_check_reports_each_call_and_masks_client_details() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ledger().start().await?;
     let result = go_live(&system).await;
     system.finish(result).await
 }

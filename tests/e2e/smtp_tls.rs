@@ -113,19 +113,9 @@ async fn refused_and_retried(
         0
     );
     // What the EmailsNotDelivered alert rule reads (deploy/prometheus/alerts.yml).
-    let metrics = reqwest::get(format!("http://{}/metrics", system.notifier))
-        .await?
-        .text()
-        .await?;
+    let metrics = system.metrics(system.notifier).await?;
     let refusals = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("notifier_emails_total{")
-                && l.contains("kind=\"invoice_issued\"")
-                && l.contains("result=\"server_refused\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse::<f64>().ok())
+        .since_start(r#"notifier_emails_total{kind="invoice_issued",result="server_refused"}"#)
         .unwrap_or_default();
     assert!(refusals >= 2.0, "{metrics}");
     Ok(attempts)
@@ -133,7 +123,13 @@ async fn refused_and_retried(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_invoice_goes_out_over_starttls_as_the_notifiers_smtp_user() -> anyhow::Result<()> {
-    let system = System::start_with_mail(relay(SMTP_PASSWORD, Some(SMTP_PASSWORD))).await?;
+    let system = System::builder()
+        .ledger()
+        .invoicing()
+        .notifier()
+        .mail(relay(SMTP_PASSWORD, Some(SMTP_PASSWORD)))
+        .start()
+        .await?;
     let result = over_tls(&system).await;
     system.finish(result).await
 }
@@ -156,7 +152,15 @@ async fn over_tls(system: &System) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_smtp_password_keeps_the_email_until_the_password_matches() -> anyhow::Result<()> {
     // The relay's password was rotated; the notifier still has the old one.
-    let system = System::start_with_mail(relay(ROTATED_PASSWORD, Some(SMTP_PASSWORD))).await?;
+    // Alone: it counts the refusals on the process's metrics.
+    let system = System::builder()
+        .ledger()
+        .invoicing()
+        .notifier()
+        .mail(relay(ROTATED_PASSWORD, Some(SMTP_PASSWORD)))
+        .alone()
+        .start()
+        .await?;
     let result = wrong_password(&system).await;
     system.finish(result).await
 }
@@ -180,7 +184,15 @@ async fn wrong_password(system: &System) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_notifier_without_smtp_credentials_keeps_the_email_until_it_has_them()
 -> anyhow::Result<()> {
-    let system = System::start_with_mail(relay(SMTP_PASSWORD, None)).await?;
+    // Alone: it counts the refusals on the process's metrics.
+    let system = System::builder()
+        .ledger()
+        .invoicing()
+        .notifier()
+        .mail(relay(SMTP_PASSWORD, None))
+        .alone()
+        .start()
+        .await?;
     let result = no_credentials(&system).await;
     system.finish(result).await
 }

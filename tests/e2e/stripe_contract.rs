@@ -118,7 +118,7 @@ fn stripe_invoices_for(system: &System, id: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_twelve_character_prefix_numbers_stripe_invoices_and_longer_ones_are_refused()
 -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ledger().invoicing().start().await?;
     let result = prefixes(&system).await;
     system.finish(result).await
 }
@@ -205,7 +205,7 @@ async fn prefixes(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_push_whose_answer_is_lost_makes_one_stripe_invoice() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ledger().invoicing().start().await?;
     let result = lost_answers(&system).await;
     system.finish(result).await
 }
@@ -305,7 +305,7 @@ async fn lost_answers(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_late_push_gives_stripe_a_future_due_date_and_keeps_ours() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ledger().invoicing().start().await?;
     let result = late_push(&system).await;
     system.finish(result).await
 }
@@ -372,7 +372,7 @@ async fn late_push(system: &System) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_api_key_is_reported_clearly_and_never_quoted() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    let system = System::builder().ledger().invoicing().start().await?;
     let result = refused_key(&system).await;
     system.finish(result).await
 }

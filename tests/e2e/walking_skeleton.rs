@@ -36,7 +36,8 @@ fn d(s: &str) -> Decimal {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signed_bookings_become_one_emailed_invoice() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    // Alone: it counts refusals and duplicates on the process's metrics.
+    let system = System::builder().everything().alone().start().await?;
     let result = scenario(&system).await;
     system.finish(result).await
 }
@@ -178,18 +179,17 @@ async fn scenario(system: &System) -> anyhow::Result<()> {
             .await?,
         4
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", system.ingest))
-        .await?
-        .text()
-        .await?;
-    assert!(
-        metrics.contains(
-            r#"ingest_webhooks_rejected_total{source="simplybook",reason="bad_signature"} 1"#
+    let metrics = system.metrics(system.ingest).await?;
+    assert_eq!(
+        metrics.since_start(
+            r#"ingest_webhooks_rejected_total{source="simplybook",reason="bad_signature"}"#
         ),
+        Some(1.0),
         "{metrics}"
     );
-    assert!(
-        metrics.contains(r#"ingest_webhooks_duplicate_total{source="simplybook"} 1"#),
+    assert_eq!(
+        metrics.since_start(r#"ingest_webhooks_duplicate_total{source="simplybook"}"#),
+        Some(1.0),
         "{metrics}"
     );
 
