@@ -603,6 +603,13 @@ async fn rekeyed(system: &System) -> anyhow::Result<()> {
     .await?;
     // The harness's ledger keys its chain: records hashed without the key do not verify.
     assert!(verify(system).await?.intact);
+    // Once the keyed head is anchored (else the ledger's anchoring, every second here, could
+    // anchor the unkeyed rewrite below as the first anchor, and the re-keyed chain would then
+    // contradict it).
+    eventually(Duration::from_secs(30), || async {
+        Ok((verify(system).await?.anchored_seq == 2).then_some(()))
+    })
+    .await?;
     rechain(&db, None, None).await?;
     let report = verify(system).await?;
     assert!(!report.intact, "an unkeyed record must not pass as keyed");
