@@ -1,9 +1,9 @@
 //! Duplicate deliveries, waited out: each test publishes the duplicates, then waits until the
 //! consumer has acknowledged everything up to the last of them (its ack floor in JetStream, with
 //! nothing pending or awaiting an ack) before it counts the effects. Stronger than the tests it
-//! follows up (`invoicing.rs`'s Stripe retry after the dedup window, `notifier.rs`'s redelivered
-//! `issued` event), which count as soon as the first effect shows and so would also pass if a
-//! duplicate were still in flight, or never consumed at all.
+//! follows up (`invoicing::stripe`'s Stripe retry after the dedup window, `notifier.rs`'s
+//! redelivered `issued` event), which count as soon as the first effect shows and so would also
+//! pass if a duplicate were still in flight, or never consumed at all.
 
 use std::time::Duration;
 
