@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # The benchmarks. Builds release binaries, makes sure PostgreSQL and NATS are running, then runs
-#   bench/run.sh [ingest] [args]   ingest vs a bare HMAC-only axum endpoint (ingest-bench run)
-#   bench/run.sh ledger [args]     ledger drain rate and latency at a steady rate (ledger-bench)
-#   bench/run.sh close [args]      monthly close: 1 tenant x 100k bookings, 1,000 x 100 (close-bench)
+#   bench/run.sh [ingest] [args]   ingest vs a bare HMAC-only axum endpoint (ingest-bench run),
+#                                  each security level in alternating rounds (~4 minutes)
+#   bench/run.sh ledger [args]     ledger drain rate and latency at a steady rate (ledger-bench),
+#                                  each security level in interleaved rounds (~7 minutes)
+#   bench/run.sh close [args]      monthly close: 1 tenant x 100k bookings, 1,000 x 100 (close-bench;
+#                                  anonymous NATS, the database's owner)
 #   bench/run.sh pdf [args]        invoice PDF rendering, 2,000 lines (pdf-bench; no services)
 #   bench/run.sh all               all four, one after the other
 #   bench/run.sh faults [args]     fault injection: nothing lost or doubled while parts fail
-#                                  (fault-bench; own PostgreSQL and NATS; ~5 minutes)
+#                                  (fault-bench; own PostgreSQL and NATS; security as in production
+#                                  by default; ~5 minutes)
 #   bench/run.sh report            all four, then bench/RESULTS.md: the machine, the date, every
-#                                  figure with its ratio to its ceiling (~6 minutes)
+#                                  figure with its ratio to its ceiling (~12 minutes)
 # Extra arguments go to the benchmark (e.g. --duration-secs 5 --rounds 1; --backlog 20000).
+# Security levels (--security; ingest and ledger take a list, default off,auth,tls, and state each
+# level's cost against the first; faults takes one, default tls):
+#   off   anonymous NATS, the services as the database's owner, plain connections, unkeyed chain
+#   auth  as in production: each service its own NATS user (deploy/nats/nats-server.conf) and
+#         database role (<schema>_runtime, after the owner's --migrate-only), the keyed chain
+#   tls   auth, and NATS and PostgreSQL over TLS (a CA made per run with openssl)
+# The benchmarks share the machine's cores: each report gives the load average before and after;
+# rerun when other work (a build) disturbed it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/billing-tracker/target}"

@@ -9,6 +9,9 @@
 //!
 //! Run it with `bench/run.sh close`.
 
+// The benchmarks' shared helpers; this one runs its services without auth (anonymous NATS,
+// the database's owner).
+#[allow(dead_code)]
 mod common;
 mod summary;
 

@@ -10,7 +10,6 @@ pub struct Processes {
     pub server: u32,
     /// Every `nats-server` on the machine (normally one).
     pub nats: Vec<u32>,
-    ticks_per_sec: f64,
 }
 
 /// CPU time used so far by each group.
@@ -33,29 +32,42 @@ impl Usage {
 
 impl Processes {
     pub fn new(server: u32) -> Self {
-        let ticks_per_sec = std::process::Command::new("getconf")
+        Processes {
+            generator: std::process::id(),
+            server,
+            nats: nats_pids(),
+        }
+    }
+
+    /// Charges NATS time to `pids` only (a server of the run's own) rather than to every
+    /// `nats-server` on the machine.
+    pub fn with_nats(mut self, pids: Vec<u32>) -> Self {
+        self.nats = pids;
+        self
+    }
+
+    pub fn usage(&self) -> Usage {
+        Usage {
+            generator: cpu_time(&[self.generator]),
+            server: cpu_time(&[self.server]),
+            nats: cpu_time(&self.nats),
+        }
+    }
+}
+
+/// CPU time (user + system) `pids` have used so far, together.
+pub fn cpu_time(pids: &[u32]) -> Duration {
+    static TICKS_PER_SEC: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks_per_sec = TICKS_PER_SEC.get_or_init(|| {
+        std::process::Command::new("getconf")
             .arg("CLK_TCK")
             .output()
             .ok()
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0);
-        Processes {
-            generator: std::process::id(),
-            server,
-            nats: nats_pids(),
-            ticks_per_sec,
-        }
-    }
-
-    pub fn usage(&self) -> Usage {
-        let time = |pid: u32| Duration::from_secs_f64(ticks(pid) as f64 / self.ticks_per_sec);
-        Usage {
-            generator: time(self.generator),
-            server: time(self.server),
-            nats: self.nats.iter().map(|pid| time(*pid)).sum(),
-        }
-    }
+            .unwrap_or(100.0)
+    });
+    Duration::from_secs_f64(pids.iter().map(|p| ticks(*p)).sum::<u64>() as f64 / ticks_per_sec)
 }
 
 /// User + system clock ticks of every thread of `pid` (0 when it is gone).

@@ -1,8 +1,10 @@
 //! Fault injection: nothing lost, nothing doubled, the right money, while parts of the system
-//! fail. For each scenario, a fresh database and namespace on a PostgreSQL and a NATS server of
-//! the benchmark's own (so it can stop and restart them), two ingest replicas behind a
+//! fail. For each scenario, a fresh database on a PostgreSQL server of the benchmark's own and a
+//! fresh NATS server of its own (so it can stop and restart them), two ingest replicas behind a
 //! round-robin sender, two ledger replicas, invoicing, the notifier and an SMTP sink, all release
-//! binaries. A known workload (by default 20,000 bookings across 20 tenants, some changed or
+//! binaries, secured as in production by default (`--security tls`: each service its own NATS
+//! user under deploy/nats/nats-server.conf and its own database role, the keyed chain, NATS and
+//! PostgreSQL over TLS; see `common::Security`). A known workload (by default 20,000 bookings across 20 tenants, some changed or
 //! cancelled, each webhook delivered one to three times, all shuffled) is sent while the
 //! scenario's fault strikes at 30% of the deliveries and heals two seconds later. Then:
 //! - the ledger holds exactly the expected bookings, each in its last state, amounts to the cent,
@@ -14,6 +16,7 @@
 //!
 //! Prints one table row per scenario; exits non-zero if anything was lost, doubled or wrong.
 //!   bench/run.sh faults [--tenants 20] [--bookings 1000] [--scenarios kill-ledger,restart-nats]
+//!                       [--security off|auth|tls]
 #![allow(clippy::print_stdout)]
 
 // The other benchmarks' helpers; this one starts its services its own way (to kill them).
@@ -39,6 +42,7 @@ use billing_runtime::trace::{TracedChannel, traced};
 use billing_testkit::MailSink;
 use chrono::{TimeZone, Utc};
 use clap::{Parser, ValueEnum};
+use common::{OwnNats, Secured, Security};
 use rust_decimal::Decimal;
 use tokio::process::{Child, Command};
 
@@ -98,6 +102,9 @@ struct Args {
     /// Keep the run directory (logs, databases' data) afterwards.
     #[arg(long)]
     keep: bool,
+    /// How the services are secured; by default as in production.
+    #[arg(long, value_enum, default_value = "tls")]
+    security: Security,
 }
 
 /// splitmix64: a small deterministic generator, enough to shuffle a workload.
@@ -224,6 +231,7 @@ struct OwnPostgres {
     data: PathBuf,
     log: PathBuf,
     port: u16,
+    options: String,
 }
 
 impl OwnPostgres {
@@ -241,7 +249,8 @@ impl OwnPostgres {
         command
     }
 
-    async fn init(dir: &Path, port: u16) -> anyhow::Result<Self> {
+    /// `options`: more server settings (`-c …`), e.g. TLS.
+    async fn init(dir: &Path, port: u16, options: String) -> anyhow::Result<Self> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .context("PostgreSQL's server binaries (Debian: apt-get install postgresql)")?
             .filter_map(Result::ok)
@@ -253,6 +262,7 @@ impl OwnPostgres {
             data: dir.join("pg"),
             log: dir.join("postgres.log"),
             port,
+            options,
         };
         std::fs::create_dir_all(&pg.data)?;
         if running_as_root() {
@@ -280,8 +290,8 @@ impl OwnPostgres {
             .arg(&self.log)
             .arg("-o")
             .arg(format!(
-                "-p {} -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=200",
-                self.port
+                "-p {} -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=200{}",
+                self.port, self.options
             ))
             .args(["-w", "start"]))
         .await
@@ -318,60 +328,6 @@ async fn run(command: &mut Command) -> anyhow::Result<()> {
     let status = command.status().await?;
     anyhow::ensure!(status.success(), "{command:?} exited with {status}");
     Ok(())
-}
-
-/// A NATS server with JetStream of the benchmark's own.
-struct OwnNats {
-    dir: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnNats {
-    async fn start(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.join("nats"))
-            .arg("-l")
-            .arg(self.dir.join("nats.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting nats-server")?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            anyhow::ensure!(Instant::now() < deadline, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
-    /// Stops it as an operator restarting it would (SIGTERM), and waits.
-    async fn stop(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                run(Command::new("kill").args(["-TERM", &pid.to_string()])).await?;
-            }
-            tokio::time::timeout(Duration::from_secs(20), child.wait()).await??;
-        }
-        Ok(())
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
 }
 
 /// One service replica, started again with the same settings after it is killed.
@@ -422,7 +378,21 @@ impl Service {
         );
         ready::wait_ready(self.addr, Duration::from_secs(60))
             .await
-            .with_context(|| format!("{} (log: {})", self.name, self.log.display()))
+            .with_context(|| format!("{} (log: {})", self.name, self.log.display()))?;
+        // The address was free when it was picked, not necessarily when the service bound it:
+        // another process on the machine may have taken it and be the one answering.
+        if let Some(child) = self.child.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            anyhow::bail!(
+                "{} exited ({status}) while something else answers on {}: another process took \
+                 its port; run again (log: {})",
+                self.name,
+                self.addr,
+                self.log.display()
+            );
+        }
+        Ok(())
     }
 
     /// `kill -9`.
@@ -674,7 +644,7 @@ impl Row {
 struct Infra {
     dir: PathBuf,
     pg: OwnPostgres,
-    nats: OwnNats,
+    secured: Secured,
     tenants_file: PathBuf,
 }
 
@@ -702,13 +672,12 @@ async fn main() -> anyhow::Result<()> {
         &tenants_file,
         serde_json::json!({ "tenants": tenants }).to_string(),
     )?;
-    let pg = OwnPostgres::init(&dir, free_addr()?.port()).await?;
-    let mut nats = OwnNats {
-        dir: dir.clone(),
-        port: free_addr()?.port(),
-        child: None,
-    };
-    if let Err(err) = nats.start().await {
+    let load_before = common::load_average();
+    // Before PostgreSQL's directory is given to its user: its certificate is among these.
+    let secured = Secured::prepare(args.security, &dir)?;
+    let pg =
+        OwnPostgres::init(&dir, free_addr()?.port(), secured.postgres_server_options()).await?;
+    if let Err(err) = common::ensure_runtime_roles(&pg.url("postgres")).await {
         // PostgreSQL runs as a daemon, not as our child: stop it ourselves.
         let _ = pg.stop().await;
         return Err(err);
@@ -716,7 +685,7 @@ async fn main() -> anyhow::Result<()> {
     let mut infra = Infra {
         dir: dir.clone(),
         pg,
-        nats,
+        secured,
         tenants_file,
     };
 
@@ -733,8 +702,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let _ = infra.pg.stop().await;
-    let _ = infra.nats.stop().await;
-    print_table(&args, &rows, started.elapsed());
+    print_table(
+        &args,
+        &infra.secured,
+        &rows,
+        started.elapsed(),
+        &load_before,
+    );
     // Logs are kept whenever something went wrong, so the failure can be read.
     if args.keep || failure.is_some() || !rows.iter().all(Row::clean) {
         println!("\nrun directory kept: {}", dir.display());
@@ -760,18 +734,29 @@ async fn run_scenario(
     let name = format!("fault_{n}_{:?}", scenario).to_lowercase();
     let database = common::BenchDatabase::create(&infra.pg.url("postgres"), &name).await?;
     let db_url = database.url.clone();
-    let namespace = format!("f{n}{}", std::process::id());
     let dir = infra.dir.join(&name);
     std::fs::create_dir_all(&dir)?;
+    // A NATS server of the scenario's own: production's subject names (no namespace), which
+    // the permissions of deploy/nats/nats-server.conf name, on a fresh store.
+    let mut nats = OwnNats::start(&infra.secured, &dir).await?;
+    // Each service's environment as the database's owner, its migrations applied that way, and
+    // its environment as it runs (its runtime role, its NATS user, the chain key).
+    let mut envs = HashMap::new();
+    for service in ["ingest", "ledger", "invoicing", "notifier"] {
+        let owner_env =
+            common::service_env(service, &db_url, nats.url(), "", &infra.tenants_file, &[]);
+        infra.secured.migrate(service, &owner_env, &dir).await?;
+        envs.insert(service, infra.secured.service_env(service, owner_env)?);
+    }
     let env = |service: &str, extra: &[(&str, String)]| {
-        common::service_env(
-            service,
-            &db_url,
-            &infra.nats.url(),
-            &namespace,
-            &infra.tenants_file,
-            extra,
-        )
+        let mut env = envs[service].clone();
+        let prefix = service.to_ascii_uppercase();
+        env.extend(
+            extra
+                .iter()
+                .map(|(key, value)| (format!("{prefix}_{key}"), value.clone())),
+        );
+        env
     };
     let ingest_addrs = [free_addr()?, free_addr()?];
     let ledger_addrs = [free_addr()?, free_addr()?];
@@ -867,9 +852,9 @@ async fn run_scenario(
             ledgers[0].start().await?;
         }
         Scenario::RestartNats => {
-            infra.nats.stop().await?;
+            nats.stop().await?;
             tokio::time::sleep(DOWN_FOR).await;
-            infra.nats.start().await?;
+            nats.resume().await?;
         }
         Scenario::RestartPostgres => {
             infra.pg.stop().await?;
@@ -892,7 +877,7 @@ async fn run_scenario(
     ));
 
     // The ledger catches up: complete and correct, or the scenario failed.
-    let ledger_db = billing_runtime::db::connect(&db_url, "ledger", 2).await?;
+    let ledger_db = common::bench_pool(&db_url, "ledger").await?;
     let deadline = last_delivery + RECOVERY_LIMIT;
     let compared = loop {
         let c = compare(&ledger_db, &work.expected).await?;
@@ -925,10 +910,11 @@ async fn run_scenario(
         .await?;
         chains_ok &= report.intact && i64::try_from(report.records_checked)? == records;
     }
-    // Each event once in the stream: ingest's deduplication (Nats-Msg-Id) held.
-    let js = async_nats::jetstream::new(async_nats::connect(infra.nats.url()).await?);
+    // Each event once in the stream: ingest's deduplication (Nats-Msg-Id) held. Asked as the
+    // ledger (every service may read a stream's info).
+    let js = infra.secured.jetstream(nats.url(), "ledger").await?;
     let stream_messages = js
-        .get_stream(billing_runtime::Subjects::new(&namespace).stream_name("WEBHOOKS"))
+        .get_stream(billing_runtime::Subjects::new("").stream_name("WEBHOOKS"))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .info()
@@ -1027,6 +1013,10 @@ async fn run_scenario(
         notes.push(format!("emails per tenant: {counts:?}"));
     }
 
+    notes.push(format!(
+        "the services' database sessions: {}",
+        common::service_sessions(&ledger_db).await?
+    ));
     let row = Row {
         scenario,
         sent: sent.accepted.load(Ordering::Relaxed),
@@ -1053,12 +1043,13 @@ async fn run_scenario(
     {
         s.kill().await?;
     }
+    nats.stop().await?;
     ledger_db.close().await;
     database.drop_database().await;
     Ok(row)
 }
 
-fn print_table(args: &Args, rows: &[Row], elapsed: Duration) {
+fn print_table(args: &Args, secured: &Secured, rows: &[Row], elapsed: Duration, load_before: &str) {
     println!(
         "# fault injection, {}",
         Utc::now().format("%Y-%m-%d %H:%M UTC")
@@ -1073,6 +1064,32 @@ fn print_table(args: &Args, rows: &[Row], elapsed: Duration) {
         STRIKE_AT * 100.0,
         DOWN_FOR.as_secs(),
         elapsed.as_secs_f64()
+    );
+    println!(
+        "Security: {} (PostgreSQL: {}). Load average (1, 5, 15 min) before: {load_before}; \
+         after: {}.\n",
+        match secured.level {
+            Security::Off => "off (--security off): anonymous NATS, the database's owner, plain \
+                              connections, unkeyed chain"
+                .to_string(),
+            level => format!(
+                "auth on{}: each service logs in to NATS as its own user \
+                 (deploy/nats/nats-server.conf's permissions) and to PostgreSQL as its own \
+                 runtime role (after the owner's --migrate-only), the ledger's chain keyed{}",
+                if level == Security::Tls {
+                    ", as in production and by default (--security tls)"
+                } else {
+                    " (--security auth)"
+                },
+                if level == Security::Tls {
+                    "; NATS and PostgreSQL over TLS (a CA made for the run, certificates verified)"
+                } else {
+                    ""
+                }
+            ),
+        },
+        secured.postgres_tls(),
+        common::load_average()
     );
     println!(
         "| scenario | deliveries accepted | events | in the stream | duplicates dropped by \

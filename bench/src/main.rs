@@ -1,14 +1,21 @@
-//! ingest-bench: how close ingest comes to a bare axum endpoint that only checks the HMAC.
+//! ingest-bench: how close ingest comes to a bare axum endpoint that only checks the HMAC, with
+//! its security off and on, in the same run.
 //!
-//! Starts the ceiling server and a release `ingest` (on the machine's NATS, in a namespace of its
-//! own) as child processes, drives both with the same genuine signed SimplyBook and Stripe
-//! requests, then drives ingest at half its measured rate for latency. Prints accepted requests
-//! per second, p50/p99 latency, the ratio to the ceiling, and checks that the stream holds
-//! exactly as many messages as ingest accepted. Then times the signature amplification attack
-//! against a genuine request (`amplification`). Run it with `bench/run.sh`.
+//! Starts the ceiling server and, per security level (`--security`, default off, auth and
+//! auth + TLS: see `common::Security`), a NATS server of its own and a release `ingest` logged in
+//! to it, as child processes. Drives them all with the same genuine signed SimplyBook and Stripe
+//! requests, in alternating rounds (ceiling, then each level, the levels' order rotating), then
+//! each ingest at half the slowest level's rate for latency, again in rounds. Prints accepted
+//! requests per second, p50/p99 latency, the ratio to the ceiling, the cost of each level against
+//! the first, and checks that each stream holds exactly as many messages as its ingest accepted.
+//! Then times the signature amplification attack against a genuine request (`amplification`) on
+//! the last level's ingest. Run it with `bench/run.sh`.
 
 mod amplification;
 mod ceiling;
+// The services' shared helpers; this benchmark uses the security ones.
+#[allow(dead_code)]
+mod common;
 mod cpu;
 mod load;
 mod payloads;
@@ -29,6 +36,7 @@ use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::common::{OwnNats, Secured, Security};
 use crate::load::{Outcome, Plan};
 use crate::payloads::{Payloads, SIMPLYBOOK_SECRET, STRIPE_SECRET, TENANT};
 
@@ -57,11 +65,18 @@ struct RunArgs {
     /// them.
     #[arg(long, default_value_t = 1)]
     generator_threads: usize,
-    /// Ceiling and ingest are measured alternately this many times; medians are reported.
+    /// Ceiling and each level's ingest are measured alternately this many times (and each
+    /// ingest as often at half rate); medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    /// Security levels to measure, compared with the first.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "off,auth,tls"
+    )]
+    security: Vec<Security>,
     /// The ingest binary; defaults to the one next to this executable.
     #[arg(long)]
     ingest_bin: Option<PathBuf>,
@@ -129,8 +144,39 @@ impl Measured {
     }
 }
 
+/// One security level's NATS server and ingest, and what its ingest accepted.
+struct Level {
+    secured: Secured,
+    _nats: OwnNats,
+    nats_url: String,
+    _ingest: Child,
+    target: Target,
+    accepted: u64,
+    failures: u64,
+    full_speed: Vec<Measured>,
+    at_half: Vec<Measured>,
+}
+
+impl Level {
+    fn tally(&mut self, m: &Measured) {
+        self.accepted += m.outcome.count(202);
+        self.failures += m.outcome.failures();
+    }
+}
+
+/// The run whose `key` is the median, out of `runs` (removed from it).
+fn median_run(runs: &mut Vec<Measured>, key: impl Fn(&Measured) -> f64) -> Measured {
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    runs.swap_remove(runs.len() / 2)
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.security.is_empty() && args.rounds > 0,
+        "nothing to measure"
+    );
     let started = chrono::Utc::now();
+    let load_before = common::load_average();
     let namespace = format!("bench{}", started.timestamp());
     let dir = std::env::temp_dir().join(format!("ingest-bench-{namespace}"));
     std::fs::create_dir_all(&dir)?;
@@ -149,16 +195,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("ingest"),
     };
-    let (ingest_child, ingest_addr) =
-        start_ingest(&ingest_bin, &args.nats_url, &namespace, &tenants, &dir).await?;
     let ceiling = Target {
         addr: ceiling_addr,
-        processes: cpu::Processes::new(ceiling_child.id().unwrap_or(0)),
+        processes: cpu::Processes::new(ceiling_child.id().unwrap_or(0)).with_nats(Vec::new()),
     };
-    let ingest = Target {
-        addr: ingest_addr,
-        processes: cpu::Processes::new(ingest_child.id().unwrap_or(0)),
-    };
+    let mut levels = Vec::new();
+    for &level in &args.security {
+        let secured = Secured::prepare(level, &dir)?;
+        let level_dir = dir.join(format!("{level:?}").to_lowercase());
+        std::fs::create_dir_all(&level_dir)?;
+        let nats = OwnNats::start(&secured, &level_dir).await?;
+        let (child, addr) =
+            start_ingest(&ingest_bin, &secured, nats.url(), &tenants, &level_dir).await?;
+        let processes = cpu::Processes::new(child.id().unwrap_or(0))
+            .with_nats(nats.pid().into_iter().collect());
+        levels.push(Level {
+            nats_url: nats.url().to_string(),
+            secured,
+            _nats: nats,
+            _ingest: child,
+            target: Target { addr, processes },
+            accepted: 0,
+            failures: 0,
+            full_speed: Vec::new(),
+            at_half: Vec::new(),
+        });
+    }
 
     let payloads = Arc::new(Payloads::new(&namespace)?);
     let counter = Arc::new(AtomicU64::new(0));
@@ -167,64 +229,85 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.duration_secs),
         rate: None,
     };
-    let measure = |target, plan| Target::measure(target, &payloads, &counter, plan);
 
-    // Warm both up (connections, caches, JetStream's file) before measuring.
+    // Warm each up (connections, caches, JetStream's file) before measuring.
     let warm_up = Plan {
         duration: Duration::from_secs(2),
         ..full_speed
     };
-    measure(&ceiling, warm_up).await?;
-    // Every request ingest accepted, warm-up included, must be in the stream.
-    let (mut accepted, mut failures) = (0, 0);
-    let mut tally = |m: &Measured| {
-        accepted += m.outcome.count(202);
-        failures += m.outcome.failures();
-    };
-    tally(&measure(&ingest, warm_up).await?);
-
-    let mut rounds = Vec::new();
-    for round in 1..=args.rounds {
-        let c = measure(&ceiling, full_speed).await?;
-        let i = measure(&ingest, full_speed).await?;
-        tally(&i);
-        eprintln!(
-            "round {round}: ceiling {:.0} req/s, ingest {:.0} req/s",
-            c.outcome.accepted_per_sec(),
-            i.outcome.accepted_per_sec()
-        );
-        rounds.push((c, i));
+    ceiling.measure(&payloads, &counter, warm_up).await?;
+    // Every request an ingest accepted, warm-up included, must be in its stream.
+    for level in &mut levels {
+        let m = level.target.measure(&payloads, &counter, warm_up).await?;
+        level.tally(&m);
     }
-    // Report the round with the median ingest rate, and the median of each target's rates.
-    let ceiling_rate = median(rounds.iter().map(|r| r.0.outcome.accepted_per_sec()));
-    let ingest_rate = median(rounds.iter().map(|r| r.1.outcome.accepted_per_sec()));
-    rounds.sort_by(|a, b| {
-        a.1.outcome
-            .accepted_per_sec()
-            .total_cmp(&b.1.outcome.accepted_per_sec())
-    });
-    let (ceiling_run, ingest_run) = rounds.swap_remove(rounds.len() / 2);
 
+    // Round r starts at level r (mod the levels), so each level runs first, second, … alike.
+    let mut ceiling_runs = Vec::new();
+    let n = levels.len();
+    for round in 0..args.rounds {
+        let c = ceiling.measure(&payloads, &counter, full_speed).await?;
+        let mut line = format!(
+            "round {}: ceiling {:.0} req/s",
+            round + 1,
+            c.outcome.accepted_per_sec()
+        );
+        ceiling_runs.push(c);
+        for i in 0..n {
+            let level = &mut levels[(round + i) % n];
+            let m = level
+                .target
+                .measure(&payloads, &counter, full_speed)
+                .await?;
+            level.tally(&m);
+            line += &format!(
+                ", {} {:.0} req/s",
+                level.secured.level.label(),
+                m.outcome.accepted_per_sec()
+            );
+            level.full_speed.push(m);
+        }
+        eprintln!("{line} (load {})", common::load_average());
+    }
+    let ceiling_rate = median(ceiling_runs.iter().map(|m| m.outcome.accepted_per_sec()));
+    let rates: Vec<f64> = levels
+        .iter()
+        .map(|l| median(l.full_speed.iter().map(|m| m.outcome.accepted_per_sec())))
+        .collect();
+    // Latency at the same offered rate for every level: half the slowest one's.
+    let half_rate = rates.iter().copied().fold(f64::INFINITY, f64::min) / 2.0;
     let half = Plan {
-        rate: Some(ingest_rate / 2.0),
+        rate: Some(half_rate),
         ..full_speed
     };
-    let at_half = measure(&ingest, half).await?;
-    tally(&at_half);
-    let amplification = if args.amplification_requests > 0 {
-        let comparison = amplification::run(
-            ingest.addr,
-            &ingest.processes,
-            &namespace,
-            args.amplification_requests,
-        )
-        .await?;
-        accepted += comparison.accepted;
-        Some(comparison)
-    } else {
-        None
+    for round in 0..args.rounds {
+        for i in 0..n {
+            let level = &mut levels[(round + i) % n];
+            let m = level.target.measure(&payloads, &counter, half).await?;
+            level.tally(&m);
+            level.at_half.push(m);
+        }
+    }
+    let ceiling_run = median_run(&mut ceiling_runs, |m| m.outcome.accepted_per_sec());
+
+    let amplification = match levels.last_mut() {
+        Some(level) if args.amplification_requests > 0 => {
+            let comparison = amplification::run(
+                level.target.addr,
+                &level.target.processes,
+                &namespace,
+                args.amplification_requests,
+            )
+            .await?;
+            level.accepted += comparison.accepted;
+            Some(comparison)
+        }
+        _ => None,
     };
-    let stored = stream_messages(&args.nats_url, &namespace).await?;
+    let mut stored = Vec::new();
+    for level in &levels {
+        stored.push(stream_messages(&level.secured, &level.nats_url).await?);
+    }
 
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -235,13 +318,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     writeln!(
         out,
         "{} cores shared by the load generator ({} thread), the server and NATS JetStream (file \
-         storage); {} keep-alive connections; {} s per run; median of {} alternating rounds; \
-         requests alternate signed SimplyBook bookings (~1.1 KB) and Stripe events (~1.0 KB).\n",
+         storage, a server of its own per security level); {} keep-alive connections; {} s per \
+         run; medians of {} rounds, the ceiling and the levels alternating; requests alternate \
+         signed SimplyBook bookings (~1.1 KB) and Stripe events (~1.0 KB). Load average (1, 5, \
+         15 min) before: {load_before}; after: {}.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.generator_threads,
         args.connections,
         args.duration_secs,
-        args.rounds
+        args.rounds,
+        common::load_average()
     )?;
     writeln!(
         out,
@@ -264,41 +350,90 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ceiling_rate,
         &ceiling_run,
     )?;
-    row(&mut out, "ingest, full speed", ingest_rate, &ingest_run)?;
-    row(
-        &mut out,
-        &format!(
-            "ingest at half rate ({:.0} req/s offered)",
-            ingest_rate / 2.0
-        ),
-        at_half.outcome.accepted_per_sec(),
-        &at_half,
-    )?;
-    let ratio = ingest_rate / ceiling_rate;
-    let p99_half = at_half.outcome.percentile_ms(99.0);
+    // CPU per accepted request at full speed, each process's median over the rounds: [ingest,
+    // NATS], steadier than one round's.
+    let cpu: Vec<[f64; 2]> = levels
+        .iter()
+        .map(|l| {
+            let of = |i: usize| median(l.full_speed.iter().map(|m| m.cpu_per_request()[i]));
+            [of(1), of(2)]
+        })
+        .collect();
+    // Each level's median round at full speed, then at half rate (median by p99).
+    for (level, rate) in levels.iter_mut().zip(&rates) {
+        let run = median_run(&mut level.full_speed, |m| m.outcome.accepted_per_sec());
+        row(
+            &mut out,
+            &format!("ingest, full speed, {}", level.secured.level.label()),
+            *rate,
+            &run,
+        )?;
+    }
+    let mut half_runs = Vec::new();
+    for level in levels.iter_mut() {
+        let run = median_run(&mut level.at_half, |m| m.outcome.percentile_ms(99.0));
+        row(
+            &mut out,
+            &format!(
+                "ingest at {half_rate:.0} req/s offered, {}",
+                level.secured.level.label()
+            ),
+            run.outcome.accepted_per_sec(),
+            &run,
+        )?;
+        half_runs.push(run);
+    }
     writeln!(out)?;
-    writeln!(
-        out,
-        "ingest / ceiling: {ratio:.2} (goal >= 0.50) {}",
-        verdict(ratio >= 0.5)
-    )?;
-    writeln!(
-        out,
-        "p99 at half rate: {p99_half:.2} ms (goal <= 25 ms) {}",
-        verdict(p99_half <= 25.0)
-    )?;
-    writeln!(
-        out,
-        "stream messages: {stored}, accepted (202): {accepted}, failed requests: {failures} {}",
-        verdict(stored == accepted && failures == 0)
-    )?;
+    for ((level, rate), at_half) in levels.iter().zip(&rates).zip(&half_runs) {
+        let ratio = rate / ceiling_rate;
+        let p99_half = at_half.outcome.percentile_ms(99.0);
+        writeln!(
+            out,
+            "{}: ingest / ceiling {ratio:.2} (goal >= 0.50) {}; p99 at {half_rate:.0} req/s \
+             {p99_half:.2} ms (goal <= 25 ms) {}",
+            level.secured.level.label(),
+            verdict(ratio >= 0.5),
+            verdict(p99_half <= 25.0)
+        )?;
+    }
+    for i in 1..levels.len() {
+        writeln!(
+            out,
+            "cost of {} against {}: throughput x{:.2} ({:+.1}%); CPU per accepted request at \
+             full speed (median of the rounds) {:.1} → {:.1} µs in ingest ({:+.1}), {:.1} → \
+             {:.1} µs in NATS ({:+.1}); p99 at {half_rate:.0} req/s {:+.2} ms",
+            levels[i].secured.level.label(),
+            levels[0].secured.level.label(),
+            rates[i] / rates[0],
+            (rates[i] / rates[0] - 1.0) * 100.0,
+            cpu[0][0],
+            cpu[i][0],
+            cpu[i][0] - cpu[0][0],
+            cpu[0][1],
+            cpu[i][1],
+            cpu[i][1] - cpu[0][1],
+            half_runs[i].outcome.percentile_ms(99.0) - half_runs[0].outcome.percentile_ms(99.0)
+        )?;
+    }
+    for (level, stored) in levels.iter().zip(&stored) {
+        writeln!(
+            out,
+            "{}: stream messages {stored}, accepted (202): {}, failed requests: {} {}",
+            level.secured.level.label(),
+            level.accepted,
+            level.failures,
+            verdict(*stored == level.accepted && level.failures == 0)
+        )?;
+    }
+    writeln!(out, "\nSecurity levels: {}.", Security::explain())?;
     if let Some(comparison) = &amplification {
         writeln!(
             out,
             "\n## Signature amplification (issue 17): the attack against a genuine request\n\n\
              The same ~250 KiB booking body each time, {} requests per case, one per connection, \
-             one at a time, against the same ingest in the same run.\n",
-            args.amplification_requests
+             one at a time, against the same ingest ({}) in the same run.\n",
+            args.amplification_requests,
+            levels.last().map_or("", |l| l.secured.level.label())
         )?;
         writeln!(
             out,
@@ -332,29 +467,36 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )?;
     }
     drop(out);
-    summary::record(&summary::Figure {
-        bench: "ingest",
-        figure: "webhooks accepted per second at full speed",
-        value: ingest_rate,
-        unit: "req/s",
-        ceiling: ceiling_rate,
-        ceiling_source: "bare axum endpoint verifying the same HMAC, same run, same load",
-        higher_is_better: true,
-    })?;
-    summary::record(&summary::Figure {
-        bench: "ingest",
-        figure: "p99 latency at half the full-speed rate",
-        value: p99_half,
-        unit: "ms",
-        ceiling: 25.0,
-        ceiling_source: "goal",
-        higher_is_better: false,
-    })?;
+    for ((level, rate), at_half) in levels.iter().zip(&rates).zip(&half_runs) {
+        let label = level.secured.level.label();
+        summary::record(&summary::Figure {
+            bench: "ingest",
+            figure: &format!("webhooks accepted per second at full speed, {label}"),
+            value: *rate,
+            unit: "req/s",
+            ceiling: ceiling_rate,
+            ceiling_source: "bare axum endpoint verifying the same HMAC, same run, same load",
+            higher_is_better: true,
+        })?;
+        summary::record(&summary::Figure {
+            bench: "ingest",
+            figure: &format!("p99 latency at half the slowest level's full-speed rate, {label}"),
+            value: at_half.outcome.percentile_ms(99.0),
+            unit: "ms",
+            ceiling: 25.0,
+            ceiling_source: "goal",
+            higher_is_better: false,
+        })?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
-    anyhow::ensure!(
-        stored == accepted,
-        "the stream holds {stored} messages but ingest accepted {accepted}"
-    );
+    for (level, stored) in levels.iter().zip(&stored) {
+        anyhow::ensure!(
+            *stored == level.accepted,
+            "{}: the stream holds {stored} messages but ingest accepted {}",
+            level.secured.level.label(),
+            level.accepted
+        );
+    }
     Ok(())
 }
 
@@ -388,25 +530,34 @@ async fn start_ceiling() -> anyhow::Result<(Child, SocketAddr)> {
     Ok((child, addr))
 }
 
-/// Starts the release ingest in its own namespace and waits until it is ready.
+/// Starts the release ingest on `nats_url`, secured as `secured` says, and waits until it is
+/// ready.
 async fn start_ingest(
     bin: &PathBuf,
+    secured: &Secured,
     nats_url: &str,
-    namespace: &str,
-    tenants: &PathBuf,
+    tenants: &std::path::Path,
     dir: &std::path::Path,
 ) -> anyhow::Result<(Child, SocketAddr)> {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let log = std::fs::File::create(dir.join("ingest.log"))?;
+    let env = secured.service_env(
+        "ingest",
+        [
+            ("INGEST_LISTEN_ADDR", addr.to_string()),
+            ("INGEST_NATS_URL", nats_url.to_string()),
+            ("INGEST_TENANTS_FILE", tenants.display().to_string()),
+            ("INGEST_STRIPE_WEBHOOK_SECRETS", STRIPE_SECRET.to_string()),
+            // The limiter runs, but far above what one machine can send.
+            ("INGEST_RATE_LIMIT_PER_SEC", "10000000".to_string()),
+            ("INGEST_RATE_LIMIT_BURST", "10000000".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    )?;
     let child = Command::new(bin)
-        .env("INGEST_LISTEN_ADDR", addr.to_string())
-        .env("INGEST_NATS_URL", nats_url)
-        .env("INGEST_NATS_NAMESPACE", namespace)
-        .env("INGEST_TENANTS_FILE", tenants)
-        .env("INGEST_STRIPE_WEBHOOK_SECRETS", STRIPE_SECRET)
-        // The limiter runs, but far above what one machine can send.
-        .env("INGEST_RATE_LIMIT_PER_SEC", "10000000")
-        .env("INGEST_RATE_LIMIT_BURST", "10000000")
+        .envs(env)
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
@@ -418,12 +569,12 @@ async fn start_ingest(
     Ok((child, addr))
 }
 
-/// Webhooks in the namespace's WEBHOOKS stream (not counting the audit records of refused
-/// requests, which share it); the streams are deleted afterwards.
-async fn stream_messages(nats_url: &str, namespace: &str) -> anyhow::Result<u64> {
+/// Webhooks in the WEBHOOKS stream (not counting the audit records of refused requests, which
+/// share it), asked as the ingest user.
+async fn stream_messages(secured: &Secured, nats_url: &str) -> anyhow::Result<u64> {
     use futures::TryStreamExt;
-    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
-    let subjects = Subjects::new(namespace);
+    let js = secured.jetstream(nats_url, "ingest").await?;
+    let subjects = Subjects::new("");
     let mut stream = js.get_stream(subjects.stream_name("WEBHOOKS")).await?;
     let messages = stream.info().await?.state.messages;
     let rejected: usize = stream
@@ -432,6 +583,5 @@ async fn stream_messages(nats_url: &str, namespace: &str) -> anyhow::Result<u64>
         .map_ok(|(_, n)| n)
         .try_fold(0, |sum, n| async move { Ok(sum + n) })
         .await?;
-    subjects.delete_streams(&js).await;
     Ok(messages - rejected as u64)
 }
