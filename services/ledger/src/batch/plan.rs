@@ -55,6 +55,31 @@ pub(crate) struct Current {
     pub platform_fee: Decimal,
 }
 
+impl Current {
+    /// A booking as `b` records it, stored under `id`, before any revision.
+    pub(crate) fn recorded(b: &NewBooking, id: Uuid) -> Self {
+        Current {
+            tenant_id: b.tenant_id.clone(),
+            booking_ref: b.booking_ref.clone(),
+            id,
+            status: b.status.as_str().to_string(),
+            session_at: b.session_at,
+            currency: b.currency.code().to_string(),
+            deposit_rate: b.deposit_rate.value(),
+            platform_fee_rate: b.fee_rate.value(),
+            service_id: b.service_id.clone(),
+            service_name: b.service_name.clone(),
+            status_label: b.status_label.clone(),
+            state_as_of: Some(b.as_of),
+            revision_no: 0,
+            total_amount: b.amounts.total,
+            deposit_amount: b.amounts.deposit,
+            cash_amount: b.amounts.cash,
+            platform_fee: b.amounts.platform_fee,
+        }
+    }
+}
+
 /// A tenant's chain head: its last position and that record's hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Head {
@@ -281,25 +306,7 @@ impl<'e> Planner<'_, 'e> {
             booking: b,
         });
         self.history(id, b);
-        Current {
-            tenant_id: b.tenant_id.clone(),
-            booking_ref: b.booking_ref.clone(),
-            id,
-            status: b.status.as_str().to_string(),
-            session_at: b.session_at,
-            currency: b.currency.code().to_string(),
-            deposit_rate: b.deposit_rate.value(),
-            platform_fee_rate: b.fee_rate.value(),
-            service_id: b.service_id.clone(),
-            service_name: b.service_name.clone(),
-            status_label: b.status_label.clone(),
-            state_as_of: Some(b.as_of),
-            revision_no: 0,
-            total_amount: b.amounts.total,
-            deposit_amount: b.amounts.deposit,
-            cash_amount: b.amounts.cash,
-            platform_fee: b.amounts.platform_fee,
-        }
+        Current::recorded(b, id)
     }
 
     fn history(&mut self, booking_id: Uuid, b: &NewBooking) {

@@ -211,25 +211,7 @@ impl Model {
             let b = r.booking;
             let key = (b.tenant_id.clone(), b.booking_ref.clone());
             assert!(!self.rows.contains_key(&key), "{key:?} inserted twice");
-            let current = Current {
-                tenant_id: b.tenant_id.clone(),
-                booking_ref: b.booking_ref.clone(),
-                id: r.id,
-                status: b.status.as_str().to_string(),
-                session_at: b.session_at,
-                currency: b.currency.code().to_string(),
-                deposit_rate: b.deposit_rate.value(),
-                platform_fee_rate: b.fee_rate.value(),
-                service_id: b.service_id.clone(),
-                service_name: b.service_name.clone(),
-                status_label: b.status_label.clone(),
-                state_as_of: Some(b.as_of),
-                revision_no: 0,
-                total_amount: b.amounts.total,
-                deposit_amount: b.amounts.deposit,
-                cash_amount: b.amounts.cash,
-                platform_fee: b.amounts.platform_fee,
-            };
+            let current = Current::recorded(b, r.id);
             let original = Amounts {
                 total: b.amounts.total,
                 deposit: b.amounts.deposit,
