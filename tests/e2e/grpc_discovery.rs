@@ -24,6 +24,7 @@ use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::ledger::{ListBookingsRequest, ReplayDeadLetterRequest};
 use tonic::Code;
 
+use crate::descriptors::FileDescriptor;
 use crate::harness::{BILLING_TOKEN, System, VIEWER_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -167,29 +168,6 @@ async fn v1alpha_reflection(system: &System) -> anyhow::Result<()> {
     );
     assert!(!page.text().contains("Invented42"), "{page}");
     Ok(())
-}
-
-/// The parts of `google.protobuf.FileDescriptorProto` this test reads.
-#[derive(Clone, PartialEq, prost::Message)]
-struct FileDescriptor {
-    #[prost(string, tag = "2")]
-    package: String,
-    #[prost(message, repeated, tag = "6")]
-    service: Vec<ServiceDescriptor>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ServiceDescriptor {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(message, repeated, tag = "2")]
-    method: Vec<MethodDescriptor>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct MethodDescriptor {
-    #[prost(string, tag = "1")]
-    name: String,
 }
 
 /// A request carrying `token` (or none).

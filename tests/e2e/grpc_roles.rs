@@ -16,6 +16,7 @@ use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 
+use crate::descriptors::FileDescriptorSet;
 use crate::harness::{ADMIN_TOKEN, BILLING_TOKEN, System, VIEWER_TOKEN};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -196,35 +197,6 @@ fn declared_methods(service: &str) -> anyhow::Result<Vec<String>> {
     anyhow::ensure!(!methods.is_empty(), "{service} is not in the descriptors");
     methods.sort_unstable();
     Ok(methods)
-}
-
-/// The parts of `google.protobuf.FileDescriptorSet` this test reads.
-#[derive(Clone, PartialEq, prost::Message)]
-struct FileDescriptorSet {
-    #[prost(message, repeated, tag = "1")]
-    file: Vec<FileDescriptor>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct FileDescriptor {
-    #[prost(string, tag = "2")]
-    package: String,
-    #[prost(message, repeated, tag = "6")]
-    service: Vec<ServiceDescriptor>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ServiceDescriptor {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(message, repeated, tag = "2")]
-    method: Vec<MethodDescriptor>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct MethodDescriptor {
-    #[prost(string, tag = "1")]
-    name: String,
 }
 
 /// A message with no fields: encodes to nothing, and decodes any answer (skipping its fields).
