@@ -79,7 +79,9 @@ pub struct ServiceInfo {
     pub duration: Option<u32>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A booking's client as the event names them: personal data, so `Debug` never prints it (see
+/// [`crate::privacy`] for how it is stored).
+#[derive(Clone, Default, Deserialize)]
 pub struct ClientInfo {
     #[serde(default)]
     pub name: Option<String>,
@@ -87,6 +89,15 @@ pub struct ClientInfo {
     pub email: Option<String>,
     #[serde(default)]
     pub phone: Option<String>,
+    /// SimplyBook's id of the client, when the event came from SimplyBook's API.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+impl std::fmt::Debug for ClientInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientInfo([personal data])")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,6 +9,7 @@ pub mod hash;
 pub mod local_time;
 pub mod money;
 pub mod period;
+pub mod privacy;
 pub mod secret;
 pub mod simplybook;
 pub mod standard_webhooks;

@@ -37,6 +37,8 @@ struct DetailsWire {
     #[serde(default)]
     unit_name: Option<String>,
     #[serde(default)]
+    client_id: Option<Text>,
+    #[serde(default)]
     client_name: Option<String>,
     #[serde(default)]
     client_email: Option<String>,
@@ -127,6 +129,7 @@ impl BookingDetails {
                 name: d.client_name,
                 email: d.client_email,
                 phone: d.client_phone,
+                client_id: d.client_id.map(Text::into_string),
             },
             status_label: status.map(|s| StatusLabel {
                 name: s.name,
