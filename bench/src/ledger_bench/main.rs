@@ -1,0 +1,163 @@
+//! ledger-bench: how fast the ledger turns published booking events into committed, chained
+//! rows, and how long one event waits at a steady 1,000 per second — with its security off and
+//! on, in the same run.
+//!
+//! Each measurement has a database and a NATS server of its own, then
+//! 1. publishes a backlog of signed-payload booking events for 20 tenants and starts a release
+//!    `ledger` on it: the drain rate is the sustained throughput;
+//! 2. publishes at a fixed rate and measures, per event, publish → outcome written (the audit
+//!    row's `clock_timestamp()`, just before the commit).
+//!
+//! Every security level (`--security`, default off, auth and auth + TLS: see
+//! `common::Security`) is measured `--rounds` times, the levels interleaved (off, auth, tls,
+//! auth, tls, off, …) so that other load on the machine falls on each alike; medians are
+//! reported with the cost of each level against the first.
+//!
+//! Run it with `bench/run.sh ledger`.
+
+// The benchmarks' shared helpers, not all of which this one uses.
+#[allow(dead_code)]
+#[path = "../common.rs"]
+mod common;
+// CPU time per process; this benchmark uses `cpu_time`.
+#[allow(dead_code)]
+#[path = "../cpu.rs"]
+mod cpu;
+#[path = "../summary.rs"]
+mod summary;
+
+// This benchmark's parts: the command line and the rounds are here.
+mod measure;
+mod report;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use clap::Parser;
+use common::{Secured, Security};
+
+use crate::measure::measure;
+use crate::report::report;
+
+const TENANTS: usize = 20;
+
+#[derive(Parser)]
+#[command(name = "ledger-bench", about = "ledger throughput and latency")]
+struct Args {
+    /// Events in the backlog the ledger drains.
+    #[arg(long, default_value_t = 100_000)]
+    backlog: usize,
+    /// Events per second in the latency run.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 15)]
+    duration_secs: u64,
+    /// Ledger batch size (LEDGER_BATCH_SIZE).
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Security levels to measure, compared with the first.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "off,auth,tls"
+    )]
+    security: Vec<Security>,
+    /// Measurements of each level, interleaved with the others'.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// A database URL on the server the benchmark may create databases in (as their owner).
+    #[arg(
+        long,
+        env = "TEST_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/test"
+    )]
+    database_url: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        !args.security.is_empty() && args.rounds > 0,
+        "nothing to measure"
+    );
+    let started = Utc::now();
+    let load_before = common::load_average();
+    let dir = std::env::temp_dir().join(format!("ledger-bench-{}", started.timestamp()));
+    std::fs::create_dir_all(&dir)?;
+    let tenants: Vec<serde_json::Value> = (0..TENANTS)
+        .map(|t| {
+            serde_json::json!({"id": format!("t{t:02}"), "name": format!("Tenant {t}"),
+                "billing_email": format!("t{t}@example.test"), "currency": "AUD"})
+        })
+        .collect();
+    let tenants_file = dir.join("tenants.json");
+    std::fs::write(
+        &tenants_file,
+        serde_json::json!({ "tenants": tenants }).to_string(),
+    )?;
+    let postgres_certificate = prepare_server(&args).await?;
+    let mut levels = Vec::new();
+    for &level in &args.security {
+        let mut secured = Secured::prepare(level, &dir)?;
+        if let Some(certificate) = &postgres_certificate {
+            secured.trust_postgres_certificate(certificate.clone());
+        }
+        levels.push((secured, Vec::new()));
+    }
+
+    // Round r starts at level r (mod the levels): each level runs first, second, … alike.
+    for round in 0..args.rounds {
+        for i in 0..levels.len() {
+            let (secured, results) = &mut levels[(round + i) % args.security.len()];
+            let tag = format!("{}_{:?}_{round}", started.timestamp(), secured.level).to_lowercase();
+            // A failed measurement keeps the run directory, with its logs.
+            let measured = measure(&args, secured, &tenants_file, &dir.join(&tag), &tag)
+                .await
+                .with_context(|| format!("{tag} (logs in {})", dir.join(&tag).display()))?;
+            eprintln!(
+                "round {}: {}: drained {:.0} bookings/s, steady p50 {:.1} ms, p99 {:.1} ms (load {})",
+                round + 1,
+                secured.level.label(),
+                measured.drained_per_sec,
+                measured.p50,
+                measured.p99,
+                common::load_average()
+            );
+            results.push(measured);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    report(&args, &levels, started, &load_before)
+}
+
+/// The database server's certificate, which the services verify with TLS (Debian's cluster
+/// has a self-signed one, naming the machine rather than 127.0.0.1); the runtime roles.
+async fn prepare_server(args: &Args) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if args.security.iter().any(|l| *l != Security::Off) {
+        common::ensure_runtime_roles(&args.database_url).await?;
+    }
+    if !args.security.contains(&Security::Tls) {
+        return Ok(None);
+    }
+    let admin = sqlx::PgPool::connect(&args.database_url).await?;
+    let ssl: String = sqlx::query_scalar("select current_setting('ssl')")
+        .fetch_one(&admin)
+        .await?;
+    let certificate: String = sqlx::query_scalar("select current_setting('ssl_cert_file')")
+        .fetch_one(&admin)
+        .await?;
+    admin.close().await;
+    anyhow::ensure!(
+        ssl == "on",
+        "--security tls needs PostgreSQL with ssl = on (Debian's cluster has it)"
+    );
+    let certificate = std::path::PathBuf::from(certificate);
+    anyhow::ensure!(
+        certificate.is_absolute() && certificate.exists(),
+        "PostgreSQL's certificate {} is not readable here",
+        certificate.display()
+    );
+    Ok(Some(certificate))
+}

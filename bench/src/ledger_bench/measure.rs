@@ -1,0 +1,242 @@
+//! One measurement: a fresh database and NATS server, a backlog of booking events published
+//! as ingest publishes them and drained by a release `ledger`, then a steady rate; its figures.
+
+use std::collections::HashMap;
+use std::future::IntoFuture;
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use billing_runtime::Subjects;
+use billing_runtime::nats::{
+    AUTH_STANDARD_WEBHOOKS, HDR_AUTH, HDR_EVENT_ID, HDR_RECEIVED_AT, HDR_SOURCE, HDR_TENANT,
+};
+use chrono::{DateTime, Utc};
+use tokio::process::Child;
+
+use crate::common::{self, Secured};
+use crate::{Args, TENANTS, cpu};
+
+fn body(n: usize) -> String {
+    format!(
+        r#"{{"booking_id":"{n}","booking_hash":"{n:032x}","price":"{}.{:02}","datetime":"2026-10-14 10:00:00","status":"confirmed","service":{{"id":"7","name":"Remedial massage"}},"client":{{"name":"Bench Client","email":"bench@example.test"}}}}"#,
+        50 + n % 200,
+        n % 100
+    )
+}
+
+struct Bench {
+    js: async_nats::jetstream::Context,
+    subjects: Subjects,
+}
+
+impl Bench {
+    /// Publishes event `n`; the ack future is returned so many can be in flight.
+    async fn publish(
+        &self,
+        n: usize,
+    ) -> anyhow::Result<async_nats::jetstream::context::PublishAckFuture> {
+        let tenant = format!("t{:02}", n % TENANTS);
+        let event_id = format!("simplybook:{tenant}:bench-{n}");
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
+        headers.insert(HDR_EVENT_ID, event_id.as_str());
+        headers.insert(HDR_TENANT, tenant.as_str());
+        headers.insert(HDR_SOURCE, "simplybook");
+        headers.insert(HDR_AUTH, AUTH_STANDARD_WEBHOOKS);
+        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        headers.insert(HDR_RECEIVED_AT, now.as_str());
+        Ok(self
+            .js
+            .publish_with_headers(self.subjects.simplybook(&tenant), headers, body(n).into())
+            .await?)
+    }
+}
+
+/// One measurement's figures.
+pub struct Measured {
+    pub drained_per_sec: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub measured: usize,
+    pub stored: usize,
+    pub expected: usize,
+    /// The ledger's database sessions after the drain, by role and TLS.
+    pub sessions: String,
+    /// CPU µs per booking drained: the ledger, its PostgreSQL sessions, NATS.
+    pub cpu_per_booking: [f64; 3],
+}
+
+/// One measurement at `secured`'s level: a fresh database and NATS server, the backlog, the
+/// steady rate.
+pub async fn measure(
+    args: &Args,
+    secured: &Secured,
+    tenants_file: &Path,
+    dir: &Path,
+    tag: &str,
+) -> anyhow::Result<Measured> {
+    std::fs::create_dir_all(dir)?;
+    let database =
+        common::BenchDatabase::create(&args.database_url, &format!("ledger_bench_{tag}")).await?;
+    let result = async {
+        let nats = common::OwnNats::start(secured, dir).await?;
+        // Published as ingest publishes, under its identity when auth is on.
+        let bench = Bench {
+            js: secured.jetstream(nats.url(), "ingest").await?,
+            subjects: Subjects::new(""),
+        };
+        bench.subjects.ensure_streams(&bench.js).await?;
+        run(
+            args,
+            secured,
+            &bench,
+            &nats,
+            &database.url,
+            tenants_file,
+            dir,
+        )
+        .await
+    }
+    .await;
+    database.drop_database().await;
+    result
+}
+
+async fn run(
+    args: &Args,
+    secured: &Secured,
+    bench: &Bench,
+    nats: &common::OwnNats,
+    db_url: &str,
+    tenants_file: &Path,
+    dir: &Path,
+) -> anyhow::Result<Measured> {
+    // 1. The backlog, published before the ledger starts.
+    let mut acks = Vec::with_capacity(args.backlog);
+    for n in 0..args.backlog {
+        acks.push(bench.publish(n).await?);
+        if acks.len() >= 256 {
+            for ack in acks.drain(..) {
+                ack.await?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let nats_pid: Vec<u32> = nats.pid().into_iter().collect();
+    let nats_before = cpu::cpu_time(&nats_pid);
+    let ledger = start_ledger(args, secured, nats.url(), db_url, tenants_file, dir).await?;
+    let db = common::bench_pool(db_url, "ledger").await?;
+    wait_for_outcomes(&db, args.backlog, Duration::from_secs(600)).await?;
+    // CPU spent on the drain (and the ledger's start): the ledger, the PostgreSQL sessions
+    // serving it, NATS.
+    let backends: Vec<i32> = sqlx::query_scalar(
+        "select pid from pg_stat_activity
+         where datname = current_database() and application_name = 'ledger'",
+    )
+    .fetch_all(&db)
+    .await?;
+    let backends: Vec<u32> = backends
+        .into_iter()
+        .filter_map(|p| p.try_into().ok())
+        .collect();
+    let per_booking = |d: Duration| d.as_secs_f64() * 1e6 / args.backlog.max(1) as f64;
+    let cpu_per_booking = [
+        per_booking(cpu::cpu_time(&ledger.id().into_iter().collect::<Vec<_>>())),
+        per_booking(cpu::cpu_time(&backends)),
+        per_booking(cpu::cpu_time(&nats_pid).saturating_sub(nats_before)),
+    ];
+    let sessions = common::service_sessions(&db).await?;
+    let (first, last): (DateTime<Utc>, DateTime<Utc>) =
+        sqlx::query_as("select min(occurred_at), max(occurred_at) from audit_log")
+            .fetch_one(&db)
+            .await?;
+    let drain = (last - first).to_std().unwrap_or_default();
+    let drained_per_sec = args.backlog as f64 / drain.as_secs_f64().max(f64::EPSILON);
+
+    // 2. A steady rate, each event's publish time remembered.
+    let total = usize::try_from(args.rate * args.duration_secs)?;
+    let mut published: HashMap<String, DateTime<Utc>> = HashMap::with_capacity(total);
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / args.rate.max(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    // Each ack is awaited by its own task: holding thousands of unawaited acks makes the client
+    // wait for in-flight permits and would stall the publisher, not the ledger.
+    let mut acks = Vec::with_capacity(total);
+    for i in 0..total {
+        ticker.tick().await;
+        let n = args.backlog + i;
+        let tenant = format!("t{:02}", n % TENANTS);
+        published.insert(format!("simplybook:{tenant}:bench-{n}"), Utc::now());
+        let ack = bench.publish(n).await?;
+        acks.push(tokio::spawn(ack.into_future()));
+    }
+    for ack in acks {
+        ack.await??;
+    }
+    wait_for_outcomes(&db, args.backlog + total, Duration::from_secs(120)).await?;
+    let written: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("select event_id, occurred_at from audit_log where stream_seq > $1")
+            .bind(i64::try_from(args.backlog)?)
+            .fetch_all(&db)
+            .await?;
+    let mut latencies: Vec<f64> = written
+        .iter()
+        .filter_map(|(id, at)| {
+            let sent = published.get(id)?;
+            Some((*at - *sent).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        let i = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        latencies
+            .get(i.clamp(1, latencies.len().max(1)) - 1)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let stored: i64 = sqlx::query_scalar("select count(*) from bookings")
+        .fetch_one(&db)
+        .await?;
+
+    Ok(Measured {
+        drained_per_sec,
+        p50: pct(50.0),
+        p99: pct(99.0),
+        measured: latencies.len(),
+        stored: usize::try_from(stored)?,
+        expected: args.backlog + total,
+        sessions,
+        cpu_per_booking,
+    })
+}
+
+/// Waits until the audit log holds at least `n` outcomes.
+async fn wait_for_outcomes(db: &sqlx::PgPool, n: usize, timeout: Duration) -> anyhow::Result<()> {
+    common::wait_for_count(db, "select count(*) from audit_log", n, timeout).await
+}
+
+async fn start_ledger(
+    args: &Args,
+    secured: &Secured,
+    nats_url: &str,
+    db_url: &str,
+    tenants_file: &Path,
+    dir: &Path,
+) -> anyhow::Result<Child> {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let env = common::service_env(
+        "ledger",
+        db_url,
+        nats_url,
+        "",
+        tenants_file,
+        &[
+            ("LISTEN_ADDR", addr.to_string()),
+            ("BATCH_SIZE", args.batch_size.to_string()),
+        ],
+    );
+    secured.migrate("ledger", &env, dir).await?;
+    common::spawn_service("ledger", &secured.service_env("ledger", env)?, dir)
+}
