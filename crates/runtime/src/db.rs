@@ -6,9 +6,11 @@
 //! Services' queries are checked at build time (`sqlx::query!` and its siblings, against the
 //! offline data in `.sqlx/` that `scripts/sqlx.sh prepare` writes from one database holding every
 //! schema), so they name their tables with the schema (`notifier.emails`): tables of different
-//! schemas share names (`outbox`). The search path stays for what is not checked at build time
-//! (the outbox relay, the ledger's runtime queries). [`text_enum!`](crate::text_enum) gives a
-//! status enum stored as `text` its SQL type.
+//! schemas share names (`outbox`). The search path stays for what is not checked at build time:
+//! the outbox relay, shared by services whose tables live in different schemas. Here, what names
+//! the caller's schema or role is built at run time too, each with a test that runs it on the
+//! real database (named where it is built); the rest is checked.
+//! [`text_enum!`](crate::text_enum) gives a status enum stored as `text` its SQL type.
 
 use std::time::Duration;
 
@@ -51,6 +53,9 @@ pub async fn migrate(
         }
         Owner::Other => {}
     }
+    // The schema is the caller's, so this query is built at run time: the end-to-end test
+    // `the_ledgers_runtime_role_cannot_change_or_delete_a_record_or_its_guards`
+    // (tests/e2e/integrity/privileges.rs) runs it as the ledger's runtime role.
     let applied: Vec<(i64, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select version, checksum from {schema}._sqlx_migrations where success"
     )))
@@ -76,7 +81,7 @@ pub async fn migrate(
 }
 
 async fn may_create_schemas(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select has_database_privilege(current_database(), 'CREATE')")
+    sqlx::query_scalar!(r#"select has_database_privilege(current_database(), 'CREATE') as "may!""#)
         .fetch_one(pool)
         .await
 }
@@ -93,10 +98,11 @@ enum Owner {
 }
 
 async fn schema_owner(pool: &PgPool, schema: &str) -> Result<Owner, sqlx::Error> {
-    let ours: Option<bool> = sqlx::query_scalar(
-        "select pg_get_userbyid(nspowner) = current_user from pg_namespace where nspname = $1",
+    let ours = sqlx::query_scalar!(
+        r#"select pg_get_userbyid(nspowner) = current_user as "ours!"
+           from pg_catalog.pg_namespace where nspname = $1"#,
+        schema
     )
-    .bind(schema)
     .fetch_optional(pool)
     .await?;
     Ok(match ours {
@@ -121,15 +127,20 @@ pub async fn grant_runtime(
     grants: &str,
 ) -> Result<(), sqlx::Error> {
     let role = runtime_role(schema);
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_roles where rolname = $1)")
-            .bind(&role)
-            .fetch_one(pool)
-            .await?;
+    let exists = sqlx::query_scalar!(
+        r#"select exists (select 1 from pg_catalog.pg_roles where rolname = $1) as "exists!""#,
+        role
+    )
+    .fetch_one(pool)
+    .await?;
     if !exists || !matches!(schema_owner(pool, schema).await?, Owner::Us) {
         return Ok(());
     }
     let mut tx = pool.begin().await?;
+    // Built at run time (the schema and role are the caller's); every end-to-end test's services
+    // are migrated by their owner with the runtime roles present, so each runs it, and
+    // `the_ledgers_runtime_role_cannot_change_or_delete_a_record_or_its_guards`
+    // (tests/e2e/integrity/privileges.rs) checks what it granted.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "revoke all on all tables in schema {schema} from {role};
          revoke all on all sequences in schema {schema} from {role};

@@ -8,6 +8,17 @@
 //! message_id text unique, payload bytea, created_at timestamptz, published_at timestamptz,
 //! traceparent text)`; a row's `traceparent` is published as a header, so consumers continue
 //! the trace of the work that wrote it.
+//!
+//! Its two queries are not checked at build time: they name `outbox` unqualified, found on the
+//! search path of the service's pool (each service's own schema, chosen at run time), where
+//! checked queries name their schema. End-to-end tests run them on each service's real table:
+//! `voids_payments_overdue_and_changes_after_invoicing` (`tests/e2e/invoicing/lifecycle.rs`:
+//! the ledger's booking events reach invoicing, which bills the changes),
+//! `signed_bookings_become_one_emailed_invoice` (`tests/e2e/walking_skeleton.rs`: invoicing's
+//! event reaches the notifier), and
+//! `the_ledgers_runtime_role_cannot_change_or_delete_a_record_or_its_guards`
+//! (`tests/e2e/integrity/privileges.rs`: a row with a foreign subject is marked done and never
+//! published).
 
 use std::sync::Arc;
 use std::time::Duration;
