@@ -396,7 +396,7 @@ impl LedgerService for LedgerGrpc {
                 source: r.source,
                 event_id: r.event_id,
                 tenant_id: r.tenant_id.unwrap_or_default(),
-                outcome: r.outcome,
+                outcome: r.outcome.to_string(),
                 booking_id: r.booking_id.map(|id| id.to_string()).unwrap_or_default(),
                 reason: r.reason.unwrap_or_default(),
                 http_status: r

@@ -1,6 +1,9 @@
-//! What happened to an event: applied (and how), or rejected (and why). A leaf: the decoding of
-//! incoming events, the batch's plan and the store all speak these types, and depend on nothing
-//! else of the crate for them.
+//! What happened to an event: applied (and how), or rejected (and why), and how the audit log
+//! spells it. A leaf: the decoding of incoming events, the batch's plan and the store all speak
+//! these types, and depend on nothing else of the crate for them.
+
+use std::fmt;
+use std::str::FromStr;
 
 use uuid::Uuid;
 
@@ -20,16 +23,88 @@ pub enum Applied {
 }
 
 impl Applied {
+    /// Its spelling in the audit log and metric labels ([`AuditOutcome::as_str`]).
     pub fn as_str(&self) -> &'static str {
+        AuditOutcome::from(*self).as_str()
+    }
+}
+
+/// What the audit log (`audit_log.outcome`, checked by its constraint) says became of an event:
+/// how it was [`Applied`], or what happened to one that was not. [`AuditOutcome::as_str`] is the
+/// only spelling; in SQL the type binds and decodes as `text` (`billing_runtime::text_enum!`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditOutcome {
+    Stored,
+    StatusChanged,
+    Revised,
+    Stale,
+    Duplicate,
+    /// Could not be applied and went to the dead-letter stream.
+    DeadLettered,
+    /// An operator published a dead letter again.
+    Replayed,
+    /// A request ingest refused (bad signature or token, unknown tenant, malformed body).
+    Rejected,
+}
+
+impl AuditOutcome {
+    pub const ALL: [AuditOutcome; 8] = [
+        AuditOutcome::Stored,
+        AuditOutcome::StatusChanged,
+        AuditOutcome::Revised,
+        AuditOutcome::Stale,
+        AuditOutcome::Duplicate,
+        AuditOutcome::DeadLettered,
+        AuditOutcome::Replayed,
+        AuditOutcome::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            Applied::Stored => "stored",
-            Applied::StatusChanged => "status_changed",
-            Applied::Revised => "revised",
-            Applied::Stale => "stale",
-            Applied::Duplicate => "duplicate",
+            AuditOutcome::Stored => "stored",
+            AuditOutcome::StatusChanged => "status_changed",
+            AuditOutcome::Revised => "revised",
+            AuditOutcome::Stale => "stale",
+            AuditOutcome::Duplicate => "duplicate",
+            AuditOutcome::DeadLettered => "dead_lettered",
+            AuditOutcome::Replayed => "replayed",
+            AuditOutcome::Rejected => "rejected",
         }
     }
 }
+
+impl From<Applied> for AuditOutcome {
+    fn from(applied: Applied) -> Self {
+        match applied {
+            Applied::Stored => AuditOutcome::Stored,
+            Applied::StatusChanged => AuditOutcome::StatusChanged,
+            Applied::Revised => AuditOutcome::Revised,
+            Applied::Stale => AuditOutcome::Stale,
+            Applied::Duplicate => AuditOutcome::Duplicate,
+        }
+    }
+}
+
+impl FromStr for AuditOutcome {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AuditOutcome::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == s)
+            .ok_or_else(|| format!("unknown audit outcome {s:?}"))
+    }
+}
+
+impl fmt::Display for AuditOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Bound and read as the `text` it is stored as: `query!(…, outcome as AuditOutcome)`, and
+// `outcome as "outcome: AuditOutcome"` in a query's columns.
+billing_runtime::text_enum!(AuditOutcome);
 
 /// What one event of a batch did.
 #[derive(Debug)]
@@ -72,6 +147,38 @@ impl Reject {
         Reject {
             code,
             message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Applied, AuditOutcome};
+
+    #[test]
+    fn every_audit_outcome_parses_back_from_its_name_and_nothing_else_parses() {
+        for outcome in AuditOutcome::ALL {
+            assert_eq!(outcome.as_str().parse(), Ok(outcome));
+            assert_eq!(outcome.to_string(), outcome.as_str());
+        }
+        assert_eq!(
+            "Stored".parse::<AuditOutcome>(),
+            Err("unknown audit outcome \"Stored\"".to_string())
+        );
+        assert!("".parse::<AuditOutcome>().is_err());
+    }
+
+    #[test]
+    fn an_applied_event_is_audited_and_counted_with_the_same_spelling() {
+        let applied = [
+            Applied::Stored,
+            Applied::StatusChanged,
+            Applied::Revised,
+            Applied::Stale,
+            Applied::Duplicate,
+        ];
+        for a in applied {
+            assert_eq!(a.as_str(), AuditOutcome::from(a).as_str());
         }
     }
 }

@@ -35,18 +35,20 @@ pub enum RekeyError {
 /// Re-keys every chain not yet keyed with `key`; returns the tenants re-keyed.
 pub async fn rekey_chains(pool: &PgPool, key: &ChainKey) -> Result<Vec<String>, RekeyError> {
     let store = Store::new(pool.clone(), Subjects::new(""));
-    let tenants: Vec<String> =
-        sqlx::query_scalar("select tenant_id from chain_heads order by tenant_id")
+    let tenants =
+        sqlx::query_scalar!("select tenant_id from ledger.chain_heads order by tenant_id")
             .fetch_all(pool)
             .await?;
     let mut rekeyed = Vec::new();
     for tenant in tenants {
         let mut tx = pool.begin().await?;
         // Appends to this chain wait until it is re-keyed.
-        sqlx::query("select 1 from chain_heads where tenant_id = $1 for update")
-            .bind(&tenant)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "select tenant_id from ledger.chain_heads where tenant_id = $1 for update",
+            tenant
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         let (records, head) = store.chain(&tenant).await?;
         let keyed = integrity::verify(&tenant, &records, head.clone(), Some(key));
         if keyed.violation.is_none() {
@@ -74,36 +76,48 @@ pub async fn rekey_chains(pool: &PgPool, key: &ChainKey) -> Result<Vec<String>, 
             }
             prev = hash;
         }
+        // Not checked at build time (the query macros take one statement, and PostgreSQL checks
+        // a utility statement's names only when it runs): the end-to-end test
+        // `chains_are_keyed_and_only_an_explicit_rekey_keys_an_intact_chain`
+        // (tests/e2e/integrity/chain.rs) runs both on the real database.
         sqlx::raw_sql(
-            "alter table bookings disable trigger bookings_immutable;
-             alter table booking_revisions disable trigger booking_revisions_append_only;",
+            "alter table ledger.bookings disable trigger bookings_immutable;
+             alter table ledger.booking_revisions disable trigger booking_revisions_append_only;",
         )
         .execute(&mut *tx)
         .await?;
-        for (table, rows) in [("bookings", &bookings), ("booking_revisions", &revisions)] {
-            let (ids, (prevs, hashes)): (Vec<Uuid>, (Vec<String>, Vec<String>)) = rows
-                .iter()
-                .map(|(id, p, h)| (*id, (p.clone(), h.clone())))
-                .unzip();
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "update {table} t set prev_hash = n.prev, record_hash = n.hash
-                 from unnest($1::uuid[], $2::text[], $3::text[]) as n(id, prev, hash)
-                 where t.id = n.id"
-            )))
-            .bind(&ids)
-            .bind(&prevs)
-            .bind(&hashes)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("update chain_heads set last_hash = $2 where tenant_id = $1")
-            .bind(&tenant)
-            .bind(&prev)
-            .execute(&mut *tx)
-            .await?;
+        let (ids, prevs, hashes) = columns(&bookings);
+        sqlx::query!(
+            "update ledger.bookings t set prev_hash = n.prev, record_hash = n.hash
+             from unnest($1::uuid[], $2::text[], $3::text[]) as n(id, prev, hash)
+             where t.id = n.id",
+            ids.as_slice(),
+            prevs.as_slice() as &[&str],
+            hashes.as_slice() as &[&str]
+        )
+        .execute(&mut *tx)
+        .await?;
+        let (ids, prevs, hashes) = columns(&revisions);
+        sqlx::query!(
+            "update ledger.booking_revisions t set prev_hash = n.prev, record_hash = n.hash
+             from unnest($1::uuid[], $2::text[], $3::text[]) as n(id, prev, hash)
+             where t.id = n.id",
+            ids.as_slice(),
+            prevs.as_slice() as &[&str],
+            hashes.as_slice() as &[&str]
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "update ledger.chain_heads set last_hash = $2 where tenant_id = $1",
+            tenant,
+            prev
+        )
+        .execute(&mut *tx)
+        .await?;
         sqlx::raw_sql(
-            "alter table bookings enable trigger bookings_immutable;
-             alter table booking_revisions enable trigger booking_revisions_append_only;",
+            "alter table ledger.bookings enable trigger bookings_immutable;
+             alter table ledger.booking_revisions enable trigger booking_revisions_append_only;",
         )
         .execute(&mut *tx)
         .await?;
@@ -111,4 +125,15 @@ pub async fn rekey_chains(pool: &PgPool, key: &ChainKey) -> Result<Vec<String>, 
         rekeyed.push(tenant);
     }
     Ok(rekeyed)
+}
+
+/// The rows' ids, previous hashes and hashes, one array each (the shape `unnest` wants).
+fn columns(rows: &[Rehash]) -> (Vec<Uuid>, Vec<&str>, Vec<&str>) {
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    for (id, prev, hash) in rows {
+        columns.0.push(*id);
+        columns.1.push(prev.as_str());
+        columns.2.push(hash.as_str());
+    }
+    columns
 }

@@ -34,7 +34,7 @@ use crate::outcome::{Applied, Outcome, Reject};
 
 /// A recorded booking as it stands (its latest revision's amounts), updated in memory as the
 /// batch is walked.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Current {
     pub tenant_id: String,
     pub booking_ref: String,

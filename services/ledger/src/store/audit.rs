@@ -8,6 +8,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::handle::Store;
+use crate::outcome::AuditOutcome;
 
 /// Which audit log entries to list.
 #[derive(Debug, Default)]
@@ -21,14 +22,14 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub id: i64,
     pub occurred_at: DateTime<Utc>,
     pub source: String,
     pub event_id: String,
     pub tenant_id: Option<String>,
-    pub outcome: String,
+    pub outcome: AuditOutcome,
     pub booking_id: Option<Uuid>,
     pub reason: Option<String>,
     pub http_status: Option<i32>,
@@ -50,10 +51,12 @@ impl Store {
             source,
             event_id,
             tenant_id,
-            outcome: "dead_lettered",
+            outcome: AuditOutcome::DeadLettered,
             reason,
+            body_sha256: None,
+            http_status: None,
             stream_seq: Some(stream_seq),
-            ..Default::default()
+            occurred_at: None,
         };
         self.audit_once(&format!("dead-letter:{stream_seq}:{event_id}"), row)
             .await
@@ -72,9 +75,12 @@ impl Store {
             source: "operator",
             event_id,
             tenant_id: Some(tenant_id).filter(|t| !t.is_empty()),
-            outcome: "replayed",
+            outcome: AuditOutcome::Replayed,
             reason: &reason,
-            ..Default::default()
+            body_sha256: None,
+            http_status: None,
+            stream_seq: None,
+            occurred_at: None,
         };
         let mut conn = self.pool.acquire().await?;
         insert_audit(&mut conn, &row).await
@@ -92,7 +98,7 @@ impl Store {
             source: &r.source,
             event_id: &event_id,
             tenant_id: Some(r.tenant_id.as_str()).filter(|t| !t.is_empty()),
-            outcome: "rejected",
+            outcome: AuditOutcome::Rejected,
             reason: &r.reason,
             body_sha256: Some(&r.body_sha256),
             http_status: i32::try_from(r.http_status).ok(),
@@ -112,26 +118,28 @@ impl Store {
 
     /// Audit log entries matching the filters (each optional), newest first.
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, sqlx::Error> {
-        sqlx::query_as(
-            "select id, occurred_at, source, event_id, tenant_id, outcome, booking_id, reason,
-                    http_status, body_sha256
-             from audit_log
-             where ($1::text is null or tenant_id = $1)
-               and ($2::text is null or source = $2)
-               and ($3::text is null or outcome = $3)
-               and ($4::timestamptz is null or occurred_at >= $4)
-               and ($5::timestamptz is null or occurred_at < $5)
-               and ($6::bigint is null or id < $6)
-             order by id desc
-             limit $7",
+        sqlx::query_as!(
+            AuditEntry,
+            r#"select id, occurred_at, source, event_id, tenant_id,
+                      outcome as "outcome: AuditOutcome", booking_id, reason, http_status,
+                      body_sha256
+               from ledger.audit_log
+               where ($1::text is null or tenant_id = $1)
+                 and ($2::text is null or source = $2)
+                 and ($3::text is null or outcome = $3)
+                 and ($4::timestamptz is null or occurred_at >= $4)
+                 and ($5::timestamptz is null or occurred_at < $5)
+                 and ($6::bigint is null or id < $6)
+               order by id desc
+               limit $7"#,
+            filter.tenant_id.as_deref(),
+            filter.source.as_deref(),
+            filter.outcome.as_deref(),
+            filter.from,
+            filter.to,
+            filter.before_id,
+            filter.limit
         )
-        .bind(filter.tenant_id.as_deref())
-        .bind(filter.source.as_deref())
-        .bind(filter.outcome.as_deref())
-        .bind(filter.from)
-        .bind(filter.to)
-        .bind(filter.before_id)
-        .bind(filter.limit)
         .fetch_all(&self.pool)
         .await
     }
@@ -142,23 +150,23 @@ async fn claim_event(
     tx: &mut Transaction<'_, Postgres>,
     event_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let inserted =
-        sqlx::query("insert into processed_events (event_id) values ($1) on conflict do nothing")
-            .bind(event_id)
-            .execute(&mut **tx)
-            .await?;
+    let inserted = sqlx::query!(
+        "insert into ledger.processed_events (event_id) values ($1) on conflict do nothing",
+        event_id
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(inserted.rows_affected() == 1)
 }
 
 /// One audit-log row written on its own (batches write theirs with one statement).
-#[derive(Default)]
 struct AuditRow<'a> {
     /// When it happened; the insert time when unknown.
     occurred_at: Option<DateTime<Utc>>,
     source: &'a str,
     event_id: &'a str,
     tenant_id: Option<&'a str>,
-    outcome: &'static str,
+    outcome: AuditOutcome,
     reason: &'a str,
     body_sha256: Option<&'a str>,
     http_status: Option<i32>,
@@ -166,20 +174,20 @@ struct AuditRow<'a> {
 }
 
 async fn insert_audit(conn: &mut PgConnection, row: &AuditRow<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into audit_log (occurred_at, source, event_id, tenant_id, outcome, reason,
+    sqlx::query!(
+        "insert into ledger.audit_log (occurred_at, source, event_id, tenant_id, outcome, reason,
             body_sha256, http_status, stream_seq)
          values (coalesce($1, now()), $2, $3, $4, $5, $6, $7, $8, $9)",
+        row.occurred_at,
+        row.source,
+        row.event_id,
+        row.tenant_id,
+        row.outcome as AuditOutcome,
+        row.reason,
+        row.body_sha256,
+        row.http_status,
+        row.stream_seq.map(|s| i64::try_from(s).unwrap_or(i64::MAX))
     )
-    .bind(row.occurred_at)
-    .bind(row.source)
-    .bind(row.event_id)
-    .bind(row.tenant_id)
-    .bind(row.outcome)
-    .bind(row.reason)
-    .bind(row.body_sha256)
-    .bind(row.http_status)
-    .bind(row.stream_seq.map(|s| i64::try_from(s).unwrap_or(i64::MAX)))
     .execute(conn)
     .await?;
     Ok(())

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::handle::Store;
 
 /// A booking as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct BookingRow {
     pub id: Uuid,
     pub tenant_id: String,
@@ -36,7 +36,7 @@ impl BookingRow {
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct HistoryRow {
     pub status: String,
     pub session_at: DateTime<Utc>,
@@ -45,7 +45,7 @@ pub struct HistoryRow {
     pub changed_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct RevisionRow {
     pub revision_no: i32,
     pub total_delta: Decimal,
@@ -57,21 +57,47 @@ pub struct RevisionRow {
     pub recorded_at: DateTime<Utc>,
 }
 
-/// A booking with its current amounts: the latest price revision's, or the original's.
-const BOOKING_COLUMNS: &str = "b.id, b.tenant_id, b.booking_ref, b.status, b.session_at, \
-    b.service_name, b.currency, \
-    coalesce(r.total_after, b.total_amount) as total_amount, \
-    coalesce(r.deposit_after, b.deposit_amount) as deposit_amount, \
-    coalesce(r.cash_after, b.cash_amount) as cash_amount, \
-    coalesce(r.fee_after, b.platform_fee) as platform_fee, \
-    b.deposit_rate, b.platform_fee_rate, b.record_hash, b.recorded_at, \
-    coalesce(r.revision_no, 0) as revision_no";
-/// Bookings with their latest revision, if any. A lateral lookup per selected booking (by the
-/// `(booking_id, revision_no)` index), so the cost follows the rows selected, not the table.
-pub(super) const BOOKINGS_FROM: &str = "bookings b left join lateral (
-        select revision_no, total_after, deposit_after, cash_after, fee_after
-        from booking_revisions where booking_id = b.id
-        order by revision_no desc limit 1) r on true";
+/// `sqlx::query_as!` into `$row` from the bookings with their latest price revision, if any,
+/// checked at build time: the SQL is `select`, `$columns` (of `b`, the booking, and `r`, its
+/// latest revision), the join, then `$rest`. A macro rather than a view or a spliced string: the
+/// query macros take only literals. The revision is a lateral lookup per selected booking (by
+/// the `(booking_id, revision_no)` index), so the cost follows the rows selected, not the table.
+macro_rules! query_bookings {
+    ($row:path, $columns:literal, $rest:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $row,
+            "select "
+                + $columns
+                + " from ledger.bookings b left join lateral (
+                    select revision_no, total_after, deposit_after, cash_after, fee_after
+                    from ledger.booking_revisions where booking_id = b.id
+                    order by revision_no desc limit 1) r on true "
+                + $rest
+            $(, $arg)*
+        )
+    };
+}
+pub(super) use query_bookings;
+
+/// [`query_bookings!`] into [`BookingRow`]: each booking with its current amounts (the latest
+/// price revision's, or the original's).
+macro_rules! query_booking_rows {
+    ($rest:literal $(, $arg:expr)* $(,)?) => {
+        query_bookings!(
+            BookingRow,
+            r#"b.id, b.tenant_id, b.booking_ref, b.status, b.session_at, b.service_name,
+               b.currency,
+               coalesce(r.total_after, b.total_amount) as "total_amount!",
+               coalesce(r.deposit_after, b.deposit_amount) as "deposit_amount!",
+               coalesce(r.cash_after, b.cash_amount) as "cash_amount!",
+               coalesce(r.fee_after, b.platform_fee) as "platform_fee!",
+               b.deposit_rate, b.platform_fee_rate, b.record_hash, b.recorded_at,
+               coalesce(r.revision_no, 0) as "revision_no!""#,
+            $rest
+            $(, $arg)*
+        )
+    };
+}
 
 impl Store {
     /// A tenant's bookings with sessions in `[from, to)` (either bound optional).
@@ -85,23 +111,22 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<BookingRow>, sqlx::Error> {
         let (after_at, after_ref) = after.unzip();
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {BOOKING_COLUMNS} from {BOOKINGS_FROM}
-             where b.tenant_id = $1
+        query_booking_rows!(
+            "where b.tenant_id = $1
                and ($2::timestamptz is null or b.session_at >= $2)
                and ($3::timestamptz is null or b.session_at < $3)
                and ($4::text is null or b.status = $4)
                and ($5::timestamptz is null or (b.session_at, b.booking_ref) > ($5, $6))
              order by b.session_at, b.booking_ref
-             limit $7"
-        )))
-        .bind(tenant_id)
-        .bind(from)
-        .bind(to)
-        .bind(status)
-        .bind(after_at)
-        .bind(after_ref)
-        .bind(limit)
+             limit $7",
+            tenant_id,
+            from,
+            to,
+            status,
+            after_at,
+            after_ref,
+            limit
+        )
         .fetch_all(&self.pool)
         .await
     }
@@ -112,35 +137,36 @@ impl Store {
         tenant_id: &str,
         booking_ref: &str,
     ) -> Result<Option<BookingRow>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {BOOKING_COLUMNS} from {BOOKINGS_FROM}
-             where b.tenant_id = $1 and b.booking_ref = $2"
-        )))
-        .bind(tenant_id)
-        .bind(booking_ref)
+        query_booking_rows!(
+            "where b.tenant_id = $1 and b.booking_ref = $2",
+            tenant_id,
+            booking_ref
+        )
         .fetch_optional(&self.pool)
         .await
     }
 
     /// A booking's status history, oldest first.
     pub async fn history(&self, booking_id: Uuid) -> Result<Vec<HistoryRow>, sqlx::Error> {
-        sqlx::query_as(
+        sqlx::query_as!(
+            HistoryRow,
             "select status, session_at, service_name, event_id, changed_at
-             from booking_status_history where booking_id = $1 order by id",
+             from ledger.booking_status_history where booking_id = $1 order by id",
+            booking_id
         )
-        .bind(booking_id)
         .fetch_all(&self.pool)
         .await
     }
 
     /// A booking's price revisions, oldest first.
     pub async fn revisions(&self, booking_id: Uuid) -> Result<Vec<RevisionRow>, sqlx::Error> {
-        sqlx::query_as(
+        sqlx::query_as!(
+            RevisionRow,
             "select revision_no, total_delta, fee_delta, total_after, fee_after, record_hash,
                     source_event_id, recorded_at
-             from booking_revisions where booking_id = $1 order by revision_no",
+             from ledger.booking_revisions where booking_id = $1 order by revision_no",
+            booking_id
         )
-        .bind(booking_id)
         .fetch_all(&self.pool)
         .await
     }
@@ -151,13 +177,12 @@ impl Store {
         tenant_id: &str,
         ids: &[Uuid],
     ) -> Result<Vec<BookingRow>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {BOOKING_COLUMNS} from {BOOKINGS_FROM}
-             where b.tenant_id = $1 and b.id = any($2)
-             order by b.session_at, b.booking_ref"
-        )))
-        .bind(tenant_id)
-        .bind(ids)
+        query_booking_rows!(
+            "where b.tenant_id = $1 and b.id = any($2)
+             order by b.session_at, b.booking_ref",
+            tenant_id,
+            ids
+        )
         .fetch_all(&self.pool)
         .await
     }
@@ -169,16 +194,37 @@ impl Store {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<BookingRow>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {BOOKING_COLUMNS} from {BOOKINGS_FROM}
-             where b.tenant_id = $1 and b.session_at >= $2 and b.session_at < $3
+        query_booking_rows!(
+            "where b.tenant_id = $1 and b.session_at >= $2 and b.session_at < $3
                and b.status in ('confirmed', 'completed')
-             order by b.session_at, b.booking_ref"
-        )))
-        .bind(tenant_id)
-        .bind(start)
-        .bind(end)
+             order by b.session_at, b.booking_ref",
+            tenant_id,
+            start,
+            end
+        )
         .fetch_all(&self.pool)
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use billing_domain::BookingStatus;
+
+    /// [`Store::billable`](super::Store::billable) selects `b.status in ('confirmed',
+    /// 'completed')`, spelled out in its SQL: exactly the statuses the domain bills.
+    #[test]
+    fn the_billable_query_names_the_statuses_the_domain_bills() {
+        let statuses = [
+            ("pending", false),
+            ("confirmed", true),
+            ("cancelled", false),
+            ("completed", true),
+            ("no_show", false),
+        ];
+        for (status, billable) in statuses {
+            let parsed = BookingStatus::parse(status).map(|s| s.is_billable());
+            assert_eq!(parsed, Some(billable), "{status}");
+        }
     }
 }

@@ -8,7 +8,6 @@ use super::handle::Store;
 use crate::integrity::{Amounts, ChainRecord, Fields};
 
 /// A price revision as the verifier reads it: its chained fields and the amounts before it.
-#[derive(sqlx::FromRow)]
 struct ChainRevisionRow {
     chain_seq: i64,
     id: Uuid,
@@ -79,22 +78,30 @@ impl Store {
         tenant_id: &str,
         seq: i64,
     ) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar(
-            "select record_hash from bookings where tenant_id = $1 and chain_seq = $2
-             union all
-             select record_hash from booking_revisions where tenant_id = $1 and chain_seq = $2",
+        sqlx::query_scalar!(
+            r#"select record_hash as "record_hash!" from ledger.bookings
+               where tenant_id = $1 and chain_seq = $2
+               union all
+               select record_hash from ledger.booking_revisions
+               where tenant_id = $1 and chain_seq = $2"#,
+            tenant_id,
+            seq
         )
-        .bind(tenant_id)
-        .bind(seq)
         .fetch_optional(&self.pool)
         .await
     }
 
     /// Every tenant's chain head: (tenant, last position, last hash).
     pub async fn chain_heads(&self) -> Result<Vec<(String, i64, String)>, sqlx::Error> {
-        sqlx::query_as("select tenant_id, last_seq, last_hash from chain_heads order by tenant_id")
-            .fetch_all(&self.pool)
-            .await
+        let heads = sqlx::query!(
+            "select tenant_id, last_seq, last_hash from ledger.chain_heads order by tenant_id"
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(heads
+            .into_iter()
+            .map(|h| (h.tenant_id, h.last_seq, h.last_hash))
+            .collect())
     }
 
     /// Every record of a tenant's hash chain in chain order, and the chain head.
@@ -111,36 +118,23 @@ impl Store {
         tenant_id: &str,
         from: i64,
     ) -> Result<(Vec<ChainRecord>, Option<(i64, String)>), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
         // One snapshot for records and head, so a concurrent append cannot look like tampering.
-        sqlx::query("set transaction isolation level repeatable read, read only")
-            .execute(&mut *tx)
+        let mut tx = self
+            .pool
+            .begin_with("begin isolation level repeatable read, read only")
             .await?;
-        type BookingTuple = (
-            i64,
-            Uuid,
-            String,
-            String,
-            Decimal,
-            Decimal,
-            Decimal,
-            Decimal,
-            Decimal,
-            Decimal,
-            String,
-            String,
-        );
-        let bookings: Vec<BookingTuple> = sqlx::query_as(
+        let bookings = sqlx::query!(
             "select chain_seq, id, booking_ref, currency, total_amount, deposit_amount,
                     cash_amount, platform_fee, deposit_rate, platform_fee_rate, prev_hash,
                     record_hash
-             from bookings where tenant_id = $1 and chain_seq >= $2",
+             from ledger.bookings where tenant_id = $1 and chain_seq >= $2",
+            tenant_id,
+            from
         )
-        .bind(tenant_id)
-        .bind(from)
         .fetch_all(&mut *tx)
         .await?;
-        let revisions: Vec<ChainRevisionRow> = sqlx::query_as(
+        let revisions = sqlx::query_as!(
+            ChainRevisionRow,
             "select r.chain_seq, r.id, b.booking_ref, r.currency, r.revision_no, r.total_delta,
                     r.deposit_delta, r.cash_delta, r.fee_delta, r.total_after, r.deposit_after,
                     r.cash_after, r.fee_after, r.prev_hash, r.record_hash,
@@ -152,39 +146,41 @@ impl Store {
                         as cash_before,
                     case when r.revision_no = 1 then b.platform_fee else p.fee_after end
                         as fee_before
-             from booking_revisions r
-             join bookings b on b.id = r.booking_id
-             left join booking_revisions p
+             from ledger.booking_revisions r
+             join ledger.bookings b on b.id = r.booking_id
+             left join ledger.booking_revisions p
                  on p.booking_id = r.booking_id and p.revision_no = r.revision_no - 1
              where r.tenant_id = $1 and r.chain_seq >= $2",
+            tenant_id,
+            from
         )
-        .bind(tenant_id)
-        .bind(from)
         .fetch_all(&mut *tx)
         .await?;
-        let head: Option<(i64, String)> =
-            sqlx::query_as("select last_seq, last_hash from chain_heads where tenant_id = $1")
-                .bind(tenant_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let head = sqlx::query!(
+            "select last_seq, last_hash from ledger.chain_heads where tenant_id = $1",
+            tenant_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|h| (h.last_seq, h.last_hash));
         tx.commit().await?;
         let mut records: Vec<ChainRecord> = bookings
             .into_iter()
             .map(|b| ChainRecord {
-                chain_seq: b.0,
-                id: b.1,
-                booking_ref: b.2,
-                currency: b.3,
+                chain_seq: b.chain_seq,
+                id: b.id,
+                booking_ref: b.booking_ref,
+                currency: b.currency,
                 fields: Fields::Booking {
-                    total: b.4,
-                    deposit: b.5,
-                    cash: b.6,
-                    platform_fee: b.7,
-                    deposit_rate: b.8,
-                    fee_rate: b.9,
+                    total: b.total_amount,
+                    deposit: b.deposit_amount,
+                    cash: b.cash_amount,
+                    platform_fee: b.platform_fee,
+                    deposit_rate: b.deposit_rate,
+                    fee_rate: b.platform_fee_rate,
                 },
-                prev_hash: b.10,
-                record_hash: b.11,
+                prev_hash: b.prev_hash,
+                record_hash: b.record_hash,
             })
             .chain(revisions.into_iter().map(ChainRevisionRow::into_record))
             .collect();

@@ -5,11 +5,11 @@ use billing_proto::ledger::TenantReconciliation;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use super::bookings::BOOKINGS_FROM;
+use super::bookings::query_bookings;
 use super::handle::Store;
 
 /// A booking as reconciliation compares it with SimplyBook's.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ReconcileRow {
     pub booking_ref: String,
     pub status: String,
@@ -29,18 +29,18 @@ impl Store {
         to: DateTime<Utc>,
         refs: &[String],
     ) -> Result<Vec<ReconcileRow>, sqlx::Error> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select b.booking_ref, b.status, b.service_id, b.session_at,
-                    coalesce(r.total_after, b.total_amount) as total_amount, b.currency
-             from {BOOKINGS_FROM}
-             where b.tenant_id = $1
+        query_bookings!(
+            ReconcileRow,
+            r#"b.booking_ref, b.status, b.service_id, b.session_at,
+               coalesce(r.total_after, b.total_amount) as "total_amount!", b.currency"#,
+            "where b.tenant_id = $1
                and ((b.session_at >= $2 and b.session_at < $3) or b.booking_ref = any($4))
-             order by b.session_at, b.booking_ref"
-        )))
-        .bind(tenant_id)
-        .bind(from)
-        .bind(to)
-        .bind(refs)
+             order by b.session_at, b.booking_ref",
+            tenant_id,
+            from,
+            to,
+            refs
+        )
         .fetch_all(&self.pool)
         .await
     }
@@ -53,21 +53,22 @@ impl Store {
         repaired: usize,
     ) -> Result<(), sqlx::Error> {
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-        sqlx::query(
-            "insert into reconciliations (tenant_id, period, simplybook_bookings, ledger_bookings,
-                 matched, gaps, missing_in_ledger, repaired, error, simplybook_calls)
+        sqlx::query!(
+            "insert into ledger.reconciliations (tenant_id, period, simplybook_bookings,
+                 ledger_bookings, matched, gaps, missing_in_ledger, repaired, error,
+                 simplybook_calls)
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            r.tenant_id,
+            r.period,
+            count(r.simplybook_bookings as usize),
+            count(r.ledger_bookings as usize),
+            count(r.matched as usize),
+            count(r.gaps.len()),
+            count(missing_in_ledger),
+            count(repaired),
+            (!r.error.is_empty()).then_some(r.error.as_str()),
+            count(r.simplybook_calls as usize)
         )
-        .bind(&r.tenant_id)
-        .bind(&r.period)
-        .bind(count(r.simplybook_bookings as usize))
-        .bind(count(r.ledger_bookings as usize))
-        .bind(count(r.matched as usize))
-        .bind(count(r.gaps.len()))
-        .bind(count(missing_in_ledger))
-        .bind(count(repaired))
-        .bind((!r.error.is_empty()).then_some(r.error.as_str()))
-        .bind(count(r.simplybook_calls as usize))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -76,27 +77,36 @@ impl Store {
     /// Per tenant: gaps and bookings missing from the ledger in the latest run of each month,
     /// over runs of the last three days (older findings are stale, not current).
     pub async fn reconciliation_gaps(&self) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
-        sqlx::query_as(
-            "select tenant_id, sum(gaps)::bigint, sum(missing_in_ledger)::bigint
-             from (select distinct on (tenant_id, period) tenant_id, gaps, missing_in_ledger
-                   from reconciliations
-                   where ran_at > now() - interval '3 days' and error is null
-                   order by tenant_id, period, ran_at desc) latest
-             group by tenant_id",
+        let rows = sqlx::query!(
+            r#"select tenant_id, sum(gaps)::bigint as "gaps!",
+                      sum(missing_in_ledger)::bigint as "missing_in_ledger!"
+               from (select distinct on (tenant_id, period) tenant_id, gaps, missing_in_ledger
+                     from ledger.reconciliations
+                     where ran_at > now() - interval '3 days' and error is null
+                     order by tenant_id, period, ran_at desc) latest
+               group by tenant_id"#
         )
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.tenant_id, row.gaps, row.missing_in_ledger))
+            .collect())
     }
 
     /// When each tenant's last successful reconciliation ran.
     pub async fn reconciliation_successes(
         &self,
     ) -> Result<Vec<(String, DateTime<Utc>)>, sqlx::Error> {
-        sqlx::query_as(
-            "select tenant_id, max(ran_at) from reconciliations where error is null
-             group by tenant_id",
+        let rows = sqlx::query!(
+            r#"select tenant_id, max(ran_at) as "ran_at!" from ledger.reconciliations
+               where error is null group by tenant_id"#
         )
         .fetch_all(&self.pool)
-        .await
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.tenant_id, row.ran_at))
+            .collect())
     }
 }
