@@ -26,9 +26,10 @@ use rust_decimal::Decimal;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::profile::{Mode, Profile};
+use crate::profile::Profile;
 use crate::store::{
-    CloseOutcome, InvoiceRow, InvoiceStatus, LINE_BOOKING, LineRow, Mark, NewInvoice, Store,
+    CloseOutcome, InvoiceRow, InvoiceStatus, InvoicingMode, LINE_BOOKING, LineRow, Mark,
+    NewInvoice, Store,
 };
 use crate::stripe::{PushError, StripeBilling};
 use plan::{plan_lines, tax_on};
@@ -187,12 +188,12 @@ impl MonthlyClose {
             tx.rollback().await?;
             return Ok(Closed::WouldIssue(Box::new(invoice)));
         }
-        if profile.mode == Mode::Stripe && self.stripe.is_none() {
+        if profile.mode == InvoicingMode::Stripe && self.stripe.is_none() {
             return Err(CloseError::StripeNotConfigured);
         }
         let mut row = self.store.insert_draft(&mut tx, &invoice).await?;
         self.store.clear_marks(&mut tx, tenant, &settled).await?;
-        if profile.mode == Mode::Manual {
+        if profile.mode == InvoicingMode::Manual {
             row = self
                 .store
                 .transition(
@@ -353,10 +354,12 @@ impl MonthlyClose {
             tax_id: profile.tax_id.clone(),
             time_zone: profile.time_zone.to_string(),
             currency,
-            invoicing_mode: profile.mode.as_str().to_string(),
+            invoicing_mode: profile.mode,
             payment_instructions: match profile.mode {
-                Mode::Manual => self.bank_instructions.clone(),
-                Mode::Stripe => "Pay online through the Stripe link sent with this invoice.".into(),
+                InvoicingMode::Manual => self.bank_instructions.clone(),
+                InvoicingMode::Stripe => {
+                    "Pay online through the Stripe link sent with this invoice.".into()
+                }
             },
             period_start: start,
             period_end: end,

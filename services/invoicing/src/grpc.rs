@@ -445,7 +445,7 @@ pub fn to_proto(row: &InvoiceRow) -> Invoice {
         balance: Some(row.money(row.total - row.amount_paid)),
         address: row.address.clone(),
         tax_id: row.tax_id.clone(),
-        invoicing_mode: row.invoicing_mode.clone(),
+        invoicing_mode: row.invoicing_mode.as_str().to_string(),
         payment_instructions: row.payment_instructions.clone(),
         stripe_invoice_id: row.stripe_invoice_id.clone().unwrap_or_default(),
         stripe_number: row.stripe_number.clone().unwrap_or_default(),
@@ -482,7 +482,7 @@ fn draft_to_proto(draft: &NewInvoice) -> Invoice {
         balance: Some(m(draft.total)),
         address: draft.address.clone(),
         tax_id: draft.tax_id.clone(),
-        invoicing_mode: draft.invoicing_mode.clone(),
+        invoicing_mode: draft.invoicing_mode.as_str().to_string(),
         lines: draft.lines.iter().map(|l| line_to_proto(&m, l)).collect(),
         ..Default::default()
     }
@@ -515,7 +515,7 @@ fn history_to_proto(h: &HistoryRow) -> StatusChange {
 fn payment_to_proto(invoice: &InvoiceRow, p: &PaymentRow) -> Payment {
     Payment {
         id: p.id.to_string(),
-        method: p.method.clone(),
+        method: p.method.as_str().to_string(),
         amount: Some(invoice.money(p.amount)),
         received_on: p.received_on.to_string(),
         reference: p.reference.clone(),

@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::store::{InvoiceRow, InvoiceStatus, Store};
+use crate::store::{InvoiceRow, InvoiceStatus, PaymentMethod, Store};
 use crate::stripe::{PushError, StripeBilling};
 
 pub use stripe_events::StripeInvoiceEvent;
@@ -163,7 +163,7 @@ impl Lifecycle {
             .add_payment(
                 &mut tx,
                 &invoice,
-                "bank_transfer",
+                PaymentMethod::BankTransfer,
                 amount,
                 received_on,
                 reference,
@@ -199,8 +199,11 @@ impl Lifecycle {
             .await?;
         tx.commit().await?;
         self.relay.notify_one();
-        metrics::counter!("invoicing_payments_recorded_total", "method" => "bank_transfer")
-            .increment(1);
+        metrics::counter!(
+            "invoicing_payments_recorded_total",
+            "method" => PaymentMethod::BankTransfer.as_str()
+        )
+        .increment(1);
         let overpaid = updated.amount_paid > updated.total;
         if overpaid {
             metrics::counter!("invoicing_overpayments_total").increment(1);

@@ -2,8 +2,6 @@
 //! and whether by bank transfer or through Stripe. Owned by invoicing and managed over gRPC; a
 //! tenants file can seed profiles that do not exist yet.
 
-use std::str::FromStr;
-
 use billing_domain::tenant::check_invoice_prefix;
 use billing_domain::{Currency, TenantId, Tenants};
 use billing_proto::convert::timestamp;
@@ -13,36 +11,7 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Bank transfer to the operator, recorded by hand.
-    Manual,
-    /// A Stripe invoice, paid through Stripe.
-    Stripe,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Manual => "manual",
-            Mode::Stripe => "stripe",
-        }
-    }
-}
-
-impl FromStr for Mode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "manual" | "" => Ok(Mode::Manual),
-            "stripe" => Ok(Mode::Stripe),
-            other => Err(format!(
-                "invoicing_mode must be manual or stripe, not {other:?}"
-            )),
-        }
-    }
-}
+use crate::store::InvoicingMode;
 
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -56,7 +25,7 @@ pub struct Profile {
     pub payment_terms_days: u32,
     /// Fraction of the fees, e.g. 0.10.
     pub tax_rate: Decimal,
-    pub mode: Mode,
+    pub mode: InvoicingMode,
     pub stripe_customer_id: Option<String>,
     pub invoice_prefix: String,
     pub updated_at: DateTime<Utc>,
@@ -119,7 +88,11 @@ impl Profile {
             currency,
             payment_terms_days: p.payment_terms_days,
             tax_rate,
-            mode: p.invoicing_mode.parse()?,
+            // Unset in a gRPC profile: manual.
+            mode: match p.invoicing_mode.as_str() {
+                "" => InvoicingMode::Manual,
+                mode => mode.parse()?,
+            },
             stripe_customer_id: Some(p.stripe_customer_id.trim().to_string())
                 .filter(|id| !id.is_empty()),
             invoice_prefix,
@@ -156,7 +129,7 @@ struct ProfileRow {
     currency: String,
     payment_terms_days: i32,
     tax_rate: Decimal,
-    invoicing_mode: String,
+    invoicing_mode: InvoicingMode,
     stripe_customer_id: Option<String>,
     invoice_prefix: String,
     updated_at: DateTime<Utc>,
@@ -178,7 +151,7 @@ impl TryFrom<ProfileRow> for Profile {
                 .map_err(|_| bad(format!("stored currency {:?}", r.currency)))?,
             payment_terms_days: u32::try_from(r.payment_terms_days)
                 .map_err(|_| bad("negative payment terms".into()))?,
-            mode: r.invoicing_mode.parse().map_err(bad)?,
+            mode: r.invoicing_mode,
             tenant_id: r.tenant_id,
             legal_name: r.legal_name,
             billing_email: r.billing_email,
@@ -200,8 +173,9 @@ macro_rules! query_profile {
             ProfileRow,
             $before
                 + " tenant_id, legal_name, billing_email, address, tax_id, time_zone, currency,
-                    payment_terms_days, tax_rate, invoicing_mode, stripe_customer_id,
-                    invoice_prefix, updated_at "
+                    payment_terms_days, tax_rate,
+                    invoicing_mode as \"invoicing_mode: crate::store::InvoicingMode\",
+                    stripe_customer_id, invoice_prefix, updated_at "
                 + $after
             $(, $arg)*
         )
@@ -266,7 +240,7 @@ impl Profiles {
             p.currency.code(),
             i32::try_from(p.payment_terms_days).unwrap_or(365),
             p.tax_rate,
-            p.mode.as_str(),
+            p.mode as InvoicingMode,
             p.stripe_customer_id,
             p.invoice_prefix
         )
@@ -349,7 +323,7 @@ mod tests {
         let p = Profile::from_proto(valid()).expect("valid");
         assert_eq!(p.time_zone, chrono_tz::Australia::Sydney);
         assert_eq!(p.tax_rate, Decimal::ZERO);
-        assert_eq!(p.mode, Mode::Manual);
+        assert_eq!(p.mode, InvoicingMode::Manual);
         assert_eq!(p.invoice_prefix, "CLAIRE");
         assert_eq!(p.stripe_customer_id, None);
     }

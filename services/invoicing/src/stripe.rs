@@ -41,7 +41,9 @@ use stripe_billing::invoice_item::CreateInvoiceItem;
 use stripe_billing::{Invoice, InvoiceCollectionMethod, InvoiceStatus as StripeInvoiceStatus};
 
 use crate::profile::{Profile, Profiles};
-use crate::store::{InvoiceRow, InvoiceStatus, LINE_ADJUSTMENT, LINE_BOOKING, Store};
+use crate::store::{
+    InvoiceRow, InvoiceStatus, InvoicingMode, LINE_ADJUSTMENT, LINE_BOOKING, Store,
+};
 
 pub use errors::PushError;
 use errors::{maybe_executed, worth_retrying};
@@ -254,7 +256,7 @@ impl StripeBilling {
         let stripe_id = match &invoice.stripe_invoice_id {
             Some(id) => Some(id.clone()),
             // A push whose answer was lost may have left a Stripe invoice we never saved.
-            None if invoice.invoicing_mode == "stripe" => {
+            None if invoice.invoicing_mode == InvoicingMode::Stripe => {
                 match self
                     .profiles
                     .get(&invoice.tenant_id)

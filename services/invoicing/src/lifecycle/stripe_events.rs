@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::Lifecycle;
-use crate::store::{InvoiceRow, InvoiceStatus};
+use crate::store::{InvoiceRow, InvoiceStatus, InvoicingMode, PaymentMethod, StripeOutcome};
 use crate::stripe::{from_minor_units, minor_units};
 
 /// The Stripe events invoicing acts on; others are recorded as ignored.
@@ -68,34 +68,6 @@ impl StripeInvoiceEvent {
             &self.event_type
         } else {
             "other"
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StripeOutcome {
-    Applied,
-    /// Already seen (same event id).
-    Duplicate,
-    /// Arrived after a later state was reached; nothing to do.
-    Stale,
-    /// Names no invoice of ours and is about no Stripe invoice we made.
-    Unmatched,
-    /// Names one of our invoices but is not bound to it: nothing changed, an alert was raised.
-    Refused,
-    /// An event type invoicing does not act on.
-    Ignored,
-}
-
-impl StripeOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StripeOutcome::Applied => "applied",
-            StripeOutcome::Duplicate => "duplicate",
-            StripeOutcome::Stale => "stale",
-            StripeOutcome::Unmatched => "unmatched",
-            StripeOutcome::Refused => "refused",
-            StripeOutcome::Ignored => "ignored",
         }
     }
 }
@@ -171,7 +143,7 @@ impl Lifecycle {
             ),
             (true, Ok(_), Some(invoice)) => {
                 let mode = self.store.tenant_mode(&mut tx, &invoice.tenant_id).await?;
-                match refusal(event, &invoice, mode.as_deref()) {
+                match refusal(event, &invoice, mode) {
                     Some(reason) => {
                         self.refuse(&mut tx, event, Some(&invoice), reason, now)
                             .await?
@@ -187,7 +159,7 @@ impl Lifecycle {
                 &mut tx,
                 &event.event_id,
                 recorded_id,
-                decision.outcome.as_str(),
+                decision.outcome,
                 &decision.reason,
             )
             .await?;
@@ -290,7 +262,7 @@ impl Lifecycle {
                         .add_payment(
                             tx,
                             &invoice,
-                            "stripe",
+                            PaymentMethod::Stripe,
                             owed,
                             event.created.date_naive(),
                             stripe_ref,
@@ -304,8 +276,11 @@ impl Lifecycle {
                 } else {
                     (invoice, None)
                 };
-                metrics::counter!("invoicing_payments_recorded_total", "method" => "stripe")
-                    .increment(1);
+                metrics::counter!(
+                    "invoicing_payments_recorded_total",
+                    "method" => PaymentMethod::Stripe.as_str()
+                )
+                .increment(1);
                 // Stripe says it is paid (perhaps from the customer's credit balance or out of
                 // band, with less or nothing collected): it is paid.
                 let reason = format!("paid in Stripe ({} collected)", format_paid(paid, currency));
@@ -354,16 +329,16 @@ impl Lifecycle {
 fn refusal(
     event: &StripeInvoiceEvent,
     invoice: &InvoiceRow,
-    tenant_mode: Option<&str>,
+    tenant_mode: Option<InvoicingMode>,
 ) -> Option<String> {
     let number = &invoice.number;
     let tenant = &invoice.tenant_id;
     match tenant_mode {
-        Some("stripe") => {}
+        Some(InvoicingMode::Stripe) => {}
         Some(mode) => return Some(format!("tenant {tenant} is in {mode} mode, not stripe")),
         None => return Some(format!("tenant {tenant} has no billing profile")),
     }
-    if invoice.invoicing_mode != "stripe" {
+    if invoice.invoicing_mode != InvoicingMode::Stripe {
         return Some(format!(
             "invoice {number} was issued in {} mode, not through Stripe",
             invoice.invoicing_mode
@@ -465,27 +440,28 @@ mod tests {
 
     #[test]
     fn an_event_bound_to_our_invoice_is_accepted() {
-        assert_eq!(refusal(&paid(3520), &invoice(), Some("stripe")), None);
+        let stripe = Some(InvoicingMode::Stripe);
+        assert_eq!(refusal(&paid(3520), &invoice(), stripe), None);
         // Stripe's amount_paid is cumulative: less than the total is a partial payment.
-        assert_eq!(refusal(&paid(0), &invoice(), Some("stripe")), None);
+        assert_eq!(refusal(&paid(0), &invoice(), stripe), None);
         let mut voided = paid(0);
         voided.event_type = "invoice.voided".into();
         voided.amount_paid = None;
         voided.total = None;
-        assert_eq!(refusal(&voided, &invoice(), Some("stripe")), None);
+        assert_eq!(refusal(&voided, &invoice(), stripe), None);
     }
 
     #[test]
     fn an_event_not_bound_to_our_invoice_is_refused_with_its_reason() {
-        type Edit = fn(&mut StripeInvoiceEvent, &mut InvoiceRow, &mut Option<&'static str>);
+        type Edit = fn(&mut StripeInvoiceEvent, &mut InvoiceRow, &mut Option<InvoicingMode>);
         let cases: [(Edit, &str); 13] = [
             (
-                |_, _, m| *m = Some("manual"),
+                |_, _, m| *m = Some(InvoicingMode::Manual),
                 "tenant claire is in manual mode",
             ),
             (|_, _, m| *m = None, "tenant claire has no billing profile"),
             (
-                |_, i, _| i.invoicing_mode = "manual".into(),
+                |_, i, _| i.invoicing_mode = InvoicingMode::Manual,
                 "was issued in manual mode",
             ),
             (
@@ -528,7 +504,8 @@ mod tests {
             ),
         ];
         for (edit, expected) in cases {
-            let (mut event, mut invoice, mut mode) = (paid(3520), invoice(), Some("stripe"));
+            let stripe = Some(InvoicingMode::Stripe);
+            let (mut event, mut invoice, mut mode) = (paid(3520), invoice(), stripe);
             edit(&mut event, &mut invoice, &mut mode);
             let reason = refusal(&event, &invoice, mode).unwrap_or_default();
             assert!(reason.contains(expected), "{expected:?} not in {reason:?}");

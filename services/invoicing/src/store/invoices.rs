@@ -12,6 +12,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Store;
+use super::mode::InvoicingMode;
 use super::status::InvoiceStatus;
 
 /// An invoice about to be stored; the store gives it its number.
@@ -28,7 +29,7 @@ pub struct NewInvoice {
     pub tax_id: String,
     pub time_zone: String,
     pub currency: Currency,
-    pub invoicing_mode: String,
+    pub invoicing_mode: InvoicingMode,
     /// `{number}` is replaced by the invoice number.
     pub payment_instructions: String,
     pub period_start: DateTime<Utc>,
@@ -75,7 +76,7 @@ pub struct InvoiceRow {
     pub total: Decimal,
     pub amount_paid: Decimal,
     pub issued_at: Option<DateTime<Utc>>,
-    pub invoicing_mode: String,
+    pub invoicing_mode: InvoicingMode,
     pub payment_instructions: String,
     pub void_reason: Option<String>,
     pub stripe_invoice_id: Option<String>,
@@ -151,8 +152,10 @@ macro_rules! query_invoice {
                     period_start, period_end, time_zone, currency,
                     status as \"status: crate::store::InvoiceStatus\", issue_date, due_date,
                     booking_count, total_booking_value, subtotal, tax_rate, tax, total,
-                    amount_paid, issued_at, invoicing_mode, payment_instructions, void_reason,
-                    stripe_invoice_id, stripe_items_created, stripe_number, stripe_hosted_url "
+                    amount_paid, issued_at,
+                    invoicing_mode as \"invoicing_mode: crate::store::InvoicingMode\",
+                    payment_instructions, void_reason, stripe_invoice_id, stripe_items_created,
+                    stripe_number, stripe_hosted_url "
                 + $after
             $(, $arg)*
         )
@@ -371,7 +374,7 @@ impl Store {
             inv.tax_rate,
             inv.tax,
             inv.total,
-            inv.invoicing_mode,
+            inv.invoicing_mode as InvoicingMode,
             instructions
         )
         .fetch_one(&mut *tx)
@@ -499,7 +502,7 @@ pub fn example_invoice() -> InvoiceRow {
         total: Decimal::new(3520, 2),
         amount_paid: Decimal::new(1000, 2),
         issued_at: None,
-        invoicing_mode: "stripe".into(),
+        invoicing_mode: InvoicingMode::Stripe,
         payment_instructions: String::new(),
         void_reason: None,
         stripe_invoice_id: Some("in_ours".into()),

@@ -3,23 +3,28 @@
 //! event commit or roll back with it.
 //!
 //! - [`status`]: [`InvoiceStatus`], the one spelling of an invoice's statuses (Rust and SQL);
+//! - [`mode`]: [`InvoicingMode`], the one spelling of how a tenant is invoiced (its profile, and
+//!   each invoice, keep it);
 //! - [`invoices`]: numbering and storing invoices and their lines, reads, the tenant's lock, the
 //!   status history, what live invoices billed per booking, and the Stripe progress saved on an
 //!   invoice;
 //! - [`transitions`]: status changes and notes, each with a history row and an outbox event;
-//! - [`payments`]: payments recorded against an invoice (once per idempotency key);
+//! - [`payments`]: payments recorded against an invoice (once per idempotency key), each with
+//!   its [`PaymentMethod`];
 //! - [`marks`]: bookings the ledger changed, for the next close to bill the difference;
 //! - [`outcomes`]: what each monthly close did, and the periods it closed;
 //! - [`stripe_events`]: Stripe event ids claimed once, what became of each, and what deciding
-//!   one reads besides the invoice (its Stripe id, the tenant's mode now).
+//!   one reads besides the invoice (its Stripe id, the tenant's mode now); [`StripeOutcome`]
+//!   spells what became of one.
 //!
 //! Here: the [`Store`] handle and the outbox every submodule writes its events and alerts to.
-//! Within the store, `invoices` uses `status`; `transitions`, `payments`, `marks` and `outcomes`
+//! Within the store, `invoices` uses `status` and `mode`; `transitions`, `payments`, `marks` and `outcomes`
 //! use `invoices`; each adds methods to the handle, which uses none of them (it only re-exports
 //! their types).
 
 mod invoices;
 mod marks;
+mod mode;
 mod outcomes;
 mod payments;
 mod status;
@@ -37,9 +42,11 @@ pub use invoices::{
     Billed, HistoryRow, InvoiceRow, LINE_ADJUSTMENT, LINE_BOOKING, LineRow, NewInvoice,
 };
 pub use marks::{Mark, MarkUpdate};
+pub use mode::InvoicingMode;
 pub use outcomes::CloseOutcome;
-pub use payments::PaymentRow;
+pub use payments::{PaymentMethod, PaymentRow};
 pub use status::InvoiceStatus;
+pub use stripe_events::StripeOutcome;
 
 #[derive(Clone)]
 pub struct Store {

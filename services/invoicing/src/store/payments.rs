@@ -1,6 +1,9 @@
 //! Payments against an invoice: recorded once per idempotency key, added to the invoice's amount
 //! paid, and announced on `invoicing.invoice.payment_recorded`.
 
+use std::fmt;
+use std::str::FromStr;
+
 use billing_proto::convert::timestamp;
 use billing_proto::events::PaymentRecordedV1;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -12,10 +15,53 @@ use uuid::Uuid;
 use super::Store;
 use super::invoices::{InvoiceRow, query_invoice};
 
+/// How a payment was made. [`PaymentMethod::as_str`] is the only spelling (`payments.method`,
+/// checked by its constraint, the `payment_recorded` event, gRPC messages and metric labels);
+/// [`FromStr`] is its inverse. In SQL it binds and decodes as `text`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentMethod {
+    /// A bank transfer, recorded by hand or matched from a bank statement.
+    BankTransfer,
+    /// Collected by Stripe (its `invoice.paid` event).
+    Stripe,
+}
+
+impl PaymentMethod {
+    pub const ALL: [PaymentMethod; 2] = [PaymentMethod::BankTransfer, PaymentMethod::Stripe];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::BankTransfer => "bank_transfer",
+            PaymentMethod::Stripe => "stripe",
+        }
+    }
+}
+
+impl FromStr for PaymentMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PaymentMethod::ALL
+            .into_iter()
+            .find(|method| method.as_str() == s)
+            .ok_or_else(|| format!("unknown payment method {s:?}"))
+    }
+}
+
+impl fmt::Display for PaymentMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Bound and read as the `text` it is stored as: `query!(…, method as PaymentMethod)`, and
+// `method as "method: PaymentMethod"` in a query's columns.
+billing_runtime::text_enum!(PaymentMethod);
+
 #[derive(Debug, Clone)]
 pub struct PaymentRow {
     pub id: Uuid,
-    pub method: String,
+    pub method: PaymentMethod,
     pub amount: Decimal,
     pub received_on: NaiveDate,
     pub reference: String,
@@ -26,8 +72,7 @@ pub struct PaymentRow {
 #[derive(Debug, Clone)]
 pub struct NewPayment {
     pub id: Uuid,
-    /// `bank_transfer` or `stripe`.
-    pub method: String,
+    pub method: PaymentMethod,
     pub amount: Decimal,
     pub received_on: NaiveDate,
     pub reference: String,
@@ -37,8 +82,9 @@ impl Store {
     pub async fn payments(&self, id: Uuid) -> Result<Vec<PaymentRow>, sqlx::Error> {
         sqlx::query_as!(
             PaymentRow,
-            "select id, method, amount, received_on, reference, recorded_at
-             from invoicing.payments where invoice_id = $1 order by recorded_at, id",
+            r#"select id, method as "method: PaymentMethod", amount, received_on, reference,
+                      recorded_at
+               from invoicing.payments where invoice_id = $1 order by recorded_at, id"#,
             id
         )
         .fetch_all(&self.pool)
@@ -52,7 +98,7 @@ impl Store {
         &self,
         tx: &mut PgConnection,
         invoice: &InvoiceRow,
-        method: &str,
+        method: PaymentMethod,
         amount: Decimal,
         received_on: NaiveDate,
         reference: &str,
@@ -60,7 +106,7 @@ impl Store {
     ) -> Result<Option<(InvoiceRow, NewPayment)>, sqlx::Error> {
         let payment = NewPayment {
             id: Uuid::now_v7(),
-            method: method.to_string(),
+            method,
             amount,
             received_on,
             reference: reference.to_string(),
@@ -72,7 +118,7 @@ impl Store {
              on conflict (idempotency_key) do nothing",
             payment.id,
             invoice.id,
-            method,
+            method as PaymentMethod,
             amount,
             received_on,
             reference,
@@ -109,7 +155,7 @@ impl Store {
             invoice_id: invoice.id.to_string(),
             tenant_id: invoice.tenant_id.clone(),
             invoice_number: invoice.number.clone(),
-            method: payment.method.clone(),
+            method: payment.method.as_str().to_string(),
             amount: Some(invoice.money(payment.amount)),
             received_on: payment.received_on.to_string(),
             reference: payment.reference.clone(),
@@ -136,5 +182,23 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|row| (row.invoice_id, row.amount)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PaymentMethod;
+
+    #[test]
+    fn every_payment_method_parses_back_from_its_name_and_nothing_else_parses() {
+        for method in PaymentMethod::ALL {
+            assert_eq!(method.as_str().parse(), Ok(method));
+            assert_eq!(method.to_string(), method.as_str());
+        }
+        assert_eq!(
+            "cash".parse::<PaymentMethod>(),
+            Err("unknown payment method \"cash\"".to_string())
+        );
+        assert!("".parse::<PaymentMethod>().is_err());
     }
 }

@@ -1,11 +1,83 @@
 //! Stripe's invoice events as invoicing keeps them (`stripe_events`): each event id claimed
-//! once, then what became of it and why; and what deciding an event reads besides the invoice.
+//! once, then what became of it ([`StripeOutcome`]) and why; and what deciding an event reads
+//! besides the invoice.
+
+use std::fmt;
+use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Store;
+use super::mode::InvoicingMode;
+
+/// What became of a Stripe event. [`StripeOutcome::as_str`] is the only spelling
+/// (`stripe_events.outcome`, the `invoicing_stripe_events_total` label, logs); [`FromStr`] is
+/// its inverse. In SQL it binds and decodes as `text`. One spelling is also written into SQL:
+/// the partial index `stripe_events_refused_idx` is `where outcome = 'refused'`; a test below
+/// pins it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StripeOutcome {
+    /// Claimed, not decided yet: what claiming an event writes. Its decision replaces it in the
+    /// same transaction, so no committed row keeps it.
+    Received,
+    Applied,
+    /// Already seen (same event id): the claim found it, and nothing is written.
+    Duplicate,
+    /// Arrived after a later state was reached; nothing to do.
+    Stale,
+    /// Names no invoice of ours and is about no Stripe invoice we made.
+    Unmatched,
+    /// Names one of our invoices but is not bound to it: nothing changed, an alert was raised.
+    Refused,
+    /// An event type invoicing does not act on.
+    Ignored,
+}
+
+impl StripeOutcome {
+    pub const ALL: [StripeOutcome; 7] = [
+        StripeOutcome::Received,
+        StripeOutcome::Applied,
+        StripeOutcome::Duplicate,
+        StripeOutcome::Stale,
+        StripeOutcome::Unmatched,
+        StripeOutcome::Refused,
+        StripeOutcome::Ignored,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StripeOutcome::Received => "received",
+            StripeOutcome::Applied => "applied",
+            StripeOutcome::Duplicate => "duplicate",
+            StripeOutcome::Stale => "stale",
+            StripeOutcome::Unmatched => "unmatched",
+            StripeOutcome::Refused => "refused",
+            StripeOutcome::Ignored => "ignored",
+        }
+    }
+}
+
+impl FromStr for StripeOutcome {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StripeOutcome::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == s)
+            .ok_or_else(|| format!("unknown Stripe event outcome {s:?}"))
+    }
+}
+
+impl fmt::Display for StripeOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Bound and read as the `text` it is stored as: `query!(…, outcome as StripeOutcome)`.
+billing_runtime::text_enum!(StripeOutcome);
 
 impl Store {
     /// Claims a Stripe event id; `false` when it was already handled.
@@ -18,10 +90,11 @@ impl Store {
     ) -> Result<bool, sqlx::Error> {
         let inserted = sqlx::query!(
             "insert into invoicing.stripe_events (event_id, event_type, created, outcome)
-             values ($1, $2, $3, 'received') on conflict do nothing",
+             values ($1, $2, $3, $4) on conflict do nothing",
             event_id,
             event_type,
-            created
+            created,
+            StripeOutcome::Received as StripeOutcome
         )
         .execute(tx)
         .await?;
@@ -35,7 +108,7 @@ impl Store {
         tx: &mut PgConnection,
         event_id: &str,
         invoice_id: Option<Uuid>,
-        outcome: &str,
+        outcome: StripeOutcome,
         reason: &str,
     ) -> Result<(), sqlx::Error> {
         sqlx::query!(
@@ -43,7 +116,7 @@ impl Store {
              where event_id = $1",
             event_id,
             invoice_id,
-            outcome,
+            outcome as StripeOutcome,
             reason
         )
         .execute(tx)
@@ -61,17 +134,42 @@ impl Store {
         .await
     }
 
-    /// The tenant's invoicing mode now (`manual` or `stripe`); `None` without a profile.
+    /// The tenant's invoicing mode now; `None` without a profile.
     pub async fn tenant_mode(
         &self,
         conn: &mut PgConnection,
         tenant_id: &str,
-    ) -> Result<Option<String>, sqlx::Error> {
+    ) -> Result<Option<InvoicingMode>, sqlx::Error> {
         sqlx::query_scalar!(
-            "select invoicing_mode from invoicing.tenant_profiles where tenant_id = $1",
+            r#"select invoicing_mode as "invoicing_mode: InvoicingMode"
+               from invoicing.tenant_profiles where tenant_id = $1"#,
             tenant_id
         )
         .fetch_optional(conn)
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StripeOutcome;
+
+    #[test]
+    fn every_stripe_outcome_parses_back_from_its_name_and_nothing_else_parses() {
+        for outcome in StripeOutcome::ALL {
+            assert_eq!(outcome.as_str().parse(), Ok(outcome));
+            assert_eq!(outcome.to_string(), outcome.as_str());
+        }
+        assert_eq!(
+            "Applied".parse::<StripeOutcome>(),
+            Err("unknown Stripe event outcome \"Applied\"".to_string())
+        );
+        assert!("".parse::<StripeOutcome>().is_err());
+    }
+
+    #[test]
+    fn refused_is_spelled_as_the_refusals_index_writes_it() {
+        // `stripe_events_refused_idx ... where outcome = 'refused'` (migration 0004).
+        assert_eq!(StripeOutcome::Refused.as_str(), "refused");
     }
 }
