@@ -1,7 +1,8 @@
 //! billingctl as an operator runs it (a separate process over gRPC): tenants' billing profiles,
-//! the month-end close, exports, payments from a bank statement, and reconciliation with
-//! SimplyBook.
+//! the month-end close, exports, payments from a bank statement, reconciliation with
+//! SimplyBook, and a reader that stops reading (`| head`).
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use billing_testkit::Details;
@@ -9,7 +10,7 @@ use mail_parser::MessageParser;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::harness::{CLAIRE_CALLBACK_TOKEN, OPERATOR_EMAIL, System, eventually};
+use crate::harness::{ADMIN_TOKEN, CLAIRE_CALLBACK_TOKEN, OPERATOR_EMAIL, System, eventually};
 use crate::invoicing::{Publisher, ledger_has};
 
 fn json(out: &std::process::Output) -> anyhow::Result<serde_json::Value> {
@@ -554,5 +555,47 @@ async fn reconciliation(system: &System) -> anyhow::Result<()> {
         "{outcomes:?}"
     );
     assert!(outcomes.contains(&"status_changed"), "{outcomes:?}");
+    Ok(())
+}
+/// billingctl with its stdout a pipe nobody reads any more (`billingctl … | head -1`, the rest
+/// of the output), and its stderr captured.
+async fn with_stdout_closed(
+    system: &System,
+    args: &[&str],
+) -> anyhow::Result<std::process::Output> {
+    let mut child = system
+        .billingctl_command(ADMIN_TOKEN, args)?
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The pipe's only reader closes it before billingctl has written a byte (it calls a service
+    // first), so its first write fails with EPIPE, however short the output.
+    drop(child.stdout.take());
+    Ok(child.wait_with_output().await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_that_stops_reading_ends_billingctl_quietly_with_status_0() -> anyhow::Result<()> {
+    let system = System::builder().invoicing().start().await?;
+    let result = closed_stdout(&system).await;
+    system.finish(result).await
+}
+
+async fn closed_stdout(system: &System) -> anyhow::Result<()> {
+    for args in [
+        // Printed line by line: a table, JSON.
+        &["tenants", "list"][..],
+        &["tenants", "list", "--json"],
+        // Streamed through a buffered writer: an export.
+        &[
+            "export", "invoices", "--tenant", "claire", "--period", "2026-10", "--format", "json",
+        ],
+    ] {
+        let out = with_stdout_closed(system, args).await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Not 101 with "failed printing to stdout" (a panic), nor 1 with "Broken pipe".
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}: nothing on stderr");
+    }
     Ok(())
 }

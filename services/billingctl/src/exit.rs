@@ -1,5 +1,7 @@
-//! How a run ends: its exit status, in one table ([`status`]), and the error on stderr.
+//! How a run ends: its exit status, in one table ([`status`]), and the error on stderr; or
+//! early, when standard output fails ([`stdout_failed`]).
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use billing_runtime::error::ErrorCode;
@@ -54,7 +56,7 @@ const EXIT_ATTENTION: u8 = billing_runtime::error::EXIT_ATTENTION;
 ///
 /// | status | meaning | from |
 /// |-------:|---------|------|
-/// | 0  | done | [`Outcome::Done`] (also `--help` and `--version`) |
+/// | 0  | done | [`Outcome::Done`] (also `--help` and `--version`); the reader closed standard output early ([`stdout_failed`]) |
 /// | 1  | failed | [`Outcome::Failed`]; an error not listed below (an invalid address); gRPC `NotFound`, `AlreadyExists`, `FailedPrecondition`, `Internal` and codes not listed |
 /// | 3  | something needs a person | [`Outcome::NeedsAttention`]: reconciliation gaps, unmatched transfers, a broken hash chain, a failed SimplyBook check; gRPC `DataLoss` (a chain holding a value the ledger never writes) |
 /// | 64 | bad argument (`EX_USAGE`) | clap refused the command line (`parse_or_exit` exits before this); gRPC `InvalidArgument` |
@@ -109,6 +111,32 @@ pub fn finish(result: anyhow::Result<Outcome>, urls: &str) -> ExitCode {
         }
     }
     ExitCode::from(code)
+}
+
+/// Ends the run at once because writing to standard output failed: `billingctl` has no other
+/// use for its output, and a `println!` would panic (exit status 101, a panic message).
+///
+/// A reader that went away (a closed pipe, `EPIPE`: `billingctl … | head -1`, a pager quit before
+/// the end) ends it quietly with status 0, as ripgrep does, rather than by the SIGPIPE
+/// convention (killed by the signal, 141 in a shell) as git does. Why 0: the reader stopping is
+/// its choice, not a failure of the command, and with `set -o pipefail` a 141 would fail a script
+/// that only wanted the first lines. By the time anything is printed every command has made its
+/// calls (an export stops fetching pages here), so only unread output is lost; the status a
+/// command would have ended with (1 or 3) is lost too, so judge a run by its status with the
+/// whole output read or redirected to a file. (Dying by the real signal is not available either:
+/// Rust ignores SIGPIPE, and restoring it takes `unsafe` code, which this workspace forbids.)
+///
+/// Any other failure (a full disk behind `> file`) is one line on stderr and status 1.
+pub fn stdout_failed(err: &std::io::Error) -> ! {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    // Ignored if stderr is gone as well: there is nowhere left to say it.
+    let _ = writeln!(
+        std::io::stderr(),
+        "billingctl: writing to standard output: {err}"
+    );
+    std::process::exit(1);
 }
 
 /// The error chain in words, a gRPC status shown by its message (not its debug dump).

@@ -5,9 +5,11 @@
 //! - `main.rs`: the command line, and the dispatch of a command to its noun's module.
 //! - [`clients`]: the services' addresses and the token (global flags), a gRPC client for each,
 //!   and the calls several commands make.
-//! - [`output`]: JSON (pretty, or one object a line), fixed-width tables, money and time formats.
+//! - [`output`]: JSON (pretty, or one compact object a line), fixed-width tables, money and time
+//!   formats, and every write to stdout.
 //! - [`exit`]: a command's [`Outcome`], and the one table from outcomes and errors (gRPC codes,
-//!   bad input) to exit statuses, with the error and a hint on stderr.
+//!   bad input) to exit statuses, with the error and a hint on stderr; the end of a run whose
+//!   stdout failed (its reader gone: `| head`).
 //! - [`progress`]: a progress line on stderr for long runs, when stderr is a terminal.
 //! - [`cmd`]: one module a noun, with its subcommands and its `run`:
 //!   - [`cmd::bookings`]: booking records, one booking's history, the hash-chain check;
@@ -20,9 +22,9 @@
 //!   - [`cmd::simplybook`]: the go-live check of a tenant's SimplyBook account.
 //!
 //! Dependencies point one way: `main` → `cmd::*` → `clients`, `output`, `exit`, `progress`. The
-//! command modules never use each other, and the four below them use nothing of this crate.
+//! command modules never use each other, and of the four below them only `output` uses another
+//! (`exit`, to end the run when stdout fails).
 #![forbid(unsafe_code)]
-#![allow(clippy::print_stdout)]
 
 mod clients;
 mod cmd;

@@ -1,20 +1,85 @@
 //! What billingctl prints on stdout: JSON (pretty, or one compact object a line), fixed-width
-//! tables, and the money and time formats they share.
+//! tables, and the money and time formats they share. Everything on stdout goes through
+//! [`out!`] and [`outln!`] (`print!` and `println!`, which clippy refuses here) or [`stdout`], so
+//! that a reader closing the pipe early ends the run quietly ([`exit::stdout_failed`]).
 
 use std::fmt::{Display, Write as _};
+use std::io::Write as _;
 
 use billing_proto::convert::datetime;
 use billing_proto::invoicing::Invoice;
 
+use crate::exit;
+
+/// `print!` for billingctl's output: a failed write ends the run as [`exit::stdout_failed`] says
+/// (quietly, status 0, when the reader has gone) where `print!` would panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*), false)
+    };
+}
+
+/// `println!` for billingctl's output, as [`out!`].
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*), true)
+    };
+}
+
+pub(crate) use {out, outln};
+
+/// What [`out!`] and [`outln!`] do: `args` (and a newline) on stdout, or the end of the run.
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_fmt(args).and_then(|()| {
+        if newline {
+            stdout.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(err) = written {
+        exit::stdout_failed(&err);
+    }
+}
+
+/// Standard output as a writer, for what is streamed as it comes (exports).
+pub struct Stdout(std::io::StdoutLock<'static>);
+
+/// Standard output as a writer: a reader that went away ends the run as
+/// [`exit::stdout_failed`] says; any other error is returned to the command, as before.
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout().lock())
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).inspect_err(end_if_gone)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().inspect_err(end_if_gone)
+    }
+}
+
+fn end_if_gone(err: &std::io::Error) {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        exit::stdout_failed(err);
+    }
+}
+
 /// Pretty JSON on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
 /// Compact JSON on one line of stdout (a command's single result, or one of a stream of them).
 pub fn print_json_line(value: &serde_json::Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 /// `items` as one pretty JSON array when `json`, else as `table` prints them.
@@ -92,12 +157,12 @@ impl<const N: usize> Table<N> {
     /// Prints the titles.
     pub fn header(&self) {
         let titles = self.columns.each_ref().map(|c| &c.title as &dyn Display);
-        println!("{}", self.line(titles));
+        outln!("{}", self.line(titles));
     }
 
     /// Prints one row.
     pub fn row(&self, cells: [&dyn Display; N]) {
-        println!("{}", self.line(cells));
+        outln!("{}", self.line(cells));
     }
 
     fn line(&self, cells: [&dyn Display; N]) -> String {

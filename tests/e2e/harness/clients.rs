@@ -69,6 +69,21 @@ impl System {
         token: &str,
         args: &[&str],
     ) -> anyhow::Result<std::process::Output> {
+        let mut command = self.billingctl_command(token, args)?;
+        let bin = std::path::PathBuf::from(command.as_std().get_program());
+        command
+            .output()
+            .await
+            .with_context(|| format!("running {}", bin.display()))
+    }
+
+    /// billingctl with `token` and `args`, set up to run against this system, for a test that
+    /// runs it its own way (its stdout closed, say).
+    pub fn billingctl_command(
+        &self,
+        token: &str,
+        args: &[&str],
+    ) -> anyhow::Result<tokio::process::Command> {
         // Tests run from target/<profile>/deps; the workspace's binaries are one level up.
         let exe = std::env::current_exe()?;
         let bin = exe
@@ -99,10 +114,8 @@ impl System {
                 "BILLINGCTL_NOTIFIER_URL",
                 format!("http://{}", self.notifier),
             )
-            .env("BILLINGCTL_TOKEN", token)
-            .output()
-            .await
-            .with_context(|| format!("running {}", bin.display()))
+            .env("BILLINGCTL_TOKEN", token);
+        Ok(command)
     }
 
     /// Posts a SimplyBook native callback to Claire's callback URL with `token`.

@@ -7,7 +7,7 @@ use billing_proto::ledger::{
 
 use crate::clients::Conn;
 use crate::exit::Outcome;
-use crate::output::{self, Table, amount, json_time, left, right, utc_minute};
+use crate::output::{self, Table, amount, json_time, left, outln, right, utc_minute};
 
 #[derive(clap::Subcommand)]
 pub enum BookingsCmd {
@@ -102,16 +102,18 @@ pub async fn run(conn: &Conn, json: bool, cmd: BookingsCmd) -> anyhow::Result<Ou
                 }))?;
                 return Ok(Outcome::Done);
             }
-            println!(
+            outln!(
                 "Booking {} of {}  ({})",
-                b.booking_ref, b.tenant_id, b.status
+                b.booking_ref,
+                b.tenant_id,
+                b.status
             );
-            println!(
+            outln!(
                 "Session   {} UTC, {}",
                 utc_minute(b.session_at.as_ref()),
                 b.service_name
             );
-            println!(
+            outln!(
                 "Amounts   total {}, deposit {}, cash {}, platform fee {} (revision {})",
                 amount(b.total.as_ref()),
                 amount(b.deposit.as_ref()),
@@ -119,18 +121,19 @@ pub async fn run(conn: &Conn, json: bool, cmd: BookingsCmd) -> anyhow::Result<Ou
                 amount(b.platform_fee.as_ref()),
                 b.revision
             );
-            println!(
+            outln!(
                 "Rates     deposit {}, fee {}",
-                b.deposit_rate, b.platform_fee_rate
+                b.deposit_rate,
+                b.platform_fee_rate
             );
-            println!(
+            outln!(
                 "Recorded  {} UTC, hash {}",
                 utc_minute(b.recorded_at.as_ref()),
                 b.record_hash
             );
-            println!("History");
+            outln!("History");
             for h in &reply.history {
-                println!(
+                outln!(
                     "  {}  {:<10} session {}  {}",
                     utc_minute(h.changed_at.as_ref()),
                     h.status,
@@ -139,7 +142,7 @@ pub async fn run(conn: &Conn, json: bool, cmd: BookingsCmd) -> anyhow::Result<Ou
                 );
             }
             for r in &reply.revisions {
-                println!(
+                outln!(
                     "  revision {}: total {} ({}), fee {} ({})  {}",
                     r.revision,
                     amount(r.total_after.as_ref()),
@@ -169,16 +172,22 @@ pub async fn run(conn: &Conn, json: bool, cmd: BookingsCmd) -> anyhow::Result<Ou
                     })),
                 }));
             } else if let Some(v) = v {
-                println!(
+                outln!(
                     "{}: chain BROKEN at record {} ({} {}): {}",
-                    report.tenant_id, v.chain_seq, v.record_kind, v.booking_ref, v.reason
+                    report.tenant_id,
+                    v.chain_seq,
+                    v.record_kind,
+                    v.booking_ref,
+                    v.reason
                 );
-                println!("  expected hash {}", v.expected_hash);
-                println!("  stored hash   {}", v.stored_hash);
+                outln!("  expected hash {}", v.expected_hash);
+                outln!("  stored hash   {}", v.stored_hash);
             } else {
-                println!(
+                outln!(
                     "{}: intact, {} records, head {}",
-                    report.tenant_id, report.records_checked, report.head_hash
+                    report.tenant_id,
+                    report.records_checked,
+                    report.head_hash
                 );
             }
             Ok(Outcome::attention_unless(report.intact))

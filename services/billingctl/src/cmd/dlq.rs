@@ -5,7 +5,7 @@ use billing_proto::ledger::{DeadLetter, ListDeadLettersRequest, ReplayDeadLetter
 
 use crate::clients::Conn;
 use crate::exit::Outcome;
-use crate::output::{self, Table, json_time, last, left, right, utc_minute};
+use crate::output::{self, Table, json_time, last, left, outln, right, utc_minute};
 
 #[derive(clap::Subcommand)]
 pub enum DlqCmd {
@@ -79,12 +79,13 @@ pub async fn run(conn: &Conn, json: bool, cmd: DlqCmd) -> anyhow::Result<Outcome
                 output::print_json_line(&serde_json::json!({"replayed": reply.replayed,
                     "dead_letter": dead_letter_json(&letter)}));
             } else if reply.replayed {
-                println!(
+                outln!(
                     "replayed {} to {}",
-                    letter.event_id, letter.original_subject
+                    letter.event_id,
+                    letter.original_subject
                 );
             } else {
-                println!("{} was already replayed moments ago", letter.event_id);
+                outln!("{} was already replayed moments ago", letter.event_id);
             }
         }
     }

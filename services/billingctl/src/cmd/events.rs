@@ -4,7 +4,7 @@ use billing_proto::ledger::{AuditEvent, ListAuditEventsRequest};
 
 use crate::clients::Conn;
 use crate::exit::{InputError, Outcome};
-use crate::output::{self, Table, json_time, last, left, right, utc_minute};
+use crate::output::{self, Table, json_time, last, left, outln, right, utc_minute};
 
 #[derive(clap::Subcommand)]
 pub enum EventsCmd {
@@ -84,7 +84,7 @@ pub async fn run(conn: &Conn, json: bool, cmd: EventsCmd) -> anyhow::Result<Outc
         if events.len() == limit as usize
             && let Some(oldest) = events.last()
         {
-            println!("(more: --before {})", oldest.id);
+            outln!("(more: --before {})", oldest.id);
         }
     })?;
     Ok(Outcome::Done)

@@ -17,7 +17,7 @@ use billing_proto::ledger::{Booking, ListBookingsRequest};
 
 use crate::clients::{self, Conn};
 use crate::exit::{InputError, Outcome};
-use crate::output::invoice_json;
+use crate::output::{self, invoice_json};
 use crate::progress::Progress;
 
 #[derive(clap::Subcommand)]
@@ -64,7 +64,7 @@ pub async fn run(conn: &Conn, what: ExportWhat) -> anyhow::Result<Outcome> {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        None => Box::new(std::io::BufWriter::new(output::stdout())),
     };
     let written = if is_bookings {
         bookings(conn, &args.tenant, &args.period, args.format, out).await

@@ -10,7 +10,7 @@ use billing_proto::notifier::{Delivery, ListDeliveriesRequest, RenderInvoicePdfR
 
 use crate::clients::Conn;
 use crate::exit::Outcome;
-use crate::output::{self, Table, amount, invoice_json, last, left, right, utc_minute};
+use crate::output::{self, Table, amount, invoice_json, last, left, out, outln, right, utc_minute};
 
 #[derive(clap::Subcommand)]
 pub enum InvoicesCmd {
@@ -146,9 +146,9 @@ pub async fn run(conn: &Conn, json: bool, cmd: InvoicesCmd) -> anyhow::Result<Ou
                         "invoice": o.invoice.as_ref().map(invoice_json), "error": o.error}));
                     continue;
                 }
-                print!("{:<12} {}  {what}", o.tenant_id, o.period);
+                out!("{:<12} {}  {what}", o.tenant_id, o.period);
                 if let Some(inv) = &o.invoice {
-                    print!(
+                    out!(
                         "  {}  total {}  ({} bookings)  id {}",
                         inv.number,
                         amount(inv.total.as_ref()),
@@ -157,9 +157,9 @@ pub async fn run(conn: &Conn, json: bool, cmd: InvoicesCmd) -> anyhow::Result<Ou
                     );
                 }
                 if !o.error.is_empty() {
-                    print!("  {}", o.error);
+                    out!("  {}", o.error);
                 }
-                println!();
+                outln!();
             }
             Ok(Outcome::failed_if(failed))
         }
@@ -220,7 +220,7 @@ pub async fn run(conn: &Conn, json: bool, cmd: InvoicesCmd) -> anyhow::Result<Ou
                 } else {
                     "already recorded, nothing changed"
                 };
-                println!(
+                outln!(
                     "{}: {what}; status {}, paid {}, balance {}{}",
                     inv.number,
                     inv.status,
@@ -239,7 +239,7 @@ pub async fn run(conn: &Conn, json: bool, cmd: InvoicesCmd) -> anyhow::Result<Ou
             if json {
                 output::print_json_line(&invoice_json(&inv));
             } else {
-                println!("{} voided; its period can be invoiced again", inv.number);
+                outln!("{} voided; its period can be invoiced again", inv.number);
             }
             Ok(Outcome::Done)
         }
@@ -252,9 +252,9 @@ pub async fn run(conn: &Conn, json: bool, cmd: InvoicesCmd) -> anyhow::Result<Ou
                 .into_inner()
                 .marked;
             output::print_list(json, &marked, invoice_json, |marked| {
-                println!("{} invoice(s) marked overdue", marked.len());
+                outln!("{} invoice(s) marked overdue", marked.len());
                 for i in marked {
-                    println!("{:<18} {:<12} due {}", i.number, i.tenant_id, i.due_date);
+                    outln!("{:<18} {:<12} due {}", i.number, i.tenant_id, i.due_date);
                 }
             })?;
             Ok(Outcome::Done)
@@ -285,7 +285,7 @@ pub async fn run(conn: &Conn, json: bool, cmd: InvoicesCmd) -> anyhow::Result<Ou
                 output::print_json_line(&serde_json::json!({"file": path,
                     "pages": pdf.page_count, "bytes": pdf.pdf.len()}));
             } else {
-                println!(
+                outln!(
                     "wrote {} ({} pages, {} bytes)",
                     path.display(),
                     pdf.page_count,
@@ -328,11 +328,11 @@ fn delivery_json(d: &Delivery) -> serde_json::Value {
 }
 
 fn print_invoice(i: &Invoice) {
-    println!("Invoice {}  ({})", i.number, i.status);
-    println!("Tenant  {} <{}>", i.tenant_name, i.billing_email);
-    println!("Period  {} ({})", i.period, i.time_zone);
-    println!("Issued  {}   due {}", i.issue_date, i.due_date);
-    println!();
+    outln!("Invoice {}  ({})", i.number, i.status);
+    outln!("Tenant  {} <{}>", i.tenant_name, i.billing_email);
+    outln!("Period  {} ({})", i.period, i.time_zone);
+    outln!("Issued  {}   due {}", i.issue_date, i.due_date);
+    outln!();
     LINES.header();
     for l in &i.lines {
         LINES.row([
@@ -344,16 +344,16 @@ fn print_invoice(i: &Invoice) {
             &amount(l.platform_fee.as_ref()),
         ]);
         if !l.description.is_empty() {
-            println!("    adjustment: {}", l.description);
+            outln!("    adjustment: {}", l.description);
         }
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "Bookings {}   booking value {}",
         i.booking_count,
         amount(i.total_booking_value.as_ref()),
     );
-    println!(
+    outln!(
         "Subtotal {}   tax {} ({})   TOTAL {}   paid {}   BALANCE {}",
         amount(i.subtotal.as_ref()),
         amount(i.tax.as_ref()),
@@ -362,9 +362,9 @@ fn print_invoice(i: &Invoice) {
         amount(i.amount_paid.as_ref()),
         amount(i.balance.as_ref())
     );
-    println!("{}", i.payment_instructions);
+    outln!("{}", i.payment_instructions);
     for h in &i.history {
-        println!(
+        outln!(
             "  {}  {} -> {}  {}",
             utc_minute(h.changed_at.as_ref()),
             h.from_status,

@@ -10,7 +10,7 @@ use billing_proto::ledger::{ReconcileSimplyBookRequest, TenantReconciliation};
 
 use crate::clients::Conn;
 use crate::exit::{InputError, Outcome};
-use crate::output::{self, Table, amount, last, left, right};
+use crate::output::{self, Table, amount, last, left, outln, right};
 use crate::progress::Progress;
 
 #[derive(clap::Subcommand)]
@@ -119,21 +119,23 @@ async fn simplybook(
 /// The reports as a person reads them: one line a tenant, then its gaps.
 fn print_reports(reports: &[TenantReconciliation]) {
     if reports.is_empty() {
-        println!("no tenant has SimplyBook admin credentials to reconcile with");
+        outln!("no tenant has SimplyBook admin credentials to reconcile with");
     }
     for r in reports {
         if r.outcome == "not_possible" {
-            println!("{} {}: {}", r.tenant_id, r.period, r.error);
+            outln!("{} {}: {}", r.tenant_id, r.period, r.error);
             continue;
         }
         if !r.error.is_empty() {
-            println!(
+            outln!(
                 "{} {}: SimplyBook could not be asked: {}",
-                r.tenant_id, r.period, r.error
+                r.tenant_id,
+                r.period,
+                r.error
             );
             continue;
         }
-        println!(
+        outln!(
             "{} {}: SimplyBook {} bookings ({} not billable), ledger {}, matched {}, {} gap(s); \
              {} SimplyBook calls; company time zone {}",
             r.tenant_id,
@@ -302,7 +304,7 @@ async fn bank(
             ]);
         }
         let count = |k: &str| counts.get(k).copied().unwrap_or(0);
-        println!(
+        outln!(
             "{} transfer(s): {} recorded, {} already recorded, {} would be recorded, {} unmatched; {} debit(s) skipped",
             matches.len(),
             count("recorded"),

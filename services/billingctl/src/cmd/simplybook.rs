@@ -10,7 +10,7 @@ use billing_proto::ledger::{CheckSimplyBookRequest, SimplyBookCheck};
 
 use crate::clients::Conn;
 use crate::exit::Outcome;
-use crate::output::{self, Table, last, left};
+use crate::output::{self, Table, last, left, outln};
 
 #[derive(clap::Subcommand)]
 pub enum SimplybookCmd {
@@ -69,7 +69,7 @@ pub async fn run(conn: &Conn, json: bool, cmd: SimplybookCmd) -> anyhow::Result<
             "detail": c.detail})
     };
     output::print_list(json, &checks, check_json, |checks| {
-        println!("SimplyBook account of tenant {tenant}:");
+        outln!("SimplyBook account of tenant {tenant}:");
         for c in checks {
             CHECKS.row([&c.result.to_uppercase(), &c.step, &c.method, &c.detail]);
         }
