@@ -1,6 +1,6 @@
 //! billingctl as an operator runs it (a separate process over gRPC): tenants' billing profiles,
 //! the month-end close, exports, payments from a bank statement, reconciliation with
-//! SimplyBook, and a reader that stops reading (`| head`).
+//! SimplyBook, an unknown invoice's emails, and a reader that stops reading (`| head`).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -557,6 +557,38 @@ async fn reconciliation(system: &System) -> anyhow::Result<()> {
     assert!(outcomes.contains(&"status_changed"), "{outcomes:?}");
     Ok(())
 }
+/// An invoice id no service knows.
+const UNKNOWN_INVOICE: &str = "0195f000-0000-7000-8000-00000000dead";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_invoice_s_emails_exit_with_the_not_found_status_as_its_show_does()
+-> anyhow::Result<()> {
+    let system = System::builder().invoicing().notifier().start().await?;
+    let result = unknown_invoice(&system).await;
+    system.finish(result).await
+}
+
+async fn unknown_invoice(system: &System) -> anyhow::Result<()> {
+    let shown = system
+        .billingctl(&["invoices", "show", UNKNOWN_INVOICE])
+        .await?;
+    assert_eq!(shown.status.code(), Some(1), "NotFound: {shown:?}");
+    for args in [
+        &["invoices", "emails", UNKNOWN_INVOICE][..],
+        &["invoices", "emails", UNKNOWN_INVOICE, "--json"],
+    ] {
+        let emails = system.billingctl(args).await?;
+        assert_eq!(emails.status.code(), shown.status.code(), "{emails:?}");
+        assert!(emails.stdout.is_empty(), "no (empty) list: {emails:?}");
+        let stderr = String::from_utf8_lossy(&emails.stderr);
+        assert!(
+            stderr.contains(UNKNOWN_INVOICE) && stderr.contains("(NotFound)"),
+            "{stderr}"
+        );
+    }
+    Ok(())
+}
+
 /// billingctl with its stdout a pipe nobody reads any more (`billingctl … | head -1`, the rest
 /// of the output), and its stderr captured.
 async fn with_stdout_closed(

@@ -75,6 +75,15 @@ impl NotifierService for NotifierGrpc {
             .for_invoice(id)
             .await
             .map_err(to_status)?;
+        if rows.is_empty() {
+            // No email yet, or no such invoice: only invoicing knows which. An unknown invoice is
+            // NOT_FOUND, as RenderInvoicePdf answers, not an empty list that reads as "nothing
+            // sent yet" (billingctl then exits 0 for a mistyped id).
+            self.notifier
+                .invoice(&id.to_string())
+                .await
+                .map_err(to_status)?;
+        }
         let deliveries = rows
             .into_iter()
             .map(|d| Delivery {
