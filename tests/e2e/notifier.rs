@@ -356,6 +356,13 @@ async fn emailed_once(system: &System) -> anyhow::Result<()> {
         ]
     );
     assert!(rows.iter().all(|r| r["state"] == "sent"), "{rows:?}");
+    // Times in RFC 3339, as everywhere in billingctl's JSON.
+    assert!(
+        rows.iter().all(|r| r["sent_at"]
+            .as_str()
+            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())),
+        "{rows:?}"
+    );
     Ok(())
 }
 

@@ -5,8 +5,8 @@
 //! - `main.rs`: the command line, and the dispatch of a command to its noun's module.
 //! - [`clients`]: the services' addresses and the token (global flags), a gRPC client for each,
 //!   and the calls several commands make.
-//! - [`output`]: JSON (pretty, or one compact object a line), fixed-width tables, money and time
-//!   formats, and every write to stdout.
+//! - [`output`]: JSON (pretty, or compact on one line; the one rule of its shapes is in its
+//!   docs), fixed-width tables, money and time formats, and every write to stdout.
 //! - [`exit`]: a command's [`Outcome`], and the one table from outcomes and errors (gRPC codes,
 //!   bad input) to exit statuses, with the error and a hint on stderr; the end of a run whose
 //!   stdout failed (its reader gone: `| head`).

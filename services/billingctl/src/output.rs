@@ -1,7 +1,36 @@
-//! What billingctl prints on stdout: JSON (pretty, or one compact object a line), fixed-width
+//! What billingctl prints on stdout: JSON (pretty, or compact on one line), fixed-width
 //! tables, and the money and time formats they share. Everything on stdout goes through
 //! [`out!`] and [`outln!`] (`print!` and `println!`, which clippy refuses here) or [`stdout`], so
 //! that a reader closing the pipe early ends the run quietly ([`exit::stdout_failed`]).
+//!
+//! # JSON (`--json`, and `export --format json`)
+//!
+//! One rule for every command, so a script reads each the same way:
+//! - A command that answers with a list prints a bare JSON array of objects, `[]` when there is
+//!   nothing, even when it asked for one tenant or one invoice: `bookings list`, `dlq list`,
+//!   `events list`, `invoices generate`, `invoices list`, `invoices sweep-overdue`,
+//!   `invoices emails`, `tenants list`, `reconcile simplybook`, `reconcile bank`,
+//!   `simplybook check`, and `export … --format json` (written element by element as pages
+//!   arrive).
+//! - A command about one thing prints one object: `bookings show` (`{"booking", "history",
+//!   "revisions"}`), `bookings verify`, `invoices show`, `invoices pay` (`{"recorded",
+//!   "overpaid", "invoice"}`), `invoices void`, `invoices pdf`, `tenants show`, `tenants set`,
+//!   `dlq replay` (`{"replayed", "dead_letter"}`). `show` prints it pretty; the others, which
+//!   act, on one compact line.
+//! - Field names are `snake_case`. The tenant's id is `tenant`; a record's own id is `id`, any
+//!   other id `<thing>_id` (`invoice_id`, `event_id`). A thing printed in several places is built
+//!   by one function ([`invoice_json`], each command's `*_json`), so it has the same fields
+//!   wherever it appears.
+//! - Values: money as [`amount`] writes it (`"AUD 54.02"`, `""` when missing); times RFC 3339
+//!   in UTC, `null` when missing ([`json_time`]); dates `YYYY-MM-DD`; statuses, outcomes and
+//!   kinds as the lowercase `snake_case` words the services use (`partially_paid`,
+//!   `already_issued`), never the tables' words.
+//! - Two exceptions, each mirroring a file from or for outside: `export bookings --format json`
+//!   is the CSV in JSON for accountants, each row an object keyed by the CSV's fixed columns
+//!   (`tenant_id`, `session_at_local`, amounts without their currency, every value a string), so
+//!   the two formats of one export agree; and `reconcile bank` gives each transfer's `amount`,
+//!   `reference` and `received_on` as the statement had them (the amount without a currency,
+//!   which a statement need not name).
 
 use std::fmt::{Display, Write as _};
 use std::io::Write as _;
@@ -77,7 +106,7 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Compact JSON on one line of stdout (a command's single result, or one of a stream of them).
+/// Compact JSON on one line of stdout (the single result of a command that acts).
 pub fn print_json_line(value: &serde_json::Value) {
     outln!("{value}");
 }

@@ -4,13 +4,16 @@
 use anyhow::Context as _;
 use billing_proto::invoicing::{
     GenerateMonthlyInvoicesRequest, GetInvoiceRequest, Invoice, ListInvoicesRequest,
-    Outcome as CloseOutcome, RecordPaymentRequest, SweepOverdueRequest, VoidInvoiceRequest,
+    Outcome as CloseOutcome, RecordPaymentRequest, SweepOverdueRequest, TenantOutcome,
+    VoidInvoiceRequest,
 };
 use billing_proto::notifier::{Delivery, ListDeliveriesRequest, RenderInvoicePdfRequest};
 
 use crate::clients::Conn;
 use crate::exit::Outcome;
-use crate::output::{self, Table, amount, invoice_json, last, left, out, outln, right, utc_minute};
+use crate::output::{
+    self, Table, amount, invoice_json, json_time, last, left, out, outln, right, utc_minute,
+};
 
 #[derive(clap::Subcommand)]
 pub enum InvoicesCmd {
@@ -130,37 +133,32 @@ pub async fn run(conn: &Conn, json: bool, cmd: InvoicesCmd) -> anyhow::Result<Ou
                 .into_inner()
                 .outcomes;
             let failed = outcomes.iter().any(|o| o.outcome() == CloseOutcome::Failed);
-            for o in &outcomes {
-                let what = match o.outcome() {
-                    CloseOutcome::Issued => "issued",
-                    CloseOutcome::AlreadyIssued => "already issued",
-                    CloseOutcome::NoBillableBookings => "nothing billable",
-                    CloseOutcome::Failed => "FAILED",
-                    CloseOutcome::WouldIssue => "would issue",
-                    CloseOutcome::Unspecified => "unknown",
-                };
-                // One JSON object a line, each tenant's as its close is reported.
-                if json {
-                    output::print_json_line(&serde_json::json!({"tenant": o.tenant_id,
-                        "period": o.period, "outcome": what,
-                        "invoice": o.invoice.as_ref().map(invoice_json), "error": o.error}));
-                    continue;
+            output::print_list(json, &outcomes, close_json, |outcomes| {
+                for o in outcomes {
+                    let what = match o.outcome() {
+                        CloseOutcome::Issued => "issued",
+                        CloseOutcome::AlreadyIssued => "already issued",
+                        CloseOutcome::NoBillableBookings => "nothing billable",
+                        CloseOutcome::Failed => "FAILED",
+                        CloseOutcome::WouldIssue => "would issue",
+                        CloseOutcome::Unspecified => "unknown",
+                    };
+                    out!("{:<12} {}  {what}", o.tenant_id, o.period);
+                    if let Some(inv) = &o.invoice {
+                        out!(
+                            "  {}  total {}  ({} bookings)  id {}",
+                            inv.number,
+                            amount(inv.total.as_ref()),
+                            inv.booking_count,
+                            inv.id
+                        );
+                    }
+                    if !o.error.is_empty() {
+                        out!("  {}", o.error);
+                    }
+                    outln!();
                 }
-                out!("{:<12} {}  {what}", o.tenant_id, o.period);
-                if let Some(inv) = &o.invoice {
-                    out!(
-                        "  {}  total {}  ({} bookings)  id {}",
-                        inv.number,
-                        amount(inv.total.as_ref()),
-                        inv.booking_count,
-                        inv.id
-                    );
-                }
-                if !o.error.is_empty() {
-                    out!("  {}", o.error);
-                }
-                outln!();
-            }
+            })?;
             Ok(Outcome::failed_if(failed))
         }
         InvoicesCmd::List {
@@ -319,12 +317,27 @@ pub async fn run(conn: &Conn, json: bool, cmd: InvoicesCmd) -> anyhow::Result<Ou
     }
 }
 
-/// An email of an invoice. `sent_at` is in the tables' `2026-10-14 23:30` (UTC), not RFC 3339.
+/// One tenant's close: the outcome in the words invoicing records it with (`already_issued`),
+/// the invoice issued or found, or why it failed.
+fn close_json(o: &TenantOutcome) -> serde_json::Value {
+    let outcome = match o.outcome() {
+        CloseOutcome::Issued => "issued",
+        CloseOutcome::AlreadyIssued => "already_issued",
+        CloseOutcome::NoBillableBookings => "nothing_billable",
+        CloseOutcome::Failed => "failed",
+        CloseOutcome::WouldIssue => "would_issue",
+        CloseOutcome::Unspecified => "unspecified",
+    };
+    serde_json::json!({"tenant": o.tenant_id, "period": o.period, "outcome": outcome,
+        "invoice": o.invoice.as_ref().map(invoice_json), "error": o.error})
+}
+
+/// An email of an invoice.
 fn delivery_json(d: &Delivery) -> serde_json::Value {
     serde_json::json!({"kind": d.kind, "version": d.version,
         "state": d.state, "message_id": d.message_id,
         "attempts": d.attempts, "last_error": d.last_error,
-        "sent_at": utc_minute(d.sent_at.as_ref())})
+        "sent_at": json_time(d.sent_at.as_ref())})
 }
 
 fn print_invoice(i: &Invoice) {

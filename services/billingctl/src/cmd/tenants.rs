@@ -91,18 +91,27 @@ const LIST: Table<8> = Table::new([
     last("BILLING EMAIL"),
 ]);
 
-/// Every subcommand prints the profiles it listed, read or wrote, the same way.
+/// Every subcommand prints the profiles it listed, read or wrote as the same table. In JSON,
+/// `list` prints an array and `show` and `set` the one profile (the rule in [`output`]).
 pub async fn run(conn: &Conn, json: bool, cmd: TenantsCmd) -> anyhow::Result<Outcome> {
     let mut invoicing = conn.invoicing()?;
-    let profiles = match cmd {
+    match cmd {
         TenantsCmd::List => {
-            invoicing
+            let profiles = invoicing
                 .list_tenant_profiles(ListTenantProfilesRequest {})
                 .await?
                 .into_inner()
-                .profiles
+                .profiles;
+            output::print_list(json, &profiles, profile_json, print_table)?;
         }
-        TenantsCmd::Show { tenant } => vec![clients::profile(&mut invoicing, &tenant).await?],
+        TenantsCmd::Show { tenant } => {
+            let profile = clients::profile(&mut invoicing, &tenant).await?;
+            if json {
+                output::print_json(&profile_json(&profile))?;
+            } else {
+                print_table(&[profile]);
+            }
+        }
         TenantsCmd::Set { tenant, fields } => {
             let mut current = match clients::profile(&mut invoicing, &tenant).await {
                 Ok(p) => p,
@@ -113,37 +122,41 @@ pub async fn run(conn: &Conn, json: bool, cmd: TenantsCmd) -> anyhow::Result<Out
                 Err(err) => return Err(err),
             };
             fields.apply(&mut current);
-            vec![
-                invoicing
-                    .put_tenant_profile(PutTenantProfileRequest {
-                        profile: Some(current),
-                    })
-                    .await?
-                    .into_inner(),
-            ]
+            let written = invoicing
+                .put_tenant_profile(PutTenantProfileRequest {
+                    profile: Some(current),
+                })
+                .await?
+                .into_inner();
+            if json {
+                output::print_json_line(&profile_json(&written));
+            } else {
+                print_table(&[written]);
+            }
         }
-    };
-    output::print_list(json, &profiles, profile_json, |profiles| {
-        LIST.header();
-        for p in profiles {
-            LIST.row([
-                &p.tenant_id,
-                &p.legal_name,
-                &p.time_zone,
-                &p.currency,
-                &p.payment_terms_days,
-                &p.tax_rate,
-                &p.invoicing_mode,
-                &p.billing_email,
-            ]);
-        }
-    })?;
+    }
     Ok(Outcome::Done)
+}
+
+fn print_table(profiles: &[TenantProfile]) {
+    LIST.header();
+    for p in profiles {
+        LIST.row([
+            &p.tenant_id,
+            &p.legal_name,
+            &p.time_zone,
+            &p.currency,
+            &p.payment_terms_days,
+            &p.tax_rate,
+            &p.invoicing_mode,
+            &p.billing_email,
+        ]);
+    }
 }
 
 fn profile_json(p: &TenantProfile) -> serde_json::Value {
     serde_json::json!({
-        "tenant_id": p.tenant_id, "legal_name": p.legal_name, "billing_email": p.billing_email,
+        "tenant": p.tenant_id, "legal_name": p.legal_name, "billing_email": p.billing_email,
         "address": p.address, "tax_id": p.tax_id, "time_zone": p.time_zone,
         "currency": p.currency, "payment_terms_days": p.payment_terms_days,
         "tax_rate": p.tax_rate, "invoicing_mode": p.invoicing_mode,
