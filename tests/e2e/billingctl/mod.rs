@@ -1,0 +1,9 @@
+//! billingctl as an operator runs it (a separate process over gRPC): tenants' billing profiles,
+//! the month-end close, exports, payments from a bank statement, reconciliation with
+//! SimplyBook, an unknown invoice's emails, and a reader that stops reading (`| head`).
+
+mod endings;
+mod month_end;
+mod reconciliation;
+mod support;
+mod tenants;
