@@ -46,6 +46,12 @@ export INVOICING_LISTEN_ADDR=127.0.0.1:8082 NOTIFIER_LISTEN_ADDR=127.0.0.1:8083
 # The ledger's hash-chain key for this run (the database never holds it).
 head -c 48 /dev/urandom | base64 >"$DEMO_DIR/chain.key"
 export LEDGER_CHAIN_KEY_FILE="$DEMO_DIR/chain.key"
+# The keyring clients' personal details are sealed with (docs/privacy.md), made for this run.
+cat >"$DEMO_DIR/client-keyring.json" <<KEYRING
+{"identity_key": "$(head -c 32 /dev/urandom | base64)", "current": "demo-kek-1",
+ "keys": {"demo-kek-1": "$(head -c 32 /dev/urandom | base64)"}}
+KEYRING
+export LEDGER_CLIENT_KEYRING_FILE="$DEMO_DIR/client-keyring.json"
 for svc in ledger invoicing notifier; do
   SVC=$(echo "$svc" | tr a-z A-Z)
   psql "$PG_ADMIN_URL" -qc "do \$\$ begin create role ${svc}_runtime; exception when duplicate_object then null; end \$\$" \

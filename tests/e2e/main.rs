@@ -17,6 +17,7 @@ mod ledger_dead_letters;
 mod nats_auth;
 mod notifier;
 mod observability;
+mod privacy;
 mod simplybook_contract;
 mod smtp_tls;
 mod stripe_contract;

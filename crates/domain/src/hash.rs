@@ -62,6 +62,11 @@ pub struct FinancialFields<'a> {
     pub platform_fee: Decimal,
     pub deposit_rate: Decimal,
     pub fee_rate: Decimal,
+    /// The keyed digest of the booking's client identity (`billing_domain::privacy`), empty when
+    /// it named none; `None` for records written before client digests were chained, which keep
+    /// the v1 encoding. Never the client's details themselves: erasing a client destroys their
+    /// data key and leaves this, so the chain verifies after an erasure.
+    pub client_digest: Option<&'a str>,
 }
 
 /// Each field length-prefixed (`len:value;`), so field boundaries cannot shift.
@@ -80,8 +85,12 @@ impl FinancialFields<'_> {
     /// Canonical bytes: a version tag then each field length-prefixed, amounts at the currency
     /// exponent and rates normalized, so equal values always encode identically.
     pub fn canonical(&self, prev_hash: &str) -> Vec<u8> {
-        encode(&[
-            "booking-record-v1".to_string(),
+        let tag = match self.client_digest {
+            None => "booking-record-v1",
+            Some(_) => "booking-record-v2",
+        };
+        let mut fields = vec![
+            tag.to_string(),
             self.tenant_id.to_string(),
             self.booking_ref.to_string(),
             self.currency.code().to_string(),
@@ -91,8 +100,12 @@ impl FinancialFields<'_> {
             self.currency.format(self.platform_fee),
             self.deposit_rate.normalize().to_string(),
             self.fee_rate.normalize().to_string(),
-            prev_hash.to_string(),
-        ])
+        ];
+        if let Some(digest) = self.client_digest {
+            fields.push(digest.to_string());
+        }
+        fields.push(prev_hash.to_string());
+        encode(&fields)
     }
 
     /// Lowercase hex SHA-256 of the canonical encoding chained to `prev_hash`.
@@ -172,6 +185,7 @@ mod tests {
             platform_fee: d("30.00"),
             deposit_rate: d("0.20"),
             fee_rate: d("0.2"),
+            client_digest: None,
         }
     }
 
@@ -228,6 +242,33 @@ mod tests {
         assert_eq!(
             fields().chained_hash(GENESIS_HASH),
             "af913fc4f9676be80f17a6941e27aa16ea53264267db9dd4fd65211215c1df80"
+        );
+    }
+
+    #[test]
+    fn records_with_a_client_digest_use_the_pinned_v2_encoding() {
+        // Pinned like v1 (Python hashlib over the same length-prefixed fields, the digest
+        // before the previous hash). v1 records keep their hash: the digest is not part of it.
+        let digest = "ab".repeat(32);
+        let v2 = FinancialFields {
+            client_digest: Some(&digest),
+            ..fields()
+        };
+        assert_eq!(
+            v2.chained_hash(GENESIS_HASH),
+            "092a08bdf272d19ba9ab4724f09b94b3a81ce20a1f4f23a372242fa9d6683bc7"
+        );
+        let no_client = FinancialFields {
+            client_digest: Some(""),
+            ..fields()
+        };
+        assert_eq!(
+            no_client.chained_hash(GENESIS_HASH),
+            "d1acdae9b4578858558255bad8dc7928155a274033ea77c1ae8b893873289740"
+        );
+        assert_ne!(
+            no_client.chained_hash(GENESIS_HASH),
+            fields().chained_hash(GENESIS_HASH)
         );
     }
 

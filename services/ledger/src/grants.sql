@@ -6,7 +6,7 @@ grant usage on schema ledger to {role};
 grant select on all tables in schema ledger to {role};
 grant usage, select on all sequences in schema ledger to {role};
 grant insert on bookings, booking_revisions, booking_status_history, audit_log,
-    processed_events, chain_heads, outbox, reconciliations to {role};
+    processed_events, chain_heads, outbox, reconciliations, client_keys, client_lookups to {role};
 -- A booking's current state changes; its financial fields never do (the trigger also refuses).
 grant update (status, session_at, service_id, service_name, state_as_of, status_label, updated_at)
     on bookings to {role};
@@ -16,3 +16,10 @@ grant update (tenant_id, last_seq, last_hash) on chain_heads to {role};
 grant delete on processed_events to {role};
 -- The outbox relay marks rows published.
 grant update (published_at) on outbox to {role};
+-- Clients' data keys are re-wrapped when a key-encryption key rotates, and destroyed when a
+-- client is erased (a trigger refuses any other change, and deletes).
+grant update (kek_id, wrapped_key, erased_at, erased_by, erase_reason) on client_keys to {role};
+-- Client details an older ledger stored in plaintext are sealed in place once (a trigger lets
+-- plaintext only be removed, and sealed details only be set where there were none).
+grant update (client_key_id, client_sealed, client_name, client_email, client_phone)
+    on bookings to {role};

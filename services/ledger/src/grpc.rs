@@ -9,11 +9,13 @@ use billing_domain::{BillingPeriod, BookingStatus, Currency, Tenants};
 use billing_proto::convert::{datetime, money, timestamp};
 use billing_proto::ledger::ledger_service_server::LedgerService;
 use billing_proto::ledger::{
-    AuditEvent, Booking, CheckSimplyBookRequest, CheckSimplyBookResponse, GetBookingRequest,
-    GetBookingResponse, GetBookingsRequest, GetBookingsResponse, IntegrityViolation,
-    ListAuditEventsRequest, ListAuditEventsResponse, ListBookingsRequest, ListBookingsResponse,
-    ListDeadLettersRequest, ListDeadLettersResponse, PriceRevision, ReconcileSimplyBookRequest,
-    ReconcileSimplyBookResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse, StatusChange,
+    AuditEvent, Booking, CheckSimplyBookRequest, CheckSimplyBookResponse, EraseClientRequest,
+    EraseClientResponse, GetBookingRequest, GetBookingResponse, GetBookingsRequest,
+    GetBookingsResponse, IntegrityViolation, ListAuditEventsRequest, ListAuditEventsResponse,
+    ListBookingsRequest, ListBookingsResponse, ListDeadLettersRequest, ListDeadLettersResponse,
+    PriceRevision, ReconcileSimplyBookRequest, ReconcileSimplyBookResponse,
+    ReplayDeadLetterRequest, ReplayDeadLetterResponse, RewrapClientKeysRequest,
+    RewrapClientKeysResponse, ShowClientRequest, ShowClientResponse, StatusChange,
     SummarizePeriodRequest, SummarizePeriodResponse, TenantReconciliation, VerifyIntegrityRequest,
     VerifyIntegrityResponse,
 };
@@ -23,6 +25,7 @@ use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use crate::anchors::Anchors;
+use crate::clients;
 use crate::dlq::DeadLetters;
 use crate::integrity;
 use crate::reconcile::{ReconcileError, Reconciler};
@@ -57,6 +60,12 @@ pub const ACCESS: &[(&str, Access)] = &[
         "/billing.ledger.v1.LedgerService/ReconcileSimplyBook",
         Access::Billing,
     ),
+    // Clients' personal details: the roles that bill.
+    (
+        "/billing.ledger.v1.LedgerService/ShowClient",
+        Access::Billing,
+    ),
+    // EraseClient and RewrapClientKeys are left out: admin.
     // CheckSimplyBook is left out, so it needs admin: it spends the tenant's SimplyBook quota
     // and can return raw answers.
 ];
@@ -479,6 +488,27 @@ impl LedgerService for LedgerGrpc {
         let checks =
             crate::golive::check(self.reconciler.simplybook(), &tenant, req.raw_answers).await;
         Ok(Response::new(CheckSimplyBookResponse { checks }))
+    }
+
+    async fn show_client(
+        &self,
+        request: Request<ShowClientRequest>,
+    ) -> Result<Response<ShowClientResponse>, Status> {
+        clients::grpc::show(&self.store, request).await
+    }
+
+    async fn erase_client(
+        &self,
+        request: Request<EraseClientRequest>,
+    ) -> Result<Response<EraseClientResponse>, Status> {
+        clients::grpc::erase(&self.store, request).await
+    }
+
+    async fn rewrap_client_keys(
+        &self,
+        request: Request<RewrapClientKeysRequest>,
+    ) -> Result<Response<RewrapClientKeysResponse>, Status> {
+        clients::grpc::rewrap(&self.store, request).await
     }
 }
 

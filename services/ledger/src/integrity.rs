@@ -18,6 +18,8 @@ pub enum Fields {
         platform_fee: Decimal,
         deposit_rate: Decimal,
         fee_rate: Decimal,
+        /// The chained client identity digest; `None` on records that predate it (v1).
+        client_digest: Option<String>,
     },
     Revision {
         revision_no: i32,
@@ -151,6 +153,7 @@ impl ChainRecord {
                 platform_fee,
                 deposit_rate,
                 fee_rate,
+                client_digest,
             } => FinancialFields {
                 tenant_id,
                 booking_ref: &self.booking_ref,
@@ -161,6 +164,7 @@ impl ChainRecord {
                 platform_fee: *platform_fee,
                 deposit_rate: *deposit_rate,
                 fee_rate: *fee_rate,
+                client_digest: client_digest.as_deref(),
             }
             .chained_hash_with(prev_hash, key),
             Fields::Revision {
@@ -418,6 +422,8 @@ mod tests {
                     platform_fee: d("20.00"),
                     deposit_rate: d("0.2"),
                     fee_rate: d("0.2"),
+                    // Odd records as written before client digests were chained (v1).
+                    client_digest: (seq % 2 == 0).then(|| format!("{seq:064x}")),
                 },
                 prev_hash: prev.clone(),
                 record_hash: String::new(),

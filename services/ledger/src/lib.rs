@@ -9,6 +9,8 @@
 //! - `incoming`: a webhook message decoded into a booking to record, or why it cannot be one.
 //! - `simplybook`: SimplyBook's JSON-RPC client (sign-in, one booking, a month's listing).
 //! - `batch`: a batch in one transaction: load, plan (pure: every money and order rule), write.
+//! - `clients`: clients' personal details, sealed under a key per client; shown, erased,
+//!   re-wrapped.
 //! - `outcome`: what an event did (applied how, or rejected why); a leaf every module may use.
 //! - `store`: the tables by aggregate: bookings, chain, audit, reconciliations, alerts.
 //! - `integrity`: verifying a tenant's hash chain from its records, head and latest anchor.
@@ -23,6 +25,7 @@
 
 mod anchors;
 mod batch;
+mod clients;
 mod consumer;
 mod dlq;
 mod golive;
@@ -145,6 +148,11 @@ pub struct Config {
     /// `--migrate-only` re-keys every intact chain (and refuses one that is not).
     #[arg(long, env = "LEDGER_CHAIN_KEY_FILE")]
     pub chain_key_file: Option<PathBuf>,
+    /// JSON keyring the clients' personal details are encrypted with (key-encryption keys and
+    /// the identity key; see docs/privacy.md). Without it the ledger keeps no client details.
+    /// Details stored in plaintext by an older ledger are sealed in place at start-up.
+    #[arg(long, env = "LEDGER_CLIENT_KEYRING_FILE")]
+    pub client_keyring_file: Option<PathBuf>,
     /// How often each tenant's hash-chain head is anchored on the LEDGER stream (when it moved,
     /// and daily), so a rewrite behind the database's triggers is detected.
     #[arg(long, env = "LEDGER_ANCHOR_EVERY_SECS", default_value_t = 300)]
@@ -194,6 +202,10 @@ pub enum Error {
     Token(#[from] billing_runtime::auth::TokensError),
     #[error("LEDGER_CHAIN_KEY_FILE: {0}")]
     ChainKey(String),
+    #[error("LEDGER_CLIENT_KEYRING_FILE: {0}")]
+    Keyring(String),
+    #[error("sealing client details stored in plaintext: {0}")]
+    SealPlaintext(#[from] clients::ClientDataError),
     #[error(transparent)]
     Rekey(#[from] rekey::RekeyError),
 }
@@ -280,9 +292,28 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     subjects.ensure_streams(&js).await?;
     let ready_streams = (js.clone(), subjects.stream_names());
 
+    let vault = match &config.client_keyring_file {
+        Some(path) => Some(clients::Vault::from_keyring_file(path).map_err(Error::Keyring)?),
+        None => {
+            tracing::warn!(
+                "no LEDGER_CLIENT_KEYRING_FILE: clients' names, emails and phones are not kept"
+            );
+            None
+        }
+    };
     let store = store::Store::new(pool.clone(), subjects.clone())
-        .with_chain_key(chain_key(config.chain_key_file.as_deref())?);
+        .with_chain_key(chain_key(config.chain_key_file.as_deref())?)
+        .with_vault(vault.clone());
     refuse_unkeyed_chains(&store).await?;
+    if let Some(vault) = &vault {
+        let sealed = clients::manage::seal_plaintext(&pool, vault).await?;
+        if sealed > 0 {
+            tracing::info!(
+                bookings = sealed,
+                "client details stored in plaintext sealed in place"
+            );
+        }
+    }
     let relay = billing_runtime::outbox::Relay::new(
         "ledger",
         pool.clone(),
@@ -326,7 +357,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     for reason in outcome::REJECT_CODES {
         metrics::counter!("ledger_dead_letters_total", "reason" => reason).increment(0);
     }
-    for kind in ["unavailable", "refused"] {
+    for kind in ["unavailable", "refused", "client_keys"] {
         metrics::counter!("ledger_db_write_failures_total", "kind" => kind).increment(0);
     }
     tokio::spawn(nats::report_consumers(

@@ -26,7 +26,12 @@ pub(crate) fn describe() {
     describe_counter!(
         "ledger_db_write_failures_total",
         Unit::Count,
-        "Batches PostgreSQL did not commit, per kind: unavailable (retried) or refused (its events then applied one by one)."
+        "Batches PostgreSQL did not commit, per kind: unavailable (retried), refused (its events then applied one by one) or client_keys (a client data key could not be made or opened with the keyring; retried)."
+    );
+    describe_counter!(
+        "ledger_clients_erased_total",
+        Unit::Count,
+        "Client data keys destroyed by erasure requests (EraseClient); their details are unreadable from then on."
     );
     describe_counter!(
         "ledger_event_retries_total",

@@ -38,6 +38,18 @@ pub const CLAIRE_ADMIN_PASSWORD: &str = "fake-admin-password";
 pub const CLAIRE_EMAIL: &str = "claire.billing@example.test";
 /// Obviously fake key of the ledger's keyed hash chain (`LEDGER_CHAIN_KEY_FILE`).
 pub const CHAIN_KEY: &str = "fake-ledger-chain-key-for-tests-not-secret-0123";
+/// Obviously fake client keyring of the ledger (`LEDGER_CLIENT_KEYRING_FILE`): the identity
+/// key is base64 of "fake-client-identity-key-for-tests-only!", the key-encryption key
+/// `test-kek-1` of "fake-kek-one-for-tests-only-0001".
+pub const CLIENT_KEYRING: &str = r#"{"identity_key": "ZmFrZS1jbGllbnQtaWRlbnRpdHkta2V5LWZvci10ZXN0cy1vbmx5IQ==",
+ "current": "test-kek-1",
+ "keys": {"test-kek-1": "ZmFrZS1rZWstb25lLWZvci10ZXN0cy1vbmx5LTAwMDE="}}"#;
+/// The same keyring after a rotation: `test-kek-2` (base64 of "fake-kek-two-for-tests-only-0002")
+/// is current, `test-kek-1` is still held to open keys it wrapped.
+pub const CLIENT_KEYRING_ROTATED: &str = r#"{"identity_key": "ZmFrZS1jbGllbnQtaWRlbnRpdHkta2V5LWZvci10ZXN0cy1vbmx5IQ==",
+ "current": "test-kek-2",
+ "keys": {"test-kek-1": "ZmFrZS1rZWstb25lLWZvci10ZXN0cy1vbmx5LTAwMDE=",
+          "test-kek-2": "ZmFrZS1rZWstdHdvLWZvci10ZXN0cy1vbmx5LTAwMDI="}}"#;
 /// Kenji's SimplyBook company lives on another API domain (a second fake, which SimplyBook's
 /// `getServiceUrl` on the first one names); obviously fake credentials.
 pub const KENJI_COMPANY: &str = "kenjisato";

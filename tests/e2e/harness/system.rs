@@ -240,6 +240,8 @@ impl System {
         if let Some((listener, _)) = ledger_l {
             let chain_key = self.dir.join("chain.key");
             std::fs::write(&chain_key, format!("{CHAIN_KEY}\n"))?;
+            let keyring = self.dir.join("client-keyring.json");
+            std::fs::write(&keyring, CLIENT_KEYRING)?;
             ledger::migrate(&owner_url).await?;
             let config: ledger::Config = common("ledger", self.ledger)
                 .set("--database-url", database(ledger::SCHEMA)?)
@@ -254,6 +256,7 @@ impl System {
                 .set("--simplybook-timeout-ms", "2000")
                 .set("--anchor-every-secs", "1")
                 .set("--chain-key-file", &chain_key)
+                .set("--client-keyring-file", &keyring)
                 .set("--batch-size", "100")
                 .set("--grpc-tokens", grpc_tokens())
                 .parse()?;
@@ -388,7 +391,17 @@ impl System {
     /// Starts one more ledger replica on the same database and durable consumer, with its own
     /// shutdown token.
     pub async fn spawn_ledger(&self) -> anyhow::Result<Replica> {
-        let config = self.ledger_config();
+        self.spawn_ledger_with(|_| {}).await
+    }
+
+    /// Starts one more ledger replica as [`System::spawn_ledger`] does, its settings changed by
+    /// `change` (a new keyring being rolled out).
+    pub async fn spawn_ledger_with(
+        &self,
+        change: impl FnOnce(&mut ledger::Config),
+    ) -> anyhow::Result<Replica> {
+        let mut config = self.ledger_config();
+        change(&mut config);
         self.spawn_replica(move |addr, l, stop| async move {
             let config = ledger::Config {
                 listen_addr: addr,

@@ -104,18 +104,28 @@ async fn rechain(
         Decimal,
         Decimal,
         Decimal,
+        Option<String>,
     );
     let records: Vec<Stored> = sqlx::query_as(
         "select chain_seq, booking_ref, total_amount, deposit_amount, cash_amount,
-                platform_fee, deposit_rate, platform_fee_rate
+                platform_fee, deposit_rate, platform_fee_rate, client_digest
          from bookings order by chain_seq",
     )
     .fetch_all(db)
     .await?;
     let mut prev = billing_domain::hash::GENESIS_HASH.to_string();
     let mut sql = String::from("alter table bookings disable trigger bookings_immutable;");
-    for (seq, booking_ref, mut total, mut deposit, mut cash, mut fee, deposit_rate, fee_rate) in
-        records
+    for (
+        seq,
+        booking_ref,
+        mut total,
+        mut deposit,
+        mut cash,
+        mut fee,
+        deposit_rate,
+        fee_rate,
+        client_digest,
+    ) in records
     {
         if let Some((_, [t, dp, c, f])) = change.filter(|(r, _)| *r == booking_ref) {
             (total, deposit, cash, fee) = (t, dp, c, f);
@@ -130,6 +140,7 @@ async fn rechain(
             platform_fee: fee,
             deposit_rate,
             fee_rate,
+            client_digest: client_digest.as_deref(),
         }
         .chained_hash_with(&prev, key);
         sql.push_str(&format!(

@@ -6,6 +6,7 @@
 //!    booking on the chain, a price revision on the chain, a status/time change, nothing
 //!    (duplicate, stale), or a rejection (its key is released so the dead-letter path can handle
 //!    it) — and what that writes. Pure: every money and ordering rule lives there.
+//!    Then the clients of new bookings are sealed (`crate::clients::seal`).
 //! 3. [`write`]: one `unnest` statement per table — with a `ledger.booking.*` event in the outbox
 //!    for each change — then commit.
 
@@ -20,21 +21,47 @@ use billing_runtime::Subjects;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use std::collections::HashMap;
+
+use crate::clients::ClientDataError;
+use crate::clients::Vault;
+use crate::clients::seal::{ToSeal, seal_batch};
 use crate::incoming::NewBooking;
 use crate::outcome::Outcome;
 
 /// Applies `events` (each with its stream sequence) in one transaction; one outcome per event,
-/// in order. A database error rolls everything back: retry the whole batch.
+/// in order. New bookings' clients are sealed with `vault`'s keys (none kept without one). An
+/// error rolls everything back: retry the whole batch.
 pub async fn apply(
     pool: &PgPool,
     subjects: &Subjects,
     events: &[(NewBooking, u64)],
     chain_key: Option<&ChainKey>,
-) -> Result<Vec<Outcome>, sqlx::Error> {
+    vault: Option<&Vault>,
+) -> Result<Vec<Outcome>, ClientDataError> {
     let mut tx = pool.begin().await?;
     let loaded = load::load(&mut tx, events).await?;
-    let plan = plan::plan(events, loaded, chain_key, &mut Uuid::now_v7);
-    write::write(&mut tx, subjects, &plan.writes).await?;
+    let plan = plan::plan(events, loaded, chain_key, vault, &mut Uuid::now_v7);
+    let sealed = match vault {
+        Some(vault) => {
+            let to_seal: Vec<ToSeal<'_>> = plan
+                .writes
+                .bookings
+                .iter()
+                .filter_map(|b| {
+                    Some(ToSeal {
+                        booking_id: b.id,
+                        tenant_id: &b.booking.tenant_id,
+                        kept: b.client.as_ref()?,
+                    })
+                })
+                .collect();
+            let sealed = seal_batch(&mut tx, vault, &to_seal).await?;
+            to_seal.iter().map(|t| t.booking_id).zip(sealed).collect()
+        }
+        None => HashMap::new(),
+    };
+    write::write(&mut tx, subjects, &plan.writes, &sealed).await?;
     tx.commit().await?;
     Ok(plan.outcomes)
 }

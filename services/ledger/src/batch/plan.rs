@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::clients::{Kept, Vault};
 use crate::incoming::NewBooking;
 use crate::outcome::{Applied, Outcome, Reject};
 
@@ -105,8 +106,11 @@ pub(crate) struct BookingInsert<'e> {
     pub chain_seq: i64,
     pub prev_hash: String,
     pub record_hash: String,
-    /// The event it is recorded from (amounts, rates, status, client, …).
+    /// The event it is recorded from (amounts, rates, status, …).
     pub booking: &'e NewBooking,
+    /// What is kept of its client (sealed when written), whose identity digest the record
+    /// chains; `None` without a keyring or when the event names no one to keep.
+    pub client: Option<Kept>,
 }
 
 /// A price revision record.
@@ -180,11 +184,13 @@ pub(crate) struct Plan<'e> {
 }
 
 /// Decides what `events` (each with its stream sequence, in stream order) do to the `loaded`
-/// state. `new_id` names each new record (bookings and revisions).
+/// state. `vault` decides what of each new booking's client is kept; `new_id` names each new
+/// record (bookings and revisions).
 pub(crate) fn plan<'e>(
     events: &'e [(NewBooking, u64)],
     loaded: Loaded,
     chain_key: Option<&ChainKey>,
+    vault: Option<&Vault>,
     new_id: &mut dyn FnMut() -> Uuid,
 ) -> Plan<'e> {
     let Loaded {
@@ -194,6 +200,7 @@ pub(crate) fn plan<'e>(
     } = loaded;
     let mut p = Planner {
         key: chain_key,
+        vault,
         new_id,
         start: heads.clone(),
         chain: heads,
@@ -224,6 +231,7 @@ pub(crate) fn plan<'e>(
 /// The batch's state while its events are walked.
 struct Planner<'a, 'e> {
     key: Option<&'a ChainKey>,
+    vault: Option<&'a Vault>,
     new_id: &'a mut dyn FnMut() -> Uuid,
     /// Each tenant's head as loaded, and as the batch moved it.
     start: HashMap<String, Head>,
@@ -284,6 +292,10 @@ impl<'e> Planner<'_, 'e> {
     /// A new booking appended to its tenant's chain, with the event's amounts and rates.
     fn new_booking(&mut self, b: &'e NewBooking) -> Current {
         let (seq, prev) = self.next_link(&b.tenant_id);
+        let client = self
+            .vault
+            .zip(b.client.as_ref())
+            .and_then(|(vault, info)| vault.keep(&b.tenant_id, info));
         let record_hash = FinancialFields {
             tenant_id: &b.tenant_id,
             booking_ref: &b.booking_ref,
@@ -294,6 +306,7 @@ impl<'e> Planner<'_, 'e> {
             platform_fee: b.amounts.platform_fee,
             deposit_rate: b.deposit_rate.value(),
             fee_rate: b.fee_rate.value(),
+            client_digest: Some(client.as_ref().map_or("", |c| c.identity_digest.as_str())),
         }
         .chained_hash_with(&prev, self.key);
         let id = (self.new_id)();
@@ -304,6 +317,7 @@ impl<'e> Planner<'_, 'e> {
             prev_hash: prev,
             record_hash,
             booking: b,
+            client,
         });
         self.history(id, b);
         Current::recorded(b, id)

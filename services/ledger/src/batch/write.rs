@@ -1,14 +1,16 @@
 //! Writing a batch's plan: one statement per table, each row set passed as one array per column
 //! (the shape `unnest` wants).
 
-use billing_domain::booking::ClientInfo;
+use std::collections::HashMap;
+
 use billing_runtime::Subjects;
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::plan::{BookingInsert, Writes};
+use super::plan::Writes;
+use crate::clients::seal::Sealed;
 use crate::outcome::AuditOutcome;
 
 /// Writes everything `w` holds, in an order the foreign keys accept: released keys, bookings,
@@ -17,6 +19,7 @@ pub(super) async fn write(
     conn: &mut PgConnection,
     subjects: &Subjects,
     w: &Writes<'_>,
+    sealed: &HashMap<Uuid, Sealed>,
 ) -> Result<(), sqlx::Error> {
     if !w.released.is_empty() {
         sqlx::query!(
@@ -26,7 +29,7 @@ pub(super) async fn write(
         .execute(&mut *conn)
         .await?;
     }
-    bookings(conn, w).await?;
+    bookings(conn, w, sealed).await?;
     revisions(conn, w).await?;
     states(conn, w).await?;
     history(conn, w).await?;
@@ -35,17 +38,17 @@ pub(super) async fn write(
     audit(conn, w).await
 }
 
-/// The client a booking is recorded with, if the event named one.
-fn client<'r>(r: &'r BookingInsert<'_>) -> Option<&'r ClientInfo> {
-    r.booking.client.as_ref()
-}
-
 /// `column` of every row of `rows`.
 fn col<'r, R, T>(rows: &'r [R], column: impl Fn(&'r R) -> T) -> Vec<T> {
     rows.iter().map(column).collect()
 }
 
-async fn bookings(conn: &mut PgConnection, w: &Writes<'_>) -> Result<(), sqlx::Error> {
+/// New bookings; a client's details only sealed (`sealed`, by booking id), never in plaintext.
+async fn bookings(
+    conn: &mut PgConnection,
+    w: &Writes<'_>,
+    sealed: &HashMap<Uuid, Sealed>,
+) -> Result<(), sqlx::Error> {
     let rows = &w.bookings;
     if rows.is_empty() {
         return Ok(());
@@ -54,13 +57,13 @@ async fn bookings(conn: &mut PgConnection, w: &Writes<'_>) -> Result<(), sqlx::E
         "insert into ledger.bookings (id, tenant_id, booking_ref, booking_hash, chain_seq,
             currency, total_amount, deposit_amount, cash_amount, platform_fee, deposit_rate,
             platform_fee_rate, prev_hash, record_hash, status, session_at, service_id,
-            service_name, service_duration_minutes, provider_name, client_name,
-            client_email, client_phone, source_event_id, state_as_of, status_label)
+            service_name, service_duration_minutes, provider_name, client_key_id,
+            client_sealed, client_digest, source_event_id, state_as_of, status_label)
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[],
             $6::text[], $7::numeric[], $8::numeric[], $9::numeric[], $10::numeric[],
             $11::numeric[], $12::numeric[], $13::text[], $14::text[], $15::text[],
             $16::timestamptz[], $17::text[], $18::text[], $19::int4[], $20::text[],
-            $21::text[], $22::text[], $23::text[], $24::text[], $25::timestamptz[],
+            $21::uuid[], $22::bytea[], $23::text[], $24::text[], $25::timestamptz[],
             $26::text[])",
         &*col(rows, |r| r.id),
         &col(rows, |r| r.booking.tenant_id.as_str()) as &[&str],
@@ -82,9 +85,12 @@ async fn bookings(conn: &mut PgConnection, w: &Writes<'_>) -> Result<(), sqlx::E
         &col(rows, |r| r.booking.service_name.as_str()) as &[&str],
         &col(rows, |r| r.booking.service_duration_minutes) as &[Option<i32>],
         &col(rows, |r| r.booking.provider_name.as_deref()) as &[Option<&str>],
-        &col(rows, |r| client(r).and_then(|c| c.name.as_deref())) as &[Option<&str>],
-        &col(rows, |r| client(r).and_then(|c| c.email.as_deref())) as &[Option<&str>],
-        &col(rows, |r| client(r).and_then(|c| c.phone.as_deref())) as &[Option<&str>],
+        &col(rows, |r| sealed.get(&r.id).map(|s| s.key_id)) as &[Option<Uuid>],
+        &col(rows, |r| sealed.get(&r.id).map(|s| s.sealed.as_slice())) as &[Option<&[u8]>],
+        &col(rows, |r| r
+            .client
+            .as_ref()
+            .map_or("", |c| c.identity_digest.as_str())) as &[&str],
         &col(rows, |r| r.booking.event_id.as_str()) as &[&str],
         &*col(rows, |r| r.booking.as_of),
         &col(rows, |r| r.booking.status_label.as_deref()) as &[Option<&str>],

@@ -25,6 +25,7 @@ use prost::Message as _;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use crate::clients::ClientDataError;
 use crate::incoming::NewBooking;
 use crate::outcome::{Applied, Outcome, Reject};
 use crate::simplybook::SimplyBook;
@@ -195,14 +196,25 @@ impl Consumer {
                         "batch committed"
                     );
                 }
-                Err(err) if db::is_transient(&err) => {
+                Err(ClientDataError::Key(err)) => {
+                    // A client key this replica cannot use (a key-encryption key it does not
+                    // hold yet, or a wrapped key that no longer opens): nothing is applied, and
+                    // the batch waits for the keyring to be fixed.
+                    metrics::counter!("ledger_db_write_failures_total", "kind" => "client_keys")
+                        .increment(1);
+                    tracing::error!(error = %err, "client keys unusable; the batch will be retried");
+                    for &i in &positions {
+                        dispositions[i] = Some(Disposition::Retry(format!("client keys: {err}")));
+                    }
+                }
+                Err(ClientDataError::Db(err)) if db::is_transient(&err) => {
                     metrics::counter!("ledger_db_write_failures_total", "kind" => "unavailable")
                         .increment(1);
                     for &i in &positions {
                         dispositions[i] = Some(Disposition::Retry(format!("database: {err}")));
                     }
                 }
-                Err(err) => {
+                Err(ClientDataError::Db(err)) => {
                     // The database refuses something in the batch and would every time: apply
                     // the events one by one, so only the poison one is dead-lettered and the
                     // rest of the stream keeps flowing.
@@ -220,10 +232,13 @@ impl Consumer {
                                     }
                                     None => Disposition::Retry("no outcome".into()),
                                 },
-                                Err(err) if db::is_transient(&err) => {
+                                Err(ClientDataError::Key(err)) => {
+                                    Disposition::Retry(format!("client keys: {err}"))
+                                }
+                                Err(ClientDataError::Db(err)) if db::is_transient(&err) => {
                                     Disposition::Retry(format!("database: {err}"))
                                 }
-                                Err(err) => {
+                                Err(ClientDataError::Db(err)) => {
                                     let reject = Reject::new("database_refused", err.to_string());
                                     self.dead_letters.booking(msg, CONSUMER, &reject).await
                                 }

@@ -126,7 +126,7 @@ impl Store {
         let bookings = sqlx::query!(
             "select chain_seq, id, booking_ref, currency, total_amount, deposit_amount,
                     cash_amount, platform_fee, deposit_rate, platform_fee_rate, prev_hash,
-                    record_hash
+                    record_hash, client_digest
              from ledger.bookings where tenant_id = $1 and chain_seq >= $2",
             tenant_id,
             from
@@ -178,6 +178,7 @@ impl Store {
                     platform_fee: b.platform_fee,
                     deposit_rate: b.deposit_rate,
                     fee_rate: b.platform_fee_rate,
+                    client_digest: b.client_digest,
                 },
                 prev_hash: b.prev_hash,
                 record_hash: b.record_hash,

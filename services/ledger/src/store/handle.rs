@@ -6,6 +6,7 @@ use billing_runtime::Subjects;
 use sqlx::PgPool;
 
 use crate::batch;
+use crate::clients::{ClientDataError, Vault};
 use crate::incoming::NewBooking;
 use crate::outcome::Outcome;
 
@@ -15,6 +16,9 @@ pub struct Store {
     pub(super) subjects: Subjects,
     /// The key of the hash chain, when it is keyed (`LEDGER_CHAIN_KEY_FILE`).
     pub(super) chain_key: Option<ChainKey>,
+    /// The keys clients' details are sealed with (`LEDGER_CLIENT_KEYRING_FILE`); without them
+    /// no client details are kept.
+    pub(super) vault: Option<Vault>,
 }
 
 impl Store {
@@ -23,7 +27,21 @@ impl Store {
             pool,
             subjects,
             chain_key: None,
+            vault: None,
         }
+    }
+
+    /// New bookings' clients are kept, sealed with `vault`'s keys, from now on.
+    pub fn with_vault(self, vault: Option<Vault>) -> Self {
+        Store { vault, ..self }
+    }
+
+    pub fn vault(&self) -> Option<&Vault> {
+        self.vault.as_ref()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Records are hashed, and verified, with `key` (HMAC) from now on.
@@ -42,7 +60,14 @@ impl Store {
     pub async fn apply_batch(
         &self,
         events: &[(NewBooking, u64)],
-    ) -> Result<Vec<Outcome>, sqlx::Error> {
-        batch::apply(&self.pool, &self.subjects, events, self.chain_key.as_ref()).await
+    ) -> Result<Vec<Outcome>, ClientDataError> {
+        batch::apply(
+            &self.pool,
+            &self.subjects,
+            events,
+            self.chain_key.as_ref(),
+            self.vault.as_ref(),
+        )
+        .await
     }
 }

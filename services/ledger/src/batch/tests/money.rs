@@ -68,6 +68,7 @@ fn a_new_booking_is_recorded_with_its_tenants_split_rounded_half_up() {
             platform_fee: d(fee),
             deposit_rate: d(deposit_rate),
             fee_rate: d(fee_rate),
+            client_digest: Some(""),
         }
         .chained_hash_with(GENESIS_HASH, None);
         assert_eq!(insert.record_hash, expected_hash, "{case}");

@@ -131,7 +131,7 @@ pub fn plan_of<'e>(
     key: Option<&ChainKey>,
     ids: &mut Ids,
 ) -> Plan<'e> {
-    plan(events, loaded, key, &mut || ids.next())
+    plan(events, loaded, key, None, &mut || ids.next())
 }
 
 /// `events` numbered by stream sequence from 1.
@@ -146,6 +146,8 @@ struct Row {
     original: Amounts,
     prev_hash: String,
     record_hash: String,
+    /// The chained client digest, as written ('' when no client is kept).
+    client_digest: String,
     /// The state columns (and the original amounts, rates and currency).
     current: Current,
 }
@@ -223,6 +225,10 @@ impl Model {
                 original,
                 prev_hash: r.prev_hash.clone(),
                 record_hash: r.record_hash.clone(),
+                client_digest: r
+                    .client
+                    .as_ref()
+                    .map_or(String::new(), |c| c.identity_digest.clone()),
                 current,
             };
             self.rows.insert(key, row);
@@ -288,6 +294,7 @@ impl Model {
                     platform_fee: row.original.fee,
                     deposit_rate: c.deposit_rate,
                     fee_rate: c.platform_fee_rate,
+                    client_digest: Some(row.client_digest.clone()),
                 },
                 prev_hash: row.prev_hash.clone(),
                 record_hash: row.record_hash.clone(),
