@@ -54,6 +54,11 @@ const LEDGER_ROLES: &[(&str, Role)] = &[
     ("ReplayDeadLetter", Role::Admin),
     // Spends the tenant's SimplyBook quota and can return raw answers.
     ("CheckSimplyBook", Role::Admin),
+    // Clients' personal details: the roles that bill see them; only an admin erases a client
+    // or re-wraps their keys.
+    ("ShowClient", Role::Billing),
+    ("EraseClient", Role::Admin),
+    ("RewrapClientKeys", Role::Admin),
 ];
 
 /// Who may call each RPC of invoicing.

@@ -74,6 +74,16 @@ pub struct Config {
     /// How long to wait for JetStream's publish ack before answering 503.
     #[arg(long, env = "INGEST_PUBLISH_TIMEOUT_MS", default_value_t = 2000)]
     pub publish_timeout_ms: u64,
+    /// How long the raw-webhook stream keeps bodies, in hours (they carry clients' personal
+    /// data): the window in which an event can be consumed again. At least 24; ingest sets the
+    /// stream to it at start-up.
+    #[arg(
+        long,
+        env = "INGEST_WEBHOOK_RETENTION_HOURS",
+        default_value_t = 168,
+        value_parser = clap::value_parser!(u64).range(24..)
+    )]
+    pub webhook_retention_hours: u64,
     /// Stripe webhook signing secrets (`whsec_…`), comma-separated; several during a rotation.
     /// Without any, the Stripe endpoint refuses every request. A placeholder, or a value that is
     /// not `whsec_` and 24 characters or more, stops ingest at start.
@@ -152,6 +162,8 @@ pub enum Error {
     Streams(#[from] async_nats::jetstream::context::CreateStreamError),
     #[error(transparent)]
     Serve(#[from] server::ServeError),
+    #[error("setting the raw-webhook stream's retention (INGEST_WEBHOOK_RETENTION_HOURS): {0}")]
+    Retention(String),
     #[error("binding INGEST_OPS_ADDR {addr}: {source}")]
     BindOps {
         addr: SocketAddr,
@@ -196,6 +208,16 @@ pub async fn run_with_ops(
     );
     let subjects = Subjects::new(&config.nats_namespace);
     subjects.ensure_streams(&js).await?;
+    let retention = Duration::from_secs(config.webhook_retention_hours * 3600);
+    match subjects.set_webhook_retention(&js, retention).await {
+        Ok(Some(was)) => tracing::info!(
+            was_hours = was.as_secs() / 3600,
+            now_hours = config.webhook_retention_hours,
+            "raw-webhook stream retention changed"
+        ),
+        Ok(None) => {}
+        Err(err) => return Err(Error::Retention(err.to_string())),
+    }
     let ready_streams = (js.clone(), subjects.stream_names());
 
     let audit = audit::RejectionAudit::new(

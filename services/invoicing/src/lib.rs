@@ -114,6 +114,10 @@ pub struct Config {
     /// Per-request timeout for Stripe calls.
     #[arg(long, env = "INVOICING_STRIPE_TIMEOUT_MS", default_value_t = 10_000)]
     pub stripe_timeout_ms: u64,
+    /// Dead letters of Stripe events older than this many hours lose the personal data in their
+    /// bodies (they stay readable and replayable); 0: never.
+    #[arg(long, env = "INVOICING_DEAD_LETTER_SCRUB_HOURS", default_value_t = 720)]
+    pub dead_letter_scrub_hours: u64,
     /// The ledger's gRPC address.
     #[arg(
         long,
@@ -257,6 +261,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let consumers = consumer::Consumers::create(&js, &subjects)
         .await
         .map_err(Error::Consumers)?;
+    if config.dead_letter_scrub_hours > 0 {
+        tokio::spawn(nats::scrub::run(
+            js.clone(),
+            subjects.clone(),
+            vec![consumer::STRIPE_CONSUMER.to_string()],
+            Duration::from_secs(config.dead_letter_scrub_hours * 3600),
+            shutdown.clone(),
+        ));
+    }
     tokio::spawn(nats::report_consumers(
         js.clone(),
         vec![

@@ -8,6 +8,7 @@
 use async_nats::jetstream::{self, message::StreamMessage, stream::LastRawMessageErrorKind};
 use billing_proto::ledger::DeadLetter;
 use billing_runtime::Subjects;
+use billing_runtime::nats::scrub::{HDR_DLQ_AT, HDR_DLQ_SCRUBBED};
 use billing_runtime::nats::{
     HDR_DLQ_REASON, HDR_DLQ_SUBJECT, HDR_EVENT_ID, HDR_TENANT, NATS_MSG_ID, headers_without,
 };
@@ -55,6 +56,14 @@ impl DeadLetters {
                 .unwrap_or_default()
         };
         let nanos = m.time.unix_timestamp_nanos();
+        let stored =
+            chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX));
+        // A scrubbed dead letter was published again: when it was first dead-lettered is kept.
+        let at = m
+            .headers
+            .get(HDR_DLQ_AT)
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v.as_str()).ok())
+            .map_or(stored, |t| t.with_timezone(&chrono::Utc));
         Some(DeadLetter {
             sequence: m.sequence,
             consumer: consumer.to_string(),
@@ -62,9 +71,7 @@ impl DeadLetters {
             event_id: header(HDR_EVENT_ID),
             tenant_id: header(HDR_TENANT),
             reason: header(HDR_DLQ_REASON),
-            dead_lettered_at: Some(billing_proto::convert::timestamp(
-                chrono::DateTime::from_timestamp_nanos(i64::try_from(nanos).unwrap_or(i64::MAX)),
-            )),
+            dead_lettered_at: Some(billing_proto::convert::timestamp(at)),
         })
     }
 
@@ -144,7 +151,13 @@ impl DeadLetters {
         }
         let mut headers = headers_without(
             Some(&m.headers),
-            &[NATS_MSG_ID, HDR_DLQ_REASON, HDR_DLQ_SUBJECT],
+            &[
+                NATS_MSG_ID,
+                HDR_DLQ_REASON,
+                HDR_DLQ_SUBJECT,
+                HDR_DLQ_SCRUBBED,
+                HDR_DLQ_AT,
+            ],
         );
         headers.insert(NATS_MSG_ID, format!("replay:{sequence}").as_str());
         let ack = self

@@ -153,6 +153,10 @@ pub struct Config {
     /// Details stored in plaintext by an older ledger are sealed in place at start-up.
     #[arg(long, env = "LEDGER_CLIENT_KEYRING_FILE")]
     pub client_keyring_file: Option<PathBuf>,
+    /// Dead letters of the ledger's consumers older than this many hours lose the personal data
+    /// in their bodies (they stay readable and replayable); 0: never.
+    #[arg(long, env = "LEDGER_DEAD_LETTER_SCRUB_HOURS", default_value_t = 720)]
+    pub dead_letter_scrub_hours: u64,
     /// How often each tenant's hash-chain head is anchored on the LEDGER stream (when it moved,
     /// and daily), so a rewrite behind the database's triggers is detected.
     #[arg(long, env = "LEDGER_ANCHOR_EVERY_SECS", default_value_t = 300)]
@@ -352,6 +356,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     .await
     .map_err(|e| Error::Consumer(e.to_string()))?;
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
+    if config.dead_letter_scrub_hours > 0 {
+        tokio::spawn(nats::scrub::run(
+            js.clone(),
+            subjects.clone(),
+            vec![
+                consumer::CONSUMER.to_string(),
+                consumer::REJECTIONS_CONSUMER.to_string(),
+            ],
+            Duration::from_secs(config.dead_letter_scrub_hours * 3600),
+            shutdown.clone(),
+        ));
+    }
     // The series the alert rules read exist from the start, at 0 (a counter that first appears
     // at 1 shows no increase to Prometheus).
     for reason in outcome::REJECT_CODES {

@@ -3,6 +3,7 @@
 //! of the key-encryption key.
 
 mod erasure;
+mod retention;
 mod rotation;
 mod sealing;
 

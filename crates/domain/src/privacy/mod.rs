@@ -16,10 +16,13 @@
 //!   binding each ciphertext to its tenant, booking and key, so a ciphertext moved to another
 //!   row does not open.
 //!
+//! - [`strip`]: raw webhook bodies with personal members masked, for old dead letters.
+//!
 //! Randomness (nonces, new data keys) comes from the operating system through `ring`.
 
 pub mod keys;
 pub mod sealed;
+pub mod strip;
 
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};

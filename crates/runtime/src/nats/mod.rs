@@ -15,12 +15,14 @@
 //!   (`billing_runtime::nats_identity_settings!`, exported at the crate root).
 //! - `consume`: durable pull consumers, pulling messages one by one or in batches, and their
 //!   lag as metrics.
+//! - `scrub`: old dead letters of raw webhooks stripped of personal data.
 //! - `settle`: each consumed message's fate: acked, retried after a growing delay, or
 //!   dead-lettered.
 
 mod consume;
 mod headers;
 mod identity;
+pub mod scrub;
 mod settle;
 mod subjects;
 

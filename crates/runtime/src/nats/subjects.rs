@@ -84,9 +84,9 @@ impl Subjects {
     }
 
     /// Stream configurations: raw webhooks, ledger and invoice events, operator alerts and dead
-    /// letters.
+    /// letters. Raw webhooks carry clients' personal data, so they are kept only for the replay
+    /// window ([`WEBHOOK_RETENTION`] unless ingest sets another, [`Subjects::set_webhook_retention`]).
     fn streams(&self) -> [stream::Config; 5] {
-        const DAY: Duration = Duration::from_secs(24 * 60 * 60);
         let config = |base: &str, subjects: &str, max_age: Duration| stream::Config {
             name: self.stream_name(base),
             subjects: vec![format!("{}{subjects}", self.prefix)],
@@ -97,12 +97,36 @@ impl Subjects {
             ..Default::default()
         };
         [
-            config("WEBHOOKS", "webhooks.>", 30 * DAY),
+            config("WEBHOOKS", "webhooks.>", WEBHOOK_RETENTION),
             config("LEDGER", "ledger.>", 90 * DAY),
             config("INVOICING", "invoicing.>", 90 * DAY),
             config("ALERTS", "alerts.>", 90 * DAY),
             config("DLQ", "dlq.>", 365 * DAY),
         ]
+    }
+
+    /// Sets how long the raw-webhook stream keeps bodies (ingest's setting), when it differs;
+    /// returns the age it had then. At least [`MIN_WEBHOOK_RETENTION`].
+    pub async fn set_webhook_retention(
+        &self,
+        js: &jetstream::Context,
+        age: Duration,
+    ) -> Result<Option<Duration>, async_nats::Error> {
+        if age < MIN_WEBHOOK_RETENTION {
+            return Err(format!(
+                "raw webhooks must be kept at least {MIN_WEBHOOK_RETENTION:?} for the consumers"
+            )
+            .into());
+        }
+        let mut stream = js.get_stream(self.stream_name("WEBHOOKS")).await?;
+        let mut config = stream.info().await?.config.clone();
+        if config.max_age == age {
+            return Ok(None);
+        }
+        let was = config.max_age;
+        config.max_age = age;
+        js.update_stream(config).await?;
+        Ok(Some(was))
     }
 
     /// Names of every stream the services use, for readiness checks.
@@ -142,10 +166,26 @@ impl Subjects {
     }
 }
 
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long raw webhooks are kept by default: the replay window (docs/privacy.md).
+pub const WEBHOOK_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// The shortest a raw webhook may be kept: far longer than any consumer takes to read it.
+pub const MIN_WEBHOOK_RETENTION: Duration = DAY;
+
 /// How an existing stream's settings fall short of `wanted`, if they do: other subjects, a
 /// retention that deletes messages another consumer still needs (work queue, interest), memory
 /// storage, a shorter de-duplication window or age, or a size limit that drops messages. Larger
 /// windows and ages, or unlimited age, are fine.
+/// The shortest age a stream may keep messages: its own, except raw webhooks, whose age ingest
+/// sets (the replay window) as long as it is at least [`MIN_WEBHOOK_RETENTION`].
+fn minimum_age(wanted: &stream::Config) -> Duration {
+    if wanted.name.ends_with("WEBHOOKS") {
+        MIN_WEBHOOK_RETENTION
+    } else {
+        wanted.max_age
+    }
+}
+
 fn weakened(wanted: &stream::Config, actual: &stream::Config) -> Option<String> {
     let mut subjects = actual.subjects.clone();
     subjects.sort();
@@ -170,10 +210,11 @@ fn weakened(wanted: &stream::Config, actual: &stream::Config) -> Option<String> 
             "a duplicate window of {:?}, shorter than {:?}",
             actual.duplicate_window, wanted.duplicate_window
         ))
-    } else if shorter(actual.max_age, wanted.max_age) {
+    } else if shorter(actual.max_age, minimum_age(wanted)) {
         Some(format!(
             "a maximum age of {:?}, shorter than {:?}",
-            actual.max_age, wanted.max_age
+            actual.max_age,
+            minimum_age(wanted)
         ))
     } else if actual.max_messages > 0 || actual.max_bytes > 0 || actual.max_messages_per_subject > 0
     {
@@ -220,6 +261,13 @@ mod tests {
             (with(|c| c.max_messages = 1000), "a size limit"),
             (with(|c| c.subjects = vec!["other.>".into()]), "subjects"),
         ];
+        // Raw webhooks may be kept for less than the default (the replay window ingest sets),
+        // never for less than a day.
+        assert_eq!(with(|c| c.max_age = 2 * DAY), None);
+        let dead_letters = subjects.streams()[4].clone();
+        let mut shorter = dead_letters.clone();
+        shorter.max_age = 2 * DAY;
+        assert!(weakened(&dead_letters, &shorter).is_some());
         for (why, expected) in named {
             let why = why.unwrap_or_default();
             assert!(
