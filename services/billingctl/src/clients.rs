@@ -1,5 +1,5 @@
-//! The services billingctl calls: where they are, the token it calls them with, one gRPC client
-//! for each, and the calls more than one command makes.
+//! The services billingctl calls: where they are, the token it calls them with, who is calling
+//! (`--as`), one gRPC client for each, and the calls more than one command makes.
 
 use std::time::Duration;
 
@@ -10,7 +10,19 @@ use billing_proto::invoicing::{GetTenantProfileRequest, TenantProfile};
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
 use billing_runtime::trace::{TracedChannel, traced};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
+
+/// The metadata that names the person acting, which the ledger records with an erasure beside
+/// the token's role (`x-billing-actor`, read by `services/ledger/src/clients/grpc.rs`).
+const ACTOR_METADATA: &str = "x-billing-actor";
+/// The longest name the ledger accepts in [`ACTOR_METADATA`].
+const MAX_ACTOR_LEN: usize = 100;
+
+/// A channel to a service: the token and the trace context ([`traced`]), and who is acting.
+pub type Channel = InterceptedService<TracedChannel, Actor>;
 
 /// Where the services are and the token to call them with.
 #[derive(clap::Args)]
@@ -60,12 +72,56 @@ pub struct Conn {
         default_value_t = 120
     )]
     timeout_secs: u64,
+    /// Who is acting, sent with every call and recorded with an erasure beside the token's role
+    /// (1-100 printable ASCII characters); default: $USER.
+    #[arg(
+        long = "as",
+        global = true,
+        env = "BILLINGCTL_AS",
+        value_name = "NAME",
+        value_parser = actor_name
+    )]
+    actor: Option<Actor>,
+}
+
+/// Who is acting, as the [`ACTOR_METADATA`] of every call (none: the ledger records an
+/// erasure as "(unnamed)").
+#[derive(Clone, Debug, Default)]
+pub struct Actor(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Actor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(name) = &self.0 {
+            request.metadata_mut().insert(ACTOR_METADATA, name.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// `--as`: a name the ledger accepts (1-100 characters once trimmed, none a control
+/// character) and that gRPC metadata can carry as text (printable ASCII).
+fn actor_name(value: &str) -> Result<Actor, String> {
+    let name = value.trim();
+    let printable = name.bytes().all(|b| (b' '..=b'~').contains(&b));
+    if name.is_empty() || name.len() > MAX_ACTOR_LEN || !printable {
+        return Err(format!(
+            "a name must be 1-{MAX_ACTOR_LEN} printable ASCII characters (letters, digits, \
+             spaces, punctuation)"
+        ));
+    }
+    let name = name
+        .parse()
+        .map_err(|_| format!("{name:?} cannot be sent as gRPC metadata"))?;
+    Ok(Actor(Some(name)))
 }
 
 impl Conn {
     /// A channel to `url` that sends the token with every call. It connects on the first call,
     /// so an unreachable service shows as that call's `Unavailable`.
-    fn channel(&self, url: &str) -> anyhow::Result<TracedChannel> {
+    fn channel(&self, url: &str) -> anyhow::Result<Channel> {
         // As the services would answer a call without one (exit status 77, with the hint).
         let token = self.token.as_ref().ok_or_else(|| {
             tonic::Status::unauthenticated(
@@ -77,20 +133,41 @@ impl Conn {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(self.timeout_secs))
             .connect_lazy();
-        Ok(traced(channel, token)?)
+        Ok(InterceptedService::new(
+            traced(channel, token)?,
+            self.actor()?,
+        ))
     }
 
-    pub fn ledger(&self) -> anyhow::Result<LedgerServiceClient<TracedChannel>> {
+    /// `--as` (or `BILLINGCTL_AS`), else `$USER` when set, else nobody.
+    fn actor(&self) -> anyhow::Result<Actor> {
+        if let Some(actor) = &self.actor {
+            return Ok(actor.clone());
+        }
+        let Some(user) = std::env::var_os("USER").filter(|u| !u.is_empty()) else {
+            return Ok(Actor::default());
+        };
+        let user = user.to_string_lossy();
+        actor_name(&user).map_err(|why| {
+            // As the ledger would answer this name (exit status 64).
+            tonic::Status::invalid_argument(format!(
+                "$USER ({user:?}) cannot name who is acting: {why}; set --as or BILLINGCTL_AS"
+            ))
+            .into()
+        })
+    }
+
+    pub fn ledger(&self) -> anyhow::Result<LedgerServiceClient<Channel>> {
         Ok(LedgerServiceClient::new(self.channel(&self.ledger_url)?))
     }
 
-    pub fn invoicing(&self) -> anyhow::Result<InvoicingServiceClient<TracedChannel>> {
+    pub fn invoicing(&self) -> anyhow::Result<InvoicingServiceClient<Channel>> {
         Ok(InvoicingServiceClient::new(
             self.channel(&self.invoicing_url)?,
         ))
     }
 
-    pub fn notifier(&self) -> anyhow::Result<NotifierServiceClient<TracedChannel>> {
+    pub fn notifier(&self) -> anyhow::Result<NotifierServiceClient<Channel>> {
         Ok(NotifierServiceClient::new(
             self.channel(&self.notifier_url)?,
         ))
@@ -107,7 +184,7 @@ impl Conn {
 
 /// One tenant's profile; an unknown tenant is an error that says so.
 pub async fn profile(
-    invoicing: &mut InvoicingServiceClient<TracedChannel>,
+    invoicing: &mut InvoicingServiceClient<Channel>,
     tenant: &str,
 ) -> anyhow::Result<TenantProfile> {
     match invoicing
@@ -128,4 +205,30 @@ pub async fn profile(
 pub fn is_not_found(err: &anyhow::Error) -> bool {
     err.downcast_ref::<tonic::Status>()
         .is_some_and(|s| s.code() == tonic::Code::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(value: &str) -> Result<String, String> {
+        let Actor(name) = actor_name(value)?;
+        Ok(name
+            .and_then(|n| n.to_str().ok().map(str::to_string))
+            .unwrap_or_default())
+    }
+
+    #[test]
+    fn a_name_is_what_the_ledger_accepts_trimmed() {
+        assert_eq!(sent("Dana").as_deref(), Ok("Dana"));
+        assert_eq!(
+            sent("  Dana (privacy officer) ").as_deref(),
+            Ok("Dana (privacy officer)")
+        );
+        assert_eq!(sent(&"x".repeat(MAX_ACTOR_LEN)).map(|n| n.len()), Ok(100));
+        for refused in ["", "   ", "Zoë", "tab\there", "line\nbreak"] {
+            assert!(sent(refused).is_err(), "{refused:?}");
+        }
+        assert!(sent(&"x".repeat(MAX_ACTOR_LEN + 1)).is_err());
+    }
 }

@@ -3,8 +3,8 @@
 //! # Layout
 //!
 //! - `main.rs`: the command line, and the dispatch of a command to its noun's module.
-//! - [`clients`]: the services' addresses and the token (global flags), a gRPC client for each,
-//!   and the calls several commands make.
+//! - [`clients`]: the services' addresses, the token and who is acting (`--as`) (global flags), a
+//!   gRPC client for each, and the calls several commands make.
 //! - [`output`]: JSON (pretty, or compact on one line; the one rule of its shapes is in its
 //!   docs), fixed-width tables, money and time formats, and every write to stdout.
 //! - [`exit`]: a command's [`Outcome`], and the one table from outcomes and errors (gRPC codes,
@@ -13,6 +13,7 @@
 //! - [`progress`]: a progress line on stderr for long runs, when stderr is a terminal.
 //! - [`cmd`]: one module a noun, with its subcommands and its `run`:
 //!   - [`cmd::bookings`]: booking records, one booking's history, the hash-chain check;
+//!   - [`cmd::clients`]: a client's personal details, their erasure, the re-wrap of their keys;
 //!   - [`cmd::invoices`]: the monthly close, invoices' lifecycle, their PDFs and emails;
 //!   - [`cmd::dlq`]: dead letters and their replay;
 //!   - [`cmd::tenants`]: tenants' billing profiles;
@@ -62,6 +63,9 @@ enum Command {
     /// Booking records in the ledger.
     #[command(subcommand)]
     Bookings(bookings::BookingsCmd),
+    /// Clients' personal details kept by the ledger: show, erase, re-wrap their keys.
+    #[command(subcommand)]
+    Clients(cmd::clients::ClientsCmd),
     /// Monthly invoices.
     #[command(subcommand)]
     Invoices(invoices::InvoicesCmd),
@@ -103,6 +107,8 @@ async fn main() -> ExitCode {
 async fn run(conn: &Conn, json: bool, command: Command) -> anyhow::Result<Outcome> {
     match command {
         Command::Bookings(cmd) => bookings::run(conn, json, cmd).await,
+        // `cmd::clients`: `clients` alone is the services' clients.
+        Command::Clients(cmd) => crate::cmd::clients::run(conn, json, cmd).await,
         Command::Invoices(cmd) => invoices::run(conn, json, cmd).await,
         Command::Dlq(cmd) => dlq::run(conn, json, cmd).await,
         Command::Tenants(cmd) => tenants::run(conn, json, cmd).await,

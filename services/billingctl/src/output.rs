@@ -7,7 +7,8 @@
 //!
 //! One rule for every command, so a script reads each the same way:
 //! - A command that answers with a list prints a bare JSON array of objects, `[]` when there is
-//!   nothing, even when it asked for one tenant or one invoice: `bookings list`, `dlq list`,
+//!   nothing, even when it asked for one tenant or one invoice: `bookings list`, `clients show`
+//!   (each booking with its `details`, `null` once erased, and `erased_at`), `dlq list`,
 //!   `events list`, `invoices generate`, `invoices list`, `invoices sweep-overdue`,
 //!   `invoices emails`, `tenants list`, `reconcile simplybook`, `reconcile bank`,
 //!   `simplybook check`, and `export … --format json` (written element by element as pages
@@ -15,8 +16,10 @@
 //! - A command about one thing prints one object: `bookings show` (`{"booking", "history",
 //!   "revisions"}`), `bookings verify`, `invoices show`, `invoices pay` (`{"recorded",
 //!   "overpaid", "invoice"}`), `invoices void`, `invoices pdf`, `tenants show`, `tenants set`,
-//!   `dlq replay` (`{"replayed", "dead_letter"}`). `show` prints it pretty; the others, which
-//!   act, on one compact line.
+//!   `dlq replay` (`{"replayed", "dead_letter"}`), `clients erase` (`{"tenant", "outcome",
+//!   "keys_erased", "keys_already_erased", "bookings"}`), `clients rewrap` (`{"rewrapped",
+//!   "remaining", "current_kek"}`, with `--all` `rewrapped` counting every call's). `show`
+//!   prints it pretty; the others, which act, on one compact line.
 //! - Field names are `snake_case`. The tenant's id is `tenant`; a record's own id is `id`, any
 //!   other id `<thing>_id` (`invoice_id`, `event_id`). A thing printed in several places is built
 //!   by one function ([`invoice_json`], each command's `*_json`), so it has the same fields

@@ -1,7 +1,9 @@
 //! billingctl as an operator runs it (a separate process over gRPC): tenants' billing profiles,
 //! the month-end close, exports, payments from a bank statement, reconciliation with
-//! SimplyBook, an unknown invoice's emails, and a reader that stops reading (`| head`).
+//! SimplyBook, clients' personal details and their erasure, an unknown invoice's emails, and a
+//! reader that stops reading (`| head`).
 
+mod clients;
 mod endings;
 mod month_end;
 mod reconciliation;

@@ -2,6 +2,7 @@
 //! `output`, `exit` and `progress`, never on each other.
 
 pub mod bookings;
+pub mod clients;
 pub mod dlq;
 pub mod events;
 pub mod export;
