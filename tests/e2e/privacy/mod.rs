@@ -3,6 +3,7 @@
 //! of the key-encryption key.
 
 mod erasure;
+mod nowhere_else;
 mod retention;
 mod rotation;
 mod sealing;
