@@ -10,7 +10,7 @@
 //! the outbox relay, shared by services whose tables live in different schemas. Here, what names
 //! the caller's schema or role is built at run time too, each with a test that runs it on the
 //! real database (named where it is built); the rest is checked.
-//! [`text_enum!`](crate::text_enum) gives a status enum stored as `text` its SQL type.
+//! [`text_enum!`](crate::text_enum!) declares a status enum stored as `text`, with its SQL type.
 
 use std::time::Duration;
 
@@ -178,53 +178,4 @@ pub fn is_transient(err: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         _ => false,
     }
-}
-
-/// Makes an enum stored as `text` (a column whose check constraint lists the spellings) a SQL type
-/// of its own for PostgreSQL: it binds as `as_str()` and decodes through `FromStr` (whose error
-/// becomes the decode error), so a query reads it directly (in `query!`, with the column override
-/// `status as "status: InvoiceStatus"`) and binds it (`query!(…, status as InvoiceStatus)`).
-/// The type needs `fn as_str(self) -> &'static str`, `Copy` and `FromStr` with a `String` (or
-/// other boxable) error. Its SQL type is `text` itself, so no type is looked up by name on a new
-/// connection, and arrays (`status = any($1)`) bind as `text[]`.
-#[macro_export]
-macro_rules! text_enum {
-    ($ty:ty) => {
-        impl ::sqlx::Type<::sqlx::Postgres> for $ty {
-            fn type_info() -> ::sqlx::postgres::PgTypeInfo {
-                <&str as ::sqlx::Type<::sqlx::Postgres>>::type_info()
-            }
-
-            fn compatible(ty: &::sqlx::postgres::PgTypeInfo) -> bool {
-                <&str as ::sqlx::Type<::sqlx::Postgres>>::compatible(ty)
-            }
-        }
-
-        impl ::sqlx::postgres::PgHasArrayType for $ty {
-            fn array_type_info() -> ::sqlx::postgres::PgTypeInfo {
-                <&str as ::sqlx::postgres::PgHasArrayType>::array_type_info()
-            }
-
-            fn array_compatible(ty: &::sqlx::postgres::PgTypeInfo) -> bool {
-                <&str as ::sqlx::postgres::PgHasArrayType>::array_compatible(ty)
-            }
-        }
-
-        impl ::sqlx::Encode<'_, ::sqlx::Postgres> for $ty {
-            fn encode_by_ref(
-                &self,
-                buf: &mut ::sqlx::postgres::PgArgumentBuffer,
-            ) -> ::std::result::Result<::sqlx::encode::IsNull, ::sqlx::error::BoxDynError> {
-                <&str as ::sqlx::Encode<::sqlx::Postgres>>::encode(self.as_str(), buf)
-            }
-        }
-
-        impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for $ty {
-            fn decode(
-                value: ::sqlx::postgres::PgValueRef<'r>,
-            ) -> ::std::result::Result<Self, ::sqlx::error::BoxDynError> {
-                Ok(<&str as ::sqlx::Decode<::sqlx::Postgres>>::decode(value)?.parse()?)
-            }
-        }
-    };
 }

@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text_enum;
 pub mod trace;
 
 pub use nats::Subjects;

@@ -2,9 +2,6 @@
 //! spells it. A leaf: the decoding of incoming events, the batch's plan and the store all speak
 //! these types, and depend on nothing else of the crate for them.
 
-use std::fmt;
-use std::str::FromStr;
-
 use uuid::Uuid;
 
 /// What applying an event did.
@@ -29,47 +26,26 @@ impl Applied {
     }
 }
 
-/// What the audit log (`audit_log.outcome`, checked by its constraint) says became of an event:
-/// how it was [`Applied`], or what happened to one that was not. [`AuditOutcome::as_str`] is the
-/// only spelling; in SQL the type binds and decodes as `text` (`billing_runtime::text_enum!`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuditOutcome {
-    Stored,
-    StatusChanged,
-    Revised,
-    Stale,
-    Duplicate,
-    /// Could not be applied and went to the dead-letter stream.
-    DeadLettered,
-    /// An operator published a dead letter again.
-    Replayed,
-    /// A request ingest refused (bad signature or token, unknown tenant, malformed body).
-    Rejected,
-}
-
-impl AuditOutcome {
-    pub const ALL: [AuditOutcome; 8] = [
-        AuditOutcome::Stored,
-        AuditOutcome::StatusChanged,
-        AuditOutcome::Revised,
-        AuditOutcome::Stale,
-        AuditOutcome::Duplicate,
-        AuditOutcome::DeadLettered,
-        AuditOutcome::Replayed,
-        AuditOutcome::Rejected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditOutcome::Stored => "stored",
-            AuditOutcome::StatusChanged => "status_changed",
-            AuditOutcome::Revised => "revised",
-            AuditOutcome::Stale => "stale",
-            AuditOutcome::Duplicate => "duplicate",
-            AuditOutcome::DeadLettered => "dead_lettered",
-            AuditOutcome::Replayed => "replayed",
-            AuditOutcome::Rejected => "rejected",
-        }
+// Bound and read as the `text` it is stored as: `query!(…, outcome as AuditOutcome)`, and
+// `outcome as "outcome: AuditOutcome"` in a query's columns.
+billing_runtime::text_enum! {
+    /// What the audit log (`audit_log.outcome`, checked by its constraint) says became of an
+    /// event: how it was [`Applied`], or what happened to one that was not.
+    /// [`AuditOutcome::as_str`] is the only spelling; in SQL the type binds and decodes as `text`
+    /// (`billing_runtime::text_enum!`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum AuditOutcome as "audit outcome" {
+        Stored = "stored",
+        StatusChanged = "status_changed",
+        Revised = "revised",
+        Stale = "stale",
+        Duplicate = "duplicate",
+        /// Could not be applied and went to the dead-letter stream.
+        DeadLettered = "dead_lettered",
+        /// An operator published a dead letter again.
+        Replayed = "replayed",
+        /// A request ingest refused (bad signature or token, unknown tenant, malformed body).
+        Rejected = "rejected",
     }
 }
 
@@ -84,27 +60,6 @@ impl From<Applied> for AuditOutcome {
         }
     }
 }
-
-impl FromStr for AuditOutcome {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AuditOutcome::ALL
-            .into_iter()
-            .find(|outcome| outcome.as_str() == s)
-            .ok_or_else(|| format!("unknown audit outcome {s:?}"))
-    }
-}
-
-impl fmt::Display for AuditOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-// Bound and read as the `text` it is stored as: `query!(…, outcome as AuditOutcome)`, and
-// `outcome as "outcome: AuditOutcome"` in a query's columns.
-billing_runtime::text_enum!(AuditOutcome);
 
 /// What one event of a batch did.
 #[derive(Debug)]

@@ -9,7 +9,6 @@
 //! with the same Message-ID, and mail clients show one message per Message-ID.
 
 use std::future::Future;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -17,83 +16,31 @@ use uuid::Uuid;
 
 use crate::mail::MailError;
 
-/// What an email is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    InvoiceIssued,
-    PaymentReminder,
-    PaymentReceived,
-    OperatorAlert,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 4] = [
-        Kind::InvoiceIssued,
-        Kind::PaymentReminder,
-        Kind::PaymentReceived,
-        Kind::OperatorAlert,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::InvoiceIssued => "invoice_issued",
-            Kind::PaymentReminder => "payment_reminder",
-            Kind::PaymentReceived => "payment_received",
-            Kind::OperatorAlert => "operator_alert",
-        }
-    }
-}
-
-impl FromStr for Kind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Kind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| format!("unknown email kind {s:?}"))
-    }
-}
-
 // `emails.kind`, bound and read as its `text`.
-billing_runtime::text_enum!(Kind);
-
-/// Where an email stands (`emails.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Not handed to SMTP yet, or the last attempt failed.
-    Pending,
-    /// Accepted by the server.
-    Sent,
-    /// Refused for good (550–556, or an invalid address); its event was dead-lettered.
-    Rejected,
-}
-
-impl State {
-    pub const ALL: [State; 3] = [State::Pending, State::Sent, State::Rejected];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Pending => "pending",
-            State::Sent => "sent",
-            State::Rejected => "rejected",
-        }
-    }
-}
-
-impl FromStr for State {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        State::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| format!("unknown email state {s:?}"))
+billing_runtime::text_enum! {
+    /// What an email is about.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind as "email kind" {
+        InvoiceIssued = "invoice_issued",
+        PaymentReminder = "payment_reminder",
+        PaymentReceived = "payment_received",
+        OperatorAlert = "operator_alert",
     }
 }
 
 // `emails.state`, bound and read as its `text`.
-billing_runtime::text_enum!(State);
+billing_runtime::text_enum! {
+    /// Where an email stands (`emails.state`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum State as "email state" {
+        /// Not handed to SMTP yet, or the last attempt failed.
+        Pending = "pending",
+        /// Accepted by the server.
+        Sent = "sent",
+        /// Refused for good (550–556, or an invalid address); its event was dead-lettered.
+        Rejected = "rejected",
+    }
+}
 
 /// Names one logical email.
 #[derive(Debug, Clone)]

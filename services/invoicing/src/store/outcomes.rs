@@ -2,53 +2,23 @@
 //! the periods that are closed because of it.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Store;
 
-/// What a close did for one tenant and period, as `close_outcomes.outcome` stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseOutcome {
-    Issued,
-    AlreadyIssued,
-    NothingBillable,
-    Failed,
-}
-
-impl CloseOutcome {
-    pub const ALL: [CloseOutcome; 4] = [
-        CloseOutcome::Issued,
-        CloseOutcome::AlreadyIssued,
-        CloseOutcome::NothingBillable,
-        CloseOutcome::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseOutcome::Issued => "issued",
-            CloseOutcome::AlreadyIssued => "already_issued",
-            CloseOutcome::NothingBillable => "nothing_billable",
-            CloseOutcome::Failed => "failed",
-        }
-    }
-}
-
-impl FromStr for CloseOutcome {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CloseOutcome::ALL
-            .into_iter()
-            .find(|outcome| outcome.as_str() == s)
-            .ok_or_else(|| format!("unknown close outcome {s:?}"))
-    }
-}
-
 // Bound as the `text` it is stored as: `query!(…, outcome as CloseOutcome)`.
-billing_runtime::text_enum!(CloseOutcome);
+billing_runtime::text_enum! {
+    /// What a close did for one tenant and period, as `close_outcomes.outcome` stores it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum CloseOutcome as "close outcome" {
+        Issued = "issued",
+        AlreadyIssued = "already_issued",
+        NothingBillable = "nothing_billable",
+        Failed = "failed",
+    }
+}
 
 impl Store {
     pub async fn record_outcome(

@@ -1,9 +1,6 @@
 //! Payments against an invoice: recorded once per idempotency key, added to the invoice's amount
 //! paid, and announced on `invoicing.invoice.payment_recorded`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use billing_proto::convert::timestamp;
 use billing_proto::events::PaymentRecordedV1;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -15,48 +12,20 @@ use uuid::Uuid;
 use super::Store;
 use super::invoices::{InvoiceRow, query_invoice};
 
-/// How a payment was made. [`PaymentMethod::as_str`] is the only spelling (`payments.method`,
-/// checked by its constraint, the `payment_recorded` event, gRPC messages and metric labels);
-/// [`FromStr`] is its inverse. In SQL it binds and decodes as `text`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PaymentMethod {
-    /// A bank transfer, recorded by hand or matched from a bank statement.
-    BankTransfer,
-    /// Collected by Stripe (its `invoice.paid` event).
-    Stripe,
-}
-
-impl PaymentMethod {
-    pub const ALL: [PaymentMethod; 2] = [PaymentMethod::BankTransfer, PaymentMethod::Stripe];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentMethod::BankTransfer => "bank_transfer",
-            PaymentMethod::Stripe => "stripe",
-        }
-    }
-}
-
-impl FromStr for PaymentMethod {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PaymentMethod::ALL
-            .into_iter()
-            .find(|method| method.as_str() == s)
-            .ok_or_else(|| format!("unknown payment method {s:?}"))
-    }
-}
-
-impl fmt::Display for PaymentMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 // Bound and read as the `text` it is stored as: `query!(…, method as PaymentMethod)`, and
 // `method as "method: PaymentMethod"` in a query's columns.
-billing_runtime::text_enum!(PaymentMethod);
+billing_runtime::text_enum! {
+    /// How a payment was made. [`PaymentMethod::as_str`] is the only spelling (`payments.method`,
+    /// checked by its constraint, the `payment_recorded` event, gRPC messages and metric labels);
+    /// [`FromStr`](std::str::FromStr) is its inverse. In SQL it binds and decodes as `text`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum PaymentMethod as "payment method" {
+        /// A bank transfer, recorded by hand or matched from a bank statement.
+        BankTransfer = "bank_transfer",
+        /// Collected by Stripe (its `invoice.paid` event).
+        Stripe = "stripe",
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct PaymentRow {

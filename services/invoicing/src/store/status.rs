@@ -1,48 +1,30 @@
 //! An invoice's status. [`InvoiceStatus::as_str`] is the only spelling of the statuses (the
 //! `invoices.status` column, history rows, event subjects and payloads, metric labels);
-//! [`FromStr`] is its inverse. In SQL the type binds and decodes as `text`
+//! [`FromStr`](std::str::FromStr) is its inverse. In SQL the type binds and decodes as `text`
 //! (`billing_runtime::text_enum!`), so the column and its check constraint are unchanged. One
 //! spelling is also written into SQL: `status <> 'void'`, which PostgreSQL needs as a literal to
 //! use the partial index `invoices_one_per_period`; a test below pins it.
 
-use std::fmt;
-use std::str::FromStr;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum InvoiceStatus {
-    /// Numbered and stored, not yet accepted by Stripe (Stripe mode only).
-    Draft,
-    Issued,
-    PartiallyPaid,
-    Paid,
-    Overdue,
-    Void,
+// Bound and read as the `text` it is stored as: `query!(…, status as InvoiceStatus)`, and
+// `status as "status: InvoiceStatus"` in a query's columns.
+billing_runtime::text_enum! {
+    /// An invoice's status.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum InvoiceStatus as "invoice status" {
+        /// Numbered and stored, not yet accepted by Stripe (Stripe mode only).
+        Draft = "draft",
+        Issued = "issued",
+        PartiallyPaid = "partially_paid",
+        Paid = "paid",
+        Overdue = "overdue",
+        Void = "void",
+    }
 }
 
 impl InvoiceStatus {
-    pub const ALL: [InvoiceStatus; 6] = [
-        InvoiceStatus::Draft,
-        InvoiceStatus::Issued,
-        InvoiceStatus::PartiallyPaid,
-        InvoiceStatus::Paid,
-        InvoiceStatus::Overdue,
-        InvoiceStatus::Void,
-    ];
-
     /// The statuses the overdue sweep moves to overdue once the due date has passed.
     pub const FALLS_OVERDUE: [InvoiceStatus; 2] =
         [InvoiceStatus::Issued, InvoiceStatus::PartiallyPaid];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InvoiceStatus::Draft => "draft",
-            InvoiceStatus::Issued => "issued",
-            InvoiceStatus::PartiallyPaid => "partially_paid",
-            InvoiceStatus::Paid => "paid",
-            InvoiceStatus::Overdue => "overdue",
-            InvoiceStatus::Void => "void",
-        }
-    }
 
     /// Paid and void are final: no event moves an invoice out of them.
     pub fn is_final(self) -> bool {
@@ -70,27 +52,6 @@ impl InvoiceStatus {
         }
     }
 }
-
-impl FromStr for InvoiceStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        InvoiceStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown invoice status {s:?}"))
-    }
-}
-
-impl fmt::Display for InvoiceStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-// Bound and read as the `text` it is stored as: `query!(…, status as InvoiceStatus)`, and
-// `status as "status: InvoiceStatus"` in a query's columns.
-billing_runtime::text_enum!(InvoiceStatus);
 
 #[cfg(test)]
 mod tests {

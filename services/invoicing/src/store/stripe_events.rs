@@ -2,9 +2,6 @@
 //! once, then what became of it ([`StripeOutcome`]) and why; and what deciding an event reads
 //! besides the invoice.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -12,72 +9,32 @@ use uuid::Uuid;
 use super::Store;
 use super::mode::InvoicingMode;
 
-/// What became of a Stripe event. [`StripeOutcome::as_str`] is the only spelling
-/// (`stripe_events.outcome`, the `invoicing_stripe_events_total` label, logs); [`FromStr`] is
-/// its inverse. In SQL it binds and decodes as `text`. One spelling is also written into SQL:
-/// the partial index `stripe_events_refused_idx` is `where outcome = 'refused'`; a test below
-/// pins it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StripeOutcome {
-    /// Claimed, not decided yet: what claiming an event writes. Its decision replaces it in the
-    /// same transaction, so no committed row keeps it.
-    Received,
-    Applied,
-    /// Already seen (same event id): the claim found it, and nothing is written.
-    Duplicate,
-    /// Arrived after a later state was reached; nothing to do.
-    Stale,
-    /// Names no invoice of ours and is about no Stripe invoice we made.
-    Unmatched,
-    /// Names one of our invoices but is not bound to it: nothing changed, an alert was raised.
-    Refused,
-    /// An event type invoicing does not act on.
-    Ignored,
-}
-
-impl StripeOutcome {
-    pub const ALL: [StripeOutcome; 7] = [
-        StripeOutcome::Received,
-        StripeOutcome::Applied,
-        StripeOutcome::Duplicate,
-        StripeOutcome::Stale,
-        StripeOutcome::Unmatched,
-        StripeOutcome::Refused,
-        StripeOutcome::Ignored,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StripeOutcome::Received => "received",
-            StripeOutcome::Applied => "applied",
-            StripeOutcome::Duplicate => "duplicate",
-            StripeOutcome::Stale => "stale",
-            StripeOutcome::Unmatched => "unmatched",
-            StripeOutcome::Refused => "refused",
-            StripeOutcome::Ignored => "ignored",
-        }
-    }
-}
-
-impl FromStr for StripeOutcome {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        StripeOutcome::ALL
-            .into_iter()
-            .find(|outcome| outcome.as_str() == s)
-            .ok_or_else(|| format!("unknown Stripe event outcome {s:?}"))
-    }
-}
-
-impl fmt::Display for StripeOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 // Bound and read as the `text` it is stored as: `query!(…, outcome as StripeOutcome)`.
-billing_runtime::text_enum!(StripeOutcome);
+billing_runtime::text_enum! {
+    /// What became of a Stripe event. [`StripeOutcome::as_str`] is the only spelling
+    /// (`stripe_events.outcome`, the `invoicing_stripe_events_total` label, logs);
+    /// [`FromStr`](std::str::FromStr) is its inverse. In SQL it binds and decodes as `text`. One
+    /// spelling is also written into SQL: the partial index `stripe_events_refused_idx` is
+    /// `where outcome = 'refused'`; a test below pins it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum StripeOutcome as "Stripe event outcome" {
+        /// Claimed, not decided yet: what claiming an event writes. Its decision replaces it in
+        /// the same transaction, so no committed row keeps it.
+        Received = "received",
+        Applied = "applied",
+        /// Already seen (same event id): the claim found it, and nothing is written.
+        Duplicate = "duplicate",
+        /// Arrived after a later state was reached; nothing to do.
+        Stale = "stale",
+        /// Names no invoice of ours and is about no Stripe invoice we made.
+        Unmatched = "unmatched",
+        /// Names one of our invoices but is not bound to it: nothing changed, an alert was
+        /// raised.
+        Refused = "refused",
+        /// An event type invoicing does not act on.
+        Ignored = "ignored",
+    }
+}
 
 impl Store {
     /// Claims a Stripe event id; `false` when it was already handled.
