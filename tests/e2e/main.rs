@@ -3,6 +3,7 @@
 
 mod bank_statements;
 mod billingctl;
+mod cluster;
 mod descriptors;
 mod duplicate_delivery;
 mod fetch_on_notify;

@@ -48,7 +48,7 @@ pub struct Config {
     /// the public port. Unset: everything on `INGEST_LISTEN_ADDR`.
     #[arg(long, env = "INGEST_OPS_ADDR")]
     pub ops_addr: Option<SocketAddr>,
-    /// NATS server with JetStream. (Its value is not shown in `--help`: a URL may carry a
+    /// NATS server with JetStream; on a cluster, several seed URLs separated by commas. (Its value is not shown in `--help`: a URL may carry a
     /// password.)
     #[arg(
         long,
@@ -206,7 +206,8 @@ pub async fn run_with_ops(
         client.clone(),
         Duration::from_millis(config.publish_timeout_ms),
     );
-    let subjects = Subjects::new(&config.nats_namespace);
+    let subjects = Subjects::new(&config.nats_namespace)
+        .with_replicas(usize::from(config.nats_identity.stream_replicas));
     subjects.ensure_streams(&js).await?;
     let retention = Duration::from_secs(config.webhook_retention_hours * 3600);
     match subjects.set_webhook_retention(&js, retention).await {

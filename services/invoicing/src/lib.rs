@@ -75,7 +75,7 @@ pub struct Config {
     /// Connections in the pool.
     #[arg(long, env = "INVOICING_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
-    /// NATS server with JetStream.
+    /// NATS server with JetStream; on a cluster, several seed URLs separated by commas.
     #[arg(
         long,
         env = "INVOICING_NATS_URL",
@@ -209,7 +209,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         .connect(&config.nats_url, "invoicing")
         .await?;
     let js = nats::jetstream(client.clone(), Duration::from_secs(5));
-    let subjects = Subjects::new(&config.nats_namespace);
+    let subjects = Subjects::new(&config.nats_namespace)
+        .with_replicas(usize::from(config.nats_identity.stream_replicas));
     subjects.ensure_streams(&js).await?;
     let ready_streams = (js.clone(), subjects.stream_names());
 

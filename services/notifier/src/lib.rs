@@ -65,7 +65,7 @@ pub struct Config {
     /// Apply this service's database migrations, then exit (a deploy's migration step).
     #[arg(long, env = "NOTIFIER_MIGRATE_ONLY")]
     pub migrate_only: bool,
-    /// NATS server with JetStream.
+    /// NATS server with JetStream; on a cluster, several seed URLs separated by commas.
     #[arg(
         long,
         env = "NOTIFIER_NATS_URL",
@@ -227,7 +227,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         .connect(&config.nats_url, "notifier")
         .await?;
     let js = nats::jetstream(client.clone(), Duration::from_secs(5));
-    let subjects = Subjects::new(&config.nats_namespace);
+    let subjects = Subjects::new(&config.nats_namespace)
+        .with_replicas(usize::from(config.nats_identity.stream_replicas));
     subjects.ensure_streams(&js).await?;
     let ready_streams = (js.clone(), subjects.stream_names());
 

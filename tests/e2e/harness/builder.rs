@@ -33,6 +33,7 @@ pub struct Builder {
     pub(super) namespace: Option<String>,
     pub(super) mail: Mail,
     pub(super) alone: bool,
+    pub(super) replicas: Option<u8>,
 }
 
 impl Builder {
@@ -65,6 +66,12 @@ impl Builder {
     /// The NATS server at `url` rather than the shared one.
     pub fn nats(mut self, url: String) -> Self {
         self.nats_url = Some(url);
+        self
+    }
+
+    /// Every service creates and keeps the streams on `replicas` servers (a cluster's).
+    pub fn replicas(mut self, replicas: u8) -> Self {
+        self.replicas = Some(replicas);
         self
     }
 

@@ -141,7 +141,9 @@ impl System {
     }
 
     pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
-        let client = async_nats::connect(&self.nats_url).await?;
+        // One server, or a cluster's seeds separated by commas.
+        let seeds: Vec<&str> = self.nats_url.split(',').collect();
+        let client = async_nats::connect(seeds).await?;
         Ok(async_nats::jetstream::new(client))
     }
 

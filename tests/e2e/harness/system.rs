@@ -112,6 +112,7 @@ impl System {
             namespace: None,
             mail: Mail::default(),
             alone: false,
+            replicas: None,
         }
     }
 
@@ -187,10 +188,13 @@ impl System {
         // What every service is told: where it listens, and its NATS server, namespace and
         // login.
         let common = |service: &str, addr: SocketAddr| {
-            let args = Args::default()
+            let mut args = Args::default()
                 .set("--listen-addr", addr.to_string())
                 .set("--nats-url", &self.nats_url)
                 .set("--nats-namespace", &self.namespace);
+            if let Some(replicas) = builder.replicas {
+                args = args.set("--nats-stream-replicas", replicas.to_string());
+            }
             match &builder.logins {
                 Some(dir) => args
                     .set("--nats-user", service)

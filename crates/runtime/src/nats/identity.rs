@@ -89,7 +89,9 @@ fn read_secret(what: &str, path: &std::path::Path) -> Result<String, async_nats:
         .map_err(|e| auth_error(what, path, e))
 }
 
-/// Connects as `identity` (anonymous when it is empty); TLS when the URL says `tls://`.
+/// Connects as `identity` (anonymous when it is empty) to `url`: one server, or several seed
+/// servers of a cluster separated by commas (tried in turn, and again on every reconnect); TLS
+/// when a URL says `tls://`.
 pub async fn connect_as(
     url: &str,
     name: &str,
@@ -111,7 +113,12 @@ pub async fn connect_as(
     if let Some(path) = &identity.tls_ca_file {
         options = options.add_root_certificates(path.clone());
     }
-    if url.starts_with("tls://") {
+    let seeds: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if seeds.iter().any(|s| s.starts_with("tls://")) {
         options = options.require_tls(true);
     }
     options
@@ -121,7 +128,7 @@ pub async fn connect_as(
         .custom_inbox_prefix(format!("_INBOX_{name}"))
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
-        .connect(url)
+        .connect(seeds)
         .await
 }
 
@@ -134,8 +141,9 @@ pub fn jetstream(client: async_nats::Client, timeout: Duration) -> jetstream::Co
 
 /// Declares a service's NATS identity settings, `<PREFIX>_NATS_USER`,
 /// `<PREFIX>_NATS_PASSWORD_FILE`, `<PREFIX>_NATS_CREDS_FILE`, `<PREFIX>_NATS_NKEY_SEED_FILE` and
-/// `<PREFIX>_NATS_TLS_CA_FILE`, as a struct to `#[command(flatten)]` into its config. All
-/// optional: without them the service connects anonymously (a developer's NATS).
+/// `<PREFIX>_NATS_TLS_CA_FILE`, and the replicas of the streams it creates,
+/// `<PREFIX>_NATS_STREAM_REPLICAS`, as a struct to `#[command(flatten)]` into its config. All
+/// optional: without them the service connects anonymously (a developer's NATS), R1.
 #[macro_export]
 macro_rules! nats_identity_settings {
     ($name:ident, $prefix:literal) => {
@@ -159,6 +167,15 @@ macro_rules! nats_identity_settings {
             /// CA certificate(s) to trust for a `tls://` NATS URL (PEM).
             #[arg(long = "nats-tls-ca-file", env = concat!($prefix, "_NATS_TLS_CA_FILE"))]
             pub tls_ca_file: Option<std::path::PathBuf>,
+            /// Servers each JetStream stream is kept on: 1 on a single server, 3 on a NATS
+            /// cluster (an existing stream with fewer is brought up to it at start-up).
+            #[arg(
+                                                long = "nats-stream-replicas",
+                                                env = concat!($prefix, "_NATS_STREAM_REPLICAS"),
+                                                default_value_t = 1,
+                                                value_parser = clap::value_parser!(u8).range(1..=5)
+                                            )]
+            pub stream_replicas: u8,
         }
 
         impl $name {

@@ -6,11 +6,23 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-/// Subject and stream names, optionally inside a namespace.
-#[derive(Debug, Clone, Default)]
+/// Subject and stream names, optionally inside a namespace, and how many replicas the streams
+/// are kept on.
+#[derive(Debug, Clone)]
 pub struct Subjects {
     prefix: String,
     stream_prefix: String,
+    replicas: usize,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Subjects {
+            prefix: String::new(),
+            stream_prefix: String::new(),
+            replicas: 1,
+        }
+    }
 }
 
 impl Subjects {
@@ -22,8 +34,23 @@ impl Subjects {
             Subjects {
                 prefix: format!("{namespace}."),
                 stream_prefix: format!("{}_", namespace.to_ascii_uppercase()),
+                ..Subjects::default()
             }
         }
+    }
+
+    /// The streams are kept on `replicas` servers (1 on a single server, 3 on a NATS cluster;
+    /// `<SVC>_NATS_STREAM_REPLICAS`): [`Subjects::ensure_streams`] creates them so and brings an
+    /// existing stream with fewer up to it. Their durable consumers follow the stream.
+    pub fn with_replicas(self, replicas: usize) -> Self {
+        Subjects {
+            replicas: replicas.max(1),
+            ..self
+        }
+    }
+
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// The namespace these names were made with (empty in production).
@@ -94,6 +121,7 @@ impl Subjects {
             // Dedup by Nats-Msg-Id inside this window; the databases keep unique keys for longer.
             duplicate_window: Duration::from_secs(10 * 60),
             max_age,
+            num_replicas: self.replicas,
             ..Default::default()
         };
         [
@@ -134,7 +162,8 @@ impl Subjects {
         self.streams().into_iter().map(|c| c.name).collect()
     }
 
-    /// Creates the streams if they do not exist. An existing one is left as it is, unless a
+    /// Creates the streams if they do not exist. An existing one kept on fewer replicas than
+    /// configured is brought up to them (logged). Otherwise it is left as it is, unless a
     /// setting the system's guarantees rest on differs (see [`weakened`]): then start-up stops,
     /// naming it. Whoever may create a stream (every service, by name) could have created it
     /// first with other settings, or an operator changed it.
@@ -144,7 +173,31 @@ impl Subjects {
     ) -> Result<(), jetstream::context::CreateStreamError> {
         for config in self.streams() {
             let stream = js.get_or_create_stream(config.clone()).await?;
-            if let Some(why) = weakened(&config, &stream.cached_info().config) {
+            let mut actual = stream.cached_info().config.clone();
+            if actual.num_replicas < config.num_replicas {
+                let was = actual.num_replicas;
+                actual.num_replicas = config.num_replicas;
+                actual = js
+                    .update_stream(actual)
+                    .await
+                    .map_err(|e| {
+                        jetstream::context::CreateStreamError::with_source(
+                            jetstream::context::CreateStreamErrorKind::Response,
+                            format!(
+                                "raising {} to {} replicas: {e}",
+                                config.name, config.num_replicas
+                            ),
+                        )
+                    })?
+                    .config;
+                tracing::info!(
+                    stream = %config.name,
+                    was,
+                    now = actual.num_replicas,
+                    "stream brought to the configured replicas"
+                );
+            }
+            if let Some(why) = weakened(&config, &actual) {
                 return Err(jetstream::context::CreateStreamError::with_source(
                     jetstream::context::CreateStreamErrorKind::Response,
                     format!(
