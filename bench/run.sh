@@ -3,7 +3,8 @@
 #   bench/run.sh [ingest] [args]   ingest vs a bare HMAC-only axum endpoint (ingest-bench run),
 #                                  each security level in alternating rounds (~4 minutes)
 #   bench/run.sh ledger [args]     ledger drain rate and latency at a steady rate (ledger-bench),
-#                                  each security level in interleaved rounds (~7 minutes)
+#                                  each security level in interleaved rounds, each with client
+#                                  encryption off and on (~10 minutes)
 #   bench/run.sh close [args]      monthly close: 1 tenant x 100k bookings, 1,000 x 100 (close-bench;
 #                                  anonymous NATS, the database's owner)
 #   bench/run.sh pdf [args]        invoice PDF rendering, 2,000 lines (pdf-bench; no services)
@@ -12,7 +13,7 @@
 #                                  (fault-bench; own PostgreSQL and NATS; security as in production
 #                                  by default; ~5 minutes)
 #   bench/run.sh report            all four, then bench/RESULTS.md: the machine, the date, every
-#                                  figure with its ratio to its ceiling (~12 minutes)
+#                                  figure with its ratio to its ceiling (~16 minutes)
 # Extra arguments go to the benchmark (e.g. --duration-secs 5 --rounds 1; --backlog 20000).
 # Security levels (--security; ingest and ledger take a list, default off,auth,tls, and state each
 # level's cost against the first; faults takes one, default tls):
@@ -20,6 +21,9 @@
 #   auth  as in production: each service its own NATS user (deploy/nats/nats-server.conf) and
 #         database role (<schema>_runtime, after the owner's --migrate-only), the keyed chain
 #   tls   auth, and NATS and PostgreSQL over TLS (a CA made per run with openssl)
+# Client encryption (--encryption; ledger takes a list, default off,on, and states on against off):
+#   off   the ledger without LEDGER_CLIENT_KEYRING_FILE: it keeps no client details
+#   on    a keyring made per run with random keys: each booking's client details sealed
 # The benchmarks share the machine's cores: each report gives the load average before and after;
 # rerun when other work (a build) disturbed it.
 set -euo pipefail

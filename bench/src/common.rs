@@ -172,6 +172,77 @@ impl Security {
     }
 }
 
+/// Whether the ledger keeps clients' personal details, encrypted (`--encryption`; issue 19).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Encryption {
+    /// No `LEDGER_CLIENT_KEYRING_FILE`: the ledger keeps no client details at all.
+    Off,
+    /// A keyring made for the run: each new booking's client details sealed with AES-256-GCM
+    /// under its client's data key, made and wrapped on the client's first booking.
+    On,
+}
+
+impl Encryption {
+    pub fn label(self) -> &'static str {
+        match self {
+            Encryption::Off => "client encryption off",
+            Encryption::On => "client encryption on",
+        }
+    }
+
+    /// What the settings mean, for the reports.
+    pub fn explain() -> &'static str {
+        "client encryption off: the ledger runs without LEDGER_CLIENT_KEYRING_FILE and keeps no \
+         client details (it still parses them). client encryption on: a keyring made for the run \
+         (random identity key and key-encryption key, docs/privacy.md); each new booking's \
+         client details (name, email, phone) sealed with AES-256-GCM under its client's data \
+         key, in the batch's transaction: a client's first booking makes the key and stores it \
+         wrapped (ledger.client_keys), later ones read and unwrap it; each identity the details \
+         name is recorded as a keyed digest (ledger.client_lookups)"
+    }
+}
+
+/// Writes a client keyring (docs/privacy.md) with random keys, made for this run only, to
+/// `path`: the identity key and one key-encryption key, 32 bytes each from the system's
+/// random source, base64.
+pub fn write_client_keyring(path: &Path) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut random = [0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("reading /dev/urandom for the run's client keyring")?;
+    let keyring = serde_json::json!({
+        "identity_key": base64(&random[..32]),
+        "current": "bench-kek-1",
+        "keys": { "bench-kek-1": base64(&random[32..]) },
+    });
+    std::fs::write(path, keyring.to_string())?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(())
+}
+
+/// Standard base64 with padding (RFC 4648), for the keyring's keys.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The services that log in to NATS, and the ones with a database schema of their own.
 const NATS_USERS: [&str; 4] = ["ingest", "ledger", "invoicing", "notifier"];
 const SCHEMAS: [&str; 3] = ["ledger", "invoicing", "notifier"];
@@ -182,6 +253,7 @@ const CHAIN_KEY: &str = "fake-ledger-chain-key-for-benchmarks-not-secret-0123";
 /// What a run's services need at a [`Security`] level, made in a directory of its own:
 /// each service's NATS password file (the server reads the same passwords from its
 /// environment), the chain key, and for TLS a CA and a certificate for 127.0.0.1 (openssl).
+#[derive(Clone)]
 pub struct Secured {
     pub level: Security,
     dir: PathBuf,
@@ -576,4 +648,23 @@ pub async fn service_sessions(db: &sqlx::PgPool) -> anyhow::Result<String> {
         .map(|(role, n, tls)| format!("{role} {n} ({tls} TLS)"))
         .collect::<Vec<_>>()
         .join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_is_rfc_4648() {
+        for (bytes, text) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+            (&[0xfb, 0xff, 0xbf], "+/+/"),
+        ] {
+            assert_eq!(super::base64(bytes), text);
+        }
+    }
 }

@@ -9,9 +9,15 @@
 //!    row's `clock_timestamp()`, just before the commit).
 //!
 //! Every security level (`--security`, default off, auth and auth + TLS: see
-//! `common::Security`) is measured `--rounds` times, the levels interleaved (off, auth, tls,
-//! auth, tls, off, …) so that other load on the machine falls on each alike; medians are
-//! reported with the cost of each level against the first.
+//! `common::Security`) is measured with the ledger keeping no client details and with them
+//! sealed (`--encryption`, default off and on: see `common::Encryption`), each `--rounds`
+//! times, the levels interleaved (off, auth, tls, auth, tls, off, …) and each level's two
+//! encryption settings side by side, alternating which goes first, so that other load on the
+//! machine falls on each alike; medians are reported with the cost of each level against the
+//! first and of client encryption against none (issue 19's goal: at least 0.9 of the rate).
+//!
+//! Every booking names its client (name, email, phone); one client per three bookings of a
+//! tenant, so the ledger both makes clients' keys and finds them again (see `measure::client`).
 //!
 //! Run it with `bench/run.sh ledger`.
 
@@ -33,7 +39,7 @@ mod report;
 use anyhow::Context as _;
 use chrono::Utc;
 use clap::Parser;
-use common::{Secured, Security};
+use common::{Encryption, Secured, Security};
 
 use crate::measure::measure;
 use crate::report::report;
@@ -63,6 +69,11 @@ struct Args {
         default_value = "off,auth,tls"
     )]
     security: Vec<Security>,
+    /// Client encryption settings to measure at each level: `off`, the ledger without a
+    /// keyring (it keeps no client details); `on`, with a keyring made for the run (each
+    /// booking's client details sealed). On is compared with off.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "off,on")]
+    encryption: Vec<Encryption>,
     /// Measurements of each level, interleaved with the others'.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -79,7 +90,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        !args.security.is_empty() && args.rounds > 0,
+        !args.security.is_empty() && !args.encryption.is_empty() && args.rounds > 0,
         "nothing to measure"
     );
     let started = Utc::now();
@@ -97,39 +108,88 @@ async fn main() -> anyhow::Result<()> {
         &tenants_file,
         serde_json::json!({ "tenants": tenants }).to_string(),
     )?;
+    // One keyring for the run's measurements with encryption on, random keys.
+    let keyring = dir.join("client-keyring.json");
+    if args.encryption.contains(&Encryption::On) {
+        common::write_client_keyring(&keyring)?;
+    }
     let postgres_certificate = prepare_server(&args).await?;
-    let mut levels = Vec::new();
+    // Level-major: the variants of level i are i * encryptions .. (i + 1) * encryptions.
+    let mut variants = Vec::new();
     for &level in &args.security {
         let mut secured = Secured::prepare(level, &dir)?;
         if let Some(certificate) = &postgres_certificate {
             secured.trust_postgres_certificate(certificate.clone());
         }
-        levels.push((secured, Vec::new()));
+        for &encryption in &args.encryption {
+            variants.push(Variant {
+                secured: secured.clone(),
+                encryption,
+                results: Vec::new(),
+            });
+        }
     }
 
-    // Round r starts at level r (mod the levels): each level runs first, second, … alike.
+    // Round r starts at level r (mod the levels) and at encryption setting r (mod the
+    // settings): each level and each setting runs first, second, … alike, and a level's
+    // settings run one after the other.
+    let (levels, settings) = (args.security.len(), args.encryption.len());
     for round in 0..args.rounds {
-        for i in 0..levels.len() {
-            let (secured, results) = &mut levels[(round + i) % args.security.len()];
-            let tag = format!("{}_{:?}_{round}", started.timestamp(), secured.level).to_lowercase();
-            // A failed measurement keeps the run directory, with its logs.
-            let measured = measure(&args, secured, &tenants_file, &dir.join(&tag), &tag)
+        for i in 0..levels {
+            for j in 0..settings {
+                let index = (round + i) % levels * settings + (round + j) % settings;
+                let variant = &mut variants[index];
+                let tag = format!(
+                    "{}_{:?}_{:?}_{round}",
+                    started.timestamp(),
+                    variant.secured.level,
+                    variant.encryption
+                )
+                .to_lowercase();
+                let keyring = (variant.encryption == Encryption::On).then_some(keyring.as_path());
+                // A failed measurement keeps the run directory, with its logs.
+                let measured = measure(
+                    &args,
+                    &variant.secured,
+                    keyring,
+                    &tenants_file,
+                    &dir.join(&tag),
+                    &tag,
+                )
                 .await
                 .with_context(|| format!("{tag} (logs in {})", dir.join(&tag).display()))?;
-            eprintln!(
-                "round {}: {}: drained {:.0} bookings/s, steady p50 {:.1} ms, p99 {:.1} ms (load {})",
-                round + 1,
-                secured.level.label(),
-                measured.drained_per_sec,
-                measured.p50,
-                measured.p99,
-                common::load_average()
-            );
-            results.push(measured);
+                eprintln!(
+                    "round {}: {}: drained {:.0} bookings/s, steady p50 {:.1} ms, p99 {:.1} ms (load {})",
+                    round + 1,
+                    variant.label(),
+                    measured.drained_per_sec,
+                    measured.p50,
+                    measured.p99,
+                    common::load_average()
+                );
+                variant.results.push(measured);
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    report(&args, &levels, started, &load_before)
+    report(&args, &variants, started, &load_before)
+}
+
+/// What one measurement runs with, and its rounds' figures.
+pub struct Variant {
+    pub secured: Secured,
+    pub encryption: Encryption,
+    pub results: Vec<measure::Measured>,
+}
+
+impl Variant {
+    pub fn label(&self) -> String {
+        format!(
+            "{}, {}",
+            self.secured.level.label(),
+            self.encryption.label()
+        )
+    }
 }
 
 /// The database server's certificate, which the services verify with TLS (Debian's cluster

@@ -17,12 +17,58 @@ use tokio::process::Child;
 use crate::common::{self, Secured};
 use crate::{Args, TENANTS, cpu};
 
+/// Event `n`'s booking: tenant `n % TENANTS`, its client as [`client`] says.
 fn body(n: usize) -> String {
+    let c = client(n / TENANTS);
+    let (first, last) = (FIRST[c % FIRST.len()], LAST[c / FIRST.len() % LAST.len()]);
     format!(
-        r#"{{"booking_id":"{n}","booking_hash":"{n:032x}","price":"{}.{:02}","datetime":"2026-10-14 10:00:00","status":"confirmed","service":{{"id":"7","name":"Remedial massage"}},"client":{{"name":"Bench Client","email":"bench@example.test"}}}}"#,
+        r#"{{"booking_id":"{n}","booking_hash":"{n:032x}","price":"{}.{:02}","datetime":"2026-10-14 10:00:00","status":"confirmed","service":{{"id":"7","name":"Remedial massage"}},"client":{{"name":"{first} {last}","email":"{}.{}{c}@example.test","phone":"+61 4{:02} {:03} {:03}"}}}}"#,
         50 + n % 200,
-        n % 100
+        n % 100,
+        first.to_lowercase(),
+        last.to_lowercase(),
+        c / 1_000_000 % 100,
+        c / 1000 % 1000,
+        c % 1000
     )
+}
+
+const FIRST: [&str; 12] = [
+    "Olivia",
+    "Jack",
+    "Charlotte",
+    "Noah",
+    "Amelia",
+    "William",
+    "Isla",
+    "Oliver",
+    "Mia",
+    "Thomas",
+    "Ava",
+    "Lachlan",
+];
+const LAST: [&str; 10] = [
+    "Smith", "Nguyen", "Jones", "Williams", "Brown", "Wilson", "Taylor", "Kelly", "Martin", "Lee",
+];
+
+/// The client of a tenant's `k`th booking: one client per three bookings. Booking 3c is client
+/// c's first (the ledger makes its key); 3c + 1 and 3c + 2 are the bookings of clients first
+/// seen 7 and 50 groups earlier (~420 and ~3,000 events before with 20 tenants: the same or the
+/// previous batch, and a batch several back, whose key the ledger reads and unwraps), or of
+/// client c itself at the start.
+pub fn client(k: usize) -> usize {
+    let group = k / 3;
+    let back = [0, 7, 50][k % 3];
+    group.checked_sub(back).unwrap_or(group)
+}
+
+/// How many clients the first `events` events name, over all tenants: the keys the ledger
+/// makes for them.
+fn clients_of(events: usize) -> usize {
+    let clients: std::collections::HashSet<(usize, usize)> = (0..events)
+        .map(|n| (n % TENANTS, client(n / TENANTS)))
+        .collect();
+    clients.len()
 }
 
 struct Bench {
@@ -65,13 +111,21 @@ pub struct Measured {
     pub sessions: String,
     /// CPU µs per booking drained: the ledger, its PostgreSQL sessions, NATS.
     pub cpu_per_booking: [f64; 3],
+    /// Clients' data keys stored, bookings with sealed client details, and plaintext client
+    /// details left (none expected), after the steady run.
+    pub client_keys: usize,
+    pub sealed: usize,
+    pub plaintext: usize,
+    /// The clients the events name (the keys expected with encryption on).
+    pub clients: usize,
 }
 
-/// One measurement at `secured`'s level: a fresh database and NATS server, the backlog, the
-/// steady rate.
+/// One measurement at `secured`'s level, the ledger with the client keyring `keyring` or none:
+/// a fresh database and NATS server, the backlog, the steady rate.
 pub async fn measure(
     args: &Args,
     secured: &Secured,
+    keyring: Option<&Path>,
     tenants_file: &Path,
     dir: &Path,
     tag: &str,
@@ -90,6 +144,7 @@ pub async fn measure(
         run(
             args,
             secured,
+            keyring,
             &bench,
             &nats,
             &database.url,
@@ -103,9 +158,11 @@ pub async fn measure(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     args: &Args,
     secured: &Secured,
+    keyring: Option<&Path>,
     bench: &Bench,
     nats: &common::OwnNats,
     db_url: &str,
@@ -127,7 +184,16 @@ async fn run(
     }
     let nats_pid: Vec<u32> = nats.pid().into_iter().collect();
     let nats_before = cpu::cpu_time(&nats_pid);
-    let ledger = start_ledger(args, secured, nats.url(), db_url, tenants_file, dir).await?;
+    let ledger = start_ledger(
+        args,
+        secured,
+        keyring,
+        nats.url(),
+        db_url,
+        tenants_file,
+        dir,
+    )
+    .await?;
     let db = common::bench_pool(db_url, "ledger").await?;
     wait_for_outcomes(&db, args.backlog, Duration::from_secs(600)).await?;
     // CPU spent on the drain (and the ledger's start): the ledger, the PostgreSQL sessions
@@ -199,6 +265,14 @@ async fn run(
     let stored: i64 = sqlx::query_scalar("select count(*) from bookings")
         .fetch_one(&db)
         .await?;
+    let (client_keys, sealed, plaintext): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from client_keys),
+                count(*) filter (where client_sealed is not null),
+                count(*) filter (where coalesce(client_name, client_email, client_phone) is not null)
+         from bookings",
+    )
+    .fetch_one(&db)
+    .await?;
 
     Ok(Measured {
         drained_per_sec,
@@ -209,6 +283,10 @@ async fn run(
         expected: args.backlog + total,
         sessions,
         cpu_per_booking,
+        client_keys: usize::try_from(client_keys)?,
+        sealed: usize::try_from(sealed)?,
+        plaintext: usize::try_from(plaintext)?,
+        clients: clients_of(args.backlog + total),
     })
 }
 
@@ -220,23 +298,21 @@ async fn wait_for_outcomes(db: &sqlx::PgPool, n: usize, timeout: Duration) -> an
 async fn start_ledger(
     args: &Args,
     secured: &Secured,
+    keyring: Option<&Path>,
     nats_url: &str,
     db_url: &str,
     tenants_file: &Path,
     dir: &Path,
 ) -> anyhow::Result<Child> {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let env = common::service_env(
-        "ledger",
-        db_url,
-        nats_url,
-        "",
-        tenants_file,
-        &[
-            ("LISTEN_ADDR", addr.to_string()),
-            ("BATCH_SIZE", args.batch_size.to_string()),
-        ],
-    );
+    let mut extra = vec![
+        ("LISTEN_ADDR", addr.to_string()),
+        ("BATCH_SIZE", args.batch_size.to_string()),
+    ];
+    if let Some(keyring) = keyring {
+        extra.push(("CLIENT_KEYRING_FILE", keyring.display().to_string()));
+    }
+    let env = common::service_env("ledger", db_url, nats_url, "", tenants_file, &extra);
     secured.migrate("ledger", &env, dir).await?;
     common::spawn_service("ledger", &secured.service_env("ledger", env)?, dir)
 }
