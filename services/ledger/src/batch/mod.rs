@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use crate::clients::ClientDataError;
 use crate::clients::Vault;
-use crate::clients::seal::{ToSeal, seal_batch};
+use crate::clients::seal::{KnownLookups, ToSeal, seal_batch};
 use crate::incoming::NewBooking;
 use crate::outcome::Outcome;
 
@@ -38,10 +38,12 @@ pub async fn apply(
     events: &[(NewBooking, u64)],
     chain_key: Option<&ChainKey>,
     vault: Option<&Vault>,
+    known: &KnownLookups,
 ) -> Result<Vec<Outcome>, ClientDataError> {
     let mut tx = pool.begin().await?;
     let loaded = load::load(&mut tx, events).await?;
     let plan = plan::plan(events, loaded, chain_key, vault, &mut Uuid::now_v7);
+    let mut written = Vec::new();
     let sealed = match vault {
         Some(vault) => {
             let to_seal: Vec<ToSeal<'_>> = plan
@@ -56,12 +58,14 @@ pub async fn apply(
                     })
                 })
                 .collect();
-            let sealed = seal_batch(&mut tx, vault, &to_seal).await?;
+            let (sealed, lookups) = seal_batch(&mut tx, vault, known, &to_seal).await?;
+            written = lookups;
             to_seal.iter().map(|t| t.booking_id).zip(sealed).collect()
         }
         None => HashMap::new(),
     };
     write::write(&mut tx, subjects, &plan.writes, &sealed).await?;
     tx.commit().await?;
+    known.remember(&written);
     Ok(plan.outcomes)
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::seal::{ToSeal, seal_batch};
+use super::seal::{KnownLookups, ToSeal, seal_batch};
 use super::{ClientDataError, Vault, key_context};
 use billing_domain::booking::ClientInfo;
 
@@ -262,7 +262,7 @@ pub async fn seal_plaintext(pool: &PgPool, vault: &Vault) -> Result<u64, ClientD
                 })
             })
             .collect();
-        let sealed = seal_batch(&mut tx, vault, &to_seal).await?;
+        let (sealed, _) = seal_batch(&mut tx, vault, &KnownLookups::default(), &to_seal).await?;
         let sealed_ids: Vec<Uuid> = to_seal.iter().map(|t| t.booking_id).collect();
         let key_ids: Vec<Uuid> = sealed.iter().map(|s| s.key_id).collect();
         let blobs: Vec<Vec<u8>> = sealed.into_iter().map(|s| s.sealed).collect();

@@ -74,9 +74,9 @@ impl Vault {
             details.phone.as_deref().and_then(ClientIdentity::phone),
         ];
         for other in others.into_iter().flatten() {
-            let digest = self.digest(tenant_id, &other);
-            if !lookups.contains(&digest) {
-                lookups.push(digest);
+            // The identity itself is digested once.
+            if other != identity {
+                lookups.push(self.digest(tenant_id, &other));
             }
         }
         Some(Kept {

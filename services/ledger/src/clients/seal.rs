@@ -3,7 +3,9 @@
 //! details name is recorded as a lookup for erasure; then each booking's details are sealed for
 //! its row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use billing_domain::privacy::keys::{DataKey, WrappedKey};
 use billing_domain::privacy::sealed::{self, SealContext};
@@ -26,18 +28,52 @@ pub struct ToSeal<'a> {
     pub kept: &'a Kept,
 }
 
-/// Seals every booking of `rows`, one answer per row in order.
+/// The client lookups this process has seen committed (`(tenant, digest, key)` hashed): most
+/// bookings are by returning clients, whose lookups need not be written again. Bounded: it
+/// starts afresh past a million entries; a lookup it forgets is written again, which changes
+/// nothing.
+#[derive(Debug, Clone, Default)]
+pub struct KnownLookups(Arc<Mutex<HashSet<u64>>>);
+
+const MAX_KNOWN_LOOKUPS: usize = 1_000_000;
+
+impl KnownLookups {
+    fn hash(tenant: &str, digest: &str, key_id: Uuid) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        (tenant, digest, key_id).hash(&mut h);
+        h.finish()
+    }
+
+    fn contains(&self, hash: u64) -> bool {
+        self.0.lock().is_ok_and(|known| known.contains(&hash))
+    }
+
+    /// Remembers `hashes`, once their transaction committed.
+    pub fn remember(&self, hashes: &[u64]) {
+        if let Ok(mut known) = self.0.lock() {
+            if known.len() + hashes.len() > MAX_KNOWN_LOOKUPS {
+                known.clear();
+            }
+            known.extend(hashes);
+        }
+    }
+}
+
+/// Seals every booking of `rows`, one answer per row in order, and the lookups it wrote (to
+/// [`KnownLookups::remember`] once the transaction commits).
 pub async fn seal_batch(
     conn: &mut PgConnection,
     vault: &Vault,
+    known: &KnownLookups,
     rows: &[ToSeal<'_>],
-) -> Result<Vec<Sealed>, ClientDataError> {
+) -> Result<(Vec<Sealed>, Vec<u64>), ClientDataError> {
     if rows.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let keys = live_keys(conn, vault, rows).await?;
-    lookups(conn, rows, &keys).await?;
-    rows.iter()
+    let written = lookups(conn, known, rows, &keys).await?;
+    let sealed = rows
+        .iter()
         .map(|r| {
             let (key_id, key) = &keys[&(r.tenant_id, r.kept.identity_digest.as_str())];
             let booking_id = r.booking_id.to_string();
@@ -52,7 +88,8 @@ pub async fn seal_batch(
                 sealed: sealed::seal(key, context, &r.kept.details)?,
             })
         })
-        .collect()
+        .collect::<Result<_, ClientDataError>>()?;
+    Ok((sealed, written))
 }
 
 type Keys<'a> = HashMap<(&'a str, &'a str), (Uuid, DataKey)>;
@@ -82,29 +119,45 @@ async fn live_keys<'a>(
     let mut ids = Vec::with_capacity(missing.len());
     let mut kek_ids = Vec::with_capacity(missing.len());
     let mut wrapped = Vec::with_capacity(missing.len());
-    for (tenant, _) in &missing {
+    let mut made = HashMap::with_capacity(missing.len());
+    for &(tenant, digest) in &missing {
         let id = Uuid::now_v7();
         let key = DataKey::generate()?;
         let w = vault.provider().wrap(&key, &key_context(tenant, id))?;
         ids.push(id);
         kek_ids.push(w.kek_id);
         wrapped.push(w.bytes);
+        made.insert(id, ((tenant, digest), key));
     }
     let (tenants, digests): (Vec<&str>, Vec<&str>) = missing.iter().copied().unzip();
     // Another replica may make the same client's key at the same moment: the unique index on
-    // live identities keeps one, and the read below finds whichever won.
-    sqlx::query!(
+    // live identities keeps one; the keys this batch made are used as they are, the others
+    // read below.
+    let inserted = sqlx::query_scalar!(
         "insert into ledger.client_keys (id, tenant_id, identity_digest, kek_id, wrapped_key)
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])
-         on conflict (tenant_id, identity_digest) where erased_at is null do nothing",
+         on conflict (tenant_id, identity_digest) where erased_at is null do nothing
+         returning id",
         &ids,
         &tenants as &[&str],
         &digests as &[&str],
         &kek_ids,
         &wrapped,
     )
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
+    for id in inserted {
+        if let Some((slot, key)) = made.remove(&id) {
+            keys.insert(slot, (id, key));
+        }
+    }
+    let missing: Vec<(&str, &str)> = missing
+        .into_iter()
+        .filter(|m| !keys.contains_key(m))
+        .collect();
+    if missing.is_empty() {
+        return Ok(keys);
+    }
     read_keys(conn, vault, &missing, &mut keys).await?;
     if let Some(lost) = missing.iter().find(|m| !keys.contains_key(*m)) {
         // Only an erasure committed between the insert and the read can cause this.
@@ -154,22 +207,34 @@ async fn read_keys<'a>(
     Ok(())
 }
 
-/// Records every identity each row's client names against the client's key.
+/// Records every identity each row's client names against the client's key, except those
+/// this process saw committed; returns what it wrote.
 async fn lookups(
     conn: &mut PgConnection,
+    known: &KnownLookups,
     rows: &[ToSeal<'_>],
     keys: &Keys<'_>,
-) -> Result<(), ClientDataError> {
+) -> Result<Vec<u64>, ClientDataError> {
     let mut tenants = Vec::new();
     let mut digests = Vec::new();
     let mut key_ids = Vec::new();
+    let mut written = Vec::new();
+    let mut seen = HashSet::new();
     for r in rows {
         let (key_id, _) = &keys[&(r.tenant_id, r.kept.identity_digest.as_str())];
         for digest in &r.kept.lookups {
+            let hash = KnownLookups::hash(r.tenant_id, digest, *key_id);
+            if known.contains(hash) || !seen.insert(hash) {
+                continue;
+            }
+            written.push(hash);
             tenants.push(r.tenant_id);
             digests.push(digest.as_str());
             key_ids.push(*key_id);
         }
+    }
+    if written.is_empty() {
+        return Ok(written);
     }
     sqlx::query!(
         "insert into ledger.client_lookups (tenant_id, digest, key_id)
@@ -181,5 +246,5 @@ async fn lookups(
     )
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(written)
 }

@@ -6,6 +6,7 @@ use billing_runtime::Subjects;
 use sqlx::PgPool;
 
 use crate::batch;
+use crate::clients::seal::KnownLookups;
 use crate::clients::{ClientDataError, Vault};
 use crate::incoming::NewBooking;
 use crate::outcome::Outcome;
@@ -19,6 +20,8 @@ pub struct Store {
     /// The keys clients' details are sealed with (`LEDGER_CLIENT_KEYRING_FILE`); without them
     /// no client details are kept.
     pub(super) vault: Option<Vault>,
+    /// Client lookups this process saw committed (not written again).
+    pub(super) known_lookups: KnownLookups,
 }
 
 impl Store {
@@ -28,6 +31,7 @@ impl Store {
             subjects,
             chain_key: None,
             vault: None,
+            known_lookups: KnownLookups::default(),
         }
     }
 
@@ -67,6 +71,7 @@ impl Store {
             events,
             self.chain_key.as_ref(),
             self.vault.as_ref(),
+            &self.known_lookups,
         )
         .await
     }
