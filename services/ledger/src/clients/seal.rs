@@ -169,7 +169,7 @@ async fn live_keys<'a>(
     Ok(keys)
 }
 
-/// Reads and unwraps the live keys of `wanted` into `keys`.
+/// Reads and unwraps the live keys of `wanted` (sorted) into `keys`.
 async fn read_keys<'a>(
     conn: &mut PgConnection,
     vault: &Vault,
@@ -189,12 +189,11 @@ async fn read_keys<'a>(
     .fetch_all(&mut *conn)
     .await?;
     for row in found {
-        let Some(&slot) = wanted
-            .iter()
-            .find(|(t, d)| *t == row.tenant_id && *d == row.identity_digest)
-        else {
+        let found = (row.tenant_id.as_str(), row.identity_digest.as_str());
+        let Ok(i) = wanted.binary_search(&found) else {
             continue;
         };
+        let slot = wanted[i];
         let wrapped = WrappedKey {
             kek_id: row.kek_id,
             bytes: row.wrapped_key,
