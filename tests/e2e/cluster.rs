@@ -155,13 +155,25 @@ async fn leader_killed(system: &System) -> anyhow::Result<()> {
         .fetch_one(&db)
         .await?;
     assert_eq!(stored, BOOKINGS as i64, "each stored once");
-    let verified = system
-        .ledger_client()?
-        .verify_integrity(VerifyIntegrityRequest {
-            tenant_id: "claire".into(),
-        })
-        .await?
-        .into_inner();
+    // The LEDGER stream, where chain heads are anchored, may still be electing a leader of its
+    // own: the check answers UNAVAILABLE ("retry later") until it has one.
+    let ledger = system.ledger_client()?;
+    let verified = eventually(Duration::from_secs(30), || {
+        let mut ledger = ledger.clone();
+        async move {
+            match ledger
+                .verify_integrity(VerifyIntegrityRequest {
+                    tenant_id: "claire".into(),
+                })
+                .await
+            {
+                Ok(answer) => Ok(Some(answer.into_inner())),
+                Err(status) if status.code() == tonic::Code::Unavailable => Ok(None),
+                Err(status) => Err(status.into()),
+            }
+        }
+    })
+    .await?;
     assert!(verified.intact, "{verified:?}");
     tracing::info!(accepted, retried, "leader killed mid-delivery");
     Ok(())
