@@ -16,6 +16,10 @@
 //! machine falls on each alike; medians are reported with the cost of each level against the
 //! first and of client encryption against none (issue 19's goal: at least 0.9 of the rate).
 //!
+//! `--nats r1,r3` measures each of them on a NATS server of its own (R1 streams) and on a
+//! fresh 3-node cluster (`scripts/nats-cluster.sh`, R3 streams; security off only), interleaved
+//! the same way, with R3 against R1 in the report.
+//!
 //! Every booking names its client (name, email, phone); one client per three bookings of a
 //! tenant, so the ledger both makes clients' keys and finds them again (see `measure::client`).
 //!
@@ -34,6 +38,7 @@ mod summary;
 
 // This benchmark's parts: the command line and the rounds are here.
 mod measure;
+mod nats;
 mod report;
 
 use anyhow::Context as _;
@@ -42,6 +47,7 @@ use clap::Parser;
 use common::{Encryption, Secured, Security};
 
 use crate::measure::measure;
+use crate::nats::{Cluster, Nats};
 use crate::report::report;
 
 const TENANTS: usize = 20;
@@ -74,6 +80,15 @@ struct Args {
     /// booking's client details sealed). On is compared with off.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "off,on")]
     encryption: Vec<Encryption>,
+    /// Where the streams are kept: `r1`, a NATS server of each measurement's own; `r3`, a
+    /// fresh 3-node cluster on loopback (scripts/nats-cluster.sh, reset before each
+    /// measurement) with three replicas, security off only. R3 is compared with R1.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "r1")]
+    nats: Vec<Nats>,
+    /// The cluster's first client port (`NATS_CLUSTER_BASE`; it uses three from there, and
+    /// route and monitoring ports 2000 and 4000 above), away from the test suite's 14222.
+    #[arg(long, default_value_t = 24222)]
+    nats_cluster_base: u16,
     /// Measurements of each level, interleaved with the others'.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -90,9 +105,13 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        !args.security.is_empty() && !args.encryption.is_empty() && args.rounds > 0,
+        !args.security.is_empty()
+            && !args.encryption.is_empty()
+            && !args.nats.is_empty()
+            && args.rounds > 0,
         "nothing to measure"
     );
+    nats::check(&args.nats, &args.security)?;
     let started = Utc::now();
     let load_before = common::load_average();
     let dir = std::env::temp_dir().join(format!("ledger-bench-{}", started.timestamp()));
@@ -114,35 +133,42 @@ async fn main() -> anyhow::Result<()> {
         common::write_client_keyring(&keyring)?;
     }
     let postgres_certificate = prepare_server(&args).await?;
-    // Level-major: the variants of level i are i * encryptions .. (i + 1) * encryptions.
+    let cluster = Cluster::new(&dir, args.nats_cluster_base);
+    // Level-major, then NATS, then encryption: variant (i, k, j) is at
+    // (i * servers + k) * encryptions + j.
     let mut variants = Vec::new();
     for &level in &args.security {
         let mut secured = Secured::prepare(level, &dir)?;
         if let Some(certificate) = &postgres_certificate {
             secured.trust_postgres_certificate(certificate.clone());
         }
-        for &encryption in &args.encryption {
-            variants.push(Variant {
-                secured: secured.clone(),
-                encryption,
-                results: Vec::new(),
-            });
+        for &nats in &args.nats {
+            for &encryption in &args.encryption {
+                variants.push(Variant {
+                    secured: secured.clone(),
+                    nats,
+                    encryption,
+                    results: Vec::new(),
+                });
+            }
         }
     }
 
-    // Round r starts at level r (mod the levels) and at encryption setting r (mod the
-    // settings): each level and each setting runs first, second, … alike, and a level's
-    // settings run one after the other.
-    let (levels, settings) = (args.security.len(), args.encryption.len());
+    // Round r starts at level r (mod the levels), at NATS setting r and at encryption setting
+    // r (mod the settings): each level and each setting runs first, second, … alike, and a
+    // level's settings run one after the other.
+    let (levels, servers, settings) = (args.security.len(), args.nats.len(), args.encryption.len());
     for round in 0..args.rounds {
         for i in 0..levels {
-            for j in 0..settings {
-                let index = (round + i) % levels * settings + (round + j) % settings;
+            for (k, j) in (0..servers).flat_map(|k| (0..settings).map(move |j| (k, j))) {
+                let index = ((round + i) % levels * servers + (round + k) % servers) * settings
+                    + (round + j) % settings;
                 let variant = &mut variants[index];
                 let tag = format!(
-                    "{}_{:?}_{:?}_{round}",
+                    "{}_{:?}_{:?}_{:?}_{round}",
                     started.timestamp(),
                     variant.secured.level,
+                    variant.nats,
                     variant.encryption
                 )
                 .to_lowercase();
@@ -151,6 +177,8 @@ async fn main() -> anyhow::Result<()> {
                 let measured = measure(
                     &args,
                     &variant.secured,
+                    variant.nats,
+                    &cluster,
                     keyring,
                     &tenants_file,
                     &dir.join(&tag),
@@ -178,14 +206,20 @@ async fn main() -> anyhow::Result<()> {
 /// What one measurement runs with, and its rounds' figures.
 pub struct Variant {
     pub secured: Secured,
+    pub nats: Nats,
     pub encryption: Encryption,
     pub results: Vec<measure::Measured>,
 }
 
 impl Variant {
+    /// Its level, its NATS when R3 (R1 is the default), its encryption.
     pub fn label(&self) -> String {
+        let nats = match self.nats {
+            Nats::R1 => String::new(),
+            Nats::R3 => format!(", {}", self.nats.label()),
+        };
         format!(
-            "{}, {}",
+            "{}{nats}, {}",
             self.secured.level.label(),
             self.encryption.label()
         )

@@ -1,5 +1,6 @@
-//! One measurement: a fresh database and NATS server, a backlog of booking events published
-//! as ingest publishes them and drained by a release `ledger`, then a steady rate; its figures.
+//! One measurement: a fresh database and NATS (a server of its own, or a fresh 3-node cluster
+//! with R3 streams), a backlog of booking events published as ingest publishes them and drained
+//! by a release `ledger`, then a steady rate; its figures.
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::process::Child;
 
 use crate::common::{self, Secured};
+use crate::nats::{Cluster, Nats, Server};
 use crate::{Args, TENANTS, cpu};
 
 /// Event `n`'s booking: tenant `n % TENANTS`, its client as [`client`] says.
@@ -118,13 +120,20 @@ pub struct Measured {
     pub plaintext: usize,
     /// The clients the events name (the keys expected with encryption on).
     pub clients: usize,
+    /// The fewest replicas of any of the services' streams, as NATS reports them after the
+    /// steady run (proof of R1 or R3).
+    pub stream_replicas: usize,
 }
 
-/// One measurement at `secured`'s level, the ledger with the client keyring `keyring` or none:
-/// a fresh database and NATS server, the backlog, the steady rate.
+/// One measurement at `secured`'s level on `nats` (R3: `cluster`, reset first and stopped
+/// after, whatever happened), the ledger with the client keyring `keyring` or none: a fresh
+/// database and NATS, the backlog, the steady rate.
+#[allow(clippy::too_many_arguments)]
 pub async fn measure(
     args: &Args,
     secured: &Secured,
+    nats: Nats,
+    cluster: &Cluster,
     keyring: Option<&Path>,
     tenants_file: &Path,
     dir: &Path,
@@ -134,19 +143,21 @@ pub async fn measure(
     let database =
         common::BenchDatabase::create(&args.database_url, &format!("ledger_bench_{tag}")).await?;
     let result = async {
-        let nats = common::OwnNats::start(secured, dir).await?;
-        // Published as ingest publishes, under its identity when auth is on.
+        let server = Server::start(nats, secured, dir, cluster).await?;
+        // Published as ingest publishes, under its identity when auth is on, its streams with
+        // as many replicas as the ledger's.
         let bench = Bench {
-            js: secured.jetstream(nats.url(), "ingest").await?,
-            subjects: Subjects::new(""),
+            js: secured.jetstream(server.url(), "ingest").await?,
+            subjects: Subjects::new("").with_replicas(nats.replicas()),
         };
         bench.subjects.ensure_streams(&bench.js).await?;
         run(
             args,
             secured,
+            nats,
             keyring,
             &bench,
-            &nats,
+            &server,
             &database.url,
             tenants_file,
             dir,
@@ -154,6 +165,11 @@ pub async fn measure(
         .await
     }
     .await;
+    if nats == Nats::R3
+        && let Err(e) = cluster.stop().await
+    {
+        eprintln!("stopping the NATS cluster: {e:#}");
+    }
     database.drop_database().await;
     result
 }
@@ -162,9 +178,10 @@ pub async fn measure(
 async fn run(
     args: &Args,
     secured: &Secured,
+    nats: Nats,
     keyring: Option<&Path>,
     bench: &Bench,
-    nats: &common::OwnNats,
+    server: &Server,
     db_url: &str,
     tenants_file: &Path,
     dir: &Path,
@@ -182,13 +199,14 @@ async fn run(
     for ack in acks {
         ack.await?;
     }
-    let nats_pid: Vec<u32> = nats.pid().into_iter().collect();
+    let nats_pid = server.pids();
     let nats_before = cpu::cpu_time(&nats_pid);
     let ledger = start_ledger(
         args,
         secured,
+        nats,
         keyring,
-        nats.url(),
+        server.url(),
         db_url,
         tenants_file,
         dir,
@@ -273,6 +291,11 @@ async fn run(
     )
     .fetch_one(&db)
     .await?;
+    let mut stream_replicas = usize::MAX;
+    for name in bench.subjects.stream_names() {
+        let mut stream = bench.js.get_stream(&name).await?;
+        stream_replicas = stream_replicas.min(stream.info().await?.config.num_replicas);
+    }
 
     Ok(Measured {
         drained_per_sec,
@@ -287,6 +310,7 @@ async fn run(
         sealed: usize::try_from(sealed)?,
         plaintext: usize::try_from(plaintext)?,
         clients: clients_of(args.backlog + total),
+        stream_replicas,
     })
 }
 
@@ -295,9 +319,11 @@ async fn wait_for_outcomes(db: &sqlx::PgPool, n: usize, timeout: Duration) -> an
     common::wait_for_count(db, "select count(*) from audit_log", n, timeout).await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn start_ledger(
     args: &Args,
     secured: &Secured,
+    nats: Nats,
     keyring: Option<&Path>,
     nats_url: &str,
     db_url: &str,
@@ -309,6 +335,9 @@ async fn start_ledger(
         ("LISTEN_ADDR", addr.to_string()),
         ("BATCH_SIZE", args.batch_size.to_string()),
     ];
+    if nats == Nats::R3 {
+        extra.push(("NATS_STREAM_REPLICAS", nats.replicas().to_string()));
+    }
     if let Some(keyring) = keyring {
         extra.push(("CLIENT_KEYRING_FILE", keyring.display().to_string()));
     }

@@ -1,6 +1,7 @@
-//! The report: each variant's (security level and client encryption) medians over its rounds,
-//! the cost of each level against the first and of client encryption against none, the
-//! services' database sessions, and the headline figures for bench/RESULTS.md.
+//! The report: each variant's (security level, NATS R1 or R3, client encryption) medians over
+//! its rounds, the cost of each level against the first, of R3 against R1 and of client
+//! encryption against none, the services' database sessions, and the headline figures for
+//! bench/RESULTS.md.
 
 use std::io::Write;
 
@@ -8,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::common::{self, Encryption, Security};
 use crate::measure::Measured;
+use crate::nats::Nats;
 use crate::{Args, TENANTS, Variant, summary};
 
 /// Issue 19's goal: the drain with client encryption on at least this share of the rate
@@ -32,6 +34,10 @@ struct Medians<'a> {
 impl Medians<'_> {
     fn level(&self) -> Security {
         self.variant.secured.level
+    }
+
+    fn nats(&self) -> Nats {
+        self.variant.nats
     }
 
     fn cpu_total(&self) -> f64 {
@@ -99,17 +105,21 @@ pub fn report(
          each naming its client (name, email, phone; one client per three bookings of a tenant, \
          {} clients in {events} events: a third of the bookings a client's first, the others \
          clients first seen in the same or an earlier batch). Each measurement: a fresh \
-         database and a NATS server of its own, a backlog of {} events drained, then {} \
-         events/s for {} s. {} rounds per security level and client encryption setting, the \
-         levels interleaved and a level's settings one after the other; medians (CPU: each \
-         process's median over the rounds). Load average (1, 5, 15 min) before: {load_before}; \
-         after: {}.\n",
+         database and {}, a backlog of {} events drained, then {} events/s for {} s. {} rounds \
+         per security level, NATS and client encryption setting, the levels interleaved and a \
+         level's settings one after the other; medians (CPU: each process's median over the \
+         rounds). Load average (1, 5, 15 min) before: {load_before}; after: {}.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.batch_size,
         variants
             .first()
             .and_then(|v| v.results.first())
             .map_or(0, |m| m.clients),
+        if args.nats.contains(&Nats::R3) {
+            "a NATS server of its own (R1) or a fresh 3-node NATS cluster (R3)"
+        } else {
+            "a NATS server of its own"
+        },
         args.backlog,
         args.rate,
         args.duration_secs,
@@ -118,10 +128,13 @@ pub fn report(
     )?;
     writeln!(
         out,
-        "| security | client encryption | drain a backlog: bookings/s committed, median (each round) | best round | CPU µs per booking drained: ledger | PostgreSQL | NATS | steady {}/s: publish → written p50 ms | p99 ms | bookings stored | client keys, bookings sealed |",
+        "| security | NATS | client encryption | drain a backlog: bookings/s committed, median (each round) | best round | CPU µs per booking drained: ledger | PostgreSQL | NATS | steady {}/s: publish → written p50 ms | p99 ms | bookings stored | client keys, bookings sealed |",
         args.rate
     )?;
-    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|")?;
+    writeln!(
+        out,
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+    )?;
     let mut medians = Vec::new();
     for variant in variants {
         let results = &variant.results;
@@ -142,7 +155,11 @@ pub fn report(
             cpu: [0, 1, 2].map(|i| of(&|m| m.cpu_per_booking[i])),
             p50: of(&|m| m.p50),
             p99: of(&|m| m.p99),
-            complete: stored_all && clients_kept,
+            complete: stored_all
+                && clients_kept
+                && results
+                    .iter()
+                    .all(|m| m.stream_replicas == variant.nats.replicas()),
         };
         let rounds: Vec<String> = results
             .iter()
@@ -151,8 +168,13 @@ pub fn report(
         let first = results.first();
         writeln!(
             out,
-            "| {} | {} | {:.0} ({}) | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} of {} each round {} | {} keys for {} clients, {} sealed, {} in plaintext, each round {} |",
+            "| {} | {} (streams R{}) | {} | {:.0} ({}) | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} of {} each round {} | {} keys for {} clients, {} sealed, {} in plaintext, each round {} |",
             variant.secured.level.label(),
+            match variant.nats {
+                Nats::R1 => "1 server",
+                Nats::R3 => "3-node cluster",
+            },
+            results.iter().map(|m| m.stream_replicas).min().unwrap_or(0),
             match variant.encryption {
                 Encryption::Off => "off",
                 Encryption::On => "on",
@@ -204,45 +226,76 @@ pub fn report(
             verdict(m.p99 <= 250.0)
         )?;
     }
-    // Client encryption against none, at each level.
+    // Client encryption against none, at each level and NATS.
     let mut encryption_ratios = Vec::new();
-    for level in &args.security {
+    for (level, nats) in args
+        .security
+        .iter()
+        .flat_map(|l| args.nats.iter().map(move |n| (*l, *n)))
+    {
         let at = |e: Encryption| {
             medians
                 .iter()
-                .find(|m| m.level() == *level && m.variant.encryption == e)
+                .find(|m| m.level() == level && m.nats() == nats && m.variant.encryption == e)
         };
         let (Some(off), Some(on)) = (at(Encryption::Off), at(Encryption::On)) else {
             continue;
         };
         let ratio = on.drained / off.drained;
+        let name = match nats {
+            Nats::R1 => level.label().to_string(),
+            Nats::R3 => format!("{}, {}", level.label(), nats.label()),
+        };
         writeln!(
             out,
-            "{}: drain with client encryption on {:.0} / off {:.0} bookings/s = x{ratio:.2} \
+            "{name}: drain with client encryption on {:.0} / off {:.0} bookings/s = x{ratio:.2} \
              (goal >= {ENCRYPTION_GOAL:.2}) {}; cost of client encryption: {}",
-            level.label(),
             on.drained,
             off.drained,
             verdict(ratio >= ENCRYPTION_GOAL),
             on.cost(off)
         )?;
-        encryption_ratios.push((*level, ratio));
+        encryption_ratios.push((name, ratio));
+    }
+    // R3 against R1, at the same level with the same client encryption.
+    for m in medians.iter().filter(|m| m.nats() == Nats::R3) {
+        let Some(base) = medians.iter().find(|b| {
+            b.nats() == Nats::R1
+                && b.level() == m.level()
+                && b.variant.encryption == m.variant.encryption
+        }) else {
+            continue;
+        };
+        writeln!(
+            out,
+            "R3 against R1 ({}, {}): drain {:.0} / {:.0} bookings/s, {}",
+            m.level().label(),
+            m.variant.encryption.label(),
+            m.drained,
+            base.drained,
+            m.cost(base)
+        )?;
     }
     // Each level against the first, with the same client encryption.
     if let Some(first) = args.security.first() {
         for m in medians.iter().filter(|m| m.level() != *first) {
-            let Some(base) = medians
-                .iter()
-                .find(|b| b.level() == *first && b.variant.encryption == m.variant.encryption)
-            else {
+            let Some(base) = medians.iter().find(|b| {
+                b.level() == *first
+                    && b.nats() == m.nats()
+                    && b.variant.encryption == m.variant.encryption
+            }) else {
                 continue;
             };
             writeln!(
                 out,
-                "cost of {} against {} ({}): {}",
+                "cost of {} against {} ({}{}): {}",
                 m.level().label(),
                 first.label(),
                 m.variant.encryption.label(),
+                match m.nats() {
+                    Nats::R1 => "",
+                    Nats::R3 => ", NATS R3",
+                },
                 m.cost(base)
             )?;
         }
@@ -263,6 +316,9 @@ pub fn report(
         Security::explain(),
         common::Encryption::explain()
     )?;
+    if args.nats.contains(&Nats::R3) {
+        writeln!(out, "NATS: {}.", Nats::explain(args.nats_cluster_base))?;
+    }
     if let Some(m) = medians.iter().find(|m| m.level() == Security::Tls) {
         writeln!(
             out,
@@ -301,10 +357,10 @@ pub fn report(
             higher_is_better: false,
         })?;
     }
-    for (level, ratio) in encryption_ratios {
+    for (name, ratio) in encryption_ratios {
         summary::record(&summary::Figure {
             bench: "ledger",
-            figure: &format!("drain with client encryption on / off, {}", level.label()),
+            figure: &format!("drain with client encryption on / off, {name}"),
             value: ratio,
             unit: "x",
             ceiling: ENCRYPTION_GOAL,
@@ -314,8 +370,9 @@ pub fn report(
     }
     anyhow::ensure!(
         medians.iter().all(|m| m.complete),
-        "a measurement stored or measured fewer events than it published, or did not keep its \
-         clients' details as its encryption setting says"
+        "a measurement stored or measured fewer events than it published, did not keep its \
+         clients' details as its encryption setting says, or its streams had other replicas \
+         than its NATS setting"
     );
     Ok(())
 }
