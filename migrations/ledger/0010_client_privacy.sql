@@ -52,6 +52,12 @@ alter table bookings
              or (client_name is null and client_email is null and client_phone is null)));
 
 create index bookings_client_key_idx on bookings (client_key_id) where client_key_id is not null;
+-- Bookings still holding details in plaintext (written before this migration), sealed in place
+-- when a ledger with a keyring starts: the index keeps that check from reading the whole table
+-- once none are left.
+create index bookings_client_plaintext_idx on bookings (id)
+    where client_sealed is null
+      and (client_name is not null or client_email is not null or client_phone is not null);
 
 -- What may change in a booking's client columns: the chained digest never; plaintext only to
 -- nothing (when it is sealed in place); sealed details only from nothing, never replaced.

@@ -46,9 +46,14 @@ impl System {
 
     /// A gRPC channel to `addr` carrying the admin token.
     pub fn channel(&self, addr: SocketAddr) -> anyhow::Result<TracedChannel> {
+        self.channel_as(addr, ADMIN_TOKEN)
+    }
+
+    /// A gRPC channel to `addr` carrying `token`.
+    pub fn channel_as(&self, addr: SocketAddr, token: &str) -> anyhow::Result<TracedChannel> {
         let channel =
             tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
-        Ok(traced(channel, &Secret::new(ADMIN_TOKEN.to_string()))?)
+        Ok(traced(channel, &Secret::new(token.to_string()))?)
     }
 
     pub fn ledger_client(&self) -> anyhow::Result<LedgerServiceClient<TracedChannel>> {

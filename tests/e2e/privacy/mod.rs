@@ -11,12 +11,12 @@ mod sealing;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use billing_domain::Secret;
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::ledger::{
-    ClientSelector, ShowClientRequest, ShowClientResponse, client_selector,
+    ClientSelector, ShowClientRequest, ShowClientResponse, VerifyIntegrityRequest,
+    VerifyIntegrityResponse, client_selector,
 };
-use billing_runtime::trace::{TracedChannel, traced};
+use billing_runtime::trace::TracedChannel;
 use chrono::{Days, NaiveDate};
 
 use crate::harness::{CLAIRE_SECRET, System, eventually};
@@ -90,14 +90,23 @@ pub(super) fn last_month(day: u64) -> NaiveDate {
 
 /// The ledger at `addr` as the holder of `token`.
 pub(super) fn ledger_as(
+    system: &System,
     addr: SocketAddr,
     token: &str,
 ) -> anyhow::Result<LedgerServiceClient<TracedChannel>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
-    Ok(LedgerServiceClient::new(traced(
-        channel,
-        &Secret::new(token.to_string()),
-    )?))
+    Ok(LedgerServiceClient::new(system.channel_as(addr, token)?))
+}
+
+/// Claire's hash chain as that ledger verifies it.
+pub(super) async fn verify(
+    ledger: &mut LedgerServiceClient<TracedChannel>,
+) -> anyhow::Result<VerifyIntegrityResponse> {
+    Ok(ledger
+        .verify_integrity(VerifyIntegrityRequest {
+            tenant_id: "claire".into(),
+        })
+        .await?
+        .into_inner())
 }
 
 pub(super) fn by_email(email: &str) -> Option<ClientSelector> {

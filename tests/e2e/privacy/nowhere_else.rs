@@ -115,7 +115,7 @@ async fn month(system: &System, captured: &Captured) -> anyhow::Result<()> {
 
     // The billing role sees Kim (kept under SimplyBook's client id); the month is closed and
     // invoiced by email; Jo is erased.
-    let mut billing = ledger_as(system.ledger, BILLING_TOKEN)?;
+    let mut billing = ledger_as(system, system.ledger, BILLING_TOKEN)?;
     let kim = show(&mut billing, SB_EMAIL).await?;
     let details = kim.bookings[0].details.clone().unwrap_or_default();
     assert_eq!(
@@ -137,7 +137,7 @@ async fn month(system: &System, captured: &Captured) -> anyhow::Result<()> {
         .into_inner();
     anyhow::ensure!(closed.outcomes.len() == 1, "{closed:?}");
     system.mail.wait_for(1, Duration::from_secs(30)).await;
-    let mut admin = ledger_as(system.ledger, ADMIN_TOKEN)?;
+    let mut admin = ledger_as(system, system.ledger, ADMIN_TOKEN)?;
     admin
         .erase_client(EraseClientRequest {
             tenant_id: "claire".into(),

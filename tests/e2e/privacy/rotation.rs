@@ -3,7 +3,7 @@
 //! details an older ledger stored in plaintext are sealed in place when a ledger with a keyring
 //! starts.
 
-use billing_proto::ledger::{RewrapClientKeysRequest, VerifyIntegrityRequest};
+use billing_proto::ledger::RewrapClientKeysRequest;
 
 use super::*;
 use crate::harness::{ADMIN_TOKEN, CLIENT_KEYRING_ROTATED};
@@ -59,7 +59,7 @@ async fn rotate(system: &System) -> anyhow::Result<()> {
     let (addr, stop, task) = system
         .spawn_ledger_with(move |c| c.client_keyring_file = Some(keyring))
         .await?;
-    let mut admin = ledger_as(addr, ADMIN_TOKEN)?;
+    let mut admin = ledger_as(system, addr, ADMIN_TOKEN)?;
     let legacy = eventually(Duration::from_secs(30), || {
         let mut admin = admin.clone();
         async move {
@@ -111,7 +111,7 @@ async fn rotate(system: &System) -> anyhow::Result<()> {
     let (addr, stop, task) = system
         .spawn_ledger_with(move |c| c.client_keyring_file = Some(retired))
         .await?;
-    let mut admin = ledger_as(addr, ADMIN_TOKEN)?;
+    let mut admin = ledger_as(system, addr, ADMIN_TOKEN)?;
     for (email, name) in [
         (JO_EMAIL, JO_NAME),
         (SAM_EMAIL, "Sam Citizen"),
@@ -125,12 +125,7 @@ async fn rotate(system: &System) -> anyhow::Result<()> {
         let details = shown.bookings[0].details.clone().unwrap_or_default();
         assert_eq!(details.name, name, "{email}");
     }
-    let verified = admin
-        .verify_integrity(VerifyIntegrityRequest {
-            tenant_id: "claire".into(),
-        })
-        .await?
-        .into_inner();
+    let verified = verify(&mut admin).await?;
     assert!(verified.intact, "{verified:?}");
     stop.cancel();
     task.await??;

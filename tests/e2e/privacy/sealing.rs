@@ -1,8 +1,6 @@
 //! At rest, a client's details are only ever ciphertext; they open for the roles that bill, and
 //! only on the booking they were sealed for.
 
-use billing_proto::ledger::VerifyIntegrityRequest;
-
 use super::*;
 use crate::harness::{BILLING_TOKEN, VIEWER_TOKEN};
 
@@ -70,7 +68,7 @@ async fn sealed_at_rest(system: &System) -> anyhow::Result<()> {
     assert_eq!(keys, 2, "one data key per client");
 
     // The roles that bill see the details; a viewer is refused.
-    let mut billing = ledger_as(system.ledger, BILLING_TOKEN)?;
+    let mut billing = ledger_as(system, system.ledger, BILLING_TOKEN)?;
     let jo_bookings = show(&mut billing, "  JO.Bloggs@Example.TEST ")
         .await?
         .bookings;
@@ -86,7 +84,7 @@ async fn sealed_at_rest(system: &System) -> anyhow::Result<()> {
         (JO_NAME, JO_EMAIL, JO_PHONE)
     );
     assert!(jo_bookings[0].erased_at.is_none());
-    let mut viewer = ledger_as(system.ledger, VIEWER_TOKEN)?;
+    let mut viewer = ledger_as(system, system.ledger, VIEWER_TOKEN)?;
     let refused = show(&mut viewer, JO_EMAIL).await.expect_err("a viewer");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(
@@ -97,12 +95,7 @@ async fn sealed_at_rest(system: &System) -> anyhow::Result<()> {
     );
 
     // Every record chains its client's identity digest, and the chain verifies.
-    let verified = billing
-        .verify_integrity(VerifyIntegrityRequest {
-            tenant_id: "claire".into(),
-        })
-        .await?
-        .into_inner();
+    let verified = verify(&mut billing).await?;
     assert!(verified.intact, "{verified:?}");
     let digests: Vec<String> =
         sqlx::query_scalar("select client_digest from bookings order by booking_ref")

@@ -31,11 +31,21 @@ pub async fn run(
     after: Duration,
     shutdown: CancellationToken,
 ) {
+    // Where each consumer's next round starts: before it, every dead letter is gone or scrubbed.
+    let mut resume: Vec<u64> = vec![1; consumers.len()];
     loop {
-        for consumer in &consumers {
-            match scrub_once(&js, &subjects, consumer, after).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(consumer, scrubbed = n, "old dead letters scrubbed"),
+        for (consumer, from) in consumers.iter().zip(resume.iter_mut()) {
+            match scrub_once(&js, &subjects, consumer, after, *from).await {
+                Ok(round) => {
+                    *from = round.resume_from;
+                    if round.scrubbed > 0 {
+                        tracing::info!(
+                            consumer,
+                            scrubbed = round.scrubbed,
+                            "old dead letters scrubbed"
+                        );
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(consumer, error = %err, "dead letters not scrubbed; retried later");
                 }
@@ -48,19 +58,29 @@ pub async fn run(
     }
 }
 
-/// Scrubs `consumer`'s dead letters (on every stream) dead-lettered more than `after` ago;
-/// returns how many.
+/// What a round of [`scrub_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// Dead letters scrubbed.
+    pub scrubbed: u64,
+    /// Where the next round may start: every dead letter before it is gone or scrubbed.
+    pub resume_from: u64,
+}
+
+/// Scrubs `consumer`'s dead letters (on every stream) from stream sequence `from` on that were
+/// dead-lettered more than `after` ago.
 pub async fn scrub_once(
     js: &jetstream::Context,
     subjects: &Subjects,
     consumer: &str,
     after: Duration,
-) -> Result<u64, async_nats::Error> {
+    from: u64,
+) -> Result<Round, async_nats::Error> {
     let stream = js.get_stream(subjects.stream_name("DLQ")).await?;
     let filter = subjects.dead_letter("*", consumer);
     let cutoff =
         chrono::Utc::now() - chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
-    let mut next = 1;
+    let mut next = from.max(1);
     let mut scrubbed = 0;
     loop {
         let m = match stream.get_first_raw_message_by_subject(&filter, next).await {
@@ -68,14 +88,14 @@ pub async fn scrub_once(
             Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => break,
             Err(err) => return Err(err.into()),
         };
-        next = m.sequence + 1;
         let at = chrono::DateTime::from_timestamp_nanos(
             i64::try_from(m.time.unix_timestamp_nanos()).unwrap_or(i64::MAX),
         );
-        // Messages are in time order: the rest are younger.
+        // Messages are in time order: the rest are younger, and this one is next time's start.
         if at > cutoff {
             break;
         }
+        next = m.sequence + 1;
         if m.headers.get(HDR_DLQ_SCRUBBED).is_some() {
             continue;
         }
@@ -90,5 +110,8 @@ pub async fn scrub_once(
         stream.delete_message(m.sequence).await?;
         scrubbed += 1;
     }
-    Ok(scrubbed)
+    Ok(Round {
+        scrubbed,
+        resume_from: next,
+    })
 }

@@ -306,7 +306,7 @@ impl<'e> Planner<'_, 'e> {
             platform_fee: b.amounts.platform_fee,
             deposit_rate: b.deposit_rate.value(),
             fee_rate: b.fee_rate.value(),
-            client_digest: Some(client.as_ref().map_or("", |c| c.identity_digest.as_str())),
+            client_digest: Some(client.as_ref().map_or("", Kept::identity_digest)),
         }
         .chained_hash_with(&prev, self.key);
         let id = (self.new_id)();

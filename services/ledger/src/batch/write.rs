@@ -90,7 +90,7 @@ async fn bookings(
         &col(rows, |r| r
             .client
             .as_ref()
-            .map_or("", |c| c.identity_digest.as_str())) as &[&str],
+            .map_or("", |c| c.identity_digest())) as &[&str],
         &col(rows, |r| r.booking.event_id.as_str()) as &[&str],
         &*col(rows, |r| r.booking.as_of),
         &col(rows, |r| r.booking.status_label.as_deref()) as &[Option<&str>],

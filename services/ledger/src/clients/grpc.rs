@@ -33,6 +33,7 @@ impl ServiceError for ClientDataError {
                 ErrorCode::FailedPrecondition
             }
             ClientDataError::Key(KeyError::Random) => ErrorCode::Internal,
+            ClientDataError::Raced(_) => ErrorCode::Unavailable,
         }
     }
 }

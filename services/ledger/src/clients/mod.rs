@@ -79,22 +79,24 @@ impl Vault {
                 lookups.push(self.digest(tenant_id, &other));
             }
         }
-        Some(Kept {
-            identity_digest: lookups[0].clone(),
-            lookups,
-            details,
-        })
+        Some(Kept { lookups, details })
     }
 }
 
 /// An event's client as the ledger keeps it.
 #[derive(Debug, Clone)]
 pub struct Kept {
-    /// Whose data key seals the details, and what the booking's record chains.
-    pub identity_digest: String,
-    /// Every identity the details name (the identity's first), for erasure to find the key.
+    /// Every identity the details name, the client's identity first, for erasure to find the
+    /// key.
     pub lookups: Vec<String>,
     pub details: ClientDetails,
+}
+
+impl Kept {
+    /// Whose data key seals the details, and what the booking's record chains.
+    pub fn identity_digest(&self) -> &str {
+        &self.lookups[0]
+    }
 }
 
 /// The associated data a client key is wrapped with: its tenant and id.
@@ -109,6 +111,25 @@ pub enum ClientDataError {
     Db(#[from] sqlx::Error),
     #[error("client data key: {0}")]
     Key(#[from] KeyError),
+    /// Another transaction changed a client's keys under this one (an erasure).
+    #[error("client keys changed meanwhile: {0}")]
+    Raced(String),
+}
+
+impl ClientDataError {
+    /// When a batch that failed so should be tried again as it is (nothing in it is at fault):
+    /// the `ledger_db_write_failures_total` kind and the reason; `None` when the database
+    /// refuses something in the batch.
+    pub fn retry(&self) -> Option<(&'static str, String)> {
+        match self {
+            ClientDataError::Key(e) => Some(("client_keys", format!("client keys: {e}"))),
+            ClientDataError::Raced(e) => Some(("unavailable", format!("client keys: {e}"))),
+            ClientDataError::Db(e) if billing_runtime::db::is_transient(e) => {
+                Some(("unavailable", format!("database: {e}")))
+            }
+            ClientDataError::Db(_) => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -150,14 +171,14 @@ pub(crate) mod tests {
             "claire",
             &ClientIdentity::email("jo@example.test").expect("e"),
         );
-        assert_eq!(kept.identity_digest, by_id);
+        assert_eq!(kept.identity_digest(), by_id);
         assert_eq!(kept.lookups.len(), 3);
         assert!(kept.lookups.contains(&by_email));
         // Without SimplyBook's id the email is the identity, and erasure by email finds both.
         let kept = v
             .keep("claire", &info(Some("jo@example.test"), None))
             .expect("kept");
-        assert_eq!(kept.identity_digest, by_email);
+        assert_eq!(kept.identity_digest(), by_email);
         let name_only = ClientInfo {
             name: Some("Jo".into()),
             ..ClientInfo::default()

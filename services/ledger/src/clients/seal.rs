@@ -75,7 +75,7 @@ pub async fn seal_batch(
     let sealed = rows
         .iter()
         .map(|r| {
-            let (key_id, key) = &keys[&(r.tenant_id, r.kept.identity_digest.as_str())];
+            let (key_id, key) = &keys[&(r.tenant_id, r.kept.identity_digest())];
             let booking_id = r.booking_id.to_string();
             let key_id_text = key_id.to_string();
             let context = SealContext {
@@ -102,7 +102,7 @@ async fn live_keys<'a>(
 ) -> Result<Keys<'a>, ClientDataError> {
     let mut wanted: Vec<(&'a str, &'a str)> = rows
         .iter()
-        .map(|r| (r.tenant_id, r.kept.identity_digest.as_str()))
+        .map(|r| (r.tenant_id, r.kept.identity_digest()))
         .collect();
     wanted.sort_unstable();
     wanted.dedup();
@@ -161,10 +161,10 @@ async fn live_keys<'a>(
     read_keys(conn, vault, &missing, &mut keys).await?;
     if let Some(lost) = missing.iter().find(|m| !keys.contains_key(*m)) {
         // Only an erasure committed between the insert and the read can cause this.
-        return Err(ClientDataError::Db(sqlx::Error::Protocol(format!(
-            "tenant {:?}: a client key was erased while it was being made; retry",
+        return Err(ClientDataError::Raced(format!(
+            "tenant {:?}: a client key was erased while it was being made",
             lost.0
-        ))));
+        )));
     }
     Ok(keys)
 }
@@ -220,7 +220,7 @@ async fn lookups(
     let mut written = Vec::new();
     let mut seen = HashSet::new();
     for r in rows {
-        let (key_id, _) = &keys[&(r.tenant_id, r.kept.identity_digest.as_str())];
+        let (key_id, _) = &keys[&(r.tenant_id, r.kept.identity_digest())];
         for digest in &r.kept.lookups {
             let hash = KnownLookups::hash(r.tenant_id, digest, *key_id);
             if known.contains(hash) || !seen.insert(hash) {

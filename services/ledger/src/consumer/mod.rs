@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, AckKind};
 use billing_domain::Tenants;
 use billing_proto::events::WebhookRejectedV1;
 use billing_runtime::nats::{self, header};
-use billing_runtime::{Shutdown, Subjects, db, trace};
+use billing_runtime::{Shutdown, Subjects, trace};
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::Notify;
@@ -196,25 +196,19 @@ impl Consumer {
                         "batch committed"
                     );
                 }
-                Err(ClientDataError::Key(err)) => {
-                    // A client key this replica cannot use (a key-encryption key it does not
-                    // hold yet, or a wrapped key that no longer opens): nothing is applied, and
-                    // the batch waits for the keyring to be fixed.
-                    metrics::counter!("ledger_db_write_failures_total", "kind" => "client_keys")
+                // Nothing in the batch is at fault (the database unavailable, a client key this
+                // replica cannot use yet): nothing was applied, and the batch is tried again.
+                Err(err) if let Some((kind, reason)) = err.retry() => {
+                    metrics::counter!("ledger_db_write_failures_total", "kind" => kind)
                         .increment(1);
-                    tracing::error!(error = %err, "client keys unusable; the batch will be retried");
+                    if matches!(err, ClientDataError::Key(_)) {
+                        tracing::error!(error = %err, "client keys unusable; the batch will be retried");
+                    }
                     for &i in &positions {
-                        dispositions[i] = Some(Disposition::Retry(format!("client keys: {err}")));
+                        dispositions[i] = Some(Disposition::Retry(reason.clone()));
                     }
                 }
-                Err(ClientDataError::Db(err)) if db::is_transient(&err) => {
-                    metrics::counter!("ledger_db_write_failures_total", "kind" => "unavailable")
-                        .increment(1);
-                    for &i in &positions {
-                        dispositions[i] = Some(Disposition::Retry(format!("database: {err}")));
-                    }
-                }
-                Err(ClientDataError::Db(err)) => {
+                Err(err) => {
                     // The database refuses something in the batch and would every time: apply
                     // the events one by one, so only the poison one is dead-lettered and the
                     // rest of the stream keeps flowing.
@@ -232,13 +226,10 @@ impl Consumer {
                                     }
                                     None => Disposition::Retry("no outcome".into()),
                                 },
-                                Err(ClientDataError::Key(err)) => {
-                                    Disposition::Retry(format!("client keys: {err}"))
+                                Err(err) if let Some((_, reason)) = err.retry() => {
+                                    Disposition::Retry(reason)
                                 }
-                                Err(ClientDataError::Db(err)) if db::is_transient(&err) => {
-                                    Disposition::Retry(format!("database: {err}"))
-                                }
-                                Err(ClientDataError::Db(err)) => {
+                                Err(err) => {
                                     let reject = Reject::new("database_refused", err.to_string());
                                     self.dead_letters.booking(msg, CONSUMER, &reject).await
                                 }

@@ -228,7 +228,7 @@ impl Model {
                 client_digest: r
                     .client
                     .as_ref()
-                    .map_or(String::new(), |c| c.identity_digest.clone()),
+                    .map_or(String::new(), |c| c.identity_digest().to_string()),
                 current,
             };
             self.rows.insert(key, row);
