@@ -7,10 +7,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh
-command -v pdftotext >/dev/null 2>&1 || {
-  echo "test.sh: installing poppler-utils (pdftotext reads the invoice PDFs back)" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -q poppler-utils >/dev/null; else sudo apt-get install -y -q poppler-utils >/dev/null; fi
+apt_install() { # package why
+  echo "test.sh: installing $1 ($2)" >&2
+  local as_root=""; [ "$(id -u)" = 0 ] || as_root=sudo
+  $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >/dev/null ||
+    { $as_root apt-get update -q >/dev/null && $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$1" >/dev/null; }
 }
+command -v pdftotext >/dev/null 2>&1 && command -v pdffonts >/dev/null 2>&1 ||
+  apt_install poppler-utils "pdftotext and pdffonts read the invoice PDFs back"
+# The notifier's default fallback fonts (NOTIFIER_FALLBACK_FONTS): the tests print Japanese,
+# Chinese and Korean names with them.
+[ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] && [ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc ] ||
+  apt_install fonts-noto-cjk "Noto Sans CJK: the notifier's fonts for Japanese, Chinese and Korean names"
 cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 
 # The end-to-end tests drive billingctl as an operator would: build the binary first.

@@ -12,6 +12,7 @@
 //! retried with a growing delay; a refusal of the message or its recipient (550–556) or an
 //! invalid address dead-letters the event and raises an operator alert.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -55,6 +56,8 @@ pub struct Notifier {
     pub from: Mailbox,
     pub operator: Mailbox,
     pub issuer: Issuer,
+    /// DejaVu Sans and the fallback fonts, loaded at start-up.
+    pub fonts: Arc<pdf::Fonts>,
 }
 
 /// Getting an invoice from invoicing, or rendering its PDF.
@@ -110,10 +113,12 @@ impl Notifier {
     /// spend.
     pub async fn render(&self, invoice: Invoice) -> Result<Rendered, InvoiceError> {
         let issuer = self.issuer.clone();
+        let fonts = self.fonts.clone();
         let started = Instant::now();
-        let rendered = tokio::task::spawn_blocking(move || pdf::render(&invoice, &issuer))
-            .await
-            .map_err(|e| InvoiceError::Task(e.to_string()))??;
+        let rendered =
+            tokio::task::spawn_blocking(move || pdf::render_with(&fonts, &invoice, &issuer))
+                .await
+                .map_err(|e| InvoiceError::Task(e.to_string()))??;
         metrics::histogram!("notifier_pdf_render_seconds").record(started.elapsed().as_secs_f64());
         Ok(rendered)
     }

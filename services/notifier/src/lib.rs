@@ -8,7 +8,8 @@
 //!   event asks for, and what becomes of the event.
 //! - `deliveries`: the table that makes each logical email go out once.
 //! - `mail`: what each email says, and the SMTP transport.
-//! - `pdf`: the invoice PDF (krilla, embedded fonts).
+//! - `pdf`: the invoice PDF (krilla, embedded fonts); `pdf::fonts`, the faces text is drawn
+//!   with (DejaVu Sans, then the fallback fonts for the scripts it lacks) and measured in.
 //! - `text`: how amounts, rates and dates read in PDFs and emails.
 //! - `grpc`: `NotifierService` (PDFs on demand, deliveries) and its access rules.
 //! - `metrics`: what each metric means.
@@ -149,6 +150,12 @@ pub struct Config {
     /// The operator's tax registration printed on invoices, e.g. `ABN 00 000 000 000`.
     #[arg(long, env = "NOTIFIER_OPERATOR_TAX_ID", default_value = "")]
     pub operator_tax_id: String,
+    /// Fonts for what DejaVu Sans lacks (Japanese, Chinese, Korean), tried in order: files
+    /// separated by commas, each `path` or `path#index` (a face of a collection, .ttc); `none`
+    /// for no fallback. Default: Debian's fonts-noto-cjk (Noto Sans CJK JP, regular and bold)
+    /// where installed. A file that cannot be loaded stops the notifier at start.
+    #[arg(long, env = "NOTIFIER_FALLBACK_FONTS")]
+    pub fallback_fonts: Option<pdf::FallbackFonts>,
 }
 
 impl Config {
@@ -165,7 +172,42 @@ impl Config {
             email: self.from.email.to_string(),
         }
     }
+
+    /// The fallback fonts to load: as configured, or Debian's Noto Sans CJK where installed.
+    pub fn fallback_font_files(&self) -> pdf::FallbackFonts {
+        self.fallback_fonts
+            .clone()
+            .unwrap_or_else(pdf::FallbackFonts::debian)
+    }
 }
+
+/// Loads the invoice fonts and says once which scripts invoices cannot print (script names
+/// only, never a name printed with them).
+fn load_fonts(config: &Config) -> Result<pdf::Fonts, pdf::FontError> {
+    let files = config.fallback_font_files();
+    // Read at start-up, before anything connects: tens of megabytes, once per process.
+    let fonts = pdf::Fonts::load(&files)?;
+    let loaded: Vec<String> = files
+        .0
+        .iter()
+        .zip(fonts.fallback_names())
+        .map(|(file, name)| format!("{name} ({file})"))
+        .collect();
+    tracing::info!(
+        fallbacks = %if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") },
+        "invoice pdf fonts: dejavu sans, then the fallbacks for what it lacks"
+    );
+    let missing = fonts.missing_scripts();
+    if !missing.is_empty() {
+        tracing::warn!(
+            scripts = %missing.join(", "),
+            "invoice pdfs print these scripts as missing glyphs (boxes): no font has them; \
+             NOTIFIER_FALLBACK_FONTS adds fonts (docs/configuration.md)"
+        );
+    }
+    Ok(fonts)
+}
+
 /// Applies this service's migrations to its schema and returns: what `--migrate-only` runs.
 pub async fn migrate(database_url: &str) -> Result<(), Error> {
     let pool = db::connect(database_url, SCHEMA, 1).await?;
@@ -197,6 +239,8 @@ pub enum Error {
     Missing(&'static str),
     #[error(transparent)]
     Token(#[from] billing_runtime::auth::TokensError),
+    #[error("NOTIFIER_FALLBACK_FONTS: {0}")]
+    Fonts(#[from] pdf::FontError),
 }
 
 /// Runs the consumers, the gRPC service and the ops endpoints until `shutdown` is cancelled.
@@ -209,8 +253,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         .invoicing_token
         .as_ref()
         .ok_or(Error::Missing("NOTIFIER_INVOICING_TOKEN"))?;
-    // A wrong SMTP setting or CA file stops the notifier before it connects to anything (the
-    // transport itself connects only for the first email).
+    // A font that cannot be loaded, a wrong SMTP setting or CA file stop the notifier before it
+    // connects to anything (the transport itself connects only for the first email).
+    let fonts = Arc::new(load_fonts(&config)?);
     let smtp = mail::transport(&mail::SmtpSettings {
         host: config.smtp_host.clone(),
         port: config.smtp_port,
@@ -253,6 +298,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
             .unwrap_or_else(|| config.from.clone()),
         issuer: config.issuer(),
         from: config.from.clone(),
+        fonts,
     });
     let (invoices, alerts) = notifier
         .create_consumers()
@@ -377,6 +423,57 @@ mod config_tests {
             assert!(message.contains(expected), "{message}");
             assert!(!message.contains("fake-smtp-password"), "{message}");
         }
+    }
+
+    /// A fallback font that cannot be loaded stops the notifier at start (exit 64 from main),
+    /// naming the setting and the file; an index that is not a number is refused as it parses.
+    #[tokio::test]
+    async fn a_fallback_font_that_cannot_be_loaded_stops_the_notifier_at_start() {
+        use clap::Parser;
+
+        let base = [
+            "notifier",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/nowhere",
+            "--grpc-tokens",
+            TOKENS,
+            "--invoicing-token",
+            "a-viewer-token-long-enough-0123456789",
+        ];
+        let config = Config::try_parse_from(
+            base.iter()
+                .chain(&["--fallback-fonts", "/nonexistent/NotoSansCJK-Regular.ttc#0"]),
+        )
+        .expect("parses");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("listener");
+        let started = super::run(config, listener, billing_runtime::Shutdown::new());
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(5), started)
+            .await
+            .expect("refused at once")
+            .expect_err("refused");
+        let message = refused.to_string();
+        assert!(matches!(refused, super::Error::Fonts(_)), "{message}");
+        assert!(
+            message.starts_with(
+                "NOTIFIER_FALLBACK_FONTS: cannot read /nonexistent/NotoSansCJK-Regular.ttc:"
+            ),
+            "{message}"
+        );
+
+        let refused = Config::try_parse_from(base.iter().chain(&["--fallback-fonts", "a.ttc#JP"]))
+            .expect_err("refused");
+        assert!(refused.to_string().contains("index of a face"), "{refused}");
+        let none = Config::try_parse_from(base.iter().chain(&["--fallback-fonts", "none"]))
+            .expect("parses");
+        assert_eq!(
+            none.fallback_font_files(),
+            crate::pdf::FallbackFonts::default()
+        );
+        let unset = Config::try_parse_from(base).expect("parses");
+        assert_eq!(
+            unset.fallback_font_files(),
+            crate::pdf::FallbackFonts::debian()
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
     };
     match notifier::run(config, listener, shutdown::on_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err @ notifier::Error::Fonts(_)) => config::config_error("notifier", &err),
         Err(err) => {
             tracing::error!(error = %err, "notifier stopped");
             ExitCode::FAILURE

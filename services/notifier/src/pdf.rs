@@ -1,7 +1,15 @@
-//! Invoice PDFs rendered in-process with krilla: embedded (subset) DejaVu fonts, real text that
+//! Invoice PDFs rendered in-process with krilla: embedded (subset) fonts — DejaVu Sans, and for
+//! what it lacks (Japanese, Chinese, Korean) the fallback fonts of [`fonts`] — real text that
 //! can be extracted and searched, and a line table that continues over as many pages as needed
-//! with its header repeated. Text is measured with the fonts' own advance widths (skrifa), so
-//! amounts right-align and long names are clipped or wrapped instead of overflowing.
+//! with its header repeated. Text is measured with the advance widths of the face each
+//! character is drawn with (skrifa), so amounts right-align and long names are clipped or
+//! wrapped instead of overflowing.
+
+mod fonts;
+#[cfg(test)]
+mod scripts_tests;
+
+use std::sync::OnceLock;
 
 use billing_proto::convert;
 use billing_proto::invoicing::{Invoice, InvoiceLine};
@@ -13,15 +21,12 @@ use krilla::metadata::Metadata;
 use krilla::page::PageSettings;
 use krilla::paint::{Fill, Stroke};
 use krilla::surface::Surface;
-use krilla::text::{Font, TextDirection};
+use krilla::text::TextDirection;
 use rust_decimal::Decimal;
-use skrifa::MetadataProvider;
-use skrifa::instance::{LocationRef, Size};
 
+use self::fonts::{Chain, Faces};
+pub use self::fonts::{DEBIAN_NOTO_CJK, FallbackFonts, FontError, FontFile, Fonts};
 use crate::text::{amount, long_date, money, percent};
-
-static REGULAR: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-static BOLD: &[u8] = include_bytes!("../assets/DejaVuSans-Bold.ttf");
 
 // A4 in points.
 const PAGE_W: f32 = 595.0;
@@ -46,8 +51,8 @@ const COL_FEE_RIGHT: f32 = RIGHT - 4.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PdfError {
-    #[error("embedded font cannot be loaded")]
-    Font,
+    #[error("fonts cannot be loaded: {0}")]
+    Font(String),
     #[error("rendering: {0}")]
     Render(String),
 }
@@ -68,49 +73,6 @@ pub struct Issuer {
 pub struct Rendered {
     pub bytes: Vec<u8>,
     pub pages: usize,
-}
-
-/// A font with the metrics needed to measure text in it.
-struct Face {
-    font: Font,
-    charmap: skrifa::charmap::Charmap<'static>,
-    glyphs: skrifa::metrics::GlyphMetrics<'static>,
-    units_per_em: f32,
-}
-
-impl Face {
-    fn load(data: &'static [u8]) -> Result<Self, PdfError> {
-        let font = Font::new(data.into(), 0).ok_or(PdfError::Font)?;
-        let font_ref = skrifa::FontRef::new(data).map_err(|_| PdfError::Font)?;
-        let units_per_em = f32::from(
-            font_ref
-                .metrics(Size::unscaled(), LocationRef::default())
-                .units_per_em,
-        );
-        Ok(Face {
-            font,
-            charmap: font_ref.charmap(),
-            glyphs: font_ref.glyph_metrics(Size::unscaled(), LocationRef::default()),
-            units_per_em,
-        })
-    }
-
-    /// Width of `text` at `size` points, as krilla lays it out (advances, no kerning).
-    fn width(&self, text: &str, size: f32) -> f32 {
-        let units: f32 = text
-            .chars()
-            .map(|c| {
-                let glyph = self.charmap.map(c).unwrap_or_default();
-                self.glyphs.advance_width(glyph).unwrap_or(0.0)
-            })
-            .sum();
-        units * size / self.units_per_em
-    }
-}
-
-struct Fonts {
-    regular: Face,
-    bold: Face,
 }
 
 #[derive(Clone, Copy)]
@@ -141,13 +103,13 @@ const CELL_BOLD: Style = style(Weight::Bold, 8.5, 25);
 const HEADING: Style = style(Weight::Bold, 10.0, 25);
 
 /// Draws on one page with measured text.
-struct Canvas<'a, 'b> {
+struct Canvas<'a, 'b, 'f> {
     surface: &'a mut Surface<'b>,
-    fonts: &'a Fonts,
+    fonts: &'a Faces<'f>,
 }
 
-impl Canvas<'_, '_> {
-    fn face(&self, style: Style) -> &Face {
+impl<'f> Canvas<'_, '_, 'f> {
+    fn face(&self, style: Style) -> &Chain<'f> {
         match style.weight {
             Weight::Regular => &self.fonts.regular,
             Weight::Bold => &self.fonts.bold,
@@ -167,15 +129,25 @@ impl Canvas<'_, '_> {
             paint: rgb::Color::new(style.grey, style.grey, style.grey).into(),
             ..Default::default()
         }));
-        let font = self.face(style).font.clone();
-        self.surface.draw_text(
-            Point::from_xy(x, y),
-            font,
-            style.size,
-            value,
-            false,
-            TextDirection::Auto,
-        );
+        // Each run in its own face, placed where the measurement says the one before ends.
+        let mut x = x;
+        for run in self.face(style).runs(value) {
+            let start = Point::from_xy(x, y);
+            match &run.glyphs {
+                Some(glyphs) => self
+                    .surface
+                    .draw_glyphs(start, glyphs, run.font, run.text, style.size, false),
+                None => self.surface.draw_text(
+                    start,
+                    run.font,
+                    style.size,
+                    run.text,
+                    false,
+                    TextDirection::Auto,
+                ),
+            }
+            x += run.width * style.size;
+        }
     }
 
     /// Text that ends at `right`.
@@ -229,12 +201,26 @@ impl Canvas<'_, '_> {
     }
 }
 
-/// Renders `invoice` (with its lines) to PDF. CPU-bound: call it from `spawn_blocking`.
+/// Renders `invoice` (with its lines) to PDF with the fonts the notifier uses when
+/// `NOTIFIER_FALLBACK_FONTS` is not set (DejaVu Sans, then Debian's Noto Sans CJK when
+/// installed), loaded once per process. CPU-bound: call it from `spawn_blocking`.
 pub fn render(invoice: &Invoice, issuer: &Issuer) -> Result<Rendered, PdfError> {
-    let fonts = Fonts {
-        regular: Face::load(REGULAR)?,
-        bold: Face::load(BOLD)?,
-    };
+    static DEFAULT: OnceLock<Result<Fonts, String>> = OnceLock::new();
+    let fonts = DEFAULT
+        .get_or_init(|| Fonts::load(&FallbackFonts::debian()).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| PdfError::Font(e.clone()))?;
+    render_with(fonts, invoice, issuer)
+}
+
+/// Renders `invoice` (with its lines) to PDF with `fonts`. CPU-bound: call it from
+/// `spawn_blocking`.
+pub fn render_with(
+    fonts: &Fonts,
+    invoice: &Invoice,
+    issuer: &Issuer,
+) -> Result<Rendered, PdfError> {
+    let fonts = fonts.faces();
     let view = InvoiceView::new(invoice);
     let header = Header::new(&view, issuer, &fonts);
     let closing = Closing::new(&view, &fonts);
@@ -341,7 +327,7 @@ const HEADER_TOP: f32 = 62.0;
 const LEADING: f32 = 12.5;
 
 impl Header {
-    fn new(view: &InvoiceView<'_>, issuer: &Issuer, fonts: &Fonts) -> Self {
+    fn new(view: &InvoiceView<'_>, issuer: &Issuer, fonts: &Faces<'_>) -> Self {
         let inv = view.inv;
         let mut issuer_lines = vec![(style(Weight::Bold, 13.0, 20), issuer.legal_name.clone())];
         issuer_lines.extend(lines_of(&issuer.address).map(|l| (BODY, l)));
@@ -415,7 +401,7 @@ impl Header {
     }
 
     /// Draws the block; returns where the table starts.
-    fn draw(&self, c: &mut Canvas<'_, '_>) -> f32 {
+    fn draw(&self, c: &mut Canvas<'_, '_, '_>) -> f32 {
         let mut left = HEADER_TOP;
         for (i, (style, line)) in self.issuer.iter().enumerate() {
             c.clipped(*style, LEFT, left, line, 260.0);
@@ -450,7 +436,7 @@ impl Header {
     }
 }
 
-fn continuation_header(c: &mut Canvas<'_, '_>, view: &InvoiceView<'_>) -> f32 {
+fn continuation_header(c: &mut Canvas<'_, '_, '_>, view: &InvoiceView<'_>) -> f32 {
     c.text(
         HEADING,
         LEFT,
@@ -462,7 +448,7 @@ fn continuation_header(c: &mut Canvas<'_, '_>, view: &InvoiceView<'_>) -> f32 {
     TABLE_TOP_NEXT
 }
 
-fn table_header(c: &mut Canvas<'_, '_>, view: &InvoiceView<'_>, top: f32) -> f32 {
+fn table_header(c: &mut Canvas<'_, '_, '_>, view: &InvoiceView<'_>, top: f32) -> f32 {
     c.shade(top, HEADER_ROW_H - 4.0);
     let y = top + 11.0;
     c.text(CELL_BOLD, COL_REF, y, "Booking");
@@ -492,7 +478,12 @@ fn row_height(line: &InvoiceLine) -> f32 {
 }
 
 /// Draws one line; returns the top of the next.
-fn table_row(c: &mut Canvas<'_, '_>, view: &InvoiceView<'_>, line: &InvoiceLine, top: f32) -> f32 {
+fn table_row(
+    c: &mut Canvas<'_, '_, '_>,
+    view: &InvoiceView<'_>,
+    line: &InvoiceLine,
+    top: f32,
+) -> f32 {
     let y = top + 9.0;
     c.clipped(
         CELL,
@@ -535,7 +526,7 @@ struct Closing {
 }
 
 impl Closing {
-    fn new(view: &InvoiceView<'_>, fonts: &Fonts) -> Self {
+    fn new(view: &InvoiceView<'_>, fonts: &Faces<'_>) -> Self {
         let inv = view.inv;
         let mut totals = vec![(
             "Subtotal (fees)".to_string(),
@@ -595,7 +586,7 @@ impl Closing {
             + 10.0 * self.notes.len() as f32
     }
 
-    fn draw(&self, c: &mut Canvas<'_, '_>, top: f32) {
+    fn draw(&self, c: &mut Canvas<'_, '_, '_>, top: f32) {
         let mut y = top + 24.0;
         let label_x = RIGHT - 230.0;
         for (label, value, strong) in &self.totals {
@@ -622,7 +613,7 @@ impl Closing {
     }
 }
 
-fn footer(c: &mut Canvas<'_, '_>, view: &InvoiceView<'_>, page: usize, pages: usize) {
+fn footer(c: &mut Canvas<'_, '_, '_>, view: &InvoiceView<'_>, page: usize, pages: usize) {
     c.rule(PAGE_H - 50.0, 0.5, 160);
     c.text(
         SMALL,
@@ -721,27 +712,26 @@ fn lines_of(text: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 /// `value` cut with an ellipsis so that it fits `max_width`.
-fn clip(face: &Face, size: f32, value: &str, max_width: f32) -> String {
+fn clip(face: &Chain<'_>, size: f32, value: &str, max_width: f32) -> String {
     if face.width(value, size) <= max_width {
         return value.to_string();
     }
     let ellipsis = face.width("…", size);
-    let mut out = String::new();
+    let mut end = 0;
     let mut width = 0.0;
-    for ch in value.chars() {
-        let w = face.width(ch.encode_utf8(&mut [0; 4]), size);
+    for placed in face.place(value) {
+        let w = placed.advance * size;
         if width + w + ellipsis > max_width {
             break;
         }
         width += w;
-        out.push(ch);
+        end = placed.end;
     }
-    out.push('…');
-    out
+    format!("{}…", &value[..end])
 }
 
 /// Greedy word wrap to `max_width`; a word longer than a line (a URL) is broken by characters.
-fn wrap(face: &Face, size: f32, text: &str, max_width: f32) -> Vec<String> {
+fn wrap(face: &Chain<'_>, size: f32, text: &str, max_width: f32) -> Vec<String> {
     let mut lines = Vec::new();
     let mut line = String::new();
     for word in text.split_whitespace() {
@@ -777,10 +767,7 @@ mod tests {
     use super::*;
 
     fn fonts() -> Fonts {
-        Fonts {
-            regular: Face::load(REGULAR).expect("font"),
-            bold: Face::load(BOLD).expect("font"),
-        }
+        Fonts::builtin().expect("dejavu")
     }
 
     #[test]
@@ -817,7 +804,8 @@ mod tests {
 
     #[test]
     fn measured_text_is_clipped_and_wrapped_to_fit() {
-        let f = fonts();
+        let fonts = fonts();
+        let f = fonts.faces();
         let long = "Remedial massage with hot stones and aromatherapy, ninety minutes";
         let clipped = clip(&f.regular, 9.0, long, 120.0);
         assert!(clipped.ends_with('…'));
@@ -840,7 +828,7 @@ mod tests {
     }
 
     /// The text `pdftotext -layout` (poppler-utils) extracts from `pdf`.
-    fn extract_text(pdf: &[u8]) -> String {
+    pub(super) fn extract_text(pdf: &[u8]) -> String {
         use std::io::Write as _;
         let mut child = std::process::Command::new("pdftotext")
             .args(["-layout", "-", "-"])
