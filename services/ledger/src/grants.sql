@@ -23,3 +23,6 @@ grant update (kek_id, wrapped_key, erased_at, erased_by, erase_reason) on client
 -- plaintext only be removed, and sealed details only be set where there were none).
 grant update (client_key_id, client_sealed, client_name, client_email, client_phone)
     on bookings to {role};
+-- An erasure moves the erasure epoch on; batches read it `for share` (which needs an update
+-- grant). A trigger lets it only move forward.
+grant update (epoch) on client_key_epoch to {role};

@@ -294,13 +294,35 @@ impl LedgerService for LedgerGrpc {
             tracing::warn!(tenant_id, error = %err, "reading the chain anchor failed");
             Status::unavailable("the chain anchors cannot be read now, retry later")
         })?;
-        let report = integrity::verify_anchored(
+        let mut report = integrity::verify_anchored(
             &tenant_id,
             &records,
             head,
             anchor.as_ref(),
             self.store.chain_key(),
         );
+        if report.violation.is_none() {
+            let foreign = self
+                .store
+                .foreign_client_key(&tenant_id)
+                .await
+                .map_err(to_status)?;
+            report.violation =
+                foreign.map(
+                    |(chain_seq, id, booking_ref, key_id)| integrity::Violation {
+                        chain_seq,
+                        kind: "booking",
+                        record_id: Some(id),
+                        booking_ref,
+                        reason: format!(
+                            "its client details are sealed under key {key_id}, which is not one of \
+                         the tenant's client keys"
+                        ),
+                        expected_hash: String::new(),
+                        stored_hash: String::new(),
+                    },
+                );
+        }
         let outcome = if report.violation.is_some() {
             "violated"
         } else {

@@ -122,5 +122,35 @@ async fn sealed_at_rest(system: &System) -> anyhow::Result<()> {
         .await
         .expect_err("a moved ciphertext");
     assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+
+    // No foreign key ties a booking to its client's key (migration 0011): the integrity check
+    // does. A key of the tenant is fine to it (the ciphertext itself refuses to open, above);
+    // one that is not the tenant's is named.
+    assert!(verify(&mut billing).await?.intact);
+    let mut tx = owner.begin().await?;
+    sqlx::query("set local session_replication_role = replica")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("update bookings set client_key_id = gen_random_uuid() where booking_ref = '7102'")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let verified = verify(&mut billing).await?;
+    let violation = verified.first_violation.clone().unwrap_or_default();
+    assert!(!verified.intact);
+    assert_eq!(
+        (
+            violation.booking_ref.as_str(),
+            violation.record_kind.as_str()
+        ),
+        ("7102", "booking"),
+        "{verified:?}"
+    );
+    assert!(
+        violation
+            .reason
+            .contains("which is not one of the tenant's client keys"),
+        "{violation:?}"
+    );
     Ok(())
 }

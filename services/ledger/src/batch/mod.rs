@@ -25,7 +25,7 @@ use std::collections::HashMap;
 
 use crate::clients::ClientDataError;
 use crate::clients::Vault;
-use crate::clients::seal::{KnownLookups, ToSeal, seal_batch};
+use crate::clients::seal::{ClientCache, Learnt, ToSeal, seal_batch};
 use crate::incoming::NewBooking;
 use crate::outcome::Outcome;
 
@@ -38,12 +38,12 @@ pub async fn apply(
     events: &[(NewBooking, u64)],
     chain_key: Option<&ChainKey>,
     vault: Option<&Vault>,
-    known: &KnownLookups,
+    cache: &ClientCache,
 ) -> Result<Vec<Outcome>, ClientDataError> {
     let mut tx = pool.begin().await?;
     let loaded = load::load(&mut tx, events).await?;
     let plan = plan::plan(events, loaded, chain_key, vault, &mut Uuid::now_v7);
-    let mut written = Vec::new();
+    let mut learnt: Option<Learnt> = None;
     let sealed = match vault {
         Some(vault) => {
             let to_seal: Vec<ToSeal<'_>> = plan
@@ -58,14 +58,16 @@ pub async fn apply(
                     })
                 })
                 .collect();
-            let (sealed, lookups) = seal_batch(&mut tx, vault, known, &to_seal).await?;
-            written = lookups;
+            let (sealed, batch) = seal_batch(&mut tx, vault, cache, &to_seal).await?;
+            learnt = Some(batch);
             to_seal.iter().map(|t| t.booking_id).zip(sealed).collect()
         }
         None => HashMap::new(),
     };
     write::write(&mut tx, subjects, &plan.writes, &sealed).await?;
     tx.commit().await?;
-    known.remember(&written);
+    if let Some(learnt) = learnt {
+        cache.remember(learnt);
+    }
     Ok(plan.outcomes)
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::seal::{KnownLookups, ToSeal, seal_batch};
+use super::seal::{ClientCache, ToSeal, seal_batch};
 use super::{ClientDataError, Vault, key_context};
 use billing_domain::booking::ClientInfo;
 
@@ -55,7 +55,7 @@ pub struct Erasure {
 
 /// The ids of every key, live or erased, recorded for the client `selector` names.
 async fn key_ids(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     vault: &Vault,
     tenant_id: &str,
     selector: &Selector,
@@ -65,11 +65,13 @@ async fn key_ids(
     };
     let digest = vault.digest(tenant_id, &identity);
     sqlx::query_scalar!(
-        "select key_id from ledger.client_lookups where tenant_id = $1 and digest = $2",
+        r#"select id as "id!" from ledger.client_keys where tenant_id = $1 and identity_digest = $2
+           union
+           select key_id from ledger.client_lookups where tenant_id = $1 and digest = $2"#,
         tenant_id,
         digest
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
@@ -126,6 +128,10 @@ pub async fn show(
 
 /// Destroys every data key of the client `selector` names, recording who asked and why.
 /// Idempotent: keys erased before are counted, not touched.
+///
+/// It first moves the erasure epoch on (`crate::clients::seal`): that waits for the batches
+/// sealing under way, whose new keys and lookups it then finds, and makes every ledger forget
+/// the keys it had cached before its next batch.
 pub async fn erase(
     pool: &PgPool,
     vault: &Vault,
@@ -134,8 +140,11 @@ pub async fn erase(
     by: &str,
     reason: &str,
 ) -> Result<Erasure, sqlx::Error> {
-    let keys = key_ids(pool, vault, tenant_id, selector).await?;
     let mut tx = pool.begin().await?;
+    sqlx::query!("update ledger.client_key_epoch set epoch = epoch + 1")
+        .execute(&mut *tx)
+        .await?;
+    let keys = key_ids(&mut *tx, vault, tenant_id, selector).await?;
     let erased = sqlx::query_scalar!(
         "update ledger.client_keys
             set kek_id = null, wrapped_key = null, erased_at = now(), erased_by = $3,
@@ -150,7 +159,9 @@ pub async fn erase(
     .fetch_all(&mut *tx)
     .await?;
     let bookings = sqlx::query_scalar!(
-        r#"select count(*) as "n!" from ledger.bookings where client_key_id = any($1)"#,
+        r#"select count(*) as "n!" from ledger.bookings
+           where tenant_id = $1 and client_key_id = any($2)"#,
+        tenant_id,
         &keys
     )
     .fetch_one(&mut *tx)
@@ -262,7 +273,7 @@ pub async fn seal_plaintext(pool: &PgPool, vault: &Vault) -> Result<u64, ClientD
                 })
             })
             .collect();
-        let (sealed, _) = seal_batch(&mut tx, vault, &KnownLookups::default(), &to_seal).await?;
+        let (sealed, _) = seal_batch(&mut tx, vault, &ClientCache::default(), &to_seal).await?;
         let sealed_ids: Vec<Uuid> = to_seal.iter().map(|t| t.booking_id).collect();
         let key_ids: Vec<Uuid> = sealed.iter().map(|s| s.key_id).collect();
         let blobs: Vec<Vec<u8>> = sealed.into_iter().map(|s| s.sealed).collect();

@@ -28,50 +28,142 @@ pub struct ToSeal<'a> {
     pub kept: &'a Kept,
 }
 
-/// The client lookups this process has seen committed (`(tenant, digest, key)` hashed): most
-/// bookings are by returning clients, whose lookups need not be written again. Bounded: it
-/// starts afresh past a million entries; a lookup it forgets is written again, which changes
-/// nothing.
-#[derive(Debug, Clone, Default)]
-pub struct KnownLookups(Arc<Mutex<HashSet<u64>>>);
+/// What this process knows of committed client keys: the live data keys its batches used (so a
+/// batch of returning clients neither reads nor unwraps their keys) and the lookups it wrote (not
+/// written again). An erasure anywhere moves `ledger.client_key_epoch` on, and the first batch
+/// to see it moved forgets every key it knew (see [`seal_batch`]). Bounded: it starts afresh past
+/// a million entries; whatever it forgets is read (or written) again, which changes nothing.
+#[derive(Clone, Default)]
+pub struct ClientCache(Arc<Mutex<Cached>>);
 
-const MAX_KNOWN_LOOKUPS: usize = 1_000_000;
+#[derive(Default)]
+struct Cached {
+    /// The erasure epoch the keys were current at; `None` before the first batch.
+    epoch: Option<i64>,
+    /// Live keys by tenant, then by the client's identity digest.
+    keys: HashMap<String, HashMap<String, (Uuid, DataKey)>>,
+    key_count: usize,
+    /// Lookups seen committed: `(tenant, digest, key)` hashed.
+    lookups: HashSet<u64>,
+}
 
-impl KnownLookups {
-    fn hash(tenant: &str, digest: &str, key_id: Uuid) -> u64 {
+impl std::fmt::Debug for ClientCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys.
+        match self.0.lock() {
+            Ok(c) => write!(
+                f,
+                "ClientCache(epoch {:?}, {} keys, {} lookups)",
+                c.epoch,
+                c.key_count,
+                c.lookups.len()
+            ),
+            Err(_) => f.write_str("ClientCache(poisoned)"),
+        }
+    }
+}
+
+const MAX_CACHED: usize = 1_000_000;
+
+/// What a batch learnt, for [`ClientCache::remember`] once its transaction has committed.
+#[derive(Default)]
+pub struct Learnt {
+    epoch: i64,
+    keys: Vec<(String, String, Uuid, DataKey)>,
+    lookups: Vec<u64>,
+}
+
+impl ClientCache {
+    fn lookup_hash(tenant: &str, digest: &str, key_id: Uuid) -> u64 {
         let mut h = std::hash::DefaultHasher::new();
         (tenant, digest, key_id).hash(&mut h);
         h.finish()
     }
 
-    fn contains(&self, hash: u64) -> bool {
-        self.0.lock().is_ok_and(|known| known.contains(&hash))
+    /// Keeps those of `hashes` not seen committed.
+    fn unknown_lookups(&self, hashes: &mut Vec<u64>) {
+        if let Ok(c) = self.0.lock() {
+            hashes.retain(|h| !c.lookups.contains(h));
+        }
     }
 
-    /// Remembers `hashes`, once their transaction committed.
-    pub fn remember(&self, hashes: &[u64]) {
-        if let Ok(mut known) = self.0.lock() {
-            if known.len() + hashes.len() > MAX_KNOWN_LOOKUPS {
-                known.clear();
+    /// The keys of `wanted` this cache holds for a batch that read erasure epoch `epoch`; a newer
+    /// epoch than the cache's makes it forget its keys first, an older one (a batch that read
+    /// it before another batch saw an erasure) gets none.
+    fn keys_for<'a>(&self, epoch: i64, wanted: &[(&'a str, &'a str)], keys: &mut Keys<'a>) {
+        let Ok(mut c) = self.0.lock() else {
+            return;
+        };
+        if c.epoch.is_none_or(|known| known < epoch) {
+            c.epoch = Some(epoch);
+            c.keys.clear();
+            c.key_count = 0;
+        }
+        if c.epoch != Some(epoch) {
+            return;
+        }
+        for &(tenant, digest) in wanted {
+            if let Some(found) = c.keys.get(tenant).and_then(|t| t.get(digest)) {
+                keys.insert((tenant, digest), found.clone());
             }
-            known.extend(hashes);
+        }
+    }
+
+    /// Remembers what a batch learnt, once its transaction committed; nothing if an erasure
+    /// was seen meanwhile (the keys may be gone).
+    pub fn remember(&self, learnt: Learnt) {
+        let Ok(mut c) = self.0.lock() else {
+            return;
+        };
+        if c.lookups.len() + learnt.lookups.len() > MAX_CACHED {
+            c.lookups.clear();
+        }
+        c.lookups.extend(learnt.lookups);
+        if c.epoch != Some(learnt.epoch) {
+            return;
+        }
+        if c.key_count + learnt.keys.len() > MAX_CACHED {
+            c.keys.clear();
+            c.key_count = 0;
+        }
+        for (tenant, digest, id, key) in learnt.keys {
+            if c.keys
+                .entry(tenant)
+                .or_default()
+                .insert(digest, (id, key))
+                .is_none()
+            {
+                c.key_count += 1;
+            }
         }
     }
 }
 
-/// Seals every booking of `rows`, one answer per row in order, and the lookups it wrote (to
-/// [`KnownLookups::remember`] once the transaction commits).
+/// Seals every booking of `rows`, one answer per row in order, and what the batch learnt (to
+/// [`ClientCache::remember`] once the transaction commits).
+///
+/// The batch first reads the erasure epoch `for share`: an erasure moves it on in its own
+/// transaction, so it waits for the batches under way, and every batch after it sees the new
+/// epoch and stops using the keys it had cached. No booking is sealed under a key erased
+/// before its batch commits.
 pub async fn seal_batch(
     conn: &mut PgConnection,
     vault: &Vault,
-    known: &KnownLookups,
+    cache: &ClientCache,
     rows: &[ToSeal<'_>],
-) -> Result<(Vec<Sealed>, Vec<u64>), ClientDataError> {
+) -> Result<(Vec<Sealed>, Learnt), ClientDataError> {
     if rows.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok((Vec::new(), Learnt::default()));
     }
-    let keys = live_keys(conn, vault, rows).await?;
-    let written = lookups(conn, known, rows, &keys).await?;
+    let epoch = sqlx::query_scalar!("select epoch from ledger.client_key_epoch for share")
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut learnt = Learnt {
+        epoch,
+        ..Learnt::default()
+    };
+    let keys = live_keys(conn, vault, cache, rows, &mut learnt).await?;
+    learnt.lookups = lookups(conn, cache, rows, &keys).await?;
     let sealed = rows
         .iter()
         .map(|r| {
@@ -89,16 +181,19 @@ pub async fn seal_batch(
             })
         })
         .collect::<Result<_, ClientDataError>>()?;
-    Ok((sealed, written))
+    Ok((sealed, learnt))
 }
 
 type Keys<'a> = HashMap<(&'a str, &'a str), (Uuid, DataKey)>;
 
-/// The live data key of every client of `rows`, made where a client has none yet.
+/// The live data key of every client of `rows`: cached, else read, else made. What was read or
+/// made goes to `learnt`.
 async fn live_keys<'a>(
     conn: &mut PgConnection,
     vault: &Vault,
+    cache: &ClientCache,
     rows: &[ToSeal<'a>],
+    learnt: &mut Learnt,
 ) -> Result<Keys<'a>, ClientDataError> {
     let mut wanted: Vec<(&'a str, &'a str)> = rows
         .iter()
@@ -107,12 +202,16 @@ async fn live_keys<'a>(
     wanted.sort_unstable();
     wanted.dedup();
     let mut keys = Keys::new();
-    read_keys(conn, vault, &wanted, &mut keys).await?;
-    let missing: Vec<(&str, &str)> = wanted
+    cache.keys_for(learnt.epoch, &wanted, &mut keys);
+    let mut missing: Vec<(&str, &str)> = wanted
         .iter()
         .filter(|w| !keys.contains_key(*w))
         .copied()
         .collect();
+    if !missing.is_empty() {
+        read_keys(conn, vault, &missing, &mut keys, learnt).await?;
+        missing.retain(|m| !keys.contains_key(m));
+    }
     if missing.is_empty() {
         return Ok(keys);
     }
@@ -136,7 +235,7 @@ async fn live_keys<'a>(
     let inserted = sqlx::query_scalar!(
         "insert into ledger.client_keys (id, tenant_id, identity_digest, kek_id, wrapped_key)
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])
-         on conflict (tenant_id, identity_digest) where erased_at is null do nothing
+         on conflict (tenant_id, identity_digest, erased_at) do nothing
          returning id",
         &ids,
         &tenants as &[&str],
@@ -147,18 +246,18 @@ async fn live_keys<'a>(
     .fetch_all(&mut *conn)
     .await?;
     for id in inserted {
-        if let Some((slot, key)) = made.remove(&id) {
-            keys.insert(slot, (id, key));
+        if let Some(((tenant, digest), key)) = made.remove(&id) {
+            learnt
+                .keys
+                .push((tenant.to_string(), digest.to_string(), id, key.clone()));
+            keys.insert((tenant, digest), (id, key));
         }
     }
-    let missing: Vec<(&str, &str)> = missing
-        .into_iter()
-        .filter(|m| !keys.contains_key(m))
-        .collect();
+    missing.retain(|m| !keys.contains_key(m));
     if missing.is_empty() {
         return Ok(keys);
     }
-    read_keys(conn, vault, &missing, &mut keys).await?;
+    read_keys(conn, vault, &missing, &mut keys, learnt).await?;
     if let Some(lost) = missing.iter().find(|m| !keys.contains_key(*m)) {
         // Only an erasure committed between the insert and the read can cause this.
         return Err(ClientDataError::Raced(format!(
@@ -175,14 +274,23 @@ async fn read_keys<'a>(
     vault: &Vault,
     wanted: &[(&'a str, &'a str)],
     keys: &mut Keys<'a>,
+    learnt: &mut Learnt,
 ) -> Result<(), ClientDataError> {
     let (tenants, digests): (Vec<&str>, Vec<&str>) = wanted.iter().copied().unzip();
+    // One probe of the live-identity index per client (the lateral `limit` keeps the planner
+    // from hashing every live key instead, as it does when its statistics say the table is
+    // small: a cost that grew with the table).
     let found = sqlx::query!(
-        r#"select k.id, k.tenant_id, k.identity_digest, k.kek_id as "kek_id!",
+        r#"select k.id as "id!", k.tenant_id as "tenant_id!",
+                  k.identity_digest as "identity_digest!", k.kek_id as "kek_id!",
                   k.wrapped_key as "wrapped_key!"
            from unnest($1::text[], $2::text[]) as w(tenant_id, identity_digest)
-           join ledger.client_keys k on k.tenant_id = w.tenant_id
-               and k.identity_digest = w.identity_digest and k.erased_at is null"#,
+           cross join lateral (
+               select id, tenant_id, identity_digest, kek_id, wrapped_key
+               from ledger.client_keys
+               where tenant_id = w.tenant_id and identity_digest = w.identity_digest
+                 and erased_at is null
+               limit 1) k"#,
         &tenants as &[&str],
         &digests as &[&str],
     )
@@ -201,43 +309,49 @@ async fn read_keys<'a>(
         let key = vault
             .provider()
             .unwrap(&wrapped, &key_context(&row.tenant_id, row.id))?;
+        learnt
+            .keys
+            .push((row.tenant_id, row.identity_digest, row.id, key.clone()));
         keys.insert(slot, (row.id, key));
     }
     Ok(())
 }
 
-/// Records every identity each row's client names against the client's key, except those
-/// this process saw committed; returns what it wrote.
+/// Records every other identity each row's client names against the client's key, except
+/// those this process saw committed; returns what it wrote.
 async fn lookups(
     conn: &mut PgConnection,
-    known: &KnownLookups,
+    cache: &ClientCache,
     rows: &[ToSeal<'_>],
     keys: &Keys<'_>,
 ) -> Result<Vec<u64>, ClientDataError> {
-    let mut tenants = Vec::new();
-    let mut digests = Vec::new();
-    let mut key_ids = Vec::new();
-    let mut written = Vec::new();
-    let mut seen = HashSet::new();
+    let mut all = HashMap::new();
     for r in rows {
         let (key_id, _) = &keys[&(r.tenant_id, r.kept.identity_digest())];
-        for digest in &r.kept.lookups {
-            let hash = KnownLookups::hash(r.tenant_id, digest, *key_id);
-            if known.contains(hash) || !seen.insert(hash) {
-                continue;
-            }
-            written.push(hash);
-            tenants.push(r.tenant_id);
-            digests.push(digest.as_str());
-            key_ids.push(*key_id);
+        // The first is the key's own identity, which erasure finds in `client_keys`.
+        for digest in &r.kept.lookups[1..] {
+            let hash = ClientCache::lookup_hash(r.tenant_id, digest, *key_id);
+            all.entry(hash)
+                .or_insert((r.tenant_id, digest.as_str(), *key_id));
         }
     }
+    let mut written: Vec<u64> = all.keys().copied().collect();
+    cache.unknown_lookups(&mut written);
     if written.is_empty() {
         return Ok(written);
     }
+    let mut tenants = Vec::with_capacity(written.len());
+    let mut digests = Vec::with_capacity(written.len());
+    let mut key_ids = Vec::with_capacity(written.len());
+    for hash in &written {
+        let (tenant, digest, key_id) = all[hash];
+        tenants.push(tenant);
+        digests.push(digest);
+        key_ids.push(key_id);
+    }
     sqlx::query!(
         "insert into ledger.client_lookups (tenant_id, digest, key_id)
-         select distinct * from unnest($1::text[], $2::text[], $3::uuid[])
+         select * from unnest($1::text[], $2::text[], $3::uuid[])
          on conflict do nothing",
         &tenants as &[&str],
         &digests as &[&str],

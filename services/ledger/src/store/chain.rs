@@ -104,6 +104,28 @@ impl Store {
             .collect())
     }
 
+    /// The first booking of `tenant_id` (in chain order) whose sealed client details name a key
+    /// that is not one of the tenant's: `(chain_seq, booking id, booking ref, key id)`. The
+    /// ledger never writes one (a batch names only keys it read or made, and keys are never
+    /// deleted); the tables hold no foreign key for it, for the drain's sake (migration 0011).
+    pub async fn foreign_client_key(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Option<(i64, Uuid, String, Uuid)>, sqlx::Error> {
+        let row = sqlx::query!(
+            r#"select b.chain_seq, b.id, b.booking_ref, b.client_key_id as "key_id!"
+               from ledger.bookings b
+               where b.tenant_id = $1 and b.client_key_id is not null
+                 and not exists (select 1 from ledger.client_keys k
+                                 where k.id = b.client_key_id and k.tenant_id = b.tenant_id)
+               order by b.chain_seq limit 1"#,
+            tenant_id
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.chain_seq, r.id, r.booking_ref, r.key_id)))
+    }
+
     /// Every record of a tenant's hash chain in chain order, and the chain head.
     pub async fn chain(
         &self,

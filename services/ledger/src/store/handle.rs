@@ -6,7 +6,7 @@ use billing_runtime::Subjects;
 use sqlx::PgPool;
 
 use crate::batch;
-use crate::clients::seal::KnownLookups;
+use crate::clients::seal::ClientCache;
 use crate::clients::{ClientDataError, Vault};
 use crate::incoming::NewBooking;
 use crate::outcome::Outcome;
@@ -20,8 +20,8 @@ pub struct Store {
     /// The keys clients' details are sealed with (`LEDGER_CLIENT_KEYRING_FILE`); without them
     /// no client details are kept.
     pub(super) vault: Option<Vault>,
-    /// Client lookups this process saw committed (not written again).
-    pub(super) known_lookups: KnownLookups,
+    /// Client keys and lookups this process saw committed (not read or written again).
+    pub(super) client_cache: ClientCache,
 }
 
 impl Store {
@@ -31,7 +31,7 @@ impl Store {
             subjects,
             chain_key: None,
             vault: None,
-            known_lookups: KnownLookups::default(),
+            client_cache: ClientCache::default(),
         }
     }
 
@@ -71,7 +71,7 @@ impl Store {
             events,
             self.chain_key.as_ref(),
             self.vault.as_ref(),
-            &self.known_lookups,
+            &self.client_cache,
         )
         .await
     }
