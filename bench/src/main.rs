@@ -1,7 +1,9 @@
-//! ingest-bench: how close ingest comes to a bare axum endpoint that only checks the HMAC, with
-//! its security off and on, in the same run.
+//! ingest-bench: how close ingest comes to a bare axum endpoint that only checks the HMAC, and to
+//! the least code that keeps ingest's contract (the contract ceiling: HMAC, the JetStream publish
+//! awaiting its ack, 202), with its security off and on, in the same run.
 //!
-//! Starts the ceiling server and, per security level (`--security`, default off, auth and
+//! Starts both ceiling servers (the contract ceiling on a NATS server of its own) and, per
+//! security level (`--security`, default off, auth and
 //! auth + TLS: see `common::Security`), a NATS server of its own and a release `ingest` logged in
 //! to it, as child processes. Drives them all with the same genuine signed SimplyBook and Stripe
 //! requests, in alternating rounds (ceiling, then each level, the levels' order rotating), then
@@ -50,6 +52,11 @@ enum Cli {
     Run(RunArgs),
     /// Serve the bare HMAC-only endpoint (started by `run`).
     Ceiling,
+    /// Serve the contract ceiling on the NATS server at `--nats-url` (started by `run`).
+    ContractCeiling {
+        #[arg(long)]
+        nats_url: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -89,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         // The ceiling server runs like ingest: tokio's default multi-threaded runtime.
         Cli::Ceiling => tokio::runtime::Runtime::new()?.block_on(ceiling::serve()),
+        Cli::ContractCeiling { nats_url } => {
+            tokio::runtime::Runtime::new()?.block_on(ceiling::serve_contract(&nats_url))
+        }
         Cli::Run(args) => {
             let runtime = if args.generator_threads <= 1 {
                 tokio::runtime::Builder::new_current_thread()
@@ -190,7 +200,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .to_string(),
     )?;
 
-    let (ceiling_child, ceiling_addr) = start_ceiling().await?;
+    let (ceiling_child, ceiling_addr) = start_ceiling(&[]).await?;
+    // The contract ceiling publishes to a NATS server of its own, anonymous like level `off`.
+    let contract_dir = dir.join("contract");
+    std::fs::create_dir_all(&contract_dir)?;
+    let contract_secured = Secured::prepare(Security::Off, &contract_dir)?;
+    let contract_nats = OwnNats::start(&contract_secured, &contract_dir).await?;
+    let (contract_child, contract_addr) =
+        start_ceiling(&["contract-ceiling", "--nats-url", contract_nats.url()]).await?;
+    let contract = Target {
+        addr: contract_addr,
+        processes: cpu::Processes::new(contract_child.id().unwrap_or(0))
+            .with_nats(contract_nats.pid().into_iter().collect()),
+    };
+    let mut contract_accepted = 0;
     let ingest_bin = match &args.ingest_bin {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("ingest"),
@@ -236,6 +259,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..full_speed
     };
     ceiling.measure(&payloads, &counter, warm_up).await?;
+    contract_accepted += contract
+        .measure(&payloads, &counter, warm_up)
+        .await?
+        .outcome
+        .count(202);
     // Every request an ingest accepted, warm-up included, must be in its stream.
     for level in &mut levels {
         let m = level.target.measure(&payloads, &counter, warm_up).await?;
@@ -244,15 +272,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Round r starts at level r (mod the levels), so each level runs first, second, … alike.
     let mut ceiling_runs = Vec::new();
+    let mut contract_runs = Vec::new();
+    let mut contract_failures = 0;
     let n = levels.len();
     for round in 0..args.rounds {
         let c = ceiling.measure(&payloads, &counter, full_speed).await?;
+        let k = contract.measure(&payloads, &counter, full_speed).await?;
         let mut line = format!(
-            "round {}: ceiling {:.0} req/s",
+            "round {}: ceiling {:.0} req/s, contract ceiling {:.0} req/s",
             round + 1,
-            c.outcome.accepted_per_sec()
+            c.outcome.accepted_per_sec(),
+            k.outcome.accepted_per_sec()
         );
         ceiling_runs.push(c);
+        contract_accepted += k.outcome.count(202);
+        contract_failures += k.outcome.failures();
+        contract_runs.push(k);
         for i in 0..n {
             let level = &mut levels[(round + i) % n];
             let m = level
@@ -270,6 +305,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         eprintln!("{line} (load {})", common::load_average());
     }
     let ceiling_rate = median(ceiling_runs.iter().map(|m| m.outcome.accepted_per_sec()));
+    let contract_rate = median(contract_runs.iter().map(|m| m.outcome.accepted_per_sec()));
     let rates: Vec<f64> = levels
         .iter()
         .map(|l| median(l.full_speed.iter().map(|m| m.outcome.accepted_per_sec())))
@@ -289,6 +325,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let ceiling_run = median_run(&mut ceiling_runs, |m| m.outcome.accepted_per_sec());
+    let contract_run = median_run(&mut contract_runs, |m| m.outcome.accepted_per_sec());
 
     let amplification = match levels.last_mut() {
         Some(level) if args.amplification_requests > 0 => {
@@ -304,6 +341,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let contract_stored = stream_messages(&contract_secured, contract_nats.url()).await?;
     let mut stored = Vec::new();
     for level in &levels {
         stored.push(stream_messages(&level.secured, &level.nats_url).await?);
@@ -350,6 +388,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ceiling_rate,
         &ceiling_run,
     )?;
+    row(
+        &mut out,
+        "contract ceiling: axum + HMAC + JetStream publish awaiting the ack, full speed",
+        contract_rate,
+        &contract_run,
+    )?;
     // CPU per accepted request at full speed, each process's median over the rounds: [ingest,
     // NATS], steadier than one round's.
     let cpu: Vec<[f64; 2]> = levels
@@ -386,13 +430,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     writeln!(out)?;
     for ((level, rate), at_half) in levels.iter().zip(&rates).zip(&half_runs) {
         let ratio = rate / ceiling_rate;
+        let contract_ratio = rate / contract_rate;
         let p99_half = at_half.outcome.percentile_ms(99.0);
         writeln!(
             out,
-            "{}: ingest / ceiling {ratio:.2} (goal >= 0.50) {}; p99 at {half_rate:.0} req/s \
-             {p99_half:.2} ms (goal <= 25 ms) {}",
+            "{}: ingest / ceiling {ratio:.2} (goal >= 0.50) {}; ingest / contract ceiling \
+             {contract_ratio:.2} (goal >= 0.90) {}; p99 at {half_rate:.0} req/s {p99_half:.2} ms \
+             (goal <= 25 ms) {}",
             level.secured.level.label(),
             verdict(ratio >= 0.5),
+            verdict(contract_ratio >= 0.9),
             verdict(p99_half <= 25.0)
         )?;
     }
@@ -415,6 +462,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             half_runs[i].outcome.percentile_ms(99.0) - half_runs[0].outcome.percentile_ms(99.0)
         )?;
     }
+    writeln!(
+        out,
+        "contract ceiling: stream messages {contract_stored}, accepted (202): \
+         {contract_accepted}, failed requests: {contract_failures} {}",
+        verdict(contract_stored == contract_accepted && contract_failures == 0)
+    )?;
     for (level, stored) in levels.iter().zip(&stored) {
         writeln!(
             out,
@@ -480,6 +533,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         })?;
         summary::record(&summary::Figure {
             bench: "ingest",
+            figure: &format!("webhooks accepted per second against the contract ceiling, {label}"),
+            value: *rate,
+            unit: "req/s",
+            ceiling: contract_rate,
+            ceiling_source: "axum + the same HMAC + JetStream publish awaiting its ack, same run",
+            higher_is_better: true,
+        })?;
+        summary::record(&summary::Figure {
+            bench: "ingest",
             figure: &format!("p99 latency at half the slowest level's full-speed rate, {label}"),
             value: at_half.outcome.percentile_ms(99.0),
             unit: "ms",
@@ -510,10 +572,12 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Starts this binary's `ceiling` subcommand and reads the address it bound.
-async fn start_ceiling() -> anyhow::Result<(Child, SocketAddr)> {
+/// Starts this binary's `ceiling` subcommand (or the one `args` name) and reads the address it
+/// bound.
+async fn start_ceiling(args: &[&str]) -> anyhow::Result<(Child, SocketAddr)> {
+    let args = if args.is_empty() { &["ceiling"][..] } else { args };
     let mut child = Command::new(std::env::current_exe()?)
-        .arg("ceiling")
+        .args(args)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
