@@ -575,7 +575,11 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
 /// Starts this binary's `ceiling` subcommand (or the one `args` name) and reads the address it
 /// bound.
 async fn start_ceiling(args: &[&str]) -> anyhow::Result<(Child, SocketAddr)> {
-    let args = if args.is_empty() { &["ceiling"][..] } else { args };
+    let args = if args.is_empty() {
+        &["ceiling"][..]
+    } else {
+        args
+    };
     let mut child = Command::new(std::env::current_exe()?)
         .args(args)
         .stdout(Stdio::piped())
