@@ -11,7 +11,13 @@
 #   bench/run.sh all               all four, one after the other
 #   bench/run.sh faults [args]     fault injection: nothing lost or doubled while parts fail
 #                                  (fault-bench; own PostgreSQL and NATS; security as in production
-#                                  by default; ~5 minutes)
+#                                  by default; ~5 minutes; kill-ledger also builds the ledger's
+#                                  debug build, whose test-only fault point dies between a commit
+#                                  and its acks)
+#   bench/run.sh faults --cluster  the same on a fresh 3-node NATS cluster per scenario, every
+#                                  stream R3 (scripts/nats-cluster.sh, ports 25222..; security
+#                                  off): the WEBHOOKS leader killed, the ledger consumer's leader
+#                                  frozen 20 s, a rolling restart (~5 minutes with --bookings 250)
 #   bench/run.sh report            all four, then bench/RESULTS.md: the machine, the date, every
 #                                  figure with its ratio to its ceiling (~16 minutes)
 # Extra arguments go to the benchmark (e.g. --duration-secs 5 --rounds 1; --backlog 20000).
@@ -33,6 +39,8 @@ which=ingest
 case "${1:-}" in ingest | ledger | close | pdf | all | report | faults) which=$1; shift ;; esac
 scripts/services.sh
 cargo build --release --locked -p ingest -p ledger -p invoicing -p notifier -p billing-bench
+# The ledger's test-only fault point exists in debug builds only (kill-ledger).
+if [ "$which" = faults ]; then cargo build --locked -p ledger; fi
 bin="$CARGO_TARGET_DIR/release"
 case "$which" in
   ingest) exec "$bin/ingest-bench" run "$@" ;;

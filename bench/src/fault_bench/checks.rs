@@ -1,7 +1,7 @@
 //! What a scenario checks against the services: the ledger's bookings against the workload's,
 //! the notifier's deferred emails, and the gRPC channel the chain and close checks call over.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use chrono::{TimeZone, Utc};
 use rust_decimal::Decimal;
 
 use crate::common;
-use crate::workload::State;
+use crate::workload::Workload;
 
 /// How the ledger compares with the expected bookings.
 #[derive(Debug, Default)]
@@ -20,17 +20,18 @@ pub struct Compared {
     pub lost: usize,
     pub wrong: usize,
     pub extra: usize,
-    /// Events applied more than once: audit outcomes, price revisions or status-history rows
-    /// of one event id, or a booking whose revisions do not add up to its current amount.
-    pub applied_twice: i64,
+    /// Events applied more than once, by the workload's account (see [`applied_twice`]).
+    pub applied_twice: usize,
+    /// Of which: revision or history rows beyond what a booking's events can make.
+    pub beyond_bounds: usize,
+    /// Of which: rows naming an event that is not one of their booking's.
+    pub foreign: usize,
     /// Redelivered events the ledger recognised (audit outcome `duplicate`).
     pub ledger_duplicates: i64,
 }
 
-pub async fn compare(
-    ledger_db: &sqlx::PgPool,
-    expected: &BTreeMap<(String, String), State>,
-) -> anyhow::Result<Compared> {
+pub async fn compare(ledger_db: &sqlx::PgPool, work: &Workload) -> anyhow::Result<Compared> {
+    let expected = &work.expected;
     let rows: Vec<(String, String, String, chrono::DateTime<Utc>, Decimal)> = sqlx::query_as(
         "select b.tenant_id, b.booking_ref, b.status, b.session_at,
                 coalesce((select r.total_after from booking_revisions r where r.booking_id = b.id
@@ -61,24 +62,18 @@ pub async fn compare(
         }
     }
     c.lost = expected.len() - seen;
-    for twice in [
-        "select count(*) from (select event_id from audit_log
-             where outcome not in ('duplicate', 'rejected', 'dead_lettered')
-             group by event_id having count(*) > 1) twice",
-        "select count(*) from (select source_event_id from booking_revisions
-             group by source_event_id having count(*) > 1) twice",
-        "select count(*) from (select event_id from booking_status_history
-             group by event_id having count(*) > 1) twice",
-        // Money: the original total plus every revision's delta is the current total.
+    // Money: the original total plus every revision's delta is the current total.
+    let unbalanced: i64 = sqlx::query_scalar(
         "select count(*) from bookings b
          where b.total_amount + coalesce((select sum(r.total_delta) from booking_revisions r
                                           where r.booking_id = b.id), 0)
             <> coalesce((select r.total_after from booking_revisions r where r.booking_id = b.id
                          order by r.revision_no desc limit 1), b.total_amount)",
-    ] {
-        let n: i64 = sqlx::query_scalar(twice).fetch_one(ledger_db).await?;
-        c.applied_twice += n;
-    }
+    )
+    .fetch_one(ledger_db)
+    .await?;
+    c.wrong += usize::try_from(unbalanced)?;
+    applied_twice(ledger_db, work, &mut c).await?;
     c.ledger_duplicates =
         sqlx::query_scalar("select count(*) from audit_log where outcome = 'duplicate'")
             .fetch_one(ledger_db)
@@ -86,18 +81,75 @@ pub async fn compare(
     Ok(c)
 }
 
-/// Email attempts the notifier deferred (SMTP unreachable), from its /metrics.
-pub async fn deferred_emails(notifier: SocketAddr) -> anyhow::Result<u64> {
-    let text = reqwest::get(format!("http://{notifier}/metrics"))
+/// Events applied more than once, judged by the workload rather than by the ledger's own
+/// de-duplication: every price revision and status-history row the ledger holds, matched to the
+/// workload's events of its booking by event id (`simplybook:<tenant>:<webhook id>`). An event
+/// with two revisions or two history rows was applied twice; a row naming another booking's
+/// event, or more rows than the booking's events can make (`Expect`), counts as well.
+async fn applied_twice(
+    ledger_db: &sqlx::PgPool,
+    work: &Workload,
+    c: &mut Compared,
+) -> anyhow::Result<()> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "select b.tenant_id, b.booking_ref, 'revision', r.source_event_id
+         from booking_revisions r join bookings b on b.id = r.booking_id
+         union all
+         select b.tenant_id, b.booking_ref, 'history', h.event_id
+         from booking_status_history h join bookings b on b.id = h.booking_id",
+    )
+    .fetch_all(ledger_db)
+    .await?;
+    let mut per_event: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut per_booking: HashMap<(String, String, String), usize> = HashMap::new();
+    for (tenant, booking, kind, event_id) in rows {
+        let key = (tenant, booking);
+        let webhook_id = event_id.rsplit(':').next().unwrap_or_default().to_string();
+        let Some(expect) = work.bookings.get(&key) else {
+            // A booking the workload never made is counted as extra already.
+            continue;
+        };
+        if !expect.webhook_ids.contains(&webhook_id) {
+            c.foreign += 1;
+            continue;
+        }
+        *per_event
+            .entry((kind.clone(), key.0.clone(), webhook_id))
+            .or_default() += 1;
+        *per_booking.entry((kind, key.0, key.1)).or_default() += 1;
+    }
+    let twice: usize = per_event.values().map(|n| n.saturating_sub(1)).sum();
+    for ((kind, tenant, booking), n) in per_booking {
+        let expect = &work.bookings[&(tenant, booking)];
+        let most = if kind == "revision" {
+            expect.max_revisions
+        } else {
+            expect.max_history
+        };
+        c.beyond_bounds += n.saturating_sub(most);
+    }
+    c.applied_twice = twice + c.beyond_bounds + c.foreign;
+    Ok(())
+}
+
+/// A counter summed over a service's /metrics lines that start with `prefix` and contain
+/// `label` (e.g. `ledger_events_total{`, `outcome="duplicate"`).
+pub async fn metric_sum(addr: SocketAddr, prefix: &str, label: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
         .await?
         .text()
         .await?;
     Ok(text
         .lines()
-        .filter(|l| l.starts_with("notifier_emails_total{") && l.contains("result=\"deferred\""))
+        .filter(|l| l.starts_with(prefix) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum())
+}
+
+/// Email attempts the notifier deferred (SMTP unreachable), from its /metrics.
+pub async fn deferred_emails(notifier: SocketAddr) -> anyhow::Result<u64> {
+    metric_sum(notifier, "notifier_emails_total{", "result=\"deferred\"").await
 }
 
 pub fn client_channel(addr: SocketAddr) -> anyhow::Result<TracedChannel> {

@@ -14,9 +14,20 @@
 //!   second close issues nothing;
 //! - each invoice email arrives once.
 //!
+//! "Applied twice" is the workload's verdict, not the ledger's: once the ledger's consumer has
+//! drained (nothing pending, nothing awaiting an ack), each booking's price revisions and status
+//! history rows are matched to the workload's own events of that booking (each at most once, no
+//! other event's, no more than its events can make). Dead letters are counted (the workload has
+//! none to make). Each fault prints its evidence: which node it struck and what it led, or, for
+//! the ledger, that it died between a batch's commit and its acks.
+//!
+//! `--cluster`: on a fresh 3-node NATS cluster per scenario (`scripts/nats-cluster.sh`, every
+//! stream R3), with the cluster's scenarios: the WEBHOOKS stream's leader killed, the ledger
+//! consumer's leader frozen for 20 s, every node restarted in turn.
+//!
 //! Prints one table row per scenario; exits non-zero if anything was lost, doubled or wrong.
 //!   bench/run.sh faults [--tenants 20] [--bookings 1000] [--scenarios kill-ledger,restart-nats]
-//!                       [--security off|auth|tls]
+//!                       [--security off|auth|tls] [--cluster]
 #![allow(clippy::print_stdout)]
 
 // The other benchmarks' helpers; this one starts its services its own way (to kill them).
@@ -28,6 +39,7 @@ mod ready;
 
 // This benchmark's parts: the scenario list, the run and the table are here.
 mod checks;
+mod cluster;
 mod report;
 mod scenario;
 mod sender;
@@ -63,17 +75,53 @@ enum Scenario {
     RestartPostgres,
     KillIngest,
     StopSmtp,
+    /// Cluster only.
+    KillWebhooksLeader,
+    /// Cluster only.
+    FreezeConsumerLeader,
+    /// Cluster only.
+    RollingRestart,
 }
 
 impl Scenario {
     fn describe(self) -> &'static str {
         match self {
             Scenario::Baseline => "no fault",
-            Scenario::KillLedger => "kill -9 a ledger replica mid-batch",
+            Scenario::KillLedger => "a ledger replica dies between commit and ack",
             Scenario::RestartNats => "restart NATS",
             Scenario::RestartPostgres => "restart PostgreSQL",
             Scenario::KillIngest => "kill -9 an ingest replica",
             Scenario::StopSmtp => "SMTP down during invoice emails",
+            Scenario::KillWebhooksLeader => "kill -9 the WEBHOOKS stream's leader",
+            Scenario::FreezeConsumerLeader => "freeze the ledger consumer's leader 20 s",
+            Scenario::RollingRestart => "rolling restart of the 3 nodes",
+        }
+    }
+
+    fn cluster_only(self) -> bool {
+        matches!(
+            self,
+            Scenario::KillWebhooksLeader
+                | Scenario::FreezeConsumerLeader
+                | Scenario::RollingRestart
+        )
+    }
+
+    /// The default list: everything one server can show, or what a cluster adds.
+    fn defaults(cluster: bool) -> Vec<Scenario> {
+        if cluster {
+            vec![
+                Scenario::Baseline,
+                Scenario::KillWebhooksLeader,
+                Scenario::FreezeConsumerLeader,
+                Scenario::RollingRestart,
+            ]
+        } else {
+            Scenario::value_variants()
+                .iter()
+                .copied()
+                .filter(|s| !s.cluster_only())
+                .collect()
         }
     }
 }
@@ -101,9 +149,17 @@ struct Args {
     /// Keep the run directory (logs, databases' data) afterwards.
     #[arg(long)]
     keep: bool,
-    /// How the services are secured; by default as in production.
-    #[arg(long, value_enum, default_value = "tls")]
-    security: Security,
+    /// How the services are secured; by default as in production (tls), and off with
+    /// `--cluster`, whose servers have no users and no TLS.
+    #[arg(long, value_enum)]
+    security: Option<Security>,
+    /// On a fresh 3-node NATS cluster per scenario (scripts/nats-cluster.sh), every stream R3.
+    #[arg(long)]
+    cluster: bool,
+    /// The cluster's first client port (routes +2000, monitoring +4000), away from the test
+    /// suite's 14222 and ledger-bench's 24222.
+    #[arg(long, default_value_t = 25222)]
+    cluster_base: u16,
 }
 
 /// What the scenarios share: the run directory, the PostgreSQL server, the security set-up.
@@ -118,7 +174,25 @@ struct Infra {
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.scenarios.is_empty() {
-        args.scenarios = Scenario::value_variants().to_vec();
+        args.scenarios = Scenario::defaults(args.cluster);
+    }
+    let security = args.security.unwrap_or(if args.cluster {
+        Security::Off
+    } else {
+        Security::Tls
+    });
+    if args.cluster {
+        anyhow::ensure!(
+            security == Security::Off,
+            "--cluster runs on scripts/nats-cluster.sh's servers, which have no users and no TLS: \
+             use it with --security off (the default with --cluster)"
+        );
+        anyhow::ensure!(
+            !args.scenarios.contains(&Scenario::RestartNats),
+            "restart-nats restarts a single server; on the cluster use rolling-restart"
+        );
+    } else if let Some(s) = args.scenarios.iter().find(|s| s.cluster_only()) {
+        anyhow::bail!("{s:?} needs --cluster");
     }
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("fault-bench-{}", std::process::id()));
@@ -140,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let load_before = common::load_average();
     // Before PostgreSQL's directory is given to its user: its certificate is among these.
-    let secured = Secured::prepare(args.security, &dir)?;
+    let secured = Secured::prepare(security, &dir)?;
     let pg =
         OwnPostgres::init(&dir, free_addr()?.port(), secured.postgres_server_options()).await?;
     if let Err(err) = common::ensure_runtime_roles(&pg.url("postgres")).await {
@@ -170,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = infra.pg.stop().await;
     print_table(
         &args,
+        args.cluster,
         &infra.secured,
         &rows,
         started.elapsed(),

@@ -5,7 +5,9 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::checks::Compared;
+use crate::cluster::FREEZE_FOR;
 use crate::common::{self, Secured, Security};
+use crate::sender::AnswerCounts;
 use crate::{Args, DOWN_FOR, STRIKE_AT, Scenario};
 
 /// One scenario's row.
@@ -14,16 +16,23 @@ pub struct Row {
     pub sent: u64,
     pub events: usize,
     pub compared: Compared,
-    /// Accepted deliveries JetStream dropped as duplicates (Nats-Msg-Id).
-    pub nats_duplicates: u64,
     pub stream_messages: u64,
     pub given_up: u64,
-    pub retried: u64,
     pub chains_ok: bool,
     pub invoices_ok: bool,
     pub emails_ok: bool,
     pub recovered_in: Duration,
     pub caught_up_in: Duration,
+    /// From the last delivery until the ledger's consumer had nothing pending and nothing
+    /// awaiting an ack; `None` if it never did within the recovery limit.
+    pub drained_in: Option<Duration>,
+    /// Messages in the dead-letter stream.
+    pub dead_letters: u64,
+    /// Every request the sender made, and those made or answered while the fault lasted.
+    pub answers: AnswerCounts,
+    pub window_answers: AnswerCounts,
+    /// How long the fault lasted (from striking until the part was back and current).
+    pub window: Duration,
     pub notes: Vec<String>,
 }
 
@@ -39,11 +48,14 @@ impl Row {
             && self.chains_ok
             && self.invoices_ok
             && self.emails_ok
+            && self.drained_in.is_some()
+            && self.dead_letters == 0
     }
 }
 
 pub fn print_table(
     args: &Args,
+    cluster: bool,
     secured: &Secured,
     rows: &[Row],
     elapsed: Duration,
@@ -56,12 +68,24 @@ pub fn print_table(
     println!(
         "{} tenants x {} bookings, some changed or cancelled, each webhook delivered 1-3 times \
          in shuffled order through 2 ingest replicas (round-robin, a failed request retried on \
-         the other); 2 ledger replicas; the fault strikes at {:.0}% of the deliveries for {} s. \
-         {:.0} s in all.\n",
+         the other); 2 ledger replicas; the fault strikes at {:.0}% of the deliveries; a part \
+         killed or stopped stays down {} s (a frozen node {} s). {} {:.0} s in all.\n",
         args.tenants,
         args.bookings,
         STRIKE_AT * 100.0,
         DOWN_FOR.as_secs(),
+        FREEZE_FOR.as_secs(),
+        if cluster {
+            format!(
+                "NATS: a fresh 3-node cluster per scenario (scripts/nats-cluster.sh, client ports \
+                 {}-{}), every stream R3 (<SVC>_NATS_STREAM_REPLICAS=3), the services given the \
+                 three URLs.",
+                args.cluster_base,
+                args.cluster_base + 2
+            )
+        } else {
+            "NATS: one server of the scenario's own.".to_string()
+        },
         elapsed.as_secs_f64()
     );
     println!(
@@ -91,32 +115,51 @@ pub fn print_table(
         common::load_average()
     );
     println!(
-        "| scenario | deliveries accepted | events | in the stream | duplicates dropped by \
-         NATS | by the ledger | bookings stored | lost | wrong | applied twice | retried \
-         requests | chains | invoices once, right total | emails once | ledger complete after \
-         last delivery | time to recover |"
+        "| scenario | deliveries accepted | requests | 503 | other non-2xx, no answer | 2xx \
+         during the fault | events in the stream | dead letters | bookings stored | lost | wrong \
+         | applied twice | chains | invoices once, right total | emails once | ledger complete \
+         after last delivery | drained | time to recover |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|");
+    println!(
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|"
+    );
     for r in rows {
         let c = &r.compared;
         let ok = |b: bool| if b { "ok" } else { "FAILED" };
+        let w = &r.window_answers;
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} of {} | {} | {} | {} | {} | {} | {} | {} | {} | \
+             {:.1} s | {} | {} |",
             r.scenario.describe(),
             r.sent,
-            r.events,
+            r.answers.sent,
+            r.answers.unavailable,
+            r.answers.other + r.answers.failed,
+            if r.scenario == Scenario::Baseline {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.2}% of {} in {:.1} s",
+                    w.ok_percent(),
+                    w.sent,
+                    r.window.as_secs_f64()
+                )
+            },
             r.stream_messages,
-            r.nats_duplicates,
-            c.ledger_duplicates,
+            r.events,
+            r.dead_letters,
             c.stored,
             c.lost + usize::try_from(r.given_up).unwrap_or(usize::MAX),
             c.wrong + c.extra,
             c.applied_twice,
-            r.retried,
             ok(r.chains_ok),
             ok(r.invoices_ok),
             ok(r.emails_ok),
             r.caught_up_in.as_secs_f64(),
+            r.drained_in.map_or("NOT DRAINED".to_string(), |d| format!(
+                "{:.1} s",
+                d.as_secs_f64()
+            )),
             if r.scenario == Scenario::Baseline {
                 "-".to_string()
             } else {
@@ -127,6 +170,32 @@ pub fn print_table(
     for r in rows.iter().filter(|r| !r.notes.is_empty()) {
         println!("\n{}: {}", r.scenario.describe(), r.notes.join("; "));
     }
+    for r in rows {
+        let (a, w) = (&r.answers, &r.window_answers);
+        if a.other + a.failed + w.other + w.failed > 0 {
+            println!(
+                "\n{}: requests answered otherwise: {} with another status, {} unanswered \
+                 (connection refused or reset, or the sender's 10 s timeout); during the fault {} \
+                 and {}",
+                r.scenario.describe(),
+                a.other,
+                a.failed,
+                w.other,
+                w.failed
+            );
+        }
+    }
+    println!(
+        "\nrequests: every HTTP request the sender made (a delivery refused or unanswered is sent \
+         again to the other ingest replica until accepted). 2xx during the fault: the requests \
+         made or answered from the fault striking until the part was back (for the cluster's \
+         nodes: started and current again). lost: expected bookings the ledger lacks, and \
+         deliveries never accepted. applied twice: the workload's own verdict after the ledger's \
+         consumer drained (nothing pending, nothing awaiting an ack): an event of the workload \
+         with two price revisions or two status-history rows, a row naming another booking's \
+         event, or more rows than a booking's events can make. drained: from the last delivery \
+         until the ledger's consumer had nothing pending or unacknowledged."
+    );
     println!(
         "\nledger complete after last delivery: from the sender's last accepted delivery to the \
          ledger holding every expected booking in its last state. time to recover: from the \

@@ -14,13 +14,65 @@ use billing_testkit::MailSink;
 use chrono::Utc;
 use rust_decimal::Decimal;
 
-use crate::checks::{client_channel, compare, deferred_emails};
+use crate::checks::{client_channel, compare, deferred_emails, metric_sum};
+use crate::cluster::{Cluster, consumer_info};
 use crate::common::{self, OwnNats};
 use crate::report::Row;
 use crate::sender::{Sent, send_all};
 use crate::servers::{Service, free_addr};
 use crate::workload::{expected_subtotals, tenant_id, workload};
 use crate::{Args, DOWN_FOR, Infra, PERIOD, RECOVERY_LIMIT, STRIKE_AT, Scenario};
+
+/// The scenario's NATS: a server of its own, or a 3-node cluster (`--cluster`).
+enum Nats {
+    Own(Box<OwnNats>),
+    Cluster(Cluster),
+}
+
+impl Nats {
+    fn url(&self) -> &str {
+        match self {
+            Nats::Own(nats) => nats.url(),
+            Nats::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    fn cluster(&self) -> anyhow::Result<&Cluster> {
+        match self {
+            Nats::Cluster(cluster) => Ok(cluster),
+            Nats::Own(_) => anyhow::bail!("this scenario needs --cluster"),
+        }
+    }
+
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        match self {
+            Nats::Own(nats) => nats.stop().await,
+            Nats::Cluster(cluster) => cluster.stop().await,
+        }
+    }
+}
+
+/// The ledger's debug build, which alone has the test-only fault point
+/// (services/ledger/src/consumer/test_fault.rs): `target/debug/ledger` next to this release
+/// build's directory.
+fn debug_ledger() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(|release| release.parent())
+        .map(|target| target.join("debug/ledger"))
+        .ok_or_else(|| anyhow::anyhow!("no target directory above {}", exe.display()))?;
+    anyhow::ensure!(
+        bin.exists(),
+        "kill-ledger needs the ledger's debug build ({}; `cargo build -p ledger`, which \
+         bench/run.sh faults does)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// The name of the ledger's test-only fault point's trigger variable.
+const CRASH_AFTER_COMMIT: &str = "LEDGER_TEST_FAULT_CRASH_AFTER_COMMIT_FILE";
 
 pub async fn run_scenario(
     args: &Args,
@@ -35,7 +87,11 @@ pub async fn run_scenario(
     std::fs::create_dir_all(&dir)?;
     // A NATS server of the scenario's own: production's subject names (no namespace), which
     // the permissions of deploy/nats/nats-server.conf name, on a fresh store.
-    let mut nats = OwnNats::start(&infra.secured, &dir).await?;
+    let mut nats = if args.cluster {
+        Nats::Cluster(Cluster::start_fresh(&dir, args.cluster_base).await?)
+    } else {
+        Nats::Own(Box::new(OwnNats::start(&infra.secured, &dir).await?))
+    };
     // Each service's environment as the database's owner, its migrations applied that way, and
     // its environment as it runs (its runtime role, its NATS user, the chain key).
     let mut envs = HashMap::new();
@@ -43,7 +99,15 @@ pub async fn run_scenario(
         let owner_env =
             common::service_env(service, &db_url, nats.url(), "", &infra.tenants_file, &[]);
         infra.secured.migrate(service, &owner_env, &dir).await?;
-        envs.insert(service, infra.secured.service_env(service, owner_env)?);
+        let mut env = infra.secured.service_env(service, owner_env)?;
+        if args.cluster {
+            // Every stream on the three servers.
+            env.push((
+                format!("{}_NATS_STREAM_REPLICAS", service.to_ascii_uppercase()),
+                "3".into(),
+            ));
+        }
+        envs.insert(service, env);
     }
     let env = |service: &str, extra: &[(&str, String)]| {
         let mut env = envs[service].clone();
@@ -114,6 +178,13 @@ pub async fn run_scenario(
         &dir,
         notifier_addr,
     );
+    // The replica that dies between a commit and its acks: the debug build, whose test-only
+    // fault point fires once the trigger file exists.
+    let trigger = dir.join("ledger-crash-after-commit");
+    if scenario == Scenario::KillLedger {
+        ledgers[0].use_binary(Some(debug_ledger()?));
+        ledgers[0].set_env(CRASH_AFTER_COMMIT, Some(trigger.display().to_string()));
+    }
     // The ledger first: it applies the migrations the others' schemas do not depend on.
     for s in ledgers.iter_mut() {
         s.start().await?;
@@ -142,16 +213,42 @@ pub async fn run_scenario(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut notes = Vec::new();
+    let window_started = Instant::now();
+    sent.in_window.store(true, Ordering::Relaxed);
     match scenario {
         Scenario::KillLedger => {
-            ledgers[0].kill().await?;
+            std::fs::write(&trigger, "")?;
+            let status = ledgers[0].wait_exit(Duration::from_secs(60)).await?;
+            std::fs::remove_file(&trigger)?;
+            let log = std::fs::read_to_string(ledgers[0].log())?;
+            let fired = log
+                .lines()
+                .find(|l| l.contains("LEDGER_TEST_FAULT"))
+                .map(str::to_string);
+            let (Some(status), Some(fired)) = (status, fired) else {
+                anyhow::bail!(
+                    "the ledger's test fault point did not fire within 60 s (log: {})",
+                    ledgers[0].log().display()
+                );
+            };
+            notes.push(format!(
+                "ledger replica 0 (debug build, {CRASH_AFTER_COMMIT} set) exited ({status}): \
+                 {}",
+                fired.trim_start_matches("LEDGER_TEST_FAULT: ")
+            ));
             tokio::time::sleep(DOWN_FOR).await;
+            // Back as the release build, without the fault point.
+            ledgers[0].use_binary(None);
+            ledgers[0].set_env(CRASH_AFTER_COMMIT, None);
             ledgers[0].start().await?;
         }
         Scenario::RestartNats => {
-            nats.stop().await?;
+            let Nats::Own(own) = &mut nats else {
+                anyhow::bail!("restart-nats needs a single server");
+            };
+            own.stop().await?;
             tokio::time::sleep(DOWN_FOR).await;
-            nats.resume().await?;
+            own.resume().await?;
         }
         Scenario::RestartPostgres => {
             infra.pg.stop().await?;
@@ -163,8 +260,34 @@ pub async fn run_scenario(
             tokio::time::sleep(DOWN_FOR).await;
             ingests[0].start().await?;
         }
+        Scenario::KillWebhooksLeader => {
+            let cluster = nats.cluster()?;
+            notes.push(
+                cluster
+                    .kill_stream_leader(&infra.secured, DOWN_FOR, &sent)
+                    .await?,
+            );
+        }
+        Scenario::FreezeConsumerLeader => {
+            let cluster = nats.cluster()?;
+            notes.push(
+                cluster
+                    .freeze_consumer_leader(&infra.secured, &sent)
+                    .await?,
+            );
+        }
+        Scenario::RollingRestart => {
+            let cluster = nats.cluster()?;
+            notes.push(
+                cluster
+                    .rolling_restart(&infra.secured, DOWN_FOR, &sent)
+                    .await?,
+            );
+        }
         Scenario::Baseline | Scenario::StopSmtp => {}
     }
+    sent.in_window.store(false, Ordering::Relaxed);
+    let window = window_started.elapsed();
     let healed = Instant::now();
     sender.await??;
     let last_delivery = Instant::now();
@@ -176,15 +299,40 @@ pub async fn run_scenario(
     // The ledger catches up: complete and correct, or the scenario failed.
     let ledger_db = common::bench_pool(&db_url, "ledger").await?;
     let deadline = last_delivery + RECOVERY_LIMIT;
-    let compared = loop {
-        let c = compare(&ledger_db, &work.expected).await?;
+    loop {
+        let c = compare(&ledger_db, &work).await?;
         if (c.lost == 0 && c.wrong == 0) || Instant::now() > deadline {
-            break c;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut recovered_in = healed.elapsed();
+    let caught_up_in = last_delivery.elapsed();
+    // Drained: nothing left for the ledger's consumer, nothing awaiting its ack (a redelivery
+    // still to come could yet apply something twice). Then the verdicts.
+    let js = infra.secured.jetstream(nats.url(), "ledger").await?;
+    let drained_in = loop {
+        if let Ok(info) = consumer_info(&js).await
+            && info.num_pending == 0
+            && info.num_ack_pending == 0
+        {
+            break Some(last_delivery.elapsed());
+        }
+        if Instant::now() > deadline {
+            break None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let mut recovered_in = healed.elapsed();
-    let caught_up_in = last_delivery.elapsed();
+    let compared = compare(&ledger_db, &work).await?;
+    let mut recognised = 0;
+    for addr in ledger_addrs {
+        recognised += metric_sum(addr, "ledger_events_total{", "outcome=\"duplicate\"")
+            .await
+            .unwrap_or(0);
+    }
+    notes.push(format!(
+        "redelivered events the ledgers recognised as already applied: {recognised}"
+    ));
 
     // Every chain verifies.
     let mut ledger = LedgerServiceClient::new(client_channel(ledger_addrs[1])?);
@@ -208,17 +356,24 @@ pub async fn run_scenario(
         chains_ok &= report.intact && i64::try_from(report.records_checked)? == records;
     }
     // Each event once in the stream: ingest's deduplication (Nats-Msg-Id) held. Asked as the
-    // ledger (every service may read a stream's info).
-    let js = infra.secured.jetstream(nats.url(), "ledger").await?;
-    let stream_messages = js
-        .get_stream(billing_runtime::Subjects::new("").stream_name("WEBHOOKS"))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .info()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .state
-        .messages;
+    // ledger (every service may read a stream's info). And the dead letters, of which the
+    // workload makes none.
+    let messages = |name: &'static str| {
+        let js = js.clone();
+        async move {
+            let mut stream = js
+                .get_stream(billing_runtime::Subjects::new("").stream_name(name))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let info = stream.info().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok::<_, anyhow::Error>((info.state.messages, info.config.num_replicas))
+        }
+    };
+    let (stream_messages, replicas) = messages("WEBHOOKS").await?;
+    let (dead_letters, _) = messages("DLQ").await?;
+    if args.cluster {
+        anyhow::ensure!(replicas == 3, "WEBHOOKS has {replicas} replicas, not 3");
+    }
 
     // The close: one invoice each with the expected fees; a second close issues nothing.
     if scenario == Scenario::StopSmtp {
@@ -318,19 +473,19 @@ pub async fn run_scenario(
         scenario,
         sent: sent.accepted.load(Ordering::Relaxed),
         events: work.events.len(),
-        nats_duplicates: sent
-            .accepted
-            .load(Ordering::Relaxed)
-            .saturating_sub(stream_messages),
         stream_messages,
         given_up: sent.given_up.load(Ordering::Relaxed),
-        retried: sent.retried.load(Ordering::Relaxed),
         compared,
         chains_ok,
         invoices_ok,
         emails_ok,
         recovered_in,
         caught_up_in,
+        drained_in,
+        dead_letters,
+        answers: sent.requests.get(),
+        window_answers: sent.window.get(),
+        window,
         notes,
     };
     for s in ingests

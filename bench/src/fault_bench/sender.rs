@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::workload::{Workload, tenant_id};
@@ -19,6 +19,69 @@ pub struct Sent {
     pub given_up: AtomicU64,
     /// Deliveries finished, for the fault's trigger.
     pub done: AtomicUsize,
+    /// Every request, and how each was answered.
+    pub requests: Answers,
+    /// Set while the fault lasts (from striking until the part is back and current): the
+    /// requests made meanwhile are counted again here.
+    pub in_window: AtomicBool,
+    pub window: Answers,
+}
+
+/// How requests were answered.
+#[derive(Default)]
+pub struct Answers {
+    pub sent: AtomicU64,
+    pub ok: AtomicU64,
+    pub unavailable: AtomicU64,
+    /// Another status than 2xx or 503.
+    pub other: AtomicU64,
+    /// No answer: refused connection, reset, or the sender's 10 s timeout.
+    pub failed: AtomicU64,
+}
+
+impl Answers {
+    fn count(&self, answer: &Result<reqwest::Response, reqwest::Error>) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let counter = match answer {
+            Ok(r) if r.status().is_success() => &self.ok,
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => &self.unavailable,
+            Ok(_) => &self.other,
+            Err(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> AnswerCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        AnswerCounts {
+            sent: get(&self.sent),
+            ok: get(&self.ok),
+            unavailable: get(&self.unavailable),
+            other: get(&self.other),
+            failed: get(&self.failed),
+        }
+    }
+}
+
+/// A snapshot of [`Answers`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnswerCounts {
+    pub sent: u64,
+    pub ok: u64,
+    pub unavailable: u64,
+    pub other: u64,
+    pub failed: u64,
+}
+
+impl AnswerCounts {
+    /// The share of requests answered 2xx, in percent (100 when none was made).
+    pub fn ok_percent(&self) -> f64 {
+        if self.sent == 0 {
+            100.0
+        } else {
+            self.ok as f64 * 100.0 / self.sent as f64
+        }
+    }
 }
 
 /// Sends every delivery, round-robin over `ingests`, each until ingest accepts it (as SimplyBook
@@ -54,6 +117,7 @@ pub async fn send_all(
                 let mut attempt = 0usize;
                 loop {
                     let addr = ingests[(i + attempt) % ingests.len()];
+                    let made_in_window = sent.in_window.load(Ordering::Relaxed);
                     let response = client
                         .post(format!(
                             "http://{addr}/api/v1/webhooks/simplybook/{}",
@@ -66,6 +130,11 @@ pub async fn send_all(
                         .body(e.body.clone())
                         .send()
                         .await;
+                    // In the window if it was made or answered while the fault lasted.
+                    sent.requests.count(&response);
+                    if made_in_window || sent.in_window.load(Ordering::Relaxed) {
+                        sent.window.count(&response);
+                    }
                     if response.is_ok_and(|r| r.status().is_success()) {
                         sent.accepted.fetch_add(1, Ordering::Relaxed);
                         break;

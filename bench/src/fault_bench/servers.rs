@@ -123,6 +123,9 @@ pub struct Service {
     log: PathBuf,
     addr: SocketAddr,
     child: Option<Child>,
+    /// Another binary than the release one next to this executable (the ledger's debug build,
+    /// for its test-only fault point).
+    bin: Option<PathBuf>,
 }
 
 impl Service {
@@ -139,11 +142,51 @@ impl Service {
             log: dir.join(format!("{name}-{replica}.log")),
             addr,
             child: None,
+            bin: None,
+        }
+    }
+
+    /// Runs `bin` instead of the release binary from the next start on (`None`: the release
+    /// binary again).
+    pub fn use_binary(&mut self, bin: Option<PathBuf>) {
+        self.bin = bin;
+    }
+
+    /// Sets (or with `None` removes) `key` in its environment from the next start on.
+    pub fn set_env(&mut self, key: &str, value: Option<String>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_string(), value));
+        }
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Waits up to `timeout` for it to exit of itself; its exit status if it did.
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                self.child = None;
+                Ok(Some(status))
+            }
+            Err(_) => Ok(None),
         }
     }
 
     pub async fn start(&mut self) -> anyhow::Result<()> {
-        let bin = std::env::current_exe()?.with_file_name(self.name);
+        let bin = match &self.bin {
+            Some(bin) => bin.clone(),
+            None => std::env::current_exe()?.with_file_name(self.name),
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -48,12 +48,28 @@ pub struct Event {
     pub signature: String,
 }
 
+/// What a booking's events may leave in the ledger, worked out from the workload alone.
+#[derive(Debug, Default)]
+pub struct Expect {
+    /// Its events' webhook ids, in the order they were made.
+    pub webhook_ids: Vec<String>,
+    /// The most price revisions its events can make, whatever order they arrive in: one per
+    /// change of price from one event to the next (an older event arriving late is stale, so
+    /// the applied events are in order and each revision needs a change between them).
+    pub max_revisions: usize,
+    /// The most status-history rows: the first applied event's, then one per change of status
+    /// or session time from one event to the next.
+    pub max_history: usize,
+}
+
 pub struct Workload {
     pub events: Vec<Event>,
     /// Indexes into `events`, one per delivery, shuffled.
     pub deliveries: Vec<usize>,
     /// (tenant, booking ref) → the last state.
     pub expected: BTreeMap<(String, String), State>,
+    /// (tenant, booking ref) → what its events may leave.
+    pub bookings: BTreeMap<(String, String), Expect>,
 }
 
 pub fn workload(args: &Args, seed: u64, now: i64) -> anyhow::Result<Workload> {
@@ -61,6 +77,7 @@ pub fn workload(args: &Args, seed: u64, now: i64) -> anyhow::Result<Workload> {
     let mut rng = Rng(seed);
     let mut events = Vec::new();
     let mut expected = BTreeMap::new();
+    let mut bookings = BTreeMap::new();
     // Every event of a booking is older than the next by a second, and all are within ingest's
     // five-minute signature window while a scenario's deliveries last (about 30 s here; a
     // workload that takes longer than four minutes to send would see stale refusals).
@@ -91,6 +108,15 @@ pub fn workload(args: &Args, seed: u64, now: i64) -> anyhow::Result<Workload> {
                 cancelled.status = "cancelled";
                 states.push(cancelled);
             }
+            let mut expect = Expect {
+                max_history: 1,
+                ..Default::default()
+            };
+            for pair in states.windows(2) {
+                expect.max_revisions += usize::from(pair[0].price != pair[1].price);
+                expect.max_history +=
+                    usize::from(pair[0].status != pair[1].status || pair[0].local != pair[1].local);
+            }
             for (seq, state) in states.iter().enumerate() {
                 let body = format!(
                     r#"{{"booking_id":"{booking}","booking_hash":"h{booking}","status":"{}","price":"{}","currency":"AUD","datetime":"{}","service":{{"id":"7","name":"Remedial massage"}}}}"#,
@@ -99,6 +125,7 @@ pub fn workload(args: &Args, seed: u64, now: i64) -> anyhow::Result<Workload> {
                 let webhook_id = format!("fault-{seed}-{booking}-{seq}");
                 let timestamp = base + i64::try_from(seq)?;
                 let signature = key.sign(&webhook_id, timestamp, body.as_bytes());
+                expect.webhook_ids.push(webhook_id.clone());
                 events.push(Event {
                     tenant: t,
                     body,
@@ -108,6 +135,7 @@ pub fn workload(args: &Args, seed: u64, now: i64) -> anyhow::Result<Workload> {
                 });
             }
             let last = states.pop().context("a booking has a state")?;
+            bookings.insert((tenant_id(t), booking.clone()), expect);
             expected.insert((tenant_id(t), booking), last);
         }
     }
@@ -125,6 +153,7 @@ pub fn workload(args: &Args, seed: u64, now: i64) -> anyhow::Result<Workload> {
         events,
         deliveries,
         expected,
+        bookings,
     })
 }
 
