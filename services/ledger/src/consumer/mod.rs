@@ -10,6 +10,7 @@
 mod dead_letters;
 mod decode;
 mod message;
+mod test_fault;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -182,6 +183,12 @@ impl Consumer {
         if !to_apply.is_empty() {
             match self.store.apply_batch(&to_apply).await {
                 Ok(outcomes) => {
+                    // Test only, and in debug builds only: see test_fault.
+                    test_fault::crash_after_commit(
+                        to_apply.len(),
+                        to_apply.iter().map(|(_, seq)| *seq).min().unwrap_or(0),
+                        to_apply.iter().map(|(_, seq)| *seq).max().unwrap_or(0),
+                    );
                     self.relay.notify_one();
                     for ((booking, _), (&i, outcome)) in
                         to_apply.iter().zip(positions.iter().zip(outcomes))
