@@ -358,13 +358,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "{} cores shared by the load generator ({} thread), the server and NATS JetStream (file \
          storage, a server of its own per security level); {} keep-alive connections; {} s per \
          run; medians of {} rounds, the ceiling and the levels alternating; requests alternate \
-         signed SimplyBook bookings (~1.1 KB) and Stripe events (~1.0 KB). Load average (1, 5, \
-         15 min) before: {load_before}; after: {}.\n",
+         signed SimplyBook bookings (~1.1 KB) and Stripe events (~1.0 KB). NATS server: {}. Load \
+         average (1, 5, 15 min) before: {load_before}; after: {}.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.generator_threads,
         args.connections,
         args.duration_secs,
         args.rounds,
+        common::OwnNats::server_version(),
         common::load_average()
     )?;
     writeln!(

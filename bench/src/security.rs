@@ -431,9 +431,26 @@ impl OwnNats {
         Ok(nats)
     }
 
-    /// Starts it (again): same port, same store.
+    /// The version of the server [`OwnNats`] runs (its `--version` line), for the reports.
+    pub fn server_version() -> String {
+        let bin = std::env::var("BENCH_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        std::process::Command::new(&bin)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map_or_else(
+                || format!("{bin}: version unknown"),
+                |v| v.trim().to_string(),
+            )
+    }
+
+    /// Starts it (again): same port, same store. The server is `BENCH_NATS_SERVER` when set
+    /// (e.g. `scripts/nats-current.sh --bin`, a current release), else the `nats-server` on the
+    /// PATH (Debian's 2.9.10 here).
     pub async fn resume(&mut self) -> anyhow::Result<()> {
-        let child = Command::new("nats-server")
+        let bin = std::env::var("BENCH_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let child = Command::new(&bin)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args([
@@ -451,7 +468,7 @@ impl OwnNats {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context("starting nats-server")?;
+            .with_context(|| format!("starting {bin}"))?;
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(("127.0.0.1", self.port))

@@ -108,7 +108,8 @@ pub fn report(
          database and {}, a backlog of {} events drained, then {} events/s for {} s. {} rounds \
          per security level, NATS and client encryption setting, the levels interleaved and a \
          level's settings one after the other; medians (CPU: each process's median over the \
-         rounds). Load average (1, 5, 15 min) before: {load_before}; after: {}.\n",
+         rounds). NATS server (R1): {}. Load average (1, 5, 15 min) before: {load_before}; \
+         after: {}.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.batch_size,
         variants
@@ -124,6 +125,7 @@ pub fn report(
         args.rate,
         args.duration_secs,
         args.rounds,
+        common::OwnNats::server_version(),
         common::load_average()
     )?;
     writeln!(
