@@ -26,6 +26,8 @@ pub struct Compared {
     pub beyond_bounds: usize,
     /// Of which: rows naming an event that is not one of their booking's.
     pub foreign: usize,
+    /// Revision and history rows matched to the workload's events (so the check is not vacuous).
+    pub matched: (usize, usize),
     /// Redelivered events the ledger recognised (audit outcome `duplicate`).
     pub ledger_duplicates: i64,
 }
@@ -116,6 +118,11 @@ async fn applied_twice(
         *per_event
             .entry((kind.clone(), key.0.clone(), webhook_id))
             .or_default() += 1;
+        if kind == "revision" {
+            c.matched.0 += 1;
+        } else {
+            c.matched.1 += 1;
+        }
         *per_booking.entry((kind, key.0, key.1)).or_default() += 1;
     }
     let twice: usize = per_event.values().map(|n| n.saturating_sub(1)).sum();

@@ -19,6 +19,9 @@ pub const FREEZE_FOR: Duration = Duration::from_secs(20);
 /// The longest a node may take to be current again after it is back.
 const CURRENT_WITHIN: Duration = Duration::from_secs(120);
 const NODES: [u16; 3] = [1, 2, 3];
+/// How long a JetStream API request may wait: a stream or consumer without a leader does not
+/// answer, so this is also the resolution of the times its new leader is found in.
+const ANSWER_WITHIN: Duration = Duration::from_millis(500);
 const STREAM: &str = "WEBHOOKS";
 /// The ledger's durable consumer of SimplyBook webhooks.
 pub const LEDGER_CONSUMER: &str = "ledger";
@@ -307,7 +310,7 @@ fn leader_name(node: u16) -> String {
 async fn stream_cluster(
     js: &jetstream::Context,
 ) -> anyhow::Result<(Option<String>, Vec<(String, bool)>)> {
-    let info = tokio::time::timeout(Duration::from_secs(2), async {
+    let info = tokio::time::timeout(ANSWER_WITHIN, async {
         let mut stream = js
             .get_stream(STREAM)
             .await
@@ -335,7 +338,7 @@ async fn stream_cluster(
 
 /// The ledger's durable consumer as JetStream reports it.
 pub async fn consumer_info(js: &jetstream::Context) -> anyhow::Result<jetstream::consumer::Info> {
-    tokio::time::timeout(Duration::from_secs(2), async {
+    tokio::time::timeout(ANSWER_WITHIN, async {
         let stream = js
             .get_stream(STREAM)
             .await

@@ -135,7 +135,7 @@ pub fn print_table(
             r.answers.sent,
             r.answers.unavailable,
             r.answers.other + r.answers.failed,
-            if r.scenario == Scenario::Baseline {
+            if matches!(r.scenario, Scenario::Baseline | Scenario::StopSmtp) {
                 "-".to_string()
             } else {
                 format!(
