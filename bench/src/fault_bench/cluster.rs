@@ -35,20 +35,46 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Resets the cluster's stores under `dir` and starts its three nodes.
+    /// Resets the cluster's stores under `dir` and starts its three nodes. Refuses ports
+    /// something else listens on: the script would find that server's meta leader and report
+    /// the cluster started while its own nodes failed to bind.
     pub async fn start_fresh(dir: &Path, base: u16) -> anyhow::Result<Self> {
         let mut cluster = Cluster {
             dir: dir.join("nats-cluster"),
             base,
             urls: String::new(),
         };
+        for node in NODES {
+            for port in [base, base + 2000, base + 4000].map(|p| p + node - 1) {
+                anyhow::ensure!(
+                    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+                    "port {port} is taken (a cluster left by an earlier run? \
+                     NATS_CLUSTER_DIR=<its dir> scripts/nats-cluster.sh stop); \
+                     or choose other ports with --cluster-base"
+                );
+            }
+        }
         cluster.script("reset").await?;
         cluster.urls = cluster.script("start").await?.trim().to_string();
         anyhow::ensure!(
             !cluster.urls.is_empty(),
             "nats-cluster.sh start printed no URLs"
         );
+        cluster.ensure_running()?;
         Ok(cluster)
+    }
+
+    /// Every node of this cluster's own runs.
+    fn ensure_running(&self) -> anyhow::Result<()> {
+        for node in NODES {
+            let pid = self.pid(node)?;
+            anyhow::ensure!(
+                Path::new(&format!("/proc/{pid}")).exists(),
+                "node n{node} is not running (log: {})",
+                self.dir.join(format!("n{node}/nats.log")).display()
+            );
+        }
+        Ok(())
     }
 
     /// The three client URLs, comma separated.
@@ -72,7 +98,8 @@ impl Cluster {
 
     /// Starts the nodes not running and waits for a meta leader.
     async fn start_missing(&self) -> anyhow::Result<()> {
-        self.script("start").await.map(drop)
+        self.script("start").await?;
+        self.ensure_running()
     }
 
     async fn script(&self, command: &str) -> anyhow::Result<String> {
@@ -291,6 +318,21 @@ impl Cluster {
         sent.in_window
             .store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(format!("rolling restart: {}", evidence.join("; ")))
+    }
+}
+
+/// Its nodes are stopped whatever happened: a scenario that fails must not leave them running
+/// (the script starts its nodes as daemons, not as this process's children).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-cluster.sh");
+        let _ = std::process::Command::new(script)
+            .arg("stop")
+            .env("NATS_CLUSTER_DIR", &self.dir)
+            .env("NATS_CLUSTER_BASE", self.base.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 

@@ -339,13 +339,29 @@ pub async fn run_scenario(
     // Every chain verifies.
     let mut ledger = LedgerServiceClient::new(client_channel(ledger_addrs[1])?);
     let mut chains_ok = true;
+    // The LEDGER stream, where chain heads are anchored, may still be electing a leader after a
+    // cluster fault: the check answers UNAVAILABLE ("retry later") until it has one.
+    let verify_deadline = Instant::now() + Duration::from_secs(60);
+    let mut unavailable = 0;
     for t in 1..=args.tenants {
-        let report = ledger
-            .verify_integrity(VerifyIntegrityRequest {
-                tenant_id: tenant_id(t),
-            })
-            .await?
-            .into_inner();
+        let report = loop {
+            match ledger
+                .verify_integrity(VerifyIntegrityRequest {
+                    tenant_id: tenant_id(t),
+                })
+                .await
+            {
+                Ok(report) => break report.into_inner(),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && Instant::now() < verify_deadline =>
+                {
+                    unavailable += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(status) => return Err(status.into()),
+            }
+        };
         // One chain record per booking and per price revision, no more, no fewer.
         let records: i64 = sqlx::query_scalar(
             "select (select count(*) from bookings where tenant_id = $1)
@@ -356,6 +372,12 @@ pub async fn run_scenario(
         .fetch_one(&ledger_db)
         .await?;
         chains_ok &= report.intact && i64::try_from(report.records_checked)? == records;
+    }
+    if unavailable > 0 {
+        notes.push(format!(
+            "the integrity check answered UNAVAILABLE (chain anchors not readable yet) {unavailable} \
+             times before it answered"
+        ));
     }
     // Each event once in the stream: ingest's deduplication (Nats-Msg-Id) held. Asked as the
     // ledger (every service may read a stream's info). And the dead letters, of which the
