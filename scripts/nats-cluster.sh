@@ -97,6 +97,14 @@ start() {
   done
   for _ in $(seq 1 120); do
     if leader=$(meta_leader); then
+      # The leader may be another cluster's on these ports (one left running from another
+      # directory): then this directory's nodes could not bind and have exited.
+      for n in "${NODES[@]}"; do
+        if [ -z "$(pid_of "$n")" ]; then
+          echo "nats-cluster.sh: node n$n is not running (ports taken?); see $DIR/n$n/nats.log" >&2
+          exit 1
+        fi
+      done
       echo "nats-cluster.sh: 3 nodes up, JetStream meta leader $leader" >&2
       urls
       return 0
