@@ -74,6 +74,12 @@ pub struct Config {
     /// How long to wait for JetStream's publish ack before answering 503.
     #[arg(long, env = "INGEST_PUBLISH_TIMEOUT_MS", default_value_t = 2000)]
     pub publish_timeout_ms: u64,
+    /// How long to keep publishing again while JetStream cannot take the webhook for a reason
+    /// that passes (no stream leader during an election, which takes seconds on a cluster; no
+    /// ack in time), before answering 503; 0: never again. Each publish still waits at most
+    /// INGEST_PUBLISH_TIMEOUT_MS; keep the sum below INGEST_REQUEST_TIMEOUT_MS.
+    #[arg(long, env = "INGEST_PUBLISH_RETRY_MS", default_value_t = 7000)]
+    pub publish_retry_ms: u64,
     /// How long the raw-webhook stream keeps bodies, in hours (they carry clients' personal
     /// data): the window in which an event can be consumed again. At least 24; ingest sets the
     /// stream to it at start-up.
@@ -239,6 +245,7 @@ pub async fn run_with_ops(
         audit,
         js,
         subjects,
+        publish_retry(&config),
     ));
     let probes = Probes {
         db: None,
@@ -316,4 +323,23 @@ async fn reload_tenants(
         }
         last = current;
     }
+}
+
+/// How long a publish JetStream cannot take yet is tried again: INGEST_PUBLISH_RETRY_MS, cut so
+/// that the last publish (INGEST_PUBLISH_TIMEOUT_MS) still ends, with half a second to answer,
+/// inside INGEST_REQUEST_TIMEOUT_MS: the sender gets a 503 it will retry, never a 408 for a
+/// webhook that may have been stored.
+fn publish_retry(config: &Config) -> Duration {
+    let wanted = Duration::from_millis(config.publish_retry_ms);
+    let room = Duration::from_millis(config.request_timeout_ms).saturating_sub(
+        Duration::from_millis(config.publish_timeout_ms) + Duration::from_millis(500),
+    );
+    if wanted > room {
+        tracing::warn!(
+            wanted_ms = config.publish_retry_ms,
+            used_ms = room.as_millis(),
+            "INGEST_PUBLISH_RETRY_MS cut to fit INGEST_REQUEST_TIMEOUT_MS"
+        );
+    }
+    wanted.min(room)
 }

@@ -33,6 +33,11 @@ pub(crate) fn describe() {
         "Webhooks refused before anything was stored, per source and reason (bad_signature, unknown_tenant, bad_token, company_mismatch, not_configured, malformed, rate_limited, ...)."
     );
     describe_counter!(
+        "ingest_publish_retries_total",
+        Unit::Count,
+        "Publishes tried again because JetStream could not take them for a reason that passes (no stream leader during an election, no ack in time), per source; within INGEST_PUBLISH_RETRY_MS."
+    );
+    describe_counter!(
         "ingest_webhooks_unavailable_total",
         Unit::Count,
         "Authenticated webhooks JetStream did not acknowledge in time, answered 503 with Retry-After so the sender retries, per source."

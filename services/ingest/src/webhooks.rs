@@ -46,6 +46,8 @@ pub struct AppState {
     audit: RejectionAudit,
     js: jetstream::Context,
     subjects: Subjects,
+    /// How long a publish JetStream could not take is tried again (INGEST_PUBLISH_RETRY_MS).
+    publish_retry: Duration,
 }
 
 /// Counts a webhook that was refused or could not be stored, per source, as
@@ -63,6 +65,7 @@ impl AppState {
         audit: RejectionAudit,
         js: jetstream::Context,
         subjects: Subjects,
+        publish_retry: Duration,
     ) -> Self {
         // Every series an alert reads exists from the start, at 0: a counter that first
         // appears at 1 looks like no increase to Prometheus.
@@ -77,6 +80,7 @@ impl AppState {
             audit,
             js,
             subjects,
+            publish_retry,
         }
     }
 
@@ -385,9 +389,30 @@ async fn publish(
     let mut headers = verified.headers();
     // The consumers continue this request's trace.
     trace::inject_nats(&mut headers);
-    let acked = match state.js.publish_with_headers(subject, headers, body).await {
-        Ok(ack) => ack.await,
-        Err(err) => Err(err),
+    // While a stream elects a leader (seconds, after a node of a cluster is lost) JetStream
+    // answers nothing, or "no stream", at once: publish again until the retry budget runs out,
+    // so the sender gets a late 202 rather than a 503. Safe: a publish that was stored after
+    // all is dropped as a duplicate by its Nats-Msg-Id (then answered 200 "duplicate").
+    let deadline = tokio::time::Instant::now() + state.publish_retry;
+    let mut pause = Duration::from_millis(50);
+    let acked = loop {
+        let attempt = match state
+            .js
+            .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+            .await
+        {
+            Ok(ack) => ack.await,
+            Err(err) => Err(err),
+        };
+        match attempt {
+            Err(err) if passes(&err) && tokio::time::Instant::now() + pause < deadline => {
+                metrics::counter!("ingest_publish_retries_total", "source" => source).increment(1);
+                tracing::debug!(source, event_id, error = %err, "publishing again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            outcome => break outcome,
+        }
     };
     if acked.is_err() {
         count_failure(source);
@@ -416,6 +441,16 @@ async fn publish(
             response
         }
     }
+}
+
+/// Whether a failed publish may succeed if tried again soon: no stream answering (no leader yet),
+/// no ack in time, the connection lost. Not a refusal of the message itself.
+fn passes(err: &jetstream::context::PublishError) -> bool {
+    use jetstream::context::PublishErrorKind as Kind;
+    matches!(
+        err.kind(),
+        Kind::StreamNotFound | Kind::TimedOut | Kind::BrokenPipe
+    )
 }
 
 /// Over the sender's rate limit: 429 with `Retry-After`, nothing published.
