@@ -30,6 +30,31 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// The webhook id of a SimplyBook request whose Standard Webhooks signature verifies, as ingest
+/// checks it.
+fn simplybook_verified<'h>(
+    headers: &'h HeaderMap,
+    body: &[u8],
+    key: &[SigningKey],
+) -> Option<&'h str> {
+    let signed = SignedHeaders {
+        id: header(headers, "webhook-id"),
+        timestamp: header(headers, "webhook-timestamp"),
+        signature: header(headers, "webhook-signature"),
+    };
+    let now = chrono::Utc::now().timestamp();
+    standard_webhooks::verify(signed, body, key, now)
+        .ok()
+        .map(|_| signed.id)
+}
+
+/// Whether a Stripe request's signature verifies, as ingest checks it.
+fn stripe_verified(headers: &HeaderMap, body: &[u8]) -> bool {
+    let now = chrono::Utc::now().timestamp();
+    let signature = header(headers, "stripe-signature");
+    stripe_signature::verify(signature, body, &[STRIPE_SECRET], now).is_ok()
+}
+
 /// Serves until killed; prints `listening <addr>` once bound.
 pub async fn serve() -> anyhow::Result<()> {
     let key = Arc::new(vec![SigningKey::parse(SIMPLYBOOK_SECRET)?]);
@@ -39,15 +64,9 @@ pub async fn serve() -> anyhow::Result<()> {
             post(move |headers: HeaderMap, body: Bytes| {
                 let key = key.clone();
                 async move {
-                    let signed = SignedHeaders {
-                        id: header(&headers, "webhook-id"),
-                        timestamp: header(&headers, "webhook-timestamp"),
-                        signature: header(&headers, "webhook-signature"),
-                    };
-                    let now = chrono::Utc::now().timestamp();
-                    match standard_webhooks::verify(signed, &body, &key, now) {
-                        Ok(_) => StatusCode::ACCEPTED,
-                        Err(_) => StatusCode::UNAUTHORIZED,
+                    match simplybook_verified(&headers, &body, &key) {
+                        Some(_) => StatusCode::ACCEPTED,
+                        None => StatusCode::UNAUTHORIZED,
                     }
                 }
             }),
@@ -55,11 +74,10 @@ pub async fn serve() -> anyhow::Result<()> {
         .route(
             "/api/v1/webhooks/stripe",
             post(|headers: HeaderMap, body: Bytes| async move {
-                let now = chrono::Utc::now().timestamp();
-                let signature = header(&headers, "stripe-signature");
-                match stripe_signature::verify(signature, &body, &[STRIPE_SECRET], now) {
-                    Ok(_) => StatusCode::ACCEPTED,
-                    Err(_) => StatusCode::UNAUTHORIZED,
+                if stripe_verified(&headers, &body) {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::UNAUTHORIZED
                 }
             }),
         );
@@ -114,16 +132,10 @@ pub async fn serve_contract(nats_url: &str) -> anyhow::Result<()> {
             post(move |headers: HeaderMap, body: Bytes| {
                 let (key, js, subjects) = (key.clone(), js_s.clone(), subjects_s.clone());
                 async move {
-                    let signed = SignedHeaders {
-                        id: header(&headers, "webhook-id"),
-                        timestamp: header(&headers, "webhook-timestamp"),
-                        signature: header(&headers, "webhook-signature"),
-                    };
-                    let now = chrono::Utc::now().timestamp();
-                    if standard_webhooks::verify(signed, &body, &key, now).is_err() {
+                    let Some(webhook_id) = simplybook_verified(&headers, &body, &key) else {
                         return StatusCode::UNAUTHORIZED;
-                    }
-                    let id = format!("simplybook:{TENANT}:{}", signed.id);
+                    };
+                    let id = format!("simplybook:{TENANT}:{webhook_id}");
                     publish_acked(&js, subjects.simplybook(TENANT), &id, body).await
                 }
             }),
@@ -133,9 +145,7 @@ pub async fn serve_contract(nats_url: &str) -> anyhow::Result<()> {
             post(move |headers: HeaderMap, body: Bytes| {
                 let (js, subjects) = (js.clone(), subjects.clone());
                 async move {
-                    let now = chrono::Utc::now().timestamp();
-                    let signature = header(&headers, "stripe-signature");
-                    if stripe_signature::verify(signature, &body, &[STRIPE_SECRET], now).is_err() {
+                    if !stripe_verified(&headers, &body) {
                         return StatusCode::UNAUTHORIZED;
                     }
                     let Ok(event) = serde_json::from_slice::<StripeId<'_>>(&body) else {

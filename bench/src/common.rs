@@ -173,3 +173,23 @@ pub async fn service_sessions(db: &sqlx::PgPool) -> anyhow::Result<String> {
         .collect::<Vec<_>>()
         .join(", "))
 }
+
+/// Runs `scripts/nats-cluster.sh command` for the cluster kept in `dir` on client ports from
+/// `base` (ledger-bench's `--nats r3`, fault-bench's `--cluster`), returning what it printed.
+pub async fn nats_cluster_script(dir: &Path, base: u16, command: &str) -> anyhow::Result<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-cluster.sh");
+    let out = Command::new(&script)
+        .arg(command)
+        .env("NATS_CLUSTER_DIR", dir)
+        .env("NATS_CLUSTER_BASE", base.to_string())
+        .output()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nats-cluster.sh {command} exited with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

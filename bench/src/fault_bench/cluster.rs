@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use tokio::process::Command;
 
-use crate::common::Secured;
+use crate::common::{self, Secured};
 use crate::sender::Sent;
 
 /// How long a node leading the ledger's consumer stays frozen (SIGSTOP … SIGCONT).
@@ -103,21 +103,7 @@ impl Cluster {
     }
 
     async fn script(&self, command: &str) -> anyhow::Result<String> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-cluster.sh");
-        let out = Command::new(&script)
-            .arg(command)
-            .env("NATS_CLUSTER_DIR", &self.dir)
-            .env("NATS_CLUSTER_BASE", self.base.to_string())
-            .output()
-            .await
-            .with_context(|| format!("running {}", script.display()))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "nats-cluster.sh {command} exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        common::nats_cluster_script(&self.dir, self.base, command).await
     }
 
     fn pid(&self, node: u16) -> anyhow::Result<u32> {

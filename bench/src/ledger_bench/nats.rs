@@ -3,8 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-use tokio::process::Command;
 
 use crate::common::{self, Secured, Security};
 
@@ -129,21 +127,7 @@ impl Cluster {
 
     /// Runs `nats-cluster.sh command`, returning what it printed.
     async fn script(&self, command: &str) -> anyhow::Result<String> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-cluster.sh");
-        let out = Command::new(&script)
-            .arg(command)
-            .env("NATS_CLUSTER_DIR", &self.dir)
-            .env("NATS_CLUSTER_BASE", self.base.to_string())
-            .output()
-            .await
-            .with_context(|| format!("running {}", script.display()))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "nats-cluster.sh {command} exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        common::nats_cluster_script(&self.dir, self.base, command).await
     }
 
     /// The nodes' pids, from the script's pid files.

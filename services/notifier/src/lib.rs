@@ -371,21 +371,24 @@ mod config_tests {
         );
     }
 
+    /// A configuration that gets as far as start-up checks: its database URL leads nowhere.
+    const START_ARGS: [&str; 7] = [
+        "notifier",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        "--grpc-tokens",
+        TOKENS,
+        "--invoicing-token",
+        "a-viewer-token-long-enough-0123456789",
+    ];
+
     /// SMTP settings that cannot be used stop the notifier before it connects to anything:
     /// the database URL leads nowhere, and the SMTP refusal comes first.
     #[tokio::test]
     async fn unusable_smtp_settings_stop_the_notifier_before_it_connects() {
         use clap::Parser;
 
-        let base = [
-            "notifier",
-            "--database-url",
-            "postgres://postgres@127.0.0.1:1/nowhere",
-            "--grpc-tokens",
-            TOKENS,
-            "--invoicing-token",
-            "a-viewer-token-long-enough-0123456789",
-        ];
+        let base = START_ARGS;
         let cases: [(&[&str], &str); 3] = [
             (
                 &[
@@ -431,15 +434,7 @@ mod config_tests {
     async fn a_fallback_font_that_cannot_be_loaded_stops_the_notifier_at_start() {
         use clap::Parser;
 
-        let base = [
-            "notifier",
-            "--database-url",
-            "postgres://postgres@127.0.0.1:1/nowhere",
-            "--grpc-tokens",
-            TOKENS,
-            "--invoicing-token",
-            "a-viewer-token-long-enough-0123456789",
-        ];
+        let base = START_ARGS;
         let config = Config::try_parse_from(
             base.iter()
                 .chain(&["--fallback-fonts", "/nonexistent/NotoSansCJK-Regular.ttc#0"]),
