@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use crate::common::{self, Secured, Security};
 
 /// Where the streams are kept (`--nats`).
