@@ -15,6 +15,7 @@ mod integrity;
 mod invoicing;
 mod ledger_consumer;
 mod ledger_dead_letters;
+mod month_statement;
 mod nats_auth;
 mod notifier;
 mod observability;

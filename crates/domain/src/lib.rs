@@ -5,6 +5,7 @@
 pub mod bank;
 pub mod booking;
 pub mod callback;
+pub mod deposits;
 pub mod hash;
 pub mod local_time;
 pub mod money;

@@ -26,3 +26,7 @@ grant update (client_key_id, client_sealed, client_name, client_email, client_ph
 -- An erasure moves the erasure epoch on; batches read it `for share` (which needs an update
 -- grant). A trigger lets it only move forward.
 grant update (epoch) on client_key_epoch to {role};
+-- Deposits received are recorded, and a line that named no booking may be matched later, once
+-- (a trigger refuses any other change); each reconciliation's gaps are recorded.
+grant insert on deposit_receipts, reconciliation_gaps to {role};
+grant update (booking_ref, period, matched_at) on deposit_receipts to {role};

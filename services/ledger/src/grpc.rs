@@ -10,14 +10,15 @@ use billing_proto::convert::{datetime, money, timestamp};
 use billing_proto::ledger::ledger_service_server::LedgerService;
 use billing_proto::ledger::{
     AuditEvent, Booking, CheckSimplyBookRequest, CheckSimplyBookResponse, EraseClientRequest,
-    EraseClientResponse, GetBookingRequest, GetBookingResponse, GetBookingsRequest,
-    GetBookingsResponse, IntegrityViolation, ListAuditEventsRequest, ListAuditEventsResponse,
-    ListBookingsRequest, ListBookingsResponse, ListDeadLettersRequest, ListDeadLettersResponse,
-    PriceRevision, ReconcileSimplyBookRequest, ReconcileSimplyBookResponse,
-    ReplayDeadLetterRequest, ReplayDeadLetterResponse, RewrapClientKeysRequest,
-    RewrapClientKeysResponse, ShowClientRequest, ShowClientResponse, StatusChange,
-    SummarizePeriodRequest, SummarizePeriodResponse, TenantReconciliation, VerifyIntegrityRequest,
-    VerifyIntegrityResponse,
+    EraseClientResponse, GetBookingDepositsRequest, GetBookingDepositsResponse, GetBookingRequest,
+    GetBookingResponse, GetBookingsRequest, GetBookingsResponse, GetMonthDepositsRequest,
+    GetMonthDepositsResponse, ImportDepositsRequest, ImportDepositsResponse, IntegrityViolation,
+    ListAuditEventsRequest, ListAuditEventsResponse, ListBookingsRequest, ListBookingsResponse,
+    ListDeadLettersRequest, ListDeadLettersResponse, PriceRevision, ReconcileSimplyBookRequest,
+    ReconcileSimplyBookResponse, ReplayDeadLetterRequest, ReplayDeadLetterResponse,
+    RewrapClientKeysRequest, RewrapClientKeysResponse, ShowClientRequest, ShowClientResponse,
+    StatusChange, SummarizePeriodRequest, SummarizePeriodResponse, TenantReconciliation,
+    VerifyIntegrityRequest, VerifyIntegrityResponse,
 };
 use billing_runtime::auth::Access;
 use chrono::Utc;
@@ -26,6 +27,7 @@ use tonic::{Request, Response, Status};
 
 use crate::anchors::Anchors;
 use crate::clients;
+use crate::deposits;
 use crate::dlq::DeadLetters;
 use crate::integrity;
 use crate::reconcile::{ReconcileError, Reconciler};
@@ -65,6 +67,19 @@ pub const ACCESS: &[(&str, Access)] = &[
         "/billing.ledger.v1.LedgerService/ShowClient",
         Access::Billing,
     ),
+    // Deposits received: imported by the roles that bill, read by any.
+    (
+        "/billing.ledger.v1.LedgerService/ImportDeposits",
+        Access::Billing,
+    ),
+    (
+        "/billing.ledger.v1.LedgerService/GetMonthDeposits",
+        Access::Read,
+    ),
+    (
+        "/billing.ledger.v1.LedgerService/GetBookingDeposits",
+        Access::Read,
+    ),
     // EraseClient and RewrapClientKeys are left out: admin.
     // CheckSimplyBook is left out, so it needs admin: it spends the tenant's SimplyBook quota
     // and can return raw answers.
@@ -96,6 +111,12 @@ impl LedgerGrpc {
             reconciler,
             anchors,
         }
+    }
+
+    fn tenant(&self, tenant_id: &str) -> Result<&billing_domain::TenantConfig, Status> {
+        self.tenants
+            .get(tenant_id)
+            .ok_or_else(|| Status::not_found(format!("unknown tenant {tenant_id:?}")))
     }
 
     fn tenant_currency(&self, tenant_id: &str) -> Result<Currency, Status> {
@@ -531,6 +552,60 @@ impl LedgerService for LedgerGrpc {
         request: Request<RewrapClientKeysRequest>,
     ) -> Result<Response<RewrapClientKeysResponse>, Status> {
         clients::grpc::rewrap(&self.store, request).await
+    }
+
+    async fn import_deposits(
+        &self,
+        request: Request<ImportDepositsRequest>,
+    ) -> Result<Response<ImportDepositsResponse>, Status> {
+        let req = request.into_inner();
+        let tenant = self.tenant(&req.tenant_id)?;
+        if req.lines.len() > MAX_LIMIT as usize {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_LIMIT} lines per call"
+            )));
+        }
+        let matches = deposits::import(&self.store, tenant, &req.lines, req.dry_run)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ImportDepositsResponse { matches }))
+    }
+
+    async fn get_month_deposits(
+        &self,
+        request: Request<GetMonthDepositsRequest>,
+    ) -> Result<Response<GetMonthDepositsResponse>, Status> {
+        let req = request.into_inner();
+        let tenant = self.tenant(&req.tenant_id)?;
+        let now = Utc::now();
+        let period = match req.period.as_str() {
+            "" | "previous" => BillingPeriod::previous_to(now, tenant.time_zone),
+            "current" => BillingPeriod::containing(now, tenant.time_zone),
+            p => p
+                .parse::<BillingPeriod>()
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        };
+        let month = deposits::month(&self.store, tenant, period)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(month))
+    }
+
+    async fn get_booking_deposits(
+        &self,
+        request: Request<GetBookingDepositsRequest>,
+    ) -> Result<Response<GetBookingDepositsResponse>, Status> {
+        let req = request.into_inner();
+        let tenant = self.tenant(&req.tenant_id)?;
+        if req.booking_refs.len() > MAX_LIMIT as usize {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_LIMIT} bookings per call"
+            )));
+        }
+        let bookings = deposits::of_bookings(&self.store, tenant, &req.booking_refs)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(GetBookingDepositsResponse { bookings }))
     }
 }
 

@@ -17,6 +17,7 @@
 //! - `anchors`: each chain's head published on the LEDGER stream, outside the database.
 //! - `rekey`: the one-off re-keying of unkeyed chains when a chain key is first set.
 //! - `reconcile`: a tenant's month compared with SimplyBook's, gaps repaired via the stream.
+//! - `deposits`: deposits received (a tenant's export) matched to bookings; a month's deposits.
 //! - `golive`: the go-live check of a tenant's SimplyBook account, call by call.
 //! - `dlq`: every service's dead letters, listed and replayed.
 //! - `grpc`: `LedgerService`, over the store, the checks, the dead letters and reconciliation.
@@ -27,6 +28,7 @@ mod anchors;
 mod batch;
 mod clients;
 mod consumer;
+mod deposits;
 mod dlq;
 mod golive;
 mod grpc;

@@ -1,5 +1,7 @@
-//! `billingctl reconcile`: SimplyBook against the ledger, and a bank statement against the
-//! invoices.
+//! `billingctl reconcile`: SimplyBook against the ledger, a bank statement against the
+//! invoices, and a deposits export against the bookings ([`deposits`]).
+
+mod deposits;
 
 use std::collections::HashMap;
 
@@ -42,6 +44,22 @@ pub enum ReconcileCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Match a deposits export (HNRY's, a bank's or a payment processor's CSV with a header
+    /// row) to the tenant's bookings by the SimplyBook booking id each line names, and store
+    /// the receipts in the ledger. Lines naming no booking are listed with the bookings they
+    /// could be (never applied). Importing again changes nothing. Exits 3 when some lines did
+    /// not match.
+    Deposits {
+        #[arg(long)]
+        tenant: String,
+        /// The export; `-` for standard input.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        columns: Columns,
+        /// Show what would be matched without storing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Needs attention when a tenant has gaps (or could not be reconciled), or a transfer did not
@@ -69,6 +87,15 @@ pub async fn run(conn: &Conn, json: bool, cmd: ReconcileCmd) -> anyhow::Result<O
         } => {
             let (transfers, debits) = read_statement(&file, &columns)?;
             bank(conn, json, transfers, debits, dry_run).await?
+        }
+        ReconcileCmd::Deposits {
+            tenant,
+            file,
+            columns,
+            dry_run,
+        } => {
+            let statement = read_lines(&file, &columns)?;
+            deposits::run(conn, json, &tenant, statement, dry_run).await?
         }
     };
     Ok(Outcome::attention_unless(ok))
@@ -187,7 +214,8 @@ pub struct Columns {
     /// Column with the payer's reference.
     #[arg(long, default_value = "reference")]
     pub reference_column: String,
-    /// Column with the bank's description (searched for invoice numbers too); optional.
+    /// Column with the bank's description (searched for invoice numbers or booking ids too);
+    /// optional.
     #[arg(long, default_value = "description")]
     pub description_column: String,
     /// Column with the currency code, if the statement has one.
@@ -204,11 +232,8 @@ pub struct Columns {
     pub decimal_comma: bool,
 }
 
-/// Reads a statement file (`-` for standard input) into the transfers to match.
-fn read_statement(
-    path: &std::path::Path,
-    columns: &Columns,
-) -> anyhow::Result<(Vec<BankTransfer>, usize)> {
+/// Reads a statement file (`-` for standard input): its credits, and the debits skipped.
+fn read_lines(path: &std::path::Path, columns: &Columns) -> anyhow::Result<bank::Statement> {
     let delimiter = u8::try_from(columns.delimiter)
         .ok()
         .filter(u8::is_ascii)
@@ -231,6 +256,15 @@ fn read_statement(
         bank::read_statement(std::io::BufReader::new(file), &format)
     }
     .map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+    Ok(statement)
+}
+
+/// Reads a statement file (`-` for standard input) into the transfers to match.
+fn read_statement(
+    path: &std::path::Path,
+    columns: &Columns,
+) -> anyhow::Result<(Vec<BankTransfer>, usize)> {
+    let statement = read_lines(path, columns)?;
     let transfers = statement
         .lines
         .into_iter()

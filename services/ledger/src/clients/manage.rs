@@ -54,7 +54,7 @@ pub struct Erasure {
 }
 
 /// The ids of every key, live or erased, recorded for the client `selector` names.
-async fn key_ids(
+pub(crate) async fn key_ids(
     db: impl sqlx::PgExecutor<'_>,
     vault: &Vault,
     tenant_id: &str,

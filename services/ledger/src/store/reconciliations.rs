@@ -1,7 +1,7 @@
 //! Reconciliation with SimplyBook: the bookings a run compares, and each run's result with the
 //! numbers the gauges report.
 
-use billing_proto::ledger::TenantReconciliation;
+use billing_proto::ledger::{ReconciliationGap, TenantReconciliation};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
@@ -45,7 +45,7 @@ impl Store {
         .await
     }
 
-    /// Records a reconciliation run's result.
+    /// Records a reconciliation run's result, with its gaps booking by booking.
     pub async fn record_reconciliation(
         &self,
         r: &TenantReconciliation,
@@ -53,11 +53,13 @@ impl Store {
         repaired: usize,
     ) -> Result<(), sqlx::Error> {
         let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
-        sqlx::query!(
+        let mut tx = self.pool.begin().await?;
+        let id = sqlx::query_scalar!(
             "insert into ledger.reconciliations (tenant_id, period, simplybook_bookings,
                  ledger_bookings, matched, gaps, missing_in_ledger, repaired, error,
                  simplybook_calls)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             returning id",
             r.tenant_id,
             r.period,
             count(r.simplybook_bookings as usize),
@@ -69,9 +71,24 @@ impl Store {
             (!r.error.is_empty()).then_some(r.error.as_str()),
             count(r.simplybook_calls as usize)
         )
-        .execute(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(())
+        let field = |f: fn(&ReconciliationGap) -> &String| -> Vec<String> {
+            r.gaps.iter().map(|g| f(g).clone()).collect()
+        };
+        sqlx::query!(
+            "insert into ledger.reconciliation_gaps (reconciliation_id, booking_ref, kind,
+                 simplybook, ledger)
+             select $1, * from unnest($2::text[], $3::text[], $4::text[], $5::text[])",
+            id,
+            &field(|g| &g.booking_ref),
+            &field(|g| &g.kind),
+            &field(|g| &g.simplybook),
+            &field(|g| &g.ledger)
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
     }
 
     /// Per tenant: gaps and bookings missing from the ledger in the latest run of each month,
