@@ -424,6 +424,12 @@ async fn replay(system: &System) -> anyhow::Result<()> {
             .fetch_one(&db)
             .await?;
     assert_eq!(replayed, 1);
+    // Who replayed it: the admin token, naming no one (billing_runtime::operator).
+    let by: (Option<String>, Option<String>) =
+        sqlx::query_as("select operator, caller_role from audit_log where outcome = 'replayed'")
+            .fetch_one(&db)
+            .await?;
+    assert_eq!(by, (None, Some("admin".to_string())));
     assert_eq!(
         booking(&db, "6001").await?.map(|r| r.2),
         Some(Decimal::new(6400, 2))

@@ -222,7 +222,8 @@ impl Policy {
 }
 
 /// axum middleware in front of a gRPC router: refuses calls without a token allowed to make them.
-/// The caller's [`Role`] is left in the request's extensions.
+/// The caller's [`Role`] is left in the request's extensions, and the call runs as
+/// [`crate::operator::current`] (its role and the `billing-operator` it names, checked).
 pub async fn authorize(State(policy): State<Policy>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if OPEN_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
@@ -234,8 +235,22 @@ pub async fn authorize(State(policy): State<Policy>, mut request: Request, next:
         .and_then(|v| v.to_str().ok());
     match policy.check(path, authorization) {
         Ok(role) => {
+            // Who the caller says is acting; recorded by the writes this call makes.
+            let named = request
+                .headers()
+                .get(crate::operator::METADATA)
+                .map(|v| v.as_bytes());
+            let operator = match crate::operator::from_header(named) {
+                Ok(operator) => operator,
+                Err(invalid) => {
+                    return tonic::Status::invalid_argument(invalid.to_string())
+                        .into_http::<axum::body::Body>()
+                        .into_response();
+                }
+            };
             request.extensions_mut().insert(role);
-            next.run(request).await
+            let acting = crate::operator::Acting { role, operator };
+            crate::operator::scope(acting, next.run(request)).await
         }
         Err(status) => {
             let reason = match status.code() {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod limiter;
 pub mod metric_docs;
 pub mod nats;
+pub mod operator;
 pub mod ops;
 pub mod outbox;
 pub mod server;

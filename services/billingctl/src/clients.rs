@@ -9,17 +9,11 @@ use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::invoicing::{GetTenantProfileRequest, TenantProfile};
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
+use billing_runtime::operator::Operator;
 use billing_runtime::trace::{TracedChannel, traced};
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Endpoint;
-
-/// The metadata that names the person acting, which the ledger records with an erasure beside
-/// the token's role (`x-billing-actor`, read by `services/ledger/src/clients/grpc.rs`).
-const ACTOR_METADATA: &str = "x-billing-actor";
-/// The longest name the ledger accepts in [`ACTOR_METADATA`].
-const MAX_ACTOR_LEN: usize = 100;
 
 /// A channel to a service: the token and the trace context ([`traced`]), and who is acting.
 pub type Channel = InterceptedService<TracedChannel, Actor>;
@@ -72,8 +66,10 @@ pub struct Conn {
         default_value_t = 120
     )]
     timeout_secs: u64,
-    /// Who is acting, sent with every call and recorded with an erasure beside the token's role
-    /// (1-100 printable ASCII characters); default: $USER.
+    /// Who is acting, sent with every call as `billing-operator` and recorded by the writes it
+    /// makes (invoice history, payments, replays, erasures) beside the token's role: 1-64
+    /// characters of A-Z, a-z, 0-9, '.', '_', '@', '-'. Default: $USER; when that is unset, no
+    /// name, and the records name only the token's role.
     #[arg(
         long = "as",
         global = true,
@@ -84,10 +80,10 @@ pub struct Conn {
     actor: Option<Actor>,
 }
 
-/// Who is acting, as the [`ACTOR_METADATA`] of every call (none: the ledger records an
-/// erasure as "(unnamed)").
+/// Who is acting, as the `billing-operator` metadata of every call
+/// ([`billing_runtime::operator`]); none: the services record only the token's role.
 #[derive(Clone, Debug, Default)]
-pub struct Actor(Option<MetadataValue<Ascii>>);
+pub struct Actor(Option<Operator>);
 
 impl Interceptor for Actor {
     fn call(
@@ -95,27 +91,25 @@ impl Interceptor for Actor {
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
         if let Some(name) = &self.0 {
-            request.metadata_mut().insert(ACTOR_METADATA, name.clone());
+            request
+                .metadata_mut()
+                .insert(billing_runtime::operator::METADATA, name.metadata_value());
         }
         Ok(request)
     }
 }
 
-/// `--as`: a name the ledger accepts (1-100 characters once trimmed, none a control
-/// character) and that gRPC metadata can carry as text (printable ASCII).
+/// `--as`: a name the services accept ([`Operator::parse`]), surrounding spaces dropped.
 fn actor_name(value: &str) -> Result<Actor, String> {
-    let name = value.trim();
-    let printable = name.bytes().all(|b| (b' '..=b'~').contains(&b));
-    if name.is_empty() || name.len() > MAX_ACTOR_LEN || !printable {
-        return Err(format!(
-            "a name must be 1-{MAX_ACTOR_LEN} printable ASCII characters (letters, digits, \
-             spaces, punctuation)"
-        ));
-    }
-    let name = name
-        .parse()
-        .map_err(|_| format!("{name:?} cannot be sent as gRPC metadata"))?;
-    Ok(Actor(Some(name)))
+    Operator::parse(value.trim())
+        .map(|name| Actor(Some(name)))
+        .map_err(|_| {
+            format!(
+                "a name must be 1-{} characters of A-Z, a-z, 0-9, '.', '_', '@' and '-' (a login \
+                 name or an email address)",
+                billing_runtime::operator::MAX_LEN
+            )
+        })
 }
 
 impl Conn {
@@ -213,22 +207,27 @@ mod tests {
 
     fn sent(value: &str) -> Result<String, String> {
         let Actor(name) = actor_name(value)?;
-        Ok(name
-            .and_then(|n| n.to_str().ok().map(str::to_string))
-            .unwrap_or_default())
+        Ok(name.map(|n| n.to_string()).unwrap_or_default())
     }
 
     #[test]
-    fn a_name_is_what_the_ledger_accepts_trimmed() {
+    fn a_name_is_what_the_services_accept_trimmed() {
         assert_eq!(sent("Dana").as_deref(), Ok("Dana"));
         assert_eq!(
-            sent("  Dana (privacy officer) ").as_deref(),
-            Ok("Dana (privacy officer)")
+            sent("  dana@example.org ").as_deref(),
+            Ok("dana@example.org")
         );
-        assert_eq!(sent(&"x".repeat(MAX_ACTOR_LEN)).map(|n| n.len()), Ok(100));
-        for refused in ["", "   ", "Zoë", "tab\there", "line\nbreak"] {
+        assert_eq!(sent(&"x".repeat(64)).map(|n| n.len()), Ok(64));
+        for refused in [
+            "",
+            "   ",
+            "Zoë",
+            "Dana (privacy officer)",
+            "tab\there",
+            "line\nbreak",
+        ] {
             assert!(sent(refused).is_err(), "{refused:?}");
         }
-        assert!(sent(&"x".repeat(MAX_ACTOR_LEN + 1)).is_err());
+        assert!(sent(&"x".repeat(65)).is_err());
     }
 }

@@ -250,7 +250,7 @@ impl InvoicingService for InvoicingGrpc {
         &self,
         request: Request<GetInvoiceRequest>,
     ) -> Result<Response<Invoice>, Status> {
-        let id = parse_id(&request.into_inner().invoice_id)?;
+        let id = resolve_invoice(&self.store, &request.into_inner().invoice_id).await?;
         let row = self
             .store
             .invoice(id)
@@ -314,7 +314,7 @@ impl InvoicingService for InvoicingGrpc {
         request: Request<RecordPaymentRequest>,
     ) -> Result<Response<RecordPaymentResponse>, Status> {
         let req = request.into_inner();
-        let id = parse_id(&req.invoice_id)?;
+        let id = resolve_invoice(&self.store, &req.invoice_id).await?;
         let received_on = parse_date("received_on", &req.received_on)?;
         let recorded = self
             .lifecycle
@@ -343,7 +343,7 @@ impl InvoicingService for InvoicingGrpc {
         request: Request<VoidInvoiceRequest>,
     ) -> Result<Response<Invoice>, Status> {
         let req = request.into_inner();
-        let id = parse_id(&req.invoice_id)?;
+        let id = resolve_invoice(&self.store, &req.invoice_id).await?;
         let voided = self
             .lifecycle
             .void(id, &req.reason, Utc::now())
@@ -410,9 +410,22 @@ impl InvoicingService for InvoicingGrpc {
     }
 }
 
-fn parse_id(id: &str) -> Result<Uuid, Status> {
-    id.parse()
-        .map_err(|_| Status::invalid_argument("invoice_id must be a UUID"))
+/// An `invoice_id` as callers give it: the invoice's id, or its number (`CLAIRE-2026-0001`).
+async fn resolve_invoice(store: &Store, text: &str) -> Result<Uuid, Status> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Status::invalid_argument(
+            "invoice_id is required: an invoice's id or its number (e.g. CLAIRE-2026-0001)",
+        ));
+    }
+    if let Ok(id) = text.parse() {
+        return Ok(id);
+    }
+    store
+        .invoice_id_by_number(text)
+        .await
+        .map_err(to_status)?
+        .ok_or_else(|| Status::not_found(format!("no invoice has the id or number {text:?}")))
 }
 
 fn parse_date(field: &str, text: &str) -> Result<NaiveDate, Status> {
@@ -509,6 +522,8 @@ fn history_to_proto(h: &HistoryRow) -> StatusChange {
         to_status: h.to_status.to_string(),
         reason: h.reason.clone(),
         changed_at: Some(timestamp(h.changed_at)),
+        operator: h.operator.clone().unwrap_or_default(),
+        caller_role: h.caller_role.clone().unwrap_or_default(),
     }
 }
 
@@ -520,5 +535,7 @@ fn payment_to_proto(invoice: &InvoiceRow, p: &PaymentRow) -> Payment {
         received_on: p.received_on.to_string(),
         reference: p.reference.clone(),
         recorded_at: Some(timestamp(p.recorded_at)),
+        operator: p.operator.clone().unwrap_or_default(),
+        caller_role: p.caller_role.clone().unwrap_or_default(),
     }
 }

@@ -456,6 +456,8 @@ impl LedgerService for LedgerGrpc {
                     .and_then(|s| u32::try_from(s).ok())
                     .unwrap_or(0),
                 body_sha256: r.body_sha256.unwrap_or_default(),
+                operator: r.operator.unwrap_or_default(),
+                caller_role: r.caller_role.unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(ListAuditEventsResponse { events }))

@@ -37,10 +37,15 @@ impl NotifierGrpc {
     }
 }
 
-fn invoice_id(text: &str) -> Result<Uuid, Status> {
-    text.trim()
-        .parse()
-        .map_err(|_| Status::invalid_argument(format!("invoice_id {text:?} is not a UUID")))
+/// An `invoice_id` as callers give it: the invoice's id or its number (`CLAIRE-2026-0001`),
+/// which invoicing resolves.
+fn invoice_ref(text: &str) -> Result<&str, Status> {
+    match text.trim() {
+        "" => Err(Status::invalid_argument(
+            "invoice_id is required: an invoice's id or its number (e.g. CLAIRE-2026-0001)",
+        )),
+        text => Ok(text),
+    }
 }
 
 #[tonic::async_trait]
@@ -49,12 +54,8 @@ impl NotifierService for NotifierGrpc {
         &self,
         request: Request<RenderInvoicePdfRequest>,
     ) -> Result<Response<RenderInvoicePdfResponse>, Status> {
-        let id = invoice_id(&request.get_ref().invoice_id)?;
-        let invoice = self
-            .notifier
-            .invoice(&id.to_string())
-            .await
-            .map_err(to_status)?;
+        let reference = invoice_ref(&request.get_ref().invoice_id)?;
+        let invoice = self.notifier.invoice(reference).await.map_err(to_status)?;
         let file_name = format!("{}.pdf", invoice.number);
         let rendered = self.notifier.render(invoice).await.map_err(to_status)?;
         Ok(Response::new(RenderInvoicePdfResponse {
@@ -68,7 +69,18 @@ impl NotifierService for NotifierGrpc {
         &self,
         request: Request<ListDeliveriesRequest>,
     ) -> Result<Response<ListDeliveriesResponse>, Status> {
-        let id = invoice_id(&request.get_ref().invoice_id)?;
+        let reference = invoice_ref(&request.get_ref().invoice_id)?;
+        let id: Uuid = match reference.parse() {
+            Ok(id) => id,
+            // A number: invoicing knows its id (and answers NOT_FOUND for an unknown one).
+            Err(_) => {
+                let invoice = self.notifier.invoice(reference).await.map_err(to_status)?;
+                invoice.id.parse().map_err(|_| {
+                    tracing::error!("invoicing answered an invoice id that is not a UUID");
+                    Status::internal("internal error")
+                })?
+            }
+        };
         let rows = self
             .notifier
             .deliveries

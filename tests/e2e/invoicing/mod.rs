@@ -8,6 +8,7 @@
 
 mod close;
 mod lifecycle;
+mod operators;
 mod stripe;
 mod support;
 

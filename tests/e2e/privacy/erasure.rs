@@ -30,8 +30,10 @@ fn erase_request(
         reason: reason.into(),
     });
     if let Some(actor) = actor {
-        let value: MetadataValue<_> = format!("{actor} (privacy officer)").parse()?;
-        request.metadata_mut().insert("x-billing-actor", value);
+        let value: MetadataValue<_> = format!("{actor}.privacy-officer").parse()?;
+        request
+            .metadata_mut()
+            .insert(billing_runtime::operator::METADATA, value);
     }
     Ok(request)
 }
@@ -135,7 +137,7 @@ async fn erase_a_client(system: &System) -> anyhow::Result<()> {
     .await?;
     assert_eq!(
         (by.as_str(), why.as_str(), gone),
-        ("Dana (privacy officer) as admin", "ticket PRIV-17", true)
+        ("Dana.privacy-officer as admin", "ticket PRIV-17", true)
     );
     // Idempotent.
     let again = admin

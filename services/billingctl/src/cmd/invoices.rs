@@ -43,6 +43,7 @@ pub enum InvoicesCmd {
     },
     /// Record a bank transfer received for an invoice (repeating it records it once).
     Pay {
+        /// The invoice's id or its number (e.g. CLAIRE-2026-0001).
         invoice_id: String,
         /// In the invoice's currency, e.g. 75.10.
         #[arg(long)]
@@ -59,6 +60,7 @@ pub enum InvoicesCmd {
     },
     /// Void an unpaid invoice; its month can then be invoiced again under a new number.
     Void {
+        /// The invoice's id or its number (e.g. CLAIRE-2026-0001).
         invoice_id: String,
         #[arg(long)]
         reason: String,
@@ -70,16 +72,23 @@ pub enum InvoicesCmd {
         as_of: Option<String>,
     },
     /// Show one invoice with its lines.
-    Show { invoice_id: String },
+    Show {
+        /// The invoice's id or its number (e.g. CLAIRE-2026-0001).
+        invoice_id: String,
+    },
     /// Save an invoice's PDF as it stands now (status, payments, balance).
     Pdf {
+        /// The invoice's id or its number (e.g. CLAIRE-2026-0001).
         invoice_id: String,
         /// Where to write it; default: `<invoice number>.pdf` in the current directory.
         #[arg(long, short)]
         out: Option<std::path::PathBuf>,
     },
     /// The emails sent for an invoice (issued, reminders, receipts) and their delivery state.
-    Emails { invoice_id: String },
+    Emails {
+        /// The invoice's id or its number (e.g. CLAIRE-2026-0001).
+        invoice_id: String,
+    },
 }
 
 /// The largest PDF billingctl accepts (a month of 100,000 bookings is well below).
@@ -377,8 +386,14 @@ fn print_invoice(i: &Invoice) {
     );
     outln!("{}", i.payment_instructions);
     for h in &i.history {
+        // Who asked for it through the API: `(dana as billing)`, or nothing for invoicing's own.
+        let by = match (h.operator.as_str(), h.caller_role.as_str()) {
+            (_, "") => String::new(),
+            ("", role) => format!("  ((unnamed) as {role})"),
+            (name, role) => format!("  ({name} as {role})"),
+        };
         outln!(
-            "  {}  {} -> {}  {}",
+            "  {}  {} -> {}  {}{by}",
             utc_minute(h.changed_at.as_ref()),
             h.from_status,
             h.to_status,

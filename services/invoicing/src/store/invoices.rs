@@ -124,6 +124,10 @@ pub struct HistoryRow {
     pub to_status: InvoiceStatus,
     pub reason: String,
     pub changed_at: DateTime<Utc>,
+    /// Who asked for it through the API (`billing_runtime::operator`): the named person and
+    /// the token's role; `None` for what invoicing did on its own.
+    pub operator: Option<String>,
+    pub caller_role: Option<String>,
 }
 
 /// What live invoices have billed for one booking so far.
@@ -203,6 +207,16 @@ impl Store {
         .await
     }
 
+    /// The id of the invoice numbered `number` (numbers are unique across tenants).
+    pub async fn invoice_id_by_number(&self, number: &str) -> Result<Option<Uuid>, sqlx::Error> {
+        sqlx::query_scalar!(
+            "select id from invoicing.invoices where number = $1",
+            number
+        )
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     pub async fn lines(&self, id: Uuid) -> Result<Vec<LineRow>, sqlx::Error> {
         sqlx::query_as!(
             LineRow,
@@ -219,7 +233,8 @@ impl Store {
         sqlx::query_as!(
             HistoryRow,
             r#"select from_status as "from_status: InvoiceStatus",
-                      to_status as "to_status: InvoiceStatus", reason, changed_at
+                      to_status as "to_status: InvoiceStatus", reason, changed_at, operator,
+                      caller_role
                from invoicing.invoice_status_history where invoice_id = $1 order by seq"#,
             id
         )
@@ -419,7 +434,8 @@ impl Store {
         Ok(row)
     }
 
-    /// Appends a step to the invoice's status history; returns its position (1 for the first).
+    /// Appends a step to the invoice's status history, naming who asked for it when a gRPC call
+    /// did ([`billing_runtime::operator::current`]); returns its position (1 for the first).
     pub(super) async fn append_history(
         &self,
         tx: &mut PgConnection,
@@ -428,16 +444,19 @@ impl Store {
         to: InvoiceStatus,
         reason: &str,
     ) -> Result<i32, sqlx::Error> {
+        let acting = billing_runtime::operator::current();
         sqlx::query_scalar!(
             "insert into invoicing.invoice_status_history
-                (invoice_id, seq, from_status, to_status, reason)
-             select $1, coalesce(max(seq), 0) + 1, $2, $3, $4
+                (invoice_id, seq, from_status, to_status, reason, operator, caller_role)
+             select $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, $6
              from invoicing.invoice_status_history where invoice_id = $1
              returning seq",
             invoice_id,
             from as Option<InvoiceStatus>,
             to as InvoiceStatus,
-            reason
+            reason,
+            acting.as_ref().and_then(|a| a.operator_name()),
+            acting.as_ref().map(|a| a.role_name())
         )
         .fetch_one(tx)
         .await

@@ -35,6 +35,9 @@ pub struct PaymentRow {
     pub received_on: NaiveDate,
     pub reference: String,
     pub recorded_at: DateTime<Utc>,
+    /// Who recorded it through the API (`billing_runtime::operator`); `None` for Stripe's.
+    pub operator: Option<String>,
+    pub caller_role: Option<String>,
 }
 
 /// A payment just recorded.
@@ -52,7 +55,7 @@ impl Store {
         sqlx::query_as!(
             PaymentRow,
             r#"select id, method as "method: PaymentMethod", amount, received_on, reference,
-                      recorded_at
+                      recorded_at, operator, caller_role
                from invoicing.payments where invoice_id = $1 order by recorded_at, id"#,
             id
         )
@@ -80,10 +83,12 @@ impl Store {
             received_on,
             reference: reference.to_string(),
         };
+        // Who asked, when a gRPC call did (billing_runtime::operator).
+        let acting = billing_runtime::operator::current();
         let inserted = sqlx::query!(
             "insert into invoicing.payments (id, invoice_id, method, amount, received_on,
-                reference, idempotency_key)
-             values ($1, $2, $3, $4, $5, $6, $7)
+                reference, idempotency_key, operator, caller_role)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              on conflict (idempotency_key) do nothing",
             payment.id,
             invoice.id,
@@ -91,7 +96,9 @@ impl Store {
             amount,
             received_on,
             reference,
-            idempotency_key
+            idempotency_key,
+            acting.as_ref().and_then(|a| a.operator_name()),
+            acting.as_ref().map(|a| a.role_name())
         )
         .execute(&mut *tx)
         .await?;

@@ -8,7 +8,6 @@ use billing_proto::ledger::{
     RewrapClientKeysRequest, RewrapClientKeysResponse, ShowClientRequest, ShowClientResponse,
     client_selector,
 };
-use billing_runtime::auth::Role;
 use billing_runtime::error::{ErrorCode, ServiceError, status, to_status};
 use tonic::{Request, Response, Status};
 
@@ -16,10 +15,6 @@ use super::manage::{self, Selector};
 use super::{ClientDataError, Vault};
 use crate::store::Store;
 
-/// The metadata a caller names the person acting with (the console's operator, billingctl's
-/// `--as`); recorded with the erasure beside the token's role.
-pub const ACTOR_METADATA: &str = "x-billing-actor";
-const MAX_ACTOR_LEN: usize = 100;
 const MAX_REASON_LEN: usize = 500;
 const DEFAULT_REWRAP: u32 = 1000;
 
@@ -67,25 +62,16 @@ fn selector(tenant_id: &str, client: Option<ClientSelector>) -> Result<Selector,
     Ok(selector)
 }
 
-/// Who is acting: the `x-billing-actor` metadata if given (checked), and the token's role.
-fn actor<T>(request: &Request<T>) -> Result<String, Status> {
-    let role = request
-        .extensions()
-        .get::<Role>()
-        .map_or("unknown", |r| r.as_str());
-    let name = match request.metadata().get(ACTOR_METADATA) {
-        None => return Ok(format!("(unnamed) as {role}")),
-        Some(v) => v
-            .to_str()
-            .map_err(|_| Status::invalid_argument(format!("{ACTOR_METADATA} must be text")))?,
-    };
-    let name = name.trim();
-    if name.is_empty() || name.len() > MAX_ACTOR_LEN || name.chars().any(char::is_control) {
-        return Err(Status::invalid_argument(format!(
-            "{ACTOR_METADATA} must be 1-{MAX_ACTOR_LEN} printable characters"
-        )));
-    }
-    Ok(format!("{name} as {role}"))
+/// Who is acting, as an erasure records it: `dana as admin` (the `billing-operator` the caller
+/// named, checked by `billing_runtime::auth`, and its token's role), or `(unnamed) as admin`.
+fn actor() -> Result<String, Status> {
+    billing_runtime::operator::current()
+        .map(|acting| acting.to_string())
+        .ok_or_else(|| {
+            // Every call passes billing_runtime::auth::authorize, which sets it.
+            tracing::error!("an erasure outside an authorised call");
+            Status::internal("internal error")
+        })
 }
 
 pub async fn show(
@@ -121,7 +107,7 @@ pub async fn erase(
     store: &Store,
     request: Request<EraseClientRequest>,
 ) -> Result<Response<EraseClientResponse>, Status> {
-    let by = actor(&request)?;
+    let by = actor()?;
     let req = request.into_inner();
     let selector = selector(&req.tenant_id, req.client)?;
     let reason = req.reason.trim();

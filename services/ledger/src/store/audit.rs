@@ -34,6 +34,10 @@ pub struct AuditEntry {
     pub reason: Option<String>,
     pub http_status: Option<i32>,
     pub body_sha256: Option<String>,
+    /// Who asked for it through the API (`billing_runtime::operator`): the named person and
+    /// the token's role; `None` for what the ledger recorded on its own.
+    pub operator: Option<String>,
+    pub caller_role: Option<String>,
 }
 
 impl Store {
@@ -122,7 +126,7 @@ impl Store {
             AuditEntry,
             r#"select id, occurred_at, source, event_id, tenant_id,
                       outcome as "outcome: AuditOutcome", booking_id, reason, http_status,
-                      body_sha256
+                      body_sha256, operator, caller_role
                from ledger.audit_log
                where ($1::text is null or tenant_id = $1)
                  and ($2::text is null or source = $2)
@@ -173,11 +177,14 @@ struct AuditRow<'a> {
     stream_seq: Option<u64>,
 }
 
+/// Inserts `row`, naming who asked for it when a gRPC call did
+/// ([`billing_runtime::operator::current`]; a consumer has no caller).
 async fn insert_audit(conn: &mut PgConnection, row: &AuditRow<'_>) -> Result<(), sqlx::Error> {
+    let acting = billing_runtime::operator::current();
     sqlx::query!(
         "insert into ledger.audit_log (occurred_at, source, event_id, tenant_id, outcome, reason,
-            body_sha256, http_status, stream_seq)
-         values (coalesce($1, now()), $2, $3, $4, $5, $6, $7, $8, $9)",
+            body_sha256, http_status, stream_seq, operator, caller_role)
+         values (coalesce($1, now()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         row.occurred_at,
         row.source,
         row.event_id,
@@ -186,7 +193,9 @@ async fn insert_audit(conn: &mut PgConnection, row: &AuditRow<'_>) -> Result<(),
         row.reason,
         row.body_sha256,
         row.http_status,
-        row.stream_seq.map(|s| i64::try_from(s).unwrap_or(i64::MAX))
+        row.stream_seq.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+        acting.as_ref().and_then(|a| a.operator_name()),
+        acting.as_ref().map(|a| a.role_name())
     )
     .execute(conn)
     .await?;
