@@ -89,5 +89,59 @@ async fn deposits(system: &System) -> anyhow::Result<()> {
     }
     assert_eq!(text(&row(&rows, 8)["outcome"]), "unmatched");
     assert_eq!(receipts(system).await?, expected);
+    booking_deposits(system).await
+}
+
+/// `bookings show` and `export bookings` carry each booking's deposit as received.
+async fn booking_deposits(system: &System) -> anyhow::Result<()> {
+    let out = system
+        .billingctl(&["bookings", "show", "9402", "--tenant", "claire", "--json"])
+        .await?;
+    let shown: Value = serde_json::from_slice(&out.stdout)?;
+    let deposit = &shown["deposit"];
+    assert_eq!(text(&deposit["expected"]), "AUD 30.00", "{shown}");
+    assert_eq!(text(&deposit["received"]), "AUD 15.00", "{shown}");
+    assert_eq!(text(&deposit["received_on"]), "2026-09-30", "{shown}");
+    assert_eq!(text(&deposit["outcome"]), "short", "{shown}");
+    let lines = deposit["lines"].as_array().cloned().unwrap_or_default();
+    assert_eq!(lines.len(), 1, "{shown}");
+    assert!(
+        text(&lines[0]).starts_with("line 3 of the import of "),
+        "{shown}"
+    );
+
+    let out = system
+        .billingctl(&[
+            "export", "bookings", "--tenant", "claire", "--period", "2026-10",
+        ])
+        .await?;
+    assert!(out.status.success(), "{out:?}");
+    let mut csv = csv::Reader::from_reader(out.stdout.as_slice());
+    let header: Vec<String> = csv.headers()?.iter().map(str::to_string).collect();
+    // The deposit's columns come after every column the export had before.
+    assert_eq!(header[15], "record_hash");
+    assert_eq!(
+        header[16..],
+        [
+            "deposit_received",
+            "deposit_received_on",
+            "deposit_outcome",
+            "deposit_lines"
+        ]
+    );
+    let mut outcomes = Vec::new();
+    for row in csv.records() {
+        let row = row?;
+        outcomes.push((row[1].to_string(), row[16].to_string(), row[18].to_string()));
+    }
+    let expected = [
+        ("9401", "20.00", "received"),
+        ("9402", "15.00", "short"),
+        ("9403", "40.00", "overpaid"),
+        ("9404", "10.00", "refund_due"),
+        ("9405", "0.00", "missing"),
+    ]
+    .map(|(b, r, o)| (b.to_string(), r.to_string(), o.to_string()));
+    assert_eq!(outcomes, expected);
     Ok(())
 }

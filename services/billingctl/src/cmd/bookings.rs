@@ -2,7 +2,8 @@
 //! revisions, and the check of the tenant's hash chain.
 
 use billing_proto::ledger::{
-    Booking, GetBookingRequest, ListBookingsRequest, VerifyIntegrityRequest,
+    Booking, GetBookingDepositsRequest, GetBookingRequest, ListBookingsRequest,
+    VerifyIntegrityRequest,
 };
 
 use crate::clients::Conn;
@@ -83,9 +84,26 @@ pub async fn run(conn: &Conn, json: bool, cmd: BookingsCmd) -> anyhow::Result<Ou
                 .await?
                 .into_inner();
             let b = reply.booking.unwrap_or_default();
+            let deposit = ledger
+                .get_booking_deposits(GetBookingDepositsRequest {
+                    tenant_id: b.tenant_id.clone(),
+                    booking_refs: vec![b.booking_ref.clone()],
+                })
+                .await?
+                .into_inner()
+                .bookings
+                .pop()
+                .unwrap_or_default();
             if json {
                 output::print_json(&serde_json::json!({
                     "booking": booking_json(&b),
+                    "deposit": {
+                        "expected": amount(deposit.expected.as_ref()),
+                        "received": amount(deposit.received.as_ref()),
+                        "received_on": (!deposit.last_received_on.is_empty())
+                            .then_some(&deposit.last_received_on),
+                        "outcome": deposit.outcome, "lines": deposit.lines,
+                    },
                     "history": reply.history.iter().map(|h| serde_json::json!({
                         "status": h.status, "service": h.service_name, "event_id": h.event_id,
                         "session_at": json_time(h.session_at.as_ref()),
@@ -131,6 +149,20 @@ pub async fn run(conn: &Conn, json: bool, cmd: BookingsCmd) -> anyhow::Result<Ou
                 utc_minute(b.recorded_at.as_ref()),
                 b.record_hash
             );
+            outln!(
+                "Deposit   expected {}, received {} ({}){}",
+                amount(deposit.expected.as_ref()),
+                amount(deposit.received.as_ref()),
+                deposit.outcome,
+                if deposit.last_received_on.is_empty() {
+                    String::new()
+                } else {
+                    format!(", last on {}", deposit.last_received_on)
+                }
+            );
+            for line in &deposit.lines {
+                outln!("          from {line}");
+            }
             outln!("History");
             for h in &reply.history {
                 outln!(

@@ -6,6 +6,7 @@
 //! name such as `=HYPERLINK(…)` arrives as text, never as a formula. JSON is written as is.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::Context as _;
@@ -13,7 +14,9 @@ use billing_domain::BillingPeriod;
 use billing_proto::Money;
 use billing_proto::convert::{datetime, timestamp};
 use billing_proto::invoicing::{GetInvoiceRequest, Invoice, ListInvoicesRequest};
-use billing_proto::ledger::{Booking, ListBookingsRequest};
+use billing_proto::ledger::{
+    Booking, BookingDeposit, GetBookingDepositsRequest, ListBookingsRequest,
+};
 
 use crate::clients::{self, Conn};
 use crate::exit::{InputError, Outcome};
@@ -88,7 +91,7 @@ pub async fn run(conn: &Conn, what: ExportWhat) -> anyhow::Result<Outcome> {
 }
 
 /// The bookings CSV's columns, in order.
-pub const BOOKING_COLUMNS: [&str; 16] = [
+pub const BOOKING_COLUMNS: [&str; 20] = [
     "tenant_id",
     "booking_ref",
     "status",
@@ -105,6 +108,11 @@ pub const BOOKING_COLUMNS: [&str; 16] = [
     "revision",
     "recorded_at_utc",
     "record_hash",
+    // The deposit received (the ledger's deposit receipts: `reconcile deposits`).
+    "deposit_received",
+    "deposit_received_on",
+    "deposit_outcome",
+    "deposit_lines",
 ];
 
 /// The invoices CSV's columns: one row per invoice line, the invoice's fields repeated.
@@ -279,8 +287,25 @@ async fn bookings(
             .await
             .context("listing bookings")?
             .into_inner();
+        let refs: Vec<String> = page
+            .bookings
+            .iter()
+            .map(|b| b.booking_ref.clone())
+            .collect();
+        let deposits: HashMap<String, BookingDeposit> = ledger
+            .get_booking_deposits(GetBookingDepositsRequest {
+                tenant_id: tenant.to_string(),
+                booking_refs: refs,
+            })
+            .await
+            .context("reading deposits received")?
+            .into_inner()
+            .bookings
+            .into_iter()
+            .map(|d| (d.booking_ref.clone(), d))
+            .collect();
         for b in &page.bookings {
-            write_booking(&mut sink, b, tz)?;
+            write_booking(&mut sink, b, deposits.get(&b.booking_ref), tz)?;
             written += 1;
         }
         progress.set(written);
@@ -297,6 +322,7 @@ async fn bookings(
 fn write_booking<W: Write>(
     sink: &mut Sink<W>,
     b: &Booking,
+    deposit: Option<&BookingDeposit>,
     tz: chrono_tz::Tz,
 ) -> anyhow::Result<()> {
     let local = datetime(b.session_at.as_ref())
@@ -324,6 +350,12 @@ fn write_booking<W: Write>(
         b.revision.to_string(),
         rfc3339(b.recorded_at.as_ref()),
         b.record_hash.clone(),
+        amount(deposit.and_then(|d| d.received.as_ref())),
+        deposit
+            .map(|d| d.last_received_on.clone())
+            .unwrap_or_default(),
+        deposit.map(|d| d.outcome.clone()).unwrap_or_default(),
+        deposit.map(|d| d.lines.join("; ")).unwrap_or_default(),
     ];
     sink.csv_row(&row)?;
     let item: serde_json::Map<String, serde_json::Value> = BOOKING_COLUMNS
