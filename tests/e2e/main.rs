@@ -4,6 +4,7 @@
 mod bank_statements;
 mod billingctl;
 mod cluster;
+mod console;
 mod descriptors;
 mod duplicate_delivery;
 mod fetch_on_notify;

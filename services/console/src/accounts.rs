@@ -1,0 +1,262 @@
+//! Operator accounts: a file (or a mounted Secret) of `name role argon2id-hash` lines, read at
+//! start-up. A password is checked against its argon2id hash on the blocking pool; an unknown
+//! name is checked against a hash of nothing anyone knows, so the time taken does not tell
+//! which names exist.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2};
+use billing_runtime::auth::Role;
+use billing_runtime::operator::Operator;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error("CONSOLE_ACCOUNTS_FILE {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// Never the line itself: it holds a password hash.
+    #[error("CONSOLE_ACCOUNTS_FILE line {line}: {why}")]
+    Line { line: usize, why: &'static str },
+    #[error("CONSOLE_ACCOUNTS_FILE holds no account")]
+    Empty,
+}
+
+#[derive(Debug, Clone)]
+struct Account {
+    role: Role,
+    hash: String,
+}
+
+/// Who signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    pub operator: Operator,
+    pub role: Role,
+}
+
+pub struct Accounts {
+    by_name: HashMap<String, Account>,
+    /// Checked for an unknown name, so it costs what a known one does.
+    decoy: String,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts")
+            .field("count", &self.by_name.len())
+            .finish()
+    }
+}
+
+impl Accounts {
+    pub fn read(path: &Path) -> Result<Self, AccountsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AccountsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// One account a line: `name role hash` separated by whitespace; `#` starts a comment line.
+    /// Names are [`Operator`] names (compared case-insensitively), roles viewer, billing or
+    /// admin, hashes argon2id PHC strings (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`).
+    pub fn parse(text: &str) -> Result<Self, AccountsError> {
+        let mut by_name = HashMap::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let raw = raw.trim();
+            if raw.is_empty() || raw.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> = raw.split_whitespace().collect();
+            let [name, role, hash] = fields[..] else {
+                return Err(AccountsError::Line {
+                    line,
+                    why: "expected: name role argon2id-hash",
+                });
+            };
+            let name = Operator::parse(name).map_err(|_| AccountsError::Line {
+                line,
+                why: "a name is 1-64 characters of A-Z, a-z, 0-9, '.', '_', '@', '-'",
+            })?;
+            let role: Role = role.parse().map_err(|_| AccountsError::Line {
+                line,
+                why: "the role is viewer, billing or admin",
+            })?;
+            let parsed = PasswordHash::new(hash).map_err(|_| AccountsError::Line {
+                line,
+                why: "the hash is not a PHC string",
+            })?;
+            if parsed.algorithm != Algorithm::Argon2id.ident() {
+                return Err(AccountsError::Line {
+                    line,
+                    why: "the hash must be argon2id",
+                });
+            }
+            let key = name.as_str().to_ascii_lowercase();
+            if by_name
+                .insert(
+                    key,
+                    Account {
+                        role,
+                        hash: hash.to_string(),
+                    },
+                )
+                .is_some()
+            {
+                return Err(AccountsError::Line {
+                    line,
+                    why: "this name is listed twice",
+                });
+            }
+        }
+        if by_name.is_empty() {
+            return Err(AccountsError::Empty);
+        }
+        Ok(Accounts {
+            by_name,
+            decoy: decoy_hash(),
+        })
+    }
+
+    /// The account `name` signs into with `password`, or `None`. Runs argon2 on the blocking
+    /// pool (tens of milliseconds of CPU).
+    pub async fn verify(
+        self: &std::sync::Arc<Self>,
+        name: &str,
+        password: &str,
+    ) -> Option<SignedIn> {
+        let accounts = self.clone();
+        let name = name.trim().to_string();
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || accounts.verify_blocking(&name, &password))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn verify_blocking(&self, name: &str, password: &str) -> Option<SignedIn> {
+        let operator = Operator::parse(name).ok();
+        let account = operator
+            .as_ref()
+            .and_then(|o| self.by_name.get(&o.as_str().to_ascii_lowercase()));
+        let hash = account.map_or(self.decoy.as_str(), |a| a.hash.as_str());
+        let matches = PasswordHash::new(hash)
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        match (matches, operator, account) {
+            (true, Some(operator), Some(account)) => Some(SignedIn {
+                operator,
+                role: account.role,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// An argon2id hash of a random password nobody holds.
+fn decoy_hash() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    let salt = SaltString::encode_b64(&bytes).unwrap_or_else(|_| {
+        unreachable!("16 bytes are a valid salt length (argon2 takes 4 to 64)")
+    });
+    Argon2::default()
+        .hash_password(&bytes, &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
+/// An argon2id hash of `password` with a random salt and argon2's default cost (19 MiB, two
+/// passes), as the accounts file holds it. For tests and `console hash-password`.
+pub fn hash_password(password: &str) -> String {
+    let mut bytes = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    let salt = SaltString::encode_b64(&bytes).unwrap_or_else(|_| {
+        unreachable!("16 bytes are a valid salt length (argon2 takes 4 to 64)")
+    });
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_password_signs_in_to_its_account_only() {
+        let file = format!(
+            "# operators\n\ndana billing {}\nKim@example.org admin {}\n",
+            hash_password("correct horse"),
+            hash_password("battery staple")
+        );
+        let accounts = Arc::new(Accounts::parse(&file).expect("valid"));
+        let dana = accounts.verify("dana", "correct horse").await;
+        assert_eq!(
+            dana.map(|s| (s.operator.to_string(), s.role)),
+            Some(("dana".to_string(), Role::Billing))
+        );
+        // Names are case-insensitive; the name is the one typed.
+        assert!(
+            accounts
+                .verify("kim@example.org", "battery staple")
+                .await
+                .is_some()
+        );
+        assert!(accounts.verify("dana", "battery staple").await.is_none());
+        assert!(accounts.verify("nobody", "correct horse").await.is_none());
+        assert!(
+            accounts
+                .verify("dana smith", "correct horse")
+                .await
+                .is_none()
+        );
+        assert!(!format!("{accounts:?}").contains("argon2"));
+    }
+
+    #[tokio::test]
+    async fn a_hash_made_by_debians_argon2_tool_is_accepted() {
+        // `printf '%s' 'the password' | argon2 VUcraXhNbTRCSjE3NUhuSQ -id -t 2 -m 16 -p 1 -e`
+        // (Debian 12's argon2 0~20171227), as docs/console.md says to make one.
+        let made = "$argon2id$v=19$m=65536,t=2,p=1$VlVjcmFYaE5iVFJDU2pFM05VaHVTUQ$\
+                    a/p1sLrQcWgJeeEmv/xOezFwdq/rVmpr+H2A+8haeDs";
+        let accounts = Arc::new(Accounts::parse(&format!("dana admin {made}")).expect("valid"));
+        assert!(accounts.verify("dana", "the password").await.is_some());
+        assert!(accounts.verify("dana", "the password ").await.is_none());
+    }
+
+    #[test]
+    fn a_bad_line_is_named_without_its_text() {
+        let argon2i = "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        for (file, says) in [
+            ("dana billing".to_string(), "line 1: expected"),
+            (
+                format!("# x\ndana root {}", hash_password("p")),
+                "line 2: the role",
+            ),
+            ("dana admin plaintext-password".to_string(), "PHC"),
+            (format!("dana admin {argon2i}"), "argon2id"),
+            (
+                format!("dana admin {h}\nDANA viewer {h}", h = hash_password("p")),
+                "twice",
+            ),
+            ("# nobody\n".to_string(), "no account"),
+        ] {
+            let err = Accounts::parse(&file).expect_err(&file).to_string();
+            assert!(err.contains(says), "{file}: {err}");
+            assert!(!err.contains("plaintext-password"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The pages, one module a subject: the frame every page shares (`layout`), signing in and out
+//! (`login`), the overview, invoices and dead letters; and the table helpers they share (a
+//! column sorted and a list paged on the server).
+
+pub mod dead_letters;
+pub mod invoices;
+pub mod layout;
+pub mod login;
+pub mod overview;
+
+/// Rows on one page of a table.
+pub const PAGE_SIZE: usize = 25;
+
+/// Which slice of `len` rows page `page` (from 1) shows, and how many pages there are.
+pub fn page_bounds(len: usize, page: usize) -> (std::ops::Range<usize>, usize) {
+    let pages = len.div_ceil(PAGE_SIZE).max(1);
+    let page = page.clamp(1, pages);
+    let start = (page - 1) * PAGE_SIZE;
+    (start..(start + PAGE_SIZE).min(len), pages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_cover_the_rows_once() {
+        assert_eq!(page_bounds(0, 1), (0..0, 1));
+        assert_eq!(page_bounds(25, 1), (0..25, 1));
+        assert_eq!(page_bounds(26, 2), (25..26, 2));
+        // Past the end: the last page; before the start: the first.
+        assert_eq!(page_bounds(26, 9), (25..26, 2));
+        assert_eq!(page_bounds(26, 0), (0..25, 2));
+    }
+}
