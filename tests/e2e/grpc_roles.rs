@@ -59,6 +59,10 @@ const LEDGER_ROLES: &[(&str, Role)] = &[
     ("ShowClient", Role::Billing),
     ("EraseClient", Role::Admin),
     ("RewrapClientKeys", Role::Admin),
+    // Deposits received (issue 21): imported by billing, read by any.
+    ("ImportDeposits", Role::Billing),
+    ("GetMonthDeposits", Role::Viewer),
+    ("GetBookingDeposits", Role::Viewer),
 ];
 
 /// Who may call each RPC of invoicing.
@@ -72,6 +76,9 @@ const INVOICING_ROLES: &[(&str, Role)] = &[
     ("VoidInvoice", Role::Billing),
     ("SweepOverdue", Role::Billing),
     ("MatchBankTransfers", Role::Billing),
+    // The month statement (issue 21): read by any, explained by billing.
+    ("GetMonthStatement", Role::Viewer),
+    ("ExplainStatementDifference", Role::Billing),
     // Tenant profiles are the admin's.
     ("PutTenantProfile", Role::Admin),
 ];
@@ -80,6 +87,7 @@ const INVOICING_ROLES: &[(&str, Role)] = &[
 const NOTIFIER_ROLES: &[(&str, Role)] = &[
     ("RenderInvoicePdf", Role::Viewer),
     ("ListDeliveries", Role::Viewer),
+    ("RenderStatementPdf", Role::Viewer),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -38,7 +38,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::clients::Conn;
-use crate::cmd::{bookings, dlq, events, export, invoices, reconcile, simplybook, tenants};
+use crate::cmd::{bookings, dlq, events, export, invoices, reconcile, report, simplybook, tenants};
 use crate::exit::Outcome;
 
 #[derive(Parser)]
@@ -86,6 +86,10 @@ enum Command {
     /// Compare SimplyBook with the ledger, or a bank statement with the invoices.
     #[command(subcommand)]
     Reconcile(reconcile::ReconcileCmd),
+    /// A tenant's month statement (SimplyBook = ledger = invoice = deposits = payments), and
+    /// explaining its differences.
+    #[command(subcommand)]
+    Report(report::ReportCmd),
     /// A tenant's SimplyBook account: the go-live check.
     #[command(subcommand)]
     Simplybook(simplybook::SimplybookCmd),
@@ -116,6 +120,7 @@ async fn run(conn: &Conn, json: bool, command: Command) -> anyhow::Result<Outcom
         // CSV or JSON by --format; --json does not apply.
         Command::Export { what } => export::run(conn, what).await,
         Command::Reconcile(cmd) => reconcile::run(conn, json, cmd).await,
+        Command::Report(cmd) => report::run(conn, json, cmd).await,
         Command::Simplybook(cmd) => simplybook::run(conn, json, cmd).await,
     }
 }

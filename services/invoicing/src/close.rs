@@ -83,6 +83,11 @@ pub struct MonthlyClose {
 }
 
 impl MonthlyClose {
+    /// The ledger client the close asks (the month statement asks it too).
+    pub fn ledger(&self) -> LedgerServiceClient<TracedChannel> {
+        self.ledger.clone()
+    }
+
     pub fn new(
         store: Store,
         ledger: LedgerServiceClient<TracedChannel>,

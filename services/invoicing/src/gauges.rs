@@ -3,7 +3,9 @@
 //! - `invoicing_open_invoices{status}`: drafts (a Stripe push to finish), issued, part paid and
 //!   overdue invoices;
 //! - `invoicing_unpaid_past_due_48h_invoices`: invoices still unpaid more than two days after
-//!   their due date in the tenant's zone (the seed's "no payment event 48 h after due" alert).
+//!   their due date in the tenant's zone (the seed's "no payment event 48 h after due" alert);
+//! - `invoicing_statement_open_differences{tenant}` and
+//!   `invoicing_statement_missing_deposits{tenant}`: from each tenant's latest month statement.
 
 use std::time::Duration;
 
@@ -60,5 +62,19 @@ async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
     .fetch_one(pool)
     .await?;
     metrics::gauge!("invoicing_unpaid_past_due_48h_invoices").set(late as f64);
+    // Each tenant's latest month statement (composed after the close, the nightly
+    // reconciliation and every `billingctl report month`).
+    let statements = sqlx::query!(
+        "select distinct on (tenant_id) tenant_id, open_differences, missing_deposits
+         from invoicing.month_statements order by tenant_id, period desc"
+    )
+    .fetch_all(pool)
+    .await?;
+    for s in statements {
+        metrics::gauge!("invoicing_statement_open_differences", "tenant" => s.tenant_id.clone())
+            .set(f64::from(s.open_differences));
+        metrics::gauge!("invoicing_statement_missing_deposits", "tenant" => s.tenant_id)
+            .set(f64::from(s.missing_deposits));
+    }
     Ok(())
 }

@@ -23,3 +23,9 @@ grant update (session_at, mark_seq, marked_at) on booking_marks to {role};
 grant delete on booking_marks to {role};
 -- The outbox relay marks rows published.
 grant update (published_at) on outbox to {role};
+-- The month statement's differences are recorded, found fixed, and explained; each month's
+-- latest composition is kept.
+grant insert on statement_differences, month_statements to {role};
+grant update (detail, last_seen, fixed_at, explanation, explained_at, explained_by)
+    on statement_differences to {role};
+grant update (composed_at, open_differences, missing_deposits) on month_statements to {role};

@@ -5,12 +5,13 @@ use billing_domain::BillingPeriod;
 use billing_proto::convert::timestamp;
 use billing_proto::invoicing::invoicing_service_server::InvoicingService;
 use billing_proto::invoicing::{
-    GenerateMonthlyInvoicesRequest, GenerateMonthlyInvoicesResponse, GetInvoiceRequest,
+    ExplainStatementDifferenceRequest, GenerateMonthlyInvoicesRequest,
+    GenerateMonthlyInvoicesResponse, GetInvoiceRequest, GetMonthStatementRequest,
     GetTenantProfileRequest, Invoice, InvoiceLine, ListInvoicesRequest, ListInvoicesResponse,
     ListTenantProfilesRequest, ListTenantProfilesResponse, MatchBankTransfersRequest,
-    MatchBankTransfersResponse, Outcome, Payment, PutTenantProfileRequest, RecordPaymentRequest,
-    RecordPaymentResponse, StatusChange, SweepOverdueRequest, SweepOverdueResponse, TenantOutcome,
-    TenantProfile, VoidInvoiceRequest,
+    MatchBankTransfersResponse, MonthStatement, Outcome, Payment, PutTenantProfileRequest,
+    RecordPaymentRequest, RecordPaymentResponse, StatementDifference, StatusChange,
+    SweepOverdueRequest, SweepOverdueResponse, TenantOutcome, TenantProfile, VoidInvoiceRequest,
 };
 use billing_runtime::auth::Access;
 use billing_runtime::error::to_status;
@@ -24,6 +25,7 @@ use crate::bank::BankMatcher;
 use crate::close::{CloseError, Closed, MonthlyClose};
 use crate::lifecycle::{Lifecycle, PaymentLimit, Transfer};
 use crate::profile::{Profile, Profiles};
+use crate::statement::{StatementError, Statements};
 use crate::store::{
     CloseOutcome, HistoryRow, InvoiceRow, InvoiceStatus, LineRow, NewInvoice, PaymentRow, Store,
 };
@@ -67,6 +69,16 @@ pub const ACCESS: &[(&str, Access)] = &[
         "/billing.invoicing.v1.InvoicingService/MatchBankTransfers",
         Access::Billing,
     ),
+    // The month statement: read by any role (composing it records its differences, which is
+    // the statement's own bookkeeping); explaining a difference is billing's.
+    (
+        "/billing.invoicing.v1.InvoicingService/GetMonthStatement",
+        Access::Read,
+    ),
+    (
+        "/billing.invoicing.v1.InvoicingService/ExplainStatementDifference",
+        Access::Billing,
+    ),
 ];
 
 /// Bank statement lines matched per MatchBankTransfers call.
@@ -95,6 +107,35 @@ impl InvoicingGrpc {
             store,
             profiles,
         }
+    }
+
+    /// Composes and records the statement of a tenant's month after its close; a failure is
+    /// logged, never the close's (the nightly refresh and `billingctl report month` retry it).
+    async fn refresh_statement(&self, profile: &Profile, period: &str) {
+        let Ok(period) = period.parse::<BillingPeriod>() else {
+            return;
+        };
+        if let Err(err) = self.statements().month(profile, period).await {
+            tracing::warn!(tenant = %profile.tenant_id, %period, error = %err,
+                "month statement not refreshed after the close");
+        }
+    }
+
+    fn statements(&self) -> Statements<'_> {
+        Statements {
+            store: &self.store,
+            ledger: self.close.ledger(),
+        }
+    }
+
+    async fn profile(&self, tenant_id: &str) -> Result<Profile, Status> {
+        self.profiles
+            .get(tenant_id)
+            .await
+            .map_err(to_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!("no billing profile for tenant {tenant_id:?}"))
+            })
     }
 
     async fn close_one(
@@ -239,7 +280,14 @@ impl InvoicingService for InvoicingGrpc {
         // A few tenants at a time; one tenant's failure does not stop the others.
         let dry_run = req.dry_run;
         let outcomes = futures::stream::iter(profiles)
-            .map(|profile| async move { self.close_one(&profile, period, dry_run).await })
+            .map(|profile| async move {
+                let outcome = self.close_one(&profile, period, dry_run).await;
+                // The month's statement follows its close (issue 21: kept up to date).
+                if !dry_run && outcome.error.is_empty() {
+                    self.refresh_statement(&profile, &outcome.period).await;
+                }
+                outcome
+            })
             .buffered(CLOSE_CONCURRENCY)
             .collect()
             .await;
@@ -307,6 +355,78 @@ impl InvoicingService for InvoicingGrpc {
                 .increment(1);
         }
         Ok(Response::new(MatchBankTransfersResponse { matches }))
+    }
+
+    async fn get_month_statement(
+        &self,
+        request: Request<GetMonthStatementRequest>,
+    ) -> Result<Response<MonthStatement>, Status> {
+        let req = request.into_inner();
+        let profile = self.profile(&req.tenant_id).await?;
+        let now = Utc::now();
+        let period = match req.period.as_str() {
+            "" | "previous" => BillingPeriod::previous_to(now, profile.time_zone),
+            "current" => BillingPeriod::containing(now, profile.time_zone),
+            p => p
+                .parse::<BillingPeriod>()
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        };
+        let statement = self
+            .statements()
+            .month(&profile, period)
+            .await
+            .map_err(|err| match err {
+                StatementError::Ledger(status) => {
+                    tracing::warn!(tenant = %profile.tenant_id, error = %status, "month statement: the ledger failed");
+                    Status::unavailable("the ledger could not be asked; try again")
+                }
+                StatementError::Db(err) => to_status(err),
+            })?;
+        Ok(Response::new(statement))
+    }
+
+    async fn explain_statement_difference(
+        &self,
+        request: Request<ExplainStatementDifferenceRequest>,
+    ) -> Result<Response<StatementDifference>, Status> {
+        let req = request.into_inner();
+        let explanation = req.explanation.trim();
+        if explanation.is_empty() || explanation.chars().count() > 500 {
+            return Err(Status::invalid_argument(
+                "explanation is required, at most 500 characters",
+            ));
+        }
+        let by = billing_runtime::operator::current();
+        let by = by
+            .as_ref()
+            .and_then(|a| a.operator_name().map(str::to_string));
+        let row = self
+            .store
+            .explain_difference(
+                &req.tenant_id,
+                &req.period,
+                &req.subject,
+                &req.kind,
+                explanation,
+                by.as_deref(),
+            )
+            .await
+            .map_err(to_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no difference {:?} of kind {:?} on {}'s {} statement",
+                    req.subject, req.kind, req.tenant_id, req.period
+                ))
+            })?;
+        Ok(Response::new(StatementDifference {
+            subject: row.subject.clone(),
+            kind: row.kind.clone(),
+            detail: row.detail.clone(),
+            status: row.status().into(),
+            explanation: row.explanation.clone().unwrap_or_default(),
+            first_seen: Some(timestamp(row.first_seen)),
+            fixed_at: row.fixed_at.map(timestamp),
+        }))
     }
 
     async fn record_payment(

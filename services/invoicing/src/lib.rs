@@ -12,11 +12,12 @@
 //! - `grpc`: `InvoicingService`, its access rules and the proto conversions.
 //! - `lifecycle`: payments, voids, the overdue sweep; `lifecycle::stripe_events`: Stripe's.
 //! - `profile`: tenant billing profiles, managed over gRPC, seeded from the tenants file.
+//! - `statement`: the month statement: the ledger's month, the invoice, their differences.
 //! - `store`: the tables, one submodule per aggregate (see its docs), and the outbox.
 //! - `stripe`: pushing invoices to Stripe; `stripe::{errors, find, limits}`.
 //!
 //! No cycles: `grpc` uses the others; `bank` and `consumer` use `lifecycle`; `lifecycle` and
-//! `close` use `stripe`; `stripe` uses `profile` and `store`; `gauges` uses `store`; `store` and
+//! `close` use `stripe`; `stripe` uses `profile` and `store`; `gauges` uses `store`; `statement` uses `store` and `profile`; `store` and
 //! `profile` use no other module.
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ mod grpc;
 mod lifecycle;
 mod metrics;
 mod profile;
+mod statement;
 mod store;
 mod stripe;
 

@@ -83,6 +83,16 @@ pub(crate) fn describe() {
         Unit::Count,
         "Open invoices still unpaid more than two days after their due date in the tenant's time zone, refreshed every minute. The InvoiceUnpaid48hAfterDue alert reads it."
     );
+    describe_gauge!(
+        "invoicing_statement_open_differences",
+        Unit::Count,
+        "Differences neither explained nor fixed on each tenant's latest month statement (SimplyBook, ledger, invoice, deposits), refreshed every minute from the last composition. The MonthStatementDifferences alert reads it."
+    );
+    describe_gauge!(
+        "invoicing_statement_missing_deposits",
+        Unit::Count,
+        "Bookings whose session passed with no deposit received, on each tenant's latest month statement, refreshed every minute. The DepositsMissing alert reads it."
+    );
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use billing_proto::convert::timestamp;
 use billing_proto::notifier::notifier_service_server::NotifierService;
 use billing_proto::notifier::{
     Delivery, ListDeliveriesRequest, ListDeliveriesResponse, RenderInvoicePdfRequest,
-    RenderInvoicePdfResponse,
+    RenderInvoicePdfResponse, RenderStatementPdfRequest, RenderStatementPdfResponse,
 };
 use billing_runtime::auth::Access;
 use billing_runtime::error::to_status;
@@ -23,6 +23,10 @@ pub const ACCESS: &[(&str, Access)] = &[
     ),
     (
         "/billing.notifier.v1.NotifierService/ListDeliveries",
+        Access::Read,
+    ),
+    (
+        "/billing.notifier.v1.NotifierService/RenderStatementPdf",
         Access::Read,
     ),
 ];
@@ -59,6 +63,34 @@ impl NotifierService for NotifierGrpc {
         let file_name = format!("{}.pdf", invoice.number);
         let rendered = self.notifier.render(invoice).await.map_err(to_status)?;
         Ok(Response::new(RenderInvoicePdfResponse {
+            pdf: rendered.bytes,
+            file_name,
+            page_count: u32::try_from(rendered.pages).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn render_statement_pdf(
+        &self,
+        request: Request<RenderStatementPdfRequest>,
+    ) -> Result<Response<RenderStatementPdfResponse>, Status> {
+        let statement = request
+            .into_inner()
+            .statement
+            .ok_or_else(|| Status::invalid_argument("statement is required"))?;
+        let file_name = format!("{}-{}-statement.pdf", statement.tenant_id, statement.period);
+        let fonts = self.notifier.fonts.clone();
+        let rendered =
+            tokio::task::spawn_blocking(move || crate::pdf::render_statement(&fonts, &statement))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "rendering a statement panicked");
+                    Status::internal("internal error")
+                })?
+                .map_err(|e| {
+                    tracing::error!(error = %e, "rendering a statement failed");
+                    Status::internal("internal error")
+                })?;
+        Ok(Response::new(RenderStatementPdfResponse {
             pdf: rendered.bytes,
             file_name,
             page_count: u32::try_from(rendered.pages).unwrap_or(u32::MAX),

@@ -1,4 +1,4 @@
-//! Invoice PDFs rendered in-process with krilla: embedded (subset) fonts — DejaVu Sans, and for
+//! Invoice PDFs (and the month statement, [`statement`]) rendered in-process with krilla: embedded (subset) fonts — DejaVu Sans, and for
 //! what it lacks (Japanese, Chinese, Korean) the fallback fonts of [`fonts`] — real text that
 //! can be extracted and searched, and a line table that continues over as many pages as needed
 //! with its header repeated. Text is measured with the advance widths of the face each
@@ -8,6 +8,7 @@
 mod fonts;
 #[cfg(test)]
 mod scripts_tests;
+mod statement;
 
 use std::sync::OnceLock;
 
@@ -26,6 +27,7 @@ use rust_decimal::Decimal;
 
 use self::fonts::{Chain, Faces};
 pub use self::fonts::{DEBIAN_NOTO_CJK, FallbackFonts, FontError, FontFile, Fonts};
+pub use self::statement::render_statement;
 use crate::text::{amount, long_date, money, percent};
 
 // A4 in points.

@@ -5,6 +5,7 @@
 //! holds of each booking.
 
 mod deposits;
+mod statement;
 
 use std::time::Duration;
 

@@ -8,5 +8,6 @@ pub mod events;
 pub mod export;
 pub mod invoices;
 pub mod reconcile;
+pub mod report;
 pub mod simplybook;
 pub mod tenants;

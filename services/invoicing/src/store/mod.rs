@@ -11,6 +11,8 @@
 //! - [`transitions`]: status changes and notes, each with a history row and an outbox event;
 //! - [`payments`]: payments recorded against an invoice (once per idempotency key), each with
 //!   its [`PaymentMethod`];
+//! - [`statements`]: the month statement's differences (found, fixed, explained) and each
+//!   month's latest counts;
 //! - [`marks`]: bookings the ledger changed, for the next close to bill the difference;
 //! - [`outcomes`]: what each monthly close did, and the periods it closed;
 //! - [`stripe_events`]: Stripe event ids claimed once, what became of each, and what deciding
@@ -27,6 +29,7 @@ mod marks;
 mod mode;
 mod outcomes;
 mod payments;
+mod statements;
 mod status;
 mod stripe_events;
 mod transitions;
@@ -45,6 +48,7 @@ pub use marks::{Mark, MarkUpdate};
 pub use mode::InvoicingMode;
 pub use outcomes::CloseOutcome;
 pub use payments::{PaymentMethod, PaymentRow};
+pub use statements::{DifferenceRow, Found};
 pub use status::InvoiceStatus;
 pub use stripe_events::StripeOutcome;
 

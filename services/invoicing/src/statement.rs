@@ -1,0 +1,488 @@
+//! The month statement (`GetMonthStatement`): for a tenant's month, the counts and sums that must
+//! agree — SimplyBook (its last reconciliation, as the ledger stored it) = the ledger's bookings
+//! by status = the billable bookings on the invoice = deposits expected = deposits received; fees
+//! billable = invoice total = payments received — and each difference, by booking.
+//!
+//! Invoicing composes it because it owns the invoice and already asks the ledger for bookings;
+//! the ledger owns bookings, deposits and reconciliations and answers for its month in one call
+//! (`GetMonthDeposits`). [`compose`] is pure; [`Statements::month`] loads its input, records the
+//! differences (so one gone since is shown fixed, and an explanation stays) and answers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use billing_domain::{BillingPeriod, BookingStatus, Currency};
+use billing_proto::Money;
+use billing_proto::convert::{amount, money, timestamp};
+use billing_proto::invoicing::{
+    MonthStatement, StatementBooking, StatementDifference, StatementLeg,
+};
+use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
+use billing_proto::ledger::{GetMonthDepositsRequest, GetMonthDepositsResponse};
+use billing_runtime::trace::TracedChannel;
+use chrono::Utc;
+use rust_decimal::Decimal;
+
+use crate::profile::Profile;
+use crate::store::{DifferenceRow, Found, InvoiceRow, InvoiceStatus, LINE_BOOKING, LineRow, Store};
+
+/// A deposit outcome that is a difference (see `billing_domain::deposits::DepositOutcome`).
+const DEPOSIT_DIFFERENCES: [&str; 4] = ["missing", "short", "overpaid", "refund_due"];
+
+/// A statement as composed, before its differences are recorded.
+#[derive(Debug, Default)]
+pub struct Composed {
+    pub booking_legs: Vec<StatementLeg>,
+    pub fee_legs: Vec<StatementLeg>,
+    pub bookings: Vec<StatementBooking>,
+    pub found: Vec<Found>,
+    pub missing_deposits: usize,
+}
+
+fn leg(
+    name: &str,
+    count: usize,
+    sum: Option<Decimal>,
+    currency: Currency,
+    detail: String,
+) -> StatementLeg {
+    StatementLeg {
+        name: name.into(),
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+        amount: sum.map(|s| money(currency.code(), currency.format(s))),
+        detail,
+    }
+}
+
+fn value(m: Option<&Money>) -> Decimal {
+    amount(m).unwrap_or_default()
+}
+
+/// The statement of `month` (the ledger's) and `invoice` (the month's live invoice and its
+/// lines, if the month was closed).
+pub fn compose(
+    month: &GetMonthDepositsResponse,
+    invoice: Option<(&InvoiceRow, &[LineRow])>,
+    currency: Currency,
+) -> Composed {
+    let mut c = Composed::default();
+    let fmt = |d: Decimal| currency.format(d);
+    let mut found = |subject: &str, kind: &str, detail: String| {
+        c.found
+            .push((subject.to_string(), kind.to_string(), detail));
+    };
+
+    // SimplyBook, as last reconciled.
+    let gaps: HashMap<&str, &str> = month
+        .reconciliation
+        .iter()
+        .flat_map(|r| r.gaps.iter())
+        .map(|g| (g.booking_ref.as_str(), g.kind.as_str()))
+        .collect();
+    match &month.reconciliation {
+        None => found(
+            "simplybook",
+            "not_reconciled",
+            "SimplyBook was not asked about this month (billingctl reconcile simplybook)".into(),
+        ),
+        Some(r) if !r.error.is_empty() => found("simplybook", "not_reconciled", r.error.clone()),
+        Some(r) => {
+            for g in &r.gaps {
+                found(
+                    &g.booking_ref,
+                    &g.kind,
+                    format!(
+                        "SimplyBook: {}; ledger: {}",
+                        or_none(&g.simplybook),
+                        or_none(&g.ledger)
+                    ),
+                );
+            }
+        }
+    }
+    let simplybook_detail = match &month.reconciliation {
+        None => "not reconciled".to_string(),
+        Some(r) => format!(
+            "as of {}: {} gap(s), {} matched",
+            r.ran_at
+                .as_ref()
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default(),
+            r.gaps.len(),
+            r.matched
+        ),
+    };
+
+    // The ledger's bookings, by status.
+    let mut by_status: BTreeMap<&str, (usize, Decimal)> = BTreeMap::new();
+    for b in &month.bookings {
+        let entry = by_status.entry(b.status.as_str()).or_default();
+        entry.0 += 1;
+        entry.1 += value(b.total.as_ref());
+    }
+    let billable = |status: &str| BookingStatus::parse(status).is_some_and(|s| s.is_billable());
+
+    // The invoice's booking lines of this month (adjustments bill other months' changes).
+    let lines: HashMap<&str, Decimal> = invoice
+        .map(|(_, lines)| {
+            lines
+                .iter()
+                .filter(|l| l.kind == LINE_BOOKING)
+                .map(|l| (l.booking_ref.as_str(), l.platform_fee))
+                .collect()
+        })
+        .unwrap_or_default();
+    let invoiced_value: Decimal = invoice
+        .map(|(_, lines)| {
+            lines
+                .iter()
+                .filter(|l| l.kind == LINE_BOOKING)
+                .map(|l| l.booking_amount)
+                .sum()
+        })
+        .unwrap_or_default();
+
+    let (mut expected_n, mut expected_sum) = (0usize, Decimal::ZERO);
+    let (mut received_n, mut received_sum) = (0usize, Decimal::ZERO);
+    let (mut billable_n, mut fees) = (0usize, Decimal::ZERO);
+    for b in &month.bookings {
+        let fee = value(b.platform_fee.as_ref());
+        let expected = value(b.expected.as_ref());
+        let received = value(b.received.as_ref());
+        if b.outcome != "not_due" && b.outcome != "refund_due" {
+            expected_n += 1;
+            expected_sum += expected;
+        }
+        if received > Decimal::ZERO {
+            received_n += 1;
+            received_sum += received;
+        }
+        let is_billable = billable(&b.status);
+        if is_billable {
+            billable_n += 1;
+            fees += fee;
+        }
+        let mut kinds: Vec<String> = Vec::new();
+        if let Some(kind) = gaps.get(b.booking_ref.as_str()) {
+            kinds.push((*kind).to_string());
+        }
+        if DEPOSIT_DIFFERENCES.contains(&b.outcome.as_str()) {
+            let kind = format!("deposit_{}", b.outcome);
+            found(
+                &b.booking_ref,
+                &kind,
+                format!("expected {}, received {}", fmt(expected), fmt(received)),
+            );
+            kinds.push(kind);
+            if b.outcome == "missing" {
+                c.missing_deposits += 1;
+            }
+        }
+        let invoiced = lines.get(b.booking_ref.as_str()).copied();
+        if invoice.is_some() {
+            let kind = match (is_billable, invoiced) {
+                (true, None) => Some(("billable_not_invoiced", format!("fee {}", fmt(fee)))),
+                (true, Some(f)) if f != fee => Some((
+                    "fee_differs",
+                    format!("invoiced {}, ledger {}", fmt(f), fmt(fee)),
+                )),
+                (false, Some(f)) => Some((
+                    "invoiced_not_billable",
+                    format!("invoiced {}; ledger status {}", fmt(f), b.status),
+                )),
+                _ => None,
+            };
+            if let Some((kind, detail)) = kind {
+                found(&b.booking_ref, kind, detail);
+                kinds.push(kind.into());
+            }
+        }
+        c.bookings.push(StatementBooking {
+            booking_ref: b.booking_ref.clone(),
+            session_at: b.session_at,
+            simplybook: match &month.reconciliation {
+                Some(r) if r.error.is_empty() => gaps
+                    .get(b.booking_ref.as_str())
+                    .map_or("matched", |k| k)
+                    .to_string(),
+                _ => "not_reconciled".into(),
+            },
+            ledger_status: b.status.clone(),
+            total: b.total.clone(),
+            platform_fee: b.platform_fee.clone(),
+            billable: is_billable,
+            invoiced_fee: invoiced.map(|f| money(currency.code(), fmt(f))),
+            deposit_expected: b.expected.clone(),
+            deposit_received: b.received.clone(),
+            deposit_received_on: b.last_received_on.clone(),
+            deposit_outcome: b.outcome.clone(),
+            differences: kinds,
+        });
+    }
+    // SimplyBook's bookings the ledger does not have, after the ledger's.
+    for (booking_ref, kind) in &gaps {
+        if !month.bookings.iter().any(|b| b.booking_ref == *booking_ref) {
+            c.bookings.push(StatementBooking {
+                booking_ref: (*booking_ref).to_string(),
+                simplybook: (*kind).to_string(),
+                differences: vec![(*kind).to_string()],
+                ..Default::default()
+            });
+        }
+    }
+    c.bookings[month.bookings.len()..].sort_by(|a, b| a.booking_ref.cmp(&b.booking_ref));
+    // Invoice lines for bookings the ledger has not got this month.
+    for (booking_ref, fee) in &lines {
+        if !month.bookings.iter().any(|b| b.booking_ref == *booking_ref) {
+            found(
+                booking_ref,
+                "invoiced_not_billable",
+                format!(
+                    "invoiced {}; not a booking of this month in the ledger",
+                    fmt(*fee)
+                ),
+            );
+        }
+    }
+
+    // Deposit lines that name no booking.
+    let unmatched_sum: Decimal = month
+        .unmatched
+        .iter()
+        .map(|u| value(u.amount.as_ref()))
+        .sum();
+    for u in &month.unmatched {
+        found(
+            &format!(
+                "line {} ({}, {})",
+                u.line,
+                u.received_on,
+                fmt(value(u.amount.as_ref()))
+            ),
+            "deposit_unmatched",
+            "names no booking: match it by hand or refund it".into(),
+        );
+    }
+
+    // The invoice.
+    match invoice {
+        None if billable_n > 0 => found(
+            "invoice",
+            "not_invoiced",
+            format!(
+                "{billable_n} billable booking(s), fees {}: the month is not closed",
+                fmt(fees)
+            ),
+        ),
+        Some((i, _)) if i.status == InvoiceStatus::Overdue => found(
+            "invoice",
+            "invoice_unpaid",
+            format!(
+                "{} total {}, paid {}, due {}",
+                i.number,
+                fmt(i.total),
+                fmt(i.amount_paid),
+                i.due_date
+            ),
+        ),
+        _ => {}
+    }
+
+    let statuses = by_status
+        .iter()
+        .map(|(s, (n, _))| format!("{s} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let total_value: Decimal = by_status.values().map(|(_, v)| *v).sum();
+    c.booking_legs.push(leg(
+        "simplybook",
+        month
+            .reconciliation
+            .as_ref()
+            .map_or(0, |r| r.simplybook_bookings as usize),
+        None,
+        currency,
+        simplybook_detail,
+    ));
+    c.booking_legs.push(leg(
+        "ledger",
+        month.bookings.len(),
+        Some(total_value),
+        currency,
+        statuses,
+    ));
+    for (status, (n, v)) in &by_status {
+        c.booking_legs.push(leg(
+            &format!("ledger_{status}"),
+            *n,
+            Some(*v),
+            currency,
+            String::new(),
+        ));
+    }
+    c.booking_legs.push(leg(
+        "invoice_billable",
+        lines.len(),
+        invoice.map(|_| invoiced_value),
+        currency,
+        match invoice {
+            Some((i, _)) => format!("{} ({})", i.number, i.status),
+            None => "no invoice: the month is not closed".into(),
+        },
+    ));
+    c.booking_legs.push(leg(
+        "deposits_expected",
+        expected_n,
+        Some(expected_sum),
+        currency,
+        "bookings not cancelled".into(),
+    ));
+    c.booking_legs.push(leg(
+        "deposits_received",
+        received_n,
+        Some(received_sum),
+        currency,
+        "matched to the month's bookings".into(),
+    ));
+    c.booking_legs.push(leg(
+        "deposits_unmatched",
+        month.unmatched.len(),
+        Some(unmatched_sum),
+        currency,
+        "lines naming no booking".into(),
+    ));
+    c.fee_legs.push(leg(
+        "fees_billable",
+        billable_n,
+        Some(fees),
+        currency,
+        "confirmed and completed".into(),
+    ));
+    if let Some((i, lines)) = invoice {
+        let adjustments: Decimal = lines
+            .iter()
+            .filter(|l| l.kind != LINE_BOOKING)
+            .map(|l| l.platform_fee)
+            .sum();
+        c.fee_legs.push(leg(
+            "invoice_total",
+            lines.len(),
+            Some(i.total),
+            currency,
+            format!(
+                "subtotal {}, adjustments {}, tax {}",
+                fmt(i.subtotal),
+                fmt(adjustments),
+                fmt(i.tax)
+            ),
+        ));
+        c.fee_legs.push(leg(
+            "payments_received",
+            0,
+            Some(i.amount_paid),
+            currency,
+            format!("balance {}", fmt(i.total - i.amount_paid)),
+        ));
+    }
+    c
+}
+
+fn or_none(s: &str) -> &str {
+    if s.is_empty() { "none" } else { s }
+}
+
+/// The recorded differences as the statement lists them.
+fn differences(rows: &[DifferenceRow]) -> Vec<StatementDifference> {
+    rows.iter()
+        .map(|r| StatementDifference {
+            subject: r.subject.clone(),
+            kind: r.kind.clone(),
+            detail: r.detail.clone(),
+            status: r.status().into(),
+            explanation: r.explanation.clone().unwrap_or_default(),
+            first_seen: Some(timestamp(r.first_seen)),
+            fixed_at: r.fixed_at.map(timestamp),
+        })
+        .collect()
+}
+
+/// Why a statement could not be composed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatementError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("asking the ledger: {0}")]
+    Ledger(tonic::Status),
+}
+
+/// Composes statements: the ledger asked, the invoice read, the differences recorded.
+pub struct Statements<'a> {
+    pub store: &'a Store,
+    pub ledger: LedgerServiceClient<TracedChannel>,
+}
+
+impl Statements<'_> {
+    /// The statement of `profile`'s tenant for `period`, its differences recorded.
+    pub async fn month(
+        &self,
+        profile: &Profile,
+        period: BillingPeriod,
+    ) -> Result<MonthStatement, StatementError> {
+        let tenant_id = profile.tenant_id.as_str();
+        let month = self
+            .ledger
+            .clone()
+            .get_month_deposits(GetMonthDepositsRequest {
+                tenant_id: tenant_id.to_string(),
+                period: period.to_string(),
+            })
+            .await
+            .map_err(StatementError::Ledger)?
+            .into_inner();
+        let mut conn = self.store.pool().acquire().await?;
+        let invoice = self
+            .store
+            .find_live(&mut conn, tenant_id, &period.to_string())
+            .await?;
+        drop(conn);
+        let lines = match &invoice {
+            Some(i) => self.store.lines(i.id).await?,
+            None => Vec::new(),
+        };
+        let composed = compose(
+            &month,
+            invoice.as_ref().map(|i| (i, lines.as_slice())),
+            profile.currency,
+        );
+        let rows = self
+            .store
+            .record_statement(
+                tenant_id,
+                &period.to_string(),
+                &composed.found,
+                composed.missing_deposits,
+            )
+            .await?;
+        let differences = differences(&rows);
+        Ok(MonthStatement {
+            tenant_id: tenant_id.to_string(),
+            period: period.to_string(),
+            tenant_name: profile.legal_name.clone(),
+            currency: profile.currency.code().to_string(),
+            composed_at: Some(timestamp(Utc::now())),
+            booking_legs: composed.booking_legs,
+            fee_legs: composed.fee_legs,
+            bookings: composed.bookings,
+            open_differences: u32::try_from(
+                differences.iter().filter(|d| d.status == "open").count(),
+            )
+            .unwrap_or(u32::MAX),
+            differences,
+            invoice_number: invoice
+                .as_ref()
+                .map(|i| i.number.clone())
+                .unwrap_or_default(),
+            invoice_status: invoice.map(|i| i.status.to_string()).unwrap_or_default(),
+        })
+    }
+}
