@@ -62,8 +62,12 @@ async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
     .fetch_one(pool)
     .await?;
     metrics::gauge!("invoicing_unpaid_past_due_48h_invoices").set(late as f64);
-    // Each tenant's latest month statement (composed after the close, the nightly
-    // reconciliation and every `billingctl report month`).
+    refresh_statements(pool).await
+}
+
+/// The statement gauges, from each tenant's latest composed month (composed after the close,
+/// the nightly refresh and every `billingctl report month`); also right after a composition.
+pub async fn refresh_statements(pool: &PgPool) -> Result<(), sqlx::Error> {
     let statements = sqlx::query!(
         "select distinct on (tenant_id) tenant_id, open_differences, missing_deposits
          from invoicing.month_statements order by tenant_id, period desc"

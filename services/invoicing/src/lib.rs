@@ -17,7 +17,7 @@
 //! - `stripe`: pushing invoices to Stripe; `stripe::{errors, find, limits}`.
 //!
 //! No cycles: `grpc` uses the others; `bank` and `consumer` use `lifecycle`; `lifecycle` and
-//! `close` use `stripe`; `stripe` uses `profile` and `store`; `gauges` uses `store`; `statement` uses `store` and `profile`; `store` and
+//! `close` use `stripe`; `stripe` uses `profile` and `store`; `gauges` uses `store`; `statement` uses `store`, `profile` and `gauges`; `store` and
 //! `profile` use no other module.
 #![forbid(unsafe_code)]
 

@@ -463,6 +463,7 @@ impl Statements<'_> {
                 composed.missing_deposits,
             )
             .await?;
+        crate::gauges::refresh_statements(self.store.pool()).await?;
         let differences = differences(&rows);
         Ok(MonthStatement {
             tenant_id: tenant_id.to_string(),

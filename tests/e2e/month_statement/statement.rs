@@ -2,7 +2,8 @@
 //! one cancelled after its deposit, a mangled reference, an unknown line, and a booking
 //! SimplyBook has that the ledger missed — and its month statement: exactly those differences,
 //! each leg's count and sum, unchanged by a second import; explained and fixed differences
-//! shown as such; the CSV one row per booking; `pdftotext` of the PDF showing every figure.
+//! shown as such, and in invoicing's gauges; the CSV one row per booking; `pdftotext` of the
+//! PDF showing every figure.
 
 use std::collections::BTreeSet;
 
@@ -69,6 +70,15 @@ fn leg(s: &Value, name: &str) -> (u64, String) {
         .unwrap_or_default()
 }
 
+/// Claire's statement gauges on invoicing's /metrics: (missing deposits, open differences).
+async fn gauges(system: &System) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    let metrics = system.metrics(system.invoicing).await?;
+    Ok((
+        metrics.value(r#"invoicing_statement_missing_deposits{tenant="claire"}"#),
+        metrics.value(r#"invoicing_statement_open_differences{tenant="claire"}"#),
+    ))
+}
+
 fn expected(status_of: impl Fn(&str) -> &'static str) -> BTreeSet<(String, String, String)> {
     [
         ("9402", "deposit_short"),
@@ -85,7 +95,9 @@ fn expected(status_of: impl Fn(&str) -> &'static str) -> BTreeSet<(String, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_month_statement_lists_exactly_the_months_differences() -> anyhow::Result<()> {
-    let system = System::start().await?;
+    // Alone: it reads Claire's statement gauges on the process's metrics, which another test's
+    // monthly close (it composes her statement) would set too.
+    let system = System::builder().everything().alone().start().await?;
     let result = month(&system).await;
     system.finish(result).await
 }
@@ -117,6 +129,7 @@ async fn month(system: &System) -> anyhow::Result<()> {
     assert_eq!(code, Some(ATTENTION), "{s}");
     assert_eq!(differences(&s), expected(|_| "open"), "{s}");
     assert_eq!(s["open_differences"], 6);
+    assert_eq!(gauges(system).await?, (Some(1.0), Some(6.0)));
     assert_eq!(leg(&s, "simplybook"), (6, String::new()));
     assert_eq!(leg(&s, "ledger"), (5, "AUD 520.00".into()));
     assert_eq!(leg(&s, "ledger_confirmed"), (4, "AUD 470.00".into()));
@@ -189,6 +202,22 @@ async fn month(system: &System) -> anyhow::Result<()> {
     };
     assert_eq!(differences(&s), expected(status), "{s}");
     assert_eq!(s["open_differences"], 4);
+    assert_eq!(gauges(system).await?, (Some(1.0), Some(4.0)));
+    // The nightly refresh composes every tenant's month; Claire's is as above.
+    let out = system
+        .billingctl(&["report", "refresh", "--period", "2026-10", "--json"])
+        .await?;
+    assert_eq!(out.status.code(), Some(ATTENTION), "{out:?}");
+    let rows: Value = serde_json::from_slice(&out.stdout)?;
+    let claire = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["tenant"] == "claire")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(claire["open_differences"], 4, "{rows}");
+    assert_eq!(claire["missing_deposits"], 1, "{rows}");
 
     // The CSV: one row per booking with every leg's value.
     let out = system

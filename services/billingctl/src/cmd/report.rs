@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use billing_proto::Money;
 use billing_proto::invoicing::{
-    ExplainStatementDifferenceRequest, GetMonthStatementRequest, MonthStatement, StatementLeg,
+    ExplainStatementDifferenceRequest, GetMonthStatementRequest, ListTenantProfilesRequest,
+    MonthStatement, StatementLeg,
 };
 use billing_proto::notifier::RenderStatementPdfRequest;
 
@@ -34,6 +35,14 @@ pub enum ReportCmd {
         /// Write here instead of standard output (a PDF needs it unless stdout is redirected).
         #[arg(long, short)]
         out: Option<PathBuf>,
+    },
+    /// Compose every tenant's month statement again (the nightly CronJob after the
+    /// reconciliation does), so the gauges and alerts follow the latest imports, repairs and
+    /// payments. One line a tenant; exits 3 while any has an open difference.
+    Refresh {
+        /// YYYY-MM, `previous` or `current` (each tenant's month in its time zone).
+        #[arg(long, default_value = "previous")]
+        period: String,
     },
     /// Record why a difference on a month statement is as it is (shown as `explained`).
     Explain {
@@ -145,6 +154,7 @@ pub async fn run(conn: &Conn, json: bool, cmd: ReportCmd) -> anyhow::Result<Outc
             }
             Ok(Outcome::attention_unless(statement.open_differences == 0))
         }
+        ReportCmd::Refresh { period } => refresh(conn, json, &period).await,
         ReportCmd::Explain {
             tenant,
             period,
@@ -175,6 +185,57 @@ pub async fn run(conn: &Conn, json: bool, cmd: ReportCmd) -> anyhow::Result<Outc
             Ok(Outcome::Done)
         }
     }
+}
+
+const REFRESHED: Table<4> = Table::new([
+    left("TENANT", 16),
+    left("PERIOD", 8),
+    right("OPEN", 6),
+    last("MISSING DEPOSITS"),
+]);
+
+/// Composes every tenant's statement of `period`; attention while one has an open difference.
+async fn refresh(conn: &Conn, json: bool, period: &str) -> anyhow::Result<Outcome> {
+    let mut invoicing = conn.invoicing()?;
+    let profiles = invoicing
+        .list_tenant_profiles(ListTenantProfilesRequest {})
+        .await
+        .context("listing tenants")?
+        .into_inner()
+        .profiles;
+    let mut statements = Vec::with_capacity(profiles.len());
+    for p in &profiles {
+        let s = invoicing
+            .get_month_statement(GetMonthStatementRequest {
+                tenant_id: p.tenant_id.clone(),
+                period: period.to_string(),
+            })
+            .await
+            .with_context(|| format!("composing {}'s month statement", p.tenant_id))?
+            .into_inner();
+        statements.push(s);
+    }
+    let missing = |s: &MonthStatement| {
+        s.bookings
+            .iter()
+            .filter(|b| b.deposit_outcome == "missing")
+            .count()
+    };
+    let row_json = |s: &MonthStatement| {
+        serde_json::json!({
+            "tenant": s.tenant_id, "period": s.period, "open_differences": s.open_differences,
+            "missing_deposits": missing(s),
+        })
+    };
+    output::print_list(json, &statements, row_json, |statements| {
+        REFRESHED.header();
+        for s in statements {
+            REFRESHED.row([&s.tenant_id, &s.period, &s.open_differences, &missing(s)]);
+        }
+    })?;
+    Ok(Outcome::attention_unless(
+        statements.iter().all(|s| s.open_differences == 0),
+    ))
 }
 
 fn print_statement(s: &MonthStatement) {
