@@ -19,6 +19,12 @@ command -v pdftotext >/dev/null 2>&1 && command -v pdffonts >/dev/null 2>&1 ||
 # Chinese and Korean names with them.
 [ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] && [ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc ] ||
   apt_install fonts-noto-cjk "Noto Sans CJK: the notifier's fonts for Japanese, Chinese and Korean names"
+# The console's browser test (tests/e2e/console_browser.rs): Debian's headless Chromium and its
+# WebDriver, and axe-core from npm at the version tests/browser/package-lock.json pins.
+[ -x /usr/bin/chromium ] || apt_install chromium "headless Chromium for the console's browser test"
+[ -x /usr/bin/chromedriver ] || apt_install chromium-driver "chromedriver drives that Chromium"
+[ -f tests/browser/node_modules/axe-core/axe.min.js ] ||
+  npm ci --prefix tests/browser --no-audit --no-fund >/dev/null
 cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 
 # The end-to-end tests drive billingctl as an operator would: build the binary first.

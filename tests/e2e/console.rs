@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use crate::harness::{ADMIN_TOKEN, System, eventually};
 use crate::invoicing::{Publisher, client, issued, ledger_has};
 
-const DANA_PASSWORD: &str = "correct horse battery staple";
-const VIC_PASSWORD: &str = "viewer password for vic";
+pub(crate) const DANA_PASSWORD: &str = "correct horse battery staple";
+pub(crate) const VIC_PASSWORD: &str = "viewer password for vic";
 
 /// A browser as far as the console can tell: cookies kept by hand (the console's are Secure,
 /// which a cookie jar would not send over plain HTTP on loopback), redirects not followed.
@@ -130,7 +130,7 @@ impl Browser {
     }
 }
 
-async fn start_console(
+pub(crate) async fn start_console(
     system: &System,
 ) -> anyhow::Result<(SocketAddr, CancellationToken, tokio::task::JoinHandle<()>)> {
     let accounts = std::env::temp_dir().join(format!(

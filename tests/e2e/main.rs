@@ -5,6 +5,7 @@ mod bank_statements;
 mod billingctl;
 mod cluster;
 mod console;
+mod console_browser;
 mod descriptors;
 mod duplicate_delivery;
 mod fetch_on_notify;

@@ -158,7 +158,7 @@ pub async fn page_for(state: &Shared, who: &Operator) -> Result<Response, Refusa
                 p {
                     "Months in " (profile.time_zone) ", " (profile.currency) ". "
                     @if *dead > 0 {
-                        a href={"/dead-letters?tenant=" (profile.tenant_id)} { strong { (dead) " dead letters" } }
+                        a href={"/dead-letters?tenant=" (profile.tenant_id)} { strong { "Dead letters: " (dead) } }
                     } @else { "No dead letters." }
                 }
                 table {
