@@ -12,6 +12,7 @@
 //! - `web`: routes, security headers, the signed-in operator, the checks of every POST.
 //! - `pages`: one module a page (overview, invoices, dead letters, sign-in) and the frame.
 //! - `format`: money and times as the pages show them.
+//! - `metrics`: what each metric means.
 //!
 //! No cycles: `web` uses `pages`, and `pages` use `web`'s types (`Operator`, `Refusal`) only.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@
 pub mod accounts;
 mod backend;
 mod format;
+mod metrics;
 mod pages;
 pub mod sessions;
 mod web;
@@ -144,6 +146,9 @@ pub async fn migrate(database_url: &str) -> Result<(), Error> {
 
 /// Serves the console on `listener` until `shutdown`.
 pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    // The metrics recorder first: anything counted before it exists would be lost.
+    billing_runtime::ops::prometheus();
+    metrics::describe();
     let accounts = accounts::Accounts::read(
         config
             .accounts_file
