@@ -120,6 +120,22 @@ for port in 8080 8081 8082 8083; do
   done
 done
 
+# The operator console (docs/console.md) on 127.0.0.1:8084: its own schema and runtime role, the
+# services' admin token, and one demo login (an admin) with a password made for this run.
+psql "$PG_ADMIN_URL" -qc "do \$\$ begin create role console_runtime; exception when duplicate_object then null; end \$\$" \
+  -c "alter role console_runtime login password 'console_runtime-dev-only'"
+env CONSOLE_DATABASE_URL="$DB_URL" "$BIN/console" --migrate-only
+CONSOLE_PASSWORD="demo-$RUN_ID-$RANDOM$RANDOM"
+printf 'demo admin %s\n' "$(printf '%s\n' "$CONSOLE_PASSWORD" | "$BIN/console" hash-password)" >"$DEMO_DIR/console-accounts"
+start console env CONSOLE_LISTEN_ADDR=127.0.0.1:8084 CONSOLE_TOKEN="$ADMIN_TOKEN" \
+  CONSOLE_DATABASE_URL="${DB_URL%%://*}://console_runtime:console_runtime-dev-only@${DB_URL#*@}" \
+  CONSOLE_ACCOUNTS_FILE="$DEMO_DIR/console-accounts" "$BIN/console"
+for i in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:8084/readyz" >/dev/null 2>&1 && break
+  [ "$i" = 100 ] && { echo "the console did not become ready; see $DEMO_DIR/logs/console.log" >&2; exit 1; }
+  sleep 0.2
+done
+
 for i in $(seq 1 100); do
   [ -s "$DEMO_DIR/callbacks.json" ] && break
   [ "$i" = 100 ] && { echo "the SimplyBook emulator did not start; see $DEMO_DIR/logs/simplybook.log" >&2; exit 1; }
@@ -202,3 +218,6 @@ print("%s,TRANSFER FROM A STRANGER,12.34,GIFT" % inv["issue_date"])' >"$DEMO_DIR
 echo
 echo "Emails (.eml) and invoice PDFs are in $DEMO_DIR/mail, exports and the statement in"
 echo "$DEMO_DIR, service logs in $DEMO_DIR/logs. billingctl's token for this run: $ADMIN_TOKEN"
+echo
+echo "The operator console: http://127.0.0.1:8084 (sign in as demo, password $CONSOLE_PASSWORD)"
+[ "${KEEP_RUNNING:-0}" = 1 ] || echo "(the services stop now; KEEP_RUNNING=1 scripts/demo.sh leaves them and the console up)"

@@ -4,3 +4,5 @@
 grant usage on schema console to {role};
 grant select, insert, delete on sessions, login_failures to {role};
 grant usage, select on all sequences in schema console to {role};
+-- Start-up checks, as the runtime role, that every migration of this build is applied.
+grant select on _sqlx_migrations to {role};

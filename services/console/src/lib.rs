@@ -47,7 +47,7 @@ pub use web::{LOGIN_COOKIE, SESSION_COOKIE};
 pub struct Config {
     /// Address for the console's pages and its ops endpoints. Serve it behind the cluster's
     /// ingress (TLS there): its cookies are Secure.
-    #[arg(long, env = "CONSOLE_LISTEN_ADDR", default_value = "0.0.0.0:8090")]
+    #[arg(long, env = "CONSOLE_LISTEN_ADDR", default_value = "0.0.0.0:8084")]
     pub listen_addr: SocketAddr,
     /// PostgreSQL URL; sessions live in the `console` schema.
     #[arg(
