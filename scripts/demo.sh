@@ -4,9 +4,10 @@
 # shapes of tests/fixtures/simplybook/), send last month's bookings as SimplyBook's native
 # callbacks (Claire's and Kenji's, fetched back from the emulator) and as signed forwarder
 # payloads (Kenji's), reconcile with SimplyBook and repair a lost callback, run the monthly close,
-# and show the invoices that were emailed. Nothing leaves 127.0.0.1. NATS is a server of the
-# demo's own (127.0.0.1:4223, store under .demo/) with the production permissions of
-# deploy/nats/nats-server.conf: each service logs in as itself.
+# show the invoices that were emailed, import a bank statement and Claire's deposits export, and
+# print her month statement (SimplyBook = ledger = invoice = deposits = payments). Nothing
+# leaves 127.0.0.1. NATS is a server of the demo's own (127.0.0.1:4223, store under .demo/) with
+# the production permissions of deploy/nats/nats-server.conf: each service logs in as itself.
 #
 # Everything it writes goes under .demo/ (logs, received emails, PDFs). Services are stopped at
 # the end unless KEEP_RUNNING=1.
@@ -216,8 +217,37 @@ print("%s,TRANSFER FROM C HAMILTON,%s,%s" % (inv["issue_date"], half, inv["numbe
 print("%s,TRANSFER FROM A STRANGER,12.34,GIFT" % inv["issue_date"])' >"$DEMO_DIR/statement.csv"
 "$BIN/billingctl" reconcile bank "$DEMO_DIR/statement.csv" || echo "(exit status $?: the stranger's transfer is left for a person)"
 echo
-echo "Emails (.eml) and invoice PDFs are in $DEMO_DIR/mail, exports and the statement in"
-echo "$DEMO_DIR, service logs in $DEMO_DIR/logs. billingctl's token for this run: $ADMIN_TOKEN"
+echo "==> Claire's deposits export (her HNRY account): a mangled reference, a deposit paid short,"
+echo "    one paid twice, one missing, a line naming no booking; imported twice (nothing changes)"
+"$BIN/billingctl" bookings list --tenant claire --json | python3 -c '
+import json, sys
+from decimal import Decimal
+rows = [b for b in json.load(sys.stdin) if b["status"] in ("confirmed", "completed")]
+print("Date,Description,Amount,Reference")
+for i, b in enumerate(rows):
+    day, ref = b["session_at"][:10], b["booking_ref"]
+    deposit = Decimal(b["deposit"].split()[-1])
+    if i == 0:
+        print("%s,ONLINE DEPOSIT,%s,bk-%s" % (day, deposit, ref))
+    elif i == 1:
+        print("%s,ONLINE DEPOSIT,%s,%s" % (day, (deposit / 2).quantize(deposit), ref))
+    elif i == 2:
+        print("%s,ONLINE DEPOSIT,%s,Booking %s" % (day, deposit, ref))
+        print("%s,ONLINE DEPOSIT,%s,Booking %s" % (day, deposit, ref))
+    elif i != 3:
+        print("%s,ONLINE DEPOSIT,%s,%s" % (day, deposit, ref))
+print("%s,TRANSFER FROM A STRANGER,15.00,THANKS" % rows[0]["session_at"][:10])' >"$DEMO_DIR/deposits.csv"
+"$BIN/billingctl" reconcile deposits --tenant claire "$DEMO_DIR/deposits.csv" || echo "(exit status $?: the stranger's line is left for a person)"
+"$BIN/billingctl" reconcile deposits --tenant claire "$DEMO_DIR/deposits.csv" >/dev/null || true
+echo
+echo "==> Claire's month statement: SimplyBook = ledger = invoice = deposits; fees = invoice = payments"
+"$BIN/billingctl" report month --tenant claire --period "$period" || echo "(exit status $?: differences open for a person)"
+"$BIN/billingctl" report month --tenant claire --period "$period" --format pdf --out "$DEMO_DIR/claire-$period-statement.pdf" || true
+"$BIN/billingctl" report month --tenant claire --period "$period" --format csv --out "$DEMO_DIR/claire-$period-statement.csv" || true
+echo
+echo "Emails (.eml) and invoice PDFs are in $DEMO_DIR/mail, exports, the bank statement, the"
+echo "deposits export and the month statement (PDF, CSV) in $DEMO_DIR, service logs in"
+echo "$DEMO_DIR/logs. billingctl's token for this run: $ADMIN_TOKEN"
 echo
 echo "The operator console: http://127.0.0.1:8084 (sign in as demo, password $CONSOLE_PASSWORD)"
 [ "${KEEP_RUNNING:-0}" = 1 ] || echo "(the services stop now; KEEP_RUNNING=1 scripts/demo.sh leaves them and the console up)"

@@ -62,6 +62,7 @@ fn value(m: Option<&Money>) -> Decimal {
 pub fn compose(
     month: &GetMonthDepositsResponse,
     invoice: Option<(&InvoiceRow, &[LineRow])>,
+    payments: usize,
     currency: Currency,
 ) -> Composed {
     let mut c = Composed::default();
@@ -378,7 +379,7 @@ pub fn compose(
         ));
         c.fee_legs.push(leg(
             "payments_received",
-            0,
+            payments,
             Some(i.amount_paid),
             currency,
             format!("balance {}", fmt(i.total - i.amount_paid)),
@@ -445,13 +446,17 @@ impl Statements<'_> {
             .find_live(&mut conn, tenant_id, &period.to_string())
             .await?;
         drop(conn);
-        let lines = match &invoice {
-            Some(i) => self.store.lines(i.id).await?,
-            None => Vec::new(),
+        let (lines, payments) = match &invoice {
+            Some(i) => (
+                self.store.lines(i.id).await?,
+                self.store.payments(i.id).await?.len(),
+            ),
+            None => (Vec::new(), 0),
         };
         let composed = compose(
             &month,
             invoice.as_ref().map(|i| (i, lines.as_slice())),
+            payments,
             profile.currency,
         );
         let rows = self
@@ -485,5 +490,165 @@ impl Statements<'_> {
                 .unwrap_or_default(),
             invoice_status: invoice.map(|i| i.status.to_string()).unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use billing_proto::ledger::{
+        BookingDeposit, MonthReconciliation, ReconciliationGap, UnmatchedDeposit,
+    };
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::store::example_invoice;
+
+    fn aud(a: &str) -> Option<Money> {
+        Some(money("AUD", a.to_string()))
+    }
+
+    fn booking(
+        r: &str,
+        status: &str,
+        fee: &str,
+        expected: &str,
+        received: &str,
+        outcome: &str,
+    ) -> BookingDeposit {
+        BookingDeposit {
+            booking_ref: r.into(),
+            status: status.into(),
+            total: aud("100.00"),
+            platform_fee: aud(fee),
+            expected: aud(expected),
+            received: aud(received),
+            outcome: outcome.into(),
+            ..Default::default()
+        }
+    }
+
+    fn line(r: &str, fee: &str) -> LineRow {
+        LineRow {
+            position: 0,
+            booking_id: Uuid::nil(),
+            booking_ref: r.into(),
+            session_at: chrono::DateTime::UNIX_EPOCH,
+            service_name: String::new(),
+            booking_amount: "100.00".parse().expect("amount"),
+            platform_fee: fee.parse().expect("fee"),
+            kind: LINE_BOOKING.into(),
+            description: String::new(),
+        }
+    }
+
+    fn month() -> GetMonthDepositsResponse {
+        GetMonthDepositsResponse {
+            tenant_id: "claire".into(),
+            period: "2026-10".into(),
+            currency: "AUD".into(),
+            bookings: vec![
+                booking("1", "confirmed", "20.00", "20.00", "20.00", "received"),
+                booking("2", "confirmed", "20.00", "20.00", "0.00", "missing"),
+                booking("3", "cancelled", "20.00", "20.00", "20.00", "refund_due"),
+                booking("4", "completed", "20.00", "20.00", "10.00", "short"),
+            ],
+            unmatched: vec![UnmatchedDeposit {
+                line: 7,
+                received_on: "2026-10-02".into(),
+                amount: aud("5.00"),
+                imported_at: None,
+            }],
+            reconciliation: Some(MonthReconciliation {
+                simplybook_bookings: 5,
+                gaps: vec![ReconciliationGap {
+                    booking_ref: "9".into(),
+                    kind: "missing_in_ledger".into(),
+                    simplybook: "confirmed".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn kinds(c: &Composed) -> Vec<(&str, &str)> {
+        let mut found: Vec<(&str, &str)> = c
+            .found
+            .iter()
+            .map(|(s, k, _)| (s.as_str(), k.as_str()))
+            .collect();
+        found.sort_unstable();
+        found
+    }
+
+    #[test]
+    fn each_leg_that_disagrees_is_a_difference_by_booking() {
+        let currency: Currency = "AUD".parse().expect("AUD");
+        let mut invoice = example_invoice();
+        invoice.total = "60.00".parse().expect("total");
+        // Booking 2 is billed at another fee; booking 4 is missing from the invoice; the
+        // cancelled 3 was billed.
+        let lines = [line("1", "20.00"), line("2", "25.00"), line("3", "20.00")];
+        let c = compose(&month(), Some((&invoice, &lines)), 1, currency);
+        assert_eq!(
+            kinds(&c),
+            [
+                ("2", "deposit_missing"),
+                ("2", "fee_differs"),
+                ("3", "deposit_refund_due"),
+                ("3", "invoiced_not_billable"),
+                ("4", "billable_not_invoiced"),
+                ("4", "deposit_short"),
+                ("9", "missing_in_ledger"),
+                ("line 7 (2026-10-02, 5.00)", "deposit_unmatched"),
+            ]
+        );
+        assert_eq!(c.missing_deposits, 1);
+        // SimplyBook's booking the ledger lacks is listed after the ledger's.
+        let refs: Vec<&str> = c.bookings.iter().map(|b| b.booking_ref.as_str()).collect();
+        assert_eq!(refs, ["1", "2", "3", "4", "9"]);
+        let leg = |name: &str| {
+            c.booking_legs
+                .iter()
+                .chain(&c.fee_legs)
+                .find(|l| l.name == name)
+                .map(|l| (l.count, amount(l.amount.as_ref())))
+        };
+        let d = |s: &str| s.parse::<Decimal>().ok();
+        assert_eq!(leg("ledger"), Some((4, d("400.00"))));
+        assert_eq!(leg("ledger_confirmed"), Some((2, d("200.00"))));
+        assert_eq!(leg("invoice_billable"), Some((3, d("300.00"))));
+        assert_eq!(leg("deposits_expected"), Some((3, d("60.00"))));
+        assert_eq!(leg("deposits_received"), Some((3, d("50.00"))));
+        assert_eq!(leg("deposits_unmatched"), Some((1, d("5.00"))));
+        assert_eq!(leg("fees_billable"), Some((3, d("60.00"))));
+        assert_eq!(leg("invoice_total"), Some((3, d("60.00"))));
+        assert_eq!(leg("payments_received"), Some((1, d("10.00"))));
+    }
+
+    #[test]
+    fn a_month_that_agrees_has_no_difference_and_an_unclosed_one_says_so() {
+        let currency: Currency = "AUD".parse().expect("AUD");
+        let mut agreeing = month();
+        agreeing.bookings.truncate(1);
+        agreeing.unmatched.clear();
+        if let Some(r) = agreeing.reconciliation.as_mut() {
+            r.gaps.clear();
+        }
+        let invoice = example_invoice();
+        let lines = [line("1", "20.00")];
+        let c = compose(&agreeing, Some((&invoice, &lines)), 0, currency);
+        assert!(c.found.is_empty(), "{:?}", c.found);
+        let c = compose(&agreeing, None, 0, currency);
+        assert_eq!(kinds(&c), [("invoice", "not_invoiced")]);
+        agreeing.reconciliation = None;
+        let c = compose(&agreeing, None, 0, currency);
+        assert_eq!(
+            kinds(&c),
+            [
+                ("invoice", "not_invoiced"),
+                ("simplybook", "not_reconciled")
+            ]
+        );
     }
 }

@@ -30,12 +30,12 @@ const LEG_COUNT_RIGHT: f32 = LEFT + 200.0;
 const LEG_AMOUNT_RIGHT: f32 = LEFT + 280.0;
 const LEG_DETAIL: f32 = LEFT + 292.0;
 // Differences: subject, kind, status, detail.
-const DIFF_KIND: f32 = LEFT + 118.0;
-const DIFF_STATUS: f32 = LEFT + 228.0;
-const DIFF_DETAIL: f32 = LEFT + 278.0;
+const DIFF_KIND: f32 = LEFT + 140.0;
+const DIFF_STATUS: f32 = LEFT + 248.0;
+const DIFF_DETAIL: f32 = LEFT + 294.0;
 // Bookings: text columns by left edge, amounts by right edge.
-const B_SESSION: f32 = LEFT + 44.0;
-const B_SIMPLYBOOK: f32 = LEFT + 100.0;
+const B_SESSION: f32 = LEFT + 50.0;
+const B_SIMPLYBOOK: f32 = LEFT + 104.0;
 const B_LEDGER: f32 = LEFT + 182.0;
 const B_FEE_RIGHT: f32 = LEFT + 272.0;
 const B_INVOICED_RIGHT: f32 = LEFT + 318.0;
@@ -264,7 +264,7 @@ fn draw(c: &mut Canvas<'_, '_, '_>, s: &MonthStatement, item: &Item<'_>, y: f32)
                 B_LEDGER - B_SIMPLYBOOK - 4.0,
             );
             let ledger = if b.ledger_status.is_empty() {
-                "not recorded"
+                "none"
             } else {
                 b.ledger_status.as_str()
             };
