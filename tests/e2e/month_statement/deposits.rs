@@ -145,3 +145,58 @@ async fn booking_deposits(system: &System) -> anyhow::Result<()> {
     assert_eq!(outcomes, expected);
     Ok(())
 }
+
+/// A signed booking of Claire's for `client`, as a forwarder sends it.
+fn signed_booking(id: &str, at: &str, client: Value) -> String {
+    serde_json::json!({
+        "booking_id": id, "price": "100.00", "currency": "AUD", "datetime": at,
+        "service": {"name": "Remedial massage 60 min"}, "client": client,
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_line_naming_no_booking_offers_the_clients_own_booking_first() -> anyhow::Result<()> {
+    let system = System::start().await?;
+    let result = same_client(&system).await;
+    system.finish(result).await
+}
+
+async fn same_client(system: &System) -> anyhow::Result<()> {
+    use crate::harness::CLAIRE_SECRET;
+    // Two bookings with the same deposit (20.00) a day apart: Jo's and Sam's.
+    let jo = serde_json::json!({"name": "Jo Bloggs", "email": "jo.bloggs@example.test"});
+    let sam = serde_json::json!({"name": "Sam Citizen", "email": "sam.citizen@example.test"});
+    for (id, at, client) in [
+        ("9502", "2026-10-10 10:00:00", sam),
+        ("9501", "2026-10-11 10:00:00", jo),
+    ] {
+        let body = signed_booking(id, at, client);
+        let response = system
+            .post_signed("claire", &format!("msg_deposit_{id}"), &body, CLAIRE_SECRET)
+            .await?;
+        anyhow::ensure!(response.status() == 202, "{id}: {}", response.status());
+    }
+    crate::invoicing::ledger_has(system, 2).await?;
+    // The payer's email, in another case, and no booking id: Jo's booking first, by her
+    // email's keyed digest (nothing is decrypted); Sam's still offered; neither applied.
+    let export = "Date,Description,Amount,Reference\n\
+                  2026-10-01,PAYMENT FROM Jo.Bloggs@Example.test,20.00,\n";
+    let (code, rows) = import(system, "jo.csv", export, &[]).await?;
+    assert_eq!(code, Some(ATTENTION), "{rows:?}");
+    let line = row(&rows, 2);
+    assert_eq!(text(&line["outcome"]), "unmatched", "{line}");
+    let candidates: Vec<(&str, bool)> = line["candidates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| (text(&c["booking_ref"]), c["same_client"] == true))
+        .collect();
+    assert_eq!(candidates, [("9501", true), ("9502", false)], "{line}");
+    assert_eq!(
+        receipts(system).await?,
+        [(2, "20.00".to_string(), None)],
+        "stored unmatched"
+    );
+    Ok(())
+}
