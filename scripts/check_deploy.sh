@@ -15,6 +15,8 @@
 #   (the whole CRD instead when CNPG_CRD names its YAML file, from the operator's release
 #   manifest: no registry reachable here publishes it), and against config.yaml and the
 #   migration Job (the services reach billing-db-rw; each runtime role has its password Secret);
+# - that the operator console is not public by default (a ClusterIP Service, nothing routing to
+#   it from outside, a NetworkPolicy admitting only named namespaces);
 # - that every metric the alerts and the Grafana dashboard read is one the services export.
 # The promtool installed here also lints the services' live /metrics in the tests (e2e
 # observability::every_metric_has_help_text_and_passes_promtool, which fails without it).
@@ -308,6 +310,32 @@ refs = {e["valueFrom"]["secretKeyRef"]["name"] + "/" + e["valueFrom"]["secretKey
         for c in pod["initContainers"] + pod["containers"] for e in c.get("env", []) if e["name"].endswith("_DATABASE_URL")}
 assert refs == {f"{name}-app/uri"}, f"the migration Job's database URLs come from {refs}, not {name}-app/uri"
 print(f"the services reach {name}-rw; each runtime role has its password Secret; the migration Job logs in as the owner")
+EOF
+
+echo "--- the operator console is never public (deploy/k8s/console.yaml, networkpolicy.yaml)"
+"$venv/bin/python" - "$work/built.yaml" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+def named(kind, name):
+    return [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+[deploy] = named("Deployment", "console")
+[service] = named("Service", "console")
+assert service["spec"].get("type", "ClusterIP") == "ClusterIP", f"the console's Service is {service['spec'].get('type')}"
+routes = [d["metadata"]["name"] for d in docs if d["kind"] in ("Ingress", "HTTPRoute")
+          or (d["kind"] == "Service" and d["spec"].get("type") in ("LoadBalancer", "NodePort")
+              and d["spec"].get("selector", {}).get("app.kubernetes.io/name") == "console")]
+assert not routes, f"something routes to the console from outside by default: {routes}"
+policies = [d for d in docs if d["kind"] == "NetworkPolicy"
+            and d["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "console"]
+assert len(policies) == 1, f"{len(policies)} NetworkPolicies select the console"
+for rule in policies[0]["spec"]["ingress"]:
+    for peer in rule["from"]:
+        assert "ipBlock" not in peer and peer.get("namespaceSelector", {}).get("matchLabels"), \
+            f"the console admits {peer}: only named namespaces (the ingress controller's, monitoring)"
+env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+for secret in ("CONSOLE_TOKEN", "CONSOLE_DATABASE_URL"):
+    assert "valueFrom" in env[secret], f"{secret} is written in the manifest, not read from a Secret"
+print("the console: a ClusterIP Service, no Ingress, reachable from the ingress controller's namespace and monitoring only; its token and database URL from Secrets")
 EOF
 
 echo "--- every metric the alert rules and the dashboard read is one the services export"

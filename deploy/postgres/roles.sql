@@ -5,3 +5,4 @@
 create role ledger_runtime login password 'example-only-ledger-runtime';
 create role invoicing_runtime login password 'example-only-invoicing-runtime';
 create role notifier_runtime login password 'example-only-notifier-runtime';
+create role console_runtime login password 'example-only-console-runtime';

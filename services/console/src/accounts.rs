@@ -237,6 +237,17 @@ mod tests {
         assert!(accounts.verify("dana", "the password ").await.is_none());
     }
 
+    #[tokio::test]
+    async fn the_compose_example_accounts_file_signs_its_admin_in() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/console/accounts.example");
+        let accounts = Arc::new(Accounts::read(&path).expect("a valid example"));
+        let admin = accounts
+            .verify("admin", "example-only-console-password")
+            .await;
+        assert_eq!(admin.map(|a| a.role), Some(Role::Admin));
+    }
+
     #[test]
     fn a_bad_line_is_named_without_its_text() {
         let argon2i = "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
