@@ -15,6 +15,8 @@
 # address, which tests must never contact. NATS_CLUSTER_BASE (default 14222) moves the ports:
 # clients on BASE, BASE+1, BASE+2; routes on BASE+2000..; monitoring on BASE+4000..
 # NATS_CLUSTER_DIR (default ~/.cache/billing-tracker/nats-cluster) holds configs, stores, logs.
+# NATS_SERVER_BIN names the nats-server to run (default: the PATH's, Debian's 2.9.10), e.g.
+# NATS_SERVER_BIN=$(scripts/nats-current.sh --bin) for 2.15.1.
 set -euo pipefail
 
 BASE="${NATS_CLUSTER_BASE:-14222}"
@@ -31,7 +33,8 @@ usage() {
 }
 
 server_bin() {
-  if command -v nats-server >/dev/null 2>&1; then command -v nats-server
+  if [ -n "${NATS_SERVER_BIN:-}" ]; then echo "$NATS_SERVER_BIN"
+  elif command -v nats-server >/dev/null 2>&1; then command -v nats-server
   elif [ -x /usr/sbin/nats-server ]; then echo /usr/sbin/nats-server
   else
     echo "nats-cluster.sh: nats-server is missing (Debian: apt-get install nats-server)" >&2

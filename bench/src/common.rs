@@ -1,7 +1,7 @@
 //! What the service benchmarks share: a database of their own, release service binaries run as
 //! child processes, and waiting for a count to be reached.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -178,7 +178,12 @@ pub async fn service_sessions(db: &sqlx::PgPool) -> anyhow::Result<String> {
 /// `base` (ledger-bench's `--nats r3`, fault-bench's `--cluster`), returning what it printed.
 pub async fn nats_cluster_script(dir: &Path, base: u16, command: &str) -> anyhow::Result<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-cluster.sh");
-    let out = Command::new(&script)
+    let mut script_command = Command::new(&script);
+    // The benchmarks' choice of server (BENCH_NATS_SERVER) for the cluster's nodes too.
+    if let Ok(server) = std::env::var("BENCH_NATS_SERVER") {
+        script_command.env("NATS_SERVER_BIN", server);
+    }
+    let out = script_command
         .arg(command)
         .env("NATS_CLUSTER_DIR", dir)
         .env("NATS_CLUSTER_BASE", base.to_string())
@@ -192,4 +197,75 @@ pub async fn nats_cluster_script(dir: &Path, base: u16, command: &str) -> anyhow
         String::from_utf8_lossy(&out.stderr).trim()
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A run's 3-node cluster: `scripts/nats-cluster.sh` with its directory inside the run's and its
+/// client ports from `base` (ledger-bench's `--nats r3`, ingest-bench's `--r3`).
+#[derive(Clone)]
+pub struct LocalCluster {
+    dir: PathBuf,
+    base: u16,
+    urls: String,
+}
+
+impl LocalCluster {
+    pub fn new(run_dir: &Path, base: u16) -> Self {
+        LocalCluster {
+            dir: run_dir.join("nats-cluster"),
+            base,
+            urls: String::new(),
+        }
+    }
+
+    /// Removes the stores of an earlier start and starts the three nodes.
+    pub async fn start_fresh(&mut self) -> anyhow::Result<()> {
+        self.script("reset").await?;
+        self.urls = self.script("start").await?.trim().to_string();
+        anyhow::ensure!(
+            !self.urls.is_empty(),
+            "nats-cluster.sh start printed no URLs"
+        );
+        Ok(())
+    }
+
+    /// The client URLs, comma separated (empty until started).
+    pub fn urls(&self) -> &str {
+        &self.urls
+    }
+
+    /// Stops the nodes, if any run; their stores are kept until the next reset, and removed
+    /// with the run's directory.
+    pub async fn stop(&self) -> anyhow::Result<()> {
+        self.script("stop").await.map(drop)
+    }
+
+    async fn script(&self, command: &str) -> anyhow::Result<String> {
+        nats_cluster_script(&self.dir, self.base, command).await
+    }
+
+    /// The nodes' pids, from the script's pid files.
+    pub fn pids(&self) -> Vec<u32> {
+        (1..=3)
+            .filter_map(|n| std::fs::read_to_string(self.dir.join(format!("n{n}/pid"))).ok())
+            .filter_map(|pid| pid.trim().parse().ok())
+            .collect()
+    }
+}
+
+/// Its nodes are stopped when the last handle to a started cluster goes: they run as daemons,
+/// not as this process's children, and must not outlive a benchmark that failed.
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if self.urls.is_empty() {
+            return;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/nats-cluster.sh");
+        let _ = std::process::Command::new(script)
+            .arg("stop")
+            .env("NATS_CLUSTER_DIR", &self.dir)
+            .env("NATS_CLUSTER_BASE", self.base.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }

@@ -87,6 +87,14 @@ struct RunArgs {
     /// The ingest binary; defaults to the one next to this executable.
     #[arg(long)]
     ingest_bin: Option<PathBuf>,
+    /// Also measure ingest (security off) on a fresh 3-node NATS cluster with R3 streams
+    /// (scripts/nats-cluster.sh, client ports from --r3-base), in the same rounds as the rest:
+    /// R1 against R3 in one run.
+    #[arg(long)]
+    r3: bool,
+    /// The R3 cluster's first client port (routes +2000, monitoring +4000).
+    #[arg(long, default_value_t = 26222)]
+    r3_base: u16,
     /// Requests per case of the amplification comparison (0: skip it).
     #[arg(long, default_value_t = 200)]
     amplification_requests: usize,
@@ -154,10 +162,20 @@ impl Measured {
     }
 }
 
+/// Where a level's ingest publishes: a NATS server of its own (R1 streams) or a 3-node cluster
+/// (R3 streams); held only to be stopped when the level is dropped.
+#[allow(dead_code)]
+enum LevelNats {
+    Own(Box<OwnNats>),
+    Cluster(common::LocalCluster),
+}
+
 /// One security level's NATS server and ingest, and what its ingest accepted.
 struct Level {
+    /// The security level, and "R3" when its streams are on the cluster.
+    label: String,
     secured: Secured,
-    _nats: OwnNats,
+    _nats: LevelNats,
     nats_url: String,
     _ingest: Child,
     target: Target,
@@ -229,13 +247,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&level_dir)?;
         let nats = OwnNats::start(&secured, &level_dir).await?;
         let (child, addr) =
-            start_ingest(&ingest_bin, &secured, nats.url(), &tenants, &level_dir).await?;
+            start_ingest(&ingest_bin, &secured, nats.url(), 1, &tenants, &level_dir).await?;
         let processes = cpu::Processes::new(child.id().unwrap_or(0))
             .with_nats(nats.pid().into_iter().collect());
         levels.push(Level {
+            label: level.label().to_string(),
             nats_url: nats.url().to_string(),
             secured,
-            _nats: nats,
+            _nats: LevelNats::Own(Box::new(nats)),
             _ingest: child,
             target: Target { addr, processes },
             accepted: 0,
@@ -243,6 +262,40 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             full_speed: Vec::new(),
             at_half: Vec::new(),
         });
+    }
+
+    if args.r3 {
+        // Second, right after the first level, against which its cost is stated.
+        let secured = Secured::prepare(Security::Off, &dir)?;
+        let level_dir = dir.join("off-r3");
+        std::fs::create_dir_all(&level_dir)?;
+        let mut cluster = common::LocalCluster::new(&level_dir, args.r3_base);
+        cluster.start_fresh().await?;
+        let (child, addr) = start_ingest(
+            &ingest_bin,
+            &secured,
+            cluster.urls(),
+            3,
+            &tenants,
+            &level_dir,
+        )
+        .await?;
+        let processes = cpu::Processes::new(child.id().unwrap_or(0)).with_nats(cluster.pids());
+        levels.insert(
+            1.min(levels.len()),
+            Level {
+                label: format!("{} R3", Security::Off.label()),
+                nats_url: cluster.urls().to_string(),
+                secured,
+                _nats: LevelNats::Cluster(cluster),
+                _ingest: child,
+                target: Target { addr, processes },
+                accepted: 0,
+                failures: 0,
+                full_speed: Vec::new(),
+                at_half: Vec::new(),
+            },
+        );
     }
 
     let payloads = Arc::new(Payloads::new(&namespace)?);
@@ -297,7 +350,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             level.tally(&m);
             line += &format!(
                 ", {} {:.0} req/s",
-                level.secured.level.label(),
+                level.label.as_str(),
                 m.outcome.accepted_per_sec()
             );
             level.full_speed.push(m);
@@ -409,7 +462,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let run = median_run(&mut level.full_speed, |m| m.outcome.accepted_per_sec());
         row(
             &mut out,
-            &format!("ingest, full speed, {}", level.secured.level.label()),
+            &format!("ingest, full speed, {}", level.label.as_str()),
             *rate,
             &run,
         )?;
@@ -421,7 +474,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             &mut out,
             &format!(
                 "ingest at {half_rate:.0} req/s offered, {}",
-                level.secured.level.label()
+                level.label.as_str()
             ),
             run.outcome.accepted_per_sec(),
             &run,
@@ -438,7 +491,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "{}: ingest / ceiling {ratio:.2} (goal >= 0.50) {}; ingest / contract ceiling \
              {contract_ratio:.2} (goal >= 0.90) {}; p99 at {half_rate:.0} req/s {p99_half:.2} ms \
              (goal <= 25 ms) {}",
-            level.secured.level.label(),
+            level.label.as_str(),
             verdict(ratio >= 0.5),
             verdict(contract_ratio >= 0.9),
             verdict(p99_half <= 25.0)
@@ -450,8 +503,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "cost of {} against {}: throughput x{:.2} ({:+.1}%); CPU per accepted request at \
              full speed (median of the rounds) {:.1} → {:.1} µs in ingest ({:+.1}), {:.1} → \
              {:.1} µs in NATS ({:+.1}); p99 at {half_rate:.0} req/s {:+.2} ms",
-            levels[i].secured.level.label(),
-            levels[0].secured.level.label(),
+            levels[i].label.as_str(),
+            levels[0].label.as_str(),
             rates[i] / rates[0],
             (rates[i] / rates[0] - 1.0) * 100.0,
             cpu[0][0],
@@ -473,7 +526,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         writeln!(
             out,
             "{}: stream messages {stored}, accepted (202): {}, failed requests: {} {}",
-            level.secured.level.label(),
+            level.label.as_str(),
             level.accepted,
             level.failures,
             verdict(*stored == level.accepted && level.failures == 0)
@@ -487,7 +540,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
              The same ~250 KiB booking body each time, {} requests per case, one per connection, \
              one at a time, against the same ingest ({}) in the same run.\n",
             args.amplification_requests,
-            levels.last().map_or("", |l| l.secured.level.label())
+            levels.last().map_or("", |l| l.label.as_str())
         )?;
         writeln!(
             out,
@@ -522,7 +575,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     drop(out);
     for ((level, rate), at_half) in levels.iter().zip(&rates).zip(&half_runs) {
-        let label = level.secured.level.label();
+        let label = level.label.as_str();
         summary::record(&summary::Figure {
             bench: "ingest",
             figure: &format!("webhooks accepted per second at full speed, {label}"),
@@ -556,7 +609,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         anyhow::ensure!(
             *stored == level.accepted,
             "{}: the stream holds {stored} messages but ingest accepted {}",
-            level.secured.level.label(),
+            level.label.as_str(),
             level.accepted
         );
     }
@@ -605,6 +658,7 @@ async fn start_ingest(
     bin: &PathBuf,
     secured: &Secured,
     nats_url: &str,
+    replicas: usize,
     tenants: &std::path::Path,
     dir: &std::path::Path,
 ) -> anyhow::Result<(Child, SocketAddr)> {
@@ -615,6 +669,7 @@ async fn start_ingest(
         [
             ("INGEST_LISTEN_ADDR", addr.to_string()),
             ("INGEST_NATS_URL", nats_url.to_string()),
+            ("INGEST_NATS_STREAM_REPLICAS", replicas.to_string()),
             ("INGEST_TENANTS_FILE", tenants.display().to_string()),
             ("INGEST_STRIPE_WEBHOOK_SECRETS", STRIPE_SECRET.to_string()),
             // The limiter runs, but far above what one machine can send.

@@ -16,6 +16,8 @@ use crate::sender::Sent;
 
 /// How long a node leading the ledger's consumer stays frozen (SIGSTOP … SIGCONT).
 pub const FREEZE_FOR: Duration = Duration::from_secs(20);
+/// How long the WEBHOOKS leader stays cut off the network.
+pub const CUT_FOR: Duration = Duration::from_secs(20);
 /// The longest a node may take to be current again after it is back.
 const CURRENT_WITHIN: Duration = Duration::from_secs(120);
 const NODES: [u16; 3] = [1, 2, 3];
@@ -256,6 +258,64 @@ impl Cluster {
                     elected.as_secs_f64()
                 ),
                 None => "no new consumer leader while it was frozen".to_string(),
+            },
+            current.as_secs_f64()
+        ))
+    }
+
+    /// The WEBHOOKS stream's leader cut off for `cut_for`: every packet of every connection it
+    /// holds (routes to the other nodes, clients) dropped, no new connection to it, and no new
+    /// route between any nodes while the cut lasts (its own reconnection attempts would come
+    /// from ports the cut cannot know in advance). The node keeps running, sure it still leads,
+    /// as a node behind a failed switch would.
+    pub async fn cut_stream_leader(
+        &self,
+        secured: &Secured,
+        cut_for: Duration,
+        sent: &Sent,
+    ) -> anyhow::Result<String> {
+        let js = secured.jetstream(&self.urls, "ledger").await?;
+        let leader = stream_cluster(&js)
+            .await?
+            .0
+            .context("WEBHOOKS has no leader")?;
+        let node = node_of(&leader)?;
+        let js = self.js_without(secured, node).await?;
+        let pid = self.pid(node)?;
+        let client_port = self.base + node - 1;
+        let route_port = self.base + 2000 + node - 1;
+        let connections = crate::netcut::connections_of_process(pid).await?;
+        let routes: Vec<u16> = NODES.iter().map(|n| self.base + 2000 + n - 1).collect();
+        sent.in_window
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let cut = crate::netcut::Cut::start(
+            &format!("n{node}"),
+            &connections,
+            &[client_port, route_port],
+            &routes,
+        )
+        .await?;
+        let cut_at = Instant::now();
+        let new_leader = poll(cut_for, || async {
+            let leader = stream_cluster(&js).await.ok()?.0?;
+            (leader.as_str() != leader_name(node)).then_some(leader)
+        })
+        .await;
+        let elected = cut_at.elapsed();
+        tokio::time::sleep(cut_for.saturating_sub(cut_at.elapsed())).await;
+        let dropped = cut.heal().await?;
+        let current = self.wait_current(secured, node).await?;
+        sent.in_window
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        Ok(format!(
+            "cut node n{node} (pid {pid}) off for {} s, which led WEBHOOKS: its {} \
+             connections and its client and route ports, {dropped} packets dropped; {}; n{node} \
+             current {:.1} s after the cut healed",
+            cut_for.as_secs(),
+            connections.len(),
+            match new_leader {
+                Some(l) => format!("new leader {l} after {:.1} s", elected.as_secs_f64()),
+                None => "no new leader while it was cut off".to_string(),
             },
             current.as_secs_f64()
         ))

@@ -23,7 +23,17 @@
 //!
 //! `--cluster`: on a fresh 3-node NATS cluster per scenario (`scripts/nats-cluster.sh`, every
 //! stream R3), with the cluster's scenarios: the WEBHOOKS stream's leader killed, the ledger
-//! consumer's leader frozen for 20 s, every node restarted in turn.
+//! consumer's leader frozen for 20 s, every node restarted in turn, the WEBHOOKS leader cut off
+//! the network for 20 s (nftables: every packet of its connections dropped).
+//!
+//! `vanish-postgres` drops every packet of the services' PostgreSQL connections for the rest of
+//! the scenario, while new connections reach the server, and the server ends those sessions
+//! (their goodbyes dropped too): what a failed-over primary looks like when it goes away without
+//! closing anything and a promoted standby answers at the same address. The services must notice
+//! (TCP keepalive and `TCP_USER_TIMEOUT`, vendor/README.md) and carry on over new connections.
+//! `partition-postgres` is the same cut with the server's sessions left to the server's own
+//! keepalive (tcp_keepalives_*, tcp_user_timeout): their open transactions hold their locks
+//! until it ends them.
 //!
 //! Prints one table row per scenario; exits non-zero if anything was lost, doubled or wrong.
 //!   bench/run.sh faults [--tenants 20] [--bookings 1000] [--scenarios kill-ledger,restart-nats]
@@ -40,6 +50,7 @@ mod ready;
 // This benchmark's parts: the scenario list, the run and the table are here.
 mod checks;
 mod cluster;
+mod netcut;
 mod report;
 mod scenario;
 mod sender;
@@ -73,6 +84,13 @@ enum Scenario {
     KillLedger,
     RestartNats,
     RestartPostgres,
+    /// The services' PostgreSQL connections go silent for good (their packets dropped) and the
+    /// server ends their sessions unheard, as when a primary vanishes and a promoted standby
+    /// answers at the same address; new connections reach the server.
+    VanishPostgres,
+    /// The services' PostgreSQL connections go silent for good while the server keeps their
+    /// sessions (a network partition between the services and a live primary).
+    PartitionPostgres,
     KillIngest,
     StopSmtp,
     /// Cluster only.
@@ -81,6 +99,8 @@ enum Scenario {
     FreezeConsumerLeader,
     /// Cluster only.
     RollingRestart,
+    /// Cluster only: the WEBHOOKS leader's packets dropped for 20 s (nftables).
+    CutWebhooksLeader,
 }
 
 impl Scenario {
@@ -90,11 +110,16 @@ impl Scenario {
             Scenario::KillLedger => "a ledger replica dies between commit and ack",
             Scenario::RestartNats => "restart NATS",
             Scenario::RestartPostgres => "restart PostgreSQL",
+            Scenario::VanishPostgres => "PostgreSQL's connections go silent (a vanished primary)",
+            Scenario::PartitionPostgres => {
+                "PostgreSQL's connections go silent, its sessions kept (a partition)"
+            }
             Scenario::KillIngest => "kill -9 an ingest replica",
             Scenario::StopSmtp => "SMTP down during invoice emails",
             Scenario::KillWebhooksLeader => "kill -9 the WEBHOOKS stream's leader",
             Scenario::FreezeConsumerLeader => "freeze the ledger consumer's leader 20 s",
             Scenario::RollingRestart => "rolling restart of the 3 nodes",
+            Scenario::CutWebhooksLeader => "cut the WEBHOOKS leader off the network 20 s",
         }
     }
 
@@ -104,6 +129,7 @@ impl Scenario {
             Scenario::KillWebhooksLeader
                 | Scenario::FreezeConsumerLeader
                 | Scenario::RollingRestart
+                | Scenario::CutWebhooksLeader
         )
     }
 
@@ -115,6 +141,7 @@ impl Scenario {
                 Scenario::KillWebhooksLeader,
                 Scenario::FreezeConsumerLeader,
                 Scenario::RollingRestart,
+                Scenario::CutWebhooksLeader,
             ]
         } else {
             Scenario::value_variants()

@@ -15,8 +15,9 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 
 use crate::checks::{client_channel, compare, deferred_emails, metric_sum};
-use crate::cluster::{Cluster, consumer_info};
+use crate::cluster::{CUT_FOR, Cluster, consumer_info};
 use crate::common::{self, OwnNats};
+use crate::netcut;
 use crate::report::Row;
 use crate::sender::{Sent, send_all};
 use crate::servers::{Service, free_addr};
@@ -213,6 +214,8 @@ pub async fn run_scenario(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut notes = Vec::new();
+    // vanish-postgres: the cut stays until every check is done.
+    let mut vanished: Option<netcut::Cut> = None;
     let window_started = Instant::now();
     sent.in_window.store(true, Ordering::Relaxed);
     match scenario {
@@ -255,6 +258,54 @@ pub async fn run_scenario(
             tokio::time::sleep(DOWN_FOR).await;
             infra.pg.start().await?;
         }
+        Scenario::VanishPostgres | Scenario::PartitionPostgres => {
+            let port = infra.pg.port();
+            let connections = netcut::clients_of(port).await?;
+            vanished = Some(netcut::Cut::start("pg", &connections, &[], &[]).await?);
+            let ended = if scenario == Scenario::VanishPostgres {
+                // The old primary's sessions die with it: their transactions roll back and their
+                // locks go, while what the server says to the clients is dropped by the cut.
+                let db = common::bench_pool(&infra.pg.url("postgres"), "public").await?;
+                let client_ports: Vec<i32> =
+                    connections.iter().map(|(c, _)| i32::from(*c)).collect();
+                let ended: i64 = sqlx::query_scalar(
+                    "select count(*) filter (where pg_terminate_backend(pid))
+                     from pg_stat_activity where client_port = any($1)",
+                )
+                .bind(&client_ports)
+                .fetch_one(&db)
+                .await?;
+                db.close().await;
+                format!("; the server ended their {ended} sessions unheard")
+            } else {
+                "; the server keeps their sessions until its own keepalive ends them".to_string()
+            };
+            notes.push(format!(
+                "{} connections to PostgreSQL (port {port}) cut: their packets dropped until the \
+                 scenario's end, new connections let through{ended}",
+                connections.len()
+            ));
+            // Until the services have let go of every silent connection (their kernels close
+            // each once keepalive or TCP_USER_TIMEOUT gives up on it), or two minutes.
+            let cut_at = Instant::now();
+            let mut open = connections.len();
+            while open > 0 && cut_at.elapsed() < Duration::from_secs(120) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let now = netcut::clients_of(port).await?;
+                open = connections.iter().filter(|c| now.contains(c)).count();
+            }
+            notes.push(if open == 0 {
+                format!(
+                    "every cut connection closed by its service {:.1} s after the cut",
+                    cut_at.elapsed().as_secs_f64()
+                )
+            } else {
+                format!(
+                    "{open} of the cut connections still open {:.0} s after the cut",
+                    cut_at.elapsed().as_secs_f64()
+                )
+            });
+        }
         Scenario::KillIngest => {
             ingests[0].kill().await?;
             tokio::time::sleep(DOWN_FOR).await;
@@ -273,6 +324,14 @@ pub async fn run_scenario(
             notes.push(
                 cluster
                     .freeze_consumer_leader(&infra.secured, &sent)
+                    .await?,
+            );
+        }
+        Scenario::CutWebhooksLeader => {
+            let cluster = nats.cluster()?;
+            notes.push(
+                cluster
+                    .cut_stream_leader(&infra.secured, CUT_FOR, &sent)
                     .await?,
             );
         }
@@ -493,6 +552,12 @@ pub async fn run_scenario(
         "the services' database sessions: {}",
         common::service_sessions(&ledger_db).await?
     ));
+    if let Some(cut) = vanished.take() {
+        notes.push(format!(
+            "{} packets of the cut PostgreSQL connections dropped",
+            cut.heal().await?
+        ));
+    }
     let row = Row {
         scenario,
         sent: sent.accepted.load(Ordering::Relaxed),

@@ -75,8 +75,12 @@ impl OwnPostgres {
             .arg("-l")
             .arg(&self.log)
             .arg("-o")
+            // The server's own dead-peer detection, as deploy/k8s/postgres.yaml sets it: a
+            // session whose client went silent is ended (and its locks released) within ~30 s.
             .arg(format!(
-                "-p {} -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=200{}",
+                "-p {} -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=200 \
+                 -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 \
+                 -c tcp_keepalives_count=4 -c tcp_user_timeout=30000{}",
                 self.port, self.options
             ))
             .args(["-w", "start"]))
@@ -92,6 +96,10 @@ impl OwnPostgres {
             .args(["-m", "fast", "-w", "stop"]))
         .await
         .context("pg_ctl stop")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn url(&self, database: &str) -> String {

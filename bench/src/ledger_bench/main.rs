@@ -187,12 +187,15 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("{tag} (logs in {})", dir.join(&tag).display()))?;
                 eprintln!(
-                    "round {}: {}: drained {:.0} bookings/s, steady p50 {:.1} ms, p99 {:.1} ms (load {})",
+                    "round {}: {}: drained {:.0} bookings/s, steady p50 {:.1} ms, p99 {:.1} ms, \
+                     redelivered {} in the drain, {} in all (load {})",
                     round + 1,
                     variant.label(),
                     measured.drained_per_sec,
                     measured.p50,
                     measured.p99,
+                    measured.redelivered[0],
+                    measured.redelivered[1],
                     common::load_average()
                 );
                 variant.results.push(measured);

@@ -104,6 +104,9 @@ impl Bench {
 /// One measurement's figures.
 pub struct Measured {
     pub drained_per_sec: f64,
+    /// Messages JetStream had to deliver to the ledger again (its consumer's `num_redelivered`),
+    /// after the drain and after the steady run: each waited out the ledger's ack_wait.
+    pub redelivered: [usize; 2],
     pub p50: f64,
     pub p99: f64,
     pub measured: usize,
@@ -239,6 +242,7 @@ async fn run(
             .await?;
     let drain = (last - first).to_std().unwrap_or_default();
     let drained_per_sec = args.backlog as f64 / drain.as_secs_f64().max(f64::EPSILON);
+    let redelivered_in_drain = ledger_redeliveries(bench).await?;
 
     // 2. A steady rate, each event's publish time remembered.
     let total = usize::try_from(args.rate * args.duration_secs)?;
@@ -299,6 +303,7 @@ async fn run(
 
     Ok(Measured {
         drained_per_sec,
+        redelivered: [redelivered_in_drain, ledger_redeliveries(bench).await?],
         p50: pct(50.0),
         p99: pct(99.0),
         measured: latencies.len(),
@@ -344,4 +349,17 @@ async fn start_ledger(
     let env = common::service_env("ledger", db_url, nats_url, "", tenants_file, &extra);
     secured.migrate("ledger", &env, dir).await?;
     common::spawn_service("ledger", &secured.service_env("ledger", env)?, dir)
+}
+
+/// How many messages the ledger's consumer of SimplyBook webhooks has delivered more than once.
+async fn ledger_redeliveries(bench: &Bench) -> anyhow::Result<usize> {
+    let stream = bench
+        .js
+        .get_stream(bench.subjects.stream_name("WEBHOOKS"))
+        .await?;
+    let mut consumer = stream
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("ledger")
+        .await
+        .map_err(|e| anyhow::anyhow!("the ledger's consumer: {e}"))?;
+    Ok(consumer.info().await?.num_redelivered)
 }

@@ -1,8 +1,9 @@
 //! Where a measurement's JetStream runs (`--nats`): a NATS server of its own with R1 streams,
 //! or a fresh 3-node cluster from `scripts/nats-cluster.sh` with R3 streams.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+pub use crate::common::LocalCluster as Cluster;
 use crate::common::{self, Secured, Security};
 
 /// Where the streams are kept (`--nats`).
@@ -73,12 +74,7 @@ impl Server {
             Nats::R1 => Server::Own(Box::new(common::OwnNats::start(secured, dir).await?)),
             Nats::R3 => {
                 let mut cluster = cluster.clone();
-                cluster.script("reset").await?;
-                cluster.urls = cluster.script("start").await?.trim().to_string();
-                anyhow::ensure!(
-                    !cluster.urls.is_empty(),
-                    "nats-cluster.sh start printed no URLs"
-                );
+                cluster.start_fresh().await?;
                 Server::Cluster(cluster)
             }
         })
@@ -87,7 +83,7 @@ impl Server {
     pub fn url(&self) -> &str {
         match self {
             Server::Own(nats) => nats.url(),
-            Server::Cluster(cluster) => &cluster.urls,
+            Server::Cluster(cluster) => cluster.urls(),
         }
     }
 
@@ -97,43 +93,5 @@ impl Server {
             Server::Own(nats) => nats.pid().into_iter().collect(),
             Server::Cluster(cluster) => cluster.pids(),
         }
-    }
-}
-
-/// The run's 3-node cluster: `scripts/nats-cluster.sh` with its directory inside the run's and
-/// its client ports from `base`.
-#[derive(Clone)]
-pub struct Cluster {
-    dir: PathBuf,
-    base: u16,
-    urls: String,
-}
-
-impl Cluster {
-    pub fn new(run_dir: &Path, base: u16) -> Self {
-        Cluster {
-            dir: run_dir.join("nats-cluster"),
-            base,
-            urls: String::new(),
-        }
-    }
-
-    /// Stops the nodes, if any run; their stores are kept until the next reset, and removed
-    /// with the run's directory.
-    pub async fn stop(&self) -> anyhow::Result<()> {
-        self.script("stop").await.map(drop)
-    }
-
-    /// Runs `nats-cluster.sh command`, returning what it printed.
-    async fn script(&self, command: &str) -> anyhow::Result<String> {
-        common::nats_cluster_script(&self.dir, self.base, command).await
-    }
-
-    /// The nodes' pids, from the script's pid files.
-    fn pids(&self) -> Vec<u32> {
-        (1..=3)
-            .filter_map(|n| std::fs::read_to_string(self.dir.join(format!("n{n}/pid"))).ok())
-            .filter_map(|pid| pid.trim().parse().ok())
-            .collect()
     }
 }

@@ -74,6 +74,22 @@ impl PrivateNats {
         Ok(())
     }
 
+    /// Stops the server (SIGSTOP): its connections stay open and nothing on them is answered,
+    /// as with a hung machine, until it is killed ([`PrivateNats::kill`] works on it frozen).
+    pub async fn freeze(&self) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .ok_or_else(|| anyhow::anyhow!("nats-server is not running"))?;
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "kill -STOP {pid}");
+        Ok(())
+    }
+
     /// Starts the server again on the same port with the same store.
     pub async fn resume(&mut self) -> anyhow::Result<()> {
         let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]

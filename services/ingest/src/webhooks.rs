@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -23,7 +24,7 @@ use billing_domain::standard_webhooks::{self, SignedHeaders, SigningKey};
 use billing_domain::{BookingPayload, Secret, TenantConfig, Tenants, stripe_signature};
 use billing_runtime::nats::{
     AUTH_CALLBACK_TOKEN, AUTH_STANDARD_WEBHOOKS, AUTH_STRIPE_SIGNATURE, HDR_AUTH, HDR_EVENT_ID,
-    HDR_EVENT_TYPE, HDR_RECEIVED_AT, HDR_SENT_AT, HDR_SOURCE, HDR_TENANT,
+    HDR_EVENT_TYPE, HDR_RECEIVED_AT, HDR_SENT_AT, HDR_SOURCE, HDR_TENANT, connections_lost,
 };
 use billing_runtime::{Subjects, trace};
 use chrono::{DateTime, Utc};
@@ -393,23 +394,33 @@ async fn publish(
     // answers nothing, or "no stream", at once: publish again until the retry budget runs out,
     // so the sender gets a late 202 rather than a 503. Safe: a publish that was stored after
     // all is dropped as a duplicate by its Nats-Msg-Id (then answered 200 "duplicate").
+    // An ack awaited on a connection that is lost meanwhile never comes: publish again at once
+    // (on the connection the client makes next) rather than wait out the publish timeout.
     let deadline = tokio::time::Instant::now() + state.publish_retry;
     let mut pause = Duration::from_millis(50);
     let acked = loop {
+        let mut lost = connections_lost();
         let attempt = match state
             .js
             .publish_with_headers(subject.clone(), headers.clone(), body.clone())
             .await
         {
-            Ok(ack) => ack.await,
+            Ok(ack) => tokio::select! {
+                acked = ack.into_future() => acked,
+                _ = lost.changed() => Err(PublishError::new(PublishErrorKind::BrokenPipe)),
+            },
             Err(err) => Err(err),
         };
+        let now = tokio::time::Instant::now();
         match attempt {
-            Err(err) if passes(&err) && tokio::time::Instant::now() + pause < deadline => {
+            Err(err) if passes(&err) && now + pause < deadline => {
                 metrics::counter!("ingest_publish_retries_total", "source" => source).increment(1);
                 tracing::debug!(source, event_id, error = %err, "publishing again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
+                // A lost connection is already behind us: the client reconnects on its own.
+                if err.kind() != PublishErrorKind::BrokenPipe {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
             }
             outcome => break outcome,
         }
@@ -445,11 +456,12 @@ async fn publish(
 
 /// Whether a failed publish may succeed if tried again soon: no stream answering (no leader yet),
 /// no ack in time, the connection lost. Not a refusal of the message itself.
-fn passes(err: &jetstream::context::PublishError) -> bool {
-    use jetstream::context::PublishErrorKind as Kind;
+fn passes(err: &PublishError) -> bool {
     matches!(
         err.kind(),
-        Kind::StreamNotFound | Kind::TimedOut | Kind::BrokenPipe
+        PublishErrorKind::StreamNotFound
+            | PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
     )
 }
 

@@ -89,6 +89,53 @@ async fn broker_down(system: &System, nats: &mut PrivateNats) -> anyhow::Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publish_awaiting_its_ack_when_the_broker_dies_is_sent_again_on_the_next_connection()
+-> anyhow::Result<()> {
+    let mut nats = PrivateNats::start().await?;
+    let system = System::builder().ingest().nats(nats.url()).start().await?;
+    let result = lost_in_flight(&system, &mut nats).await;
+    system.finish(result).await
+}
+
+/// The request's publish is written to a server that hangs and then dies without answering:
+/// its ack can never come. ingest must publish again once its client has reconnected (to the
+/// server started again on the same port) instead of waiting out its 2 s publish timeout, which
+/// here, with a 3 s request timeout, would leave no time to retry: a 503.
+async fn lost_in_flight(system: &System, nats: &mut PrivateNats) -> anyhow::Result<()> {
+    let warm = system
+        .post_signed("claire", "inflight-1", BOOKING, CLAIRE_SECRET)
+        .await?;
+    assert_eq!(warm.status(), 202);
+    nats.freeze().await?;
+    let second = BOOKING.replace("5001", "5003");
+    let (answer, restarted) = tokio::join!(
+        system.post_signed("claire", "inflight-2", &second, CLAIRE_SECRET),
+        async {
+            // The request is in ingest's hands, its publish written to the hung server.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            nats.kill().await?;
+            nats.resume().await
+        }
+    );
+    restarted?;
+    let answer = answer?;
+    assert_eq!(
+        answer.status(),
+        202,
+        "{}",
+        answer.text().await.unwrap_or_default()
+    );
+    // Stored once: the hung server never read the first publish, the second one is it.
+    assert_eq!(
+        system
+            .stream_count(&system.subjects().simplybook("claire"))
+            .await?,
+        2
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sender_over_its_rate_limit_gets_429_and_nothing_extra_is_stored() -> anyhow::Result<()> {
     let system = System::builder().ingest().start().await?;
     let result = rate_limit(&system).await;

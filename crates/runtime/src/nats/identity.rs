@@ -4,9 +4,21 @@
 //! `#[macro_export]` macro, it is used from the crate root:
 //! `billing_runtime::nats_identity_settings!`.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use tokio::sync::watch;
+
+/// How many times this process's NATS connections were lost, as a value to watch: a publish
+/// whose ack is awaited on a connection that was lost will never get it, and can be sent again
+/// at once (ingest does) instead of waiting out its timeout.
+static CONNECTIONS_LOST: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
+
+/// A receiver that changes when one of this process's NATS connections is lost from now on.
+pub fn connections_lost() -> watch::Receiver<u64> {
+    CONNECTIONS_LOST.subscribe()
+}
 
 /// Connects to NATS; fails fast when the server does not answer, reconnects forever after.
 pub async fn connect(
@@ -121,7 +133,23 @@ pub async fn connect_as(
     if seeds.iter().any(|s| s.starts_with("tls://")) {
         options = options.require_tls(true);
     }
+    let client_name = name.to_string();
     options
+        .event_callback(move |event| {
+            let client = client_name.clone();
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        CONNECTIONS_LOST.send_modify(|lost| *lost += 1);
+                        tracing::warn!(client, "nats connection lost, reconnecting");
+                    }
+                    async_nats::Event::Connected => {
+                        tracing::info!(client, "nats connection (re)established");
+                    }
+                    other => tracing::warn!(client, event = %other, "nats connection event"),
+                }
+            }
+        })
         .name(name)
         // Each service's replies (pulled messages, acks of its publishes, API answers) come to
         // inboxes of its own: the server lets no other identity subscribe to them.

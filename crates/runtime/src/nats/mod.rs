@@ -32,6 +32,6 @@ pub use headers::{
     HDR_AUTH, HDR_DLQ_REASON, HDR_DLQ_SUBJECT, HDR_EVENT_ID, HDR_EVENT_TYPE, HDR_RECEIVED_AT,
     HDR_SENT_AT, HDR_SOURCE, HDR_TENANT, NATS_MSG_ID, header, headers_without,
 };
-pub use identity::{NatsIdentity, connect, connect_as, jetstream};
+pub use identity::{NatsIdentity, connect, connect_as, connections_lost, jetstream};
 pub use settle::{Disposition, Settled, Settler, dead_letter, retry_delay};
 pub use subjects::Subjects;

@@ -192,6 +192,7 @@ pub async fn connect_tcp<Ws: WithSocket>(
         // billing-tracker patch (upstream sqlx#4336, unreleased in 0.9.0): without TCP_NODELAY a
         // statement larger than one segment waits ~40 ms for the server's delayed ACK.
         stream.set_nodelay(true)?;
+        dead_peer_detection(&stream)?;
         return Ok(with_socket.with_socket(stream).await);
     }
 
@@ -202,6 +203,28 @@ pub async fn connect_tcp<Ws: WithSocket>(
             crate::rt::missing_rt((host, port, with_socket))
         }
     }
+}
+
+/// billing-tracker patch (upstream sqlx#3540; PR sqlx#4355, open): a server that vanishes without
+/// closing the connection (a failed-over primary whose address went away, a cut network) must
+/// not hold a query, or a pooled connection's ping, for ever. Keepalive probes after 10 s of
+/// silence find a peer that is gone while the client waits for an answer; `TCP_USER_TIMEOUT`
+/// bounds how long sent data may stay unacknowledged (Linux also applies it to the probes).
+/// Either way the connection fails within about 30 s and the pool opens a new one. A live server
+/// answers probes from its kernel, so a long query is never cut.
+#[cfg(feature = "_rt-tokio")]
+fn dead_peer_detection(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+    use std::time::Duration;
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5));
+    #[cfg(target_os = "linux")]
+    let keepalive = keepalive.with_retries(4);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(Duration::from_secs(30)))?;
+    Ok(())
 }
 
 /// Open a TCP socket to `host` and `port`.
