@@ -413,6 +413,46 @@ async fn scenario(
     assert_eq!(letters.status, StatusCode::OK);
     assert!(letters.body.contains("No dead letters"), "{}", letters.body);
 
+    // Bookings: a month's list, one booking by its SimplyBook id, the chain check; tenants; the
+    // audit log.
+    let bookings = dana.get("/bookings?tenant=claire&period=2026-08").await?;
+    assert_eq!(bookings.status, StatusCode::OK, "{} {:?}", bookings.body, bookings.headers);
+    assert!(
+        bookings.body.contains("C1") && bookings.body.contains("AUD 150.00"),
+        "{}",
+        bookings.body
+    );
+    assert!(
+        !bookings.body.contains(">C2<"),
+        "September's booking is not August's: {}",
+        bookings.body
+    );
+    let by_ref = dana.get("/bookings?tenant=claire&ref=C1").await?;
+    assert_eq!(by_ref.location(), "/bookings/claire/C1");
+    let booking = dana.get("/bookings/claire/C1").await?;
+    assert_eq!(booking.status, StatusCode::OK);
+    assert!(
+        booking.body.contains("2026-08-12 10:00 AEST"),
+        "{}",
+        booking.body
+    );
+    assert!(booking.body.contains("AUD 30.00"), "{}", booking.body);
+    let chain = dana.get("/chain/claire").await?;
+    assert!(chain.body.contains("Intact: 2 records"), "{}", chain.body);
+    let tenants = dana.get("/tenants").await?;
+    assert!(
+        tenants.body.contains("Claire Hamilton Therapies"),
+        "{}",
+        tenants.body
+    );
+    let tenant = dana.get("/tenants/kenji").await?;
+    assert!(tenant.body.contains("Asia/Tokyo"), "{}", tenant.body);
+    let audit = dana.get("/audit?tenant=claire").await?;
+    assert_eq!(audit.status, StatusCode::OK);
+    assert!(audit.body.contains("stored"), "{}", audit.body);
+    let missing = dana.get("/bookings/claire/no-such-booking").await?;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
     // A viewer sees no write control, and a forged POST with the viewer's own token is 403.
     let mut vic = Browser::new(addr)?;
     let vic_in = vic.sign_in("vic", VIC_PASSWORD).await?;

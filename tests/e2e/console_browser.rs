@@ -387,6 +387,22 @@ async fn in_browser(system: &System) -> anyhow::Result<()> {
     result
 }
 
+/// The sequence of the first dead letter the list links to.
+async fn first_letter(browser: &Browser) -> anyhow::Result<String> {
+    browser.go("/dead-letters").await?;
+    let href = browser
+        .script(
+            "return document.querySelector('td a[href^=\\'/dead-letters/\\']').getAttribute('href');",
+            json!([]),
+        )
+        .await?;
+    Ok(href
+        .as_str()
+        .and_then(|h| h.strip_prefix("/dead-letters/"))
+        .context("a dead letter listed")?
+        .to_string())
+}
+
 async fn scenario(
     system: &System,
     driver: &Driver,
@@ -500,6 +516,21 @@ async fn scenario(
     assert!(letters.contains("claire"), "{letters}");
     assert!(dana.serious_violations().await?.is_empty());
     dana.screenshot("console-dead-letters.png").await?;
+
+    // The other pages pass axe-core too.
+    for path in [
+        "/bookings?tenant=claire".to_string(),
+        "/bookings/claire/B1".to_string(),
+        "/chain/claire".to_string(),
+        "/tenants".to_string(),
+        "/tenants/claire".to_string(),
+        "/audit".to_string(),
+        format!("/dead-letters/{}", first_letter(&dana).await?),
+    ] {
+        dana.go(&path).await?;
+        let violations = dana.serious_violations().await?;
+        assert!(violations.is_empty(), "{path}: {violations:?}");
+    }
 
     // A viewer: no pay button, and a forged POST carrying the viewer's own token is 403.
     let vic = Browser::open(driver, addr).await?;

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::accounts::Accounts;
 use crate::backend::Backend;
-use crate::pages::{dead_letters, invoices, layout, login, overview};
+use crate::pages::{audit, bookings, dead_letters, invoices, layout, login, overview, tenants};
 use crate::sessions::{Session, Sessions};
 
 /// The session cookie. `__Host-`: the browser keeps it only if it is Secure, for this host,
@@ -55,6 +55,12 @@ pub fn router(state: Shared) -> Router {
             "/dead-letters/{sequence}/replay",
             post(dead_letters::replay),
         )
+        .route("/bookings", get(bookings::list))
+        .route("/bookings/{tenant}/{booking_ref}", get(bookings::detail))
+        .route("/chain/{tenant}", get(bookings::chain))
+        .route("/tenants", get(tenants::list))
+        .route("/tenants/{tenant}", get(tenants::detail))
+        .route("/audit", get(audit::list))
         .route("/static/console.css", get(stylesheet))
         .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn(billing_runtime::trace::http_span))

@@ -27,6 +27,9 @@ pub fn page(who: &Operator, title: &str, body: Markup) -> Markup {
                         a href="/" { "Overview" }
                         a href="/invoices" { "Invoices" }
                         a href="/dead-letters" { "Dead letters" }
+                        a href="/bookings" { "Bookings" }
+                        a href="/tenants" { "Tenants" }
+                        a href="/audit" { "Audit log" }
                     }
                     div.who {
                         span { "Signed in as " strong { (who.session.operator) } " (" (who.role()) ")" }

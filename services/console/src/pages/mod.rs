@@ -1,12 +1,15 @@
 //! The pages, one module a subject: the frame every page shares (`layout`), signing in and out
-//! (`login`), the overview, invoices and dead letters; and the table helpers they share (a
+//! (`login`), the overview, invoices, dead letters, bookings, tenants and the audit log; and the table helpers they share (a
 //! column sorted and a list paged on the server).
 
+pub mod audit;
+pub mod bookings;
 pub mod dead_letters;
 pub mod invoices;
 pub mod layout;
 pub mod login;
 pub mod overview;
+pub mod tenants;
 
 /// Rows on one page of a table.
 pub const PAGE_SIZE: usize = 25;
