@@ -25,7 +25,7 @@ use crate::bank::BankMatcher;
 use crate::close::{CloseError, Closed, MonthlyClose};
 use crate::lifecycle::{Lifecycle, PaymentLimit, Transfer};
 use crate::profile::{Profile, Profiles};
-use crate::statement::{StatementError, Statements};
+use crate::statement::Statements;
 use crate::store::{
     CloseOutcome, HistoryRow, InvoiceRow, InvoiceStatus, LineRow, NewInvoice, PaymentRow, Store,
 };
@@ -363,70 +363,14 @@ impl InvoicingService for InvoicingGrpc {
     ) -> Result<Response<MonthStatement>, Status> {
         let req = request.into_inner();
         let profile = self.profile(&req.tenant_id).await?;
-        let now = Utc::now();
-        let period = match req.period.as_str() {
-            "" | "previous" => BillingPeriod::previous_to(now, profile.time_zone),
-            "current" => BillingPeriod::containing(now, profile.time_zone),
-            p => p
-                .parse::<BillingPeriod>()
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
-        };
-        let statement = self
-            .statements()
-            .month(&profile, period)
-            .await
-            .map_err(|err| match err {
-                StatementError::Ledger(status) => {
-                    tracing::warn!(tenant = %profile.tenant_id, error = %status, "month statement: the ledger failed");
-                    Status::unavailable("the ledger could not be asked; try again")
-                }
-                StatementError::Db(err) => to_status(err),
-            })?;
-        Ok(Response::new(statement))
+        self.statements().get(&profile, &req).await
     }
 
     async fn explain_statement_difference(
         &self,
         request: Request<ExplainStatementDifferenceRequest>,
     ) -> Result<Response<StatementDifference>, Status> {
-        let req = request.into_inner();
-        let explanation = req.explanation.trim();
-        if explanation.is_empty() || explanation.chars().count() > 500 {
-            return Err(Status::invalid_argument(
-                "explanation is required, at most 500 characters",
-            ));
-        }
-        let by = billing_runtime::operator::current();
-        let by = by
-            .as_ref()
-            .and_then(|a| a.operator_name().map(str::to_string));
-        let row = self
-            .store
-            .explain_difference(
-                &req.tenant_id,
-                &req.period,
-                &req.subject,
-                &req.kind,
-                explanation,
-                by.as_deref(),
-            )
-            .await
-            .map_err(to_status)?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no difference {:?} of kind {:?} on {}'s {} statement",
-                    req.subject, req.kind, req.tenant_id, req.period
-                ))
-            })?;
-        Ok(Response::new(StatementDifference {
-            subject: row.subject.clone(),
-            kind: row.kind.clone(),
-            detail: row.detail.clone(),
-            status: row.status().into(),
-            explanation: row.explanation.clone().unwrap_or_default(),
-            first_seen: Some(timestamp(row.first_seen)),
-            fixed_at: row.fixed_at.map(timestamp),
-        }))
+        self.statements().explain(&request.into_inner()).await
     }
 
     async fn record_payment(

@@ -378,3 +378,71 @@ pub async fn of_bookings(
     let receipts = store.receipts_of(tenant_id, refs).await?;
     Ok(booking_deposits(&bookings, &receipts, tenant.currency))
 }
+
+/// The deposits RPCs of `LedgerService`, requests checked; `crate::grpc` delegates here.
+pub mod grpc {
+    use billing_domain::{BillingPeriod, TenantConfig};
+    use billing_proto::ledger::{
+        GetBookingDepositsResponse, GetMonthDepositsResponse, ImportDepositsRequest,
+        ImportDepositsResponse,
+    };
+    use billing_runtime::error::to_status;
+    use chrono::Utc;
+    use tonic::{Response, Status};
+
+    use crate::store::Store;
+
+    /// Most lines, or bookings, per call.
+    const MAX_PER_CALL: usize = 10_000;
+
+    pub async fn import(
+        store: &Store,
+        tenant: &TenantConfig,
+        req: ImportDepositsRequest,
+    ) -> Result<Response<ImportDepositsResponse>, Status> {
+        if req.lines.len() > MAX_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_PER_CALL} lines per call"
+            )));
+        }
+        let matches = super::import(store, tenant, &req.lines, req.dry_run)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(ImportDepositsResponse { matches }))
+    }
+
+    pub async fn month(
+        store: &Store,
+        tenant: &TenantConfig,
+        period: &str,
+    ) -> Result<Response<GetMonthDepositsResponse>, Status> {
+        let now = Utc::now();
+        let period = match period {
+            "" | "previous" => BillingPeriod::previous_to(now, tenant.time_zone),
+            "current" => BillingPeriod::containing(now, tenant.time_zone),
+            p => p
+                .parse::<BillingPeriod>()
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        };
+        let month = super::month(store, tenant, period)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(month))
+    }
+
+    pub async fn of_bookings(
+        store: &Store,
+        tenant: &TenantConfig,
+        refs: &[String],
+    ) -> Result<Response<GetBookingDepositsResponse>, Status> {
+        if refs.len() > MAX_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_PER_CALL} bookings per call"
+            )));
+        }
+        let bookings = super::of_bookings(store, tenant, refs)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(GetBookingDepositsResponse { bookings }))
+    }
+}

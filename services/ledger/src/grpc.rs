@@ -562,15 +562,7 @@ impl LedgerService for LedgerGrpc {
     ) -> Result<Response<ImportDepositsResponse>, Status> {
         let req = request.into_inner();
         let tenant = self.tenant(&req.tenant_id)?;
-        if req.lines.len() > MAX_LIMIT as usize {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_LIMIT} lines per call"
-            )));
-        }
-        let matches = deposits::import(&self.store, tenant, &req.lines, req.dry_run)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(ImportDepositsResponse { matches }))
+        deposits::grpc::import(&self.store, tenant, req).await
     }
 
     async fn get_month_deposits(
@@ -579,18 +571,7 @@ impl LedgerService for LedgerGrpc {
     ) -> Result<Response<GetMonthDepositsResponse>, Status> {
         let req = request.into_inner();
         let tenant = self.tenant(&req.tenant_id)?;
-        let now = Utc::now();
-        let period = match req.period.as_str() {
-            "" | "previous" => BillingPeriod::previous_to(now, tenant.time_zone),
-            "current" => BillingPeriod::containing(now, tenant.time_zone),
-            p => p
-                .parse::<BillingPeriod>()
-                .map_err(|e| Status::invalid_argument(e.to_string()))?,
-        };
-        let month = deposits::month(&self.store, tenant, period)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(month))
+        deposits::grpc::month(&self.store, tenant, &req.period).await
     }
 
     async fn get_booking_deposits(
@@ -599,15 +580,7 @@ impl LedgerService for LedgerGrpc {
     ) -> Result<Response<GetBookingDepositsResponse>, Status> {
         let req = request.into_inner();
         let tenant = self.tenant(&req.tenant_id)?;
-        if req.booking_refs.len() > MAX_LIMIT as usize {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_LIMIT} bookings per call"
-            )));
-        }
-        let bookings = deposits::of_bookings(&self.store, tenant, &req.booking_refs)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(GetBookingDepositsResponse { bookings }))
+        deposits::grpc::of_bookings(&self.store, tenant, &req.booking_refs).await
     }
 }
 

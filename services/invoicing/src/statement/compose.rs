@@ -1,29 +1,16 @@
-//! The month statement (`GetMonthStatement`): for a tenant's month, the counts and sums that must
-//! agree — SimplyBook (its last reconciliation, as the ledger stored it) = the ledger's bookings
-//! by status = the billable bookings on the invoice = deposits expected = deposits received; fees
-//! billable = invoice total = payments received — and each difference, by booking.
-//!
-//! Invoicing composes it because it owns the invoice and already asks the ledger for bookings;
-//! the ledger owns bookings, deposits and reconciliations and answers for its month in one call
-//! (`GetMonthDeposits`). [`compose`] is pure; [`Statements::month`] loads its input, records the
-//! differences (so one gone since is shown fixed, and an explanation stays) and answers.
+//! The month statement composed: a pure function of the ledger's month and the invoice, tested
+//! over every kind of difference.
 
 use std::collections::{BTreeMap, HashMap};
 
-use billing_domain::{BillingPeriod, BookingStatus, Currency};
+use billing_domain::{BookingStatus, Currency};
 use billing_proto::Money;
-use billing_proto::convert::{amount, money, timestamp};
-use billing_proto::invoicing::{
-    MonthStatement, StatementBooking, StatementDifference, StatementLeg,
-};
-use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
-use billing_proto::ledger::{GetMonthDepositsRequest, GetMonthDepositsResponse};
-use billing_runtime::trace::TracedChannel;
-use chrono::Utc;
+use billing_proto::convert::{amount, money};
+use billing_proto::invoicing::{StatementBooking, StatementLeg};
+use billing_proto::ledger::GetMonthDepositsResponse;
 use rust_decimal::Decimal;
 
-use crate::profile::Profile;
-use crate::store::{DifferenceRow, Found, InvoiceRow, InvoiceStatus, LINE_BOOKING, LineRow, Store};
+use crate::store::{Found, InvoiceRow, InvoiceStatus, LINE_BOOKING, LineRow};
 
 /// A deposit outcome that is a difference (see `billing_domain::deposits::DepositOutcome`).
 const DEPOSIT_DIFFERENCES: [&str; 4] = ["missing", "short", "overpaid", "refund_due"];
@@ -390,107 +377,6 @@ pub fn compose(
 
 fn or_none(s: &str) -> &str {
     if s.is_empty() { "none" } else { s }
-}
-
-/// The recorded differences as the statement lists them.
-fn differences(rows: &[DifferenceRow]) -> Vec<StatementDifference> {
-    rows.iter()
-        .map(|r| StatementDifference {
-            subject: r.subject.clone(),
-            kind: r.kind.clone(),
-            detail: r.detail.clone(),
-            status: r.status().into(),
-            explanation: r.explanation.clone().unwrap_or_default(),
-            first_seen: Some(timestamp(r.first_seen)),
-            fixed_at: r.fixed_at.map(timestamp),
-        })
-        .collect()
-}
-
-/// Why a statement could not be composed.
-#[derive(Debug, thiserror::Error)]
-pub enum StatementError {
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-    #[error("asking the ledger: {0}")]
-    Ledger(tonic::Status),
-}
-
-/// Composes statements: the ledger asked, the invoice read, the differences recorded.
-pub struct Statements<'a> {
-    pub store: &'a Store,
-    pub ledger: LedgerServiceClient<TracedChannel>,
-}
-
-impl Statements<'_> {
-    /// The statement of `profile`'s tenant for `period`, its differences recorded.
-    pub async fn month(
-        &self,
-        profile: &Profile,
-        period: BillingPeriod,
-    ) -> Result<MonthStatement, StatementError> {
-        let tenant_id = profile.tenant_id.as_str();
-        let month = self
-            .ledger
-            .clone()
-            .get_month_deposits(GetMonthDepositsRequest {
-                tenant_id: tenant_id.to_string(),
-                period: period.to_string(),
-            })
-            .await
-            .map_err(StatementError::Ledger)?
-            .into_inner();
-        let mut conn = self.store.pool().acquire().await?;
-        let invoice = self
-            .store
-            .find_live(&mut conn, tenant_id, &period.to_string())
-            .await?;
-        drop(conn);
-        let (lines, payments) = match &invoice {
-            Some(i) => (
-                self.store.lines(i.id).await?,
-                self.store.payments(i.id).await?.len(),
-            ),
-            None => (Vec::new(), 0),
-        };
-        let composed = compose(
-            &month,
-            invoice.as_ref().map(|i| (i, lines.as_slice())),
-            payments,
-            profile.currency,
-        );
-        let rows = self
-            .store
-            .record_statement(
-                tenant_id,
-                &period.to_string(),
-                &composed.found,
-                composed.missing_deposits,
-            )
-            .await?;
-        crate::gauges::refresh_statements(self.store.pool()).await?;
-        let differences = differences(&rows);
-        Ok(MonthStatement {
-            tenant_id: tenant_id.to_string(),
-            period: period.to_string(),
-            tenant_name: profile.legal_name.clone(),
-            currency: profile.currency.code().to_string(),
-            composed_at: Some(timestamp(Utc::now())),
-            booking_legs: composed.booking_legs,
-            fee_legs: composed.fee_legs,
-            bookings: composed.bookings,
-            open_differences: u32::try_from(
-                differences.iter().filter(|d| d.status == "open").count(),
-            )
-            .unwrap_or(u32::MAX),
-            differences,
-            invoice_number: invoice
-                .as_ref()
-                .map(|i| i.number.clone())
-                .unwrap_or_default(),
-            invoice_status: invoice.map(|i| i.status.to_string()).unwrap_or_default(),
-        })
-    }
 }
 
 #[cfg(test)]
