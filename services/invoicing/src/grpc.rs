@@ -109,16 +109,24 @@ impl InvoicingGrpc {
         }
     }
 
-    /// Composes and records the statement of a tenant's month after its close; a failure is
-    /// logged, never the close's (the nightly refresh and `billingctl report month` retry it).
-    async fn refresh_statement(&self, profile: &Profile, period: &str) {
+    /// Composes and records the statement of a tenant's month after its close, beside it: the
+    /// close answers without waiting, and a failure is logged, never the close's (the nightly
+    /// refresh and `billingctl report month` compose it again).
+    fn refresh_statement(&self, profile: &Profile, period: &str) {
         let Ok(period) = period.parse::<BillingPeriod>() else {
             return;
         };
-        if let Err(err) = self.statements().month(profile, period).await {
-            tracing::warn!(tenant = %profile.tenant_id, %period, error = %err,
-                "month statement not refreshed after the close");
-        }
+        let (store, ledger, profile) = (self.store.clone(), self.close.ledger(), profile.clone());
+        tokio::spawn(async move {
+            let statements = Statements {
+                store: &store,
+                ledger,
+            };
+            if let Err(err) = statements.month(&profile, period).await {
+                tracing::warn!(tenant = %profile.tenant_id, %period, error = %err,
+                    "month statement not refreshed after the close");
+            }
+        });
     }
 
     fn statements(&self) -> Statements<'_> {
@@ -284,7 +292,7 @@ impl InvoicingService for InvoicingGrpc {
                 let outcome = self.close_one(&profile, period, dry_run).await;
                 // The month's statement follows its close (issue 21: kept up to date).
                 if !dry_run && outcome.error.is_empty() {
-                    self.refresh_statement(&profile, &outcome.period).await;
+                    self.refresh_statement(&profile, &outcome.period);
                 }
                 outcome
             })

@@ -125,6 +125,19 @@ async fn month(system: &System) -> anyhow::Result<()> {
         Some("94.00")
     );
 
+    // The close composes the month's statement by itself (kept up to date).
+    let db = system.db("invoicing").await?;
+    crate::harness::eventually(std::time::Duration::from_secs(20), || async {
+        let open: Option<i32> = sqlx::query_scalar(
+            "select open_differences from month_statements
+             where tenant_id = 'claire' and period = '2026-10'",
+        )
+        .fetch_optional(&db)
+        .await?;
+        Ok(open.filter(|n| *n == 6))
+    })
+    .await?;
+
     let (code, s) = statement(system).await?;
     assert_eq!(code, Some(ATTENTION), "{s}");
     assert_eq!(differences(&s), expected(|_| "open"), "{s}");
