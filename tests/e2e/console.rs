@@ -416,7 +416,13 @@ async fn scenario(
     // Bookings: a month's list, one booking by its SimplyBook id, the chain check; tenants; the
     // audit log.
     let bookings = dana.get("/bookings?tenant=claire&period=2026-08").await?;
-    assert_eq!(bookings.status, StatusCode::OK, "{} {:?}", bookings.body, bookings.headers);
+    assert_eq!(
+        bookings.status,
+        StatusCode::OK,
+        "{} {:?}",
+        bookings.body,
+        bookings.headers
+    );
     assert!(
         bookings.body.contains("C1") && bookings.body.contains("AUD 150.00"),
         "{}",
