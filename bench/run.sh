@@ -17,7 +17,8 @@
 #   bench/run.sh faults --cluster  the same on a fresh 3-node NATS cluster per scenario, every
 #                                  stream R3 (scripts/nats-cluster.sh, ports 25222..; security
 #                                  off): the WEBHOOKS leader killed, the ledger consumer's leader
-#                                  frozen 20 s, a rolling restart (~5 minutes with --bookings 250)
+#                                  frozen 20 s, a rolling restart, the WEBHOOKS leader cut off the
+#                                  network 20 s (nftables) (~6 minutes with --bookings 250)
 #   bench/run.sh report            all four, then bench/RESULTS.md: the machine, the date, every
 #                                  figure with its ratio to its ceiling (~16 minutes)
 # Extra arguments go to the benchmark (e.g. --duration-secs 5 --rounds 1; --backlog 20000).
@@ -39,8 +40,18 @@ which=ingest
 case "${1:-}" in ingest | ledger | close | pdf | all | report | faults) which=$1; shift ;; esac
 scripts/services.sh
 cargo build --release --locked -p ingest -p ledger -p invoicing -p notifier -p billing-bench
-# The ledger's test-only fault point exists in debug builds only (kill-ledger).
-if [ "$which" = faults ]; then cargo build --locked -p ledger; fi
+# The ledger's test-only fault point exists in debug builds only (kill-ledger); the network
+# cuts (cut-webhooks-leader, vanish-postgres, partition-postgres) need nftables.
+if [ "$which" = faults ]; then
+  cargo build --locked -p ledger
+  if ! command -v nft >/dev/null 2>&1; then
+    echo "run.sh: installing nftables (the fault suite's network cuts)" >&2
+    as_root=""; [ "$(id -u)" = 0 ] || as_root=sudo
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nftables >/dev/null ||
+      { $as_root apt-get update -q >/dev/null &&
+        $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nftables >/dev/null; }
+  fi
+fi
 bin="$CARGO_TARGET_DIR/release"
 case "$which" in
   ingest) exec "$bin/ingest-bench" run "$@" ;;

@@ -134,7 +134,6 @@ pub async fn run_scenario(
                 &[
                     ("LISTEN_ADDR", addr.to_string()),
                     ("RATE_LIMIT_PER_SEC", "0".into()),
-                    ("PUBLISH_TIMEOUT_MS", "5000".into()),
                 ],
             );
             Service::new("ingest", i, e, &dir, *addr)

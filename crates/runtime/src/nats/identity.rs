@@ -155,6 +155,10 @@ pub async fn connect_as(
         // inboxes of its own: the server lets no other identity subscribe to them.
         .custom_inbox_prefix(format!("_INBOX_{name}"))
         .connection_timeout(Duration::from_secs(5))
+        // A server that went silent (a cut network, a hung machine) is given up after three
+        // unanswered pings, 15-20 s, rather than the client's default of minutes: until
+        // then nothing published through it is acknowledged.
+        .ping_interval(Duration::from_secs(5))
         .max_reconnects(None)
         .connect(seeds)
         .await
