@@ -130,21 +130,32 @@ impl Browser {
     }
 }
 
+/// A console for `system` with Dana (billing) and Vic (viewer).
 pub(crate) async fn start_console(
     system: &System,
+) -> anyhow::Result<(SocketAddr, CancellationToken, tokio::task::JoinHandle<()>)> {
+    start_console_with(
+        system,
+        &format!(
+            "# test operators\ndana billing {}\nvic viewer {}\n",
+            console::accounts::hash_password(DANA_PASSWORD),
+            console::accounts::hash_password(VIC_PASSWORD)
+        ),
+    )
+    .await
+}
+
+/// A console for `system` with the accounts file `accounts`, sharing the system's database
+/// (and so its sessions) with any other.
+async fn start_console_with(
+    system: &System,
+    accounts_text: &str,
 ) -> anyhow::Result<(SocketAddr, CancellationToken, tokio::task::JoinHandle<()>)> {
     let accounts = std::env::temp_dir().join(format!(
         "console-accounts-{}",
         billing_testkit::unique_namespace()
     ));
-    std::fs::write(
-        &accounts,
-        format!(
-            "# test operators\ndana billing {}\nvic viewer {}\n",
-            console::accounts::hash_password(DANA_PASSWORD),
-            console::accounts::hash_password(VIC_PASSWORD)
-        ),
-    )?;
+    std::fs::write(&accounts, accounts_text)?;
     let db = system.db.as_ref().context("the system has a database")?;
     let config = console::Config {
         listen_addr: "127.0.0.1:0".parse()?,
@@ -496,6 +507,31 @@ async fn scenario(
         .post(&void_path, &[("reason", "x"), ("csrf", &csrf)])
         .await?;
     assert_eq!(cross.status, StatusCode::FORBIDDEN);
+
+    // A second replica shares the sessions; its accounts file demoted Dana to viewer and
+    // dropped Vic: Dana's session now has the viewer's role, Vic's opens nothing.
+    let (second, stop_second, second_task) = start_console_with(
+        system,
+        &format!(
+            "dana viewer {}\n",
+            console::accounts::hash_password(DANA_PASSWORD)
+        ),
+    )
+    .await?;
+    let mut dana_there = Browser::new(second)?;
+    dana_there.cookies = dana.cookies.clone();
+    let demoted = dana_there.get(&format!("/invoices/{august}")).await?;
+    assert_eq!(demoted.status, StatusCode::OK);
+    assert!(demoted.body.contains("(viewer)"), "{}", demoted.body);
+    // August is paid: a billing operator would still see the payment form (overpayments are
+    // recorded too), a viewer does not.
+    assert!(!demoted.body.contains("/pay\""), "{}", demoted.body);
+    let mut vic_there = Browser::new(second)?;
+    vic_there.cookies = vic.cookies.clone();
+    let gone = vic_there.get("/").await?;
+    assert_eq!(gone.location(), "/login");
+    stop_second.cancel();
+    let _ = second_task.await;
 
     // Signing out ends the session on the server: the old cookie opens nothing.
     let old = dana.cookies.clone();

@@ -123,6 +123,13 @@ impl Accounts {
         })
     }
 
+    /// The role `operator`'s account has now; `None` once it is gone from the file.
+    pub fn role_of(&self, operator: &Operator) -> Option<Role> {
+        self.by_name
+            .get(&operator.as_str().to_ascii_lowercase())
+            .map(|a| a.role)
+    }
+
     /// The account `name` signs into with `password`, or `None`. Runs argon2 on the blocking
     /// pool (tens of milliseconds of CPU).
     pub async fn verify(
@@ -224,6 +231,10 @@ mod tests {
                 .is_none()
         );
         assert!(!format!("{accounts:?}").contains("argon2"));
+        let kim = Operator::parse("KIM@example.org").expect("a name");
+        assert_eq!(accounts.role_of(&kim), Some(Role::Admin));
+        let gone = Operator::parse("nobody").expect("a name");
+        assert_eq!(accounts.role_of(&gone), None);
     }
 
     #[tokio::test]

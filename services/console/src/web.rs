@@ -221,7 +221,16 @@ impl FromRequestParts<Shared> for Operator {
             .ok_or(Refusal::SignIn)?
             .to_string();
         match state.sessions.find(&token).await {
-            Ok(Some(session)) => Ok(Operator { session, token }),
+            // The account as the file says now (the console reads it at start-up): a session
+            // of an account since removed opens nothing, and one whose role changed has the
+            // new role.
+            Ok(Some(mut session)) => match state.accounts.role_of(&session.operator) {
+                Some(role) => {
+                    session.role = role;
+                    Ok(Operator { session, token })
+                }
+                None => Err(Refusal::SignIn),
+            },
             Ok(None) => Err(Refusal::SignIn),
             Err(err) => {
                 tracing::error!(error = %err, "reading a session failed");
