@@ -163,8 +163,7 @@ impl Measured {
 }
 
 /// Where a level's ingest publishes: a NATS server of its own (R1 streams) or a 3-node cluster
-/// (R3 streams); held only to be stopped when the level is dropped.
-#[allow(dead_code)]
+/// (R3 streams), stopped when the level is dropped.
 enum LevelNats {
     Own(Box<OwnNats>),
     Cluster(common::LocalCluster),
@@ -186,6 +185,31 @@ struct Level {
 }
 
 impl Level {
+    fn new(
+        label: String,
+        secured: Secured,
+        nats: LevelNats,
+        ingest: Child,
+        target: Target,
+    ) -> Self {
+        let nats_url = match &nats {
+            LevelNats::Own(own) => own.url().to_string(),
+            LevelNats::Cluster(cluster) => cluster.urls().to_string(),
+        };
+        Level {
+            label,
+            secured,
+            nats_url,
+            _nats: nats,
+            _ingest: ingest,
+            target,
+            accepted: 0,
+            failures: 0,
+            full_speed: Vec::new(),
+            at_half: Vec::new(),
+        }
+    }
+
     fn tally(&mut self, m: &Measured) {
         self.accepted += m.outcome.count(202);
         self.failures += m.outcome.failures();
@@ -250,18 +274,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             start_ingest(&ingest_bin, &secured, nats.url(), 1, &tenants, &level_dir).await?;
         let processes = cpu::Processes::new(child.id().unwrap_or(0))
             .with_nats(nats.pid().into_iter().collect());
-        levels.push(Level {
-            label: level.label().to_string(),
-            nats_url: nats.url().to_string(),
+        levels.push(Level::new(
+            level.label().to_string(),
             secured,
-            _nats: LevelNats::Own(Box::new(nats)),
-            _ingest: child,
-            target: Target { addr, processes },
-            accepted: 0,
-            failures: 0,
-            full_speed: Vec::new(),
-            at_half: Vec::new(),
-        });
+            LevelNats::Own(Box::new(nats)),
+            child,
+            Target { addr, processes },
+        ));
     }
 
     if args.r3 {
@@ -283,18 +302,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let processes = cpu::Processes::new(child.id().unwrap_or(0)).with_nats(cluster.pids());
         levels.insert(
             1.min(levels.len()),
-            Level {
-                label: format!("{} R3", Security::Off.label()),
-                nats_url: cluster.urls().to_string(),
+            Level::new(
+                format!("{} R3", Security::Off.label()),
                 secured,
-                _nats: LevelNats::Cluster(cluster),
-                _ingest: child,
-                target: Target { addr, processes },
-                accepted: 0,
-                failures: 0,
-                full_speed: Vec::new(),
-                at_half: Vec::new(),
-            },
+                LevelNats::Cluster(cluster),
+                child,
+                Target { addr, processes },
+            ),
         );
     }
 

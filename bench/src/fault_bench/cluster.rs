@@ -170,6 +170,21 @@ impl Cluster {
         Ok(started.elapsed())
     }
 
+    /// The node leading WEBHOOKS, and a JetStream context on the other two (to watch for the
+    /// next leader while that one is struck).
+    async fn webhooks_leader(
+        &self,
+        secured: &Secured,
+    ) -> anyhow::Result<(u16, jetstream::Context)> {
+        let js = secured.jetstream(&self.urls, "ledger").await?;
+        let leader = stream_cluster(&js)
+            .await?
+            .0
+            .context("WEBHOOKS has no leader")?;
+        let node = node_of(&leader)?;
+        Ok((node, self.js_without(secured, node).await?))
+    }
+
     /// `kill -9` of the WEBHOOKS stream's leader; it is started again after `down_for`. Returns
     /// the evidence.
     pub async fn kill_stream_leader(
@@ -178,13 +193,7 @@ impl Cluster {
         down_for: Duration,
         sent: &Sent,
     ) -> anyhow::Result<String> {
-        let js = secured.jetstream(&self.urls, "ledger").await?;
-        let leader = stream_cluster(&js)
-            .await?
-            .0
-            .context("WEBHOOKS has no leader")?;
-        let node = node_of(&leader)?;
-        let js = self.js_without(secured, node).await?;
+        let (node, js) = self.webhooks_leader(secured).await?;
         sent.in_window
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let pid = self.signal(node, "KILL").await?;
@@ -274,13 +283,7 @@ impl Cluster {
         cut_for: Duration,
         sent: &Sent,
     ) -> anyhow::Result<String> {
-        let js = secured.jetstream(&self.urls, "ledger").await?;
-        let leader = stream_cluster(&js)
-            .await?
-            .0
-            .context("WEBHOOKS has no leader")?;
-        let node = node_of(&leader)?;
-        let js = self.js_without(secured, node).await?;
+        let (node, js) = self.webhooks_leader(secured).await?;
         let pid = self.pid(node)?;
         let client_port = self.base + node - 1;
         let route_port = self.base + 2000 + node - 1;
