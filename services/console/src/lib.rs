@@ -193,6 +193,21 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
+    fn placeholder_secrets_refuse_to_start_without_being_echoed() {
+        let token = "an-admin-token-long-enough-0123456789";
+        let problems = billing_runtime::config::placeholder_refusals::<Config>(
+            "console",
+            &[("--token", token), ("--accounts-file", "/nonexistent")],
+            &[
+                ("--database-url", "postgres://billing:CHANGE-ME@db/billing"),
+                ("--token", "console-token-CHANGE-ME"),
+            ],
+            ("--database-url", "postgres://postgres@127.0.0.1:5432/test"),
+        );
+        assert_eq!(problems, Vec::<String>::new());
+    }
+
+    #[test]
     fn help_shows_no_secret_and_the_token_is_required_to_serve() {
         Config::command().debug_assert();
         let shown = billing_runtime::config::env_values_shown_in_help(&Config::command());
