@@ -1,6 +1,6 @@
 //! The overview: per tenant, this month and last month in the tenant's own zone: bookings and
-//! fees (the ledger's period summary), the invoice and its payment status, the reconciliation
-//! with SimplyBook and its gaps, and the tenant's dead letters.
+//! fees (the ledger's period summary), the invoice and its payment status, the deposits
+//! received, the reconciliation with SimplyBook and its gaps, and the tenant's dead letters.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -26,6 +26,9 @@ struct Month {
     invoice: Option<Invoice>,
     /// `None` when no reconciliation ran for the month.
     gaps: Option<usize>,
+    /// The bookings' deposits by outcome (`3 received, 1 missing`), and the month's lines no
+    /// booking claims.
+    deposits: String,
     reconciled_at: String,
 }
 
@@ -78,8 +81,13 @@ async fn month(
         .await
         .map_err(refusal)?
         .into_inner();
+    let deposit_summary = deposit_summary(
+        deposits.bookings.iter().map(|b| b.outcome.as_str()),
+        deposits.unmatched.len(),
+    );
     let reconciliation = deposits.reconciliation;
     Ok(Month {
+        deposits: deposit_summary,
         period,
         bookings: summary.booking_count,
         fees: money(summary.platform_fee_total.as_ref()),
@@ -90,6 +98,32 @@ async fn month(
             .map(|r| local(r.ran_at.as_ref(), tz))
             .unwrap_or_default(),
     })
+}
+
+/// `3 received, 1 missing; 1 line unclaimed`: the ledger's deposit outcomes of a month's
+/// bookings (those not yet due left out), and the deposit lines no booking claims.
+fn deposit_summary<'a>(outcomes: impl Iterator<Item = &'a str>, unmatched: usize) -> String {
+    let mut counts = std::collections::BTreeMap::new();
+    for outcome in outcomes.filter(|o| *o != "not_due") {
+        *counts.entry(outcome).or_insert(0usize) += 1;
+    }
+    let mut text = counts
+        .iter()
+        .map(|(outcome, n)| format!("{n} {}", outcome.replace('_', " ")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if unmatched > 0 {
+        let lines = if unmatched == 1 { "line" } else { "lines" };
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        text.push_str(&format!("{unmatched} {lines} unclaimed"));
+    }
+    if text.is_empty() {
+        "—".to_string()
+    } else {
+        text
+    }
 }
 
 fn month_row(m: &Month) -> Markup {
@@ -106,6 +140,7 @@ fn month_row(m: &Month) -> Markup {
                 }
                 None => { td { "—" } td { "not invoiced" } td {} }
             }
+            td { (m.deposits) }
             td {
                 @match m.gaps {
                     None => { "not reconciled" }
@@ -162,7 +197,7 @@ pub async fn page_for(state: &Shared, who: &Operator) -> Result<Response, Refusa
                     } @else { "No dead letters." }
                 }
                 table {
-                    thead { tr { th { "Month" } th.num { "Bookings" } th.num { "Fees" } th { "Invoice" } th { "Status" } th.num { "Balance" } th { "Reconciliation" } } }
+                    thead { tr { th { "Month" } th.num { "Bookings" } th.num { "Fees" } th { "Invoice" } th { "Status" } th.num { "Balance" } th { "Deposits" } th { "Reconciliation" } } }
                     tbody { (month_row(this)) (month_row(last)) }
                 }
             }
@@ -173,4 +208,20 @@ pub async fn page_for(state: &Shared, who: &Operator) -> Result<Response, Refusa
 
 pub async fn page(State(state): State<Shared>, who: Operator) -> Result<Response, Refusal> {
     page_for(&state, &who).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deposit_summary;
+
+    #[test]
+    fn deposits_are_counted_by_outcome() {
+        let outcomes = ["received", "missing", "received", "not_due", "refund_due"];
+        assert_eq!(
+            deposit_summary(outcomes.into_iter(), 1),
+            "1 missing, 2 received, 1 refund due; 1 line unclaimed"
+        );
+        assert_eq!(deposit_summary(["not_due"].into_iter(), 0), "—");
+        assert_eq!(deposit_summary([].into_iter(), 2), "2 lines unclaimed");
+    }
 }
