@@ -7,7 +7,8 @@
 //! auth + TLS: see `common::Security`), a NATS server of its own and a release `ingest` logged in
 //! to it, as child processes. Drives them all with the same genuine signed SimplyBook and Stripe
 //! requests, in alternating rounds (ceiling, then each level, the levels' order rotating), then
-//! each ingest at half the slowest level's rate for latency, again in rounds. Prints accepted
+//! the contract ceiling and each ingest at half the slowest level's rate for latency, again in
+//! rounds (`--half-rate-secs` for a long run of the tail). Prints accepted
 //! requests per second, p50/p99 latency, the ratio to the ceiling, the cost of each level against
 //! the first, and checks that each stream holds exactly as many messages as its ingest accepted.
 //! Then times the signature amplification attack against a genuine request (`amplification`) on
@@ -64,6 +65,9 @@ struct RunArgs {
     /// Seconds per measured run.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
+    /// Seconds per half-rate run, for a long run of the latency tail (default: --duration-secs).
+    #[arg(long)]
+    half_rate_secs: Option<u64>,
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -381,9 +385,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let half_rate = rates.iter().copied().fold(f64::INFINITY, f64::min) / 2.0;
     let half = Plan {
         rate: Some(half_rate),
+        duration: Duration::from_secs(args.half_rate_secs.unwrap_or(args.duration_secs)),
         ..full_speed
     };
+    // The contract ceiling at the same rate too: whatever tail it shows is not ingest's.
+    let mut contract_half = Vec::new();
     for round in 0..args.rounds {
+        let k = contract.measure(&payloads, &counter, half).await?;
+        contract_accepted += k.outcome.count(202);
+        contract_failures += k.outcome.failures();
+        contract_half.push(k);
         for i in 0..n {
             let level = &mut levels[(round + i) % n];
             let m = level.target.measure(&payloads, &counter, half).await?;
@@ -424,13 +435,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         out,
         "{} cores shared by the load generator ({} thread), the server and NATS JetStream (file \
          storage, a server of its own per security level); {} keep-alive connections; {} s per \
-         run; medians of {} rounds, the ceiling and the levels alternating; requests alternate \
+         run ({} s at half rate); medians of {} rounds, the ceiling and the levels alternating; \
+         requests alternate \
          signed SimplyBook bookings (~1.1 KB) and Stripe events (~1.0 KB). NATS server: {}. Load \
          average (1, 5, 15 min) before: {load_before}; after: {}.\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.generator_threads,
         args.connections,
         args.duration_secs,
+        args.half_rate_secs.unwrap_or(args.duration_secs),
         args.rounds,
         common::OwnNats::server_version(),
         common::load_average()
@@ -481,6 +494,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             &run,
         )?;
     }
+    let contract_half_run = median_run(&mut contract_half, |m| m.outcome.percentile_ms(99.0));
+    row(
+        &mut out,
+        &format!("contract ceiling at {half_rate:.0} req/s offered"),
+        contract_half_run.outcome.accepted_per_sec(),
+        &contract_half_run,
+    )?;
     let mut half_runs = Vec::new();
     for level in levels.iter_mut() {
         let run = median_run(&mut level.at_half, |m| m.outcome.percentile_ms(99.0));
