@@ -6,7 +6,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use billing_domain::BillingPeriod;
 use billing_proto::convert::timestamp;
-use billing_proto::invoicing::GetTenantProfileRequest;
 use billing_proto::ledger::{
     Booking, GetBookingRequest, ListBookingsRequest, VerifyIntegrityRequest,
 };
@@ -106,16 +105,7 @@ pub async fn list(
     let mut shown_period = String::new();
     let mut tz_name = String::new();
     if !tenant.is_empty() {
-        let profile = state
-            .backend
-            .invoicing
-            .clone()
-            .get_tenant_profile(GetTenantProfileRequest {
-                tenant_id: tenant.clone(),
-            })
-            .await
-            .map_err(refusal)?
-            .into_inner();
+        let profile = super::tenant_profile(&state, &tenant).await?;
         let tz = zone(&profile.time_zone);
         tz_name = profile.time_zone.clone();
         let period = match q.period.trim() {
@@ -229,16 +219,7 @@ pub async fn detail(
     who: Operator,
     Path((tenant, booking_ref)): Path<(String, String)>,
 ) -> Result<Response, Refusal> {
-    let profile = state
-        .backend
-        .invoicing
-        .clone()
-        .get_tenant_profile(GetTenantProfileRequest {
-            tenant_id: tenant.clone(),
-        })
-        .await
-        .map_err(refusal)?
-        .into_inner();
+    let profile = super::tenant_profile(&state, &tenant).await?;
     let tz = zone(&profile.time_zone);
     let found = state
         .backend

@@ -11,6 +11,23 @@ pub mod login;
 pub mod overview;
 pub mod tenants;
 
+/// A tenant's billing profile (name, currency, time zone) as invoicing holds it.
+pub async fn tenant_profile(
+    state: &crate::web::Shared,
+    tenant: &str,
+) -> Result<billing_proto::invoicing::TenantProfile, crate::web::Refusal> {
+    Ok(state
+        .backend
+        .invoicing
+        .clone()
+        .get_tenant_profile(billing_proto::invoicing::GetTenantProfileRequest {
+            tenant_id: tenant.to_string(),
+        })
+        .await
+        .map_err(crate::web::refusal)?
+        .into_inner())
+}
+
 /// Rows on one page of a table.
 pub const PAGE_SIZE: usize = 25;
 

@@ -4,7 +4,7 @@
 
 use axum::extract::{Path, State};
 use axum::response::Response;
-use billing_proto::invoicing::{GetTenantProfileRequest, ListTenantProfilesRequest};
+use billing_proto::invoicing::ListTenantProfilesRequest;
 use maud::html;
 
 use crate::format::{local, zone};
@@ -47,16 +47,7 @@ pub async fn detail(
     who: Operator,
     Path(tenant): Path<String>,
 ) -> Result<Response, Refusal> {
-    let p = state
-        .backend
-        .invoicing
-        .clone()
-        .get_tenant_profile(GetTenantProfileRequest {
-            tenant_id: tenant.clone(),
-        })
-        .await
-        .map_err(refusal)?
-        .into_inner();
+    let p = super::tenant_profile(&state, &tenant).await?;
     let tz = zone(&p.time_zone);
     let body = html! {
         dl {
