@@ -1,15 +1,27 @@
 //! Operator accounts: a file (or a mounted Secret) of `name role argon2id-hash` lines, read at
 //! start-up. A password is checked against its argon2id hash on the blocking pool; an unknown
 //! name is checked against a hash of nothing anyone knows, so the time taken does not tell
-//! which names exist.
+//! which names exist. At most [`CONCURRENT_CHECKS`] checks run at once (each holds 19 MiB for
+//! tens of milliseconds); a sign-in arriving when none is free is answered busy at once, never
+//! queued.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2};
 use billing_runtime::auth::Role;
 use billing_runtime::operator::Operator;
+use tokio::sync::Semaphore;
+
+/// Password checks that may run at once, across all sign-ins of this replica.
+pub const CONCURRENT_CHECKS: usize = 2;
+
+/// Every password check slot is taken: try again in a moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
@@ -42,6 +54,10 @@ pub struct Accounts {
     by_name: HashMap<String, Account>,
     /// Checked for an unknown name, so it costs what a known one does.
     decoy: String,
+    /// One permit per password check running.
+    checking: Arc<Semaphore>,
+    /// Password checks started (argon2 runs), known and unknown names alike.
+    checks: AtomicU64,
 }
 
 impl std::fmt::Debug for Accounts {
@@ -120,6 +136,8 @@ impl Accounts {
         Ok(Accounts {
             by_name,
             decoy: decoy_hash(),
+            checking: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
+            checks: AtomicU64::new(0),
         })
     }
 
@@ -130,23 +148,49 @@ impl Accounts {
             .map(|a| a.role)
     }
 
-    /// The account `name` signs into with `password`, or `None`. Runs argon2 on the blocking
-    /// pool (tens of milliseconds of CPU).
+    /// The account `name` signs into with `password`, or `None`; [`Busy`] without checking
+    /// anything when [`CONCURRENT_CHECKS`] checks are already running. Runs argon2 on the
+    /// blocking pool (tens of milliseconds of CPU); the check keeps its slot until argon2 is
+    /// done, even if the sign-in that asked has gone.
     pub async fn verify(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
         name: &str,
         password: &str,
-    ) -> Option<SignedIn> {
+    ) -> Result<Option<SignedIn>, Busy> {
+        let slot = self
+            .checking
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy)?;
         let accounts = self.clone();
         let name = name.trim().to_string();
         let password = password.to_string();
-        tokio::task::spawn_blocking(move || accounts.verify_blocking(&name, &password))
-            .await
+        Ok(tokio::task::spawn_blocking(move || {
+            let signed_in = accounts.verify_blocking(&name, &password);
+            drop(slot);
+            signed_in
+        })
+        .await
+        .ok()
+        .flatten())
+    }
+
+    /// Password checks started so far (each one argon2 run).
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+
+    /// Takes every check slot (a test holding them sees sign-ins answered busy).
+    #[cfg(test)]
+    pub(crate) fn occupy_every_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.checking
+            .clone()
+            .try_acquire_many_owned(CONCURRENT_CHECKS as u32)
             .ok()
-            .flatten()
     }
 
     fn verify_blocking(&self, name: &str, password: &str) -> Option<SignedIn> {
+        self.checks.fetch_add(1, Ordering::Relaxed);
         let operator = Operator::parse(name).ok();
         let account = operator
             .as_ref()
@@ -198,8 +242,6 @@ pub fn hash_password(password: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     #[tokio::test]
@@ -210,7 +252,10 @@ mod tests {
             hash_password("battery staple")
         );
         let accounts = Arc::new(Accounts::parse(&file).expect("valid"));
-        let dana = accounts.verify("dana", "correct horse").await;
+        let dana = accounts
+            .verify("dana", "correct horse")
+            .await
+            .expect("a free check slot");
         assert_eq!(
             dana.map(|s| (s.operator.to_string(), s.role)),
             Some(("dana".to_string(), Role::Billing))
@@ -220,14 +265,28 @@ mod tests {
             accounts
                 .verify("kim@example.org", "battery staple")
                 .await
+                .expect("a free check slot")
                 .is_some()
         );
-        assert!(accounts.verify("dana", "battery staple").await.is_none());
-        assert!(accounts.verify("nobody", "correct horse").await.is_none());
+        assert!(
+            accounts
+                .verify("dana", "battery staple")
+                .await
+                .expect("a free check slot")
+                .is_none()
+        );
+        assert!(
+            accounts
+                .verify("nobody", "correct horse")
+                .await
+                .expect("a free check slot")
+                .is_none()
+        );
         assert!(
             accounts
                 .verify("dana smith", "correct horse")
                 .await
+                .expect("a free check slot")
                 .is_none()
         );
         assert!(!format!("{accounts:?}").contains("argon2"));
@@ -244,8 +303,20 @@ mod tests {
         let made = "$argon2id$v=19$m=65536,t=2,p=1$VlVjcmFYaE5iVFJDU2pFM05VaHVTUQ$\
                     a/p1sLrQcWgJeeEmv/xOezFwdq/rVmpr+H2A+8haeDs";
         let accounts = Arc::new(Accounts::parse(&format!("dana admin {made}")).expect("valid"));
-        assert!(accounts.verify("dana", "the password").await.is_some());
-        assert!(accounts.verify("dana", "the password ").await.is_none());
+        assert!(
+            accounts
+                .verify("dana", "the password")
+                .await
+                .expect("a free check slot")
+                .is_some()
+        );
+        assert!(
+            accounts
+                .verify("dana", "the password ")
+                .await
+                .expect("a free check slot")
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -255,8 +326,29 @@ mod tests {
         let accounts = Arc::new(Accounts::read(&path).expect("a valid example"));
         let admin = accounts
             .verify("admin", "example-only-console-password")
-            .await;
+            .await
+            .expect("a free check slot");
         assert_eq!(admin.map(|a| a.role), Some(Role::Admin));
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_finding_every_check_slot_taken_is_busy_without_checking() {
+        let accounts = Arc::new(
+            Accounts::parse(&format!("dana admin {}", hash_password("pw"))).expect("valid"),
+        );
+        let held = accounts.occupy_every_slot().expect("the slots are free");
+        assert_eq!(accounts.verify("dana", "pw").await, Err(Busy));
+        assert_eq!(accounts.verify("nobody", "pw").await, Err(Busy));
+        assert_eq!(accounts.checks(), 0, "no argon2 ran");
+        drop(held);
+        assert!(
+            accounts
+                .verify("dana", "pw")
+                .await
+                .is_ok_and(|s| s.is_some())
+        );
+        assert!(accounts.verify("nobody", "pw").await == Ok(None));
+        assert_eq!(accounts.checks(), 2, "an unknown name costs a check too");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! # Layout
 //!
 //! - `accounts`: the accounts file and password checks.
-//! - `sessions`: sessions and the sign-in throttle, in the `console` schema.
+//! - `sessions`: sessions and the sign-in throttle per name, in the `console` schema.
+//! - `throttle`: sign-ins per client address and in all, before any password is checked.
 //! - `backend`: the gRPC clients, and a write made for an operator.
 //! - `web`: routes, security headers, the signed-in operator, the checks of every POST.
 //! - `pages`: one module a page (overview, invoices, dead letters, sign-in) and the frame.
@@ -23,6 +24,7 @@ mod format;
 mod metrics;
 mod pages;
 pub mod sessions;
+mod throttle;
 mod web;
 
 use std::net::SocketAddr;
@@ -176,14 +178,25 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
             Duration::from_secs(config.session_hours * 3600),
         ),
         backend,
+        sign_in_limits: throttle::SignInLimits::default(),
     });
     let probes = Probes {
         db: Some(pool),
         ..Probes::default()
     };
-    let app = web::router(state).merge(billing_runtime::ops::router(probes));
+    let app = web::router(state)
+        .merge(billing_runtime::ops::router(probes))
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found\n") });
     tracing::info!(addr = ?listener.local_addr().ok(), "console listening");
-    server::serve(listener, app, shutdown).await?;
+    // As `server::serve`, but telling each request its TCP peer: the sign-in limits count
+    // per client address.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .map_err(server::ServeError::Io)?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ pub(crate) fn describe() {
     describe_counter!(
         "console_logins_total",
         Unit::Count,
-        "Sign-in attempts, per outcome (signed_in; refused: wrong name or password; throttled: too many failures of the name within 15 minutes)."
+        "Sign-in attempts, per outcome (signed_in; refused: wrong name or password; throttled: answered 429 before any password check, for the client address's or the global sign-in rate, a name locked after five failures within 15 minutes, or every password check slot busy)."
     );
     describe_counter!(
         "console_refusals_total",

@@ -20,6 +20,7 @@ use crate::accounts::Accounts;
 use crate::backend::Backend;
 use crate::pages::{audit, bookings, dead_letters, invoices, layout, login, overview, tenants};
 use crate::sessions::{Session, Sessions};
+use crate::throttle::SignInLimits;
 
 /// The session cookie. `__Host-`: the browser keeps it only if it is Secure, for this host,
 /// with path `/`.
@@ -31,6 +32,8 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     pub sessions: Sessions,
     pub backend: Backend,
+    /// Sign-ins per client address and in all, before any password check.
+    pub sign_in_limits: SignInLimits,
 }
 
 pub type Shared = Arc<AppState>;
