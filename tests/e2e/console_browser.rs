@@ -2,9 +2,12 @@
 //! over the W3C WebDriver protocol (chromedriver) by the small client below. Sign in, find the
 //! invoice, record a bank payment and see it paid and its receipt at the SMTP sink; void another
 //! with a reason and see the operator's name in its history; a viewer sees no pay button and a
-//! forged POST gets 403; a form without its CSRF token is refused; sign-out ends the session;
+//! forged POST gets 403; resend the paid invoice's email and see the copy arrive (a viewer has
+//! no resend form); run a reconciliation with SimplyBook for a month and see its result; a form
+//! without its CSRF token is refused; sign-out ends the session;
 //! axe-core (from npm, `tests/browser/`) finds no serious or critical violation on any page.
-//! Screenshots of the overview, an invoice and the dead letters go to `docs/`.
+//! Screenshots of the overview, an invoice and the dead letters go to `docs/` with
+//! `UPDATE_SCREENSHOTS=1`, otherwise to `target/<profile>/console-screenshots/`.
 //!
 //! Needs `chromium` and `chromium-driver` (Debian) and `npm ci` in `tests/browser`:
 //! `scripts/test.sh` provides all three.
@@ -30,6 +33,21 @@ fn repo() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default()
+}
+
+/// Where screenshots go: `docs/` (the ones docs/console.md shows) only when asked with
+/// `UPDATE_SCREENSHOTS=1`, so an ordinary run leaves the working tree as it was; otherwise
+/// `console-screenshots/` in the build's target directory (`target/debug/`).
+fn screenshots_dir() -> anyhow::Result<PathBuf> {
+    if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        return Ok(repo().join("docs"));
+    }
+    // Tests run from target/<profile>/deps.
+    let exe = std::env::current_exe()?;
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("console-screenshots"))
+        .context("locating the target directory")
 }
 
 /// chromedriver on a free port, stopped when dropped.
@@ -248,7 +266,9 @@ impl Browser {
         let png =
             base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap_or_default())?;
         anyhow::ensure!(png.starts_with(b"\x89PNG"), "not a PNG");
-        std::fs::write(repo().join("docs").join(name), png)?;
+        let dir = screenshots_dir()?;
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(name), png)?;
         Ok(())
     }
 
@@ -369,6 +389,9 @@ async fn in_browser(system: &System) -> anyhow::Result<()> {
         }
     })
     .await?;
+    // An operator alert, as a service raises one: the overview lists it once the notifier has
+    // emailed it.
+    raise_alert(system).await?;
     let mut invoicing = client(system).await?;
     let to_pay = issued(&mut invoicing, "claire", &last.to_string()).await?;
     let to_void = issued(&mut invoicing, "claire", &before.to_string()).await?;
@@ -385,6 +408,44 @@ async fn in_browser(system: &System) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = task.await;
     result
+}
+
+const ALERT_SUMMARY: &str = "SimplyBook callbacks of claire stopped arriving";
+
+/// Publishes an operator alert on the ALERTS stream and waits for the notifier's email of it.
+async fn raise_alert(system: &System) -> anyhow::Result<()> {
+    use prost::Message as _;
+    let alert = billing_proto::events::AlertV1 {
+        alert_id: "browser-test-alert-1".into(),
+        kind: "callbacks_stopped".into(),
+        severity: "warning".into(),
+        summary: ALERT_SUMMARY.into(),
+        details: "No callback for a day.".into(),
+        tenant_id: "claire".into(),
+        source: "ingest".into(),
+        raised_at: Some(billing_proto::convert::timestamp(chrono::Utc::now())),
+    };
+    let js = system.jetstream().await?;
+    js.publish(
+        system.subjects().alert(&alert.kind),
+        alert.encode_to_vec().into(),
+    )
+    .await?
+    .await?;
+    eventually(Duration::from_secs(30), || async {
+        Ok(system
+            .mail
+            .mails()
+            .iter()
+            .any(|m| {
+                mail_parser::MessageParser::default()
+                    .parse(&m.data)
+                    .and_then(|p| p.subject().map(str::to_string))
+                    .is_some_and(|s| s.ends_with(ALERT_SUMMARY))
+            })
+            .then_some(()))
+    })
+    .await
 }
 
 /// The sequence of the first dead letter the list links to.
@@ -425,6 +486,11 @@ async fn scenario(
     dana.sign_in("dana", DANA_PASSWORD).await?;
     let overview = dana.source().await?;
     assert!(overview.contains(number), "{overview}");
+    // The operator alert, as the notifier emailed it.
+    assert!(
+        overview.contains(&format!("[WARNING] {ALERT_SUMMARY}")),
+        "{overview}"
+    );
     // Last month's booking: its deposit is not in any imported statement.
     assert!(overview.contains("1 missing"), "{overview}");
     let violations = dana.serious_violations().await?;
@@ -489,6 +555,47 @@ async fn scenario(
     })
     .await?;
 
+    // Resend the paid invoice's email: the form, the confirmation, the outcome, the history
+    // naming Dana, and one more email (the copy) at the SMTP sink.
+    let copies = || {
+        system
+            .mail
+            .mails()
+            .iter()
+            .filter(|m| {
+                mail_parser::MessageParser::default()
+                    .parse(&m.data)
+                    .and_then(|p| p.subject().map(str::to_string))
+                    .is_some_and(|s| {
+                        s.starts_with(&format!("Invoice {number} ")) && s.ends_with("(copy)")
+                    })
+            })
+            .count()
+    };
+    assert_eq!(copies(), 0);
+    dana.fill("#resend-reason", "the tenant cannot find it")
+        .await?;
+    dana.click("form[action$='/resend'] button").await?;
+    let confirm = dana.source().await?;
+    assert!(confirm.contains("once more?"), "{confirm}");
+    assert!(dana.serious_violations().await?.is_empty());
+    dana.click("form.write button.primary").await?;
+    let resent = dana.source().await?;
+    assert!(resent.contains("asked for once more"), "{resent}");
+    assert!(
+        resent.contains("invoice email resent: the tenant cannot find it"),
+        "{resent}"
+    );
+    assert!(dana.serious_violations().await?.is_empty());
+    eventually(Duration::from_secs(30), || async {
+        Ok((copies() == 1).then_some(()))
+    })
+    .await?;
+    // The invoice page lists the copy among its emails once sent.
+    dana.go(&format!("/invoices/{to_pay}")).await?;
+    let emails = dana.source().await?;
+    assert!(emails.contains("invoice resent"), "{emails}");
+
     // Void September with a reason: the history names Dana.
     dana.go(&format!("/invoices/{to_void}")).await?;
     dana.fill("#reason", "billed to the wrong entity").await?;
@@ -519,6 +626,27 @@ async fn scenario(
     assert!(dana.serious_violations().await?.is_empty());
     dana.screenshot("console-dead-letters.png").await?;
 
+    // Reconciliation, run now for Claire's last month: confirmed, then the ledger's result.
+    dana.go("/reconciliation").await?;
+    assert!(dana.serious_violations().await?.is_empty());
+    dana.script(
+        "document.querySelector('#tenant').value = 'claire'; return true;",
+        json!([]),
+    )
+    .await?;
+    dana.fill("#period", period).await?;
+    dana.click("form.write button.primary").await?;
+    let confirm = dana.source().await?;
+    assert!(confirm.contains("with SimplyBook now"), "{confirm}");
+    dana.click("form.write button.primary").await?;
+    let reconciled = dana.source().await?;
+    assert!(
+        reconciled.contains(&format!("claire {period}: ")),
+        "{reconciled}"
+    );
+    assert!(reconciled.contains("Ledger bookings"), "{reconciled}");
+    assert!(dana.serious_violations().await?.is_empty());
+
     // The other pages pass axe-core too.
     for path in [
         "/bookings?tenant=claire".to_string(),
@@ -540,6 +668,9 @@ async fn scenario(
     vic.go(&format!("/invoices/{to_pay}")).await?;
     assert_eq!(vic.count("form[action$='/pay']").await?, 0);
     assert_eq!(vic.count("form[action$='/void']").await?, 0);
+    assert_eq!(vic.count("form[action$='/resend']").await?, 0);
+    vic.go("/reconciliation").await?;
+    assert_eq!(vic.count("form[action='/reconciliation']").await?, 0);
     let csrf: String = vic
         .script(
             "return document.querySelector('input[name=csrf]').value;",

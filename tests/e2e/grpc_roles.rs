@@ -74,6 +74,7 @@ const INVOICING_ROLES: &[(&str, Role)] = &[
     ("GenerateMonthlyInvoices", Role::Billing),
     ("RecordPayment", Role::Billing),
     ("VoidInvoice", Role::Billing),
+    ("ResendInvoiceEmail", Role::Billing),
     ("SweepOverdue", Role::Billing),
     ("MatchBankTransfers", Role::Billing),
     // The month statement (issue 21): read by any, explained by billing.
@@ -88,6 +89,7 @@ const NOTIFIER_ROLES: &[(&str, Role)] = &[
     ("RenderInvoicePdf", Role::Viewer),
     ("ListDeliveries", Role::Viewer),
     ("RenderStatementPdf", Role::Viewer),
+    ("ListAlertEmails", Role::Viewer),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -22,6 +22,7 @@ mod nats_auth;
 mod notifier;
 mod observability;
 mod privacy;
+mod resend;
 mod simplybook_contract;
 mod smtp_tls;
 mod stripe_contract;

@@ -21,7 +21,7 @@ pub(crate) fn describe() {
     describe_counter!(
         "console_writes_total",
         Unit::Count,
-        "Writes the console made for an operator after confirmation, per write (record_payment, void_invoice, replay_dead_letter)."
+        "Writes the console made for an operator after confirmation, per write (record_payment, void_invoice, resend_invoice_email, replay_dead_letter, reconcile_simplybook)."
     );
 }
 

@@ -18,7 +18,9 @@ use subtle::ConstantTimeEq;
 
 use crate::accounts::Accounts;
 use crate::backend::Backend;
-use crate::pages::{audit, bookings, dead_letters, invoices, layout, login, overview, tenants};
+use crate::pages::{
+    audit, bookings, dead_letters, invoices, layout, login, overview, reconciliation, tenants,
+};
 use crate::sessions::{Session, Sessions};
 use crate::throttle::SignInLimits;
 
@@ -52,6 +54,7 @@ pub fn router(state: Shared) -> Router {
         .route("/invoices/{id}/pdf", get(invoices::pdf))
         .route("/invoices/{id}/pay", post(invoices::pay))
         .route("/invoices/{id}/void", post(invoices::void))
+        .route("/invoices/{id}/resend", post(invoices::resend))
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/{sequence}", get(dead_letters::detail))
         .route(
@@ -64,6 +67,10 @@ pub fn router(state: Shared) -> Router {
         .route("/tenants", get(tenants::list))
         .route("/tenants/{tenant}", get(tenants::detail))
         .route("/audit", get(audit::list))
+        .route(
+            "/reconciliation",
+            get(reconciliation::page_form).post(reconciliation::run),
+        )
         .route("/static/console.css", get(stylesheet))
         .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn(billing_runtime::trace::http_span))

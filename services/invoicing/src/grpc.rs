@@ -10,8 +10,9 @@ use billing_proto::invoicing::{
     GetTenantProfileRequest, Invoice, InvoiceLine, ListInvoicesRequest, ListInvoicesResponse,
     ListTenantProfilesRequest, ListTenantProfilesResponse, MatchBankTransfersRequest,
     MatchBankTransfersResponse, MonthStatement, Outcome, Payment, PutTenantProfileRequest,
-    RecordPaymentRequest, RecordPaymentResponse, StatementDifference, StatusChange,
-    SweepOverdueRequest, SweepOverdueResponse, TenantOutcome, TenantProfile, VoidInvoiceRequest,
+    RecordPaymentRequest, RecordPaymentResponse, ResendInvoiceEmailRequest, StatementDifference,
+    StatusChange, SweepOverdueRequest, SweepOverdueResponse, TenantOutcome, TenantProfile,
+    VoidInvoiceRequest,
 };
 use billing_runtime::auth::Access;
 use billing_runtime::error::to_status;
@@ -59,6 +60,10 @@ pub const ACCESS: &[(&str, Access)] = &[
     ),
     (
         "/billing.invoicing.v1.InvoicingService/VoidInvoice",
+        Access::Billing,
+    ),
+    (
+        "/billing.invoicing.v1.InvoicingService/ResendInvoiceEmail",
         Access::Billing,
     ),
     (
@@ -422,6 +427,20 @@ impl InvoicingService for InvoicingGrpc {
             .await
             .map_err(to_status)?;
         Ok(Response::new(self.full_invoice(&voided).await?))
+    }
+
+    async fn resend_invoice_email(
+        &self,
+        request: Request<ResendInvoiceEmailRequest>,
+    ) -> Result<Response<Invoice>, Status> {
+        let req = request.into_inner();
+        let id = resolve_invoice(&self.store, &req.invoice_id).await?;
+        let invoice = self
+            .lifecycle
+            .resend_email(id, &req.reason, Utc::now())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(self.full_invoice(&invoice).await?))
     }
 
     async fn sweep_overdue(

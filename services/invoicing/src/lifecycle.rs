@@ -18,6 +18,12 @@ use crate::stripe::{PushError, StripeBilling};
 
 pub use stripe_events::StripeInvoiceEvent;
 
+/// The event (`invoicing.invoice.email_resent`) asking the notifier for the invoice's email
+/// once more.
+pub const EMAIL_RESENT: &str = "email_resent";
+/// How a resend reads in the invoice's history.
+const RESENT: &str = "invoice email resent";
+
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error("no such invoice")]
@@ -278,6 +284,46 @@ impl Lifecycle {
         self.relay.notify_one();
         metrics::counter!("invoicing_invoices_voided_total").increment(1);
         Ok(voided)
+    }
+
+    /// Asks for the invoice's email once more: a note in its history (with who asked, as every
+    /// history row) and `invoicing.invoice.email_resent` in the outbox, in one transaction. The
+    /// note's position in the history names the email, so the notifier sends each resend once.
+    pub async fn resend_email(
+        &self,
+        invoice_id: Uuid,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<InvoiceRow, LifecycleError> {
+        let reason = match reason.trim() {
+            "" => RESENT.to_string(),
+            why => format!("{RESENT}: {why}"),
+        };
+        let mut tx = self.store.begin().await?;
+        let invoice = self
+            .store
+            .lock_invoice(&mut tx, invoice_id)
+            .await?
+            .ok_or(LifecycleError::NotFound)?;
+        let why = match invoice.status {
+            InvoiceStatus::Draft => Some("it has not been issued yet"),
+            InvoiceStatus::Void => Some("a void invoice is not sent again"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Err(LifecycleError::WrongStatus {
+                number: invoice.number,
+                status: invoice.status,
+                why,
+            });
+        }
+        self.store
+            .note(&mut tx, &invoice, EMAIL_RESENT, &reason, now)
+            .await?;
+        tx.commit().await?;
+        self.relay.notify_one();
+        metrics::counter!("invoicing_emails_resent_total").increment(1);
+        Ok(invoice)
     }
 
     /// Marks open invoices past their due date as overdue; returns them.

@@ -34,6 +34,11 @@ pub(crate) fn describe() {
         "Invoices voided."
     );
     describe_counter!(
+        "invoicing_emails_resent_total",
+        Unit::Count,
+        "Invoice emails asked for once more (ResendInvoiceEmail); the notifier sends each."
+    );
+    describe_counter!(
         "invoicing_invoices_overdue_total",
         Unit::Count,
         "Invoices marked overdue by the overdue sweep."

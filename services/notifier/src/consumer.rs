@@ -1,13 +1,15 @@
 //! Turns events into emails. Two durable consumers:
 //! - `notifier-invoices` on `invoicing.invoice.>`: `issued` → the invoice with its PDF;
 //!   `overdue` → a payment reminder with the current PDF; `payment_recorded` → a receipt for
-//!   that payment. Other events send nothing.
+//!   that payment; `email_resent` → the invoice's email once more, with the current PDF (an
+//!   operator's ResendInvoiceEmail). Other events send nothing.
 //! - `notifier-alerts` on `alerts.>`: each alert is emailed to the operator.
 //!
 //! Each email goes through [`Deliveries::send_once`], keyed by what it is about, so redelivered
 //! events never send twice: (invoice_issued, invoice, 0) — an invoice is issued once;
 //! (payment_reminder, invoice, position of the `overdue` entry in its history);
-//! (payment_received, payment, 0); (operator_alert, alert id, 0). SMTP trouble (connection
+//! (payment_received, payment, 0); (invoice_resent, invoice, position of the resend's note in its
+//! history): each resend one email; (operator_alert, alert id, 0). SMTP trouble (connection
 //! refused, timeouts, 4xx, a session the server refuses) leaves the event unacknowledged and
 //! retried with a growing delay; a refusal of the message or its recipient (550–556) or an
 //! invalid address dead-letters the event and raises an operator alert.
@@ -239,6 +241,15 @@ impl Notifier {
                 let id = e.invoice_id.clone();
                 (Kind::PaymentReminder, e.invoice_id, (id, e.version), None)
             }
+            "email_resent" => {
+                let e = InvoiceStatusChangedV1::decode(payload)
+                    .map_err(|e| format!("undecodable InvoiceStatusChangedV1: {e}"))?;
+                if e.version == 0 {
+                    return Err("email_resent without the position of its note".into());
+                }
+                let id = e.invoice_id.clone();
+                (Kind::InvoiceResent, e.invoice_id, (id, e.version), None)
+            }
             "payment_recorded" => {
                 let e = PaymentRecordedV1::decode(payload)
                     .map_err(|e| format!("undecodable PaymentRecordedV1: {e}"))?;
@@ -298,7 +309,7 @@ impl Notifier {
             return Disposition::Ack;
         }
         let email = match key.kind {
-            Kind::InvoiceIssued | Kind::PaymentReminder => {
+            Kind::InvoiceIssued | Kind::PaymentReminder | Kind::InvoiceResent => {
                 let pdf = match self.render(invoice.clone()).await {
                     Ok(rendered) => rendered.bytes,
                     // Rendering is deterministic: a second try would fail the same way.
@@ -308,10 +319,10 @@ impl Notifier {
                             .await;
                     }
                 };
-                if key.kind == Kind::InvoiceIssued {
-                    mail::invoice_issued(&invoice, pdf)
-                } else {
-                    mail::payment_reminder(&invoice, pdf)
+                match key.kind {
+                    Kind::InvoiceIssued => mail::invoice_issued(&invoice, pdf),
+                    Kind::InvoiceResent => mail::invoice_resent(&invoice, pdf),
+                    _ => mail::payment_reminder(&invoice, pdf),
                 }
             }
             Kind::PaymentReceived => match &wanted.payment {

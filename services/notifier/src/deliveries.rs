@@ -25,6 +25,8 @@ billing_runtime::text_enum! {
         PaymentReminder = "payment_reminder",
         PaymentReceived = "payment_received",
         OperatorAlert = "operator_alert",
+        /// The invoice's email again, at an operator's request.
+        InvoiceResent = "invoice_resent",
     }
 }
 
@@ -95,6 +97,17 @@ pub struct Delivery {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// An operator alert's email, for the operator.
+#[derive(Debug)]
+pub struct AlertEmail {
+    pub alert_id: String,
+    pub subject: String,
+    pub state: State,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone)]
@@ -235,6 +248,21 @@ impl Deliveries {
                       message_id, attempts, last_error, sent_at
                from notifier.emails where invoice_id = $1 order by created_at, kind, version"#,
             invoice_id
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The latest `limit` operator alerts' emails, newest first.
+    pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<AlertEmail>, sqlx::Error> {
+        sqlx::query_as!(
+            AlertEmail,
+            r#"select reference as alert_id, subject, state as "state: State", created_at,
+                      sent_at, last_error
+               from notifier.emails where kind = $1
+               order by created_at desc, reference limit $2"#,
+            Kind::OperatorAlert as Kind,
+            limit
         )
         .fetch_all(&self.pool)
         .await

@@ -1,12 +1,14 @@
-//! `billing.notifier.v1.NotifierService`: invoice PDFs on demand, and what was emailed.
+//! `billing.notifier.v1.NotifierService`: invoice PDFs on demand, what was emailed about an
+//! invoice, and the operator alerts emailed.
 
 use std::sync::Arc;
 
 use billing_proto::convert::timestamp;
 use billing_proto::notifier::notifier_service_server::NotifierService;
 use billing_proto::notifier::{
-    Delivery, ListDeliveriesRequest, ListDeliveriesResponse, RenderInvoicePdfRequest,
-    RenderInvoicePdfResponse, RenderStatementPdfRequest, RenderStatementPdfResponse,
+    AlertEmail, Delivery, ListAlertEmailsRequest, ListAlertEmailsResponse, ListDeliveriesRequest,
+    ListDeliveriesResponse, RenderInvoicePdfRequest, RenderInvoicePdfResponse,
+    RenderStatementPdfRequest, RenderStatementPdfResponse,
 };
 use billing_runtime::auth::Access;
 use billing_runtime::error::to_status;
@@ -29,7 +31,15 @@ pub const ACCESS: &[(&str, Access)] = &[
         "/billing.notifier.v1.NotifierService/RenderStatementPdf",
         Access::Read,
     ),
+    (
+        "/billing.notifier.v1.NotifierService/ListAlertEmails",
+        Access::Read,
+    ),
 ];
+
+/// Alerts listed when the caller asks for no number, and the most it may ask for.
+const ALERTS_DEFAULT: u32 = 20;
+const ALERTS_MAX: u32 = 200;
 
 pub struct NotifierGrpc {
     notifier: Arc<Notifier>,
@@ -142,5 +152,32 @@ impl NotifierService for NotifierGrpc {
             })
             .collect();
         Ok(Response::new(ListDeliveriesResponse { deliveries }))
+    }
+
+    async fn list_alert_emails(
+        &self,
+        request: Request<ListAlertEmailsRequest>,
+    ) -> Result<Response<ListAlertEmailsResponse>, Status> {
+        let limit = match request.get_ref().limit {
+            0 => ALERTS_DEFAULT,
+            n => n.min(ALERTS_MAX),
+        };
+        let alerts = self
+            .notifier
+            .deliveries
+            .recent_alerts(i64::from(limit))
+            .await
+            .map_err(to_status)?
+            .into_iter()
+            .map(|a| AlertEmail {
+                alert_id: a.alert_id,
+                subject: a.subject,
+                state: a.state.as_str().to_string(),
+                received_at: Some(timestamp(a.created_at)),
+                sent_at: a.sent_at.map(timestamp),
+                last_error: a.last_error.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(ListAlertEmailsResponse { alerts }))
     }
 }

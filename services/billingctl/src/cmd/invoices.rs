@@ -4,8 +4,8 @@
 use anyhow::Context as _;
 use billing_proto::invoicing::{
     GenerateMonthlyInvoicesRequest, GetInvoiceRequest, Invoice, ListInvoicesRequest,
-    Outcome as CloseOutcome, RecordPaymentRequest, SweepOverdueRequest, TenantOutcome,
-    VoidInvoiceRequest,
+    Outcome as CloseOutcome, RecordPaymentRequest, ResendInvoiceEmailRequest, SweepOverdueRequest,
+    TenantOutcome, VoidInvoiceRequest,
 };
 use billing_proto::notifier::{Delivery, ListDeliveriesRequest, RenderInvoicePdfRequest};
 
@@ -63,6 +63,15 @@ pub enum InvoicesCmd {
         /// The invoice's id or its number (e.g. CLAIRE-2026-0001).
         invoice_id: String,
         #[arg(long)]
+        reason: String,
+    },
+    /// Email an issued invoice (its current PDF) to the tenant once more. Each call sends one
+    /// more email; draft and void invoices are refused.
+    Resend {
+        /// The invoice's id or its number (e.g. CLAIRE-2026-0001).
+        invoice_id: String,
+        /// Why; kept in the invoice's history.
+        #[arg(long, default_value = "")]
         reason: String,
     },
     /// Mark issued invoices past their due date as overdue (the daily CronJob).
@@ -247,6 +256,23 @@ pub async fn run(conn: &Conn, json: bool, cmd: InvoicesCmd) -> anyhow::Result<Ou
                 output::print_json_line(&invoice_json(&inv));
             } else {
                 outln!("{} voided; its period can be invoiced again", inv.number);
+            }
+            Ok(Outcome::Done)
+        }
+        InvoicesCmd::Resend { invoice_id, reason } => {
+            let inv = invoicing
+                .resend_invoice_email(ResendInvoiceEmailRequest { invoice_id, reason })
+                .await?
+                .into_inner();
+            if json {
+                output::print_json_line(&invoice_json(&inv));
+            } else {
+                outln!(
+                    "{}: its email will be sent once more (`billingctl invoices emails {}` \
+                     shows it)",
+                    inv.number,
+                    inv.number
+                );
             }
             Ok(Outcome::Done)
         }

@@ -1,16 +1,18 @@
 //! Invoices: the list (filtered by tenant, status and period; sorted and paged here), one
 //! invoice with its lines, payments and history (who asked for each step), its PDF inline or
-//! as a download, and the two writes: recording a bank payment and voiding with a reason. Each
-//! write is confirmed on a page of its own before it is made, and its outcome shown after.
+//! as a download, the emails the notifier sent about it, and the three writes: recording a bank
+//! payment, voiding with a reason, and resending the invoice's email. Each write is confirmed on
+//! a page of its own before it is made, and its outcome shown after.
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use billing_proto::invoicing::{
-    GetInvoiceRequest, Invoice, ListInvoicesRequest, RecordPaymentRequest, VoidInvoiceRequest,
+    GetInvoiceRequest, Invoice, ListInvoicesRequest, RecordPaymentRequest,
+    ResendInvoiceEmailRequest, VoidInvoiceRequest,
 };
-use billing_proto::notifier::RenderInvoicePdfRequest;
+use billing_proto::notifier::{Delivery, ListDeliveriesRequest, RenderInvoicePdfRequest};
 use billing_runtime::auth::Access;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -204,6 +206,31 @@ async fn fetch(state: &Shared, id: &str) -> Result<Invoice, Refusal> {
         .into_inner())
 }
 
+/// The emails the notifier keeps about the invoice, or `None` when it did not answer (the page
+/// shows the invoice regardless).
+async fn emails(state: &Shared, id: &str) -> Option<Vec<Delivery>> {
+    match state
+        .backend
+        .notifier
+        .clone()
+        .list_deliveries(ListDeliveriesRequest {
+            invoice_id: id.to_string(),
+        })
+        .await
+    {
+        Ok(reply) => Some(reply.into_inner().deliveries),
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "listing an invoice's emails failed");
+            None
+        }
+    }
+}
+
+/// Whether the invoice's email may be sent again: it has been issued and not voided.
+fn resendable(status: &str) -> bool {
+    is_open(status) || status == "paid"
+}
+
 fn by(operator: &str, role: &str) -> String {
     match (operator, role) {
         (_, "") => "invoicing".to_string(),
@@ -222,12 +249,17 @@ pub async fn detail(
     Path(id): Path<String>,
     Query(q): Query<DetailQuery>,
 ) -> Result<Response, Refusal> {
-    let i = fetch(&state, &id).await?;
+    let (i, emails) = tokio::join!(fetch(&state, &id), emails(&state, &id));
+    let i = i?;
     let tz = zone(&i.time_zone);
     let done = match q.done.as_str() {
         "paid" => Some("The payment was recorded."),
         "already" => Some("This payment had been recorded before; nothing changed."),
         "voided" => Some("The invoice was voided."),
+        "resent" => Some(
+            "The invoice's email was asked for once more: the notifier sends it within moments \
+             (Emails, below, shows it once sent; reload).",
+        ),
         _ => None,
     };
     let may_write = who.may(Access::Billing);
@@ -300,6 +332,24 @@ pub async fn detail(
                 }
             }
         }
+        h2 { "Emails" }
+        @match &emails {
+            None => p { "The notifier did not answer: its emails cannot be shown now." }
+            Some(list) if list.is_empty() => p { "None sent yet." }
+            Some(list) => table {
+                thead { tr { th { "Email" } th { "State" } th { "Sent (" (i.time_zone) ")" } th.num { "Attempts" } } }
+                tbody {
+                    @for e in list {
+                        tr {
+                            td { (e.kind.replace('_', " ")) }
+                            td { (e.state) @if !e.last_error.is_empty() { br; small { (e.last_error) } } }
+                            td { (local(e.sent_at.as_ref(), tz)) }
+                            td.num { (e.attempts) }
+                        }
+                    }
+                }
+            }
+        }
         @if may_write && (is_open(&i.status) || i.status == "paid") {
             form.write method="post" action={"/invoices/" (i.id) "/pay"} {
                 h2 { "Record a bank payment" }
@@ -320,6 +370,15 @@ pub async fn detail(
                 label for="reason" { "Reason (kept in its history)" }
                 input #reason name="reason" required;
                 p { button.danger type="submit" { "Void…" } }
+            }
+        }
+        @if may_write && resendable(&i.status) {
+            form.write method="post" action={"/invoices/" (i.id) "/resend"} {
+                h2 { "Resend the invoice email" }
+                input type="hidden" name="csrf" value=(who.session.csrf);
+                label for="resend-reason" { "Reason (kept in its history; optional)" }
+                input #resend-reason name="reason";
+                p { button.primary type="submit" { "Resend email…" } }
             }
         }
     };
@@ -505,6 +564,62 @@ pub async fn void(
         .map_err(refusal)?;
     metrics::counter!("console_writes_total", "write" => "void_invoice").increment(1);
     Ok(Redirect::to(&format!("/invoices/{}?done=voided", i.id)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ResendForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    confirmed: bool,
+}
+
+pub async fn resend(
+    State(state): State<Shared>,
+    who: Operator,
+    Path(id): Path<String>,
+    Form(form): Form<ResendForm>,
+) -> Result<Response, Refusal> {
+    who.check_write(&form.csrf, Access::Billing)?;
+    let i = fetch(&state, &id).await?;
+    if !resendable(&i.status) {
+        return Err(Refusal::BadRequest(format!(
+            "invoice {} is {}: only an issued invoice's email is sent again",
+            i.number, i.status
+        )));
+    }
+    if !form.confirmed {
+        let what = html! {
+            p { "Email invoice " strong { (i.number) } " (" (i.status) ", balance " (money(i.balance.as_ref())) ") with its current PDF to "
+                strong { (i.billing_email) } " once more?"
+                @if !form.reason.trim().is_empty() { " Reason: “" (form.reason) "”." } }
+        };
+        return Ok(confirm(
+            &who,
+            &format!("/invoices/{}/resend", i.id),
+            what,
+            &[("reason", &form.reason)],
+            "Resend the email",
+            false,
+        ));
+    }
+    state
+        .backend
+        .invoicing
+        .clone()
+        .resend_invoice_email(as_operator(
+            ResendInvoiceEmailRequest {
+                invoice_id: i.id.clone(),
+                reason: form.reason.trim().to_string(),
+            },
+            &who.session.operator,
+        ))
+        .await
+        .map_err(refusal)?;
+    metrics::counter!("console_writes_total", "write" => "resend_invoice_email").increment(1);
+    Ok(Redirect::to(&format!("/invoices/{}?done=resent", i.id)).into_response())
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub fn page(who: &Operator, title: &str, body: Markup) -> Markup {
                         a href="/dead-letters" { "Dead letters" }
                         a href="/bookings" { "Bookings" }
                         a href="/tenants" { "Tenants" }
+                        a href="/reconciliation" { "Reconciliation" }
                         a href="/audit" { "Audit log" }
                     }
                     div.who {

@@ -1,5 +1,5 @@
 //! The pages, one module a subject: the frame every page shares (`layout`), signing in and out
-//! (`login`), the overview, invoices, dead letters, bookings, tenants and the audit log; and the table helpers they share (a
+//! (`login`), the overview, invoices, dead letters, bookings, tenants, reconciliation (run now) and the audit log; and the table helpers they share (a
 //! column sorted and a list paged on the server).
 
 pub mod audit;
@@ -9,6 +9,7 @@ pub mod invoices;
 pub mod layout;
 pub mod login;
 pub mod overview;
+pub mod reconciliation;
 pub mod tenants;
 
 /// A tenant's billing profile (name, currency, time zone) as invoicing holds it.

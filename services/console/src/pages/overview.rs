@@ -1,6 +1,8 @@
 //! The overview: per tenant, this month and last month in the tenant's own zone: bookings and
 //! fees (the ledger's period summary), the invoice and its payment status, the deposits
-//! received, the reconciliation with SimplyBook and its gaps, and the tenant's dead letters.
+//! received, the reconciliation with SimplyBook and its gaps, and the tenant's dead letters;
+//! and above them the latest operator alerts the services raised, as the notifier emailed them
+//! (the console has no NATS identity to read the ALERTS stream itself).
 
 use axum::extract::State;
 use axum::response::Response;
@@ -12,6 +14,7 @@ use billing_proto::invoicing::{
 use billing_proto::ledger::{
     GetMonthDepositsRequest, ListDeadLettersRequest, SummarizePeriodRequest,
 };
+use billing_proto::notifier::{AlertEmail, ListAlertEmailsRequest};
 use chrono::Utc;
 use maud::{Markup, html};
 
@@ -139,16 +142,63 @@ fn month_row(m: &Month) -> Markup {
     }
 }
 
-pub async fn page_for(state: &Shared, who: &Operator) -> Result<Response, Refusal> {
-    let profiles = state
+/// Operator alerts shown on the overview.
+const ALERTS_SHOWN: u32 = 10;
+
+/// The latest alerts, or `None` when the notifier did not answer (the page shows the rest).
+async fn alerts(state: &Shared) -> Option<Vec<AlertEmail>> {
+    match state
         .backend
-        .invoicing
+        .notifier
         .clone()
-        .list_tenant_profiles(ListTenantProfilesRequest {})
+        .list_alert_emails(ListAlertEmailsRequest {
+            limit: ALERTS_SHOWN,
+        })
         .await
-        .map_err(refusal)?
-        .into_inner()
-        .profiles;
+    {
+        Ok(reply) => Some(reply.into_inner().alerts),
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "listing the operator alerts failed");
+            None
+        }
+    }
+}
+
+fn alerts_section(alerts: Option<&[AlertEmail]>) -> Markup {
+    let utc = chrono_tz::UTC;
+    html! {
+        section {
+            h2 { "Operator alerts" }
+            @match alerts {
+                None => p { "The notifier did not answer: the alerts cannot be shown now." }
+                Some([]) => p { "No alert raised." }
+                Some(list) => {
+                    p { "The latest alerts the services raised (at most " (ALERTS_SHOWN) "), newest first, as the notifier emailed them to the operator. Alerts carry no resolution: check whether each still holds." }
+                    table {
+                        thead { tr { th { "Raised (UTC)" } th { "Alert" } th { "Email" } } }
+                        tbody {
+                            @for a in list {
+                                tr {
+                                    td { (local(a.received_at.as_ref(), utc)) }
+                                    td { (a.subject) }
+                                    td { (a.state) @if !a.last_error.is_empty() { br; small { (a.last_error) } } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub async fn page_for(state: &Shared, who: &Operator) -> Result<Response, Refusal> {
+    let mut invoicing = state.backend.invoicing.clone();
+    let (profiles, alerts) = tokio::join!(
+        invoicing.list_tenant_profiles(ListTenantProfilesRequest {}),
+        alerts(state)
+    );
+    let profiles = profiles.map_err(refusal)?.into_inner().profiles;
     let now = Utc::now();
     let mut tenants = Vec::new();
     for profile in &profiles {
@@ -169,6 +219,7 @@ pub async fn page_for(state: &Shared, who: &Operator) -> Result<Response, Refusa
         tenants.push((profile, this, last, dead));
     }
     let body = html! {
+        (alerts_section(alerts.as_deref()))
         @if tenants.is_empty() { p { "No tenant has a billing profile yet." } }
         @for (profile, this, last, dead) in &tenants {
             section {
@@ -195,7 +246,33 @@ pub async fn page(State(state): State<Shared>, who: Operator) -> Result<Response
 
 #[cfg(test)]
 mod tests {
-    use super::deposit_summary;
+    use super::*;
+
+    #[test]
+    fn alerts_show_their_subject_and_email_state_or_say_why_not() {
+        let alert = AlertEmail {
+            alert_id: "price_unknown:claire:e1".into(),
+            subject: "[WARNING] A SimplyBook booking of tenant claire has no known price".into(),
+            state: "pending".into(),
+            received_at: Some(timestamp(chrono::DateTime::UNIX_EPOCH)),
+            sent_at: None,
+            last_error: "connection refused".into(),
+        };
+        let html = alerts_section(Some(&[alert])).into_string();
+        assert!(html.contains("[WARNING] A SimplyBook booking"), "{html}");
+        assert!(html.contains("1970-01-01 00:00 UTC"), "{html}");
+        assert!(html.contains("connection refused"), "{html}");
+        assert!(
+            alerts_section(Some(&[]))
+                .into_string()
+                .contains("No alert raised")
+        );
+        assert!(
+            alerts_section(None)
+                .into_string()
+                .contains("did not answer")
+        );
+    }
 
     #[test]
     fn deposits_are_counted_by_outcome() {

@@ -63,6 +63,42 @@ pub fn invoice_issued(invoice: &Invoice, pdf: Vec<u8>) -> Result<Email, MailErro
     })
 }
 
+/// The invoice's email again, at the tenant's or an operator's request: the invoice as it
+/// stands now (its current PDF, what is still due, how to pay unless it is paid).
+pub fn invoice_resent(invoice: &Invoice, pdf: Vec<u8>) -> Result<Email, MailError> {
+    let mut body = Body {
+        greeting: format!("Hello {},", invoice.tenant_name),
+        paragraphs: vec![format!(
+            "As requested, here is a copy of your invoice {} for platform fees in {}, as it \
+             stands today.",
+            invoice.number,
+            month(invoice)
+        )],
+        facts: vec![
+            ("Invoice".into(), invoice.number.clone()),
+            ("Status".into(), invoice.status.replace('_', " ")),
+            ("Total".into(), money(invoice.total.as_ref())),
+            ("Balance due".into(), money(invoice.balance.as_ref())),
+            ("Due date".into(), long_date(&invoice.due_date)),
+        ],
+        closing: vec!["Thank you.".into()],
+        ..Body::default()
+    };
+    if invoice.status != "paid" {
+        how_to_pay(invoice, &mut body);
+    }
+    Ok(Email {
+        to: tenant_mailbox(invoice)?,
+        subject: format!(
+            "Invoice {} – platform fees {} (copy)",
+            invoice.number,
+            month(invoice)
+        ),
+        body,
+        attachment: Some((format!("{}.pdf", invoice.number), pdf)),
+    })
+}
+
 /// "Payment reminder" for an overdue invoice, with its current PDF.
 pub fn payment_reminder(invoice: &Invoice, pdf: Vec<u8>) -> Result<Email, MailError> {
     let mut body = Body {

@@ -1,5 +1,5 @@
-//! Emails through SMTP (lettre): what each email says (invoice issued, payment reminder, payment
-//! received, operator alert), as plain-text and HTML parts, and the SMTP transport.
+//! Emails through SMTP (lettre): what each email says (invoice issued or resent, payment
+//! reminder, payment received, operator alert), as plain-text and HTML parts, and the SMTP transport.
 //!
 //! # Layout
 //!
@@ -14,7 +14,9 @@ mod email;
 mod error;
 mod smtp;
 
-pub use compose::{invoice_issued, operator_alert, payment_received, payment_reminder};
+pub use compose::{
+    invoice_issued, invoice_resent, operator_alert, payment_received, payment_reminder,
+};
 pub use email::{Body, Email, message_id};
 pub use error::MailError;
 pub use smtp::{SmtpSettings, SmtpTls, send, transport};
