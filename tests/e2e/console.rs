@@ -573,3 +573,129 @@ async fn invoicing_status(system: &System, id: &str) -> anyhow::Result<String> {
         .into_inner()
         .status)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_edits_a_tenants_billing_profile_after_seeing_what_changes() -> anyhow::Result<()>
+{
+    let system = System::builder().ledger().invoicing().start().await?;
+    let (addr, shutdown, task) = start_console_with(
+        &system,
+        &format!(
+            "ada admin {}\ndana billing {}\n",
+            console::accounts::hash_password(ADA_PASSWORD),
+            console::accounts::hash_password(DANA_PASSWORD)
+        ),
+    )
+    .await?;
+    let result = edit_profile(&system, addr).await;
+    shutdown.cancel();
+    let _ = task.await;
+    system.finish(result).await
+}
+
+const ADA_PASSWORD: &str = "admin password for ada";
+
+async fn edit_profile(system: &System, addr: SocketAddr) -> anyhow::Result<()> {
+    // A billing operator sees the profile and no edit form; a forged POST is refused.
+    let mut dana = Browser::new(addr)?;
+    dana.sign_in("dana", DANA_PASSWORD).await?;
+    let seen = dana.get("/tenants/claire").await?;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert!(!seen.body.contains("Edit the billing profile"));
+    let csrf = seen.csrf()?;
+    let forged = dana
+        .post(
+            "/tenants/claire/profile",
+            &[
+                ("csrf", &csrf),
+                ("confirmed", "true"),
+                ("legal_name", "Forged"),
+                ("billing_email", "x@example.test"),
+                ("payment_terms_days", "7"),
+                ("invoicing_mode", "manual"),
+            ],
+        )
+        .await?;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    let mut ada = Browser::new(addr)?;
+    ada.sign_in("ada", ADA_PASSWORD).await?;
+    let page = ada.get("/tenants/claire").await?;
+    assert!(
+        page.body.contains("Edit the billing profile"),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf()?;
+    let form = |confirmed: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("confirmed", confirmed.to_string()),
+            (
+                "legal_name",
+                "Claire Hamilton Therapies Pty Ltd".to_string(),
+            ),
+            ("billing_email", "claire.billing@example.test".to_string()),
+            ("address", "2 Harbour Road\r\nManly NSW 2095".to_string()),
+            ("tax_id", String::new()),
+            ("time_zone", "Australia/Sydney".to_string()),
+            ("payment_terms_days", "14".to_string()),
+            ("tax_rate", "0".to_string()),
+            ("invoicing_mode", "manual".to_string()),
+            ("stripe_customer_id", String::new()),
+            ("invoice_prefix", "CLAIRE".to_string()),
+        ]
+    };
+    let first = form("false");
+    let refs: Vec<(&str, &str)> = first.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // First the changes, nothing saved yet.
+    let review = ada.post("/tenants/claire/profile", &refs).await?;
+    assert_eq!(review.status, StatusCode::OK, "{}", review.body);
+    assert!(review.body.contains("Save the profile"), "{}", review.body);
+    assert!(review.body.contains("Payment terms (days)"));
+    assert!(review.body.contains("Claire Hamilton Therapies Pty Ltd"));
+    let mut invoicing = client(system).await?;
+    let before = invoicing
+        .get_tenant_profile(billing_proto::invoicing::GetTenantProfileRequest {
+            tenant_id: "claire".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(before.payment_terms_days, 7, "not saved before confirming");
+
+    let confirmed = form("true");
+    let refs: Vec<(&str, &str)> = confirmed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let saved = ada.post("/tenants/claire/profile", &refs).await?;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(saved.location(), "/tenants/claire?done=saved");
+    let after = invoicing
+        .get_tenant_profile(billing_proto::invoicing::GetTenantProfileRequest {
+            tenant_id: "claire".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(after.payment_terms_days, 14);
+    assert_eq!(after.legal_name, "Claire Hamilton Therapies Pty Ltd");
+    assert_eq!(after.address, "2 Harbour Road\nManly NSW 2095");
+    assert_eq!(
+        after.currency, "AUD",
+        "the currency is not the console's to change"
+    );
+
+    // A value invoicing refuses comes back as the reason, and nothing changes.
+    let mut bad = form("true");
+    for field in &mut bad {
+        if field.0 == "time_zone" {
+            field.1 = "Mars/Olympus_Mons".into();
+        }
+    }
+    let refs: Vec<(&str, &str)> = bad.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = ada.post("/tenants/claire/profile", &refs).await?;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused.body.contains("Mars/Olympus_Mons"),
+        "{}",
+        refused.body
+    );
+    Ok(())
+}

@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tenants;
 pub mod text_enum;
 pub mod trace;
 

@@ -55,6 +55,11 @@ pub fn describe() {
         "Messages this durable consumer has had delivered more than once and not yet acknowledged, per stream and consumer."
     );
     describe_counter!(
+        "tenants_reloads_total",
+        Unit::Count,
+        "Changes to the tenant files picked up, per service and result: ok (in force from then) or invalid (refused, the tenants in force kept)."
+    );
+    describe_counter!(
         "outbox_published_total",
         Unit::Count,
         "Outbox rows published to JetStream and marked published, per service."
@@ -383,7 +388,7 @@ mod tests {
     fn every_runtime_metric_is_described_and_well_named() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let described = check(&src, describe).unwrap_or_else(|problems| panic!("{problems}"));
-        assert_eq!(described.len(), 9);
+        assert_eq!(described.len(), 10);
     }
 
     #[test]

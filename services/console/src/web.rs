@@ -66,6 +66,7 @@ pub fn router(state: Shared) -> Router {
         .route("/chain/{tenant}", get(bookings::chain))
         .route("/tenants", get(tenants::list))
         .route("/tenants/{tenant}", get(tenants::detail))
+        .route("/tenants/{tenant}/profile", post(tenants::save))
         .route("/audit", get(audit::list))
         .route(
             "/reconciliation",

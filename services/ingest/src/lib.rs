@@ -26,7 +26,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use billing_domain::{Secret, Tenants};
+use billing_domain::Secret;
+use billing_runtime::tenants::LiveTenants;
 use billing_runtime::{Probes, Shutdown, Subjects, nats, ops, server};
 use tokio::net::TcpListener;
 
@@ -202,8 +203,11 @@ pub async fn run_with_ops(
     // The metrics recorder first: anything counted before it exists would be lost.
     billing_runtime::ops::prometheus();
     metrics::describe();
-    let tenants =
-        Tenants::load_with_secrets(&config.tenants_file, config.tenant_secrets_file.as_deref())?;
+    let tenants = LiveTenants::load(
+        "ingest",
+        &config.tenants_file,
+        config.tenant_secrets_file.as_deref(),
+    )?;
     let client = config
         .nats_identity
         .connect(&config.nats_url, "ingest")
@@ -236,7 +240,7 @@ pub async fn run_with_ops(
         ),
     );
     let state = Arc::new(webhooks::AppState::new(
-        &tenants,
+        tenants.clone(),
         config.stripe_webhook_secrets.clone(),
         billing_runtime::limiter::RateLimiter::new(
             config.rate_limit_per_sec,
@@ -265,13 +269,11 @@ pub async fn run_with_ops(
         ),
         None => (app.merge(ops::router(probes)), None),
     };
-    tokio::spawn(reload_tenants(
-        config.tenants_file.clone(),
-        config.tenant_secrets_file.clone(),
+    tokio::spawn(tenants.clone().watch(
         Duration::from_secs(config.tenants_reload_secs.max(1)),
-        state.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(apply_tenant_changes(tenants, state.clone()));
     let limits = config.limits();
     tracing::info!(addr = %listener.local_addr().map_err(server::ServeError::from)?, "ingest listening");
     let public = serve::serve(listener, app, limits, shutdown.clone());
@@ -286,42 +288,12 @@ pub async fn run_with_ops(
     Ok(())
 }
 
-/// Re-reads the tenants file when its content changes (e.g. a Kubernetes Secret update). A file
-/// that does not parse is ignored with an error, and the previous secrets stay in force.
-async fn reload_tenants(
-    path: PathBuf,
-    secrets: Option<PathBuf>,
-    every: Duration,
-    state: Arc<webhooks::AppState>,
-    shutdown: Shutdown,
-) {
-    let read = || {
-        let secrets = secrets.as_ref().map(|p| std::fs::read(p).ok());
-        std::fs::read(&path).ok().map(|profile| (profile, secrets))
-    };
-    let mut last = read();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let current = read();
-        if current.is_none() || current == last {
-            continue;
-        }
-        match Tenants::load_with_secrets(&path, secrets.as_deref()) {
-            Ok(tenants) => {
-                state.set_tenants(&tenants);
-                metrics::counter!("ingest_tenants_reloads_total", "result" => "ok").increment(1);
-                tracing::info!(tenants = tenants.iter().count(), "tenants file reloaded");
-            }
-            Err(err) => {
-                metrics::counter!("ingest_tenants_reloads_total", "result" => "invalid")
-                    .increment(1);
-                tracing::error!(error = %err, "tenants file changed but is invalid; keeping the previous one");
-            }
-        }
-        last = current;
+/// Puts new tenants in force as the files change (a rotated secret or an onboarded tenant
+/// needs no restart).
+async fn apply_tenant_changes(tenants: LiveTenants, state: Arc<webhooks::AppState>) {
+    let mut changes = tenants.changes();
+    while changes.changed().await.is_ok() {
+        state.apply_tenants();
     }
 }
 

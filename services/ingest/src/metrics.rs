@@ -5,10 +5,6 @@
 
 use ::metrics::{Unit, describe_counter, describe_gauge};
 
-// `mod metrics` hides the `metrics` crate from lib.rs: its `metrics::counter!(…)` calls reach the
-// crate's macro through this.
-pub(crate) use ::metrics::counter;
-
 /// Describes ingest's metrics. Call once the recorder is installed
 /// (`billing_runtime::ops::prometheus()`), before `/metrics` is served.
 pub(crate) fn describe() {
@@ -46,11 +42,6 @@ pub(crate) fn describe() {
         "ingest_rejection_audits_total",
         Unit::Count,
         "Audit records of refused webhooks, per result: published to the ledger's audit log, failed to publish, or dropped_rate_limited (over INGEST_REJECTION_AUDIT_PER_SEC)."
-    );
-    describe_counter!(
-        "ingest_tenants_reloads_total",
-        Unit::Count,
-        "Changes to the tenants file picked up, per result: ok (now in use) or invalid (ignored, the previous tenants kept)."
     );
     describe_gauge!(
         "ingest_connections_open",

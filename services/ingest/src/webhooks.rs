@@ -33,6 +33,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::audit::{Rejection, RejectionAudit};
 use billing_runtime::limiter::RateLimiter;
+use billing_runtime::tenants::LiveTenants;
 
 /// A tenant's settings with its signing keys decoded once, when the tenants file is (re)loaded.
 struct TenantAuth {
@@ -41,6 +42,8 @@ struct TenantAuth {
 }
 
 pub struct AppState {
+    /// The tenants files as last read; `tenants` is derived from them.
+    live: LiveTenants,
     tenants: RwLock<Arc<HashMap<String, Arc<TenantAuth>>>>,
     stripe_secrets: Vec<Secret<String>>,
     limiter: RateLimiter,
@@ -60,7 +63,7 @@ fn count_failure(source: &'static str) {
 
 impl AppState {
     pub fn new(
-        tenants: &Tenants,
+        live: LiveTenants,
         stripe_secrets: Vec<Secret<String>>,
         limiter: RateLimiter,
         audit: RejectionAudit,
@@ -74,8 +77,10 @@ impl AppState {
             metrics::counter!("ingest_webhooks_accepted_total", "source" => source).increment(0);
             metrics::counter!("ingest_webhooks_failed_total", "source" => source).increment(0);
         }
+        let tenants = RwLock::new(Arc::new(tenant_auth(&live.current())));
         AppState {
-            tenants: RwLock::new(Arc::new(tenant_auth(tenants))),
+            live,
+            tenants,
             stripe_secrets,
             limiter,
             audit,
@@ -94,12 +99,28 @@ impl AppState {
         }
     }
 
+    /// Puts the tenants the files hold now in force.
+    pub fn apply_tenants(&self) {
+        self.set_tenants(&self.live.current());
+    }
+
+    /// The tenant's settings. A tenant not known is looked for again in the files (at most once
+    /// a second, whoever asks), so a tenant onboarded a moment ago is accepted at once.
     fn tenant(&self, tenant: &str) -> Option<Arc<TenantAuth>> {
-        let tenants = match self.tenants.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+        let known = || {
+            let tenants = match self.tenants.read() {
+                Ok(guard) => guard.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            tenants.get(tenant).cloned()
         };
-        tenants.get(tenant).cloned()
+        known().or_else(|| {
+            if !self.live.refresh() {
+                return None;
+            }
+            self.apply_tenants();
+            known()
+        })
     }
 
     /// Counts, logs and audits a request that failed authentication (never its body or a

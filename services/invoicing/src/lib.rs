@@ -37,10 +37,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use billing_domain::{Secret, Tenants};
+use billing_domain::Secret;
 use billing_proto::invoicing::invoicing_service_server::{InvoicingServiceServer, SERVICE_NAME};
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_runtime::auth::{Policy, Tokens};
+use billing_runtime::tenants::LiveTenants;
 use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server, trace};
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
@@ -95,6 +96,10 @@ pub struct Config {
     /// (profiles are then managed over gRPC). Optional.
     #[arg(long, env = "INVOICING_TENANTS_FILE")]
     pub tenants_file: Option<PathBuf>,
+    /// How often the tenants file is looked at; a tenant added to it gets its profile without a
+    /// restart.
+    #[arg(long, env = "INVOICING_TENANTS_RELOAD_SECS", default_value_t = 10)]
+    pub tenants_reload_secs: u64,
     /// The operator's bank details, printed on bank-transfer invoices.
     #[arg(long, env = "INVOICING_BANK_DETAILS", default_value = "")]
     pub bank_details: String,
@@ -196,15 +201,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     let tenants = config
         .tenants_file
         .as_deref()
-        .map(Tenants::load)
+        .map(|path| LiveTenants::load("invoicing", path, None))
         .transpose()?;
     let pool = db::connect(&config.database_url, SCHEMA, config.db_max_connections).await?;
     db::migrate(&pool, sqlx::migrate!("../../migrations/invoicing"), SCHEMA).await?;
     db::grant_runtime(&pool, SCHEMA, GRANTS).await?;
     let profiles = profile::Profiles::new(pool.clone());
     if let Some(tenants) = &tenants {
-        let created = profiles.seed(tenants).await?;
+        let created = profiles.seed(&tenants.current()).await?;
         tracing::info!(created, "billing profiles seeded from the tenants file");
+        tokio::spawn(tenants.clone().watch(
+            Duration::from_secs(config.tenants_reload_secs.max(1)),
+            shutdown.clone(),
+        ));
+        tokio::spawn(seed_new_tenants(tenants.clone(), profiles.clone()));
     }
     let client = config
         .nats_identity
@@ -312,6 +322,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
 }
 
 const LEDGER_MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Creates the profiles of tenants added to the tenants file since start-up, so an onboarded
+/// tenant is invoiced at the next month end without a restart. A failed attempt (database
+/// unavailable) is tried again every few seconds until it succeeds.
+async fn seed_new_tenants(tenants: LiveTenants, profiles: profile::Profiles) {
+    let mut changes = tenants.changes();
+    while changes.changed().await.is_ok() {
+        while let Err(err) = profiles.seed(&tenants.current()).await {
+            tracing::error!(error = %err, "seeding billing profiles from the changed tenants file failed; trying again");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        tracing::info!("billing profiles seeded from the changed tenants file");
+    }
+}
 
 #[cfg(test)]
 mod config_tests {

@@ -3,9 +3,8 @@
 //! SimplyBook.
 
 use billing_runtime::error::to_status;
-use std::sync::Arc;
 
-use billing_domain::{BillingPeriod, BookingStatus, Currency, Tenants};
+use billing_domain::{BillingPeriod, BookingStatus, Currency};
 use billing_proto::convert::{datetime, money, timestamp};
 use billing_proto::ledger::ledger_service_server::LedgerService;
 use billing_proto::ledger::{
@@ -21,6 +20,7 @@ use billing_proto::ledger::{
     VerifyIntegrityRequest, VerifyIntegrityResponse,
 };
 use billing_runtime::auth::Access;
+use billing_runtime::tenants::LiveTenants;
 use chrono::Utc;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
@@ -90,7 +90,7 @@ const MAX_LIMIT: u32 = 10_000;
 
 pub struct LedgerGrpc {
     store: Store,
-    tenants: Arc<Tenants>,
+    tenants: LiveTenants,
     dead_letters: DeadLetters,
     reconciler: Reconciler,
     anchors: Anchors,
@@ -99,7 +99,7 @@ pub struct LedgerGrpc {
 impl LedgerGrpc {
     pub fn new(
         store: Store,
-        tenants: Arc<Tenants>,
+        tenants: LiveTenants,
         dead_letters: DeadLetters,
         reconciler: Reconciler,
         anchors: Anchors,
@@ -113,14 +113,17 @@ impl LedgerGrpc {
         }
     }
 
-    fn tenant(&self, tenant_id: &str) -> Result<&billing_domain::TenantConfig, Status> {
+    fn tenant(&self, tenant_id: &str) -> Result<billing_domain::TenantConfig, Status> {
         self.tenants
+            .current()
             .get(tenant_id)
+            .cloned()
             .ok_or_else(|| Status::not_found(format!("unknown tenant {tenant_id:?}")))
     }
 
     fn tenant_currency(&self, tenant_id: &str) -> Result<Currency, Status> {
         self.tenants
+            .current()
             .get(tenant_id)
             .map(|t| t.currency)
             .ok_or_else(|| Status::not_found(format!("unknown tenant {tenant_id:?}")))
@@ -562,7 +565,7 @@ impl LedgerService for LedgerGrpc {
     ) -> Result<Response<ImportDepositsResponse>, Status> {
         let req = request.into_inner();
         let tenant = self.tenant(&req.tenant_id)?;
-        deposits::grpc::import(&self.store, tenant, req).await
+        deposits::grpc::import(&self.store, &tenant, req).await
     }
 
     async fn get_month_deposits(
@@ -571,7 +574,7 @@ impl LedgerService for LedgerGrpc {
     ) -> Result<Response<GetMonthDepositsResponse>, Status> {
         let req = request.into_inner();
         let tenant = self.tenant(&req.tenant_id)?;
-        deposits::grpc::month(&self.store, tenant, &req.period).await
+        deposits::grpc::month(&self.store, &tenant, &req.period).await
     }
 
     async fn get_booking_deposits(
@@ -580,7 +583,7 @@ impl LedgerService for LedgerGrpc {
     ) -> Result<Response<GetBookingDepositsResponse>, Status> {
         let req = request.into_inner();
         let tenant = self.tenant(&req.tenant_id)?;
-        deposits::grpc::of_bookings(&self.store, tenant, &req.booking_refs).await
+        deposits::grpc::of_bookings(&self.store, &tenant, &req.booking_refs).await
     }
 }
 

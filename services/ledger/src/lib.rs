@@ -46,10 +46,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use billing_domain::Secret;
 use billing_domain::hash::ChainKey;
-use billing_domain::{Secret, Tenants};
 use billing_proto::ledger::ledger_service_server::{LedgerServiceServer, SERVICE_NAME};
 use billing_runtime::auth::{Policy, Tokens};
+use billing_runtime::tenants::LiveTenants;
 use billing_runtime::{Probes, Shutdown, Subjects, db, nats, server};
 use tokio::net::TcpListener;
 
@@ -112,6 +113,13 @@ pub struct Config {
     /// file of their own, merged into the tenants file; optional.
     #[arg(long, env = "LEDGER_TENANT_SECRETS_FILE")]
     pub tenant_secrets_file: Option<PathBuf>,
+    /// How often the tenant files are looked at; a changed file is in force without a restart.
+    #[arg(long, env = "LEDGER_TENANTS_RELOAD_SECS", default_value_t = 10)]
+    pub tenants_reload_secs: u64,
+    /// How long an event for a tenant the ledger's files do not name is retried (its files may
+    /// reach this replica after ingest's) before it is dead-lettered as unknown_tenant.
+    #[arg(long, env = "LEDGER_UNKNOWN_TENANT_GRACE_SECS", default_value_t = 600)]
+    pub unknown_tenant_grace_secs: u64,
     /// SimplyBook.me's login API, where each company's API domain is asked (`getServiceUrl`);
     /// a bare host it answers is called with this URL's scheme.
     #[arg(
@@ -276,11 +284,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
     billing_runtime::ops::prometheus();
     metrics::describe();
     let tokens = Tokens::from_setting(config.grpc_tokens.as_ref(), "LEDGER_GRPC_TOKENS")?;
-    let tenants = Arc::new(Tenants::load_with_secrets(
+    let tenants = LiveTenants::load(
+        "ledger",
         &config.tenants_file,
         config.tenant_secrets_file.as_deref(),
-    )?);
-    for tenant in tenants.missing_simplybook_api() {
+    )?;
+    for tenant in tenants.current().missing_simplybook_api() {
         tracing::warn!(
             tenant = %tenant,
             "tenant has a SimplyBook company but no simplybook_api_key and simplybook_secret_key: its callbacks cannot be confirmed"
@@ -357,7 +366,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         config.batch_size,
     )
     .await
-    .map_err(|e| Error::Consumer(e.to_string()))?;
+    .map_err(|e| Error::Consumer(e.to_string()))?
+    .with_unknown_tenant_grace(Duration::from_secs(config.unknown_tenant_grace_secs));
     let consumer_task = tokio::spawn(consumer.run(shutdown.clone()));
     if config.dead_letter_scrub_hours > 0 {
         tokio::spawn(nats::scrub::run(
@@ -387,9 +397,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: Shutdown) -> R
         shutdown.clone(),
     ));
 
+    let covered = reconciler.clone();
     tokio::spawn(reconcile::report_gauges(
         store.clone(),
-        reconciler.covered(),
+        move || covered.covered(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(tenants.clone().watch(
+        Duration::from_secs(config.tenants_reload_secs.max(1)),
         shutdown.clone(),
     ));
     let anchors = anchors::Anchors::new(js.clone(), subjects.clone());

@@ -6,6 +6,7 @@
 mod clients;
 mod endings;
 mod month_end;
+mod onboarding;
 mod reconciliation;
 mod support;
 mod tenants;

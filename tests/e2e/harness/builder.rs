@@ -34,6 +34,8 @@ pub struct Builder {
     pub(super) mail: Mail,
     pub(super) alone: bool,
     pub(super) replicas: Option<u8>,
+    /// Flags the ledger starts with beyond the harness's own.
+    pub(super) ledger_flags: Vec<(&'static str, String)>,
 }
 
 impl Builder {
@@ -66,6 +68,12 @@ impl Builder {
     /// The NATS server at `url` rather than the shared one.
     pub fn nats(mut self, url: String) -> Self {
         self.nats_url = Some(url);
+        self
+    }
+
+    /// The ledger starts with `flag` set to `value` (one of its command-line flags).
+    pub fn ledger_flag(mut self, flag: &'static str, value: impl Into<String>) -> Self {
+        self.ledger_flags.push((flag, value.into()));
         self
     }
 

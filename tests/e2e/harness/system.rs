@@ -58,6 +58,8 @@ pub struct System {
     pub db: Option<TestDatabase>,
     pub namespace: String,
     pub nats_url: String,
+    /// The tenants file every service reads (no secrets: each service merges its own secrets
+    /// file, [`System::ingest_secrets_file`] and [`System::ledger_secrets_file`]).
     pub tenants_file: PathBuf,
     pub mail: MailSink,
     pub simplybook: FakeSimplyBook,
@@ -113,6 +115,7 @@ impl System {
             mail: Mail::default(),
             alone: false,
             replicas: None,
+            ledger_flags: Vec::new(),
         }
     }
 
@@ -147,17 +150,23 @@ impl System {
             "currency": "JPY",
             "simplybook_company": KENJI_COMPANY
         }]});
-        let profile_file = self.dir.join("profile.json");
-        std::fs::write(&profile_file, profile.to_string())?;
-        let mut ingest_tenants = profile.clone();
-        ingest_tenants["tenants"][0]["webhook_secrets"] =
-            serde_json::json!([CLAIRE_SECRET, CLAIRE_OLD_SECRET]);
-        ingest_tenants["tenants"][0]["callback_tokens"] =
-            serde_json::json!([CLAIRE_CALLBACK_TOKEN]);
-        ingest_tenants["tenants"][1]["webhook_secrets"] = serde_json::json!([KENJI_SECRET]);
-        ingest_tenants["tenants"][1]["callback_tokens"] = serde_json::json!([KENJI_CALLBACK_TOKEN]);
-        std::fs::write(&self.tenants_file, ingest_tenants.to_string())?;
-        let ledger_secrets = self.dir.join("ledger-secrets.json");
+        std::fs::write(&self.tenants_file, profile.to_string())?;
+        let profile_file = self.tenants_file.clone();
+        std::fs::write(
+            self.ingest_secrets_file(),
+            serde_json::json!({"tenants": {
+                "claire": {
+                    "webhook_secrets": [CLAIRE_SECRET, CLAIRE_OLD_SECRET],
+                    "callback_tokens": [CLAIRE_CALLBACK_TOKEN]
+                },
+                "kenji": {
+                    "webhook_secrets": [KENJI_SECRET],
+                    "callback_tokens": [KENJI_CALLBACK_TOKEN]
+                }
+            }})
+            .to_string(),
+        )?;
+        let ledger_secrets = self.ledger_secrets_file();
         std::fs::write(
             &ledger_secrets,
             serde_json::json!({"tenants": {
@@ -213,6 +222,7 @@ impl System {
         if let Some((listener, _)) = ingest_l {
             let config: ingest::Config = common("ingest", self.ingest)
                 .set("--tenants-file", &self.tenants_file)
+                .set("--tenant-secrets-file", self.ingest_secrets_file())
                 .set(
                     "--stripe-webhook-secrets",
                     format!("{STRIPE_SECRET},{STRIPE_OLD_SECRET}"),
@@ -247,7 +257,7 @@ impl System {
             let keyring = self.dir.join("client-keyring.json");
             std::fs::write(&keyring, CLIENT_KEYRING)?;
             ledger::migrate(&owner_url).await?;
-            let config: ledger::Config = common("ledger", self.ledger)
+            let mut ledger = common("ledger", self.ledger)
                 .set("--database-url", database(ledger::SCHEMA)?)
                 .set("--db-max-connections", "5")
                 .set("--tenants-file", &profile_file)
@@ -262,8 +272,11 @@ impl System {
                 .set("--chain-key-file", &chain_key)
                 .set("--client-keyring-file", &keyring)
                 .set("--batch-size", "100")
-                .set("--grpc-tokens", grpc_tokens())
-                .parse()?;
+                .set("--grpc-tokens", grpc_tokens());
+            for (flag, value) in &builder.ledger_flags {
+                ledger = ledger.set(flag, value);
+            }
+            let config: ledger::Config = ledger.parse()?;
             self.ledger_config = Some(config.clone());
             let token = self.shutdown.clone();
             self.tasks.push((
@@ -383,6 +396,17 @@ impl System {
             Ok(ingest::run(config, l, stop).await?)
         })
         .await
+    }
+
+    /// Ingest's secrets file (webhook secrets and callback tokens), merged into
+    /// [`System::tenants_file`] as in production.
+    pub fn ingest_secrets_file(&self) -> PathBuf {
+        self.dir.join("ingest-secrets.json")
+    }
+
+    /// The ledger's secrets file (SimplyBook's keys and admin user).
+    pub fn ledger_secrets_file(&self) -> PathBuf {
+        self.dir.join("ledger-secrets.json")
     }
 
     /// The configuration the system's ledger runs with.

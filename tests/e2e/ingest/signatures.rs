@@ -205,18 +205,18 @@ async fn a_rotated_secret_applies_without_a_restart() -> anyhow::Result<()> {
 
 async fn rotation(system: &System) -> anyhow::Result<()> {
     const NEW: &str = "whsec_bmV3LWZha2Utcm90YXRlZC1zZWNyZXQ=";
-    let mut file: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&system.tenants_file)?)?;
-    file["tenants"][0]["webhook_secrets"] = serde_json::json!([NEW]);
+    let secrets = system.ingest_secrets_file();
+    let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&secrets)?)?;
+    file["tenants"]["claire"]["webhook_secrets"] = serde_json::json!([NEW]);
     // A broken file first: ignored, the current secrets stay in force.
-    std::fs::write(&system.tenants_file, b"{ not json")?;
+    std::fs::write(&secrets, b"{ not json")?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let still = system
         .post_signed("claire", "rot-1", BOOKING, CLAIRE_SECRET)
         .await?;
     assert_eq!(still.status(), 202);
 
-    std::fs::write(&system.tenants_file, file.to_string())?;
+    std::fs::write(&secrets, file.to_string())?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let mut n = 0;
     loop {

@@ -1,4 +1,4 @@
-//! Events that disagree with what the ledger knows: a tenant it does not know, another currency
+//! Events that disagree with what the ledger knows: a tenant it does not know (yet), another currency
 //! than the tenant bills in, a tenant header that disagrees with the subject, a price nobody
 //! knows, and a booking recorded in another currency.
 
@@ -13,44 +13,104 @@ use serde_json::{Value, json};
 use crate::harness::{CLAIRE_SECRET, OPERATOR_EMAIL, System, eventually};
 
 use super::support::{
-    WAIT, audited, booking, expect_dead_letter, next_booking_is_recorded, notify, post_signed,
-    publish_raw, recorded, same_event,
+    WAIT, audited, booking, dead_letters_counted, expect_dead_letter, next_booking_is_recorded,
+    notify, post_signed, publish_raw, recorded, same_event,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_tenant_ingest_knows_but_the_ledger_does_not_is_dead_lettered_unknown_tenant()
+async fn an_event_for_a_tenant_the_ledger_does_not_know_yet_is_stored_once_its_files_name_it()
 -> anyhow::Result<()> {
     let system = System::start().await?;
-    let result = unknown_tenant(&system).await;
+    let result = tenant_not_known_yet(&system).await;
     system.finish(result).await
 }
 
-async fn unknown_tenant(system: &System) -> anyhow::Result<()> {
-    // ingest is rolled out with a new tenant before the ledger is (its tenants file is reloaded
-    // every second; the ledger's is not): ingest accepts the tenant's signed webhooks.
-    const NEWCO_SECRET: &str = "whsec_ZmFrZS1uZXdjby10ZXN0LXNlY3JldA==";
+/// A tenant onboarded a moment ago: ingest's files name it (it accepted the event), the
+/// ledger's do not yet (a Kubernetes Secret reaches each pod on its own schedule). The ledger
+/// keeps the event, retrying, and stores it once its files name the tenant: no restart, no
+/// dead letter, no replay.
+async fn tenant_not_known_yet(system: &System) -> anyhow::Result<()> {
+    publish_for_newco(system).await?;
+    let db = system.db("ledger").await?;
+    // Long enough for several deliveries (the first retries come after a second or two).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(recorded(&db, "8101").await?, 0);
+    let outcomes: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where event_id = 'simplybook:newco:nc-1'",
+    )
+    .fetch_one(&db)
+    .await?;
+    assert_eq!(
+        outcomes, 0,
+        "neither stored nor dead-lettered while the tenant is unknown"
+    );
+    assert_eq!(
+        dead_letters_counted(system.ledger, "unknown_tenant").await?,
+        0.0
+    );
+
+    // The tenant reaches the ledger's files: the waiting event is stored, once.
+    add_newco(system)?;
+    eventually(Duration::from_secs(60), || async {
+        Ok((recorded(&db, "8101").await? == 1).then_some(()))
+    })
+    .await?;
+    let (_, outcome, _) = audited(&db, "simplybook:newco:nc-1").await?;
+    assert_eq!(outcome, "stored");
+    assert_eq!(
+        dead_letters_counted(system.ledger, "unknown_tenant").await?,
+        0.0
+    );
+    next_booking_is_recorded(system, "nc-next", "8102").await
+}
+
+/// An event for tenant `newco` as ingest publishes it once its files name the tenant.
+async fn publish_for_newco(system: &System) -> anyhow::Result<()> {
+    let js = system.jetstream().await?;
+    publish_raw(
+        &js,
+        system.subjects().simplybook("newco"),
+        "newco",
+        "simplybook:newco:nc-1",
+        booking("8101", "100.00").to_string().into_bytes(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds tenant `newco` (billed in AUD, as Claire) to the tenants file every service reads.
+fn add_newco(system: &System) -> anyhow::Result<()> {
     let mut file: Value = serde_json::from_slice(&std::fs::read(&system.tenants_file)?)?;
-    let mut newco = file["tenants"][1].clone();
+    let mut newco = file["tenants"][0].clone();
     newco["id"] = json!("newco");
     newco["name"] = json!("New Co");
-    newco["webhook_secrets"] = json!([NEWCO_SECRET]);
+    newco["invoice_prefix"] = json!("NEWCO");
     if let Some(entry) = newco.as_object_mut() {
         entry.remove("simplybook_company");
-        entry.remove("callback_tokens");
     }
     if let Some(tenants) = file["tenants"].as_array_mut() {
         tenants.push(newco);
     }
     std::fs::write(&system.tenants_file, file.to_string())?;
-    let body = booking("8101", "100.00").to_string();
-    eventually(Duration::from_secs(15), || async {
-        let response = system
-            .post_signed("newco", "nc-1", &body, NEWCO_SECRET)
-            .await?;
-        Ok((response.status() == 202).then_some(()))
-    })
-    .await?;
+    Ok(())
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_for_a_tenant_still_unknown_after_the_grace_is_dead_lettered_unknown_tenant()
+-> anyhow::Result<()> {
+    // A ledger that waits for no tenant's files.
+    let system = System::builder()
+        .ingest()
+        .ledger()
+        .ledger_flag("--unknown-tenant-grace-secs", "0")
+        .start()
+        .await?;
+    let result = unknown_tenant(&system).await;
+    system.finish(result).await
+}
+
+async fn unknown_tenant(system: &System) -> anyhow::Result<()> {
+    publish_for_newco(system).await?;
     let letter = expect_dead_letter(
         system,
         system.ledger,
@@ -71,7 +131,6 @@ async fn unknown_tenant(system: &System) -> anyhow::Result<()> {
     );
     let db = system.db("ledger").await?;
     assert_eq!(recorded(&db, "8101").await?, 0);
-
     next_booking_is_recorded(system, "nc-next", "8102").await
 }
 

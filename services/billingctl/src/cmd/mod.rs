@@ -7,6 +7,7 @@ pub mod dlq;
 pub mod events;
 pub mod export;
 pub mod invoices;
+pub mod onboard;
 pub mod reconcile;
 pub mod report;
 pub mod simplybook;

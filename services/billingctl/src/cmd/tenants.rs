@@ -13,6 +13,11 @@ pub enum TenantsCmd {
     List,
     /// One tenant's billing profile.
     Show { tenant: String },
+    /// A new tenant, end to end and without a restart: writes it into the tenant files with a
+    /// callback token and webhook secret made for it, creates its billing profile, prints the
+    /// callback URL for SimplyBook once and waits for the first callback. The SimplyBook keys
+    /// come from SIMPLYBOOK_API_KEY and SIMPLYBOOK_SECRET_KEY.
+    Onboard(Box<super::onboard::OnboardArgs>),
     /// Creates a tenant's profile or changes the given fields of an existing one.
     Set {
         tenant: String,
@@ -96,6 +101,7 @@ const LIST: Table<8> = Table::new([
 pub async fn run(conn: &Conn, json: bool, cmd: TenantsCmd) -> anyhow::Result<Outcome> {
     let mut invoicing = conn.invoicing()?;
     match cmd {
+        TenantsCmd::Onboard(args) => return super::onboard::run(conn, json, *args).await,
         TenantsCmd::List => {
             let profiles = invoicing
                 .list_tenant_profiles(ListTenantProfilesRequest {})

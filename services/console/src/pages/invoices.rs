@@ -442,7 +442,7 @@ pub struct PayForm {
 }
 
 /// A confirmation page: what will happen, and the button that makes it happen.
-fn confirm(
+pub(super) fn confirm(
     who: &Operator,
     action: &str,
     what: Markup,

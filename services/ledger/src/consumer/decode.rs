@@ -2,12 +2,14 @@
 //! callback, or a repair sent by reconciliation, is confirmed with SimplyBook first.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream;
 use billing_domain::Tenants;
 use billing_domain::callback::Callback;
 use billing_domain::simplybook::DetailsError;
 use billing_runtime::nats::{AUTH_CALLBACK_TOKEN, AUTH_RECONCILIATION_REPAIR, HDR_AUTH, header};
+use billing_runtime::tenants::LiveTenants;
 use billing_runtime::{Subjects, trace};
 use tracing::Instrument;
 
@@ -15,6 +17,12 @@ use super::message::{Meta, sent_at};
 use crate::incoming::{self, NewBooking};
 use crate::outcome::Reject;
 use crate::simplybook::{FetchError, SimplyBook};
+
+/// How long an event for a tenant this replica does not know is retried before it is
+/// dead-lettered, by default. Ingest accepted it, so ingest's files named the tenant: a tenant onboarded a
+/// moment ago, whose files reach this replica later (a Kubernetes Secret update reaches each
+/// pod on its own kubelet's schedule, up to a minute or two apart).
+pub(super) const UNKNOWN_TENANT_GRACE: Duration = Duration::from_secs(600);
 
 /// Why an event did not become a booking to apply.
 pub(super) enum Unapplied {
@@ -27,8 +35,9 @@ pub(super) enum Unapplied {
 /// Decodes the webhook consumer's messages.
 pub(super) struct Decoder {
     pub(super) subjects: Subjects,
-    pub(super) tenants: Arc<Tenants>,
+    pub(super) tenants: LiveTenants,
     pub(super) simplybook: Arc<SimplyBook>,
+    pub(super) unknown_tenant_grace: Duration,
 }
 
 impl Decoder {
@@ -40,6 +49,37 @@ impl Decoder {
         let span = trace::span(|| tracing::info_span!("ledger.decode", event_id = %meta.event_id));
         trace::follow_nats(&span, msg.headers.as_ref());
         self.decode_event(msg, meta).instrument(span).await
+    }
+
+    /// The tenants in force, with `tenant_id` among them. A tenant not known is looked for again
+    /// in the files at once (it may have been onboarded a moment ago); one still not known is
+    /// retried for `unknown_tenant_grace` after the event was stored, then dead-lettered
+    /// (replayable once the tenant is configured).
+    fn tenants_naming(
+        &self,
+        tenant_id: &str,
+        msg: &jetstream::Message,
+    ) -> Result<Arc<Tenants>, Unapplied> {
+        let tenants = self.tenants.current();
+        if tenants.get(tenant_id).is_some() {
+            return Ok(tenants);
+        }
+        // A small file read, at most once a second across the consumer.
+        self.tenants.refresh();
+        let tenants = self.tenants.current();
+        let Some(unknown) = incoming::tenant(&tenants, tenant_id).err() else {
+            return Ok(tenants);
+        };
+        let stored_secs_ago = msg
+            .info()
+            .map(|info| chrono::Utc::now().timestamp() - info.published.unix_timestamp())
+            .unwrap_or(i64::MAX);
+        if u64::try_from(stored_secs_ago)
+            .is_ok_and(|secs| secs < self.unknown_tenant_grace.as_secs())
+        {
+            return Err(Unapplied::Retry(unknown.message));
+        }
+        Err(Unapplied::Reject(unknown))
     }
 
     async fn decode_event(
@@ -58,22 +98,23 @@ impl Decoder {
                 ),
             )));
         }
+        let tenants = self.tenants_naming(meta.tenant, msg)?;
         match header(msg, HDR_AUTH) {
             Some(AUTH_CALLBACK_TOKEN) => {
                 return self
-                    .confirm_callback(meta.tenant, &meta.event_id, &msg.payload)
+                    .confirm_callback(&tenants, meta.tenant, &meta.event_id, &msg.payload)
                     .await;
             }
             Some(AUTH_RECONCILIATION_REPAIR) => {
                 return self
-                    .confirm_repair(meta.tenant, &meta.event_id, &msg.payload)
+                    .confirm_repair(&tenants, meta.tenant, &meta.event_id, &msg.payload)
                     .await;
             }
             _ => {}
         }
         {
             incoming::decode(
-                &self.tenants,
+                &tenants,
                 meta.tenant,
                 &meta.event_id,
                 sent_at(msg),
@@ -88,11 +129,12 @@ impl Decoder {
     /// booking's current state, so duplicates and out-of-order callbacks converge.
     async fn confirm_callback(
         &self,
+        tenants: &Tenants,
         tenant_id: &str,
         event_id: &str,
         body: &[u8],
     ) -> Result<incoming::NewBooking, Unapplied> {
-        let tenant = incoming::tenant(&self.tenants, tenant_id).map_err(Unapplied::Reject)?;
+        let tenant = incoming::tenant(tenants, tenant_id).map_err(Unapplied::Reject)?;
         let callback = Callback::parse(body)
             .map_err(|e| Unapplied::Reject(Reject::new("malformed_payload", e.to_string())))?;
         self.simplybook
@@ -123,6 +165,7 @@ impl Decoder {
     /// can do no more than make the ledger look the booking up.
     async fn confirm_repair(
         &self,
+        tenants: &Tenants,
         tenant_id: &str,
         event_id: &str,
         body: &[u8],
@@ -131,7 +174,7 @@ impl Decoder {
         struct Repair {
             booking_id: String,
         }
-        let tenant = incoming::tenant(&self.tenants, tenant_id).map_err(Unapplied::Reject)?;
+        let tenant = incoming::tenant(tenants, tenant_id).map_err(Unapplied::Reject)?;
         let repair: Repair = serde_json::from_slice(body)
             .ok()
             .filter(|r: &Repair| billing_domain::callback::is_token_like(&r.booking_id))

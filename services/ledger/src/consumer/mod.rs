@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
-use billing_domain::Tenants;
 use billing_proto::events::WebhookRejectedV1;
 use billing_runtime::nats::{self, header};
+use billing_runtime::tenants::LiveTenants;
 use billing_runtime::{Shutdown, Subjects, trace};
 use futures::StreamExt;
 use prost::Message as _;
@@ -62,7 +62,7 @@ impl Consumer {
     pub async fn create(
         js: jetstream::Context,
         subjects: Subjects,
-        tenants: Arc<Tenants>,
+        tenants: LiveTenants,
         simplybook: Arc<SimplyBook>,
         store: Store,
         relay: Arc<Notify>,
@@ -99,6 +99,7 @@ impl Consumer {
                 subjects: subjects.clone(),
                 tenants,
                 simplybook,
+                unknown_tenant_grace: decode::UNKNOWN_TENANT_GRACE,
             },
             dead_letters: DeadLetters {
                 js,
@@ -311,5 +312,15 @@ impl Consumer {
             }
         };
         settle(&msg, &event_id, delivered, disposition).await;
+    }
+}
+
+impl Consumer {
+    /// How long an event for a tenant the ledger does not know is retried before it is
+    /// dead-lettered (LEDGER_UNKNOWN_TENANT_GRACE_SECS).
+    #[must_use]
+    pub fn with_unknown_tenant_grace(mut self, grace: std::time::Duration) -> Self {
+        self.decoder.unknown_tenant_grace = grace;
+        self
     }
 }

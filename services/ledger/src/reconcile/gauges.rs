@@ -11,13 +11,15 @@ const GAUGES_EVERY: Duration = Duration::from_secs(60);
 /// `ledger_reconciliation_gaps{tenant}` and `ledger_reconciliation_missing_bookings{tenant}`
 /// (the latest run of each month in the last three days; 0 without one), and
 /// `ledger_reconciliation_last_success_timestamp_seconds{tenant}` once a run succeeded.
+/// The tenants are asked of `covered` at each refresh, so an onboarded tenant is reported
+/// without a restart.
 pub async fn report_gauges(
     store: Store,
-    tenants: Vec<String>,
+    covered: impl Fn() -> Vec<String>,
     shutdown: billing_runtime::Shutdown,
 ) {
     loop {
-        if let Err(err) = refresh_gauges(&store, &tenants).await {
+        if let Err(err) = refresh_gauges(&store, &covered()).await {
             tracing::warn!(error = %err, "refreshing reconciliation gauges failed");
         }
         tokio::select! {

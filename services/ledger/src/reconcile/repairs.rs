@@ -16,6 +16,7 @@ use chrono::Utc;
 pub(super) const REPAIR_SENT: &str = "sent";
 
 /// Puts repairs on the webhook stream, where the ledger's consumer confirms them.
+#[derive(Clone)]
 pub struct Repairs {
     js: jetstream::Context,
     subjects: Subjects,

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use billing_domain::simplybook::{ListedBooking, StatusLabel};
-use billing_domain::{BillingPeriod, BookingStatus, TenantConfig, Tenants};
+use billing_domain::{BillingPeriod, BookingStatus, TenantConfig};
 use billing_proto::events::AlertV1;
 use billing_proto::ledger::{ReconciliationGap, TenantReconciliation};
+use billing_runtime::tenants::LiveTenants;
 use chrono::Utc;
 use futures::StreamExt;
 use tokio::sync::Notify;
@@ -33,9 +34,10 @@ const GAPS: &str = "gaps";
 const FAILED: &str = "failed";
 const NOT_POSSIBLE: &str = "not_possible";
 
+#[derive(Clone)]
 pub struct Reconciler {
     store: Store,
-    tenants: Arc<Tenants>,
+    tenants: LiveTenants,
     simplybook: Arc<SimplyBook>,
     repairs: Repairs,
     relay: Arc<Notify>,
@@ -68,7 +70,7 @@ impl ServiceError for ReconcileError {
 impl Reconciler {
     pub fn new(
         store: Store,
-        tenants: Arc<Tenants>,
+        tenants: LiveTenants,
         simplybook: Arc<SimplyBook>,
         repairs: Repairs,
         relay: Arc<Notify>,
@@ -85,6 +87,7 @@ impl Reconciler {
     /// Every tenant SimplyBook can list bookings for.
     pub fn covered(&self) -> Vec<String> {
         self.tenants
+            .current()
             .iter()
             .filter(|t| t.simplybook_user_login.is_some())
             .map(|t| t.id.to_string())
@@ -96,12 +99,14 @@ impl Reconciler {
         if tenant_id.is_empty() {
             return Ok(self
                 .tenants
+                .current()
                 .iter()
                 .filter(|t| t.simplybook_user_login.is_some())
                 .cloned()
                 .collect());
         }
         self.tenants
+            .current()
             .get(tenant_id)
             .cloned()
             .map(|t| vec![t])
