@@ -362,7 +362,11 @@ async fn scenario(
         "{}",
         outcome.body
     );
-    assert!(outcome.body.contains("dana as admin"), "{}", outcome.body);
+    assert!(
+        outcome.body.contains("dana as billing (console)"),
+        "{}",
+        outcome.body
+    );
 
     // The receipt email reaches the SMTP sink.
     eventually(Duration::from_secs(30), || async {
@@ -405,7 +409,11 @@ async fn scenario(
         "{}",
         shown.body
     );
-    assert!(shown.body.contains("dana as admin"), "{}", shown.body);
+    assert!(
+        shown.body.contains("dana as billing (console)"),
+        "{}",
+        shown.body
+    );
     assert_eq!(invoicing_status(system, september).await?, "void");
 
     // The PDF, inline and as a download.

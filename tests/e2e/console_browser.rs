@@ -605,7 +605,7 @@ async fn scenario(
     let voided = dana.source().await?;
     assert!(voided.contains("The invoice was voided"), "{voided}");
     assert!(voided.contains("billed to the wrong entity"), "{voided}");
-    assert!(voided.contains("dana as admin"), "{voided}");
+    assert!(voided.contains("dana as billing (console)"), "{voided}");
 
     // A form without its CSRF token is refused.
     let refused = dana

@@ -2,7 +2,8 @@
 //! invoicing's ResendInvoiceEmail records who asked in the invoice's history and the notifier
 //! sends exactly one more email for it (with the current PDF); the same event delivered again
 //! sends nothing; a second resend is a second email; billingctl's `invoices resend` works by
-//! number; and a void invoice is refused.
+//! number; a call through the console records the operator's console role (and a console
+//! viewer is refused whatever the console's token may do); and a void invoice is refused.
 
 use std::time::Duration;
 
@@ -210,6 +211,44 @@ async fn resend(system: &System) -> anyhow::Result<()> {
         ]
     );
 
+    // Through the console (admin token) for an operator the console made a viewer: refused,
+    // whatever the token may do; made billing: allowed, and recorded as the console's role.
+    let mut viewer = as_operator(
+        ResendInvoiceEmailRequest {
+            invoice_id: invoice.number.clone(),
+            reason: String::new(),
+        },
+        "vic",
+    )?;
+    viewer.metadata_mut().insert(
+        billing_runtime::operator::ROLE_METADATA,
+        MetadataValue::from_static("viewer"),
+    );
+    let refused = invoicing
+        .resend_invoice_email(viewer)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a console viewer resent an email"))?;
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let mut billing = as_operator(
+        ResendInvoiceEmailRequest {
+            invoice_id: invoice.number.clone(),
+            reason: String::new(),
+        },
+        "dana",
+    )?;
+    billing.metadata_mut().insert(
+        billing_runtime::operator::ROLE_METADATA,
+        MetadataValue::from_static("billing"),
+    );
+    let by_console = invoicing.resend_invoice_email(billing).await?.into_inner();
+    let note = by_console.history.last().cloned().unwrap_or_default();
+    assert_eq!(
+        (note.operator.as_str(), note.caller_role.as_str()),
+        ("dana", "billing (console)")
+    );
+    exactly(system, 4).await?;
+
     // A void invoice is not sent again: refused with its status, and nothing is emailed.
     invoicing
         .void_invoice(VoidInvoiceRequest {
@@ -227,6 +266,6 @@ async fn resend(system: &System) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("a void invoice's email was resent"))?;
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(refused.message().contains("void"), "{}", refused.message());
-    exactly(system, 3).await?;
+    exactly(system, 4).await?;
     Ok(())
 }

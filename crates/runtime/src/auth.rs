@@ -223,7 +223,9 @@ impl Policy {
 
 /// axum middleware in front of a gRPC router: refuses calls without a token allowed to make them.
 /// The caller's [`Role`] is left in the request's extensions, and the call runs as
-/// [`crate::operator::current`] (its role and the `billing-operator` it names, checked).
+/// [`crate::operator::current`] (its role, the `billing-operator` it names and the
+/// `billing-operator-role` the console gave that person, checked; a call with the latter may do
+/// only what both roles allow).
 pub async fn authorize(State(policy): State<Policy>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if OPEN_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
@@ -248,8 +250,39 @@ pub async fn authorize(State(policy): State<Policy>, mut request: Request, next:
                         .into_response();
                 }
             };
+            // The role the console gave that person: within the token's, and the call may do
+            // only what it allows too.
+            let stated = request
+                .headers()
+                .get(crate::operator::ROLE_METADATA)
+                .map(|v| v.as_bytes());
+            let console_role =
+                match crate::operator::console_role_from_header(stated, role, operator.as_ref()) {
+                    Ok(console_role) => console_role,
+                    Err(invalid) => {
+                        return tonic::Status::invalid_argument(invalid.to_string())
+                            .into_http::<axum::body::Body>()
+                            .into_response();
+                    }
+                };
+            if let Some(console_role) = console_role {
+                let access = policy.access(path);
+                if !console_role.may(access) {
+                    metrics::counter!("grpc_auth_refusals_total", "reason" => "permission_denied")
+                        .increment(1);
+                    return tonic::Status::permission_denied(format!(
+                        "the operator's role {console_role} may not call {path}"
+                    ))
+                    .into_http::<axum::body::Body>()
+                    .into_response();
+                }
+            }
             request.extensions_mut().insert(role);
-            let acting = crate::operator::Acting { role, operator };
+            let acting = crate::operator::Acting {
+                role,
+                operator,
+                console_role,
+            };
             crate::operator::scope(acting, next.run(request)).await
         }
         Err(status) => {

@@ -10,6 +10,13 @@
 //! people apart authenticates them itself (the console signs its operators in) before naming
 //! them; where people share a token, their names are only as good as their word.
 //!
+//! The console signs its operators in with roles of its own and calls with one token (whose
+//! role caps what any of them can do); it also sends [`ROLE_METADATA`], the role the console
+//! gave the operator. The call is then allowed only what both roles allow, and records that role
+//! marked as the console's (`dana as billing (console)`), not the token's: the token's role says
+//! only which token the console holds. billingctl sends no such role; its calls record the
+//! token's (`dana as billing`).
+//!
 //! [`crate::auth::authorize`] checks the name and runs the rest of the call inside
 //! [`scope`]; code that writes a record reads it with [`current`]. Work outside a call (a
 //! consumer, the outbox relay, a timer) has no caller, and [`current`] is `None` there.
@@ -20,6 +27,9 @@ use crate::auth::Role;
 
 /// The gRPC metadata key a caller names the person acting with.
 pub const METADATA: &str = "billing-operator";
+/// The gRPC metadata key a caller that signs people in (the console) names the role it gave the
+/// person with: `viewer`, `billing` or `admin`; taken as at most its token's role.
+pub const ROLE_METADATA: &str = "billing-operator-role";
 /// The longest name accepted.
 pub const MAX_LEN: usize = 64;
 
@@ -66,11 +76,14 @@ impl fmt::Debug for Operator {
     }
 }
 
-/// Who is behind the call being served: the token's role, and the person it names (if any).
+/// Who is behind the call being served: the token's role, the person it names (if any), and
+/// the role the console gave that person (if the console made the call).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acting {
     pub role: Role,
     pub operator: Option<Operator>,
+    /// [`ROLE_METADATA`]: the person's role in the console's own sign-in, capped at `role`.
+    pub console_role: Option<Role>,
 }
 
 impl Acting {
@@ -79,20 +92,56 @@ impl Acting {
         self.operator.as_ref().map(Operator::as_str)
     }
 
-    /// The token's role as recorded.
+    /// The role as recorded: the console's role of the person when the console gave one
+    /// (`billing (console)`), otherwise the token's (`billing`).
     pub fn role_name(&self) -> &'static str {
-        self.role.as_str()
+        match self.console_role {
+            Some(Role::Viewer) => "viewer (console)",
+            Some(Role::Billing) => "billing (console)",
+            Some(Role::Admin) => "admin (console)",
+            None => self.role.as_str(),
+        }
     }
 }
 
 impl fmt::Display for Acting {
-    /// `dana as billing`, or `(unnamed) as billing`.
+    /// `dana as billing`, `dana as billing (console)`, or `(unnamed) as billing`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.operator {
-            Some(name) => write!(f, "{name} as {}", self.role),
-            None => write!(f, "(unnamed) as {}", self.role),
+            Some(name) => write!(f, "{name} as {}", self.role_name()),
+            None => write!(f, "(unnamed) as {}", self.role_name()),
         }
     }
+}
+
+/// Why a [`ROLE_METADATA`] value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidConsoleRole {
+    #[error("{ROLE_METADATA} must be viewer, billing or admin")]
+    Unknown,
+    #[error("{ROLE_METADATA} needs {METADATA}: it is the named person's role")]
+    Unnamed,
+}
+
+/// The [`ROLE_METADATA`] value of a call made with a token of role `token` naming `operator`,
+/// checked, and capped at `token` (an admin of a console holding a billing token acts, and is
+/// recorded, as billing): `Ok(None)` when absent.
+pub fn console_role_from_header(
+    value: Option<&[u8]>,
+    token: Role,
+    operator: Option<&Operator>,
+) -> Result<Option<Role>, InvalidConsoleRole> {
+    let Some(bytes) = value else {
+        return Ok(None);
+    };
+    let role: Role = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(InvalidConsoleRole::Unknown)?;
+    if operator.is_none() {
+        return Err(InvalidConsoleRole::Unnamed);
+    }
+    Ok(Some(role.min(token)))
 }
 
 /// The `billing-operator` value of a call, checked: `Ok(None)` when absent.
@@ -168,15 +217,57 @@ mod tests {
         let named = Acting {
             role: Role::Billing,
             operator: Operator::parse("dana").ok(),
+            console_role: None,
         };
         assert_eq!(named.to_string(), "dana as billing");
         assert_eq!(named.operator_name(), Some("dana"));
         let unnamed = Acting {
             role: Role::Admin,
             operator: None,
+            console_role: None,
         };
         assert_eq!(unnamed.to_string(), "(unnamed) as admin");
         assert_eq!(unnamed.role_name(), "admin");
+        // Through the console's admin token, for an operator the console made billing.
+        let console = Acting {
+            role: Role::Admin,
+            operator: Operator::parse("dana").ok(),
+            console_role: Some(Role::Billing),
+        };
+        assert_eq!(console.to_string(), "dana as billing (console)");
+        assert_eq!(console.role_name(), "billing (console)");
+    }
+
+    #[test]
+    fn a_console_role_is_a_role_of_a_named_person_capped_at_the_token() {
+        let dana = Operator::parse("dana").ok();
+        let check = |v: Option<&[u8]>, token, who: Option<&Operator>| {
+            console_role_from_header(v, token, who)
+        };
+        assert_eq!(check(None, Role::Admin, dana.as_ref()), Ok(None));
+        assert_eq!(
+            check(Some(b"billing"), Role::Admin, dana.as_ref()),
+            Ok(Some(Role::Billing))
+        );
+        assert_eq!(
+            check(Some(b"admin"), Role::Admin, dana.as_ref()),
+            Ok(Some(Role::Admin))
+        );
+        assert_eq!(
+            check(Some(b"admin"), Role::Billing, dana.as_ref()),
+            Ok(Some(Role::Billing)),
+            "never more than the token"
+        );
+        assert_eq!(
+            check(Some(b"billing"), Role::Admin, None),
+            Err(InvalidConsoleRole::Unnamed)
+        );
+        for bad in [&b"root"[..], b"Billing", b"billing (console)", b"\xff"] {
+            assert_eq!(
+                check(Some(bad), Role::Admin, dana.as_ref()),
+                Err(InvalidConsoleRole::Unknown)
+            );
+        }
     }
 
     #[tokio::test]
@@ -185,6 +276,7 @@ mod tests {
         let acting = Acting {
             role: Role::Billing,
             operator: Operator::parse("dana").ok(),
+            console_role: None,
         };
         let inside = scope(acting.clone(), async {
             tokio::task::yield_now().await;

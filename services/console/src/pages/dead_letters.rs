@@ -164,7 +164,7 @@ pub async fn replay(
         .clone()
         .replay_dead_letter(as_operator(
             ReplayDeadLetterRequest { sequence },
-            &who.session.operator,
+            &who.session,
         ))
         .await
         .map_err(refusal)?

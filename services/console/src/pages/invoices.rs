@@ -507,7 +507,7 @@ pub async fn pay(
                 reference: form.reference.trim().to_string(),
                 idempotency_key: String::new(),
             },
-            &who.session.operator,
+            &who.session,
         ))
         .await
         .map_err(refusal)?
@@ -558,7 +558,7 @@ pub async fn void(
                 invoice_id: i.id.clone(),
                 reason: form.reason.trim().to_string(),
             },
-            &who.session.operator,
+            &who.session,
         ))
         .await
         .map_err(refusal)?;
@@ -614,7 +614,7 @@ pub async fn resend(
                 invoice_id: i.id.clone(),
                 reason: form.reason.trim().to_string(),
             },
-            &who.session.operator,
+            &who.session,
         ))
         .await
         .map_err(refusal)?;

@@ -184,7 +184,7 @@ pub async fn run(
                 repair: form_in.repair,
                 alert: false,
             },
-            &who.session.operator,
+            &who.session,
         ))
         .await
         .map_err(refusal)?
