@@ -34,6 +34,21 @@ pub struct Outcome {
     /// Requests that got no response (connection errors).
     pub errors: u64,
     latencies_us: Vec<u32>,
+    /// The second of the run each latency in `latencies_us` belongs to (when its request was
+    /// due), until [`run`] turns both into `timeline`.
+    seconds: Vec<u32>,
+    /// When the run started, and its latency second by second.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub timeline: Vec<Second>,
+}
+
+/// One second of a run: the requests due in it and their latencies.
+#[derive(Debug, Clone, Copy)]
+pub struct Second {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 impl Outcome {
@@ -72,7 +87,68 @@ impl Outcome {
         }
         self.errors += other.errors;
         self.latencies_us.extend(other.latencies_us);
+        self.seconds.extend(other.seconds);
     }
+
+    /// Groups the latencies by the second their request was due in.
+    fn make_timeline(&mut self) {
+        let Some(last) = self.seconds.iter().max() else {
+            return;
+        };
+        let mut by_second = vec![Vec::new(); *last as usize + 1];
+        for (&second, &latency) in self.seconds.iter().zip(&self.latencies_us) {
+            by_second[second as usize].push(latency);
+        }
+        self.seconds = Vec::new();
+        self.timeline = by_second
+            .into_iter()
+            .map(|mut latencies| {
+                latencies.sort_unstable();
+                let at = |p: f64| {
+                    let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+                    latencies
+                        .get(rank.clamp(1, latencies.len().max(1)) - 1)
+                        .map_or(f64::NAN, |&us| f64::from(us) / 1000.0)
+                };
+                Second {
+                    count: latencies.len(),
+                    p50_ms: at(50.0),
+                    p99_ms: at(99.0),
+                    max_ms: at(100.0),
+                }
+            })
+            .collect();
+    }
+
+    /// The timeline as tab-separated lines: the second's wall-clock start (UTC, as `vmstat -t`
+    /// prints it), the second of the run, requests due in it, p50, p99 and max latency in ms.
+    pub fn timeline_tsv(&self) -> String {
+        let mut out = String::from("utc\tsecond\tcount\tp50_ms\tp99_ms\tmax_ms\n");
+        let start = self.started_at.unwrap_or_default();
+        for (i, s) in self.timeline.iter().enumerate() {
+            let at = start + chrono::Duration::seconds(i as i64);
+            out += &format!(
+                "{}\t{i}\t{}\t{:.2}\t{:.2}\t{:.2}\n",
+                at.format("%H:%M:%S"),
+                s.count,
+                s.p50_ms,
+                s.p99_ms,
+                s.max_ms
+            );
+        }
+        out
+    }
+}
+
+/// The `p`-th percentile latency (0 < p ≤ 100) in milliseconds of several runs' requests
+/// together.
+pub fn pooled_percentile_ms<'a>(outcomes: impl Iterator<Item = &'a Outcome>, p: f64) -> f64 {
+    let mut all = Outcome::default();
+    for outcome in outcomes {
+        all.latencies_us.extend(&outcome.latencies_us);
+    }
+    all.latencies_us.sort_unstable();
+    all.percentile_ms(p)
 }
 
 /// Runs `plan` against `addr`; request numbers come from `counter`, so every request of every
@@ -84,6 +160,7 @@ pub async fn run(
     plan: Plan,
 ) -> anyhow::Result<Outcome> {
     let start = Instant::now();
+    let started_at = chrono::Utc::now();
     let end = start + plan.duration;
     let mut tasks = Vec::with_capacity(plan.connections);
     for index in 0..plan.connections {
@@ -96,7 +173,7 @@ pub async fn run(
             (first, every)
         });
         tasks.push(tokio::spawn(async move {
-            connection(addr, &payloads, &counter, schedule, end).await
+            connection(addr, &payloads, &counter, schedule, start, end).await
         }));
     }
     let mut outcome = Outcome::default();
@@ -104,6 +181,8 @@ pub async fn run(
         outcome.merge(task.await??);
     }
     outcome.elapsed = start.elapsed();
+    outcome.started_at = Some(started_at);
+    outcome.make_timeline();
     outcome.latencies_us.sort_unstable();
     Ok(outcome)
 }
@@ -113,6 +192,7 @@ async fn connection(
     payloads: &Payloads,
     counter: &AtomicU64,
     schedule: Option<(Instant, Duration)>,
+    start: Instant,
     end: Instant,
 ) -> anyhow::Result<Outcome> {
     let stream = TcpStream::connect(addr).await?;
@@ -163,6 +243,10 @@ async fn connection(
                 outcome
                     .latencies_us
                     .push(u32::try_from(micros).unwrap_or(u32::MAX));
+                let second = due.saturating_duration_since(start).as_secs();
+                outcome
+                    .seconds
+                    .push(u32::try_from(second).unwrap_or(u32::MAX));
                 if read.is_err() {
                     outcome.errors += 1;
                     break;

@@ -100,6 +100,19 @@ struct RunArgs {
     /// The R3 cluster's first client port (routes +2000, monitoring +4000).
     #[arg(long, default_value_t = 26222)]
     r3_base: u16,
+    /// Writes each half-rate run's latency second by second (requests due, p50, p99, max, with
+    /// the wall-clock second to set beside `vmstat -t 1`) to a file in this directory:
+    /// `<server>-round<n>.tsv`.
+    #[arg(long)]
+    timeline_dir: Option<PathBuf>,
+    /// Which servers run at half rate: both (ingest's levels and the contract ceiling), or
+    /// only one side (a shorter run when comparing variants of one).
+    #[arg(long, value_enum, default_value = "both")]
+    half_rate_only: HalfRate,
+    /// The offered rate of the half-rate runs in requests per second, instead of half the
+    /// slowest level's full speed: the same rate in every run, whatever the machine's load.
+    #[arg(long)]
+    half_rate: Option<f64>,
     /// Requests per case of the amplification comparison (0: skip it).
     #[arg(long, default_value_t = 200)]
     amplification_requests: usize,
@@ -126,6 +139,14 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run(args))
         }
     }
+}
+
+/// The servers measured at half rate.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HalfRate {
+    Both,
+    Ingest,
+    Contract,
 }
 
 /// A server under test and the processes its runs are charged to.
@@ -221,8 +242,15 @@ impl Level {
     }
 }
 
-/// The run whose `key` is the median, out of `runs` (removed from it).
+/// The run whose `key` is the median, out of `runs` (removed from it); an empty one (no
+/// requests) when there was none (`--half-rate-only`).
 fn median_run(runs: &mut Vec<Measured>, key: impl Fn(&Measured) -> f64) -> Measured {
+    if runs.is_empty() {
+        return Measured {
+            outcome: Outcome::default(),
+            cpu: cpu::Usage::default(),
+        };
+    }
     runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
     runs.swap_remove(runs.len() / 2)
 }
@@ -383,7 +411,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map(|l| median(l.full_speed.iter().map(|m| m.outcome.accepted_per_sec())))
         .collect();
     // Latency at the same offered rate for every level: half the slowest one's.
-    let half_rate = rates.iter().copied().fold(f64::INFINITY, f64::min) / 2.0;
+    let half_rate = args
+        .half_rate
+        .unwrap_or_else(|| rates.iter().copied().fold(f64::INFINITY, f64::min) / 2.0);
     let half = Plan {
         rate: Some(half_rate),
         duration: Duration::from_secs(args.half_rate_secs.unwrap_or(args.duration_secs)),
@@ -393,18 +423,69 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // after the levels in even rounds and before them in odd ones, so neither side always meets
     // the other's writeback.
     let mut contract_half = Vec::new();
-    for round in 0..args.rounds {
-        if round % 2 == 1 {
-            contract_half.push(contract.measure(&payloads, &counter, half).await?);
+    if let Some(dir) = &args.timeline_dir {
+        std::fs::create_dir_all(dir)?;
+    }
+    let timeline = |name: &str, round: usize, m: &Measured| -> anyhow::Result<()> {
+        if let Some(dir) = &args.timeline_dir {
+            let file = dir.join(format!("{name}-round{}.tsv", round + 1));
+            std::fs::write(&file, m.outcome.timeline_tsv())?;
+            eprintln!("timeline: {}", file.display());
         }
-        for i in 0..n {
+        Ok(())
+    };
+    let (with_ingest, with_contract) = (
+        args.half_rate_only != HalfRate::Contract,
+        args.half_rate_only != HalfRate::Ingest,
+    );
+    for round in 0..args.rounds {
+        if round % 2 == 1 && with_contract {
+            let k = contract.measure(&payloads, &counter, half).await?;
+            timeline("contract", round, &k)?;
+            contract_half.push(k);
+        }
+        for i in (0..n).filter(|_| with_ingest) {
             let level = &mut levels[(round + i) % n];
             let m = level.target.measure(&payloads, &counter, half).await?;
+            let label: String = level
+                .label
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '-'
+                    }
+                })
+                .collect();
+            let name = format!("ingest-{label}");
+            timeline(&name, round, &m)?;
             level.tally(&m);
             level.at_half.push(m);
         }
-        if round % 2 == 0 {
-            contract_half.push(contract.measure(&payloads, &counter, half).await?);
+        if round % 2 == 0 && with_contract {
+            let k = contract.measure(&payloads, &counter, half).await?;
+            timeline("contract", round, &k)?;
+            contract_half.push(k);
+        }
+    }
+    // Every round's requests at half rate together, per server: the rounds alternate, so both
+    // sides meet the machine's other work alike.
+    if args.rounds > 1 {
+        let pooled =
+            |runs: &[Measured]| load::pooled_percentile_ms(runs.iter().map(|m| &m.outcome), 99.0);
+        if with_contract {
+            eprintln!(
+                "half rate, all rounds: contract ceiling p99 {:.2} ms",
+                pooled(&contract_half)
+            );
+        }
+        for level in levels.iter().filter(|_| with_ingest) {
+            eprintln!(
+                "half rate, all rounds: ingest {} p99 {:.2} ms",
+                level.label,
+                pooled(&level.at_half)
+            );
         }
     }
     for k in &contract_half {
@@ -504,15 +585,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )?;
     }
     let contract_half_run = median_run(&mut contract_half, |m| m.outcome.percentile_ms(99.0));
-    row(
-        &mut out,
-        &format!("contract ceiling at {half_rate:.0} req/s offered"),
-        contract_half_run.outcome.accepted_per_sec(),
-        &contract_half_run,
-    )?;
+    if with_contract {
+        row(
+            &mut out,
+            &format!("contract ceiling at {half_rate:.0} req/s offered"),
+            contract_half_run.outcome.accepted_per_sec(),
+            &contract_half_run,
+        )?;
+    }
     let mut half_runs = Vec::new();
     for level in levels.iter_mut() {
         let run = median_run(&mut level.at_half, |m| m.outcome.percentile_ms(99.0));
+        if !with_ingest {
+            half_runs.push(run);
+            continue;
+        }
         row(
             &mut out,
             &format!(
