@@ -144,12 +144,18 @@ async fn a_sender_over_its_rate_limit_gets_429_and_nothing_extra_is_stored() -> 
 
 async fn rate_limit(system: &System) -> anyhow::Result<()> {
     let burst = crate::harness::RATE_LIMIT_BURST as usize;
-    let mut statuses = Vec::new();
-    for n in 0..burst + 20 {
+    // All at once: sent one after another, a loaded machine can answer them slower than the
+    // bucket refills, and then none is over the limit.
+    let answers = futures::future::join_all((0..burst + 20).map(|n| async move {
         let body = BOOKING.replace("5001", &format!("8{n:03}"));
-        let response = system
+        system
             .post_signed("claire", &format!("burst-{n}"), &body, CLAIRE_SECRET)
-            .await?;
+            .await
+    }))
+    .await;
+    let mut statuses = Vec::new();
+    for response in answers {
+        let response = response?;
         if response.status() == 429 {
             assert_eq!(
                 response.headers().get("retry-after").map(|v| v.as_bytes()),
@@ -158,7 +164,15 @@ async fn rate_limit(system: &System) -> anyhow::Result<()> {
         }
         statuses.push(response.status().as_u16());
     }
-    assert!(statuses[..burst].iter().all(|s| *s == 202), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 429),
+        "{statuses:?}"
+    );
+    // The burst is always let through, and what is over it is refused.
+    assert!(
+        statuses.iter().filter(|s| **s == 202).count() >= burst,
+        "{statuses:?}"
+    );
     assert!(statuses.contains(&429), "{statuses:?}");
     // Forged requests do not spend Claire's budget: they are refused as forged, not limited.
     let forged = system
