@@ -9,8 +9,7 @@ use billing_domain::Secret;
 use billing_proto::invoicing::invoicing_service_client::InvoicingServiceClient;
 use billing_proto::ledger::ledger_service_client::LedgerServiceClient;
 use billing_proto::notifier::notifier_service_client::NotifierServiceClient;
-use billing_runtime::auth::{Role, TokensError};
-use billing_runtime::operator::Operator;
+use billing_runtime::auth::TokensError;
 use billing_runtime::trace::{TracedChannel, traced};
 use tonic::transport::Endpoint;
 
@@ -77,49 +76,20 @@ impl Backend {
     }
 }
 
-/// Who a write is made for: the signed-in operator's session (their name and console role),
-/// or a bare name (no console role: the services then record the console token's role).
-pub trait Acting {
-    fn operator(&self) -> &Operator;
-    fn console_role(&self) -> Option<Role>;
-}
-
-impl Acting for Session {
-    fn operator(&self) -> &Operator {
-        &self.operator
-    }
-
-    fn console_role(&self) -> Option<Role> {
-        Some(self.role)
-    }
-}
-
-impl Acting for Operator {
-    fn operator(&self) -> &Operator {
-        self
-    }
-
-    fn console_role(&self) -> Option<Role> {
-        None
-    }
-}
-
-/// `message` as a write made for `who`: their name (`billing-operator`) and, for a session,
+/// `message` as a write made for the session's operator: their name (`billing-operator`) and
 /// the role the console gave them (`billing-operator-role`), which the services record as the
 /// console's (`dana as billing (console)`) rather than the role of the console's token, and
-/// which caps what the call may do there too. Pass the session.
-pub fn as_operator<T>(message: T, who: &impl Acting) -> tonic::Request<T> {
+/// which caps what the call may do there too.
+pub fn as_operator<T>(message: T, who: &Session) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     let metadata = request.metadata_mut();
     metadata.insert(
         billing_runtime::operator::METADATA,
-        who.operator().metadata_value(),
+        who.operator.metadata_value(),
     );
-    if let Some(role) = who.console_role() {
-        metadata.insert(
-            billing_runtime::operator::ROLE_METADATA,
-            tonic::metadata::MetadataValue::from_static(role.as_str()),
-        );
-    }
+    metadata.insert(
+        billing_runtime::operator::ROLE_METADATA,
+        tonic::metadata::MetadataValue::from_static(who.role.as_str()),
+    );
     request
 }

@@ -232,7 +232,7 @@ pub async fn save(
             PutTenantProfileRequest {
                 profile: Some(next),
             },
-            &who.session.operator,
+            &who.session,
         ))
         .await
         .map_err(refusal)?;
