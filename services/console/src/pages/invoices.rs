@@ -517,8 +517,9 @@ pub async fn pay(
     Ok(Redirect::to(&format!("/invoices/{}?done={done}", i.id)).into_response())
 }
 
+/// A write that takes a reason: a void, a resent email.
 #[derive(Deserialize)]
-pub struct VoidForm {
+pub struct ReasonForm {
     #[serde(default)]
     csrf: String,
     #[serde(default)]
@@ -531,7 +532,7 @@ pub async fn void(
     State(state): State<Shared>,
     who: Operator,
     Path(id): Path<String>,
-    Form(form): Form<VoidForm>,
+    Form(form): Form<ReasonForm>,
 ) -> Result<Response, Refusal> {
     who.check_write(&form.csrf, Access::Billing)?;
     let i = fetch(&state, &id).await?;
@@ -566,21 +567,11 @@ pub async fn void(
     Ok(Redirect::to(&format!("/invoices/{}?done=voided", i.id)).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct ResendForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    reason: String,
-    #[serde(default)]
-    confirmed: bool,
-}
-
 pub async fn resend(
     State(state): State<Shared>,
     who: Operator,
     Path(id): Path<String>,
-    Form(form): Form<ResendForm>,
+    Form(form): Form<ReasonForm>,
 ) -> Result<Response, Refusal> {
     who.check_write(&form.csrf, Access::Billing)?;
     let i = fetch(&state, &id).await?;
