@@ -94,7 +94,7 @@ impl NewTenant {
                 tenant: owner.id.clone(),
             });
         }
-        if company.is_empty() || !crate::callback::is_token_like(company) {
+        if !crate::callback::is_token_like(company) {
             return Err(OnboardError::Invalid(
                 "simplybook_company must be the company's login: 1-64 letters or digits".into(),
             ));

@@ -251,7 +251,7 @@ fn report(event: &AuditEvent, json: bool) {
         return;
     }
     match event.outcome.as_str() {
-        "stored" | "status_changed" | "revised" => outln!(
+        _ if stored(event) => outln!(
             "First callback arrived: booking {} confirmed with SimplyBook and stored.",
             event.booking_id
         ),
@@ -266,6 +266,14 @@ fn report(event: &AuditEvent, json: bool) {
             event.reason
         ),
     }
+}
+
+/// Whether the audit entry is a booking the ledger stored (new, or a change to one it had).
+fn stored(event: &AuditEvent) -> bool {
+    matches!(
+        event.outcome.as_str(),
+        "stored" | "status_changed" | "revised"
+    )
 }
 
 /// Where the tenant files are.

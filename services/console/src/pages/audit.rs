@@ -60,18 +60,15 @@ pub async fn list(
         .then(|| events.last().map(|e| e.id))
         .flatten();
     let older_href = older.map(|id| {
-        let mut out = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [
-            ("tenant", q.tenant.as_str()),
-            ("source", q.source.as_str()),
-            ("outcome", q.outcome.as_str()),
-        ] {
-            if !v.is_empty() {
-                out.append_pair(k, v);
-            }
-        }
-        out.append_pair("before", &id.to_string());
-        format!("/audit?{}", out.finish())
+        super::query_href(
+            "/audit",
+            &[
+                ("tenant", q.tenant.as_str()),
+                ("source", q.source.as_str()),
+                ("outcome", q.outcome.as_str()),
+                ("before", &id.to_string()),
+            ],
+        )
     });
     let body = html! {
         form.filters method="get" action="/audit" {

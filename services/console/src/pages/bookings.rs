@@ -61,24 +61,18 @@ fn sort(bookings: &mut [Booking], column: &str, desc: bool) {
 }
 
 fn href(q: &ListQuery, sort: &str, desc: bool, page: usize) -> String {
-    let mut out = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in [
-        ("tenant", q.tenant.as_str()),
-        ("period", q.period.as_str()),
-        ("status", q.status.as_str()),
-        ("sort", sort),
-    ] {
-        if !v.is_empty() {
-            out.append_pair(k, v);
-        }
-    }
-    if desc {
-        out.append_pair("desc", "true");
-    }
-    if page > 1 {
-        out.append_pair("page", &page.to_string());
-    }
-    format!("/bookings?{}", out.finish())
+    let (desc, page) = super::order_and_page(desc, page);
+    super::query_href(
+        "/bookings",
+        &[
+            ("tenant", q.tenant.as_str()),
+            ("period", q.period.as_str()),
+            ("status", q.status.as_str()),
+            ("sort", sort),
+            ("desc", desc),
+            ("page", &page),
+        ],
+    )
 }
 
 fn booking_path(tenant: &str, booking_ref: &str) -> String {

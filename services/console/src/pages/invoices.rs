@@ -75,25 +75,18 @@ fn sort(invoices: &mut [Invoice], column: &str, desc: bool) {
 }
 
 fn list_href(q: &ListQuery, sort: &str, desc: bool, page: usize) -> String {
-    let pairs = [
-        ("tenant", q.tenant.as_str()),
-        ("status", q.status.as_str()),
-        ("period", q.period.as_str()),
-        ("sort", sort),
-    ];
-    let mut out = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs {
-        if !v.is_empty() {
-            out.append_pair(k, v);
-        }
-    }
-    if desc {
-        out.append_pair("desc", "true");
-    }
-    if page > 1 {
-        out.append_pair("page", &page.to_string());
-    }
-    format!("/invoices?{}", out.finish())
+    let (desc, page) = super::order_and_page(desc, page);
+    super::query_href(
+        "/invoices",
+        &[
+            ("tenant", q.tenant.as_str()),
+            ("status", q.status.as_str()),
+            ("period", q.period.as_str()),
+            ("sort", sort),
+            ("desc", desc),
+            ("page", &page),
+        ],
+    )
 }
 
 pub async fn list(

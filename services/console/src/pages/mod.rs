@@ -29,6 +29,27 @@ pub async fn tenant_profile(
         .into_inner())
 }
 
+/// `path` with the query `pairs`, those with an empty value left out (a filter not set).
+pub fn query_href(path: &str, pairs: &[(&str, &str)]) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if !v.is_empty() {
+            out.append_pair(k, v);
+        }
+    }
+    format!("{path}?{}", out.finish())
+}
+
+/// A sorted, paged list's `desc` and `page` query values: empty (left out) for the defaults.
+pub fn order_and_page(desc: bool, page: usize) -> (&'static str, String) {
+    let page = if page > 1 {
+        page.to_string()
+    } else {
+        String::new()
+    };
+    (if desc { "true" } else { "" }, page)
+}
+
 /// Rows on one page of a table.
 pub const PAGE_SIZE: usize = 25;
 
