@@ -251,7 +251,7 @@ impl Contract {
             format!("{source}:{tenant}")
         };
         let shape = if source == "simplybook" {
-            billing_domain::BookingPayload::parse(body).is_ok()
+            billing_domain::BookingPayload::check_shape(body).is_ok()
         } else {
             serde_json::from_slice::<StripeEvent<'_>>(body)
                 .is_ok_and(|e| e.id.starts_with("evt_") && !e.kind.is_empty())

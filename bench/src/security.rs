@@ -135,6 +135,8 @@ pub struct Secured {
     ca: Option<PathBuf>,
     /// How the services check PostgreSQL's certificate (TLS): sslmode and root certificate.
     postgres_root: Option<(&'static str, PathBuf)>,
+    /// A configuration setting JetStream's `sync_interval` (`BENCH_NATS_SYNC_INTERVAL`).
+    sync_config: Option<PathBuf>,
 }
 
 impl Secured {
@@ -152,11 +154,28 @@ impl Secured {
             Security::Tls => Some(make_certificates(&dir)?),
             _ => None,
         };
+        let sync_config = match OwnNats::sync_interval() {
+            Some(interval) => {
+                anyhow::ensure!(
+                    level == Security::Off,
+                    "BENCH_NATS_SYNC_INTERVAL is for --security off only: the other levels run \
+                     the production configuration unchanged"
+                );
+                let config = dir.join("nats-sync.conf");
+                std::fs::write(
+                    &config,
+                    format!("jetstream {{\n  sync_interval: {interval}\n}}\n"),
+                )?;
+                Some(config)
+            }
+            None => None,
+        };
         Ok(Secured {
             level,
             postgres_root: ca.clone().map(|ca| ("verify-full", ca)),
             dir,
             ca,
+            sync_config,
         })
     }
 
@@ -212,6 +231,9 @@ impl Secured {
                     std::fs::read_to_string(self.password_file(user)).unwrap_or_default();
                 env.push((format!("{}_NATS_PASSWORD", user.to_uppercase()), password));
             }
+        }
+        if let Some(config) = &self.sync_config {
+            args.extend(["-c".into(), config.clone().into_os_string()]);
         }
         if self.ca.is_some() {
             args.extend([
@@ -431,10 +453,11 @@ impl OwnNats {
         Ok(nats)
     }
 
-    /// The version of the server [`OwnNats`] runs (its `--version` line), for the reports.
+    /// The version of the server [`OwnNats`] runs (its `--version` line), for the reports, with
+    /// the `sync_interval` it was given.
     pub fn server_version() -> String {
         let bin = std::env::var("BENCH_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
-        std::process::Command::new(&bin)
+        let version = std::process::Command::new(&bin)
             .arg("--version")
             .output()
             .ok()
@@ -442,7 +465,19 @@ impl OwnNats {
             .map_or_else(
                 || format!("{bin}: version unknown"),
                 |v| v.trim().to_string(),
-            )
+            );
+        match Self::sync_interval() {
+            Some(interval) => format!("{version}, jetstream sync_interval: {interval}"),
+            None => version,
+        }
+    }
+
+    /// `BENCH_NATS_SYNC_INTERVAL` (`always`, or a duration such as `10s`; NATS 2.10+): how often
+    /// the benchmark's own servers fsync their streams. Unset, the server's default.
+    pub fn sync_interval() -> Option<String> {
+        std::env::var("BENCH_NATS_SYNC_INTERVAL")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
     }
 
     /// Starts it (again): same port, same store. The server is `BENCH_NATS_SERVER` when set

@@ -15,7 +15,7 @@ use crate::harness::{CLAIRE_SECRET, System, eventually};
 const SERVICES: [&str; 4] = ["ingest", "ledger", "invoicing", "notifier"];
 
 /// Obviously fake passwords, one per service, in files as a Secret volume would hold them.
-fn logins(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn logins(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
     std::fs::create_dir_all(dir)?;
     let mut env = Vec::new();
     for service in SERVICES {
@@ -29,7 +29,8 @@ fn logins(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
     Ok(env)
 }
 
-fn config() -> PathBuf {
+/// The production NATS configuration: its users and their permissions.
+pub(crate) fn config() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/nats-server.conf")
 }
 
@@ -77,7 +78,7 @@ async fn publish(
 
 /// Messages stored in `stream` under `subject`, asked as the ledger (stream info is allowed to
 /// every service).
-async fn count(
+pub(crate) async fn count(
     server: &PrivateNats,
     dir: &std::path::Path,
     stream: &str,

@@ -7,6 +7,8 @@
 //! the clock showed as 03:30 +11), and a time inside an overlap is its first occurrence, with
 //! the earlier offset (Sydney's `2026-04-05 02:30:00` is 02:30 +11).
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
@@ -70,27 +72,21 @@ pub enum PayloadError {
     NoSuchLocalTime(String, Tz),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ServiceInfo {
-    #[serde(default)]
     pub id: Option<String>,
     pub name: String,
-    #[serde(default)]
     pub duration: Option<u32>,
 }
 
 /// A booking's client as the event names them: personal data, so `Debug` never prints it (see
 /// [`crate::privacy`] for how it is stored).
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default)]
 pub struct ClientInfo {
-    #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
     pub email: Option<String>,
-    #[serde(default)]
     pub phone: Option<String>,
     /// SimplyBook's id of the client, when the event came from SimplyBook's API.
-    #[serde(default)]
     pub client_id: Option<String>,
 }
 
@@ -100,28 +96,113 @@ impl std::fmt::Debug for ClientInfo {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ProviderInfo {
-    #[serde(default)]
     pub name: Option<String>,
 }
 
+/// The payload as sent, its strings borrowed from the body (copied only when they hold escapes):
+/// reading it is the whole shape check, so ingest can check a body on its request path without
+/// building the [`BookingPayload`] it never uses. [`BookingPayload::parse`] reads the same shape,
+/// so both accept and refuse the same bodies with the same reasons.
 #[derive(Deserialize)]
-struct Wire {
-    booking_id: String,
-    #[serde(default)]
-    booking_hash: Option<String>,
+#[serde(expecting = "a booking object")]
+struct Wire<'a> {
+    #[serde(borrow)]
+    booking_id: Text<'a>,
+    #[serde(default, borrow)]
+    booking_hash: Option<Text<'a>>,
     #[serde(default)]
     status: Option<BookingStatus>,
-    price: Box<RawValue>,
+    #[serde(borrow)]
+    price: &'a RawValue,
+    #[serde(default, borrow)]
+    currency: Option<Text<'a>>,
+    #[serde(borrow)]
+    datetime: Text<'a>,
+    #[serde(borrow)]
+    service: WireService<'a>,
+    #[serde(default, borrow)]
+    client: Option<WireClient<'a>>,
+    #[serde(default, borrow)]
+    provider: Option<WireProvider<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a service object")]
+struct WireService<'a> {
+    #[serde(default, borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    name: Text<'a>,
     #[serde(default)]
-    currency: Option<String>,
-    datetime: String,
-    service: ServiceInfo,
-    #[serde(default)]
-    client: Option<ClientInfo>,
-    #[serde(default)]
-    provider: Option<ProviderInfo>,
+    duration: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a client object")]
+struct WireClient<'a> {
+    #[serde(default, borrow)]
+    name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    email: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    phone: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    client_id: Option<Text<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(expecting = "a provider object")]
+struct WireProvider<'a> {
+    #[serde(default, borrow)]
+    name: Option<Text<'a>>,
+}
+
+/// A JSON string, borrowed from the body unless it holds escapes. serde borrows a `Cow<str>`
+/// field only when it is one directly, never inside an `Option`, hence this type.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'a> Text<'a> {
+    fn owned(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+            // The words serde's own `String` uses, so a refusal reads the same.
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+impl<'a> Wire<'a> {
+    fn read(body: &'a [u8]) -> Result<Self, PayloadError> {
+        let wire: Wire<'a> =
+            serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+        if wire.booking_id.0.trim().is_empty() || wire.booking_id.0.len() > 100 {
+            return Err(PayloadError::Malformed(
+                "booking_id must be 1-100 characters".into(),
+            ));
+        }
+        Ok(wire)
+    }
 }
 
 /// A booking with its details inline, as a signed forwarder sends it.
@@ -141,24 +222,37 @@ pub struct BookingPayload {
 
 impl BookingPayload {
     pub fn parse(body: &[u8]) -> Result<Self, PayloadError> {
-        let wire: Wire =
-            serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
-        if wire.booking_id.trim().is_empty() || wire.booking_id.len() > 100 {
-            return Err(PayloadError::Malformed(
-                "booking_id must be 1-100 characters".into(),
-            ));
-        }
+        let wire = Wire::read(body)?;
+        let owned = |t: Option<Text<'_>>| t.map(Text::owned);
         Ok(BookingPayload {
             price: parse_price(wire.price.get())?,
-            booking_id: wire.booking_id,
-            booking_hash: wire.booking_hash,
+            booking_id: wire.booking_id.owned(),
+            booking_hash: owned(wire.booking_hash),
             status: wire.status.unwrap_or(BookingStatus::Confirmed),
-            currency: wire.currency,
-            datetime: wire.datetime,
-            service: wire.service,
-            client: wire.client,
-            provider: wire.provider,
+            currency: owned(wire.currency),
+            datetime: wire.datetime.owned(),
+            service: ServiceInfo {
+                id: owned(wire.service.id),
+                name: wire.service.name.owned(),
+                duration: wire.service.duration,
+            },
+            client: wire.client.map(|c| ClientInfo {
+                name: owned(c.name),
+                email: owned(c.email),
+                phone: owned(c.phone),
+                client_id: owned(c.client_id),
+            }),
+            provider: wire.provider.map(|p| ProviderInfo {
+                name: owned(p.name),
+            }),
         })
+    }
+
+    /// Whether `body` has the payload's shape: the [`PayloadError::Malformed`] that
+    /// [`BookingPayload::parse`] would return, without building the payload. The price is not
+    /// read: an amount that is not one is the ledger's to refuse and audit.
+    pub fn check_shape(body: &[u8]) -> Result<(), PayloadError> {
+        Wire::read(body).map(drop)
     }
 
     /// The session start. A time without an offset (SimplyBook's `YYYY-MM-DD HH:MM:SS`) is the
@@ -230,6 +324,55 @@ mod tests {
             BookingPayload::parse(b"not json"),
             Err(PayloadError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn the_shape_check_refuses_what_parse_refuses_with_the_same_reason_and_reads_no_price() {
+        let full = |client: &str| {
+            format!(
+                r#"{{"booking_id":"2262","price":"ten","datetime":"2026-10-14 10:00:00",
+                   "service":{{"name":"Massage"}},"client":{client}}}"#
+            )
+            .into_bytes()
+        };
+        // A price that is no amount passes the shape check; parse refuses it.
+        let body = full(r#"{"name":"A"}"#);
+        assert_eq!(BookingPayload::check_shape(&body), Ok(()));
+        assert!(matches!(
+            BookingPayload::parse(&body),
+            Err(PayloadError::Price(_))
+        ));
+        for (body, reason) in [
+            (full(r#"{"name":5}"#), "invalid type: integer `5`, expected a string"),
+            (full(r#""x""#), "expected a client object"),
+            (
+                b"{\"booking_id\":\" \",\"price\":1,\"datetime\":\"x\",\"service\":{\"name\":\"s\"}}"
+                    .to_vec(),
+                "booking_id must be 1-100 characters",
+            ),
+            (b"{\"booking_id\":\"1\"}".to_vec(), "missing field `price`"),
+        ] {
+            let shape = BookingPayload::check_shape(&body).expect_err(reason);
+            let parsed = BookingPayload::parse(&body).expect_err(reason);
+            assert_eq!(shape, parsed);
+            assert!(shape.to_string().contains(reason), "{shape}");
+        }
+    }
+
+    #[test]
+    fn strings_with_escapes_are_read_whole() {
+        let body = br#"{"booking_id":"22\"62","price":1,"datetime":"2026-10-14 10:00:00",
+                        "service":{"id":null,"name":"Massage \u00e0 60"},
+                        "client":{"name":"Zo\u00eb","email":null},"provider":null}"#;
+        assert_eq!(BookingPayload::check_shape(body), Ok(()));
+        let p = BookingPayload::parse(body).expect("payload");
+        assert_eq!(p.booking_id, "22\"62");
+        assert_eq!(p.service.name, "Massage \u{e0} 60");
+        assert_eq!(p.service.id, None);
+        let client = p.client.expect("client");
+        assert_eq!(client.name.as_deref(), Some("Zo\u{eb}"));
+        assert_eq!(client.email, None);
+        assert!(p.provider.is_none());
     }
 
     #[test]

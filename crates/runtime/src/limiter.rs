@@ -41,10 +41,17 @@ impl RateLimiter {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        // The key is copied only the first time it is seen: this runs on every webhook.
+        if !buckets.contains_key(key) {
+            let full = Bucket {
+                tokens: self.burst,
+                at: now,
+            };
+            buckets.insert(key.to_owned(), full);
+        }
+        let Some(bucket) = buckets.get_mut(key) else {
+            return false;
+        };
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_sec).min(self.burst);
         bucket.at = now;

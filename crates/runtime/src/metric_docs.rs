@@ -55,6 +55,16 @@ pub fn describe() {
         "Messages this durable consumer has had delivered more than once and not yet acknowledged, per stream and consumer."
     );
     describe_counter!(
+        "nats_connections_lost_total",
+        Unit::Count,
+        "NATS connections lost (closed by the server, cut, or dropped after an unanswered probe), per client name; the client reconnects on its own."
+    );
+    describe_counter!(
+        "nats_liveness_probes_total",
+        Unit::Count,
+        "Probes of the NATS connection sent when an acknowledgement did not come in time, per result: answered (the server is alive) or unanswered (the connection was dropped for a new one)."
+    );
+    describe_counter!(
         "tenants_reloads_total",
         Unit::Count,
         "Changes to the tenant files picked up, per service and result: ok (in force from then) or invalid (refused, the tenants in force kept)."
@@ -388,7 +398,7 @@ mod tests {
     fn every_runtime_metric_is_described_and_well_named() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let described = check(&src, describe).unwrap_or_else(|problems| panic!("{problems}"));
-        assert_eq!(described.len(), 10);
+        assert_eq!(described.len(), 12);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (see [`crate::telemetry::init`]).
 
 use std::collections::HashSet;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, PoisonError, RwLock};
 
 use async_nats::HeaderMap;
 use axum::extract::{MatchedPath, Request};
@@ -50,6 +50,10 @@ pub fn current_traceparent() -> Option<String> {
 
 /// Writes the current span's trace context into NATS message headers.
 pub fn inject_nats(headers: &mut HeaderMap) {
+    // Not recording, no span joins a trace (see `span`), so there is no context to pass on.
+    if !RECORDING.load(Ordering::Relaxed) {
+        return;
+    }
     let cx = tracing::Span::current().context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&cx, &mut NatsHeaders(headers));
@@ -172,13 +176,13 @@ pub async fn http_span(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+        .map_or("unmatched", |p| interned(p.as_str()));
     let span = span(
         || tracing::info_span!("http", method = %request.method(), route = %route, otel.kind = "server"),
     );
     let started = std::time::Instant::now();
     let response = joined(span, request, next).await;
-    let status = response.status().as_u16().to_string();
+    let status = interned(response.status().as_str());
     metrics::histogram!("http_server_seconds", "route" => route, "status" => status)
         .record(started.elapsed().as_secs_f64());
     response
@@ -186,11 +190,30 @@ pub async fn http_span(request: Request, next: Next) -> Response {
 
 /// Runs the request in `span`, made a child of the trace the caller sent (if any).
 async fn joined(span: tracing::Span, request: Request, next: Next) -> Response {
-    let cx = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&HttpHeaders(request.headers()))
-    });
-    let _ = span.set_parent(cx);
+    if RECORDING.load(Ordering::Relaxed) {
+        let cx = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HttpHeaders(request.headers()))
+        });
+        let _ = span.set_parent(cx);
+    }
     next.run(request).instrument(span).await
+}
+
+/// `text` as a `&'static str`, copied once the first time it is seen and kept for good, so a
+/// request's metric labels cost no allocation. Only for values of a small fixed set: route
+/// templates (never raw paths) and status codes.
+fn interned(text: &str) -> &'static str {
+    static SEEN: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(RwLock::default);
+    let known = |seen: &HashSet<&'static str>| seen.get(text).copied();
+    if let Some(value) = known(&SEEN.read().unwrap_or_else(PoisonError::into_inner)) {
+        return value;
+    }
+    let mut seen = SEEN.write().unwrap_or_else(PoisonError::into_inner);
+    known(&seen).unwrap_or_else(|| {
+        let value: &'static str = Box::leak(text.into());
+        seen.insert(value);
+        value
+    })
 }
 
 /// The path itself when it is a method of a proto the server speaks (ours, health and both

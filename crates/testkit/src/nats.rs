@@ -77,17 +77,27 @@ impl PrivateNats {
     /// Stops the server (SIGSTOP): its connections stay open and nothing on them is answered,
     /// as with a hung machine, until it is killed ([`PrivateNats::kill`] works on it frozen).
     pub async fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("-STOP").await
+    }
+
+    async fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self
             .child
             .as_ref()
             .and_then(Child::id)
             .ok_or_else(|| anyhow::anyhow!("nats-server is not running"))?;
         let status = Command::new("kill")
-            .args(["-STOP", &pid.to_string()])
+            .args([signal, &pid.to_string()])
             .status()
             .await?;
-        anyhow::ensure!(status.success(), "kill -STOP {pid}");
+        anyhow::ensure!(status.success(), "kill {signal} {pid}");
         Ok(())
+    }
+
+    /// Lets a frozen server go on (SIGCONT): it reads what its connections sent meanwhile, and
+    /// finds closed the ones their clients gave up.
+    pub async fn thaw(&self) -> anyhow::Result<()> {
+        self.signal("-CONT").await
     }
 
     /// Starts the server again on the same port with the same store.

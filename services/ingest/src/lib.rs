@@ -247,9 +247,17 @@ pub async fn run_with_ops(
             config.rate_limit_burst,
         ),
         audit,
-        js,
-        subjects,
-        publish_retry(&config),
+        webhooks::Publishing {
+            js,
+            subjects,
+            retry: publish_retry(&config),
+            liveness: nats::Liveness::start(
+                client.clone(),
+                "ingest",
+                nats::requires_tls(&config.nats_url),
+                LIVENESS_PROBE_TIMEOUT,
+            ),
+        },
     ));
     let probes = Probes {
         db: None,
@@ -296,6 +304,11 @@ async fn apply_tenant_changes(tenants: LiveTenants, state: Arc<webhooks::AppStat
         state.apply_tenants();
     }
 }
+
+/// How long the server is given to answer the probe sent when an ack did not come in time
+/// ([`nats::Liveness`]): a live server answers in well under a millisecond, so a second is slack
+/// for a loaded machine, and leaves most of the publish retry budget to a new connection.
+const LIVENESS_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a publish JetStream cannot take yet is tried again: INGEST_PUBLISH_RETRY_MS, cut so
 /// that the last publish (INGEST_PUBLISH_TIMEOUT_MS) still ends, with half a second to answer,

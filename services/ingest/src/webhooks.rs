@@ -24,7 +24,8 @@ use billing_domain::standard_webhooks::{self, SignedHeaders, SigningKey};
 use billing_domain::{BookingPayload, Secret, TenantConfig, Tenants, stripe_signature};
 use billing_runtime::nats::{
     AUTH_CALLBACK_TOKEN, AUTH_STANDARD_WEBHOOKS, AUTH_STRIPE_SIGNATURE, HDR_AUTH, HDR_EVENT_ID,
-    HDR_EVENT_TYPE, HDR_RECEIVED_AT, HDR_SENT_AT, HDR_SOURCE, HDR_TENANT, connections_lost,
+    HDR_EVENT_TYPE, HDR_RECEIVED_AT, HDR_SENT_AT, HDR_SOURCE, HDR_TENANT, Liveness,
+    connections_lost,
 };
 use billing_runtime::{Subjects, trace};
 use chrono::{DateTime, Utc};
@@ -39,6 +40,8 @@ use billing_runtime::tenants::LiveTenants;
 struct TenantAuth {
     config: TenantConfig,
     keys: Vec<SigningKey>,
+    /// The tenant's rate-limit bucket (`simplybook:<tenant>`), named once rather than per request.
+    limit_key: String,
 }
 
 pub struct AppState {
@@ -48,10 +51,17 @@ pub struct AppState {
     stripe_secrets: Vec<Secret<String>>,
     limiter: RateLimiter,
     audit: RejectionAudit,
-    js: jetstream::Context,
-    subjects: Subjects,
+    publishing: Publishing,
+}
+
+/// Where and how webhooks are published.
+pub struct Publishing {
+    pub js: jetstream::Context,
+    pub subjects: Subjects,
     /// How long a publish JetStream could not take is tried again (INGEST_PUBLISH_RETRY_MS).
-    publish_retry: Duration,
+    pub retry: Duration,
+    /// Told when an ack did not come in time, so a silent server's connection is given up.
+    pub liveness: Liveness,
 }
 
 /// Counts a webhook that was refused or could not be stored, per source, as
@@ -67,9 +77,7 @@ impl AppState {
         stripe_secrets: Vec<Secret<String>>,
         limiter: RateLimiter,
         audit: RejectionAudit,
-        js: jetstream::Context,
-        subjects: Subjects,
-        publish_retry: Duration,
+        publishing: Publishing,
     ) -> Self {
         // Every series an alert reads exists from the start, at 0: a counter that first
         // appears at 1 looks like no increase to Prometheus.
@@ -84,9 +92,7 @@ impl AppState {
             stripe_secrets,
             limiter,
             audit,
-            js,
-            subjects,
-            publish_retry,
+            publishing,
         }
     }
 
@@ -186,6 +192,7 @@ fn tenant_auth(tenants: &Tenants) -> HashMap<String, Arc<TenantAuth>> {
             let auth = TenantAuth {
                 config: t.clone(),
                 keys: t.signing_keys(),
+                limit_key: format!("simplybook:{}", t.id),
             };
             (t.id.to_string(), Arc::new(auth))
         })
@@ -281,11 +288,11 @@ async fn simplybook_signed(
             Ok(timestamp) => timestamp,
             Err(err) => return state.reject(SOURCE, &tenant, err.reason(), &body),
         };
-    if !state.limiter.allow(&format!("{SOURCE}:{tenant}")) {
+    if !state.limiter.allow(&auth.limit_key) {
         return too_many(SOURCE, &tenant);
     }
     // Shape only: amount problems (≤ 0, not a number) are the ledger's to dead-letter and audit.
-    if let Err(PayloadError::Malformed(message)) = BookingPayload::parse(&body) {
+    if let Err(PayloadError::Malformed(message)) = BookingPayload::check_shape(&body) {
         return state.malformed(SOURCE, &tenant, &message, &body);
     }
     let verified = Verified {
@@ -297,7 +304,8 @@ async fn simplybook_signed(
         received_at,
         sent_at: Some(sent_at),
     };
-    publish(&state, state.subjects.simplybook(&tenant), &verified, body).await
+    let subject = state.publishing.subjects.simplybook(&tenant);
+    publish(&state, subject, &verified, body).await
 }
 
 /// A SimplyBook.me native callback, authenticated by the tenant's secret token in the URL and
@@ -315,7 +323,7 @@ async fn simplybook_callback(
     if !auth.config.accepts_callback_token(&token) {
         return state.reject(SOURCE, &tenant, "bad_token", &body);
     }
-    if !state.limiter.allow(&format!("{SOURCE}:{tenant}")) {
+    if !state.limiter.allow(&auth.limit_key) {
         return too_many(SOURCE, &tenant);
     }
     let callback = match Callback::parse(&body) {
@@ -339,7 +347,8 @@ async fn simplybook_callback(
         received_at,
         sent_at: None,
     };
-    publish(&state, state.subjects.simplybook(&tenant), &verified, body).await
+    let subject = state.publishing.subjects.simplybook(&tenant);
+    publish(&state, subject, &verified, body).await
 }
 
 /// The fields of a Stripe event ingest needs; the rest travels untouched.
@@ -396,7 +405,8 @@ async fn stripe(State(state): State<Arc<AppState>>, headers: HttpHeaders, body: 
         received_at,
         sent_at: stripe_sent_at,
     };
-    publish(&state, state.subjects.stripe(), &verified, body.clone()).await
+    let subject = state.publishing.subjects.stripe();
+    publish(&state, subject, &verified, body.clone()).await
 }
 
 /// Publishes and waits for JetStream's ack; only then is the sender told the event is safe.
@@ -408,22 +418,24 @@ async fn publish(
 ) -> Response {
     let source = verified.source;
     let event_id = verified.event_id.as_str();
-    let mut headers = verified.headers();
-    // The consumers continue this request's trace.
-    trace::inject_nats(&mut headers);
     // While a stream elects a leader (seconds, after a node of a cluster is lost) JetStream
     // answers nothing, or "no stream", at once: publish again until the retry budget runs out,
     // so the sender gets a late 202 rather than a 503. Safe: a publish that was stored after
     // all is dropped as a duplicate by its Nats-Msg-Id (then answered 200 "duplicate").
     // An ack awaited on a connection that is lost meanwhile never comes: publish again at once
     // (on the connection the client makes next) rather than wait out the publish timeout.
-    let deadline = tokio::time::Instant::now() + state.publish_retry;
+    let publishing = &state.publishing;
+    let deadline = tokio::time::Instant::now() + publishing.retry;
     let mut pause = Duration::from_millis(50);
     let acked = loop {
         let mut lost = connections_lost();
-        let attempt = match state
+        // Built for each attempt (nearly always the only one) rather than built and copied.
+        let mut headers = verified.headers();
+        // The consumers continue this request's trace.
+        trace::inject_nats(&mut headers);
+        let attempt = match publishing
             .js
-            .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+            .publish_with_headers(subject.clone(), headers, body.clone())
             .await
         {
             Ok(ack) => tokio::select! {
@@ -432,6 +444,13 @@ async fn publish(
             },
             Err(err) => Err(err),
         };
+        if attempt
+            .as_ref()
+            .is_err_and(|err| err.kind() == PublishErrorKind::TimedOut)
+        {
+            // No ack in time: a stream electing a leader, or a server gone silent.
+            publishing.liveness.doubt();
+        }
         let now = tokio::time::Instant::now();
         match attempt {
             Err(err) if passes(&err) && now + pause < deadline => {

@@ -136,6 +136,89 @@ async fn lost_in_flight(system: &System, nats: &mut PrivateNats) -> anyhow::Resu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_gone_silent_is_given_up_at_the_first_missing_ack_not_after_the_pings()
+-> anyhow::Result<()> {
+    // As in production: ingest logs in as its own user, whose permissions
+    // (deploy/nats/nats-server.conf) must allow the probe's subject.
+    let dir = std::env::temp_dir().join(format!(
+        "nats-silent-{}",
+        billing_testkit::unique_namespace()
+    ));
+    let env = crate::nats_auth::logins(&dir)?;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let nats = PrivateNats::start_with_config(&crate::nats_auth::config(), &env).await?;
+    // Alone: it reads the process's metrics.
+    let system = System::builder()
+        .ingest()
+        .alone()
+        .nats(nats.url())
+        .logins(&dir)
+        .namespace(String::new())
+        .start()
+        .await?;
+    let result = silent_server(&system, &nats, &dir).await;
+    let finished = system.finish(result).await;
+    std::fs::remove_dir_all(&dir).ok();
+    finished
+}
+
+/// The server stops answering with ingest's connection open (SIGSTOP: a hung machine, or a node
+/// cut off the network). The publish's ack does not come, so ingest probes the connection, gets
+/// no answer either, and drops it for a new one 2 s + 1 s after the publish; the client's pings
+/// alone would take 15-20 s, with every webhook meanwhile answered 503.
+async fn silent_server(
+    system: &System,
+    nats: &PrivateNats,
+    logins: &std::path::Path,
+) -> anyhow::Result<()> {
+    const UNANSWERED: &str = r#"nats_liveness_probes_total{result="unanswered"}"#;
+    const LOST: &str = r#"nats_connections_lost_total{client="ingest"}"#;
+    let warm = system
+        .post_signed("claire", "silent-1", BOOKING, CLAIRE_SECRET)
+        .await?;
+    assert_eq!(warm.status(), 202);
+    let metrics = system.metrics(system.ingest).await?;
+    assert_eq!(metrics.since_start(UNANSWERED), Some(0.0), "{metrics}");
+
+    nats.freeze().await?;
+    let frozen_at = std::time::Instant::now();
+    let second = BOOKING.replace("5001", "5004");
+    let answer = system
+        .post_signed("claire", "silent-2", &second, CLAIRE_SECRET)
+        .await?;
+    assert_eq!(answer.status(), 503, "no ack can come from a frozen server");
+    eventually(Duration::from_secs(8), || async {
+        let metrics = system.metrics(system.ingest).await?;
+        let dropped = metrics.since_start(UNANSWERED) == Some(1.0)
+            && metrics.since_start(LOST).is_some_and(|n| n >= 1.0);
+        Ok(dropped.then_some(()))
+    })
+    .await?;
+    let given_up_after = frozen_at.elapsed();
+    assert!(
+        given_up_after < Duration::from_secs(12),
+        "given up after {given_up_after:?}: the pings' pace, not the probe's"
+    );
+
+    // The server goes on; the sender delivers the refused webhook again, as SimplyBook would.
+    nats.thaw().await?;
+    let status = eventually(Duration::from_secs(30), || async {
+        let again = system
+            .post_signed("claire", "silent-2", &second, CLAIRE_SECRET)
+            .await?;
+        let status = again.status().as_u16();
+        Ok((status != 503).then_some(status))
+    })
+    .await?;
+    // 200 "duplicate" when the thawed server read the first publish from its socket after all.
+    assert!(status == 202 || status == 200, "{status}");
+    let stored =
+        crate::nats_auth::count(nats, logins, "WEBHOOKS", "webhooks.simplybook.claire").await?;
+    assert_eq!(stored, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sender_over_its_rate_limit_gets_429_and_nothing_extra_is_stored() -> anyhow::Result<()> {
     let system = System::builder().ingest().start().await?;
     let result = rate_limit(&system).await;

@@ -125,14 +125,10 @@ pub async fn connect_as(
     if let Some(path) = &identity.tls_ca_file {
         options = options.add_root_certificates(path.clone());
     }
-    let seeds: Vec<&str> = url
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if seeds.iter().any(|s| s.starts_with("tls://")) {
+    if requires_tls(url) {
         options = options.require_tls(true);
     }
+    let seeds = seeds(url);
     let client_name = name.to_string();
     options
         .event_callback(move |event| {
@@ -141,6 +137,8 @@ pub async fn connect_as(
                 match event {
                     async_nats::Event::Disconnected => {
                         CONNECTIONS_LOST.send_modify(|lost| *lost += 1);
+                        metrics::counter!("nats_connections_lost_total", "client" => client.clone())
+                            .increment(1);
                         tracing::warn!(client, "nats connection lost, reconnecting");
                     }
                     async_nats::Event::Connected => {
@@ -162,6 +160,19 @@ pub async fn connect_as(
         .max_reconnects(None)
         .connect(seeds)
         .await
+}
+
+/// The seed servers of a `<SVC>_NATS_URL`: one, or several separated by commas.
+fn seeds(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Whether a `<SVC>_NATS_URL` asks for TLS (a seed says `tls://`).
+pub fn requires_tls(url: &str) -> bool {
+    seeds(url).iter().any(|s| s.starts_with("tls://"))
 }
 
 /// A JetStream context whose API calls and publish acks give up after `timeout`.

@@ -15,6 +15,8 @@
 //!   (`billing_runtime::nats_identity_settings!`, exported at the crate root).
 //! - `consume`: durable pull consumers, pulling messages one by one or in batches, and their
 //!   lag as metrics.
+//! - `liveness`: a connection whose server went silent given up at the first doubt, not after
+//!   the pings.
 //! - `scrub`: old dead letters of raw webhooks stripped of personal data.
 //! - `settle`: each consumed message's fate: acked, retried after a growing delay, or
 //!   dead-lettered.
@@ -22,6 +24,7 @@
 mod consume;
 mod headers;
 mod identity;
+mod liveness;
 pub mod scrub;
 mod settle;
 mod subjects;
@@ -32,6 +35,7 @@ pub use headers::{
     HDR_AUTH, HDR_DLQ_REASON, HDR_DLQ_SUBJECT, HDR_EVENT_ID, HDR_EVENT_TYPE, HDR_RECEIVED_AT,
     HDR_SENT_AT, HDR_SOURCE, HDR_TENANT, NATS_MSG_ID, header, headers_without,
 };
-pub use identity::{NatsIdentity, connect, connect_as, connections_lost, jetstream};
+pub use identity::{NatsIdentity, connect, connect_as, connections_lost, jetstream, requires_tls};
+pub use liveness::{Liveness, Probe};
 pub use settle::{Disposition, Settled, Settler, dead_letter, retry_delay};
 pub use subjects::Subjects;
