@@ -198,6 +198,15 @@ async fn main() -> anyhow::Result<()> {
                     measured.redelivered[1],
                     common::load_average()
                 );
+                let seconds: Vec<String> = measured
+                    .drain_seconds
+                    .iter()
+                    .map(|(rows, commits)| format!("{rows}/{commits}"))
+                    .collect();
+                eprintln!(
+                    "  the drain second by second (bookings/commits): {}",
+                    seconds.join(" ")
+                );
                 variant.results.push(measured);
             }
         }

@@ -104,6 +104,8 @@ impl Bench {
 /// One measurement's figures.
 pub struct Measured {
     pub drained_per_sec: f64,
+    /// The drain second by second from its first commit: bookings committed, and commits.
+    pub drain_seconds: Vec<(i64, i64)>,
     /// Messages JetStream had to deliver to the ledger again (its consumer's `num_redelivered`),
     /// after the drain and after the steady run: each waited out the ledger's ack_wait.
     pub redelivered: [usize; 2],
@@ -241,6 +243,22 @@ async fn run(
             .fetch_one(&db)
             .await?;
     let drain = (last - first).to_std().unwrap_or_default();
+    // The drain second by second from its first commit: audit rows and commits (a transaction's
+    // rows share its time), to see a slow start rather than guess at it.
+    let per_second: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "select floor(extract(epoch from occurred_at - $1))::bigint, count(*),
+                count(distinct occurred_at)
+         from audit_log group by 1 order by 1",
+    )
+    .bind(first)
+    .fetch_all(&db)
+    .await?;
+    let mut drain_seconds = Vec::new();
+    for (second, rows, commits) in per_second {
+        // A second with no commit at all is a stall: shown as 0/0.
+        drain_seconds.resize(usize::try_from(second)?, (0, 0));
+        drain_seconds.push((rows, commits));
+    }
     let drained_per_sec = args.backlog as f64 / drain.as_secs_f64().max(f64::EPSILON);
     let redelivered_in_drain = ledger_redeliveries(bench).await?;
 
@@ -303,6 +321,7 @@ async fn run(
 
     Ok(Measured {
         drained_per_sec,
+        drain_seconds,
         redelivered: [redelivered_in_drain, ledger_redeliveries(bench).await?],
         p50: pct(50.0),
         p99: pct(99.0),

@@ -152,7 +152,10 @@ pub async fn connect_as(
         // Each service's replies (pulled messages, acks of its publishes, API answers) come to
         // inboxes of its own: the server lets no other identity subscribe to them.
         .custom_inbox_prefix(format!("_INBOX_{name}"))
-        .connection_timeout(Duration::from_secs(5))
+        // A live server completes the handshake in milliseconds. When a connection is given up
+        // (a server gone silent, nats::Liveness) the client picks the next server at random and
+        // may pick the silent one again: each such try costs this long while webhooks wait.
+        .connection_timeout(Duration::from_secs(2))
         // A server that went silent (a cut network, a hung machine) is given up after three
         // unanswered pings, 15-20 s, rather than the client's default of minutes: until
         // then nothing published through it is acknowledged.

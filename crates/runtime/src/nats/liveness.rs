@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::RequestErrorKind;
+use async_nats::connection::State;
 use tokio::sync::Notify;
 
 /// The checker of one client's connection; see the module.
@@ -65,9 +66,24 @@ impl Liveness {
             loop {
                 // Doubts raised while a probe runs are answered by one more probe, not many.
                 waiting.notified().await;
+                // A client already reconnecting is dealing with it: a probe now would only wait
+                // for the next connection, and dropping that one would start it all again.
+                if client.connection_state() != State::Connected {
+                    continue;
+                }
+                let probed = connection(&client);
                 let result = probe(&client, &subject, timeout).await;
                 metrics::counter!("nats_liveness_probes_total", "result" => result.as_str())
                     .increment(1);
+                if result == Probe::Unanswered
+                    && (client.connection_state() != State::Connected
+                        || connection(&client) != probed)
+                {
+                    tracing::info!(
+                        "nats server did not answer a probe; the connection probed is gone already"
+                    );
+                    continue;
+                }
                 if result == Probe::Unanswered {
                     let timeout_ms = timeout.as_millis() as u64;
                     if tls || client.server_info().tls_required {
@@ -95,6 +111,12 @@ impl Liveness {
     pub fn doubt(&self) {
         self.doubt.notify_one();
     }
+}
+
+/// Which connection the client has now: the server's id and the id it gave the connection.
+fn connection(client: &async_nats::Client) -> (String, u64) {
+    let info = client.server_info();
+    (info.server_id, info.client_id)
 }
 
 /// Sends the probe and waits for the server's answer.
