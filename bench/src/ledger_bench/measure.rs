@@ -243,11 +243,11 @@ async fn run(
             .fetch_one(&db)
             .await?;
     let drain = (last - first).to_std().unwrap_or_default();
-    // The drain second by second from its first commit: audit rows and commits (a transaction's
-    // rows share its time), to see a slow start rather than guess at it.
+    // The drain second by second from its first commit: audit rows and commits (the rows a
+    // transaction wrote share its id, `xmin`), to see a slow start rather than guess at it.
     let per_second: Vec<(i64, i64, i64)> = sqlx::query_as(
         "select floor(extract(epoch from occurred_at - $1))::bigint, count(*),
-                count(distinct occurred_at)
+                count(distinct xmin::text)
          from audit_log group by 1 order by 1",
     )
     .bind(first)

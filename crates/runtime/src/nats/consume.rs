@@ -66,12 +66,14 @@ async fn pull(
 /// arrived, the server ended it (its `408 Request Timeout` at the request's expiry, which ends
 /// a partly filled or empty request), or `deadline` passed.
 ///
-/// The deadline is for a request the server never ends: one sent to a node that died or was cut
-/// off, where the client would otherwise wait five seconds past the expiry before pulling
-/// again (async-nats's own fallback). It must come well after the server's 408, which arrives
-/// 40–50 ms after the expiry on one server here (2.9.10 and 2.15.1 alike, both measured with a
-/// raw-protocol probe; docs/nats.md): a request the client lets go of while the server still
-/// serves it loses the messages sent to it meanwhile until `ack_wait` brings them back.
+/// The deadline is for a request the server does not end: one sent to a node that died or was
+/// cut off, where the client would otherwise wait five seconds past the expiry before pulling
+/// again (async-nats's own fallback), and, as ledger-bench showed, about one in a hundred
+/// requests on a live server. It comes after the server's 408, which arrives 40–50 ms after the
+/// expiry on one server here (2.9.10 and 2.15.1 alike, both measured with a raw-protocol probe;
+/// docs/nats.md): a request the client lets go of while the server still serves it loses the
+/// messages sent to it meanwhile until `ack_wait` brings them back (seen in no run). Every batch
+/// the server leaves open waits this long, so it also bounds the ledger's latency.
 async fn next_message(
     messages: &mut jetstream::consumer::pull::Batch,
     deadline: tokio::time::Instant,
@@ -87,8 +89,11 @@ async fn next_message(
 }
 
 /// Slack after the server's expiry of a pull request before the client gives up on it (see
-/// [`next_message`]): ten times the latest 408 seen, and a fifth of async-nats's fallback.
-const EXPIRY_SLACK: Duration = Duration::from_millis(500);
+/// [`next_message`]): twice the latest 408 seen. It was 500 ms, and the ledger's publish-to-written
+/// p99 at a steady 1,000 events/s was 557-573 ms (the batches the server left open); at 100 ms,
+/// 173-180 ms, with 0 redeliveries either way (`ledger-bench --security off --encryption off`,
+/// bench/RESULTS.md).
+const EXPIRY_SLACK: Duration = Duration::from_millis(100);
 
 /// Pulls batches of up to `batch_size` from `consumer` and hands each message to `handle`, one at
 /// a time as it arrives, until `shutdown`. The batch in hand is always finished.
