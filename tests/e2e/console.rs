@@ -661,7 +661,19 @@ async fn edit_profile(system: &System, addr: SocketAddr) -> anyhow::Result<()> {
     assert_eq!(review.status, StatusCode::OK, "{}", review.body);
     assert!(review.body.contains("Save the profile"), "{}", review.body);
     assert!(review.body.contains("Payment terms (days)"));
-    assert!(review.body.contains("Claire Hamilton Therapies Pty Ltd"));
+    // In the table of changes (the form's hidden inputs echo every value too).
+    assert!(
+        review.body.contains("<td>Legal name</td>"),
+        "{}",
+        review.body
+    );
+    assert!(
+        review
+            .body
+            .contains("<td>Claire Hamilton Therapies Pty Ltd</td>"),
+        "{}",
+        review.body
+    );
     let mut invoicing = client(system).await?;
     let before = invoicing
         .get_tenant_profile(billing_proto::invoicing::GetTenantProfileRequest {

@@ -14,9 +14,6 @@ use tokio::sync::watch;
 
 use crate::Shutdown;
 
-/// How often a service looks at its tenant files unless told otherwise.
-pub const DEFAULT_RELOAD_EVERY: Duration = Duration::from_secs(10);
-
 /// The least time between two reloads asked for by a lookup that missed ([`LiveTenants::refresh`]),
 /// so a flood of events for an unknown tenant reads the files at most this often.
 const REFRESH_AT_MOST_EVERY: Duration = Duration::from_secs(1);

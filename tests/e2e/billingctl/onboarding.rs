@@ -138,6 +138,8 @@ async fn onboard(system: &System) -> anyhow::Result<()> {
     let refused = next_line(&mut lines).await?;
     assert_eq!(refused["first_callback"], "rejected", "{refused}");
     assert_eq!(refused["http_status"], 401);
+    // The token's refusal, not an unknown tenant's (both are 401): ingest knew Dana by then.
+    assert_eq!(refused["reason"], "bad_token", "{refused}");
 
     // SimplyBook's callback to the printed URL: accepted by ingest once its files name Dana,
     // confirmed with Dana's SimplyBook by the ledger, stored.

@@ -37,8 +37,8 @@ pub struct Liveness {
 pub enum Probe {
     /// The server answered: the connection works.
     Answered,
-    /// No answer in time: the connection was dropped for a new one (over TLS, left to the
-    /// pings; see the module).
+    /// No answer in time: the connection is dropped for a new one, unless it is gone already
+    /// or runs over TLS (see the module).
     Unanswered,
 }
 
@@ -75,24 +75,21 @@ impl Liveness {
                 let result = probe(&client, &subject, timeout).await;
                 metrics::counter!("nats_liveness_probes_total", "result" => result.as_str())
                     .increment(1);
-                if result == Probe::Unanswered
-                    && (client.connection_state() != State::Connected
-                        || connection(&client) != probed)
-                {
-                    tracing::info!(
-                        "nats server did not answer a probe; the connection probed is gone already"
-                    );
+                if result == Probe::Answered {
                     continue;
                 }
-                if result == Probe::Unanswered {
-                    let timeout_ms = timeout.as_millis() as u64;
-                    if tls || client.server_info().tls_required {
-                        tracing::warn!(
-                            timeout_ms,
-                            "nats server did not answer a probe; over TLS the connection is left to the pings"
-                        );
-                        continue;
-                    }
+                let timeout_ms = timeout.as_millis() as u64;
+                if client.connection_state() != State::Connected || connection(&client) != probed {
+                    tracing::info!(
+                        timeout_ms,
+                        "nats server did not answer a probe; the connection probed is gone already"
+                    );
+                } else if tls || client.server_info().tls_required {
+                    tracing::warn!(
+                        timeout_ms,
+                        "nats server did not answer a probe; over TLS the connection is left to the pings"
+                    );
+                } else {
                     tracing::warn!(
                         timeout_ms,
                         "nats server did not answer a probe, dropping the connection for a new one"

@@ -225,10 +225,7 @@ async fn first_callback(
         for event in events.iter().rev().filter(|e| e.id > seen) {
             report(event, json);
             shown = shown.max(event.id);
-            if matches!(
-                event.outcome.as_str(),
-                "stored" | "status_changed" | "revised"
-            ) {
+            if stored(event) {
                 return Ok(true);
             }
         }

@@ -219,8 +219,9 @@ async fn emails(state: &Shared, id: &str) -> Option<Vec<Delivery>> {
     }
 }
 
-/// Whether the invoice's email may be sent again: it has been issued and not voided.
-fn resendable(status: &str) -> bool {
+/// Whether the invoice has been issued and not voided: its email may be sent again, and a bank
+/// payment recorded against it.
+fn issued(status: &str) -> bool {
     is_open(status) || status == "paid"
 }
 
@@ -343,7 +344,7 @@ pub async fn detail(
                 }
             }
         }
-        @if may_write && (is_open(&i.status) || i.status == "paid") {
+        @if may_write && issued(&i.status) {
             form.write method="post" action={"/invoices/" (i.id) "/pay"} {
                 h2 { "Record a bank payment" }
                 input type="hidden" name="csrf" value=(who.session.csrf);
@@ -365,7 +366,7 @@ pub async fn detail(
                 p { button.danger type="submit" { "Void…" } }
             }
         }
-        @if may_write && resendable(&i.status) {
+        @if may_write && issued(&i.status) {
             form.write method="post" action={"/invoices/" (i.id) "/resend"} {
                 h2 { "Resend the invoice email" }
                 input type="hidden" name="csrf" value=(who.session.csrf);
@@ -568,7 +569,7 @@ pub async fn resend(
 ) -> Result<Response, Refusal> {
     who.check_write(&form.csrf, Access::Billing)?;
     let i = fetch(&state, &id).await?;
-    if !resendable(&i.status) {
+    if !issued(&i.status) {
         return Err(Refusal::BadRequest(format!(
             "invoice {} is {}: only an issued invoice's email is sent again",
             i.number, i.status
